@@ -1,0 +1,18 @@
+# Environment for running topreward_ros from this checkout: the virtualenv
+# (ROS 2 from Python wheels, torch, transformers) as the ROS underlay, and the
+# colcon install tree (messages, node, launch files) as the overlay.
+# Usage: source tools/env.sh
+_topreward_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+_topreward_venv="${TOPREWARD_VENV:-$HOME/.cache/topreward_ros/venv}"
+case "$_topreward_venv" in /*) ;; *) _topreward_venv="$_topreward_root/$_topreward_venv" ;; esac
+# shellcheck disable=SC1091
+source "$_topreward_venv/bin/activate"
+export AMENT_PREFIX_PATH="$_topreward_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+if [ -f "$_topreward_root/install/local_setup.bash" ]; then
+  # shellcheck disable=SC1091
+  COLCON_CURRENT_PREFIX="$_topreward_root/install" source "$_topreward_root/install/local_setup.bash"
+fi
+# Keep DDS traffic on this machine unless the user says otherwise.
+export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
+export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+unset _topreward_root _topreward_venv

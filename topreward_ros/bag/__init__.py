@@ -1,0 +1,1 @@
+"""Offline rosbag2 tools: scoring, replay, relabel export."""

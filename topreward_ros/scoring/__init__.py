@@ -1,0 +1,1 @@
+"""The ROS-free TOPReward scoring core (filled in by the core modules)."""
