@@ -41,12 +41,38 @@ class FrameSampler:
         if not sample_fps > 0:
             raise ValueError(f"sample_fps must be > 0, got {sample_fps!r}")
         self.sample_fps = float(sample_fps)
-        self.period_ns = int(round(NS_PER_S / self.sample_fps))
-        self._slack_ns = int(self.period_ns * SLOT_SLACK_FRACTION)
+        self._base_period_ns = int(round(NS_PER_S / self.sample_fps))
         self.reset()
+
+    @property
+    def next_slot_ns(self) -> int | None:
+        """Stamp of the next unfilled slot (None before the first frame)."""
+        if self._t0_ns is None:
+            return None
+        return self._t0_ns + self._next_slot * self.period_ns
+
+    @property
+    def slack_ns(self) -> int:
+        return self._slack_ns
+
+    def coarsen(self, factor: int = 2) -> None:
+        """Multiply the period (used when a window thins its history).
+
+        Slots stay anchored at the episode's first frame; the next slot is the
+        first one of the coarser grid after the newest kept frame.
+        """
+        if factor < 1:
+            raise ValueError(f"factor must be >= 1, got {factor}")
+        self.period_ns *= factor
+        self._slack_ns = int(self.period_ns * SLOT_SLACK_FRACTION)
+        if self._t0_ns is not None and self._last_kept_ns is not None:
+            elapsed = self._last_kept_ns - self._t0_ns + self._slack_ns
+            self._next_slot = elapsed // self.period_ns + 1
 
     def reset(self) -> None:
         """Forget the episode: the next frame offered becomes slot 0."""
+        self.period_ns = self._base_period_ns
+        self._slack_ns = int(self.period_ns * SLOT_SLACK_FRACTION)
         self._t0_ns: int | None = None
         self._next_slot = 0
         self._last_kept_ns: int | None = None
