@@ -20,8 +20,9 @@ TINY_MODEL_DIR = REPO_ROOT / ".cache" / "tiny-qwen3-vl"
 def pytest_configure(config: pytest.Config) -> None:
     # A private DDS domain per test session: parallel test runs on one
     # machine must not see each other's topics.
-    if "ROS_DOMAIN_ID" not in os.environ or os.environ.get("TOPREWARD_TEST_RANDOM_DOMAIN", "1") == "1":
-        os.environ["ROS_DOMAIN_ID"] = str(random.Random(os.getpid()).randint(1, 101))
+    # TOPREWARD_TEST_DOMAIN_ID pins it when needed.
+    domain = os.environ.get("TOPREWARD_TEST_DOMAIN_ID")
+    os.environ["ROS_DOMAIN_ID"] = domain or str(random.Random(os.getpid()).randint(1, 101))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
