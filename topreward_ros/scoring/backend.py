@@ -1,0 +1,630 @@
+"""The VLM through transformers: loading, the reference forward, exact KV reuse.
+
+Two ways to score a video prefix, with the same result (tested to 1e-3 nats
+in float32):
+
+* ``VideoScorer.score``: one independent forward over processor output, what
+  the released TOPReward code does for every prefix. The reference.
+* ``EpisodeSession.score`` (and ``VideoScorer.curve`` with ``use_cache``):
+  reuses the KV cache of everything that cannot change when frames are
+  appended, so a new score costs the new frames plus the statement text,
+  not the whole episode.
+
+Why exact reuse is possible on Qwen3-VL (read from transformers'
+``modeling_qwen3_vl.py``):
+
+1. The vision encoder attends only within one temporal patch (2 frames):
+   its ``cu_seqlens`` split the sequence per temporal grid step, and its
+   position embeddings depend only on the patch's (h, w). A complete
+   2-frame group therefore encodes the same whatever follows it.
+2. The processor writes ``<t seconds><|vision_start|> pads <|vision_end|>``
+   per 2-frame group; ``get_rope_index`` gives each group positions that
+   start where the tokens before it ended. Earlier positions never depend on
+   later tokens.
+3. Attention is causal.
+
+So the cache of [prompt header + complete 2-frame groups] is valid for every
+longer prefix. What is NOT reusable, and is computed on top of the cache and
+then cropped away (``DynamicCache.crop``): the last group of an odd prefix
+(its frame duplicated, with its own timestamp) and the statement text, whose
+positions move with every new group. Positions of the new chunk are taken
+from ``get_rope_index`` on the full prefix ids, never from generation-time
+position logic. (The upstream cached variant kept the partial group and
+rebuilt text positions by hand, and was off by up to 1.1 nats.)
+
+One case defeats reuse by construction: the processor shrinks every frame
+once a video exceeds its pixel budget (``size["longest_edge"]``, 384 frames
+of 256x256 with the Qwen3-VL defaults, i.e. 192 s at 2 fps), or enlarges
+tiny frames of short videos (``size["shortest_edge"]``). Then the pixels of
+old frames change with the prefix length; the session detects it and
+recomputes from scratch, still exactly.
+
+Qwen2.5-VL / Qwen2-VL are supported through the reference path only (same
+prompt, no timestamps in their video block); cached curves fall back to
+independent forwards for them, with a log message.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from topreward_ros.scoring.config import ScorerConfig
+from topreward_ros.scoring.curve import ProgressCurve, build_curve
+from topreward_ros.scoring.errors import BackendUnavailableError, FrameError, ModelLoadError
+from topreward_ros.scoring.frames import check_rgb
+from topreward_ros.scoring.prompt import (
+    ANSWER_FALSE,
+    ANSWER_TRUE,
+    PROMPT_HEADER,
+    VIDEO_PLACEHOLDER,
+    statement_text,
+    validate_instruction,
+)
+from topreward_ros.scoring.schedule import NS_PER_S, prefix_lengths
+from topreward_ros.scoring.score import Score
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+LOG = logging.getLogger(__name__)
+
+#: Model types whose KV cache the session can reuse exactly (same rope and
+#: video-block layout as Qwen3-VL).
+CACHE_FAMILIES = ("qwen3_vl", "qwen3_vl_moe")
+#: Model types scored through the reference path only.
+REFERENCE_ONLY_FAMILIES = ("qwen2_5_vl", "qwen2_vl")
+SUPPORTED_FAMILIES = CACHE_FAMILIES + REFERENCE_ONLY_FAMILIES
+
+_OFFLINE_VALUES = ("1", "true", "yes", "on")
+# Video processor options passed on every call: no resampling of our
+# already-sampled frames, and the uncapped resize of the released code.
+_VIDEO_KWARGS: dict[str, Any] = {"do_sample_frames": False}
+_QWEN3_VIDEO_KWARGS: dict[str, Any] = {"do_sample_frames": False, "cap_pixels_per_frame": False}
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"the scoring backend needs torch, torchvision and transformers ({exc}); install the "
+            "'model' extra (pip install 'topreward_ros[model]') or requirements/ml.txt"
+        ) from exc
+    return torch
+
+
+def hub_offline(config: ScorerConfig) -> bool:
+    """True when the hub must not be contacted (config or ``HF_HUB_OFFLINE``)."""
+    return config.local_files_only or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _OFFLINE_VALUES
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or model in (".", "..") or os.sep + os.sep in model
+
+
+def _default_cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # pragma: no cover - hub library always ships with transformers
+        return os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
+
+
+def resolve_device(config: ScorerConfig) -> str:
+    torch = _import_torch()
+    if config.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {config.device!r} requested but CUDA is not available; use device 'cpu'")
+    return config.device
+
+
+def resolve_dtype(config: ScorerConfig, device: str) -> Any:
+    torch = _import_torch()
+    if config.dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, config.dtype)
+
+
+def load_scorer(config: ScorerConfig | None = None) -> VideoScorer:
+    """Load the VLM and its processor named by ``config`` and wrap them.
+
+    Hub id or local directory; the standard (or given) Hugging Face cache;
+    offline when ``config.local_files_only`` or ``HF_HUB_OFFLINE=1``. Any
+    failure to find or load the model raises one ``ModelLoadError`` that names
+    the model, where it was looked for and what to do.
+    """
+    config = config or ScorerConfig()
+    torch = _import_torch()
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    offline = hub_offline(config)
+    model_ref = config.model
+    local = Path(model_ref).expanduser()
+    is_local = local.is_dir() or _looks_like_path(model_ref)
+    cache_dir = config.cache_dir or _default_cache_dir()
+    if is_local:
+        where = f"local directory {local}"
+        if not local.is_dir():
+            raise ModelLoadError(
+                f"cannot load model {model_ref!r}: local directory {local} does not exist. "
+                "Pass an existing directory written by save_pretrained, or a hub id such as "
+                "'Qwen/Qwen3-VL-8B-Instruct'."
+            )
+        source = str(local)
+    else:
+        mode = "offline (HF_HUB_OFFLINE / local_files_only): cache only" if offline else "online: cache, then hub"
+        revision = f" at revision {config.revision!r}" if config.revision else ""
+        where = f"hub id{revision} in cache dir {cache_dir}, {mode}"
+        source = model_ref
+
+    def fail(what: str, exc: BaseException) -> ModelLoadError:
+        if is_local:
+            hint = "Check that the directory holds config.json, the weights and the processor files."
+        elif offline:
+            hint = (
+                "Download it first on a machine with access (e.g. `hf download "
+                f"{model_ref}`) into that cache, set cache_dir to where it is, or unset HF_HUB_OFFLINE."
+            )
+        else:
+            hint = "Check the id and revision, network access, and login for gated models."
+        return ModelLoadError(
+            f"cannot load {what} of model {model_ref!r} (looked in: {where}): "
+            f"{type(exc).__name__}: {exc}. {hint}"
+        )
+
+    common: dict[str, Any] = {"revision": config.revision, "local_files_only": offline}
+    if not is_local:
+        common["cache_dir"] = config.cache_dir
+    try:
+        model_config = AutoConfig.from_pretrained(source, **common)
+    except Exception as exc:
+        raise fail("the configuration", exc) from exc
+    family = getattr(model_config, "model_type", None)
+    if family not in SUPPORTED_FAMILIES:
+        raise ModelLoadError(
+            f"model {model_ref!r} is a {family!r} model; TOPReward scoring supports "
+            f"{', '.join(SUPPORTED_FAMILIES)} (Qwen3-VL recommended)"
+        )
+    device = resolve_device(config)
+    dtype = resolve_dtype(config, device)
+    if config.torch_threads is not None:
+        torch.set_num_threads(config.torch_threads)
+    try:
+        processor = AutoProcessor.from_pretrained(source, **common)
+    except Exception as exc:
+        raise fail("the processor", exc) from exc
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            source, dtype=dtype, attn_implementation=config.attn_implementation, **common
+        )
+    except Exception as exc:
+        raise fail("the weights", exc) from exc
+    model.to(device)
+    model.eval()
+    return VideoScorer(model, processor, config, model_id=model_ref, device=device, dtype=dtype, family=family)
+
+
+@dataclass
+class _Prepared:
+    """Processor-ready video: frames (a single one duplicated) and metadata."""
+
+    video: np.ndarray
+    metadata: dict[str, Any]
+    num_frames: int
+
+
+def _check_frames(frames: Sequence[np.ndarray], stamps_ns: Sequence[int]) -> None:
+    if len(frames) != len(stamps_ns):
+        raise FrameError(f"got {len(frames)} frames but {len(stamps_ns)} stamps")
+    if len(frames) == 0:
+        raise FrameError("no frames to score: a prefix needs at least one frame")
+    shape = None
+    for i, frame in enumerate(frames):
+        check_rgb(frame, f"frames[{i}]")
+        if shape is None:
+            shape = frame.shape
+        elif frame.shape != shape:
+            raise FrameError(f"frames[{i}] has shape {frame.shape}, expected {shape} like frames[0]")
+    previous = None
+    for i, stamp in enumerate(stamps_ns):
+        if isinstance(stamp, bool) or not isinstance(stamp, (int, np.integer)):
+            raise FrameError(f"stamps_ns[{i}] must be an integer (nanoseconds), got {stamp!r}")
+        if previous is not None and stamp <= previous:
+            raise FrameError(f"stamps_ns must increase strictly: stamps_ns[{i}]={stamp} after {previous}")
+        previous = stamp
+
+
+class VideoScorer:
+    """TOPReward scores from a loaded Qwen-VL model.
+
+    Thread-safe: forwards are serialised by a lock (the model keeps per-call
+    state), so a node may share one scorer between callbacks.
+
+    Attributes:
+        model_id: the hub id or directory the model was loaded from.
+        config: the ``ScorerConfig`` it was loaded with.
+        device: torch device string the model runs on.
+        dtype: torch dtype of the weights.
+        family: transformers model type (``"qwen3_vl"``, ...).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        config: ScorerConfig,
+        *,
+        model_id: str,
+        device: str,
+        dtype: Any,
+        family: str,
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.config = config
+        self.model_id = model_id
+        self.device = device
+        self.dtype = dtype
+        self.family = family
+        self._torch = _import_torch()
+        self._lock = threading.RLock()
+        tokenizer = processor.tokenizer
+        self.true_token_id = self._single_token(tokenizer, ANSWER_TRUE)
+        self.false_token_id = self._single_token(tokenizer, ANSWER_FALSE)
+        self.header_ids: list[int] = list(tokenizer(PROMPT_HEADER, add_special_tokens=False)["input_ids"])
+        self._special_tokens = tuple(getattr(tokenizer, "all_special_tokens", ())) + tuple(
+            t for t in (getattr(processor, "video_token", None), getattr(processor, "image_token", None)) if t
+        )
+        self.supports_cache = family in CACHE_FAMILIES
+        self._video_kwargs = _QWEN3_VIDEO_KWARGS if self.supports_cache else _VIDEO_KWARGS
+
+    def _single_token(self, tokenizer: Any, text: str) -> int:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ModelLoadError(
+                f"the tokenizer of {self.model_id!r} encodes {text!r} as {len(ids)} tokens {ids}; "
+                "TOPReward needs the answer to be one token"
+            )
+        return int(ids[0])
+
+    # ------------------------------------------------------------------ inputs
+
+    def validate_instruction(self, instruction: str) -> str:
+        return validate_instruction(instruction, self._special_tokens)
+
+    def _prepare(self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int]) -> _Prepared:
+        """Stack frames and describe their real times to the processor.
+
+        Time origin is the first frame. ``fps = 1e9`` with frame "indices" in
+        nanoseconds makes the processor's ``index / fps`` the real time in
+        seconds, so the ``<t seconds>`` it writes come from the real stamps.
+        A single frame is duplicated (Qwen needs two temporal steps).
+        """
+        _check_frames(frames, stamps_ns)
+        t0 = int(stamps_ns[0])
+        offsets = [int(s) - t0 for s in stamps_ns]
+        video_frames = list(frames)
+        if len(video_frames) == 1:
+            video_frames = video_frames * 2
+            offsets = offsets * 2
+        metadata = {"fps": float(NS_PER_S), "frames_indices": offsets, "total_num_frames": len(video_frames)}
+        return _Prepared(np.stack(video_frames), metadata, len(frames))
+
+    def processor_inputs(
+        self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int], instruction: str
+    ) -> dict[str, Any]:
+        """What the reference path feeds the model: processor output as tensors."""
+        instruction = self.validate_instruction(instruction)
+        prepared = self._prepare(frames, stamps_ns)
+        text = f"{PROMPT_HEADER}{VIDEO_PLACEHOLDER}{statement_text(instruction)}"
+        inputs = self.processor(
+            text=[text],
+            videos=[prepared.video],
+            video_metadata=[prepared.metadata],
+            return_tensors="pt",
+            **self._video_kwargs,
+        )
+        inputs.pop("video_metadata", None)
+        inputs.pop("text_replacement_offsets", None)
+        return dict(inputs)
+
+    # --------------------------------------------------------------- reference
+
+    def _log_probs(self, logits_row: torch.Tensor) -> tuple[float, float]:
+        log_probs = logits_row.float().log_softmax(dim=-1)
+        return float(log_probs[self.true_token_id]), float(log_probs[self.false_token_id])
+
+    def score(self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int], instruction: str) -> Score:
+        """Score one prefix with one independent full forward (the reference path)."""
+        torch = self._torch
+        start = time.perf_counter()
+        inputs = self.processor_inputs(frames, stamps_ns, instruction)
+        input_ids = inputs["input_ids"]
+        if int(input_ids[0, -1]) != self.true_token_id:
+            raise RuntimeError("prompt does not end with the answer token; tokenizer/prompt mismatch")
+        inputs = {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in inputs.items()}
+        with self._lock, torch.inference_mode():
+            out = self.model(**inputs, logits_to_keep=2, use_cache=False)
+        lp_true, lp_false = self._log_probs(out.logits[0, -2])
+        return Score(lp_true, lp_false, len(frames), time.perf_counter() - start)
+
+    # ------------------------------------------------------------------ curves
+
+    def start_episode(self, instruction: str) -> EpisodeSession:
+        """Begin an episode for live / incremental scoring."""
+        return EpisodeSession(self, instruction)
+
+    def curve(
+        self,
+        frames: Sequence[np.ndarray],
+        stamps_ns: Sequence[int],
+        instruction: str,
+        num_prefixes: int | None = None,
+        use_cache: bool = True,
+    ) -> ProgressCurve:
+        """Score K growing prefixes of an (already sampled) episode.
+
+        ``use_cache=False`` runs K independent forwards (the released code);
+        with the cache the result is the same and the cost about one forward
+        over the whole episode plus K statement suffixes.
+        """
+        self.validate_instruction(instruction)
+        _check_frames(frames, stamps_ns)
+        k = self.config.num_prefixes if num_prefixes is None else num_prefixes
+        lengths = prefix_lengths(len(frames), k)
+        scores: list[Score] = []
+        if use_cache and not self.supports_cache:
+            LOG.info("KV-cache reuse is implemented for %s only; %s uses independent forwards",
+                     ", ".join(CACHE_FAMILIES), self.family)
+            use_cache = False
+        if use_cache:
+            session = self.start_episode(instruction)
+            done = 0
+            for length in lengths:
+                session.extend(frames[done:length], stamps_ns[done:length])
+                done = length
+                scores.append(session.score())
+        else:
+            for length in lengths:
+                scores.append(self.score(frames[:length], stamps_ns[:length], instruction))
+        return build_curve(
+            lengths,
+            [int(stamps_ns[n - 1]) for n in lengths],
+            scores,
+            model_id=self.model_id,
+            success_window=self.config.success_window,
+        )
+
+
+class EpisodeSession:
+    """Incremental scoring of one episode: append frames, score the prefix so far.
+
+    Appending is cheap (frames are stored); ``score()`` runs the model on what
+    changed since the cache was last extended: new complete 2-frame groups
+    (kept in the KV cache), plus the transient tail (an unpaired last frame
+    and the statement text), which is cropped off the cache afterwards.
+    For model families without exact cache reuse each ``score()`` is one
+    reference forward.
+    """
+
+    def __init__(self, scorer: VideoScorer, instruction: str) -> None:
+        self._scorer = scorer
+        self.instruction = scorer.validate_instruction(instruction)
+        self._frames: list[np.ndarray] = []
+        self._stamps: list[int] = []
+        self._last: Score | None = None
+        #: How often the cache had to be recomputed from scratch (see module doc).
+        self.cache_rebuilds = 0
+        self._reset_cache()
+
+    def _reset_cache(self) -> None:
+        if getattr(self, "_cache", None) is not None:
+            self.cache_rebuilds += 1
+        self._cache: Any = None
+        self._cached_ids: list[int] = []
+        self._cached_groups = 0
+        self._cached_hw: tuple[int, int] | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return len(self._frames)
+
+    @property
+    def stamps_ns(self) -> tuple[int, ...]:
+        return tuple(self._stamps)
+
+    @property
+    def cached_tokens(self) -> int:
+        """Tokens held in the KV cache (header + complete 2-frame groups)."""
+        return len(self._cached_ids)
+
+    def extend(self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int]) -> None:
+        """Append frames (already sampled views) with their capture stamps.
+
+        Everything is checked before anything is stored, so a bad batch
+        leaves the session as it was.
+        """
+        frames = list(frames)
+        stamps = [s for s in stamps_ns]
+        if len(frames) != len(stamps):
+            raise FrameError(f"got {len(frames)} frames but {len(stamps)} stamps")
+        if not frames:
+            return
+        _check_frames(frames, stamps)
+        if self._frames:
+            if frames[0].shape != self._frames[0].shape:
+                raise FrameError(
+                    f"frames have shape {frames[0].shape}, but this episode's frames are {self._frames[0].shape}"
+                )
+            if int(stamps[0]) <= self._stamps[-1]:
+                raise FrameError(
+                    f"stamps must increase across extend() calls: {int(stamps[0])} after {self._stamps[-1]}"
+                )
+        self._frames.extend(frames)
+        self._stamps.extend(int(s) for s in stamps)
+
+    def score(self) -> Score:
+        """Score the episode so far (all frames appended until now)."""
+        if not self._frames:
+            raise FrameError("no frames to score: extend() the episode first")
+        if self._last is not None and self._last.num_frames == len(self._frames):
+            return self._last
+        scorer = self._scorer
+        if not scorer.supports_cache:
+            self._last = scorer.score(self._frames, self._stamps, self.instruction)
+            return self._last
+        start = time.perf_counter()
+        with scorer._lock, scorer._torch.inference_mode():
+            lp_true, lp_false = self._cached_forward()
+        self._last = Score(lp_true, lp_false, len(self._frames), time.perf_counter() - start)
+        return self._last
+
+    # --------------------------------------------------------------- internals
+
+    def _resize_hw(self, num_frames: int) -> tuple[int, int]:
+        """(H, W) the video processor resizes to for a video of ``num_frames``."""
+        from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
+
+        vp = self._scorer.processor.video_processor
+        height, width = self._frames[0].shape[:2]
+        return smart_resize(
+            num_frames=num_frames,
+            height=height,
+            width=width,
+            temporal_factor=vp.temporal_patch_size,
+            factor=vp.patch_size * vp.merge_size,
+            min_pixels=vp.size["shortest_edge"],
+            max_pixels=vp.size["longest_edge"],
+        )
+
+    def _cached_forward(self) -> tuple[float, float]:
+        scorer = self._scorer
+        torch = scorer._torch
+        processor = scorer.processor
+        vp = processor.video_processor
+        model = scorer.model
+        n = len(self._frames)
+        # The frames the reference path would hand the processor.
+        frames = self._frames if n > 1 else self._frames * 2
+        stamps = self._stamps if n > 1 else self._stamps * 2
+        n_video = len(frames)
+        complete = n // 2  # groups of two distinct real frames: reusable
+        groups = math.ceil(n_video / 2)
+        target_hw = self._resize_hw(n_video)
+        if self._cached_hw is not None and self._cached_hw != target_hw:
+            LOG.info("frame resolution changes with video length (%s -> %s): recomputing the cache",
+                     self._cached_hw, target_hw)
+            self._reset_cache()
+        first_new = self._cached_groups
+        chunk = list(frames[2 * first_new:])
+        if len(chunk) % 2:
+            chunk.append(chunk[-1])  # as the processor pads an odd video
+        if self._resize_hw(len(chunk)) != target_hw:
+            # Short videos of tiny frames are enlarged by an amount that
+            # depends on the frame count: the chunk alone would be resized
+            # differently from the whole prefix. Recompute everything.
+            self._reset_cache()
+            first_new = 0
+            chunk = list(frames) + ([frames[-1]] if len(frames) % 2 else [])
+        processed = vp(
+            videos=[np.stack(chunk)], return_tensors="pt", **_QWEN3_VIDEO_KWARGS
+        )
+        pixel_values = processed["pixel_values_videos"]
+        grid = processed["video_grid_thw"]
+        grid_t, grid_h, grid_w = (int(v) for v in grid[0])
+        merge = vp.merge_size
+        if (grid_h * vp.patch_size, grid_w * vp.patch_size) != tuple(target_hw) or grid_t != groups - first_new:
+            raise RuntimeError(
+                f"video chunk processed to grid {tuple(grid[0].tolist())}, expected "
+                f"{groups - first_new} groups at {target_hw}"
+            )
+        tokens_per_group = grid_h * grid_w // (merge * merge)
+
+        # Token ids of the whole prefix, written as the processor writes them.
+        t0 = stamps[0]
+        parts = [PROMPT_HEADER]
+        for g in range(groups):
+            a = stamps[2 * g] - t0
+            b = stamps[min(2 * g + 1, n_video - 1)] - t0
+            seconds = (a + b) / 2 / NS_PER_S
+            parts.append(
+                f"<{seconds:.1f} seconds>{processor.vision_start_token}"
+                f"{processor.video_token * tokens_per_group}{processor.vision_end_token}"
+            )
+        parts.append(statement_text(self.instruction))
+        ids = processor.tokenizer("".join(parts), add_special_tokens=False)["input_ids"]
+        if ids[-1] != scorer.true_token_id:
+            raise RuntimeError("prompt does not end with the answer token; tokenizer/prompt mismatch")
+        if ids[: len(self._cached_ids)] != self._cached_ids:
+            LOG.warning("cached prompt tokens changed; recomputing the cache")
+            self._reset_cache()
+            return self._cached_forward()
+
+        # Positions from the full prefix, sliced to the new chunk.
+        video_token_id = model.config.video_token_id
+        ids_t = torch.tensor([ids], dtype=torch.long, device=scorer.device)
+        mm_types = (ids_t == video_token_id).to(torch.int32) * 2
+        full_grid = torch.tensor([[groups, grid_h, grid_w]], dtype=torch.long, device=scorer.device)
+        positions, _ = model.model.get_rope_index(
+            input_ids=ids_t, mm_token_type_ids=mm_types, video_grid_thw=full_grid
+        )
+        vision_end_id = processor.vision_end_token_id
+        end_positions = (ids_t[0] == vision_end_id).nonzero().flatten().tolist()
+        if len(end_positions) != groups:
+            raise RuntimeError(f"found {len(end_positions)} video blocks in the prompt, expected {groups}")
+        header_len = len(scorer.header_ids)
+        if ids[:header_len] != scorer.header_ids:
+            raise RuntimeError("prompt does not start with the user-turn header; tokenizer/prompt mismatch")
+        keep_len = end_positions[complete - 1] + 1 if complete > 0 else header_len
+        begin = len(self._cached_ids)
+        stop = len(ids) - 1  # the answer token itself is not an input we need
+
+        chunk_ids = ids_t[:, begin:stop]
+        embeds = model.model.get_input_embeddings()(chunk_ids)
+        video_mask = chunk_ids[0] == video_token_id
+        visual_pos_masks = None
+        deepstack = None
+        if bool(video_mask.any()):
+            features = model.model.get_video_features(
+                pixel_values.to(scorer.device), grid.to(scorer.device), return_dict=True
+            )
+            video_embeds = torch.cat(features.pooler_output, dim=0).to(embeds.device, embeds.dtype)
+            if video_embeds.shape[0] != int(video_mask.sum()):
+                raise RuntimeError(
+                    f"{video_embeds.shape[0]} video features for {int(video_mask.sum())} video tokens"
+                )
+            embeds[0, video_mask] = video_embeds
+            visual_pos_masks = video_mask[None, :]
+            deepstack = [torch.cat(f, dim=0).to(embeds.device, embeds.dtype) for f in features.deepstack_features]
+        if self._cache is None:
+            from transformers import DynamicCache
+
+            self._cache = DynamicCache(config=model.config.get_text_config())
+        out = model.model.language_model(
+            inputs_embeds=embeds,
+            position_ids=positions[:, :, begin:stop],
+            past_key_values=self._cache,
+            use_cache=True,
+            visual_pos_masks=visual_pos_masks,
+            deepstack_visual_embeds=deepstack,
+        )
+        logits = model.lm_head(out.last_hidden_state[:, -1])
+        remove = self._cache.get_seq_length() - keep_len
+        if remove > 0:
+            self._cache.crop(-remove)
+        self._cached_ids = ids[:keep_len]
+        self._cached_groups = complete
+        self._cached_hw = tuple(target_hw)
+        return scorer._log_probs(logits[0])

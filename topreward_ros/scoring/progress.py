@@ -1,0 +1,94 @@
+"""Live progress and success from a stream of raw scores.
+
+Per-episode min-max normalisation (what the paper reports) needs the lowest
+and highest score of the whole episode, so it is not causal: a live value
+computed that way would change retroactively as the episode goes on. Live use
+needs a mapping fixed at the start. ``CausalProgress`` anchors 0 at the
+episode's first score and 1 at the success threshold: the same raw score
+always means the same progress within an episode, and reaching 1 coincides
+with what the success detector considers done.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+
+def _finite(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+class CausalProgress:
+    """Progress in [0, 1]: 0 at the first score, 1 at ``threshold`` (nats), clipped.
+
+    If the first score is already at or above the threshold the span is
+    empty: progress is then 1 while the score stays at or above the
+    threshold and 0 below it.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = _finite(threshold, "threshold")
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the episode: the next score becomes the anchor."""
+        self.anchor: float | None = None
+
+    def update(self, raw: float) -> float:
+        """Progress for a new raw log p(" True")."""
+        raw = _finite(raw, "raw")
+        if self.anchor is None:
+            self.anchor = raw
+        span = self.threshold - self.anchor
+        if span <= 0.0:
+            return 1.0 if raw >= self.threshold else 0.0
+        return min(1.0, max(0.0, (raw - self.anchor) / span))
+
+
+class SuccessDetector:
+    """Success when the mean of the last ``window`` raw scores exceeds ``threshold``.
+
+    The mean needs ``window`` scores (no decision on fewer); success must
+    hold for ``consecutive`` updates in a row, then fires once per episode
+    (``update`` returns True exactly once) until ``reset()``.
+    """
+
+    def __init__(self, threshold: float, window: int = 3, consecutive: int = 1) -> None:
+        self.threshold = _finite(threshold, "threshold")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be an integer >= 1, got {window!r}")
+        if isinstance(consecutive, bool) or not isinstance(consecutive, int) or consecutive < 1:
+            raise ValueError(f"consecutive must be an integer >= 1, got {consecutive!r}")
+        self.window = window
+        self.consecutive = consecutive
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new episode."""
+        self._recent: deque[float] = deque(maxlen=self.window)
+        self._streak = 0
+        self.fired = False
+        self.updates = 0
+
+    @property
+    def success_score(self) -> float | None:
+        """Mean of the last ``window`` raw scores (None until there are that many)."""
+        if len(self._recent) < self.window:
+            return None
+        return sum(self._recent) / len(self._recent)
+
+    def update(self, raw: float) -> bool:
+        """Add a raw score; True only on the update where success fires."""
+        self._recent.append(_finite(raw, "raw"))
+        self.updates += 1
+        score = self.success_score
+        if score is not None and score > self.threshold:
+            self._streak += 1
+        else:
+            self._streak = 0
+        if not self.fired and self._streak >= self.consecutive:
+            self.fired = True
+            return True
+        return False
