@@ -7,3 +7,8 @@ thin adapters over it and share one windowing code path
 """
 
 __version__ = "0.1.0"
+
+# The generated messages (topreward_ros.msg) exist only in the colcon install
+# tree. When this source directory comes first on sys.path (running from the
+# checkout, pytest), let the package also search the installed copy.
+__path__ = __import__("pkgutil").extend_path(__path__, __name__)
