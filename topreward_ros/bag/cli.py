@@ -1,0 +1,211 @@
+"""`topreward bag` and `topreward replay`: argument parsing and exit codes only.
+
+The logic lives in ``bag.offline`` and ``bag.replay``; this module turns
+command-line options into their configuration objects, prints the report
+and maps outcomes to exit codes:
+
+* 0: everything asked for was done;
+* 1: the run finished but some episode failed or the bag was damaged
+  (completed episodes are kept; a re-run resumes);
+* 2: nothing could start (bad option, unusable bag, model not loadable);
+* 130: interrupted (completed episodes are kept; a re-run resumes).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_UNUSABLE = 2
+EXIT_INTERRUPTED = 130
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``bag`` and ``replay`` subcommands to the ``topreward`` parser."""
+    _register_bag(subparsers)
+    _register_replay(subparsers)
+
+
+# -- topreward bag -----------------------------------------------------------------------
+
+
+def _register_bag(subparsers: Any) -> None:
+    from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD
+
+    p = subparsers.add_parser(
+        "bag",
+        help="score a rosbag2 bag offline (progress curves, relabel tables, MCAP, plots)",
+        description="Score every episode of a rosbag2 bag (MCAP or sqlite3; a bag directory "
+        "or a single .mcap/.db3 file) with the same windowing and tick code as the node. "
+        "Writes per episode: curve.json, frames.parquet/.csv, progress.mcap, plot.png; "
+        "re-running into the same output directory resumes.",
+    )
+    p.add_argument("bag", type=Path, help="bag directory or .mcap / .db3 file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    g = p.add_argument_group("topics")
+    g.add_argument("--camera", action="append", dest="cameras", metavar="TOPIC",
+                   help="image topic (Image or CompressedImage); repeat for several cameras, "
+                   "the first is the primary. Default: the bag's only image topic")
+    g.add_argument("--instruction-topic", default="/instruction",
+                   help="std_msgs/String topic with the task instruction (default: %(default)s)")
+    g.add_argument("--instruction", help="fixed instruction for the whole bag (instead of a topic)")
+    g.add_argument("--reset-topic", help="a message on this topic starts a new episode")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL,
+                   help="hub id or local directory (default: %(default)s)")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16 | float32")
+    g.add_argument("--local-files-only", action="store_true", help="never contact the hub")
+    g.add_argument("--torch-threads", type=int, default=None, help="CPU threads for torch")
+    g = p.add_argument_group("scoring (same meaning as the node's parameters)")
+    g.add_argument("--sample-fps", type=float, default=2.0)
+    g.add_argument("--max-frames", type=int, default=256)
+    g.add_argument("--sync-tolerance", type=float, default=0.05, metavar="SECONDS")
+    g.add_argument("--view-size", type=int, default=244)
+    g.add_argument("--rate", type=float, default=1.0, metavar="HZ",
+                   help="the node's scoring timer rate in bag time (node: rate_hz)")
+    g.add_argument("--success-threshold", type=float, default=DEFAULT_SUCCESS_THRESHOLD)
+    g.add_argument("--success-window", type=int, default=3)
+    g.add_argument("--success-consecutive", type=int, default=2)
+    g.add_argument("--stamp-jump-restart", type=float, default=1.0, metavar="SECONDS")
+    g.add_argument("--num-prefixes", type=int, default=15, help="K of the offline curve")
+    g = p.add_argument_group("run")
+    g.add_argument("--episode-offset", type=int, default=0,
+                   help="added to episode_index in the tables (LeRobot join)")
+    g.add_argument("--max-episodes", type=int, default=None,
+                   help="score at most this many episodes now; a re-run continues")
+    g.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+    g.add_argument("--force", action="store_true",
+                   help="redo everything even if the output directory has results")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary only")
+    p.set_defaults(func=run_bag)
+
+
+def _pick_cameras(bag: Path, cameras: list[str] | None) -> tuple[str, ...]:
+    if cameras:
+        return tuple(cameras)
+    from topreward_ros.bag.offline import IMAGE_TYPES, BagSetupError
+    from topreward_ros.bag.reader import BagReader
+
+    with BagReader(bag) as reader:
+        images = sorted(t for t, i in reader.topics.items() if i.msgtype in IMAGE_TYPES)
+    if len(images) == 1:
+        return (images[0],)
+    if not images:
+        raise BagSetupError(f"{bag}: the bag has no sensor_msgs Image or CompressedImage topic")
+    raise BagSetupError(
+        f"{bag}: several image topics ({', '.join(images)}); choose with --camera "
+        f"(repeat it for several cameras, the first is the primary)"
+    )
+
+
+def run_bag(args: argparse.Namespace) -> int:
+    from topreward_ros.bag.manifest import ManifestError
+    from topreward_ros.bag.offline import BagScorer, BagScoringOptions
+    from topreward_ros.bag.reader import BagError, BagReader
+    from topreward_ros.episode import EpisodeSettings
+    from topreward_ros.scoring import ModelLoadError, ScorerConfig, load_scorer
+
+    try:
+        options = BagScoringOptions(
+            camera_topics=_pick_cameras(args.bag, args.cameras),
+            instruction_topic=args.instruction_topic,
+            instruction=args.instruction,
+            reset_topic=args.reset_topic,
+            tick_rate_hz=args.rate,
+            stamp_jump_restart_s=args.stamp_jump_restart,
+            num_prefixes=args.num_prefixes,
+            episode_offset=args.episode_offset,
+            max_episodes=args.max_episodes,
+            plot=not args.no_plot,
+        )
+        settings = EpisodeSettings(
+            sample_fps=args.sample_fps, max_frames=args.max_frames,
+            sync_tolerance_s=args.sync_tolerance, view_size=args.view_size,
+            success_threshold=args.success_threshold, success_window=args.success_window,
+            success_consecutive=args.success_consecutive,
+        )
+        config = ScorerConfig(
+            model=args.model, device=args.device, dtype=args.dtype,
+            local_files_only=args.local_files_only, torch_threads=args.torch_threads,
+            sample_fps=args.sample_fps, num_prefixes=args.num_prefixes,
+            view_size=args.view_size, success_window=args.success_window,
+            success_threshold=args.success_threshold,
+        )
+        # Check the bag and its topics before the (slow) model load.
+        from topreward_ros.bag.offline import check_bag
+
+        with BagReader(args.bag) as reader:
+            check_bag(reader, options)
+    except (BagError, ValueError) as exc:
+        print(f"topreward bag: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        scorer = load_scorer(config)
+    except ModelLoadError as exc:
+        print(f"topreward bag: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        report = BagScorer(scorer, settings, options).run(
+            args.bag, args.output, force=args.force, progress=not args.quiet)
+    except (BagError, ManifestError) as exc:
+        print(f"topreward bag: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    print(report.summary())
+    if report.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if report.ok else EXIT_PARTIAL
+
+
+# -- topreward replay --------------------------------------------------------------------
+
+
+def _register_replay(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "replay",
+        help="publish a bag's topics into the ROS graph with /clock (like ros2 bag play --clock)",
+        description="Publish a bag's messages on their topics, in log-time order, with "
+        "/clock in bag time, so nodes with use_sim_time:=true process it as if live. "
+        "Messages go out as their stored bytes (no re-encoding).",
+    )
+    p.add_argument("bag", type=Path, help="bag directory or .mcap / .db3 file")
+    p.add_argument("--topics", nargs="+", metavar="TOPIC", help="only these topics")
+    p.add_argument("--rate", type=float, default=1.0, help="playback speed multiplier")
+    p.add_argument("--clock-hz", type=float, default=100.0,
+                   help="/clock messages per second of wall time (default: %(default)s)")
+    p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
+    p.add_argument("--qos", choices=("reliable", "best_effort"), default="reliable",
+                   help="reliability of the publishers (default: %(default)s)")
+    p.add_argument("--wait-for", nargs="*", metavar="TOPIC", default=None,
+                   help="before starting, wait until each TOPIC has a subscriber "
+                   "(no TOPIC: every replayed topic)")
+    p.add_argument("--wait-timeout", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--linger", type=float, default=1.0, metavar="SECONDS",
+                   help="keep publishing /clock this long after the last message")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=run_replay)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from topreward_ros.bag.reader import BagError
+    from topreward_ros.bag.replay import ReplayError, ReplayOptions, replay_bag
+
+    try:
+        options = ReplayOptions(
+            topics=tuple(args.topics) if args.topics else None,
+            rate=args.rate, clock_hz=args.clock_hz, publish_clock=not args.no_clock,
+            reliable=args.qos == "reliable",
+            wait_for=None if args.wait_for is None else tuple(args.wait_for),
+            wait_timeout_s=args.wait_timeout, linger_s=args.linger,
+        )
+        result = replay_bag(args.bag, options, progress=not args.quiet)
+    except (BagError, ReplayError, ValueError) as exc:
+        print(f"topreward replay: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    print(result.summary())
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.ok else EXIT_PARTIAL

@@ -1,0 +1,118 @@
+"""Where episodes begin and end in a bag, and reading header stamps cheaply.
+
+A recording holds many episodes back to back. The offline tools must cut a
+bag exactly where the node (``scorer_node``) would have started a new
+episode while watching it live, so these rules mirror the node's:
+
+* every non-empty instruction message starts a new episode (even with the
+  same text: the node treats each one as "begin this task now");
+* an empty instruction is ignored (the episode goes on) and counted;
+* a reset (the node's ``~/reset`` service; offline, a message on a reset
+  topic) starts a new episode with the current instruction;
+* a primary camera stamp that jumps back by more than
+  ``stamp_jump_restart_s`` (a looping recording, a restarted driver) starts
+  a new episode with the current instruction;
+* a fixed instruction (``--instruction``, like the node's ``instruction``
+  parameter) starts an episode at the first message; the instruction topic
+  is then not read;
+* the end of the bag ends the current episode.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Literal
+
+NS_PER_S = 1_000_000_000
+
+Action = Literal["start", "end"]
+
+
+@dataclass(frozen=True)
+class EpisodeEvent:
+    """An episode starts or ends at a log time, for a reason."""
+
+    action: Action
+    log_time_ns: int
+    instruction: str
+    reason: str
+
+
+class EpisodeSplitter:
+    """Turns instruction / reset / stamp-jump observations into episode events."""
+
+    def __init__(self, fixed_instruction: str | None = None) -> None:
+        if fixed_instruction is not None and not fixed_instruction.strip():
+            raise ValueError("the fixed instruction must not be empty")
+        self.fixed_instruction = fixed_instruction
+        self._instruction: str | None = None
+        self.active = False
+        self.ignored_empty = 0
+        self.ignored_resets = 0
+
+    @property
+    def instruction(self) -> str | None:
+        return self._instruction
+
+    def begin(self, log_time_ns: int) -> list[EpisodeEvent]:
+        """The first message of the bag: a fixed instruction starts its episode here."""
+        if self.fixed_instruction is None or self._instruction is not None:
+            return []
+        return self._restart(log_time_ns, self.fixed_instruction, "fixed instruction")
+
+    def on_instruction(self, text: str, log_time_ns: int) -> list[EpisodeEvent]:
+        if self.fixed_instruction is not None:
+            return []
+        if not text.strip():
+            self.ignored_empty += 1
+            return []
+        return self._restart(log_time_ns, text, "instruction")
+
+    def on_reset(self, log_time_ns: int) -> list[EpisodeEvent]:
+        if self._instruction is None:
+            self.ignored_resets += 1
+            return []
+        return self._restart(log_time_ns, self._instruction, "reset")
+
+    def on_stamp_jump(self, log_time_ns: int, jump_s: float) -> list[EpisodeEvent]:
+        if not self.active or self._instruction is None:
+            return []
+        return self._restart(log_time_ns, self._instruction,
+                             f"camera stamp jumped back by {jump_s:.3f} s")
+
+    def finish(self, log_time_ns: int, reason: str = "end of bag") -> list[EpisodeEvent]:
+        return self._end(log_time_ns, reason)
+
+    def _restart(self, log_time_ns: int, instruction: str, reason: str) -> list[EpisodeEvent]:
+        events = self._end(log_time_ns, reason)
+        self._instruction = instruction
+        self.active = True
+        events.append(EpisodeEvent("start", log_time_ns, instruction, reason))
+        return events
+
+    def _end(self, log_time_ns: int, reason: str) -> list[EpisodeEvent]:
+        if not self.active:
+            return []
+        self.active = False
+        assert self._instruction is not None
+        return [EpisodeEvent("end", log_time_ns, self._instruction, reason)]
+
+
+class StampError(ValueError):
+    """The bytes are too short to hold a header stamp."""
+
+
+def header_stamp_ns(cdr: bytes) -> int:
+    """``header.stamp`` of a CDR message whose first field is ``std_msgs/Header``.
+
+    Image and CompressedImage both start with their header, so the stamp
+    sits right after the 4-byte encapsulation header: int32 seconds and
+    uint32 nanoseconds, in the byte order the encapsulation names. Reading
+    these 8 bytes lets the 2 fps schedule drop a frame without
+    deserialising its pixels.
+    """
+    if len(cdr) < 12:
+        raise StampError(f"message of {len(cdr)} bytes is too short to hold a header stamp")
+    little = cdr[1] & 1  # encapsulation id: 0x0000 CDR_BE, 0x0001 CDR_LE (and PL variants)
+    sec, nanosec = struct.unpack_from("<iI" if little else ">iI", cdr, 4)
+    return sec * NS_PER_S + nanosec
