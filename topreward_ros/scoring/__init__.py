@@ -16,7 +16,7 @@ from topreward_ros.scoring.errors import (
 )
 from topreward_ros.scoring.frames import compose_views, prepare_view
 from topreward_ros.scoring.metrics import best_threshold, success_roc_auc, voc
-from topreward_ros.scoring.progress import CausalProgress, SuccessDetector
+from topreward_ros.scoring.progress import CausalProgress, SuccessDetector, SuccessVerdict
 from topreward_ros.scoring.prompt import build_prompt
 from topreward_ros.scoring.schedule import FrameSampler, prefix_lengths, sample_indices
 from topreward_ros.scoring.score import Score
@@ -36,6 +36,7 @@ __all__ = [
     "ScorerConfig",
     "ScoringError",
     "SuccessDetector",
+    "SuccessVerdict",
     "VideoScorer",
     "best_threshold",
     "build_prompt",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 
 
 def _finite(value: float, name: str) -> float:
@@ -47,12 +48,30 @@ class CausalProgress:
         return min(1.0, max(0.0, (raw - self.anchor) / span))
 
 
+@dataclass(frozen=True)
+class SuccessVerdict:
+    """What one update of a ``SuccessDetector`` concluded.
+
+    Attributes:
+        score: success score, the mean of the last ``window`` raw scores (of
+            all scores so far while there are fewer).
+        success: the episode has been declared successful (stays True after
+            firing, until ``reset()``).
+        fired: this very update declared it (True once per episode).
+    """
+
+    score: float
+    success: bool
+    fired: bool
+
+
 class SuccessDetector:
     """Success when the mean of the last ``window`` raw scores exceeds ``threshold``.
 
-    The mean needs ``window`` scores (no decision on fewer); success must
-    hold for ``consecutive`` updates in a row, then fires once per episode
-    (``update`` returns True exactly once) until ``reset()``.
+    No decision is taken before ``window`` scores exist (a single early score
+    must not end an episode); the mean must then exceed the threshold for
+    ``consecutive`` updates in a row. Success fires once per episode and
+    stays declared until ``reset()``.
     """
 
     def __init__(self, threshold: float, window: int = 3, consecutive: int = 1) -> None:
@@ -74,21 +93,21 @@ class SuccessDetector:
 
     @property
     def success_score(self) -> float | None:
-        """Mean of the last ``window`` raw scores (None until there are that many)."""
-        if len(self._recent) < self.window:
+        """Mean of the last ``window`` raw scores (of all, while fewer; None before any)."""
+        if not self._recent:
             return None
         return sum(self._recent) / len(self._recent)
 
-    def update(self, raw: float) -> bool:
-        """Add a raw score; True only on the update where success fires."""
+    def update(self, raw: float) -> SuccessVerdict:
+        """Add a raw score and decide."""
         self._recent.append(_finite(raw, "raw"))
         self.updates += 1
-        score = self.success_score
-        if score is not None and score > self.threshold:
+        score = sum(self._recent) / len(self._recent)
+        if len(self._recent) == self.window and score > self.threshold:
             self._streak += 1
         else:
             self._streak = 0
-        if not self.fired and self._streak >= self.consecutive:
+        fired_now = not self.fired and self._streak >= self.consecutive
+        if fired_now:
             self.fired = True
-            return True
-        return False
+        return SuccessVerdict(score=score, success=self.fired, fired=fired_now)
