@@ -71,7 +71,8 @@ def _pose(phase: float) -> tuple[float, float, float]:
     phase = min(max(phase, 0.0), 1.0)
     times = [k[0] for k in _KEYFRAMES]
     values = np.array([k[1:] for k in _KEYFRAMES])
-    return tuple(float(np.interp(phase, times, values[:, i])) for i in range(3))  # type: ignore[return-value]
+    x, height, closed = (float(np.interp(phase, times, values[:, i])) for i in range(3))
+    return x, height, closed
 
 
 def render_frame(spec: SceneSpec, t_s: float, width: int = 320, height: int = 240) -> np.ndarray:
@@ -87,7 +88,8 @@ def render_frame(spec: SceneSpec, t_s: float, width: int = 320, height: int = 24
 
     block = max(8, width // 16)
     bowl_cx, bowl_w, bowl_h = spec.bowl_x * width, width * 0.2, height * 0.12
-    bowl_box = (bowl_cx - bowl_w / 2, table_y - bowl_h, bowl_cx + bowl_w / 2, table_y + bowl_h * 0.4)
+    bowl_box = (bowl_cx - bowl_w / 2, table_y - bowl_h,
+                bowl_cx + bowl_w / 2, table_y + bowl_h * 0.4)
 
     gx_frac, g_height, closed = _pose(phase)
     block_px, bowl_px = spec.block_x * width, bowl_cx

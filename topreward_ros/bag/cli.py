@@ -51,7 +51,8 @@ def _register_bag(subparsers: Any) -> None:
                    "the first is the primary. Default: the bag's only image topic")
     g.add_argument("--instruction-topic", default="/instruction",
                    help="std_msgs/String topic with the task instruction (default: %(default)s)")
-    g.add_argument("--instruction", help="fixed instruction for the whole bag (instead of a topic)")
+    g.add_argument("--instruction",
+                   help="fixed instruction for the whole bag (instead of a topic)")
     g.add_argument("--reset-topic", help="a message on this topic starts a new episode")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL,

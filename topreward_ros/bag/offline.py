@@ -87,14 +87,17 @@ class BagScoringOptions:
         if len(set(self.camera_topics)) != len(self.camera_topics):
             raise ValueError(f"camera_topics repeat a topic: {list(self.camera_topics)}")
         if self.instruction is not None and not self.instruction.strip():
-            raise ValueError("instruction must not be empty (omit it to read the instruction topic)")
+            raise ValueError(
+                "instruction must not be empty (omit it to read the instruction topic)")
         if self.instruction is None and not self.instruction_topic:
             raise ValueError("give an instruction topic or a fixed instruction")
         if not (math.isfinite(self.tick_rate_hz) and self.tick_rate_hz > 0):
-            raise ValueError(f"tick_rate_hz must be a finite number > 0, got {self.tick_rate_hz!r}")
+            raise ValueError(
+                f"tick_rate_hz must be a finite number > 0, got {self.tick_rate_hz!r}")
         if not (math.isfinite(self.stamp_jump_restart_s) and self.stamp_jump_restart_s >= 0):
             raise ValueError(
-                f"stamp_jump_restart_s must be a finite number >= 0, got {self.stamp_jump_restart_s!r}"
+                "stamp_jump_restart_s must be a finite number >= 0, "
+                f"got {self.stamp_jump_restart_s!r}"
             )
         if self.num_prefixes < 2:
             raise ValueError(f"num_prefixes must be >= 2, got {self.num_prefixes!r}")
@@ -211,7 +214,8 @@ def check_bag(reader: BagReader, options: BagScoringOptions) -> None:
             )
         if topics[topic].msgtype != STRING_TYPE:
             raise BagSetupError(
-                f"instruction topic {topic} carries {topics[topic].msgtype}, expected {STRING_TYPE}"
+                f"instruction topic {topic} carries {topics[topic].msgtype}, "
+                f"expected {STRING_TYPE}"
             )
     if options.reset_topic and options.reset_topic not in topics:
         raise BagSetupError(f"reset topic {options.reset_topic} is not in the bag")
@@ -296,7 +300,16 @@ class BagScorer:
             for event in events:
                 if event.action == "end" and episode is not None:
                     episode.end_log_ns, episode.end_reason = event.log_time_ns, event.reason
-                    outcome = self._finish(episode, runner, manifest, out_dir)
+                    try:
+                        outcome = self._finish(episode, runner, manifest, out_dir)
+                    except Exception as exc:  # noqa: BLE001 - one episode's failure stops no other
+                        outcome = EpisodeOutcome(
+                            episode.index, episode.instruction, "failed",
+                            f"scoring or writing failed: {type(exc).__name__}: {exc}",
+                            num_frames=len(episode.frame_stamps_ns))
+                        manifest.record_failure({"episode_index": episode.index,
+                                                 "instruction": episode.instruction,
+                                                 "error": outcome.message})
                     report.episodes.append(outcome)
                     if outcome.status == "scored":
                         scored_this_run += 1
@@ -368,7 +381,8 @@ class BagScorer:
             if episode is not None and not episode.skip:
                 report.episodes.append(EpisodeOutcome(
                     episode.index, episode.instruction, "failed",
-                    "interrupted before the episode ended", num_frames=len(episode.frame_stamps_ns)))
+                    "interrupted before the episode ended",
+                    num_frames=len(episode.frame_stamps_ns)))
         finally:
             bar.close()
 
@@ -433,7 +447,8 @@ class BagScorer:
                                          "error": outcome.message})
             else:
                 outcome.status = "empty"
-                outcome.message = f"no camera frame before the episode ended ({episode.end_reason})"
+                outcome.message = (
+                    f"no camera frame before the episode ended ({episode.end_reason})")
             return outcome
         curve = self.scorer.curve([s.image for s in samples], [s.stamp_ns for s in samples],
                                   episode.instruction, num_prefixes=self.options.num_prefixes)

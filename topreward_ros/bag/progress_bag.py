@@ -71,7 +71,8 @@ def write_progress_mcap(path: Path, ticks: Sequence[TimedTick], consecutive: int
     """One MCAP with a TaskProgress per tick and an EpisodeSuccess when success fired."""
     messages: list[tuple[str, Any, int]] = []
     for timed in ticks:
-        messages.append((PROGRESS_TOPIC, task_progress_msg(timed.result, store), timed.log_time_ns))
+        messages.append(
+            (PROGRESS_TOPIC, task_progress_msg(timed.result, store), timed.log_time_ns))
         if timed.result.success_fired:
             messages.append(
                 (SUCCESS_TOPIC, episode_success_msg(timed.result, consecutive, store),

@@ -196,7 +196,8 @@ def _open_storage_file(path: Path) -> _RosbagsSource | _McapStreamSource:
     except ReaderError as exc:
         if path.suffix == ".mcap":
             return _McapStreamSource(path, str(exc))
-        raise BagOpenError(f"{path}: cannot read {STORAGE_SUFFIXES[path.suffix]} bag: {exc}") from exc
+        kind = STORAGE_SUFFIXES[path.suffix]
+        raise BagOpenError(f"{path}: cannot read {kind} bag: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - rosbags raises assorted errors on garbage
         if path.suffix == ".mcap":
             return _McapStreamSource(path, f"{type(exc).__name__}: {exc}")

@@ -106,7 +106,8 @@ class ReplayResult:
                  f"{self.bag_span_s:.2f} s of bag time in {self.wall_s:.2f} s, "
                  f"{self.clock_messages} /clock messages"]
         lines += [f"  {topic}: {count}" for topic, count in sorted(self.published.items())]
-        lines += [f"  skipped {topic}: {why}" for topic, why in sorted(self.skipped_topics.items())]
+        lines += [f"  skipped {topic}: {why}"
+                  for topic, why in sorted(self.skipped_topics.items())]
         if self.not_acknowledged:
             lines.append("WARNING: not every subscriber acknowledged every message on: "
                          + ", ".join(self.not_acknowledged))
@@ -215,7 +216,8 @@ def replay_bag(path: Path | str, options: ReplayOptions | None = None,
                     result.skipped_topics[topic] = str(exc)
             if not publishers:
                 raise ReplayError("no topic of the bag can be published: "
-                                  + "; ".join(f"{t}: {w}" for t, w in result.skipped_topics.items()))
+                                  + "; ".join(f"{t}: {w}"
+                                              for t, w in result.skipped_topics.items()))
             clock_pub = None
             if options.publish_clock:
                 from rosgraph_msgs.msg import Clock

@@ -83,7 +83,8 @@ class BagWriter:
             raise BagWriteError(
                 f"topic {topic} already carries {connection.msgtype}, cannot write {msgtype}"
             )
-        self._writer.write(connection, int(log_time_ns), self.typestore.serialize_cdr(msg, msgtype))
+        data = self.typestore.serialize_cdr(msg, msgtype)
+        self._writer.write(connection, int(log_time_ns), data)
         self.message_count += 1
 
     def __exit__(
@@ -153,7 +154,8 @@ def stamp_fields(stamp_ns: int, store: Typestore | None = None) -> Any:
 
 def header(stamp_ns: int, frame_id: str = "", store: Typestore | None = None) -> Any:
     store = store or default_typestore()
-    return store.types["std_msgs/msg/Header"](stamp=stamp_fields(stamp_ns, store), frame_id=frame_id)
+    return store.types["std_msgs/msg/Header"](
+        stamp=stamp_fields(stamp_ns, store), frame_id=frame_id)
 
 
 def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera",
