@@ -203,7 +203,8 @@ def test_splitter_follows_the_node_rules():
     assert s.on_instruction("   ", 20) == []  # empty: ignored, episode goes on
     assert s.ignored_empty == 1
     events = s.on_instruction("pick", 30)  # same text again: a new episode, like the node
-    assert [(e.action, e.reason) for e in events] == [("end", "instruction"), ("start", "instruction")]
+    assert [(e.action, e.reason) for e in events] == [
+        ("end", "instruction"), ("start", "instruction")]
     events = s.on_reset(40)
     assert [(e.action, e.instruction) for e in events] == [("end", "pick"), ("start", "pick")]
     events = s.on_stamp_jump(50, 2.5)
