@@ -1,0 +1,175 @@
+"""EpisodeRunner on the real tiny Qwen3-VL: the tick shared by node and bag tools."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from topreward_ros.episode import EpisodeRunner, EpisodeSettings
+from topreward_ros.scoring import ScorerConfig, load_scorer, prepare_view
+from topreward_ros.window import AddResult
+
+MS = 1_000_000
+INSTRUCTION = "put the red block in the bowl"
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_model_dir):
+    return load_scorer(ScorerConfig(model=str(tiny_model_dir), device="cpu", torch_threads=1))
+
+
+def camera_frame(i: int) -> np.ndarray:
+    """A 96x128 camera image whose content changes with the frame index."""
+    rng = np.random.default_rng(i)
+    image = rng.integers(0, 255, size=(96, 128, 3), dtype=np.uint8)
+    image[:, : (i * 3) % 128] = (200, 30, 30)
+    return image
+
+
+def feed(runner: EpisodeRunner, stamps_ns, camera: int = 0, offset: int = 0) -> int:
+    """Offer frames like a camera callback: convert only what the window wants."""
+    converted = 0
+    for i, stamp in enumerate(stamps_ns):
+        if runner.wants(camera, stamp):
+            converted += 1
+            view = prepare_view(camera_frame(i + offset), 64)
+            assert runner.add(camera, stamp, view, "cam") is AddResult.KEPT
+    return converted
+
+
+def settings(**overrides) -> EpisodeSettings:
+    values = dict(view_size=64, success_threshold=-1e9, success_consecutive=2)
+    values.update(overrides)
+    return EpisodeSettings(**values)
+
+
+def test_ticks_score_exactly_the_frames_they_name(scorer):
+    runner = EpisodeRunner(scorer, settings())
+    episode = runner.start(INSTRUCTION)
+    stamps = [i * 33_333_333 for i in range(100)]  # 3.3 s at 30 Hz
+    results = []
+    for chunk in range(0, 100, 20):
+        converted = feed(runner, stamps[chunk : chunk + 20], offset=chunk)
+        assert converted <= 3  # at 2 fps, 20 frames at 30 Hz hold at most 2-3 slots
+        result = runner.tick()
+        assert result is not None
+        results.append(result)
+    assert runner.tick() is None  # nothing new
+    samples = runner.samples
+    assert results[-1].frame_stamps_ns == tuple(s.stamp_ns for s in samples)
+    for result in results:
+        assert result.episode_id == episode
+        assert result.stamp_ns == result.frame_stamps_ns[-1]
+        assert result.frames_used == len(result.frame_stamps_ns)
+        # The incremental score equals one independent forward over the same frames.
+        chosen = [s for s in samples if s.stamp_ns in set(result.frame_stamps_ns)]
+        reference = scorer.score(
+            [s.image for s in chosen], [s.stamp_ns for s in chosen], INSTRUCTION
+        )
+        assert result.log_prob_true == pytest.approx(reference.log_prob_true, abs=1e-4)
+        assert result.log_prob_false == pytest.approx(reference.log_prob_false, abs=1e-4)
+        assert 0.0 <= result.progress <= 1.0
+        assert result.log_prob_true <= 0.0
+
+
+def test_success_fires_once_after_consecutive_scores(scorer):
+    runner = EpisodeRunner(scorer, settings(success_window=1, success_consecutive=2))
+    runner.start(INSTRUCTION)
+    fired = []
+    for k in range(5):
+        feed(runner, [k * 500 * MS], offset=k)
+        fired.append(runner.tick().success_fired)
+    assert fired == [False, True, False, False, False]
+
+
+def test_success_never_fires_below_threshold(scorer):
+    runner = EpisodeRunner(scorer, settings(success_threshold=-1e-9, success_window=1))
+    runner.start(INSTRUCTION)
+    for k in range(4):
+        feed(runner, [k * 500 * MS], offset=k)
+        result = runner.tick()
+        assert not result.success and not result.success_fired
+
+
+def test_new_episode_resets_window_and_ids(scorer):
+    runner = EpisodeRunner(scorer, settings())
+    first = runner.start(INSTRUCTION)
+    feed(runner, [0, 500 * MS])
+    assert runner.tick().frames_used == 2
+    second = runner.start("open the drawer")
+    assert second != first
+    assert runner.tick() is None  # no frames yet in the new episode
+    # Stamps may restart (a new recording): the new episode accepts them.
+    feed(runner, [100 * MS])
+    result = runner.tick()
+    assert (result.episode_id, result.instruction, result.frames_used) == (
+        second,
+        "open the drawer",
+        1,
+    )
+
+
+def test_thinned_window_is_rescored_from_the_kept_frames(scorer):
+    runner = EpisodeRunner(scorer, settings(max_frames=4))
+    runner.start(INSTRUCTION)
+    for k in range(5):
+        feed(runner, [k * 500 * MS], offset=k)
+        result = runner.tick()
+    assert result.frame_stamps_ns == (0, 1_000 * MS, 2_000 * MS)
+    samples = runner.samples
+    reference = scorer.score([s.image for s in samples], [s.stamp_ns for s in samples], INSTRUCTION)
+    assert result.log_prob_true == pytest.approx(reference.log_prob_true, abs=1e-4)
+
+
+def test_frames_without_an_episode_are_ignored(scorer):
+    runner = EpisodeRunner(scorer, settings())
+    assert not runner.wants(0, 0)
+    assert runner.add(0, 0, np.zeros((64, 64, 3), np.uint8)) is AddResult.SKIPPED
+    assert runner.tick() is None
+
+
+@pytest.mark.parametrize("instruction", ["", "   \n"])
+def test_empty_instruction_is_refused(scorer, instruction):
+    runner = EpisodeRunner(scorer, settings())
+    with pytest.raises(ValueError, match="instruction is empty"):
+        runner.start(instruction)
+
+
+def test_episode_started_during_a_tick_voids_its_result(scorer):
+    runner = EpisodeRunner(scorer, settings())
+    runner.start(INSTRUCTION)
+    feed(runner, [0, 500 * MS, 1_000 * MS])
+    started = threading.Event()
+    original = scorer.start_episode
+
+    def start_episode_then_switch(instruction):
+        session = original(instruction)
+        runner.start("a different task")  # as if the instruction topic fired now
+        started.set()
+        return session
+
+    scorer.start_episode = start_episode_then_switch
+    try:
+        assert runner.tick() is None
+    finally:
+        del scorer.start_episode
+    assert started.is_set()
+    assert runner.instruction == "a different task"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sample_fps": 0}, "sample_fps must be > 0"),
+        ({"max_frames": 1}, "max_frames must be >= 2"),
+        ({"sync_tolerance_s": -0.1}, "sync_tolerance_s must be >= 0"),
+        ({"view_size": 8}, "view_size must be >= 32"),
+        ({"success_threshold": 0.5}, "success_threshold is a log-probability"),
+        ({"success_window": 0}, "success_window must be >= 1"),
+        ({"success_consecutive": 0}, "success_consecutive must be >= 1"),
+    ],
+)
+def test_settings_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EpisodeSettings(**kwargs)

@@ -1,0 +1,293 @@
+"""One episode of live scoring: the tick that the node and the bag tools share.
+
+The node calls ``EpisodeRunner`` from ROS callbacks and a timer; the offline
+bag tool calls the very same methods while it walks a bag in time order and
+fires the timer in bag time. Keeping window handling, incremental scoring,
+causal progress and success detection in this one class is what guarantees
+that a relabelled bag carries the numbers the live node would have published.
+
+Threading: image callbacks (``wants``/``add``) and the scoring tick may run on
+different executor threads. A lock guards the window and the episode identity
+and is never held while the model runs, so camera callbacks never wait for
+inference. A new episode started during a tick makes that tick's result void.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from topreward_ros.scoring.config import DEFAULT_SUCCESS_THRESHOLD
+from topreward_ros.scoring.progress import CausalProgress, SuccessDetector
+from topreward_ros.window import AddResult, EpisodeWindow, Sample
+
+if TYPE_CHECKING:
+    from topreward_ros.scoring.backend import EpisodeSession, VideoScorer
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class EpisodeSettings:
+    """How an episode is sampled, scored and judged.
+
+    sample_fps: frames per second of capture time the model sees (paper: 2).
+    max_frames: samples kept per episode before the window thins its history.
+    sync_tolerance_s: largest stamp difference for pairing cameras' frames.
+    view_size: side of the square view each camera frame is resized to.
+    success_threshold: success score (mean raw log p(" True"), nats) above
+        which the task counts as done; must be calibrated per model and setup.
+    success_window: number of latest scores averaged into the success score.
+    success_consecutive: scores in a row above threshold before success fires.
+    """
+
+    sample_fps: float = 2.0
+    max_frames: int = 256
+    sync_tolerance_s: float = 0.05
+    view_size: int = 244
+    success_threshold: float = DEFAULT_SUCCESS_THRESHOLD
+    success_window: int = 3
+    success_consecutive: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.sample_fps > 0:
+            raise ValueError(f"sample_fps must be > 0, got {self.sample_fps!r}")
+        if self.max_frames < 2:
+            raise ValueError(f"max_frames must be >= 2, got {self.max_frames!r}")
+        if not self.sync_tolerance_s >= 0:
+            raise ValueError(f"sync_tolerance_s must be >= 0, got {self.sync_tolerance_s!r}")
+        if self.view_size < 32:
+            raise ValueError(f"view_size must be >= 32 pixels, got {self.view_size!r}")
+        if not np.isfinite(self.success_threshold) or self.success_threshold > 0:
+            raise ValueError(
+                f"success_threshold is a log-probability and must be <= 0, "
+                f"got {self.success_threshold!r}"
+            )
+        if self.success_window < 1:
+            raise ValueError(f"success_window must be >= 1, got {self.success_window!r}")
+        if self.success_consecutive < 1:
+            raise ValueError(
+                f"success_consecutive must be >= 1, got {self.success_consecutive!r}"
+            )
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """Everything one scoring tick produced (one TaskProgress message)."""
+
+    episode_id: str
+    instruction: str
+    log_prob_true: float
+    log_prob_false: float
+    stamp_ns: int
+    frame_id: str
+    frame_stamps_ns: tuple[int, ...]
+    progress: float
+    success_score: float
+    success_threshold: float
+    success: bool
+    success_fired: bool
+    latency_s: float
+    model_id: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def frames_used(self) -> int:
+        return len(self.frame_stamps_ns)
+
+
+class EpisodeRunner:
+    """Window + incremental VLM session + causal progress + success, per episode."""
+
+    _counter = itertools.count(1)
+
+    def __init__(
+        self, scorer: VideoScorer, settings: EpisodeSettings | None = None, num_cameras: int = 1
+    ) -> None:
+        self.scorer = scorer
+        self.settings = settings or EpisodeSettings()
+        self.num_cameras = num_cameras
+        self._lock = threading.Lock()
+        self._tick_lock = threading.Lock()
+        self._window = self._new_window()
+        self._episode_id: str | None = None
+        self._instruction: str | None = None
+        self._session: EpisodeSession | None = None
+        self._session_generation = -1
+        self._progress: CausalProgress | None = None
+        self._success: SuccessDetector | None = None
+
+    def _new_window(self) -> EpisodeWindow:
+        s = self.settings
+        return EpisodeWindow(
+            num_cameras=self.num_cameras,
+            sample_fps=s.sample_fps,
+            max_frames=s.max_frames,
+            sync_tolerance_ns=int(round(s.sync_tolerance_s * NS_PER_S)),
+        )
+
+    # -- episode identity ------------------------------------------------------
+    @property
+    def episode_id(self) -> str | None:
+        return self._episode_id
+
+    @property
+    def instruction(self) -> str | None:
+        return self._instruction
+
+    @property
+    def active(self) -> bool:
+        return self._episode_id is not None
+
+    @property
+    def window(self) -> EpisodeWindow:
+        """The live window (read it under no assumptions of stability)."""
+        return self._window
+
+    @property
+    def samples(self) -> list[Sample]:
+        with self._lock:
+            return list(self._window.samples)
+
+    def start(self, instruction: str, episode_id: str | None = None) -> str:
+        """Begin a new episode for ``instruction``; returns its id."""
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError("instruction is empty: a task instruction is required to score")
+        if episode_id is None:
+            episode_id = f"{next(self._counter):04d}-{uuid.uuid4().hex[:8]}"
+        with self._lock:
+            self._window.reset()
+            self._episode_id = episode_id
+            self._instruction = instruction
+            self._session = None
+            self._session_generation = -1
+            self._progress = CausalProgress(self.settings.success_threshold)
+            self._success = self._new_success_detector()
+        return episode_id
+
+    def _new_success_detector(self) -> SuccessDetector:
+        return SuccessDetector(
+            self.settings.success_threshold,
+            window=self.settings.success_window,
+            consecutive=self.settings.success_consecutive,
+        )
+
+    def stop(self) -> None:
+        """End the episode without starting another (frames are then ignored)."""
+        with self._lock:
+            self._episode_id = None
+            self._instruction = None
+            self._session = None
+            self._window.reset()
+
+    def update_settings(self, settings: EpisodeSettings) -> None:
+        """Apply new settings at run time.
+
+        Threshold and consecutive-count changes keep the episode and its
+        success streak; a new success window restarts the success detector;
+        sampling and window changes start an empty window (the scorer then
+        rebuilds its session from the frames that arrive).
+        """
+        with self._lock:
+            old, self.settings = self.settings, settings
+            window_keys = ("sample_fps", "max_frames", "sync_tolerance_s", "view_size")
+            if any(getattr(old, k) != getattr(settings, k) for k in window_keys):
+                self._window = self._new_window()
+                self._session = None
+                self._session_generation = -1
+            if self._progress is not None:
+                self._progress.threshold = settings.success_threshold
+            if self._success is not None:
+                if old.success_window != settings.success_window:
+                    self._success = self._new_success_detector()
+                self._success.threshold = settings.success_threshold
+                self._success.consecutive = settings.success_consecutive
+
+    # -- frames ------------------------------------------------------------------
+    def wants(self, camera: int, stamp_ns: int) -> bool:
+        """Cheap check before converting an image: is this frame needed?"""
+        with self._lock:
+            return self._episode_id is not None and self._window.wants(camera, stamp_ns)
+
+    def add(self, camera: int, stamp_ns: int, view: np.ndarray, frame_id: str = "") -> AddResult:
+        with self._lock:
+            if self._episode_id is None:
+                return AddResult.SKIPPED
+            return self._window.add(camera, stamp_ns, view, frame_id)
+
+    def flush(self) -> None:
+        """Complete pending samples with what arrived (end of a recording)."""
+        with self._lock:
+            self._window.flush()
+
+    # -- scoring -------------------------------------------------------------------
+    def tick(self) -> TickResult | None:
+        """Score the episode so far if new frames arrived; None otherwise.
+
+        Runs the model outside the window lock. Raises what the model raises
+        (out of memory, ...) after discarding the session, so the next tick
+        rebuilds it from the window instead of scoring a corrupt cache.
+        """
+        with self._tick_lock:
+            t_start = time.perf_counter()
+            with self._lock:
+                episode_id = self._episode_id
+                if episode_id is None:
+                    return None
+                instruction = self._instruction
+                new = self._window.finalize()
+                samples = list(self._window.samples)
+                generation = self._window.generation
+                session = self._session
+                rebuild = session is None or generation != self._session_generation
+                if not samples or (not new and not rebuild):
+                    return None
+                progress, success = self._progress, self._success
+            t_assembled = time.perf_counter()
+            try:
+                if rebuild:
+                    session = self.scorer.start_episode(instruction)
+                    feed = samples
+                else:
+                    feed = new
+                session.extend([s.image for s in feed], [s.stamp_ns for s in feed])
+                score = session.score()
+            except BaseException:
+                with self._lock:
+                    if self._episode_id == episode_id:
+                        self._session = None
+                raise
+            t_scored = time.perf_counter()
+            with self._lock:
+                if self._episode_id != episode_id:
+                    return None  # a new episode began while the model ran
+                self._session = session
+                self._session_generation = generation
+                value = progress.update(score.log_prob_true)
+                verdict = success.update(score.log_prob_true)
+            newest = samples[-1]
+            return TickResult(
+                episode_id=episode_id,
+                instruction=instruction,
+                log_prob_true=score.log_prob_true,
+                log_prob_false=score.log_prob_false,
+                stamp_ns=newest.stamp_ns,
+                frame_id=newest.frame_id,
+                frame_stamps_ns=tuple(s.stamp_ns for s in samples),
+                progress=value,
+                success_score=verdict.score,
+                success_threshold=self.settings.success_threshold,
+                success=verdict.success,
+                success_fired=verdict.fired,
+                latency_s=t_scored - t_start,
+                model_id=self.scorer.model_id,
+                timings={
+                    "assembly_s": t_assembled - t_start,
+                    "model_s": t_scored - t_assembled,
+                },
+            )
