@@ -118,7 +118,9 @@ def test_thinned_window_is_rescored_from_the_kept_frames(scorer):
         result = runner.tick()
     assert result.frame_stamps_ns == (0, 1_000 * MS, 2_000 * MS)
     samples = runner.samples
-    reference = scorer.score([s.image for s in samples], [s.stamp_ns for s in samples], INSTRUCTION)
+    reference = scorer.score(
+        [s.image for s in samples], [s.stamp_ns for s in samples], INSTRUCTION
+    )
     assert result.log_prob_true == pytest.approx(reference.log_prob_true, abs=1e-4)
 
 
