@@ -6,6 +6,7 @@
 # in the colcon build/ and install/ trees; a warm re-run skips what is done.
 
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 # The virtualenv lives outside the checkout: CMake refuses exported include
 # paths (numpy's, from the ROS wheels) that lie inside the package source dir.
@@ -14,7 +15,9 @@ export TOPREWARD_VENV
 VENV := $(TOPREWARD_VENV)
 VPY := $(VENV)/bin/python
 REQS := requirements/ros.txt requirements/ml.txt requirements/bag.txt requirements/test.txt
-DEPS_STAMP := $(VENV)/.deps-installed
+# The stamp names a hash of the requirements: another checkout with the same
+# pins reuses the environment, a changed pin reinstalls.
+DEPS_STAMP := $(VENV)/.deps-$(shell cat $(REQS) | sha1sum | cut -c1-12)
 BUILD_STAMP := install/.topreward_ros-built
 SOURCES := CMakeLists.txt package.xml $(wildcard msg/*.msg launch/* config/* scripts/*) \
            $(shell find topreward_ros -name '*.py' 2>/dev/null)
@@ -32,11 +35,9 @@ venv: $(DEPS_STAMP)
 $(DEPS_STAMP): $(REQS)
 	@test -x $(VPY) || { mkdir -p $(dir $(VENV)) && $(PYTHON) -m venv $(VENV); }
 	$(VPY) -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(REQS)) 2>&1 \
-	  | grep -v "is neither a file nor a directory" || true
+	  | { grep -v "is neither a file nor a directory" || true; }
 	$(VPY) -m pip check >/dev/null || { $(VPY) -m pip check; exit 1; }
 	$(VPY) tools/fix_ros_wheel_cmake.py $(VENV)
-	$(VPY) -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 \
-	  | grep -v "is neither a file nor a directory" || true
 	@touch $@
 
 build: $(BUILD_STAMP)

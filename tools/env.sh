@@ -12,6 +12,8 @@ if [ -f "$_topreward_root/install/local_setup.bash" ]; then
   # shellcheck disable=SC1091
   COLCON_CURRENT_PREFIX="$_topreward_root/install" source "$_topreward_root/install/local_setup.bash"
 fi
+# The package's executables (scorer_node, topreward) without `ros2 run`.
+export PATH="$_topreward_root/install/topreward_ros/lib/topreward_ros:$PATH"
 # Keep DDS traffic on this machine unless the user says otherwise.
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
