@@ -1,0 +1,267 @@
+"""``topreward score``: the progress curve of one video or frame directory.
+
+The offline counterpart of the node for a single recording: frames are
+sampled with the same 2 fps prefix-stable schedule from their real times
+(a video's own timestamps, or ``--source-fps`` for a directory of images),
+resized to the model's views, and scored over K growing prefixes. The curve
+is printed; with ``--output`` it is also written as JSON (everything needed
+to reproduce or compare it) and as a PNG plot.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+RESULT_JSON = "score.json"
+RESULT_PNG = "curve.png"
+#: Thumbnails drawn above the plotted curve.
+PLOT_THUMBNAILS = 8
+
+
+class InputError(Exception):
+    """The video or frame directory cannot be used (message for the user)."""
+
+
+@dataclass
+class SampledEpisode:
+    """The frames the model sees: model-sized views, their stamps and origin."""
+
+    views: list[np.ndarray]
+    stamps_ns: list[int]
+    source_indices: list[int]
+    source_frames: int
+    kind: str
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``score`` subcommand to the ``topreward`` command."""
+    from topreward_ros.scoring.config import DEFAULT_MODEL
+
+    p = subparsers.add_parser(
+        "score",
+        help="progress curve of one video or directory of frames",
+        description=__doc__.split("\n\n")[0] + ". Writes score.json and curve.png with --output.",
+    )
+    p.add_argument("input", metavar="VIDEO_OR_FRAME_DIR",
+                   help="a video file (read with PyAV) or a directory of images read in name order")
+    p.add_argument("--instruction", required=True, help="the task, verbatim (e.g. 'put the cup on the plate')")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local model directory (default {DEFAULT_MODEL})")
+    p.add_argument("--source-fps", type=float, default=30.0,
+                   help="frame rate of a frame directory (default 30; a video uses its own timestamps)")
+    p.add_argument("--sample-fps", type=float, default=2.0, help="frames per second the model sees (default 2)")
+    p.add_argument("--num-prefixes", type=int, default=15, help="K prefixes of the curve (default 15)")
+    p.add_argument("--view-size", type=int, default=244, help="side of the square model view (default 244)")
+    p.add_argument("--output", type=Path, default=None,
+                   help=f"directory for {RESULT_JSON} and {RESULT_PNG} (created; existing results are kept "
+                   "unless --force)")
+    p.add_argument("--force", action="store_true", help="overwrite existing results in --output")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32 (default auto)")
+    p.add_argument("--torch-threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--no-cache", action="store_true",
+                   help="score each prefix with an independent forward (the released code's way; slower, "
+                   "same result)")
+    p.set_defaults(func=run)
+    return p
+
+
+def _error(message: str) -> None:
+    print(f"topreward score: error: {message}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``topreward score``; returns the exit code."""
+    from topreward_ros.scoring import ScorerConfig, ScoringError, load_scorer, voc
+    from topreward_ros.scoring.prompt import validate_instruction
+
+    try:
+        config = ScorerConfig(model=args.model, device=args.device, dtype=args.dtype,
+                              sample_fps=args.sample_fps, num_prefixes=args.num_prefixes,
+                              view_size=args.view_size, torch_threads=args.torch_threads)
+    except ValueError as exc:
+        _error(str(exc))
+        return 2
+    try:
+        validate_instruction(args.instruction)
+    except ScoringError as exc:
+        _error(str(exc))
+        return 2
+    if not (math.isfinite(args.source_fps) and args.source_fps > 0):
+        _error(f"--source-fps must be a finite number > 0, got {args.source_fps!r}")
+        return 2
+    output: Path | None = args.output
+    if output is not None:
+        existing = [output / n for n in (RESULT_JSON, RESULT_PNG) if (output / n).exists()]
+        if existing and not args.force:
+            _error(f"{', '.join(map(str, existing))} already exist(s); pass --force to overwrite")
+            return 2
+        if output.exists() and not output.is_dir():
+            _error(f"--output {output} is not a directory")
+            return 2
+    try:
+        episode = read_episode(Path(args.input), args.source_fps, config.sample_fps, config.view_size)
+    except InputError as exc:
+        _error(str(exc))
+        return 2
+    try:
+        scorer = load_scorer(config)
+        curve = scorer.curve(episode.views, episode.stamps_ns, args.instruction, use_cache=not args.no_cache)
+    except ScoringError as exc:
+        _error(str(exc))
+        return 2 if isinstance(exc, ValueError) else 1
+
+    value_order = voc(curve.normalized)
+    print(f"{args.input}: {episode.source_frames} {episode.kind} frames, {len(episode.views)} sampled at "
+          f"{config.sample_fps:g} fps, model {curve.model_id}")
+    print(f"{'prefix':>6} {'frames':>6} {'t [s]':>8} {'log p True':>11} {'log p False':>12} {'progress':>8}")
+    t0 = episode.stamps_ns[0]
+    for i, n in enumerate(curve.prefix_lengths):
+        print(f"{i + 1:>6} {n:>6} {(curve.stamps_ns[i] - t0) / 1e9:>8.2f} {curve.log_prob_true[i]:>11.4f} "
+              f"{curve.log_prob_false[i]:>12.4f} {curve.normalized[i]:>8.3f}")
+    print(f"success score (mean raw log p of the last {config.success_window}): {curve.success_score:.4f} nats; "
+          f"VOC {value_order:.3f}")
+
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        result = {
+            "input": str(args.input),
+            "input_kind": episode.kind,
+            "instruction": args.instruction,
+            "model_id": curve.model_id,
+            "source_frames": episode.source_frames,
+            "source_fps": args.source_fps if episode.kind == "image" else None,
+            "sample_fps": config.sample_fps,
+            "view_size": config.view_size,
+            "num_prefixes": config.num_prefixes,
+            "cached": not args.no_cache,
+            "frame_source_indices": episode.source_indices,
+            "frame_stamps_ns": episode.stamps_ns,
+            "prefix_lengths": list(curve.prefix_lengths),
+            "prefix_stamps_ns": list(curve.stamps_ns),
+            "log_prob_true": list(curve.log_prob_true),
+            "log_prob_false": list(curve.log_prob_false),
+            "normalized": list(curve.normalized),
+            "success_score": curve.success_score,
+            "success_window": config.success_window,
+            "voc": value_order,
+            "latency_s": list(curve.latency_s),
+        }
+        _write_atomic(output / RESULT_JSON, json.dumps(result, indent=2).encode())
+        from topreward_ros.plotting import plot_curve
+
+        picks = np.unique(np.linspace(0, len(episode.views) - 1, min(PLOT_THUMBNAILS, len(episode.views)))
+                          .round().astype(int))
+        with tempfile.NamedTemporaryFile(dir=output, prefix=".curve.", suffix=".png", delete=False) as tmp:
+            tmp_path = Path(tmp.name)
+        try:
+            plot_curve(tmp_path, curve, thumbnails=[episode.views[i] for i in picks],
+                       thumbnail_stamps_ns=[episode.stamps_ns[i] for i in picks],
+                       title=f"{args.instruction}  ({curve.model_id})")
+            os.replace(tmp_path, output / RESULT_PNG)
+        finally:
+            tmp_path.unlink(missing_ok=True)
+        print(f"wrote {output / RESULT_JSON} and {output / RESULT_PNG}")
+    return 0
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(data)
+    os.replace(tmp.name, path)
+
+
+# ----------------------------------------------------------------------------- input
+
+
+def read_episode(path: Path, source_fps: float, sample_fps: float, view_size: int) -> SampledEpisode:
+    """Sample and prepare the frames of a video file or an image directory."""
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if path.is_dir():
+        return _read_frame_dir(path, source_fps, sample_fps, view_size)
+    return _read_video(path, sample_fps, view_size)
+
+
+def _read_frame_dir(path: Path, source_fps: float, sample_fps: float, view_size: int) -> SampledEpisode:
+    from PIL import Image, UnidentifiedImageError
+
+    from topreward_ros.scoring.frames import prepare_view
+    from topreward_ros.scoring.schedule import NS_PER_S, sample_indices
+
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    stamps = [round(i * NS_PER_S / source_fps) for i in range(len(files))]
+    keep = sample_indices(stamps, sample_fps)
+    views = []
+    for i in keep:
+        try:
+            with Image.open(files[i]) as image:
+                rgb = np.asarray(image.convert("RGB"))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise InputError(f"cannot read image {files[i]}: {exc}") from exc
+        views.append(prepare_view(rgb, view_size))
+    return SampledEpisode(views, [stamps[i] for i in keep], keep, len(files), "image")
+
+
+def _video_frames(path: Path) -> Iterator[tuple[int, Any]]:
+    """(stamp_ns, av.VideoFrame) of every decoded frame, in presentation order."""
+    try:
+        import av
+    except ImportError as exc:
+        raise InputError("reading videos needs PyAV: install the 'video' extra (pip install av)") from exc
+    try:
+        container = av.open(str(path))
+    except Exception as exc:
+        raise InputError(f"cannot open {path} as a video: {exc}") from exc
+    with container:
+        if not container.streams.video:
+            raise InputError(f"{path} has no video stream")
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 0) or None
+        index = 0
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is not None and frame.time_base is not None:
+                    stamp = round(frame.pts * frame.time_base * 1_000_000_000)
+                elif rate:
+                    stamp = round(index * 1_000_000_000 / rate)
+                else:
+                    raise InputError(f"{path}: frame {index} has no timestamp and the stream no frame rate")
+                index += 1
+                yield int(stamp), frame
+        except av.error.FFmpegError as exc:
+            raise InputError(f"cannot decode {path} (frame {index}): {exc}") from exc
+
+
+def _read_video(path: Path, sample_fps: float, view_size: int) -> SampledEpisode:
+    from topreward_ros.scoring.frames import prepare_view
+    from topreward_ros.scoring.schedule import FrameSampler
+
+    # Online form of sample_indices (the same rule): only the kept frames are
+    # converted, so a long video never sits in memory.
+    sampler = FrameSampler(sample_fps)
+    views: list[np.ndarray] = []
+    stamps: list[int] = []
+    indices: list[int] = []
+    count = 0
+    for i, (stamp, frame) in enumerate(_video_frames(path)):
+        count += 1
+        if sampler.offer(stamp):
+            views.append(prepare_view(frame.to_ndarray(format="rgb24"), view_size))
+            stamps.append(stamp)
+            indices.append(i)
+    if not views:
+        raise InputError(f"{path} has no decodable video frames")
+    return SampledEpisode(views, stamps, indices, count, "video")
