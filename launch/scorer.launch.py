@@ -1,0 +1,107 @@
+"""Launch the TOPReward scorer node.
+
+    ros2 launch topreward_ros scorer.launch.py \\
+        cameras:="['wrist/image_raw/compressed', 'front/image_raw']" \\
+        instruction_topic:=/task/instruction device:=cuda rate:=2.0
+
+Every argument left empty keeps the value from the parameters file
+(``params_file``, by default the package's config/scorer.yaml), so the file
+stays the single place for a rig's settings and the command line only
+overrides what it names.
+
+The ``launch`` imports sit inside the functions: the module can then be
+imported (and its argument table checked) where launch is not installed.
+"""
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+PACKAGE = "topreward_ros"
+EXECUTABLE = "scorer_node"
+
+#: (name, default, description) of every launch argument.
+LAUNCH_ARGUMENTS: tuple[tuple[str, str, str], ...] = (
+    ("model", "", "Hub id or local directory of the VLM ('' = params file value)"),
+    ("cameras", "", "Camera topics as a YAML list, e.g. \"['cam/image_raw']\" ('' = params file)"),
+    ("instruction_topic", "instruction", "Topic of the std_msgs/String task instruction"),
+    ("rate", "", "Scoring ticks per second of ROS time ('' = params file value)"),
+    ("device", "", "auto | cpu | cuda | cuda:N ('' = params file value)"),
+    ("params_file", "", "Parameters file ('' = the package's config/scorer.yaml)"),
+    ("use_sim_time", "false", "Follow /clock (bag replay, simulation)"),
+    ("namespace", "", "Namespace of the node and its relative topics"),
+)
+
+
+def parameter_overrides(args: dict[str, str]) -> dict[str, Any]:
+    """Node parameters set by non-empty launch arguments (the rest: params file)."""
+    overrides: dict[str, Any] = {}
+    if args.get("model", "").strip():
+        overrides["model"] = args["model"].strip()
+    if args.get("device", "").strip():
+        overrides["device"] = args["device"].strip()
+    if args.get("rate", "").strip():
+        try:
+            overrides["rate_hz"] = float(args["rate"])
+        except ValueError as exc:
+            raise ValueError(f"rate must be a number of ticks per second, got {args['rate']!r}") from exc
+    cameras = args.get("cameras", "").strip()
+    if cameras:
+        if cameras.startswith("["):
+            try:
+                topics = ast.literal_eval(cameras)
+            except (ValueError, SyntaxError) as exc:
+                raise ValueError(f"cameras must be a list of topic names, got {cameras!r}") from exc
+        else:
+            topics = [t for t in cameras.replace(",", " ").split()]
+        if not isinstance(topics, list) or not topics or not all(isinstance(t, str) for t in topics):
+            raise ValueError(f"cameras must be a non-empty list of topic names, got {cameras!r}")
+        overrides["camera_topics"] = topics
+    sim = args.get("use_sim_time", "false").strip().lower()
+    if sim not in ("true", "false"):
+        raise ValueError(f"use_sim_time must be true or false, got {args.get('use_sim_time')!r}")
+    overrides["use_sim_time"] = sim == "true"
+    return overrides
+
+
+def _launch_setup(context: Any) -> list[Any]:
+    from ament_index_python.packages import get_package_share_directory
+    from launch_ros.actions import Node
+
+    args = {name: context.perform_substitution(_config(name)) for name, _, _ in LAUNCH_ARGUMENTS}
+    params_file = args["params_file"].strip() or (
+        f"{get_package_share_directory(PACKAGE)}/config/scorer.yaml"
+    )
+    return [
+        Node(
+            package=PACKAGE,
+            executable=EXECUTABLE,
+            name=EXECUTABLE,
+            namespace=args["namespace"],
+            output="screen",
+            emulate_tty=True,
+            parameters=[params_file, parameter_overrides(args)],
+            remappings=[("instruction", args["instruction_topic"])],
+        )
+    ]
+
+
+def _config(name: str) -> Any:
+    from launch.substitutions import LaunchConfiguration
+
+    return LaunchConfiguration(name)
+
+
+def generate_launch_description() -> Any:
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    return LaunchDescription(
+        [
+            *(
+                DeclareLaunchArgument(name, default_value=default, description=description)
+                for name, default, description in LAUNCH_ARGUMENTS
+            ),
+            OpaqueFunction(function=_launch_setup),
+        ]
+    )

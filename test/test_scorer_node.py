@@ -1,0 +1,301 @@
+"""The scorer node on a real ROS graph, run as a separate process.
+
+The node is started from its installed executable with the package's
+parameters file, the tiny random Qwen3-VL as its model and ``use_sim_time``;
+the rig (``scorer_node_rig``) plays clock, two cameras and the instruction.
+Scores of the random model are meaningless; the tests check what the node
+does with them: stamps, episode identity, latching, thresholds, health. The
+tests share one node process and run in file order, each on its own episode.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
+from rclpy.parameter import parameter_value_to_python  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from scorer_node_rig import (  # noqa: E402
+    CAM0,
+    CAM1,
+    NS,
+    PARAMS_FILE,
+    STALL_ERROR_S,
+    STALL_WARN_S,
+    NodeProcess,
+    Rig,
+    new_episode_after,
+    stamp_ns,
+    status_values,
+)
+
+from topreward_ros.msg import EpisodeSuccess  # noqa: E402
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.graph]
+
+
+# ----------------------------------------------------------------------------
+# Fixtures.
+# ----------------------------------------------------------------------------
+NODE_PARAMS = {
+    "use_sim_time": "true",
+    "camera_topics": f"['{CAM0}', '{CAM1}']",
+    "rate_hz": "4.0",
+    "view_size": "64",
+    "max_frames": "24",
+    "success_threshold": "0.0",  # log p <= 0: can never be exceeded
+    "success_consecutive": "2",
+    "camera_stall_warn_s": str(STALL_WARN_S),
+    "camera_stall_error_s": str(STALL_ERROR_S),
+    "diagnostics_period_s": "0.25",
+    "torch_threads": "1",
+}
+
+
+@pytest.fixture(scope="module")
+def rig(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    log = tmp_path_factory.mktemp("scorer_node") / "node.log"
+    proc = NodeProcess({**NODE_PARAMS, "model": str(tiny_model_dir)}, log)
+    the_rig = Rig(proc)
+    try:
+        the_rig.wait_matched()
+        the_rig.start_streaming()
+        the_rig.wait_for("the model to load", lambda: (
+            (s := the_rig.latest_status(": model")) is not None and s.level == DiagnosticStatus.OK),
+            timeout=90)
+        yield the_rig
+    finally:
+        the_rig.close()
+        if proc.alive():
+            proc.stop(signal.SIGINT)
+
+
+# ----------------------------------------------------------------------------
+# Tests (module order: each starts its own episode; they share one node).
+# ----------------------------------------------------------------------------
+def test_params_file_keys_are_declared_and_applied(rig: Rig) -> None:
+    """Every key of the installed params file is a parameter the node declared."""
+    loaded = yaml.safe_load(PARAMS_FILE.read_text())
+    file_params = loaded["/**"]["ros__parameters"]
+    names = sorted(file_params)
+    response = rig.call(rig.params.get_parameters(names), "get_parameters")
+    overridden = {"model", *NODE_PARAMS}
+    for name, value in zip(names, response.values):
+        got = parameter_value_to_python(value)
+        assert value.type != 0, f"{name} (in {PARAMS_FILE.name}) is not declared by scorer_node"
+        if name not in overridden:
+            assert got == file_params[name], f"{name}: node has {got!r}, params file says {file_params[name]!r}"
+
+
+def test_progress_carries_capture_stamps_and_episode(rig: Rig) -> None:
+    instruction = "put the yellow block in the bin"
+    with rig.lock:
+        old = {m.episode_id for m in rig.progress}
+    rig.instruct(instruction)
+    msgs = new_episode_after(rig, old, instruction, count=5)
+    episode_id = msgs[0].episode_id
+    assert episode_id
+    with rig.lock:
+        published0 = set(rig.published[0])
+        msgs = rig.progress_of(episode_id)
+    frame_counts = [m.frames_used for m in msgs]
+    assert frame_counts == sorted(frame_counts) and frame_counts[-1] > frame_counts[0]
+    for m in msgs:
+        stamps = [stamp_ns(s) for s in m.frame_stamps]
+        assert m.instruction == instruction
+        assert m.frames_used == len(stamps) > 0
+        # The header stamp is the capture stamp of the newest frame scored.
+        assert stamp_ns(m.header.stamp) == stamps[-1]
+        assert stamp_ns(m.oldest_frame_stamp) == stamps[0]
+        assert m.header.frame_id == "cam0_optical"
+        # Every frame the model saw is a published primary-camera frame, at most one per
+        # slot of the 2 fps grid anchored at the episode's first frame (0.05 s slack).
+        assert set(stamps) <= published0, "frame_stamps must be stamps the primary camera published"
+        slots = [(s - stamps[0] + NS // 20) // (NS // 2) for s in stamps]
+        assert all(b > a for a, b in zip(slots, slots[1:])), f"two frames in one 2 fps slot: {slots}"
+        assert np.isfinite(m.log_prob_true) and m.log_prob_true <= 0.0
+        assert np.isfinite(m.log_prob_false) and m.log_prob_false <= 0.0
+        assert 0.0 <= m.progress <= 1.0
+        assert m.success is False and m.success_threshold == 0.0
+        assert m.inference_latency > 0.0
+        assert m.model_id.endswith("tiny-qwen3-vl")
+    # Causal progress is anchored at the episode's first score.
+    assert msgs[0].progress == 0.0
+    with rig.lock:
+        assert not [s for s in rig.successes if s.episode_id == episode_id]
+
+
+def test_reset_service_starts_a_new_episode(rig: Rig) -> None:
+    with rig.lock:
+        old = {m.episode_id for m in rig.progress}
+        previous = rig.progress[-1]
+    reset_at = rig.sim_now_ns()
+    response = rig.reset()
+    assert response.success, response.message
+    new_id = response.message
+    assert new_id and new_id not in old
+    msgs = new_episode_after(rig, old, count=2)
+    assert msgs[0].episode_id == new_id
+    assert msgs[0].instruction == previous.instruction  # a reset keeps the task
+    for m in msgs:
+        # The new episode's window starts after the reset (small margin for frames in flight).
+        assert stamp_ns(m.frame_stamps[0]) >= reset_at - int(0.3 * NS)
+
+
+def test_success_fires_once_and_is_latched(rig: Rig) -> None:
+    # With the threshold at 0 (the start-up value) nothing ever fired so far.
+    with rig.lock:
+        assert rig.successes == []
+        assert all(not m.success for m in rig.progress)
+    # Validation: out-of-range and inconsistent values are refused with a reason.
+    bad = rig.set_params(success_threshold=5.0)
+    assert not bad[0].successful
+    bad = rig.set_params(camera_stall_error_s=0.1)
+    assert not bad[0].successful and "camera_stall_error_s" in bad[0].reason
+    ok = rig.set_params(success_threshold=-1.0e9)
+    assert ok[0].successful, ok[0].reason
+    with rig.lock:
+        old = {m.episode_id for m in rig.progress}
+    new_id = rig.reset().message
+    success = rig.wait_for("EpisodeSuccess of the new episode", lambda: next(
+        (s for s in rig.successes if s.episode_id == new_id), None))
+    # Several more ticks of the same episode: still exactly one success message.
+    rig.wait_for("4 more progress messages after success", lambda: len(
+        [m for m in rig.progress_of(new_id) if m.success]) >= 4)
+    with rig.lock:
+        fired = [s for s in rig.successes if s.episode_id == new_id]
+        msgs = rig.progress_of(new_id)
+    assert len(fired) == 1
+    assert success.threshold == -1.0e9 and success.consecutive_scores == 2
+    assert success.success_score > success.threshold
+    # The success score needs success_window (3) scores, then success_consecutive (2)
+    # of them above threshold: the 4th score of the episode declares success.
+    first_success = next(m for m in msgs if m.success)
+    assert msgs.index(first_success) == 3
+    assert success.header.stamp == first_success.header.stamp
+    assert all(m.success for m in msgs[3:]), "success is latched for the rest of the episode"
+    assert new_id not in old
+    # Latched: a subscriber that joins late still receives it.
+    late: list[EpisodeSuccess] = []
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    sub = rig.node.create_subscription(EpisodeSuccess, "episode_success", late.append, latched)
+    try:
+        rig.wait_for("the latched EpisodeSuccess on a late subscription", lambda: late)
+        assert late[0].episode_id == new_id
+    finally:
+        rig.node.destroy_subscription(sub)
+    assert rig.set_params(success_threshold=0.0)[0].successful
+
+
+def test_new_instruction_and_empty_instruction(rig: Rig) -> None:
+    with rig.lock:
+        old = {m.episode_id for m in rig.progress}
+    rig.instruct("open the drawer")
+    msgs = new_episode_after(rig, old, "open the drawer", count=2)
+    current = msgs[0].episode_id
+    sent_at = time.monotonic()
+    rig.instruct("   ")
+    status = rig.wait_for("the empty instruction in diagnostics", lambda: (
+        (s := rig.latest_status(": episode", since=sent_at)) is not None
+        and "empty instruction" in s.message and s))
+    assert status.level == DiagnosticStatus.WARN
+    assert status_values(status)["episode_id"] == current
+    # Scoring goes on in the same episode.
+    count = len(msgs)
+    rig.wait_for("more progress of the unchanged episode", lambda: len(rig.progress_of(current)) > count + 2)
+    with rig.lock:
+        assert rig.progress[-1].episode_id == current
+
+
+def test_bad_images_are_reported_and_scoring_continues(rig: Rig) -> None:
+    cam0 = f"camera {CAM0}"
+    cam1 = f"camera {CAM1}"
+    expectations = [
+        (0, "unknown_encoding", cam0, "unsupported image encoding '32FC1'"),
+        (0, "truncated", cam0, "truncated"),
+        (1, "corrupt_jpeg", cam1, "(format 'jpeg') is corrupt"),
+    ]
+    for cam, kind, name, text in expectations:
+        started = time.monotonic()
+        rig.bad[cam] = kind
+        try:
+            status = rig.wait_for(f"{kind} reported in diagnostics", lambda: (
+                (s := rig.latest_status(name, since=started)) is not None and text in s.message and s))
+        finally:
+            rig.bad.pop(cam, None)
+        assert status.level == DiagnosticStatus.WARN
+        assert int(status_values(status)["bad_images"]) >= 1
+    # Scores keep coming, on frames captured after the bad ones.
+    after = rig.sim_now_ns()
+    rig.wait_for("progress on frames after the bad images",
+                 lambda: any(stamp_ns(m.header.stamp) > after for m in rig.progress))
+    assert rig.node_proc.alive()
+
+
+def test_stalled_camera_shows_in_diagnostics(rig: Rig) -> None:
+    name1 = f"camera {CAM1}"
+    rig.paused.add(1)
+    paused_at = time.monotonic()
+    try:
+        status = rig.wait_for("the stalled camera at ERROR", lambda: (
+            (s := rig.latest_status(name1, since=paused_at)) is not None
+            and s.level == DiagnosticStatus.ERROR and s))
+        assert "stalled" in status.message
+        assert status_values(status)["rate_hz"] == "0.0"
+        with rig.lock:
+            primary = rig.latest_status(f"camera {CAM0}")
+        # The primary camera is not stalled (it may still show the bad images of a test before).
+        assert primary is not None and "stalled" not in primary.message, primary
+        assert float(status_values(primary)["last_frame_age_s"]) < STALL_WARN_S
+        # The primary camera alone keeps the scores coming during the stall.
+        after = rig.sim_now_ns()
+        rig.wait_for("progress while camera 1 is stalled",
+                     lambda: any(stamp_ns(m.header.stamp) > after for m in rig.progress))
+    finally:
+        rig.paused.discard(1)
+    resumed = time.monotonic()
+    status = rig.wait_for("camera 1 receiving again", lambda: (
+        (s := rig.latest_status(name1, since=resumed)) is not None
+        and "stalled" not in s.message and float(status_values(s)["rate_hz"]) > 0 and s))
+    assert status.level != DiagnosticStatus.ERROR
+
+
+def test_clock_jump_back_starts_a_new_episode(rig: Rig) -> None:
+    with rig.lock:
+        old = {m.episode_id for m in rig.progress}
+        instruction = rig.progress[-1].instruction
+    rig.sim_offset_ns -= 30 * NS  # like a bag that loops
+    msgs = new_episode_after(rig, old, count=2)
+    assert msgs[0].instruction == instruction
+    with rig.lock:
+        status = rig.latest_status(": episode")
+    assert status is not None
+    assert "jumped back" in status.message or "jumped back" in status_values(status)["last_event"]
+
+
+def test_scoring_diagnostics(rig: Rig) -> None:
+    since = time.monotonic()
+    status = rig.wait_for("scoring diagnostics", lambda: rig.latest_status(": scoring", since=since))
+    values = status_values(status)
+    assert int(values["published"]) > 10
+    assert float(values["inference_latency_s"]) > 0.0
+    assert int(values["skipped_ticks"]) >= 0
+    episode = rig.wait_for("episode diagnostics", lambda: rig.latest_status(": episode", since=since))
+    ev = status_values(episode)
+    assert 0 < int(ev["window_frames"]) <= int(ev["window_max_frames"]) == 24
+
+
+def test_sigint_stops_the_node_cleanly(rig: Rig) -> None:
+    rc = rig.node_proc.stop(signal.SIGINT)
+    log = rig.node_proc.log()
+    assert rc == 0, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
