@@ -62,7 +62,8 @@ def test_dtype_must_be_known() -> None:
 
 
 def test_attn_implementation_must_be_known() -> None:
-    with pytest.raises(ValueError, match="attn_implementation must be one of sdpa, eager, flash_attention_2, got 'flex'"):
+    with pytest.raises(ValueError,
+                       match="attn_implementation must be one of sdpa, eager, flash_attention_2, got 'flex'"):
         ScorerConfig(attn_implementation="flex")
 
 
