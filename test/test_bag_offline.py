@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from topreward_ros.bag.cli import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, register
+from topreward_ros.bag.cli import EXIT_OK, EXIT_UNUSABLE, register
 from topreward_ros.bag.manifest import ManifestError
 from topreward_ros.bag.offline import BagScorer, BagScoringOptions, BagSetupError
 from topreward_ros.bag.progress_bag import PROGRESS_TOPIC

@@ -463,7 +463,8 @@ class BagScorer:
                             self.settings.success_consecutive)
         files += ["frames.parquet", "frames.csv", "progress.mcap"]
         if self.options.plot:
-            self._plot(ep_dir / "plot.png", curve, samples)
+            self._plot(ep_dir / "plot.png", curve, samples,
+                       f"episode {episode.index}: {episode.instruction}")
             files.append("plot.png")
         write_json_atomic(ep_dir / "curve.json",
                           self._curve_record(episode, samples, curve, columns))
@@ -554,16 +555,18 @@ class BagScorer:
             "settings": self.settings_record(),
         }
 
-    def _plot(self, path: Path, curve: Any, samples: list[Any]) -> None:
+    def _plot(self, path: Path, curve: Any, samples: list[Any], title: str) -> None:
         from topreward_ros.bag.manifest import write_atomic
         from topreward_ros.plotting import plot_curve
 
         picks = np.unique(np.linspace(0, len(samples) - 1, min(PLOT_THUMBNAILS, len(samples)))
                           .round().astype(int))
         thumbnails = [samples[i].image for i in picks]
+        stamps = [samples[i].stamp_ns for i in picks]
         tmp = path.with_name(f".{path.stem}.tmp.png")
         try:
-            plot_curve(tmp, curve, thumbnails=thumbnails)
+            plot_curve(tmp, curve, thumbnails=thumbnails, thumbnail_stamps_ns=stamps,
+                       title=f"{title}  [{curve.model_id}]")
             write_atomic(path, lambda f: f.write(tmp.read_bytes()))
         finally:
             tmp.unlink(missing_ok=True)

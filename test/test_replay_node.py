@@ -1,0 +1,207 @@
+"""A bag replayed into the real scorer_node agrees with the offline path.
+
+The installed ``scorer_node`` runs as its own process with
+``use_sim_time:=true`` and the tiny model; ``topreward replay`` (the library
+call behind it) publishes a two-episode bag with /clock. Then:
+
+* nothing was dropped: the node's own diagnostics count as many camera
+  frames received as the replay published;
+* every TaskProgress names the frames it scored, and those are exactly a
+  prefix of the 2 fps schedule applied to the episode's recorded stamps;
+* the offline path, given those frames from the bag, gets the same log
+  probabilities within 1e-4 (one reference forward per message);
+* episode boundaries match the offline bag tool: same number of episodes,
+  same instruction each, every scored stamp inside its episode.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from topreward_ros.bag.offline import BagScorer, BagScoringOptions
+from topreward_ros.bag.reader import BagReader
+from topreward_ros.bag.replay import ReplayOptions, replay_bag
+from topreward_ros.bag.synthetic import CameraSpec, write_episodes_bag
+from topreward_ros.demo_scene import DEMO_SCENES
+from topreward_ros.episode import EpisodeSettings
+from topreward_ros.images import to_rgb
+from topreward_ros.scoring import ScorerConfig, load_scorer, prepare_view
+from topreward_ros.scoring.schedule import sample_indices
+
+pytestmark = pytest.mark.graph
+
+ROOT = Path(__file__).resolve().parents[1]
+EXECUTABLE = ROOT / "install" / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
+CAMERA = "/camera/image_raw"
+VIEW = 64
+RATE_HZ = 2.0
+NS = 1_000_000_000
+
+
+def _stamp_ns(stamp) -> int:
+    return int(stamp.sec) * NS + int(stamp.nanosec)
+
+
+class Probe:
+    """Records the node's TaskProgress and diagnostics in the test process."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        from topreward_ros.msg import TaskProgress
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("replay_probe", context=self.context)
+        self.lock = threading.Lock()
+        self.progress: list = []
+        self.diagnostics: dict[str, dict[str, str]] = {}
+        reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(TaskProgress, "/task_progress", self._on_progress, reliable)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - context shut down at teardown
+            pass
+
+    def _on_progress(self, msg) -> None:
+        with self.lock:
+            self.progress.append(msg)
+
+    def _on_diag(self, msg) -> None:
+        with self.lock:
+            for status in msg.status:
+                values = {kv.key: kv.value for kv in status.values}
+                values["_message"] = status.message
+                self.diagnostics[status.name] = values
+
+    def status(self, suffix: str) -> dict[str, str]:
+        with self.lock:
+            for name, values in self.diagnostics.items():
+                if name.endswith(suffix):
+                    return dict(values)
+        return {}
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+        self.thread.join(5)
+
+
+def _wait(predicate, timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}\nnode log:\n"
+                f"{log.read_text(errors='replace')[-3000:]}")
+
+
+def test_replayed_bag_scored_by_the_node_matches_the_offline_path(tmp_path, tiny_model_dir):
+    if not EXECUTABLE.exists():
+        pytest.fail(f"{EXECUTABLE} missing: run `make build` first")
+    layout = write_episodes_bag(
+        tmp_path / "bag", "mcap", DEMO_SCENES,
+        (CameraSpec(CAMERA, "raw", "rgb8", width=96, height=72, rate_hz=10.0),),
+        duration_s=3.0, gap_s=0.6)
+    params = {
+        "use_sim_time": "true",
+        "model": str(tiny_model_dir),
+        "local_files_only": "true",
+        "device": "cpu",
+        "dtype": "float32",
+        "torch_threads": "1",
+        "camera_topics": f"[{CAMERA}]",
+        "view_size": str(VIEW),
+        "rate_hz": str(RATE_HZ),
+        # Reliable, deep camera queue: the test proves nothing is lost, so
+        # the subscription must not be allowed to drop by design.
+        f"qos_overrides.{CAMERA}.subscription.reliability": "reliable",
+        f"qos_overrides.{CAMERA}.subscription.depth": "200",
+    }
+    args = [str(EXECUTABLE), "--ros-args"]
+    for name, value in params.items():
+        args += ["-p", f"{name}:={value}"]
+    log = tmp_path / "node.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    probe = Probe()
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        try:
+            _wait(lambda: probe.status(": model").get("state") == "loaded"
+                  or "loaded" in probe.status(": model").get("_message", ""),
+                  120, "the node to load the model", log)
+            result = replay_bag(layout.path, ReplayOptions(
+                wait_for=(CAMERA, "/instruction", "/clock"), wait_timeout_s=60.0,
+                linger_s=2.0), progress=False)
+            assert result.ok, result.summary()
+            published = result.published[CAMERA]
+            assert published == sum(len(e.primary_stamps_ns) for e in layout.episodes)
+            # Nothing dropped: the node itself counted every frame the replay sent.
+            _wait(lambda: probe.status(f"camera {CAMERA} (primary)").get("received")
+                  == str(published), 30, f"the node to report {published} frames received", log)
+            _wait(lambda: probe.status(": scoring").get("published") == str(len(probe.progress))
+                  and len(probe.progress) > 0, 30, "every published score to arrive", log)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+            probe.close()
+
+    messages = list(probe.progress)
+    episodes: dict[str, list] = {}
+    for msg in messages:
+        episodes.setdefault(msg.episode_id, []).append(msg)
+    node_episodes = list(episodes.values())
+
+    # Episode boundaries: the offline bag tool cuts the bag the same way.
+    scorer = load_scorer(ScorerConfig(model=str(tiny_model_dir), device="cpu", dtype="float32",
+                                      local_files_only=True, view_size=VIEW))
+    report = BagScorer(
+        scorer, EpisodeSettings(view_size=VIEW, success_threshold=-8.0),
+        BagScoringOptions(camera_topics=(CAMERA,), tick_rate_hz=RATE_HZ, plot=False),
+    ).run(layout.path, tmp_path / "offline", progress=False)
+    assert [e.instruction for e in report.episodes] == [e.instruction for e in layout.episodes]
+    assert len(node_episodes) == len(report.episodes) == len(layout.episodes)
+
+    with BagReader(layout.path) as reader:
+        views = {}
+        for m in reader.messages([CAMERA]):
+            msg = reader.deserialize(m)
+            views[_stamp_ns(msg.header.stamp)] = prepare_view(to_rgb(msg), VIEW)
+    for msgs, episode in zip(node_episodes, layout.episodes):
+        stamps = episode.primary_stamps_ns
+        schedule = [stamps[i] for i in sample_indices(stamps, 2.0)]
+        for msg in msgs:
+            assert msg.instruction == episode.instruction
+            frame_stamps = [_stamp_ns(s) for s in msg.frame_stamps]
+            assert msg.frames_used == len(frame_stamps) > 0
+            # The node's frames are exactly a prefix of the schedule on the recorded stamps.
+            assert frame_stamps == schedule[: len(frame_stamps)]
+            assert stamps[0] <= frame_stamps[0] and frame_stamps[-1] <= stamps[-1]
+            reference = scorer.score([views[s] for s in frame_stamps], frame_stamps,
+                                     episode.instruction)
+            assert msg.log_prob_true == pytest.approx(reference.log_prob_true, abs=1e-4)
+            assert msg.log_prob_false == pytest.approx(reference.log_prob_false, abs=1e-4)
