@@ -42,7 +42,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
+from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -153,8 +153,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("sync_tolerance_s", 0.05, "Largest stamp difference when pairing other cameras' frames "
               "with the first camera's. Restarts the window.", True, 0.0, 1.0),
     ParamSpec("view_size", 244, "Side in pixels of the square view each camera frame is resized to "
-              "(views of several cameras are placed side by side). Restarts the window.",
-              True, 32, 1024),
+              "(views of several cameras are placed side by side).", False, 32, 1024),
     # Scoring.
     ParamSpec("rate_hz", 1.0, "Scoring ticks per second of ROS time (a tick that comes due while "
               "the previous one runs is skipped and counted).", True, 0.01, 30.0),
@@ -170,8 +169,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               True, 0.05, 3600.0),
     ParamSpec("camera_stall_error_s", 5.0, "Seconds without a frame before a camera is reported ERROR.",
               True, 0.05, 3600.0),
-    ParamSpec("stamp_jump_restart_s", 1.0, "A first-camera stamp this many seconds older than the "
-              "last kept one (a looping bag, a restarted driver) starts a new episode with the same "
+    ParamSpec("stamp_jump_restart_s", 1.0, "A first-camera frame stamped this many seconds before "
+              "the previous one (a looping bag, a restarted driver) starts a new episode with the same "
               "instruction.", True, 0.0, 3600.0),
     ParamSpec("diagnostics_period_s", 1.0, "Seconds (wall clock) between /diagnostics messages.",
               False, 0.1, 60.0),
@@ -560,12 +559,19 @@ class ScorerNode(Node):
         return response
 
     def _on_clock_jump(self, jump: TimeJump) -> None:
-        delta_s = jump.delta.nanoseconds / NS_PER_S
-        message = f"ROS clock jumped back by {-delta_s:.3f} s"
+        """Time went backwards (a looping bag, a restarted simulator): a new episode.
+
+        The window only accepts frames newer than those it holds, so the old
+        episode could not continue with the replayed frames anyway.
+        """
+        if jump.clock_change in (ClockChange.ROS_TIME_ACTIVATED, ClockChange.ROS_TIME_DEACTIVATED):
+            message = f"clock source changed ({jump.clock_change.name})"
+        else:
+            message = f"ROS clock jumped back by {-jump.delta.nanoseconds / NS_PER_S:.3f} s"
         self._episode_error.record(message)
         self.get_logger().warning(message, throttle_duration_sec=5.0)
-        if self._runner.active and self._runner.instruction and delta_s < 0:
-            self._start_episode(self._runner.instruction, "clock jumped back")
+        if self._runner.active and self._runner.instruction:
+            self._start_episode(self._runner.instruction, message)
 
     # -- frames ------------------------------------------------------------------
     def _on_image(self, camera: int, msg: Image | CompressedImage) -> None:
