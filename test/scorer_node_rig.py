@@ -12,6 +12,7 @@ Every wait is bounded, matched on content, and fails with the node's log.
 """
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import signal
@@ -153,6 +154,12 @@ class NodeProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        # Last resort if the test process dies without reaching a finally block.
+        atexit.register(self._kill_if_running)
+
+    def _kill_if_running(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -64,7 +64,11 @@ NODE_PARAMS = {
 def rig(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     log = tmp_path_factory.mktemp("scorer_node") / "node.log"
     proc = NodeProcess({**NODE_PARAMS, "model": str(tiny_model_dir)}, log)
-    the_rig = Rig(proc)
+    try:
+        the_rig = Rig(proc)
+    except BaseException:
+        proc.stop(signal.SIGKILL)
+        raise
     try:
         the_rig.wait_matched()
         the_rig.start_streaming()

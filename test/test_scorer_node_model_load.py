@@ -29,7 +29,11 @@ def test_model_load_failure_keeps_serving_and_recovers(tiny_model_dir: Path, tmp
         "diagnostics_period_s": "0.25",
         "torch_threads": "1",
     }, tmp_path / "node.log")
-    rig = Rig(proc, compressed_camera=False)
+    try:
+        rig = Rig(proc, compressed_camera=False)
+    except BaseException:
+        proc.stop(signal.SIGKILL)
+        raise
     try:
         rig.wait_matched()
         rig.start_streaming()
@@ -52,6 +56,6 @@ def test_model_load_failure_keeps_serving_and_recovers(tiny_model_dir: Path, tmp
         assert msgs[0].instruction == "wipe the table"
     finally:
         rig.close()
-    rc = proc.stop(signal.SIGTERM)
+        rc = proc.stop(signal.SIGTERM)  # also when a check above failed: never leave it running
     assert rc == 0, proc.log()[-3000:]
     assert "Traceback" not in proc.log()
