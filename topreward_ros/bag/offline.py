@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -133,6 +134,7 @@ class BagRunReport:
     stopped_early: bool = False
     notes: list[str] = field(default_factory=list)
     frames_outside_episodes: int = 0
+    model_s: float = 0.0  # wall time spent inside the model (ticks and offline curves)
 
     def by_status(self, status: str) -> list[EpisodeOutcome]:
         return [e for e in self.episodes if e.status == status]
@@ -301,7 +303,7 @@ class BagScorer:
                 if event.action == "end" and episode is not None:
                     episode.end_log_ns, episode.end_reason = event.log_time_ns, event.reason
                     try:
-                        outcome = self._finish(episode, runner, manifest, out_dir)
+                        outcome = self._finish(episode, runner, manifest, out_dir, report)
                     except Exception as exc:  # noqa: BLE001 - one episode's failure stops no other
                         outcome = EpisodeOutcome(
                             episode.index, episode.instruction, "failed",
@@ -339,6 +341,7 @@ class BagScorer:
                         result = runner.tick()
                         if result is not None:
                             episode.ticks.append(TimedTick(next_tick_ns, result))
+                            report.model_s += result.timings.get("model_s", 0.0)
                     next_tick_ns += tick_period_ns
                 if message.topic in cameras:
                     camera = cameras[message.topic]
@@ -426,7 +429,7 @@ class BagScorer:
 
     # -- one episode's outputs ------------------------------------------------------------
     def _finish(self, episode: _Episode, runner: EpisodeRunner, manifest: Manifest,
-                out_dir: Path) -> EpisodeOutcome:
+                out_dir: Path, report: BagRunReport) -> EpisodeOutcome:
         outcome = EpisodeOutcome(episode.index, episode.instruction, "skipped",
                                  num_frames=len(episode.frame_stamps_ns),
                                  directory=EPISODE_DIR.format(index=episode.index))
@@ -450,8 +453,10 @@ class BagScorer:
                 outcome.message = (
                     f"no camera frame before the episode ended ({episode.end_reason})")
             return outcome
+        t0 = time.perf_counter()
         curve = self.scorer.curve([s.image for s in samples], [s.stamp_ns for s in samples],
                                   episode.instruction, num_prefixes=self.options.num_prefixes)
+        report.model_s += time.perf_counter() - t0
         ep_dir = out_dir / outcome.directory
         ep_dir.mkdir(parents=True, exist_ok=True)
         columns = self._frame_columns(episode, samples, curve)
