@@ -23,6 +23,7 @@ def test_scene_is_deterministic_and_the_task_visibly_progresses():
     np.testing.assert_array_equal(first, render_frame(spec, 0.0))
     end = render_frame(spec, spec.duration_s)
     red = np.array(spec.block_color)
+
     # The block's pixels move from its start position to the bowl.
     def block_x(img):
         return np.nonzero(np.all(img == red, axis=2))[1].mean() / img.shape[1]
