@@ -205,3 +205,29 @@ def test_replayed_bag_scored_by_the_node_matches_the_offline_path(tmp_path, tiny
                                      episode.instruction)
             assert msg.log_prob_true == pytest.approx(reference.log_prob_true, abs=1e-4)
             assert msg.log_prob_false == pytest.approx(reference.log_prob_false, abs=1e-4)
+
+
+def test_replay_cli_reports_missing_subscribers_and_unknown_topics(tmp_path, capsys):
+    import argparse
+
+    from topreward_ros.bag.cli import EXIT_OK, EXIT_UNUSABLE, register
+
+    layout = write_episodes_bag(tmp_path / "bag", "sqlite3", DEMO_SCENES[:1],
+                                duration_s=0.5)
+    parser = argparse.ArgumentParser(prog="topreward")
+    register(parser.add_subparsers())
+
+    def run(*argv: str) -> int:
+        args = parser.parse_args(["replay", str(layout.path), "-q", *argv])
+        return args.func(args)
+
+    assert run("--topics", "/nope") == EXIT_UNUSABLE
+    assert "topics not in the bag: /nope" in capsys.readouterr().err
+    assert run("--wait-for", "/nope") == EXIT_UNUSABLE
+    assert "not replayed: /nope" in capsys.readouterr().err
+    assert run("--wait-for", "--wait-timeout", "0.5") == EXIT_UNUSABLE
+    assert "no subscriber after 0.5 s on: /camera/image_raw, /instruction" in (
+        capsys.readouterr().err)
+    assert run("--rate", "5", "--linger", "0") == EXIT_OK
+    out = capsys.readouterr().out
+    assert "/camera/image_raw: 5" in out and "/instruction: 1" in out
