@@ -250,3 +250,24 @@ def test_bad_extend_leaves_the_session_unchanged(scorer: VideoScorer) -> None:
     assert session.score().log_prob_true == pytest.approx(
         scorer.score(frames, stamps, INSTRUCTION).log_prob_true, abs=TOL_NATS
     )
+
+
+def test_qwen25_vl_is_scored_through_the_reference_path(tmp_path: Path) -> None:
+    from topreward_ros.tools.tiny_model import build_qwen25_vl
+
+    scorer = load_scorer(ScorerConfig(model=str(build_qwen25_vl(tmp_path / "q25")), device="cpu"))
+    assert scorer.family == "qwen2_5_vl" and not scorer.supports_cache
+    frames, stamps = make_episode(5, seed=5, size=(56, 56))
+    inputs = scorer.processor_inputs(frames, stamps, INSTRUCTION)
+    tok = scorer.processor.tokenizer
+    ids = inputs["input_ids"][0].tolist()
+    # Qwen2.5-VL layout: one vision block holding all pads, no timestamps.
+    assert ids.count(151652) == 1 and ids.count(151653) == 1 and ids[3] == 151652
+    assert ids[-1] == 3007 and "seconds" not in tok.decode(ids)
+    session = scorer.start_episode(INSTRUCTION)
+    session.extend(frames[:3], stamps[:3])
+    live = session.score()
+    curve = scorer.curve(frames, stamps, INSTRUCTION, num_prefixes=3)  # falls back to independent forwards
+    assert curve.prefix_lengths == (1, 3, 5)
+    assert curve.log_prob_true[1] == pytest.approx(live.log_prob_true, abs=1e-5)
+    assert all(np.isfinite(curve.log_prob_true))

@@ -289,6 +289,11 @@ class VideoScorer:
         )
         self.supports_cache = family in CACHE_FAMILIES
         self._video_kwargs = _QWEN3_VIDEO_KWARGS if self.supports_cache else _VIDEO_KWARGS
+        # Qwen3-VL's processor writes the vision markers around each group
+        # itself; Qwen2/2.5-VL's expands only the pads, inside the markers.
+        self.video_block = (
+            VIDEO_PLACEHOLDER if self.supports_cache else f"<|vision_start|>{VIDEO_PLACEHOLDER}<|vision_end|>"
+        )
 
     def _single_token(self, tokenizer: Any, text: str) -> int:
         ids = tokenizer.encode(text, add_special_tokens=False)
@@ -319,7 +324,17 @@ class VideoScorer:
         if len(video_frames) == 1:
             video_frames = video_frames * 2
             offsets = offsets * 2
-        metadata = {"fps": float(NS_PER_S), "frames_indices": offsets, "total_num_frames": len(video_frames)}
+        if self.supports_cache:
+            metadata = {"fps": float(NS_PER_S), "frames_indices": offsets, "total_num_frames": len(video_frames)}
+        else:
+            # Qwen2/2.5-VL know only a uniform frame rate (their temporal
+            # positions come from it, no timestamps in the text): the
+            # schedule's sampling rate.
+            metadata = {
+                "fps": float(self.config.sample_fps),
+                "frames_indices": list(range(len(video_frames))),
+                "total_num_frames": len(video_frames),
+            }
         return _Prepared(np.stack(video_frames), metadata, len(frames))
 
     def processor_inputs(
@@ -328,7 +343,7 @@ class VideoScorer:
         """What the reference path feeds the model: processor output as tensors."""
         instruction = self.validate_instruction(instruction)
         prepared = self._prepare(frames, stamps_ns)
-        text = f"{PROMPT_HEADER}{VIDEO_PLACEHOLDER}{statement_text(instruction)}"
+        text = f"{PROMPT_HEADER}{self.video_block}{statement_text(instruction)}"
         inputs = self.processor(
             text=[text],
             videos=[prepared.video],

@@ -261,6 +261,50 @@ def build_model(size: ModelSize = "tiny", seed: int = 0) -> Any:
     return model.eval()
 
 
+def build_qwen25_vl(out_dir: str | Path, seed: int = 0) -> Path:
+    """Save a tiny random Qwen2.5-VL (real Qwen vocabulary) to ``out_dir``.
+
+    Only to check that the scorer handles the previous Qwen-VL generation
+    (reference path, its own video block layout); not cached or versioned.
+    """
+    import torch
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    text = {k: v for k, v in _text_config("tiny").items() if k != "rope_parameters"}
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]}
+    config = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config={
+            "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
+            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+            "fullatt_block_indexes": [1],
+        },
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    mean_std = {"image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(patch_size=14, merge_size=2, temporal_patch_size=2, **mean_std),
+        tokenizer=build_qwen_tokenizer(),
+        video_processor=Qwen2VLVideoProcessor(patch_size=14, merge_size=2, temporal_patch_size=2, **mean_std),
+    )
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
 def _is_complete(out_dir: Path, size: ModelSize, seed: int) -> bool:
     marker = out_dir / MARKER_FILE
     if not marker.is_file():
