@@ -152,10 +152,10 @@ def _plain_to_rgb(msg: ImageMessage, spec: tuple[int, int, tuple[int, int, int] 
         wide = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
         pixels = (wide >> 8).astype(np.uint8)
     if order is None:
-        return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
-    if order == (0, 1, 2) and channels == 3:
-        return np.ascontiguousarray(pixels)
-    return np.ascontiguousarray(pixels[:, :, list(order)])
+        return np.ascontiguousarray(np.broadcast_to(pixels, (height, width, 3)))
+    # Plain slices (not fancy indexing): one strided copy at most.
+    rgb = pixels[:, :, 0:3] if order == (0, 1, 2) else pixels[:, :, 2::-1]
+    return np.ascontiguousarray(rgb)
 
 
 def yuv_to_rgb(y: NDArray[Any], u: NDArray[Any], v: NDArray[Any]) -> RGBImage:
@@ -199,8 +199,11 @@ def _bayer_to_rgb(msg: ImageMessage, pattern: str) -> RGBImage:
     first_g = pattern.index("G")
     second_g = pattern.index("G", first_g + 1)
     green = ((cells[:, :, first_g].astype(np.uint16) + cells[:, :, second_g] + 1) // 2).astype(np.uint8)
-    small = np.stack([red, green, blue], axis=-1)
-    return np.repeat(np.repeat(small, 2, axis=0), 2, axis=1)
+    # Write each cell's colour to its four pixels in one pass.
+    out = np.empty((height // 2, 2, width // 2, 2, 3), dtype=np.uint8)
+    for channel, plane in enumerate((red, green, blue)):
+        out[:, :, :, :, channel] = plane[:, None, :, None]
+    return out.reshape(height, width, 3)
 
 
 def image_to_rgb(msg: ImageMessage) -> RGBImage:
@@ -256,4 +259,3 @@ def to_rgb(msg: Any) -> RGBImage:
     if hasattr(msg, "format"):
         return compressed_to_rgb(msg)
     raise ImageError(f"{type(msg).__name__} is neither a sensor_msgs Image nor CompressedImage")
-

@@ -1,0 +1,457 @@
+#!/usr/bin/env python3
+"""Cost of the scorer node around the model: callbacks, tick overhead, a long stream.
+
+Three measurements, written as a markdown section to bench/results/node.md:
+
+1. **Image callback CPU time** per 640x480 frame, split into frames the 2 fps
+   schedule drops (target <= 1 ms) and frames it keeps, i.e. converts,
+   resizes and stores (target <= 3 ms), per encoding. The node's real
+   callback is called with real messages in this process; thread CPU time.
+2. **Split of one tick** (window assembly, preprocessing, model, publishing)
+   with a random model at the real Qwen3-VL-2B size (target: everything but
+   the model <= 5% of the tick) and, for contrast, with the tiny test model.
+   Preprocessing (the video processor and the tokenizer, which the core calls
+   inside its scoring step) is timed by wrapping those two objects with
+   pass-through timers; the model itself runs unchanged.
+3. **A 2-camera 30 Hz stream** for ``--duration`` seconds into the INSTALLED
+   node process (tiny model): frames sent vs received by the node, whether
+   the node handled every frame it received, and its memory over time.
+
+Random weights: the costs are real, the scores meaningless.
+
+    python bench/bench_node.py [--duration 180] [--quick] [--only callback|tick|stream]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+TINY_DIR = ROOT / ".cache" / "tiny-qwen3-vl"
+BIG_DIR = ROOT / ".cache" / "random-qwen3-vl-2b"
+EXECUTABLE = ROOT / "install" / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
+PARAMS_FILE = ROOT / "install" / "topreward_ros" / "share" / "topreward_ros" / "config" / "scorer.yaml"
+NS = 1_000_000_000
+W, H = 640, 480
+
+
+# ----------------------------------------------------------------------------
+# Messages.
+# ----------------------------------------------------------------------------
+def scene(index: int) -> np.ndarray:
+    """A 640x480 frame with texture and a moving block (cheap to make)."""
+    y, x = np.mgrid[0:H, 0:W]
+    img = np.stack([(x + index) % 256, (y * 2) % 256, ((x ^ y) + 3 * index) % 256], axis=-1)
+    img = img.astype(np.uint8)
+    left = (index * 7) % (W - 80)
+    img[200:280, left:left + 80] = (240, 30, 30)
+    return img
+
+
+def make_message(kind: str, rgb: np.ndarray) -> Any:
+    from PIL import Image as PILImage
+    from sensor_msgs.msg import CompressedImage, Image
+
+    if kind in ("jpeg", "png"):
+        msg = CompressedImage()
+        buf = io.BytesIO()
+        PILImage.fromarray(rgb).save(buf, format=kind.upper(), **({"quality": 90} if kind == "jpeg" else {}))
+        msg.format, msg.data = kind, buf.getvalue()
+        return msg
+    msg = Image()
+    msg.height, msg.width, msg.encoding = H, W, kind
+    grey = rgb.mean(axis=2).astype(np.uint8)
+    if kind == "rgb8":
+        payload, msg.step = rgb.tobytes(), W * 3
+    elif kind == "bgr8":
+        payload, msg.step = rgb[:, :, ::-1].tobytes(), W * 3
+    elif kind == "mono16":
+        payload, msg.step = (grey.astype("<u2") * 257).tobytes(), W * 2
+    elif kind == "yuv422_yuy2":
+        pairs = np.empty((H, W // 2, 4), np.uint8)
+        pairs[:, :, 0], pairs[:, :, 2] = grey[:, 0::2], grey[:, 1::2]
+        pairs[:, :, 1] = pairs[:, :, 3] = 128
+        payload, msg.step = pairs.tobytes(), W * 2
+    elif kind == "bayer_rggb8":
+        mosaic = np.empty((H, W), np.uint8)
+        mosaic[0::2, 0::2] = rgb[0::2, 0::2, 0]
+        mosaic[0::2, 1::2] = rgb[0::2, 1::2, 1]
+        mosaic[1::2, 0::2] = rgb[1::2, 0::2, 1]
+        mosaic[1::2, 1::2] = rgb[1::2, 1::2, 2]
+        payload, msg.step = mosaic.tobytes(), W
+    else:
+        raise ValueError(kind)
+    msg.data = payload
+    return msg
+
+
+def stamp(ns: int) -> Any:
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=ns // NS, nanosec=ns % NS)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import torch
+
+    return (f"{cpu}, {os.cpu_count()} cores, {mem_gb:.0f} GiB RAM, no GPU used; "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def make_node(**params: Any) -> Any:
+    from rclpy.parameter import Parameter
+
+    from topreward_ros.scorer_node import ScorerNode
+
+    return ScorerNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+
+
+# ----------------------------------------------------------------------------
+# 1. Image callback.
+# ----------------------------------------------------------------------------
+def bench_callback(frames: int) -> list[str]:
+    import rclpy
+
+    rclpy.init()
+    node = make_node(model="/nonexistent/model", camera_topics=["cam0/image_raw"],
+                     instruction="pick up the cup", model_retry_s=86400.0)
+    lines = [
+        "### Image callback CPU time per 640x480 frame",
+        "",
+        f"{frames} frames per encoding at 30 Hz stamps into `ScorerNode._on_image` (the "
+        "subscription callback), thread CPU time. 'Dropped': the 2 fps schedule does not need "
+        "the frame (no conversion). 'Kept': converted, resized to 244x244, stored.",
+        "",
+        "| Encoding | Dropped: median / p99 (ms) | Kept: median / p99 (ms) | Kept frames |",
+        "|---|---|---|---|",
+    ]
+    worst_drop, worst_keep = 0.0, 0.0
+    try:
+        for kind in ("rgb8", "bgr8", "mono16", "yuv422_yuy2", "bayer_rggb8", "jpeg", "png"):
+            node._start_episode("pick up the cup", "benchmark")
+            stats = node._cameras[0]
+            pool = [make_message(kind, scene(i)) for i in range(8)]
+            dropped: list[float] = []
+            kept: list[float] = []
+            t0 = 10 * NS
+            for i in range(frames):
+                msg = pool[i % len(pool)]
+                msg.header.stamp = stamp(t0 + i * NS // 30)
+                before = stats.kept
+                c0 = time.thread_time_ns()
+                node._on_image(0, msg)
+                spent = (time.thread_time_ns() - c0) / 1e6
+                (kept if stats.kept > before else dropped).append(spent)
+            d_med, d_99 = statistics.median(dropped), float(np.percentile(dropped, 99))
+            k_med, k_99 = statistics.median(kept), float(np.percentile(kept, 99))
+            worst_drop, worst_keep = max(worst_drop, d_med), max(worst_keep, k_med)
+            lines.append(f"| {kind} | {d_med:.3f} / {d_99:.3f} | {k_med:.2f} / {k_99:.2f} | {len(kept)} |")
+            print(lines[-1], flush=True)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+    lines += ["", f"Worst median: dropped {worst_drop:.3f} ms (target <= 1 ms), kept {worst_keep:.2f} ms "
+              "(target <= 3 ms).", ""]
+    return lines
+
+
+# ----------------------------------------------------------------------------
+# 2. Tick split.
+# ----------------------------------------------------------------------------
+class _Timed:
+    """Pass-through wrapper that adds the wall time of each call to a counter."""
+
+    def __init__(self, inner: Any, counter: list[float]) -> None:
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_counter", counter)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self._inner(*args, **kwargs)
+        finally:
+            self._counter[0] += time.perf_counter() - start
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def bench_tick(model_dir: Path, label: str, ticks: int, threads: int) -> list[str]:
+    import rclpy
+
+    from topreward_ros.scorer_node import ModelState
+
+    rclpy.init()
+    node = make_node(model=str(model_dir), camera_topics=["cam0/image_raw"], instruction="fold the towel",
+                     torch_threads=threads, rate_hz=0.01)
+    try:
+        started = time.monotonic()
+        while node._model_state != ModelState.LOADED:
+            if node._model_state == ModelState.FAILED:
+                raise RuntimeError(node._model_error.message)
+            if time.monotonic() - started > 1800:
+                raise RuntimeError("model did not load within 30 min")
+            time.sleep(0.5)
+        load_s = time.monotonic() - started
+        scorer = node._scorer
+        pre = [0.0]
+        scorer.processor.video_processor = _Timed(scorer.processor.video_processor, pre)
+        scorer.processor.tokenizer = _Timed(scorer.processor.tokenizer, pre)
+        node._start_episode("fold the towel", "benchmark")
+        rows = []
+        t0 = 10 * NS
+        index = 0
+        for tick in range(ticks):
+            # Two new sampled frames per tick (1 tick/s at 2 fps), 640x480 rgb8.
+            for _ in range(2):
+                msg = make_message("rgb8", scene(index))
+                msg.header.stamp = stamp(t0 + index * NS // 2)
+                node._on_image(0, msg)
+                index += 1
+            pre[0] = 0.0
+            w0 = time.perf_counter()
+            node._tick()
+            wall = time.perf_counter() - w0
+            timings = dict(node._scoring.last_timings)
+            if node._scoring.error.message:
+                raise RuntimeError(node._scoring.error.message)
+            rows.append((index, timings["assembly_s"], pre[0], timings["model_s"] - pre[0],
+                         timings["publish_s"], wall))
+            print(label, rows[-1], flush=True)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+    lines = [
+        f"#### {label}",
+        "",
+        f"Model loaded in {load_s:.1f} s; torch threads {threads}; 640x480 rgb8 frames, 244x244 views, "
+        "2 new sampled frames per tick, incremental (KV-cache) scoring. Times in ms; the first tick "
+        "also builds the cache.",
+        "",
+        "| Frames | Window assembly | Preprocessing | Model | Publishing | Tick (wall) | Non-model share |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    shares = []
+    for frames, asm, prep, model, pub, wall in rows:
+        share = (asm + prep + pub) / wall
+        shares.append(share)
+        lines.append(f"| {frames} | {asm * 1e3:.2f} | {prep * 1e3:.1f} | {model * 1e3:.0f} | {pub * 1e3:.2f} | "
+                     f"{wall * 1e3:.0f} | {share:.1%} |")
+    lines += ["", f"Median non-model share: {statistics.median(shares):.1%} (target <= 5% with the 2B model).",
+              ""]
+    return lines
+
+
+# ----------------------------------------------------------------------------
+# 3. Two cameras at 30 Hz into the node process.
+# ----------------------------------------------------------------------------
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_stream(duration: float, model_dir: Path) -> list[str]:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage, Image
+    from std_msgs.msg import String
+
+    from topreward_ros.msg import TaskProgress
+
+    cams = ("cam0/image_raw", "cam1/image_raw/compressed")
+    args = [str(EXECUTABLE), "--ros-args", "--params-file", str(PARAMS_FILE),
+            "-p", f"model:={model_dir}", "-p", f"camera_topics:=['{cams[0]}', '{cams[1]}']",
+            "-p", "rate_hz:=1.0", "-p", "torch_threads:=1",
+            # REP 2003 QoS override: a reliable reader for the large raw stream.
+            "-p", f"qos_overrides./{cams[0]}.subscription.reliability:=reliable"]
+    log = open(RESULTS / "node_stream.log", "wb")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
+    rclpy.init()
+    node = rclpy.create_node("bench_cameras")
+    diag: dict[str, dict[str, str]] = {}
+    progress: list[TaskProgress] = []
+    lock = threading.Lock()
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        with lock:
+            for s in msg.status:
+                diag[s.name] = {kv.key: kv.value for kv in s.values} | {"_message": s.message}
+
+    def on_progress(msg: TaskProgress) -> None:
+        with lock:
+            progress.append(msg)
+
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = [node.create_publisher(Image, cams[0], reliable),
+            node.create_publisher(CompressedImage, cams[1], qos_profile_sensor_data)]
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    instr = node.create_publisher(String, "instruction", latched)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    node.create_subscription(TaskProgress, "task_progress", on_progress, 10)
+    stop = threading.Event()
+    def spin() -> None:
+        while not stop.is_set():
+            rclpy.spin_once(node, timeout_sec=0.1)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not all(p.get_subscription_count() for p in (*pubs, instr)):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the node never subscribed; see bench/results/node_stream.log")
+            time.sleep(0.1)
+        while not any("model" in k and v.get("state") == "loaded" for k, v in dict(diag).items()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the model never loaded; see bench/results/node_stream.log")
+            time.sleep(0.2)
+        instr.publish(String(data="stack the red block on the blue block"))
+        raw_pool = [make_message("rgb8", scene(i)) for i in range(30)]
+        jpeg_pool = [make_message("jpeg", scene(i)) for i in range(30)]
+        sent = [0, 0]
+        samples = []
+        start = time.monotonic()
+        next_sample = start
+        i = 0
+        while time.monotonic() - start < duration:
+            now_ns = time.time_ns()
+            for cam, pool in enumerate((raw_pool, jpeg_pool)):
+                msg = pool[i % len(pool)]
+                msg.header.stamp = stamp(now_ns)
+                msg.header.frame_id = f"cam{cam}"
+                pubs[cam].publish(msg)
+                sent[cam] += 1
+            i += 1
+            if time.monotonic() >= next_sample:
+                samples.append((time.monotonic() - start, rss_mb(proc.pid), list(sent)))
+                next_sample += max(5.0, duration / 40)
+            target = start + i / 30.0
+            time.sleep(max(0.0, target - time.monotonic()))
+        elapsed = time.monotonic() - start
+        time.sleep(3.0)  # last diagnostics
+        with lock:
+            final = {k: dict(v) for k, v in diag.items()}
+            n_progress = len(progress)
+            last = progress[-1] if progress else None
+        cam_rows = []
+        handled_all = True
+        for cam, topic in enumerate(cams):
+            values = next(v for k, v in final.items() if f"camera {topic}" in k)
+            received = int(values["received"])
+            accounted = sum(int(values[k]) for k in ("kept", "not_needed", "bad_images", "stale_or_reordered"))
+            handled_all &= accounted == received
+            cam_rows.append(f"| `{topic}` | {sent[cam]} | {received} ({received / sent[cam]:.1%}) | "
+                            f"{values['kept']} | {values['not_needed']} | {values['bad_images']} | "
+                            f"{values['stale_or_reordered']} | {'yes' if accounted == received else 'NO'} |")
+        episode = next(v for k, v in final.items() if k.endswith(": episode"))
+        scoring = next(v for k, v in final.items() if k.endswith(": scoring"))
+        rss = [r for _, r, _ in samples]
+        warm = [r for t, r, _ in samples if t >= min(60.0, elapsed / 3)] or rss
+        lines = [
+            "### Two cameras at 30 Hz into the node process",
+            "",
+            f"{elapsed:.0f} s of 640x480 frames at 30 Hz: `{cams[0]}` raw rgb8 (0.9 MB, reliable QoS via "
+            f"`qos_overrides`), `{cams[1]}` JPEG (best effort, sensor-data default), real-time stamps, tiny "
+            "model, 1 Hz scoring, default `max_frames` 256. Counts from the node's own /diagnostics.",
+            "",
+            "| Topic | Sent | Received by the node | Kept | Not needed | Bad | Stale | All handled |",
+            "|---|---|---|---|---|---|---|---|",
+            *cam_rows,
+            "",
+            f"Every received frame was handled (kept or deliberately dropped): {'yes' if handled_all else 'NO'}. "
+            f"Window at the end: {episode['window_frames']} / {episode['window_max_frames']} frames "
+            f"(thinned {episode['window_thinned']} times); {n_progress} progress messages, "
+            f"{scoring['skipped_ticks']} skipped ticks, last tick latency {scoring['inference_latency_s']} s, "
+            f"last message saw {last.frames_used if last else 0} frames.",
+            "",
+            "Node memory (RSS, MB) over time:",
+            "",
+            "| t (s) | RSS (MB) | frames sent (cam0, cam1) |",
+            "|---|---|---|",
+            *(f"| {t:.0f} | {r:.0f} | {s[0]}, {s[1]} |" for t, r, s in samples),
+            "",
+            f"RSS after warm-up: min {min(warm):.0f} MB, max {max(warm):.0f} MB "
+            f"(growth {max(warm) - min(warm):.0f} MB over {elapsed:.0f} s).",
+            "",
+        ]
+        print("\n".join(lines), flush=True)
+    finally:
+        stop.set()
+        spinner.join(5)
+        node.destroy_node()
+        rclpy.shutdown()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=180.0, help="seconds of the 30 Hz stream run")
+    parser.add_argument("--quick", action="store_true", help="small sizes; tiny model only")
+    parser.add_argument("--only", choices=("callback", "tick", "stream"), action="append")
+    parser.add_argument("--ticks", type=int, default=6, help="ticks measured per model")
+    parser.add_argument("--big-model", type=Path, default=BIG_DIR,
+                        help="random Qwen3-VL-2B directory (built there if missing)")
+    args = parser.parse_args()
+    if args.duration <= 0 or args.ticks < 1:
+        parser.error("--duration must be > 0 and --ticks >= 1")
+    from topreward_ros.tools.tiny_model import build_random_model, build_tiny_model
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    only = set(args.only or ("callback", "tick", "stream"))
+    duration = min(args.duration, 30.0) if args.quick else args.duration
+    tiny = build_tiny_model(TINY_DIR)
+    command = "python bench/bench_node.py " + " ".join(sys.argv[1:])
+    out = ["## Scorer node", "", f"Machine: {machine()}.", "", f"Command: `{command.strip()}`", ""]
+    if "callback" in only:
+        out += bench_callback(300 if not args.quick else 90)
+    if "tick" in only:
+        out += ["### Split of one tick", ""]
+        if not args.quick:
+            big = build_random_model(args.big_model, size="2b")
+            out += bench_tick(big, "Random Qwen3-VL-2B (real 2B dimensions, fp32, CPU)", args.ticks, 2)
+        out += bench_tick(tiny, "Tiny test model (for contrast: the model is nearly free here)",
+                          args.ticks, 1)
+    if "stream" in only:
+        out += bench_stream(duration, tiny)
+    (RESULTS / "node.md").write_text("\n".join(out))
+    print(f"wrote {RESULTS / 'node.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
