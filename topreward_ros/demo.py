@@ -55,13 +55,10 @@ def write_demo_bag(path: Path, scenes: Sequence[SceneSpec] = DEMO_SCENES, rate_h
 
 
 def run_topreward_bag(argv: Sequence[str]) -> int:
-    """``topreward bag ARGV`` in this process (same parser, same code path)."""
-    from topreward_ros.bag.cli import register
+    """``topreward bag ARGV`` in this process (the command's own entry point)."""
+    from topreward_ros.cli import main as topreward_main
 
-    parser = argparse.ArgumentParser(prog="topreward")
-    register(parser.add_subparsers())
-    args = parser.parse_args(["bag", *argv])
-    return int(args.func(args))
+    return topreward_main(["bag", *argv])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
