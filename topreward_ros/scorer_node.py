@@ -26,6 +26,7 @@ parameter changes) instead of dying.
 """
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import deque
@@ -64,6 +65,8 @@ from topreward_ros.episode import EpisodeRunner, EpisodeSettings, TickResult
 from topreward_ros.images import ImageError, to_rgb
 from topreward_ros.msg import EpisodeSuccess, TaskProgress
 from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD, ScorerConfig
+from topreward_ros.scoring.errors import InstructionError
+from topreward_ros.scoring.prompt import validate_instruction
 from topreward_ros.window import AddResult
 
 if TYPE_CHECKING:
@@ -360,7 +363,10 @@ class ScorerNode(Node):
                     CompressedImage if compressed else Image,
                     topic,
                     lambda msg, i=index: self._on_image(i, msg),
-                    qos_profile_sensor_data,
+                    # A fresh profile per topic: rclpy applies qos_overrides to the
+                    # profile object in place, and must not leak one topic's override
+                    # into the shared qos_profile_sensor_data.
+                    copy.copy(qos_profile_sensor_data),
                     callback_group=group,
                     qos_overriding_options=QoSOverridingOptions.with_default_policies(),
                 )
@@ -418,6 +424,8 @@ class ScorerNode(Node):
                     f"camera_stall_error_s ({values['camera_stall_error_s']}) must be >= "
                     f"camera_stall_warn_s ({values['camera_stall_warn_s']})"
                 )
+            if "instruction" in names and str(values["instruction"]).strip():
+                validate_instruction(str(values["instruction"]))
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
@@ -517,7 +525,14 @@ class ScorerNode(Node):
 
     # -- episodes ----------------------------------------------------------------
     def _start_episode(self, instruction: str, reason: str) -> str | None:
+        """Start a new episode, or refuse a bad instruction (logged, reported) keeping the old one."""
         try:
+            # Control tokens in the text would change the prompt's structure.
+            scorer = self._scorer
+            if scorer is not None:
+                scorer.validate_instruction(instruction)
+            else:
+                validate_instruction(instruction)
             episode_id = self._runner.start(instruction)
         except ValueError as exc:
             self._episode_error.record(f"{reason}: {exc}")
@@ -636,6 +651,13 @@ class ScorerNode(Node):
         self._scoring.ticks += 1
         try:
             result = self._runner.tick()
+        except InstructionError as exc:  # cannot score this episode at all: end it
+            self._runner.stop()
+            text = f"episode stopped, instruction refused by the model: {exc}"
+            self._episode_error.record(text)
+            self._scoring.error.record(text)
+            self.get_logger().error(text)
+            return
         except Exception as exc:  # keep serving whatever the model does
             if _is_oom(exc):
                 self._scoring.ooms += 1

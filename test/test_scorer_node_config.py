@@ -1,0 +1,74 @@
+"""A bad start-up configuration stops the node with a message naming the value.
+
+In-process nodes (no model is loaded: the model path does not exist, and the
+checks run before anything would use it).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.context import Context  # noqa: E402
+from rclpy.exceptions import ParameterException  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+
+from topreward_ros.scorer_node import PARAMETERS, ScorerNode, is_compressed_topic  # noqa: E402
+
+
+@pytest.fixture
+def context() -> Iterator[Context]:
+    ctx = Context()
+    rclpy.init(context=ctx, args=[])
+    yield ctx
+    rclpy.shutdown(context=ctx)
+
+
+def make(context: Context, tmp_path: Path, **params: Any) -> ScorerNode:
+    overrides = {"model": str(tmp_path / "no-model"), "model_retry_s": 3600.0, **params}
+    return ScorerNode(
+        context=context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]
+    )
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"camera_topics": [""]}, "camera_topics is empty"),
+    ({"camera_topics": ["a/image_raw", "a/image_raw"]}, "camera_topics lists a topic twice"),
+    ({"camera_stall_warn_s": 3.0, "camera_stall_error_s": 2.0}, r"camera_stall_error_s \(2.0\) must be >="),
+    ({"device": "tpu"}, "device must be one of .* got 'tpu'"),
+    ({"dtype": "int8"}, "dtype must be one of .* got 'int8'"),
+])
+def test_bad_values_are_named(context: Context, tmp_path: Path, params: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make(context, tmp_path, **params)
+
+
+def test_out_of_range_value_is_refused(context: Context, tmp_path: Path) -> None:
+    with pytest.raises(ParameterException, match="success_threshold"):
+        make(context, tmp_path, success_threshold=3.0)
+
+
+def test_every_parameter_is_declared_with_description_and_mutability(context: Context, tmp_path: Path) -> None:
+    node = make(context, tmp_path)
+    try:
+        for spec in PARAMETERS:
+            descriptor = node.describe_parameter(spec.name)
+            assert descriptor.description == spec.description
+            assert descriptor.read_only == (not spec.runtime)
+            if spec.min_value is not None and not isinstance(spec.default, bool):
+                ranges = descriptor.integer_range or descriptor.floating_point_range
+                assert ranges, f"{spec.name} declares no range"
+                assert (ranges[0].from_value, ranges[0].to_value) == (spec.min_value, spec.max_value)
+    finally:
+        node.destroy_node()
+
+
+def test_compressed_topics_by_name() -> None:
+    assert is_compressed_topic("wrist/image_raw/compressed")
+    assert is_compressed_topic("/cam/compressed/")
+    assert not is_compressed_topic("wrist/image_raw")
+    assert not is_compressed_topic("wrist/compressed_raw")
