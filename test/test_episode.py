@@ -175,3 +175,14 @@ def test_episode_started_during_a_tick_voids_its_result(scorer):
 def test_settings_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EpisodeSettings(**kwargs)
+
+
+def test_frames_collected_while_the_model_loads_are_scored_once_it_is_set(scorer):
+    runner = EpisodeRunner(None, settings())
+    runner.start(INSTRUCTION)
+    feed(runner, [0, 500 * MS, 1_000 * MS])
+    assert runner.tick() is None  # no model yet: nothing scored, nothing lost
+    runner.set_scorer(scorer)
+    result = runner.tick()
+    assert result.frame_stamps_ns == (0, 500 * MS, 1_000 * MS)
+    assert result.model_id == scorer.model_id

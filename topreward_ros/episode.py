@@ -107,9 +107,14 @@ class EpisodeRunner:
     _counter = itertools.count(1)
 
     def __init__(
-        self, scorer: VideoScorer, settings: EpisodeSettings | None = None, num_cameras: int = 1
+        self,
+        scorer: VideoScorer | None,
+        settings: EpisodeSettings | None = None,
+        num_cameras: int = 1,
     ) -> None:
-        self.scorer = scorer
+        # ``scorer`` may be None while a model is still loading: frames are
+        # collected and ticks return None until ``set_scorer`` is called.
+        self._scorer = scorer
         self.settings = settings or EpisodeSettings()
         self.num_cameras = num_cameras
         self._lock = threading.Lock()
@@ -130,6 +135,22 @@ class EpisodeRunner:
             max_frames=s.max_frames,
             sync_tolerance_ns=int(round(s.sync_tolerance_s * NS_PER_S)),
         )
+
+    @property
+    def scorer(self) -> VideoScorer | None:
+        return self._scorer
+
+    def set_scorer(self, scorer: VideoScorer | None) -> None:
+        """Use another model from the next tick on.
+
+        The episode's frames are kept; its incremental session is dropped, so
+        the next tick rescores them with the new model. Scores of different
+        models are not comparable: callers usually start a new episode too.
+        """
+        with self._lock:
+            self._scorer = scorer
+            self._session = None
+            self._session_generation = -1
 
     # -- episode identity ------------------------------------------------------
     @property
@@ -237,7 +258,8 @@ class EpisodeRunner:
             t_start = time.perf_counter()
             with self._lock:
                 episode_id = self._episode_id
-                if episode_id is None:
+                scorer = self._scorer
+                if episode_id is None or scorer is None:
                     return None
                 instruction = self._instruction
                 new = self._window.finalize()
@@ -251,7 +273,7 @@ class EpisodeRunner:
             t_assembled = time.perf_counter()
             try:
                 if rebuild:
-                    session = self.scorer.start_episode(instruction)
+                    session = scorer.start_episode(instruction)
                     feed = samples
                 else:
                     feed = new
@@ -264,8 +286,8 @@ class EpisodeRunner:
                 raise
             t_scored = time.perf_counter()
             with self._lock:
-                if self._episode_id != episode_id:
-                    return None  # a new episode began while the model ran
+                if self._episode_id != episode_id or self._scorer is not scorer:
+                    return None  # a new episode or model came while the model ran
                 self._session = session
                 self._session_generation = generation
                 value = progress.update(score.log_prob_true)
@@ -285,7 +307,7 @@ class EpisodeRunner:
                 success=verdict.success,
                 success_fired=verdict.fired,
                 latency_s=t_scored - t_start,
-                model_id=self.scorer.model_id,
+                model_id=scorer.model_id,
                 timings={
                     "assembly_s": t_assembled - t_start,
                     "model_s": t_scored - t_assembled,

@@ -323,7 +323,7 @@ class ScorerNode(Node):
 
         self._lock = threading.Lock()  # guards the health records below
         self._tick_lock = threading.Lock()
-        self._runner = EpisodeRunner(None, self._settings, num_cameras=len(topics))  # type: ignore[arg-type]
+        self._runner = EpisodeRunner(None, self._settings, num_cameras=len(topics))
         self._scorer: VideoScorer | None = None
         self._model_state = ModelState.NOT_LOADED
         self._model_error = ErrorRecord()
@@ -492,7 +492,7 @@ class ScorerNode(Node):
             if not stale:
                 had_scorer = self._scorer is not None
                 self._scorer = scorer
-                self._runner.scorer = scorer
+                self._runner.set_scorer(scorer)
                 self._model_state = ModelState.LOADED
                 self._model_loaded_s = time.monotonic() - started
         if stale:
