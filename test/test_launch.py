@@ -26,7 +26,7 @@ LAUNCH_FILE = ROOT / "launch" / "scorer.launch.py"
 CONFIG_FILE = ROOT / "config" / "scorer.yaml"
 INSTALL_SHARE = ROOT / "install" / "topreward_ros" / "share" / "topreward_ros"
 INSTALL_EXE = ROOT / "install" / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
-DOCS = ROOT / "docs" / "node.md"
+DOCS = ROOT / "README.md"
 
 EXPECTED_ARGUMENTS = {
     "model": "",
@@ -159,6 +159,6 @@ def test_params_file_matches_the_node_parameter_table() -> None:
 def test_docs_cover_every_parameter_and_launch_argument(launch_module: ModuleType) -> None:
     text = DOCS.read_text()
     for spec in PARAMETERS:
-        assert f"`{spec.name}`" in text, f"docs/node.md does not describe parameter {spec.name}"
+        assert f"`{spec.name}`" in text, f"README.md does not describe parameter {spec.name}"
     for name, _, _ in launch_module.LAUNCH_ARGUMENTS:
-        assert f"`{name}`" in text, f"docs/node.md does not describe launch argument {name}"
+        assert f"`{name}`" in text, f"README.md does not describe launch argument {name}"
