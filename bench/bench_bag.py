@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import describe_machine  # noqa: E402  (bench/ is the script's directory)
 from topreward_ros.bag.offline import BagScorer, BagScoringOptions  # noqa: E402
 from topreward_ros.bag.reader import BagReader  # noqa: E402
 from topreward_ros.bag.synthetic import CameraSpec, write_episodes_bag  # noqa: E402
@@ -33,24 +33,6 @@ from topreward_ros.episode import EpisodeSettings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "bag.md"
 NS = 1_000_000_000
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kb / 2**20:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}"
 
 
 def measure(kind: str, seconds: float, workdir: Path, scorer, rate: float) -> dict[str, float]:
@@ -118,7 +100,7 @@ def main() -> int:
     lines = [
         "## Bag tools: decode + schedule throughput (model time excluded)",
         "",
-        f"Machine: {machine()}. Command: `{command}` (also run by `make bench`).",
+        f"Machine: {describe_machine()}. Command: `{command}` (also run by `make bench`).",
         "",
         f"Bag: 2 cameras x 30 Hz x 640x480, {seconds:g} s, one episode, MCAP. The run is the real "
         "`topreward bag` path (reader, header stamps, shared EpisodeRunner: only frames the "

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,21 +42,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import describe_machine  # noqa: E402  (bench/ is the script's directory)
 from topreward_ros.scoring import ScorerConfig, VideoScorer, prefix_lengths  # noqa: E402
 from topreward_ros.tools.tiny_model import build_model, build_processor  # noqa: E402
 
 INSTRUCTION = "put the red block in the green bowl"
 DEFAULT_BUDGET_S = 600.0
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next((line.split(":", 1)[1].strip() for line in out.splitlines()
-                      if line.startswith("Model name")), platform.processor())
-    except (OSError, subprocess.CalledProcessError):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def episode(n: int, size: int, seed: int = 0) -> tuple[list[np.ndarray], list[int]]:
@@ -223,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "## Scoring core (cached vs uncached curves, incremental scores)",
         "",
         f"Command: `{command}` (threads {args.threads}, {args.view_size}x{args.view_size} views).  ",
-        f"Machine: {machine()}; torch {torch.__version__}, transformers {transformers.__version__}; "
+        f"Machine: {describe_machine()}; torch {torch.__version__}, transformers {transformers.__version__}; "
         f"CPU, float32, {args.threads} torch threads.  ",
         f"Model: random weights at Qwen3-VL-{size_name.upper()} dimensions ({params / 1e9:.2f} B parameters); "
         "timings are real compute, scores meaningless.  ",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import describe_machine  # bench/ is the script's directory
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -108,22 +108,6 @@ def stamp(ns: int) -> Any:
 def write_part(name: str, lines: list[str], header: list[str]) -> None:
     """Save one part's section: its heading, the machine and command, its results."""
     (PARTS / f"{name}.md").write_text("\n".join(lines[:2] + header + lines[2:]) + "\n")
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    import torch
-
-    return (f"{cpu}, {os.cpu_count()} cores, {mem_gb:.0f} GiB RAM, no GPU used; "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
 def make_node(**params: Any) -> Any:
@@ -301,7 +285,7 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def bench_stream(duration: float, model_dir: Path) -> list[str]:
+def bench_stream(duration: float, model_dir: Path, max_frames: int = 256) -> list[str]:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -313,7 +297,7 @@ def bench_stream(duration: float, model_dir: Path) -> list[str]:
     cams = ("cam0/image_raw", "cam1/image_raw/compressed")
     args = [str(EXECUTABLE), "--ros-args", "--params-file", str(PARAMS_FILE),
             "-p", f"model:={model_dir}", "-p", f"camera_topics:=['{cams[0]}', '{cams[1]}']",
-            "-p", "rate_hz:=1.0", "-p", "torch_threads:=1",
+            "-p", "rate_hz:=1.0", "-p", "torch_threads:=1", "-p", f"max_frames:={max_frames}",
             # REP 2003 QoS overrides: a reliable reader for the large raw stream, and
             # reader queues deep enough (1 s at 30 Hz) to ride out a slow tick holding the CPU.
             "-p", f"qos_overrides./{cams[0]}.subscription.reliability:=reliable",
@@ -413,7 +397,7 @@ def bench_stream(duration: float, model_dir: Path) -> list[str]:
             f"{elapsed:.0f} s of 640x480 frames at 30 Hz: `{cams[0]}` raw rgb8 (0.9 MB, reliable QoS via "
             f"`qos_overrides`), `{cams[1]}` JPEG (best effort), both with reader depth 30 "
             "(`qos_overrides`), real-time stamps, tiny "
-            "model, 1 Hz scoring, default `max_frames` 256. Counts from the node's own /diagnostics.",
+            f"model, 1 Hz scoring, `max_frames` {max_frames}. Counts from the node's own /diagnostics.",
             "",
             "| Topic | Sent | Received by the node | Kept | Not needed | Bad | Stale | All handled |",
             "|---|---|---|---|---|---|---|---|",
@@ -459,6 +443,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes; tiny model only")
     parser.add_argument("--only", choices=("callback", "tick", "stream"), action="append")
     parser.add_argument("--ticks", type=int, default=6, help="ticks measured per model")
+    parser.add_argument("--max-frames", type=int, default=256,
+                        help="node max_frames in the stream run (small: the window fills early)")
     args = parser.parse_args()
     if args.duration <= 0 or args.ticks < 1:
         parser.error("--duration must be > 0 and --ticks >= 1")
@@ -470,7 +456,7 @@ def main() -> int:
     duration = min(args.duration, 30.0) if args.quick else args.duration
     build_tiny_model(TINY_DIR)
     command = ("python bench/bench_node.py " + " ".join(sys.argv[1:])).strip()
-    header = [f"Machine: {machine()}.", "", f"Command: `{command}`", ""]
+    header = [f"Machine: {describe_machine()}.", "", f"Command: `{command}`", ""]
     if "callback" in only:
         write_part("callback", bench_callback(300 if not args.quick else 90), header)
     if "tick" in only:
@@ -482,7 +468,7 @@ def main() -> int:
                             args.ticks, 1)
         write_part("tick", lines, header)
     if "stream" in only:
-        write_part("stream", bench_stream(duration, TINY_DIR), header)
+        write_part("stream", bench_stream(duration, TINY_DIR, args.max_frames), header)
     # The section holds the latest run of every part (parts can be re-run alone).
     sections = ["## Scorer node", ""]
     for part in ("callback", "tick", "stream"):
