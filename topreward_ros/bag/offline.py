@@ -18,7 +18,6 @@ episode's rows.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ import numpy as np
 from topreward_ros.bag.episodes import EpisodeEvent, EpisodeSplitter, StampError, header_stamp_ns
 from topreward_ros.bag.manifest import Manifest, bag_fingerprint, write_json_atomic
 from topreward_ros.bag.progress_bag import TimedTick, write_progress_mcap
+from topreward_ros.bag.progress_bar import progress_bar
 from topreward_ros.bag.reader import BagError, BagMessage, BagReader, BagReadError
 from topreward_ros.bag.tables import concat_frame_tables, frame_table, write_csv, write_parquet
 from topreward_ros.episode import EpisodeRunner, EpisodeSettings
@@ -287,7 +287,7 @@ class BagScorer:
         if opts.reset_topic:
             topics.add(opts.reset_topic)
         total = sum((reader.topics[t].message_count or 0) for t in topics) or None
-        bar = _progress_bar(total, enabled=progress)
+        bar = progress_bar(total, progress, "bag")
         splitter = EpisodeSplitter(opts.instruction)
         tick_period_ns = int(round(NS_PER_S / opts.tick_rate_hz))
         restart_ns = int(round(opts.stamp_jump_restart_s * NS_PER_S))
@@ -586,19 +586,3 @@ class BagScorer:
 
 class _StopRun(Exception):
     """--max-episodes reached."""
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int | None, enabled: bool) -> Any:
-    if not enabled or not sys.stderr.isatty():
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="msg", file=sys.stderr, desc="bag", dynamic_ncols=True)

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import importlib
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from topreward_ros.bag.progress_bar import progress_bar
 from topreward_ros.bag.reader import BagReader, BagReadError
 
 NS_PER_S = 1_000_000_000
@@ -228,7 +228,7 @@ def replay_bag(path: Path | str, options: ReplayOptions | None = None,
             pacer = _Pacer(node, clock_pub, options, reader.start_ns)
             pacer.publish_clock(reader.start_ns)
             result.published = {t: 0 for t in publishers}
-            bar = _bar(reader.message_count, progress)
+            bar = progress_bar(reader.message_count, progress, "replay")
             try:
                 for message in reader.messages(publishers):
                     pacer.wait_until(message.log_time_ns)
@@ -282,19 +282,3 @@ def _wait_for_subscribers(publishers: dict[str, Any], clock_pub: Any | None,
                 f"(is the node running, in the same ROS_DOMAIN_ID, with matching QoS?)"
             )
         time.sleep(0.05)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int | None, enabled: bool) -> Any:
-    if not enabled or not sys.stderr.isatty():
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="msg", file=sys.stderr, desc="replay", dynamic_ncols=True)

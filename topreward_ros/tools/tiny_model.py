@@ -206,20 +206,19 @@ def build_processor(tokenizer: Any | None = None) -> Any:
 
     if tokenizer is None:
         tokenizer = build_qwen_tokenizer()
+    # Patch geometry and normalisation shared by the image and video processors.
+    common: dict[str, Any] = {
+        "patch_size": 16,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+    }
     image_processor = Qwen2VLImageProcessor(
-        patch_size=16,
-        temporal_patch_size=2,
-        merge_size=2,
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-        size={"shortest_edge": 65536, "longest_edge": 16777216},
+        **common, size={"shortest_edge": 65536, "longest_edge": 16777216}
     )
     video_processor = Qwen3VLVideoProcessor(
-        patch_size=16,
-        temporal_patch_size=2,
-        merge_size=2,
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
+        **common,
         size={"shortest_edge": 4096, "longest_edge": 25165824},
         fps=2,
         do_sample_frames=False,
