@@ -33,7 +33,8 @@ all: build
 venv: $(DEPS_STAMP)
 
 $(DEPS_STAMP): $(REQS)
-	@test -x $(VPY) || { mkdir -p $(dir $(VENV)) && $(PYTHON) -m venv $(VENV); }
+	@test -x $(VPY) || { mkdir -p $(dir $(VENV)) && $(PYTHON) -m venv $(VENV); } || { \
+	  echo "could not create a virtualenv with $(PYTHON) (Debian/Ubuntu: sudo apt install python3-venv)" >&2; exit 1; }
 	$(VPY) -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(REQS)) 2>&1 \
 	  | { grep -v "is neither a file nor a directory" || true; }
 	$(VPY) -m pip check >/dev/null || { $(VPY) -m pip check; exit 1; }
