@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "## Scoring core (cached vs uncached curves, incremental scores)",
         "",
         f"Command: `{command}` (threads {args.threads}, {args.view_size}x{args.view_size} views).  ",
-        f"Machine: {describe_machine()}; torch {torch.__version__}, transformers {transformers.__version__}; "
+        f"Machine: {describe_machine()}, transformers {transformers.__version__}; "
         f"CPU, float32, {args.threads} torch threads.  ",
         f"Model: random weights at Qwen3-VL-{size_name.upper()} dimensions ({params / 1e9:.2f} B parameters); "
         "timings are real compute, scores meaningless.  ",
