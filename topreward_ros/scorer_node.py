@@ -350,6 +350,15 @@ class ScorerNode(Node):
         self._success_pub = self.create_publisher(EpisodeSuccess, SUCCESS_TOPIC, latched)
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
 
+        # Instruction: latched, so a late-starting node still gets the task.
+        # Created before the cameras: the executor takes ready subscriptions in
+        # creation order, so an instruction that is ready is handled before
+        # camera frames published after it.
+        self._instruction_sub = self.create_subscription(
+            String, INSTRUCTION_TOPIC, self._on_instruction_msg, latched
+        )
+        self._reset_srv = self.create_service(Trigger, RESET_SERVICE, self._on_reset)
+
         # Cameras: sensor-data QoS (best effort, shallow) unless overridden
         # through qos_overrides.<topic>.subscription.* parameters (REP 2003).
         self._cameras: list[CameraStats] = []
@@ -372,12 +381,6 @@ class ScorerNode(Node):
                     qos_overriding_options=QoSOverridingOptions.with_default_policies(),
                 )
             )
-
-        # Instruction: latched, so a late-starting node still gets the task.
-        self._instruction_sub = self.create_subscription(
-            String, INSTRUCTION_TOPIC, self._on_instruction_msg, latched
-        )
-        self._reset_srv = self.create_service(Trigger, RESET_SERVICE, self._on_reset)
 
         # Scoring timer on the ROS clock; diagnostics on the steady clock.
         self._tick_group = ReentrantCallbackGroup()
