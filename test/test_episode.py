@@ -186,25 +186,3 @@ def test_frames_collected_while_the_model_loads_are_scored_once_it_is_set(scorer
     result = runner.tick()
     assert result.frame_stamps_ns == (0, 500 * MS, 1_000 * MS)
     assert result.model_id == scorer.model_id
-
-
-def test_episode_bound_applies_only_when_camera_stamps_follow_the_clock():
-    from topreward_ros.episode import CLOCK_SYNC_BOUND_NS, episode_not_before
-
-    assert episode_not_before(5_000 * MS, 30 * MS) == 5_000 * MS  # stamps 30 ms behind: in sync
-    assert episode_not_before(5_000 * MS, -20 * MS) == 5_000 * MS
-    assert episode_not_before(5_000 * MS, None) is None  # no frame seen yet
-    # A camera stamping in its own time base: refusing by stamp would drop everything.
-    assert episode_not_before(5_000 * MS, CLOCK_SYNC_BOUND_NS + 1) is None
-    assert episode_not_before(5_000 * MS, -CLOCK_SYNC_BOUND_NS - 1) is None
-
-
-def test_new_episode_refuses_frames_from_before_its_start(scorer):
-    runner = EpisodeRunner(scorer, settings())
-    runner.start(INSTRUCTION)
-    feed(runner, [0, 500 * MS])
-    runner.start("open the drawer", not_before_ns=1_000 * MS)
-    feed(runner, [900 * MS])  # captured before the new instruction, handled after it
-    assert runner.tick() is None
-    feed(runner, [1_100 * MS])
-    assert runner.tick().frame_stamps_ns == (1_100 * MS,)

@@ -147,18 +147,3 @@ def test_reset_starts_a_fresh_episode():
 def test_window_validates_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EpisodeWindow(**kwargs)
-
-
-def test_frames_captured_before_the_episode_began_are_refused():
-    # A camera frame still queued when the instruction arrived belongs to the
-    # episode before: stamped before not_before_ns, it is not taken.
-    window = EpisodeWindow(num_cameras=2)
-    window.reset(not_before_ns=3_000 * MS)
-    assert not window.wants(0, 2_910 * MS)
-    assert window.add(0, 2_910 * MS, view(1)) is AddResult.SKIPPED
-    assert not window.wants(1, 2_990 * MS)
-    assert window.add(0, 3_000 * MS, view(2)) is AddResult.KEPT
-    window.add(1, 3_010 * MS, view(3))
-    assert [s.stamp_ns for s in window.finalize()] == [3_000 * MS]
-    window.reset()  # no bound: any stamp starts the episode
-    assert window.add(0, 1 * MS, view(1)) is AddResult.KEPT

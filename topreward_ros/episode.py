@@ -31,27 +31,6 @@ if TYPE_CHECKING:
 
 NS_PER_S = 1_000_000_000
 
-#: Camera stamps are taken to share the time base of the clock that times
-#: instructions when a frame's stamp and its arrival (live: ROS time; offline:
-#: log time) differ by less than this.
-CLOCK_SYNC_BOUND_NS = 1_000_000_000
-
-
-def episode_not_before(start_time_ns: int, primary_lag_ns: int | None) -> int | None:
-    """Earliest frame stamp a new episode accepts, or None for no bound.
-
-    Messages on different topics are not delivered in order: a camera frame
-    captured before an instruction can be handled after it. Such a frame
-    belongs to the episode before. Comparing its stamp with the time the
-    episode started is only meaningful when camera stamps and that clock
-    agree, judged from the primary camera's last frame (``primary_lag_ns`` =
-    arrival time minus stamp); otherwise no frame is refused. The node and the
-    bag tools both decide through this function.
-    """
-    if primary_lag_ns is None or abs(primary_lag_ns) > CLOCK_SYNC_BOUND_NS:
-        return None
-    return int(start_time_ns)
-
 
 @dataclass(frozen=True)
 class EpisodeSettings:
@@ -196,20 +175,14 @@ class EpisodeRunner:
         with self._lock:
             return list(self._window.samples)
 
-    def start(
-        self, instruction: str, episode_id: str | None = None, not_before_ns: int | None = None
-    ) -> str:
-        """Begin a new episode for ``instruction``; returns its id.
-
-        ``not_before_ns``: refuse frames stamped earlier (see
-        ``episode_not_before``).
-        """
+    def start(self, instruction: str, episode_id: str | None = None) -> str:
+        """Begin a new episode for ``instruction``; returns its id."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("instruction is empty: a task instruction is required to score")
         if episode_id is None:
             episode_id = f"{next(self._counter):04d}-{uuid.uuid4().hex[:8]}"
         with self._lock:
-            self._window.reset(not_before_ns)
+            self._window.reset()
             self._episode_id = episode_id
             self._instruction = instruction
             self._session = None

@@ -61,7 +61,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from topreward_ros.episode import EpisodeRunner, EpisodeSettings, TickResult, episode_not_before
+from topreward_ros.episode import EpisodeRunner, EpisodeSettings, TickResult
 from topreward_ros.images import ImageError, to_rgb
 from topreward_ros.msg import EpisodeSuccess, TaskProgress
 from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD, ScorerConfig
@@ -324,7 +324,6 @@ class ScorerNode(Node):
         self._lock = threading.Lock()  # guards the health records below
         self._tick_lock = threading.Lock()
         self._runner = EpisodeRunner(None, self._settings, num_cameras=len(topics))
-        self._primary_lag_ns: int | None = None
         self._scorer: VideoScorer | None = None
         self._model_state = ModelState.NOT_LOADED
         self._model_error = ErrorRecord()
@@ -537,8 +536,7 @@ class ScorerNode(Node):
                 scorer.validate_instruction(instruction)
             else:
                 validate_instruction(instruction)
-            not_before = episode_not_before(self.get_clock().now().nanoseconds, self._primary_lag_ns)
-            episode_id = self._runner.start(instruction, not_before_ns=not_before)
+            episode_id = self._runner.start(instruction)
         except ValueError as exc:
             self._episode_error.record(f"{reason}: {exc}")
             self.get_logger().error(f"{reason}: {exc}", throttle_duration_sec=5.0)
@@ -600,10 +598,6 @@ class ScorerNode(Node):
         stats.received += 1
         stats.arrivals.append(time.monotonic())
         stamp_ns = stamp_to_ns(msg.header.stamp)
-        if camera == 0:
-            # How far the primary camera's stamps trail ROS time: decides whether
-            # a new episode can refuse frames captured before it began.
-            self._primary_lag_ns = self.get_clock().now().nanoseconds - stamp_ns
         previous = stats.last_stamp_ns
         if previous is not None and stamp_ns < previous:
             jump_s = (previous - stamp_ns) / NS_PER_S

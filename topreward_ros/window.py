@@ -95,14 +95,8 @@ class EpisodeWindow:
         self.reset()
 
     # -- state ---------------------------------------------------------------
-    def reset(self, not_before_ns: int | None = None) -> None:
-        """Start a new, empty episode.
-
-        ``not_before_ns``: frames stamped earlier belong to what happened
-        before the episode began (a camera message still queued when the
-        instruction arrived) and are refused.
-        """
-        self._not_before_ns = not_before_ns
+    def reset(self) -> None:
+        """Start a new, empty episode."""
         self._sampler.reset()
         self.samples: list[Sample] = []
         self._pending: list[_PendingSample] = []
@@ -123,8 +117,6 @@ class EpisodeWindow:
     def wants(self, camera: int, stamp_ns: int) -> bool:
         """Would a frame of ``camera`` at ``stamp_ns`` be used? No state change."""
         self._check_camera(camera)
-        if self._not_before_ns is not None and stamp_ns < self._not_before_ns:
-            return False
         buffer = self._buffers[camera]
         if buffer.newest_ns is not None and stamp_ns <= buffer.newest_ns:
             return False
@@ -143,8 +135,6 @@ class EpisodeWindow:
         """Hand over a frame (already converted to a model view)."""
         self._check_camera(camera)
         stamp_ns = int(stamp_ns)
-        if self._not_before_ns is not None and stamp_ns < self._not_before_ns:
-            return AddResult.SKIPPED
         buffer = self._buffers[camera]
         if buffer.newest_ns is not None and stamp_ns <= buffer.newest_ns:
             return AddResult.STALE

@@ -32,7 +32,7 @@ from topreward_ros.bag.progress_bag import TimedTick, write_progress_mcap
 from topreward_ros.bag.progress_bar import progress_bar
 from topreward_ros.bag.reader import BagError, BagMessage, BagReader, BagReadError
 from topreward_ros.bag.tables import concat_frame_tables, frame_table, write_csv, write_parquet
-from topreward_ros.episode import EpisodeRunner, EpisodeSettings, episode_not_before
+from topreward_ros.episode import EpisodeRunner, EpisodeSettings
 from topreward_ros.window import AddResult
 
 NS_PER_S = 1_000_000_000
@@ -296,7 +296,6 @@ class BagScorer:
         next_index = 0
         scored_this_run = 0
         last_log_ns = 0
-        primary_lag_ns: int | None = None  # log time minus stamp of the last primary frame
 
         def handle(events: list[EpisodeEvent]) -> None:
             nonlocal episode, next_index, scored_this_run
@@ -327,8 +326,7 @@ class BagScorer:
                         raise _StopRun()
                     episode = _Episode(index, event.instruction, event.log_time_ns, skip)
                     if not skip:
-                        runner.start(event.instruction, episode_id=f"bag-episode-{index:04d}",
-                                     not_before_ns=episode_not_before(event.log_time_ns, primary_lag_ns))
+                        runner.start(event.instruction, episode_id=f"bag-episode-{index:04d}")
 
         try:
             for message in reader.messages(topics):
@@ -347,18 +345,14 @@ class BagScorer:
                     next_tick_ns += tick_period_ns
                 if message.topic in cameras:
                     camera = cameras[message.topic]
-                    try:
-                        stamp_ns = header_stamp_ns(message.data)
-                    except StampError as exc:
-                        if episode is not None:
-                            episode.bad_frames.append(f"{message.topic} at log time {t}: {exc}")
-                        continue
-                    if camera == 0:
-                        # As the node measures it on arrival (log time = replayed ROS time).
-                        primary_lag_ns = t - stamp_ns
                     if episode is None:
                         if camera == 0:
                             report.frames_outside_episodes += 1
+                        continue
+                    try:
+                        stamp_ns = header_stamp_ns(message.data)
+                    except StampError as exc:
+                        episode.bad_frames.append(f"{message.topic} at log time {t}: {exc}")
                         continue
                     if camera == 0:
                         previous = episode.last_primary_ns
