@@ -194,6 +194,31 @@ def is_compressed_topic(topic: str) -> bool:
     return topic.rstrip("/").rsplit("/", 1)[-1] == "compressed"
 
 
+#: Frames published up to this long before an episode's instruction are taken
+#: as belonging to the episode before (a busy node can hold a backlog of
+#: seconds). Larger gaps are read as publishers' clocks that disagree (machines
+#: without time sync), and then nothing is refused.
+PUBLICATION_ORDER_BOUND_NS = 10_000_000_000
+
+
+def _source_timestamp(info: Any) -> int | None:
+    """Publication time of a message (publisher's system clock), if the middleware gives one."""
+    if not info:
+        return None
+    value = info.get("source_timestamp") if isinstance(info, dict) else None
+    return int(value) if value else None
+
+
+def _published_before(info: Any, episode_published_ns: int | None) -> bool:
+    """Was this message published shortly before the episode's instruction?"""
+    if episode_published_ns is None:
+        return False
+    published = _source_timestamp(info)
+    if published is None:
+        return False
+    return 0 < episode_published_ns - published <= PUBLICATION_ORDER_BOUND_NS
+
+
 def stamp_to_ns(stamp: Any) -> int:
     return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
 
@@ -324,6 +349,9 @@ class ScorerNode(Node):
         self._lock = threading.Lock()  # guards the health records below
         self._tick_lock = threading.Lock()
         self._runner = EpisodeRunner(None, self._settings, num_cameras=len(topics))
+        # Publication time (publisher's clock) of the instruction that started
+        # the episode; None when the episode started otherwise.
+        self._episode_published_ns: int | None = None
         self._scorer: VideoScorer | None = None
         self._model_state = ModelState.NOT_LOADED
         self._model_error = ErrorRecord()
@@ -371,7 +399,7 @@ class ScorerNode(Node):
                 self.create_subscription(
                     CompressedImage if compressed else Image,
                     topic,
-                    lambda msg, i=index: self._on_image(i, msg),
+                    lambda msg, info, i=index: self._on_image(i, msg, info),
                     # A fresh profile per topic: rclpy applies qos_overrides to the
                     # profile object in place, and must not leak one topic's override
                     # into the shared qos_profile_sensor_data.
@@ -527,8 +555,14 @@ class ScorerNode(Node):
         self._start_model_load("parameter change")
 
     # -- episodes ----------------------------------------------------------------
-    def _start_episode(self, instruction: str, reason: str) -> str | None:
-        """Start a new episode, or refuse a bad instruction (logged, reported) keeping the old one."""
+    def _start_episode(self, instruction: str, reason: str, published_ns: int | None = None) -> str | None:
+        """Start a new episode, or refuse a bad instruction (logged, reported) keeping the old one.
+
+        ``published_ns``: publication time of the instruction message; camera
+        frames published before it are kept out of the new episode.
+        """
+        previous_published_ns = self._episode_published_ns
+        self._episode_published_ns = published_ns  # before the episode exists: no frame slips in
         try:
             # Control tokens in the text would change the prompt's structure.
             scorer = self._scorer
@@ -538,6 +572,7 @@ class ScorerNode(Node):
                 validate_instruction(instruction)
             episode_id = self._runner.start(instruction)
         except ValueError as exc:
+            self._episode_published_ns = previous_published_ns
             self._episode_error.record(f"{reason}: {exc}")
             self.get_logger().error(f"{reason}: {exc}", throttle_duration_sec=5.0)
             return None
@@ -550,13 +585,13 @@ class ScorerNode(Node):
         self.get_logger().info(f"episode {episode_id} started ({reason}): {instruction!r}")
         return episode_id
 
-    def _on_instruction_msg(self, msg: String) -> None:
+    def _on_instruction_msg(self, msg: String, info: Any = None) -> None:
         if not msg.data.strip():
             message = "empty instruction received on the instruction topic: ignored, episode unchanged"
             self._episode_error.record(message)
             self.get_logger().error(message, throttle_duration_sec=5.0)
             return
-        self._start_episode(msg.data, "instruction message")
+        self._start_episode(msg.data, "instruction message", published_ns=_source_timestamp(info))
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
@@ -592,11 +627,17 @@ class ScorerNode(Node):
             self._start_episode(self._runner.instruction, message)
 
     # -- frames ------------------------------------------------------------------
-    def _on_image(self, camera: int, msg: Image | CompressedImage) -> None:
+    def _on_image(self, camera: int, msg: Image | CompressedImage, info: Any = None) -> None:
         """Cheap unless the frame is needed: never converts a frame that will be dropped."""
         stats = self._cameras[camera]
         stats.received += 1
         stats.arrivals.append(time.monotonic())
+        if _published_before(info, self._episode_published_ns):
+            # Published before the instruction that started this episode, handled
+            # after it (topics are not delivered in order with each other): the
+            # frame belongs to the episode before, as in the bag's log order.
+            stats.not_needed += 1
+            return
         stamp_ns = stamp_to_ns(msg.header.stamp)
         previous = stats.last_stamp_ns
         if previous is not None and stamp_ns < previous:
