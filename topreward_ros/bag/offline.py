@@ -13,7 +13,8 @@ Outputs per episode (``episode_NNNN/``): ``curve.json``, ``frames.parquet``,
 ``frames.csv``, ``progress.mcap`` and ``plot.png``; a completed episode is
 recorded in ``manifest.json`` only after all its files are in place. At the
 end, ``frames.parquet`` / ``frames.csv`` at the top hold every completed
-episode's rows.
+episode's rows, and ``topreward_progress.parquet`` the same frames in the
+schema LeRobot's RA-BC sample weighting reads (``lerobot.progress``).
 """
 from __future__ import annotations
 
@@ -582,6 +583,9 @@ class BagScorer:
         table = concat_frame_tables([p for p in paths if p.is_file()])
         write_parquet(out_dir / "frames.parquet", table)
         write_csv(out_dir / "frames.csv", table)
+        # LeRobot RA-BC progress parquet; ``index`` counts the rows across episodes.
+        from topreward_ros.lerobot.progress import PROGRESS_FILE, write_progress_parquet
+        write_progress_parquet(out_dir / PROGRESS_FILE, table, self.scorer.model_id)
 
 
 class _StopRun(Exception):
