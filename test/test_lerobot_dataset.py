@@ -161,8 +161,8 @@ def test_every_episode_scored_like_an_independent_scoring_of_the_decoded_frames(
         live = scorer.score(views[:n], sample_stamps[:n], episode.task)
         assert tick["log_prob_true"] == pytest.approx(live.log_prob_true, abs=1e-4)
         # The RA-BC rows of this episode: the dataset's own index, the table's progress.
-        rows = progress.filter(pc.equal(progress.column("episode_index"),
-                                                episode.episode_index)).to_pydict()
+        mine = pc.equal(progress.column("episode_index"), episode.episode_index)
+        rows = progress.filter(mine).to_pydict()
         assert rows["index"] == episode.index
         assert rows["frame_index"] == list(range(len(stamps)))
         assert rows["progress_sparse"] == pytest.approx(table["progress"], abs=0)
@@ -191,8 +191,8 @@ def test_selected_episodes_resume_and_other_settings_are_refused(tmp_path, writt
     assert progress["index"] == list(range(90))
     assert progress["episode_index"] == [0] * 30 + [1] * 30 + [2] * 30
     with pytest.raises(ManifestError, match="num_prefixes: 6 -> 5"):
-        DatasetScorer(scorer, SETTINGS, options(num_prefixes=5)).run(written.root, out,
-                                                                      progress=False)
+        DatasetScorer(scorer, SETTINGS, options(num_prefixes=5)).run(
+            written.root, out, progress=False)
 
 
 def test_a_broken_video_fails_only_its_episode(tmp_path, written, scorer):
@@ -213,8 +213,8 @@ def test_bad_options_are_refused_before_any_work(tmp_path, written, scorer):
     with pytest.raises(DatasetError, match="a float32 feature, not a video"):
         scorer_.run(written.root, tmp_path / "a", progress=False)
     with pytest.raises(DatasetError, match=r"episodes \[7\] are not in the dataset"):
-        DatasetScorer(scorer, SETTINGS, options(episodes=(1, 7))).run(written.root, tmp_path / "b",
-                                                                        progress=False)
+        DatasetScorer(scorer, SETTINGS, options(episodes=(1, 7))).run(
+            written.root, tmp_path / "b", progress=False)
     old = tmp_path / "old"
     shutil.copytree(written.root, old)
     info = json.loads((old / "meta/info.json").read_text())
