@@ -28,6 +28,7 @@ from topreward_ros.cli import main
 from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec
 from topreward_ros.episode import EpisodeSettings
 from topreward_ros.lerobot.dataset import DatasetError, LeRobotDatasetDir, read_tasks
+from topreward_ros.lerobot.join import JoinError, dataset_index
 from topreward_ros.lerobot.offline import DatasetScorer, DatasetScoringOptions
 from topreward_ros.lerobot.progress import PROGRESS_FILE, PROGRESS_SCHEMA, read_model_id
 from topreward_ros.lerobot.synthetic import DatasetCamera, write_lerobot_dataset
@@ -244,22 +245,48 @@ def test_cli_scores_a_dataset_and_names_the_cameras_when_unsure(tmp_path, writte
 # -- bags -----------------------------------------------------------------------------------
 
 
-def test_bag_runs_write_the_progress_parquet_with_a_running_index(tmp_path, scorer):
-    layout = write_episodes_bag(tmp_path / "bag", "mcap", SCENES, duration_s=2.0)
+def test_bag_runs_write_the_progress_parquet_with_a_running_index_keyable_to_a_dataset(
+        tmp_path, written, scorer, capsys):
+    # The bag holds the same three 3 s episodes at 10 Hz as the dataset fixture.
+    layout = write_episodes_bag(tmp_path / "bag", "mcap", SCENES, duration_s=3.0)
     out = tmp_path / "out"
     opts = BagScoringOptions(camera_topics=("/camera/image_raw",), tick_rate_hz=2.0, plot=False,
-                             episode_offset=10, num_prefixes=K)
+                             num_prefixes=K)
     report = BagScorer(scorer, SETTINGS, opts).run(layout.path, out, progress=False)
     assert report.ok, report.summary()
-    frames = pq.read_table(out / "frames.parquet").to_pydict()
+    frames = pq.read_table(out / "frames.parquet")
     progress = pq.read_table(out / PROGRESS_FILE)
     assert progress.schema.remove_metadata() == PROGRESS_SCHEMA
     assert read_model_id(out / PROGRESS_FILE) == scorer.model_id
     assert progress.schema.metadata[b"topreward_ros.index"] == b"running"
-    rows = progress.to_pydict()
+    rows, table = progress.to_pydict(), frames.to_pydict()
     n = sum(len(e.primary_stamps_ns) for e in layout.episodes)
+    assert n == 90
     assert rows["index"] == list(range(n))
-    assert rows["episode_index"] == frames["episode_index"]
-    assert sorted(set(rows["episode_index"])) == [10, 11, 12]
-    assert rows["frame_index"] == frames["frame_index"]
-    assert rows["progress_sparse"] == pytest.approx(frames["progress"], abs=0)
+    assert rows["episode_index"] == table["episode_index"] == [0] * 30 + [1] * 30 + [2] * 30
+    assert rows["frame_index"] == table["frame_index"]
+    assert rows["progress_sparse"] == pytest.approx(table["progress"], abs=0)
+    # Keyed to the dataset converted from the same recording: its own index.
+    dataset = LeRobotDatasetDir(written.root)
+    assert dataset_index(dataset, frames).tolist() == list(range(90))
+    keyed = tmp_path / "keyed.parquet"
+    assert main(["lerobot-progress", str(out), "--dataset", str(written.root), "-o", str(keyed)]) == 0
+    assert "90 frames keyed" in capsys.readouterr().out
+    keyed_rows = pq.read_table(keyed).to_pydict()
+    assert keyed_rows["index"] == [i for e in written.episodes for i in e.index]
+    assert keyed_rows["progress_sparse"] == rows["progress_sparse"]
+    assert read_model_id(keyed) == scorer.model_id
+    assert pq.read_schema(keyed).metadata[b"topreward_ros.index"] == b"dataset"
+    # Tables that do not line up are refused with the first mismatch named.
+    moved = frames.set_column(0, "episode_index", pc.add(frames.column("episode_index"), 10))
+    with pytest.raises(JoinError, match="episode 10 of the table is not in the dataset"):
+        dataset_index(dataset, moved)
+    slow = frames.set_column(2, "timestamp", pc.multiply(frames.column("timestamp"), 1.5))
+    with pytest.raises(JoinError, match="episode 0 frame 2: timestamp 0.3000 s in the table"):
+        dataset_index(dataset, slow)
+    with pytest.raises(JoinError, match="episode 1: 29 frames in the table, 30 in the dataset"):
+        dataset_index(dataset, frames.filter(pc.invert(pc.and_(
+            pc.equal(frames.column("episode_index"), 1), pc.equal(frames.column("frame_index"), 29)))))
+    assert main(["lerobot-progress", str(tmp_path / "nothing"), "--dataset", str(written.root),
+                 "-o", str(keyed)]) == 2
+    assert "no frames.parquet" in capsys.readouterr().err

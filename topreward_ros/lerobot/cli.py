@@ -15,7 +15,12 @@ from topreward_ros.bag.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``lerobot`` subcommand to the ``topreward`` parser."""
+    """Add the ``lerobot`` and ``lerobot-progress`` subcommands to the ``topreward`` parser."""
+    _register_lerobot(subparsers)
+    _register_progress(subparsers)
+
+
+def _register_lerobot(subparsers: Any) -> None:
     from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD
 
     p = subparsers.add_parser(
@@ -129,3 +134,34 @@ def run_lerobot(args: argparse.Namespace) -> int:
     if report.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if report.ok else EXIT_PARTIAL
+
+
+# -- topreward lerobot-progress ----------------------------------------------------------
+
+
+def _register_progress(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "lerobot-progress",
+        help="key a scored bag's progress to a LeRobot dataset's frame index (RA-BC parquet)",
+        description="Join OUT_DIR/frames.parquet (from `topreward bag`) with a local LeRobot "
+        "dataset converted from the same recording, on episode_index + frame_index with the "
+        "timestamps as a check, and write the RA-BC progress parquet with the dataset's own "
+        "`index`. Refuses, naming the first mismatch, when the two do not line up.",
+    )
+    p.add_argument("scored", type=Path, help="output directory of `topreward bag`")
+    p.add_argument("--dataset", type=Path, required=True, help="LeRobot dataset root")
+    p.add_argument("-o", "--output", type=Path, required=True, help="progress parquet to write")
+    p.set_defaults(func=run_progress)
+
+
+def run_progress(args: argparse.Namespace) -> int:
+    from topreward_ros.lerobot.dataset import DatasetError
+    from topreward_ros.lerobot.join import write_dataset_progress
+
+    try:
+        rows = write_dataset_progress(args.scored, args.dataset, args.output)
+    except DatasetError as exc:
+        print(f"topreward lerobot-progress: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    print(f"{args.output}: {rows} frames keyed to {args.dataset}")
+    return EXIT_OK

@@ -37,6 +37,7 @@ from topreward_ros.bag.progress_bar import progress_bar
 from topreward_ros.bag.tables import concat_frame_tables, write_csv, write_parquet
 from topreward_ros.episode import EpisodeRunner, EpisodeSettings
 from topreward_ros.lerobot.dataset import DatasetError, EpisodeInfo, LeRobotDatasetDir
+from topreward_ros.lerobot.join import dataset_index
 from topreward_ros.lerobot.progress import PROGRESS_FILE, write_progress_parquet
 from topreward_ros.lerobot.video import open_episode_videos
 from topreward_ros.window import AddResult
@@ -285,19 +286,6 @@ class DatasetScorer(BagScorer):
         table = concat_frame_tables([p for p in paths if p.is_file()])
         write_parquet(out_dir / "frames.parquet", table)
         write_csv(out_dir / "frames.csv", table)
-        index = self._dataset_index(dataset, table)
+        index = dataset_index(dataset, table, check_timestamps=False)
         write_progress_parquet(out_dir / PROGRESS_FILE, table, self.scorer.model_id, index=index,
                                extra_metadata={"topreward_ros.dataset": str(dataset.root.resolve())})
-
-    @staticmethod
-    def _dataset_index(dataset: LeRobotDatasetDir, table: Any) -> np.ndarray:
-        """The dataset's ``index`` of every row of the (sorted) combined frame table."""
-        table = table.sort_by([("episode_index", "ascending"), ("frame_index", "ascending")])
-        episodes = table.column("episode_index").to_numpy()
-        frame_index = table.column("frame_index").to_numpy()
-        index = np.empty(len(episodes), dtype=np.int64)
-        for episode in np.unique(episodes):
-            rows = np.flatnonzero(episodes == episode)
-            frames = dataset.frames(dataset.episodes[int(episode)])
-            index[rows] = frames.index[frame_index[rows]]
-        return index
