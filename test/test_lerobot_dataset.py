@@ -211,7 +211,7 @@ def test_a_broken_video_fails_only_its_episode(tmp_path, written, scorer):
 
 def test_bad_options_are_refused_before_any_work(tmp_path, written, scorer):
     scorer_ = DatasetScorer(scorer, SETTINGS, options(camera_keys=("observation.state",)))
-    with pytest.raises(DatasetError, match="a float32 feature, not a video"):
+    with pytest.raises(DatasetError, match="a 'float32' feature, not a video"):
         scorer_.run(written.root, tmp_path / "a", progress=False)
     with pytest.raises(DatasetError, match=r"episodes \[7\] are not in the dataset"):
         DatasetScorer(scorer, SETTINGS, options(episodes=(1, 7))).run(

@@ -161,7 +161,7 @@ class LeRobotDatasetDir:
         for key in keys:
             if key not in cameras:
                 kind = self.features.get(key, {}).get("dtype") if key in self.features else None
-                what = f"a {kind} feature, not a video" if kind else "not a feature of the dataset"
+                what = f"a {kind!r} feature, not a video" if kind else "not a feature of the dataset"
                 raise DatasetError(
                     f"camera {key!r} is {what}; video features: {', '.join(cameras) or 'none'}")
 
