@@ -271,6 +271,14 @@ def test_stalled_camera_shows_in_diagnostics(rig: Rig) -> None:
         after = rig.sim_now_ns()
         rig.wait_for("progress while camera 1 is stalled",
                      lambda: any(stamp_ns(m.header.stamp) > after for m in rig.progress))
+        # Those samples got a grey camera 1 view, counted per camera in the episode status.
+        scored = time.monotonic()
+        episode = rig.wait_for("camera 1 sync misses in the episode status", lambda: (
+            (s := rig.latest_status(": episode", since=scored)) is not None
+            and int(status_values(s).get(f"camera_sync_misses {CAM1}", "0")) > 0 and s))
+        values = status_values(episode)
+        assert int(values["camera_sync_misses"]) >= int(values[f"camera_sync_misses {CAM1}"])
+        assert f"camera_sync_misses {CAM0}" not in values
     finally:
         rig.paused.discard(1)
     resumed = time.monotonic()

@@ -113,6 +113,47 @@ def test_silent_secondary_camera_counts_a_sync_miss_and_uses_grey():
     assert second.stamp_ns == 500 * MS
 
 
+def test_stalled_secondary_camera_gives_grey_not_its_last_frame():
+    """A secondary that stops must not lend its old frame to later samples."""
+    tol = 50 * MS
+    window = EpisodeWindow(num_cameras=3, sync_tolerance_ns=tol)
+    # Camera 1 delivers for the first 0.7 s only; camera 2 keeps delivering.
+    for stamp in CAMERA_30HZ_NS[:90]:
+        if window.wants(0, stamp):
+            window.add(0, stamp, view(10))
+        if stamp < 700 * MS and window.wants(1, stamp + 5 * MS):
+            window.add(1, stamp + 5 * MS, view(100))
+        if window.wants(2, stamp + 7 * MS):
+            window.add(2, stamp + 7 * MS, view(200))
+    samples = window.flush()
+    assert len(samples) == len(sample_indices(CAMERA_30HZ_NS[:90], 2.0)) == 7
+    live = [s for s in samples if s.stamp_ns < 700 * MS]
+    stalled = [s for s in samples if s.stamp_ns >= 700 * MS]
+    assert len(live) == 2 and len(stalled) == 5
+    for sample in live:
+        assert (sample.image[:, 8:16] == 100).all()
+        assert abs(sample.view_stamps_ns[1] - sample.stamp_ns) <= tol
+    for sample in stalled:
+        assert (sample.image[:, 8:16] == MISSING_VIEW_VALUE).all()
+        assert sample.view_stamps_ns[1] is None
+    for sample in samples:
+        assert (sample.image[:, 16:] == 200).all()
+        assert sample.view_stamps_ns[2] - sample.stamp_ns == 7 * MS
+    assert window.sync_misses_by_camera == [0, 5, 0]
+    assert window.sync_misses == 5
+
+
+def test_secondary_frame_just_outside_the_tolerance_is_a_miss():
+    window = EpisodeWindow(num_cameras=2, sync_tolerance_ns=20 * MS)
+    window.add(1, 0, view(50))
+    window.add(0, 21 * MS, view(1))
+    window.add(0, 600 * MS, view(1))
+    first = window.finalize()[0]
+    assert first.view_stamps_ns == (21 * MS, None)
+    assert (first.image[:, 8:] == MISSING_VIEW_VALUE).all()
+    assert window.sync_misses_by_camera == [0, 1]
+
+
 def test_memory_bound_thins_history_but_keeps_the_episode_start():
     window = EpisodeWindow(sample_fps=2.0, max_frames=4)
     generation = window.generation

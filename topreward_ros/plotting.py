@@ -8,10 +8,19 @@ jump in the curve can be matched to what happened in the video.
 
 Uses matplotlib's object API with the Agg canvas (no pyplot state, no
 display), so it is safe in worker threads and on headless machines.
+
+Titles carry the task instruction, in whatever language the user wrote it.
+matplotlib's own font (DejaVu Sans) has no Chinese, Japanese or Korean
+glyphs and would draw empty boxes, so titles use a fallback list: DejaVu
+Sans first, then Noto Sans CJK, which the ``noto-cjk-sans-otc`` package
+(pinned in requirements/ml.txt) installs and which is registered with
+matplotlib's font manager here. A system install of the same font (Debian:
+fonts-noto-cjk) is used when the package is missing.
 """
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +31,40 @@ from topreward_ros.scoring.schedule import NS_PER_S
 
 #: Height in pixels of each thumbnail as drawn (before figure scaling).
 THUMBNAIL_HEIGHT = 96
+#: Font families for user text, tried per character in this order: Latin,
+#: Greek and Cyrillic from matplotlib's own font, CJK from Noto Sans CJK.
+TEXT_FONT_FAMILIES = ("DejaVu Sans", "Noto Sans CJK JP")
+#: The font collection file inside the ``noto_cjk_sans_otc`` package.
+CJK_FONT_FILE = "NotoSansCJK-Regular.ttc"
+
+_font_lock = threading.Lock()
+_families: list[str] | None = None
+
+
+def cjk_font_path() -> Path | None:
+    """The packaged Noto Sans CJK collection, or None when it is not installed."""
+    try:
+        import noto_cjk_sans_otc
+    except ImportError:
+        return None
+    path = Path(noto_cjk_sans_otc.__file__).parent / CJK_FONT_FILE
+    return path if path.is_file() else None
+
+
+def text_font_families() -> list[str]:
+    """The fallback list for titles, after registering the packaged CJK font once."""
+    global _families
+    with _font_lock:
+        if _families is None:
+            from matplotlib import font_manager
+
+            names = {f.name for f in font_manager.fontManager.ttflist}
+            path = cjk_font_path()
+            if path is not None and TEXT_FONT_FAMILIES[1] not in names:
+                font_manager.fontManager.addfont(str(path))
+                names = {f.name for f in font_manager.fontManager.ttflist}
+            _families = [f for f in TEXT_FONT_FAMILIES if f in names] or [TEXT_FONT_FAMILIES[0]]
+        return list(_families)
 
 
 def _as_thumbnail(image: np.ndarray) -> np.ndarray:
@@ -92,7 +135,7 @@ def plot_curve(
     raw_ax.set_ylabel('log p(" True") [nats]', color="tab:orange")
     lines = ax.get_lines() + raw_ax.get_lines()
     ax.legend(lines, [str(line.get_label()) for line in lines], loc="upper left", fontsize=8)
-    fig.suptitle(title or curve.model_id, fontsize=10)
+    fig.suptitle(title or curve.model_id, fontsize=10, fontfamily=text_font_families())
     ax.text(0.99, 0.98, f"success score {curve.success_score:.2f} nats", transform=ax.transAxes,
             ha="right", va="top", fontsize=8)
 

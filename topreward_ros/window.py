@@ -12,7 +12,9 @@ views, not full camera images).
 
 Several cameras: camera 0 is the primary and drives the schedule. Every other
 camera contributes, to each primary sample, its frame nearest in stamp within
-``sync_tolerance_ns``. The views are placed side by side in one image (each at
+``sync_tolerance_ns``; a camera with no frame that close (it stalled, or lags)
+gives a grey view and counts a sync miss, never an older frame from another
+moment. The views are placed side by side in one image (each at
 the model's view size), so every camera keeps its full resolution and the VLM
 sees one synchronised video, rather than two videos whose frames it would have
 to pair itself.
@@ -32,7 +34,7 @@ import numpy as np
 
 from topreward_ros.scoring.schedule import FrameSampler
 
-# Grey used for a camera that has produced no frame at all for a sample.
+# Grey used for a camera that has no frame within the sync tolerance of a sample.
 MISSING_VIEW_VALUE = 127
 
 
@@ -102,8 +104,14 @@ class EpisodeWindow:
         self._pending: list[_PendingSample] = []
         self._buffers = [_CameraBuffer() for _ in range(self.num_cameras)]
         self.thinned = 0
-        self.sync_misses = 0
+        # Per camera (index 0, the primary, never misses): samples given a grey view.
+        self.sync_misses_by_camera = [0] * self.num_cameras
         self.generation += 1
+
+    @property
+    def sync_misses(self) -> int:
+        """Samples, summed over secondary cameras, that got a grey view."""
+        return sum(self.sync_misses_by_camera)
 
     @property
     def sample_period_ns(self) -> int:
@@ -212,8 +220,10 @@ class EpisodeWindow:
                     default=None,
                 )
                 if best is None or abs(best[0] - pending.stamp_ns) > tol:
-                    self.sync_misses += 1
-                if best is not None:
+                    # A frame from another moment would show the model a scene
+                    # that is not the primary's: grey says "no view" instead.
+                    self.sync_misses_by_camera[camera] += 1
+                else:
                     pending.view_stamps_ns[camera], pending.views[camera] = best
                 pending.resolved[camera] = True
 
@@ -236,7 +246,8 @@ class EpisodeWindow:
     def _prune_buffers(self) -> None:
         """Drop secondary frames no pending or future sample can match.
 
-        The newest frame older than the cut is kept as a fallback view.
+        Every frame older than the cut is outside the tolerance of every
+        pending and future sample, so none is kept as a stand-in.
         """
         if self._pending:
             horizon = self._pending[0].stamp_ns
@@ -248,5 +259,5 @@ class EpisodeWindow:
         cut = horizon - self.sync_tolerance_ns
         for buffer in self._buffers[1:]:
             frames = buffer.frames
-            while len(frames) > 1 and frames[1][0] < cut:
+            while frames and frames[0][0] < cut:
                 frames.popleft()

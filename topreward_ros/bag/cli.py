@@ -5,9 +5,12 @@ command-line options into their configuration objects, prints the report
 and maps outcomes to exit codes:
 
 * 0: everything asked for was done;
-* 1: the run finished but some episode failed or the bag was damaged
-  (completed episodes are kept; a re-run resumes);
-* 2: nothing could start (bad option, unusable bag, model not loadable);
+* 1: the run finished but some episode failed or was refused (its
+  instruction holds control tokens), the bag was damaged, or no episode had
+  a camera frame to score (completed episodes are kept; a re-run resumes;
+  the manifest says what the run found);
+* 2: nothing could start (bad option or instruction, unusable bag, a chosen
+  camera or instruction topic without messages, model not loadable);
 * 130: interrupted (completed episodes are kept; a re-run resumes).
 """
 from __future__ import annotations
@@ -165,6 +168,8 @@ def run_bag(args: argparse.Namespace) -> int:
 
 
 def _register_replay(subparsers: Any) -> None:
+    from topreward_ros.bag.replay import DEFAULT_CLOCK_HZ
+
     p = subparsers.add_parser(
         "replay",
         help="publish a bag's topics into the ROS graph with /clock (like ros2 bag play --clock)",
@@ -175,8 +180,9 @@ def _register_replay(subparsers: Any) -> None:
     p.add_argument("bag", type=Path, help="bag directory or .mcap / .db3 file")
     p.add_argument("--topics", nargs="+", metavar="TOPIC", help="only these topics")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed multiplier")
-    p.add_argument("--clock-hz", type=float, default=100.0,
-                   help="/clock messages per second of wall time (default: %(default)s)")
+    p.add_argument("--clock-hz", type=float, default=DEFAULT_CLOCK_HZ,
+                   help="/clock messages per second of wall time (default: %(default)s; each "
+                   "one wakes every sim-time node, so keep it low on a small machine)")
     p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
     p.add_argument("--qos", choices=("reliable", "best_effort"), default="reliable",
                    help="reliability of the publishers (default: %(default)s)")

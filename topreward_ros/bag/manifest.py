@@ -105,6 +105,8 @@ class Manifest:
     settings: dict[str, Any]
     episodes: dict[int, dict[str, Any]] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    # Episodes of this run without a single camera frame (nothing to score).
+    empty: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def open(cls, out_dir: Path, input_path: Path, fingerprint: str,
@@ -170,6 +172,10 @@ class Manifest:
         self.failures.append(failure)
         self.save()
 
+    def record_empty(self, entry: dict[str, Any]) -> None:
+        self.empty.append(entry)
+        self.save()
+
     def save(self) -> None:
         write_json_atomic(self.path, {
             "version": MANIFEST_VERSION,
@@ -177,4 +183,5 @@ class Manifest:
             "settings": self.settings,
             "episodes": {str(k): self.episodes[k] for k in sorted(self.episodes)},
             "failures": self.failures,
+            "empty": self.empty,
         })

@@ -34,6 +34,8 @@ from topreward_ros.bag.progress_bar import progress_bar
 from topreward_ros.bag.reader import BagError, BagMessage, BagReader, BagReadError
 from topreward_ros.bag.tables import concat_frame_tables, frame_table, write_csv, write_parquet
 from topreward_ros.episode import EpisodeRunner, EpisodeSettings
+from topreward_ros.scoring.errors import InstructionError
+from topreward_ros.scoring.prompt import validate_instruction
 from topreward_ros.window import AddResult
 
 NS_PER_S = 1_000_000_000
@@ -91,6 +93,10 @@ class BagScoringOptions:
         if self.instruction is not None and not self.instruction.strip():
             raise ValueError(
                 "instruction must not be empty (omit it to read the instruction topic)")
+        if self.instruction is not None:
+            # The core's own check (control-token syntax such as <|im_end|>),
+            # so a bad fixed instruction is refused before any model loads.
+            validate_instruction(self.instruction)
         if self.instruction is None and not self.instruction_topic:
             raise ValueError("give an instruction topic or a fixed instruction")
         if not (math.isfinite(self.tick_rate_hz) and self.tick_rate_hz > 0):
@@ -115,12 +121,19 @@ class EpisodeOutcome:
 
     index: int
     instruction: str
-    status: str  # "scored", "skipped" (done by an earlier run), "empty", "failed"
+    # "scored", "skipped" (done by an earlier run), "empty", "refused" (the
+    # instruction cannot be put to the model), "failed"
+    status: str
     message: str = ""
     directory: str = ""
     num_frames: int = 0
     num_samples: int = 0
     num_ticks: int = 0
+    # Per camera topic: frames whose header stamp did not increase over that
+    # camera's previous frame (never sampled); samples that got a grey view
+    # because a secondary camera had no frame within the sync tolerance.
+    stamps_not_increasing: dict[str, int] = field(default_factory=dict)
+    sync_misses: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,8 +154,14 @@ class BagRunReport:
         return [e for e in self.episodes if e.status == status]
 
     @property
+    def nothing_scored(self) -> bool:
+        """The run finished without a single scored (or earlier scored) episode."""
+        return not (self.interrupted or self.by_status("scored") or self.by_status("skipped"))
+
+    @property
     def ok(self) -> bool:
-        return not (self.read_error or self.interrupted or self.by_status("failed"))
+        return not (self.read_error or self.interrupted or self.by_status("failed")
+                    or self.by_status("refused") or self.nothing_scored)
 
     def summary(self) -> str:
         lines = [f"bag {self.bag} -> {self.output}"]
@@ -153,9 +172,23 @@ class BagRunReport:
                 f"{e.num_samples:4d} samples {e.num_ticks:4d} ticks  {e.instruction!r}{detail}"
             )
         counts = ", ".join(
-            f"{len(self.by_status(s))} {s}" for s in ("scored", "skipped", "empty", "failed")
+            f"{len(self.by_status(s))} {s}"
+            for s in ("scored", "skipped", "empty", "refused", "failed")
         )
         lines.append(f"episodes: {counts}")
+        for e in self.episodes:
+            for topic, count in e.stamps_not_increasing.items():
+                lines.append(
+                    f"WARNING: episode {e.index}: {count} of {topic}'s frames have a header stamp "
+                    f"that does not increase over the previous frame (a driver publishing zero or "
+                    f"repeated stamps?); they were never sampled")
+            for topic, count in e.sync_misses.items():
+                lines.append(
+                    f"note: episode {e.index}: {count} of {e.num_samples} samples have no {topic} "
+                    f"frame within the sync tolerance (grey view)")
+        if self.nothing_scored:
+            lines.append("NOTHING SCORED: no episode of the bag had a usable camera frame "
+                         "(see the episodes above)")
         if self.frames_outside_episodes:
             lines.append(
                 f"note: {self.frames_outside_episodes} primary camera frames arrived outside any "
@@ -186,6 +219,11 @@ class _Episode:
     last_primary_ns: int | None = None
     end_log_ns: int = 0
     end_reason: str = ""
+    refused: str | None = None  # why the instruction cannot be scored
+    last_stamp_ns: dict[int, int] = field(default_factory=dict)  # per camera
+    stamps_not_increasing: dict[int, int] = field(default_factory=dict)  # per camera
+    # Primary frames the window kept as samples: header stamp -> frame index.
+    kept_primary: dict[int, int] = field(default_factory=dict)
 
 
 def check_bag(reader: BagReader, options: BagScoringOptions) -> None:
@@ -205,6 +243,11 @@ def check_bag(reader: BagReader, options: BagScoringOptions) -> None:
                 f"camera topic {topic} carries {topics[topic].msgtype}, expected "
                 f"sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage"
             )
+        if topics[topic].message_count == 0:
+            raise BagSetupError(
+                f"camera topic {topic} has no messages: nothing to score; image topics with "
+                f"messages: {', '.join(t for t in image_topics if topics[t].message_count) or 'none'}"
+            )
     if options.instruction is None:
         topic = options.instruction_topic
         assert topic is not None
@@ -219,6 +262,11 @@ def check_bag(reader: BagReader, options: BagScoringOptions) -> None:
             raise BagSetupError(
                 f"instruction topic {topic} carries {topics[topic].msgtype}, "
                 f"expected {STRING_TYPE}"
+            )
+        if topics[topic].message_count == 0:
+            raise BagSetupError(
+                f"instruction topic {topic} has no messages, so no episode starts; pass "
+                f"--instruction TEXT to score the whole bag as one task"
             )
     if options.reset_topic and options.reset_topic not in topics:
         raise BagSetupError(f"reset topic {options.reset_topic} is not in the bag")
@@ -275,6 +323,7 @@ class BagScorer:
                 self._walk(reader, runner, manifest, out_dir, report, progress)
             finally:
                 runner.stop()
+                manifest.save()  # also when nothing was scored: it says what the run found
             self._write_combined(manifest, out_dir)
         return report
 
@@ -304,7 +353,10 @@ class BagScorer:
                 if event.action == "end" and episode is not None:
                     episode.end_log_ns, episode.end_reason = event.log_time_ns, event.reason
                     try:
-                        outcome = self._finish(episode, runner, manifest, out_dir, report)
+                        if episode.refused is not None and not episode.skip:
+                            outcome = self._refuse(episode, manifest)
+                        else:
+                            outcome = self._finish(episode, runner, manifest, out_dir, report)
                     except Exception as exc:  # noqa: BLE001 - one episode's failure stops no other
                         outcome = EpisodeOutcome(
                             episode.index, episode.instruction, "failed",
@@ -325,8 +377,9 @@ class BagScorer:
                     if (not skip and opts.max_episodes is not None
                             and scored_this_run >= opts.max_episodes):
                         raise _StopRun()
-                    episode = _Episode(index, event.instruction, event.log_time_ns, skip)
-                    if not skip:
+                    episode = _Episode(index, event.instruction, event.log_time_ns, skip,
+                                       refused=None if skip else self._refusal(event.instruction))
+                    if not skip and episode.refused is None:
                         runner.start(event.instruction, episode_id=f"bag-episode-{index:04d}")
 
         try:
@@ -338,8 +391,13 @@ class BagScorer:
                     next_tick_ns = t + tick_period_ns
                     handle(splitter.begin(t))
                 while next_tick_ns <= t:
-                    if episode is not None and not episode.skip:
-                        result = runner.tick()
+                    if episode is not None and not episode.skip and episode.refused is None:
+                        try:
+                            result = runner.tick()
+                        except InstructionError as exc:  # the model's own tokens, if any beyond <|...|>
+                            episode.refused = str(exc)
+                            runner.stop()
+                            result = None
                         if result is not None:
                             episode.ticks.append(TimedTick(next_tick_ns, result))
                             report.model_s += result.timings.get("model_s", 0.0)
@@ -390,6 +448,26 @@ class BagScorer:
         finally:
             bar.close()
 
+    def _refusal(self, instruction: str) -> str | None:
+        """Why the model cannot be asked about ``instruction`` (None: it can).
+
+        The same check the node applies to an instruction it receives: the
+        loaded scorer's (it knows its tokenizer's control tokens), else the core's.
+        """
+        check = getattr(self.scorer, "validate_instruction", None) or validate_instruction
+        try:
+            check(instruction)
+        except InstructionError as exc:
+            return str(exc)
+        return None
+
+    def _refuse(self, episode: _Episode, manifest: Manifest) -> EpisodeOutcome:
+        message = f"instruction refused, episode not scored: {episode.refused}"
+        manifest.record_failure({"episode_index": episode.index,
+                                 "instruction": episode.instruction, "error": message})
+        return EpisodeOutcome(episode.index, episode.instruction, "refused", message,
+                              num_frames=len(episode.frame_stamps_ns))
+
     @staticmethod
     def _text(reader: BagReader, message: BagMessage) -> str:
         return str(reader.deserialize(message).data)
@@ -399,7 +477,14 @@ class BagScorer:
         if camera == 0:
             episode.frame_stamps_ns.append(stamp_ns)
             episode.frame_log_ns.append(message.log_time_ns)
-        if episode.skip or not runner.wants(camera, stamp_ns):
+        previous = episode.last_stamp_ns.get(camera)
+        if previous is not None and stamp_ns <= previous:
+            # The window never samples such a frame (as the node counts it out
+            # of order); count it so zero or repeated stamps are not silent.
+            episode.stamps_not_increasing[camera] = episode.stamps_not_increasing.get(camera, 0) + 1
+        else:
+            episode.last_stamp_ns[camera] = stamp_ns
+        if episode.skip or episode.refused is not None or not runner.wants(camera, stamp_ns):
             return
         try:
             msg = reader.deserialize(message)
@@ -412,6 +497,8 @@ class BagScorer:
             )
             return
         result = runner.add(camera, stamp_ns, view, getattr(msg.header, "frame_id", ""))
+        if result is AddResult.KEPT and camera == 0:
+            episode.kept_primary[stamp_ns] = len(episode.frame_stamps_ns) - 1
         if result is AddResult.STALE:
             episode.bad_frames.append(
                 f"{message.topic} frame stamped {stamp_ns} ns is not newer than the previous "
@@ -440,6 +527,13 @@ class BagScorer:
         runner.flush()
         samples = runner.samples
         outcome.num_samples, outcome.num_ticks = len(samples), len(episode.ticks)
+        topics = self.options.camera_topics
+        outcome.stamps_not_increasing = {topics[c]: n for c, n in
+                                         sorted(episode.stamps_not_increasing.items())}
+        outcome.sync_misses = {topics[c]: n for c, n in
+                               enumerate(runner.window.sync_misses_by_camera) if c > 0 and n}
+        sync_misses = {topics[c]: n for c, n in
+                       enumerate(runner.window.sync_misses_by_camera) if c > 0}
         first_bad = f"; first bad frame: {episode.bad_frames[0]}" if episode.bad_frames else ""
         if not samples:
             if episode.bad_frames:
@@ -453,6 +547,9 @@ class BagScorer:
                 outcome.status = "empty"
                 outcome.message = (
                     f"no camera frame before the episode ended ({episode.end_reason})")
+                manifest.record_empty({"episode_index": episode.index,
+                                       "instruction": episode.instruction,
+                                       "reason": outcome.message})
             return outcome
         t0 = time.perf_counter()
         curve = self.scorer.curve([s.image for s in samples], [s.stamp_ns for s in samples],
@@ -473,7 +570,7 @@ class BagScorer:
                        f"episode {episode.index}: {episode.instruction}")
             files.append("plot.png")
         write_json_atomic(ep_dir / "curve.json",
-                          self._curve_record(episode, samples, curve, columns))
+                          self._curve_record(episode, samples, curve, columns, sync_misses))
         files.append("curve.json")
         outcome.status = "scored"
         if episode.bad_frames:
@@ -486,6 +583,8 @@ class BagScorer:
             "num_frames": outcome.num_frames,
             "num_samples": outcome.num_samples,
             "num_ticks": outcome.num_ticks,
+            "stamps_not_increasing": outcome.stamps_not_increasing,
+            "sync_misses": sync_misses,
             "files": [f"{outcome.directory}/{f}" for f in files],
         })
         return outcome
@@ -514,13 +613,17 @@ class BagScorer:
             live_lp[covered] = r.log_prob_true
             live_success[covered] = r.success
         episode_success = bool(curve.success_score >= self.settings.success_threshold)
+        # Exactly the rows of the frames that became samples (one row per
+        # sample), not every frame that shares a sample's stamp.
+        sampled = np.zeros(n, dtype=bool)
+        sampled[[episode.kept_primary[int(s)] for s in sample_stamps]] = True
         return {
             "episode_index": np.full(n, episode.index + self.options.episode_offset),
             "frame_index": np.arange(n),
             "timestamp": rel / NS_PER_S,
             "stamp_ns": stamps,
             "log_time_ns": np.asarray(episode.frame_log_ns, dtype=np.int64),
-            "sampled": np.isin(stamps, sample_stamps),
+            "sampled": sampled,
             "progress": progress,
             "reward": reward,
             "success": live_success,
@@ -530,7 +633,8 @@ class BagScorer:
         }
 
     def _curve_record(self, episode: _Episode, samples: list[Any], curve: Any,
-                      columns: dict[str, Any]) -> dict[str, Any]:
+                      columns: dict[str, Any], sync_misses: dict[str, int]) -> dict[str, Any]:
+        topics = self.options.camera_topics
         return {
             "episode_index": episode.index + self.options.episode_offset,
             "bag_episode": episode.index,
@@ -558,6 +662,9 @@ class BagScorer:
                 for t in episode.ticks
             ],
             "bad_frames": episode.bad_frames,
+            "stamps_not_increasing": {topic: episode.stamps_not_increasing.get(c, 0)
+                                      for c, topic in enumerate(topics)},
+            "sync_misses": sync_misses,
             "settings": self.settings_record(),
         }
 

@@ -70,6 +70,14 @@ class BagWriter:
         self._writer.open()
         return self
 
+    def declare(self, topic: str, msgtype: str) -> None:
+        """Add ``topic`` without a message (a recorded topic that stayed silent)."""
+        if self._writer is None:
+            raise BagWriteError("BagWriter is not open: use it as a context manager")
+        if topic not in self._connections:
+            self._connections[topic] = self._writer.add_connection(topic, msgtype,
+                                                                   typestore=self.typestore)
+
     def write(self, topic: str, msg: Any, log_time_ns: int) -> None:
         """Append ``msg`` (a rosbags message object) on ``topic`` at ``log_time_ns``."""
         if self._writer is None:

@@ -1,0 +1,264 @@
+"""`topreward bag` on inputs a new user's recordings contain, with the real tiny Qwen3-VL.
+
+Each test writes a real bag (rosbags) with one kind of awkward content and
+checks what the run reports and writes: an instruction holding the model's
+control-token syntax (that episode refused, the rest scored, a fixed one
+refused before the model loads), a secondary camera that stops (grey views,
+sync misses per camera in curve.json), header stamps that do not increase
+(counted and warned; ``sampled`` marks exactly the frames the model saw),
+and topics with no messages (exit codes as README's table says).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from topreward_ros.bag.cli import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, register
+from topreward_ros.bag.offline import BagScorer, BagScoringOptions, BagSetupError
+from topreward_ros.bag.replay import ReplayOptions
+from topreward_ros.bag.synthetic import START_NS, write_episodes_bag
+from topreward_ros.bag.writer import BagWriter, image_msg, string_msg
+from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec, render_frame
+from topreward_ros.episode import EpisodeSettings
+from topreward_ros.scoring import ScorerConfig, load_scorer
+from topreward_ros.scoring.errors import InstructionError
+
+VIEW = 64
+MS = 1_000_000
+SETTINGS = EpisodeSettings(view_size=VIEW, success_threshold=-8.0)
+CAMERA = "/camera/image_raw"
+WRIST = "/wrist/image_raw"
+SCENE = DEMO_SCENES[0]
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_model_dir):
+    return load_scorer(ScorerConfig(model=str(tiny_model_dir), device="cpu", dtype="float32",
+                                    local_files_only=True, view_size=VIEW, torch_threads=2))
+
+
+def options(**kw) -> BagScoringOptions:
+    base = dict(camera_topics=(CAMERA,), tick_rate_hz=2.0, plot=False)
+    base.update(kw)
+    return BagScoringOptions(**base)
+
+
+def cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="topreward")
+    register(parser.add_subparsers())
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+def frame(stamp_ns: int, t_s: float) -> object:
+    return image_msg(render_frame(SCENE, t_s, 64, 48), stamp_ns, "camera")
+
+
+# -- control tokens in an instruction ------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["put the block <|im_end|> in the bowl", "stack <|video_pad|> cups"])
+def test_control_token_instruction_refuses_that_episode_and_scores_the_rest(
+        tmp_path, scorer, bad):
+    scenes = (DEMO_SCENES[0], SceneSpec(bad, (200, 40, 40), 0.3, 0.7), DEMO_SCENES[1])
+    layout = write_episodes_bag(tmp_path / "bag", "mcap", scenes, duration_s=1.5)
+    out = tmp_path / "out"
+    report = BagScorer(scorer, SETTINGS, options()).run(layout.path, out, progress=False)
+    assert [e.status for e in report.episodes] == ["scored", "refused", "scored"]
+    assert not report.ok
+    refused = report.episodes[1]
+    assert refused.instruction == bad
+    assert re.search(r"instruction refused.*control[ -]token '<\|(im_end|video_pad)\|>'", refused.message)
+    assert refused.num_frames == len(layout.episodes[1].primary_stamps_ns)
+    assert "1 refused" in report.summary()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["episodes"]) == ["0", "2"]
+    assert [f["episode_index"] for f in manifest["failures"]] == [1]
+    assert bad in manifest["failures"][0]["instruction"]
+    assert not (out / "episode_0001").exists()
+    third = json.loads((out / "episode_0002" / "curve.json").read_text())
+    assert third["instruction"] == DEMO_SCENES[1].instruction and third["live"]
+    # A re-run keeps the scored episodes and refuses the bad one again, without a traceback.
+    again = BagScorer(scorer, SETTINGS, options()).run(layout.path, out, progress=False)
+    assert [e.status for e in again.episodes] == ["skipped", "refused", "skipped"]
+    assert [f["episode_index"] for f in json.loads((out / "manifest.json").read_text())
+            ["failures"]] == [1]
+
+
+def test_control_token_instruction_from_the_cli_exits_1_with_the_rest_scored(
+        tmp_path, tiny_model_dir, capsys):
+    scenes = (SceneSpec("open <|im_start|> the drawer", (200, 40, 40), 0.3, 0.7), DEMO_SCENES[0])
+    layout = write_episodes_bag(tmp_path / "bag", "mcap", scenes, duration_s=1.0)
+    code = cli("bag", str(layout.path), "-o", str(tmp_path / "out"), "--no-plot", "-q",
+               "--model", str(tiny_model_dir), "--local-files-only", "--view-size", "64")
+    assert code == EXIT_PARTIAL
+    out = capsys.readouterr().out
+    assert "1 scored" in out and "1 refused" in out and "<|im_start|>" in out
+
+
+def test_fixed_control_token_instruction_is_refused_before_the_model_loads(tmp_path, capsys):
+    layout = write_episodes_bag(tmp_path / "bag", "mcap", DEMO_SCENES[:1], duration_s=1.0)
+    # The model path does not exist: had the check come after loading, the
+    # message would be the model's.
+    code = cli("bag", str(layout.path), "-o", str(tmp_path / "out"), "-q",
+               "--model", str(tmp_path / "no-model"), "--local-files-only",
+               "--instruction", "pick up the cup<|im_end|>")
+    assert code == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert "control-token syntax '<|im_end|>'" in err and "no-model" not in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InstructionError, match="<\\|video_pad\\|>"):
+        options(instruction="<|video_pad|> stack cups")
+
+
+# -- a secondary camera that stops ---------------------------------------------------------------
+
+
+def test_stalled_secondary_camera_counts_sync_misses_per_camera_in_curve_json(tmp_path, scorer):
+    """The wrist camera stops after 1 s: later samples get grey, counted per camera."""
+    bag = tmp_path / "bag"
+    primary, wrist = [], []
+    with BagWriter(bag, "mcap") as writer:
+        writer.write("/instruction", string_msg(SCENE.instruction), START_NS)
+        for k in range(30):  # 3 s at 10 Hz
+            stamp = START_NS + 10 * MS + k * 100 * MS
+            writer.write(CAMERA, frame(stamp, k / 10), stamp + 2 * MS)
+            primary.append(stamp)
+            if k < 10:
+                writer.write(WRIST, frame(stamp + 5 * MS, k / 10), stamp + 3 * MS)
+                wrist.append(stamp + 5 * MS)
+    out = tmp_path / "out"
+    report = BagScorer(scorer, SETTINGS, options(camera_topics=(CAMERA, WRIST))).run(
+        bag, out, progress=False)
+    assert report.ok, report.summary()
+    record = json.loads((out / "episode_0000" / "curve.json").read_text())
+    tol = int(SETTINGS.sync_tolerance_s * 1e9)
+    expected = sum(1 for s in record["sample_stamps_ns"]
+                   if min(abs(w - s) for w in wrist) > tol)
+    assert expected == 4  # samples at 1.0, 1.5, 2.0, 2.5 s
+    assert record["sync_misses"] == {WRIST: expected}
+    assert record["stamps_not_increasing"] == {CAMERA: 0, WRIST: 0}
+    assert f"{expected} of {len(record['sample_stamps_ns'])} samples have no {WRIST}" \
+        in report.summary()
+
+
+# -- header stamps that do not increase ----------------------------------------------------------
+
+
+def _bag_with_stamps(path: Path, stamps: list[int]) -> Path:
+    with BagWriter(path, "mcap") as writer:
+        writer.write("/instruction", string_msg(SCENE.instruction), START_NS)
+        for k, stamp in enumerate(stamps):
+            writer.write(CAMERA, frame(stamp, k / 10), START_NS + (k + 1) * 100 * MS)
+    return path
+
+
+def test_all_zero_stamps_are_counted_and_only_the_seen_frame_is_sampled(tmp_path, scorer):
+    bag = _bag_with_stamps(tmp_path / "bag", [0] * 20)
+    out = tmp_path / "out"
+    report = BagScorer(scorer, SETTINGS, options()).run(bag, out, progress=False)
+    record = json.loads((out / "episode_0000" / "curve.json").read_text())
+    assert record["sample_stamps_ns"] == [0]
+    assert record["stamps_not_increasing"] == {CAMERA: 19}
+    table = pq.read_table(out / "episode_0000" / "frames.parquet").to_pydict()
+    assert table["sampled"] == [True] + [False] * 19
+    assert report.episodes[0].stamps_not_increasing == {CAMERA: 19}
+    assert f"WARNING: episode 0: 19 of {CAMERA}'s frames have a header stamp that does not " \
+           f"increase" in report.summary()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["episodes"]["0"]["stamps_not_increasing"] == {CAMERA: 19}
+
+
+def test_repeated_stamps_mark_one_row_per_sample(tmp_path, scorer):
+    # 10 Hz; frames 6 and 7 repeat frame 5's stamp (0.5 s, a 2 fps sample).
+    stamps = [START_NS + k * 100 * MS for k in range(20)]
+    stamps[6] = stamps[7] = stamps[5]
+    bag = _bag_with_stamps(tmp_path / "bag", stamps)
+    out = tmp_path / "out"
+    BagScorer(scorer, SETTINGS, options()).run(bag, out, progress=False)
+    record = json.loads((out / "episode_0000" / "curve.json").read_text())
+    seen = record["sample_stamps_ns"]
+    assert seen == [stamps[i] for i in (0, 5, 10, 15)]
+    assert record["stamps_not_increasing"] == {CAMERA: 2}
+    table = pq.read_table(out / "episode_0000" / "frames.parquet").to_pydict()
+    assert [i for i, k in enumerate(table["sampled"]) if k] == [0, 5, 10, 15]
+    assert sum(table["sampled"]) == len(seen)
+
+
+# -- topics with no messages -----------------------------------------------------------------
+
+
+def _bag_with_silent_topic(path: Path, silent: str, msgtype: str) -> Path:
+    with BagWriter(path, "mcap") as writer:
+        writer.declare(silent, msgtype)
+        if silent != "/instruction":
+            writer.write("/instruction", string_msg(SCENE.instruction), START_NS)
+        if silent != CAMERA:
+            writer.write(CAMERA, frame(START_NS + 10 * MS, 0.0), START_NS + 20 * MS)
+    return path
+
+
+@pytest.mark.parametrize("silent, msgtype, message", [
+    (CAMERA, "sensor_msgs/msg/Image", f"camera topic {CAMERA} has no messages"),
+    ("/instruction", "std_msgs/msg/String", "instruction topic /instruction has no messages"),
+])
+def test_a_topic_without_messages_exits_2_before_the_model_loads(
+        tmp_path, capsys, silent, msgtype, message):
+    bag = _bag_with_silent_topic(tmp_path / "bag", silent, msgtype)
+    code = cli("bag", str(bag), "-o", str(tmp_path / "out"), "-q", "--camera", CAMERA,
+               "--model", str(tmp_path / "no-model"), "--local-files-only")
+    assert code == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert message in err and "no-model" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_frames_outside_every_episode_exit_1_with_a_manifest(tmp_path, tiny_model_dir, capsys):
+    """The run reads the bag but nothing is scorable: exit 1, the manifest says so."""
+    bag = tmp_path / "bag"
+    with BagWriter(bag, "mcap") as writer:
+        for k in range(5):
+            stamp = START_NS + k * 100 * MS
+            writer.write(CAMERA, frame(stamp, k / 10), stamp + MS)
+        writer.write("/instruction", string_msg(SCENE.instruction), START_NS + 900 * MS)
+    out = tmp_path / "out"
+    code = cli("bag", str(bag), "-o", str(out), "--no-plot", "-q", "--model",
+               str(tiny_model_dir), "--local-files-only", "--view-size", "64")
+    assert code == EXIT_PARTIAL
+    printed = capsys.readouterr().out
+    assert "NOTHING SCORED" in printed and "0 scored, 0 skipped, 1 empty" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["episodes"] == {} and manifest["failures"] == []
+    assert [e["episode_index"] for e in manifest["empty"]] == [0]
+    assert pq.read_table(out / "frames.parquet").num_rows == 0
+
+
+def test_a_normal_bag_still_exits_0(tmp_path, tiny_model_dir):
+    layout = write_episodes_bag(tmp_path / "bag", "mcap", DEMO_SCENES[:1], duration_s=1.0)
+    assert cli("bag", str(layout.path), "-o", str(tmp_path / "out"), "--no-plot", "-q",
+               "--model", str(tiny_model_dir), "--local-files-only",
+               "--view-size", "64") == EXIT_OK
+
+
+def test_setup_errors_name_the_silent_topic_through_the_api(tmp_path, scorer):
+    bag = _bag_with_silent_topic(tmp_path / "bag", WRIST, "sensor_msgs/msg/Image")
+    with pytest.raises(BagSetupError, match=f"camera topic {WRIST} has no messages.*{CAMERA}"):
+        BagScorer(scorer, SETTINGS, options(camera_topics=(CAMERA, WRIST))).run(
+            bag, tmp_path / "out", progress=False)
+
+
+# -- replay defaults for a small machine ---------------------------------------------------------
+
+
+def test_replay_defaults_fit_a_two_core_machine():
+    parser = argparse.ArgumentParser(prog="topreward")
+    register(parser.add_subparsers())
+    args = parser.parse_args(["replay", "some_bag"])
+    # Each /clock message wakes every sim-time node's executor; 20 Hz keeps a
+    # 1 Hz scoring timer within 50 ms of bag time at a fifth of the old cost.
+    assert args.clock_hz == ReplayOptions().clock_hz == 20.0
