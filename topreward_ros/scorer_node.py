@@ -857,10 +857,6 @@ class ScorerNode(Node):
             "last_event": self._episode_event.message,
             "last_error": self._episode_error.message,
         }
-        # Samples that got a grey view: that camera had no frame within sync_tolerance_s.
-        misses = window.sync_misses_by_camera
-        for index, stats in enumerate(self._cameras[1:len(misses)], start=1):
-            values[f"camera_sync_misses {stats.topic}"] = misses[index]
         if result is not None and result.episode_id == runner.episode_id:
             values.update(progress=round(result.progress, 4), success=result.success,
                           success_score=round(result.success_score, 4))
