@@ -9,7 +9,9 @@ that a relabelled bag carries the numbers the live node would have published.
 Threading: image callbacks (``wants``/``add``) and the scoring tick may run on
 different executor threads. A lock guards the window and the episode identity
 and is never held while the model runs, so camera callbacks never wait for
-inference. A new episode started during a tick makes that tick's result void.
+inference. A new episode, model or window started during a tick makes that
+tick's result void: it is never returned, so never published, and it counts
+towards no episode's progress or success.
 """
 from __future__ import annotations
 
@@ -207,27 +209,36 @@ class EpisodeRunner:
             self._window.reset()
 
     def update_settings(self, settings: EpisodeSettings) -> None:
-        """Apply new settings at run time.
+        """Apply new settings at run time, to the episode that is running.
 
-        Threshold and consecutive-count changes keep the episode and its
-        success streak; a new success window restarts the success detector;
-        sampling and window changes start an empty window (the scorer then
-        rebuilds its session from the frames that arrive).
+        The episode goes on (same id) and a success it has declared stays
+        declared: no change un-latches it or fires it again. A new threshold
+        or consecutive count applies from the next score, with the streak
+        kept; a new success window keeps the latest scores and restarts the
+        streak; sampling and window changes start an empty window (the scorer
+        then rebuilds its session from the frames that arrive) and restart
+        the success evidence, since scores of the old frames and of the new
+        ones are not averaged together. Progress keeps its anchor (the
+        episode's first score) and moves its 1 to the new threshold.
         """
         with self._lock:
             old, self.settings = self.settings, settings
             window_keys = ("sample_fps", "max_frames", "sync_tolerance_s", "view_size")
-            if any(getattr(old, k) != getattr(settings, k) for k in window_keys):
+            restart = any(getattr(old, k) != getattr(settings, k) for k in window_keys)
+            if restart:
                 self._window = self._new_window()
                 self._session = None
                 self._session_generation = -1
             if self._progress is not None:
                 self._progress.threshold = settings.success_threshold
             if self._success is not None:
-                if old.success_window != settings.success_window:
-                    self._success = self._new_success_detector()
-                self._success.threshold = settings.success_threshold
-                self._success.consecutive = settings.success_consecutive
+                self._success.reconfigure(
+                    threshold=settings.success_threshold,
+                    window=settings.success_window,
+                    consecutive=settings.success_consecutive,
+                )
+                if restart:
+                    self._success.restart_evidence()
 
     # -- frames ------------------------------------------------------------------
     def wants(self, camera: int, stamp_ns: int) -> bool:
@@ -262,6 +273,7 @@ class EpisodeRunner:
                 if episode_id is None or scorer is None:
                     return None
                 instruction = self._instruction
+                window = self._window
                 new = self._window.finalize()
                 samples = list(self._window.samples)
                 generation = self._window.generation
@@ -286,8 +298,11 @@ class EpisodeRunner:
                 raise
             t_scored = time.perf_counter()
             with self._lock:
-                if self._episode_id != episode_id or self._scorer is not scorer:
-                    return None  # a new episode or model came while the model ran
+                if (self._episode_id != episode_id or self._scorer is not scorer
+                        or self._window is not window):
+                    # A new episode, model or window came while the model ran:
+                    # the score belongs to none of them, so it is dropped.
+                    return None
                 self._session = session
                 self._session_generation = generation
                 value = progress.update(score.log_prob_true)

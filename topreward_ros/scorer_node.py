@@ -888,8 +888,21 @@ class ScorerNode(Node):
         }
         for key, value in sc.last_timings.items():
             values[f"last_{key}"] = round(value, 5)
+        # Scores stop changing when the primary camera (it drives the schedule)
+        # stops: say so here, not only on the camera's own status.
+        primary = self._cameras[0]
+        last_arrival = primary.arrivals[-1] if primary.arrivals else primary.created_at
+        stalled = ""
+        if self._runner.active and now - last_arrival > float(self.get_parameter("camera_stall_warn_s").value):
+            stamp_ns = primary.last_stamp_ns
+            since = "the episode began" if stamp_ns is None else f"stamp {stamp_ns / NS_PER_S:.3f} s"
+            stalled = (f"primary camera {primary.topic} stalled: no new frames since {since}, "
+                       f"{now - last_arrival:.1f} s ago; scores are not updating")
+        values["primary_camera_stalled"] = bool(stalled)
         if sc.error.recent(now):
             level, message = DiagnosticStatus.ERROR, sc.error.message
+        elif stalled:
+            level, message = DiagnosticStatus.WARN, stalled
         elif sc.skipped_ticks and lat and lat[-1] * float(self.get_parameter("rate_hz").value) > 1.0:
             level = DiagnosticStatus.WARN
             message = f"scoring slower than rate_hz: {sc.skipped_ticks} ticks skipped"

@@ -65,31 +65,66 @@ class SuccessVerdict:
     fired: bool
 
 
+def _count(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
 class SuccessDetector:
     """Success when the mean of the last ``window`` raw scores exceeds ``threshold``.
 
     No decision is taken before ``window`` scores exist (a single early score
     must not end an episode); the mean must then exceed the threshold for
     ``consecutive`` updates in a row. Success fires once per episode and
-    stays declared until ``reset()``.
+    stays declared until ``reset()``: the verdict is about the episode, so
+    no later score, setting change (``reconfigure``) or restart of the
+    evidence (``restart_evidence``) takes it back or fires it a second time.
     """
 
     def __init__(self, threshold: float, window: int = 3, consecutive: int = 1) -> None:
         self.threshold = _finite(threshold, "threshold")
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window must be an integer >= 1, got {window!r}")
-        if isinstance(consecutive, bool) or not isinstance(consecutive, int) or consecutive < 1:
-            raise ValueError(f"consecutive must be an integer >= 1, got {consecutive!r}")
-        self.window = window
-        self.consecutive = consecutive
+        self.window = _count(window, "window")
+        self.consecutive = _count(consecutive, "consecutive")
         self.reset()
 
     def reset(self) -> None:
         """Start a new episode."""
-        self._recent: deque[float] = deque(maxlen=self.window)
-        self._streak = 0
+        self.restart_evidence()
         self.fired = False
         self.updates = 0
+
+    def restart_evidence(self) -> None:
+        """Forget the scores and the streak, keep the verdict.
+
+        For a change of what the scores are computed on (the episode's
+        window restarted with other sampling): scores of different frame sets
+        are not averaged together, but a success already declared stands.
+        """
+        self._recent: deque[float] = deque(maxlen=self.window)
+        self._streak = 0
+
+    def reconfigure(
+        self,
+        threshold: float | None = None,
+        window: int | None = None,
+        consecutive: int | None = None,
+    ) -> None:
+        """Apply new settings from the next update on, keeping the verdict.
+
+        A new threshold or consecutive count keeps the recent scores and the
+        streak (each update was judged by the threshold in force then). A new
+        window keeps the latest scores that fit in it but restarts the streak,
+        since the scores counted so far were means over another window.
+        """
+        new_threshold = self.threshold if threshold is None else _finite(threshold, "threshold")
+        new_window = self.window if window is None else _count(window, "window")
+        new_consecutive = self.consecutive if consecutive is None else _count(consecutive, "consecutive")
+        self.threshold, self.consecutive = new_threshold, new_consecutive
+        if new_window != self.window:
+            self.window = new_window
+            self._recent = deque(self._recent, maxlen=new_window)
+            self._streak = 0
 
     @property
     def success_score(self) -> float | None:
