@@ -612,7 +612,7 @@ class BagScorer:
             live_progress[covered] = r.progress
             live_lp[covered] = r.log_prob_true
             live_success[covered] = r.success
-        episode_success = bool(curve.success_score >= self.settings.success_threshold)
+        episode_success = bool(curve.success_score > self.settings.success_threshold)
         # Exactly the rows of the frames that became samples (one row per
         # sample), not every frame that shares a sample's stamp.
         sampled = np.zeros(n, dtype=bool)
