@@ -210,7 +210,7 @@ def tiny_scorer(threads: int) -> Any:
 def bench_tick(make_scorer: Any, label: str, ticks: int, threads: int) -> list[str]:
     import rclpy
 
-    from topreward_ros.scorer_node import ModelState
+    from topreward_ros.scorer_diagnostics import ModelState
 
     started = time.monotonic()
     scorer = make_scorer(threads)

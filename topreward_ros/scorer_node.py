@@ -29,19 +29,12 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
@@ -61,10 +54,30 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from topreward_ros.episode import EpisodeRunner, EpisodeSettings, TickResult
+from topreward_ros.episode import EpisodeRunner, TickResult
 from topreward_ros.images import ImageError, to_rgb
 from topreward_ros.msg import EpisodeSuccess, TaskProgress
-from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD, ScorerConfig
+from topreward_ros.scorer_diagnostics import (
+    CameraStats,
+    ErrorRecord,
+    ModelState,
+    ScoringStats,
+    camera_status,
+    episode_status,
+    model_status,
+    scoring_status,
+)
+from topreward_ros.scorer_params import (
+    EPISODE_PARAMS,
+    MODEL_PARAMS,
+    PARAMETERS,
+    camera_topics_from,
+    check_values,
+    episode_settings_from,
+    is_compressed_topic,
+    scorer_config_from,
+)
+from topreward_ros.scoring.config import ScorerConfig
 from topreward_ros.scoring.errors import InstructionError
 from topreward_ros.scoring.prompt import validate_instruction
 from topreward_ros.window import AddResult
@@ -80,118 +93,6 @@ SUCCESS_TOPIC = "episode_success"
 INSTRUCTION_TOPIC = "instruction"
 RESET_SERVICE = "~/reset"
 DIAGNOSTICS_TOPIC = "/diagnostics"
-
-#: How long an error keeps a diagnostic status at WARN/ERROR after it happened.
-ERROR_HOLD_S = 10.0
-#: Frames remembered per camera for the arrival-rate estimate.
-RATE_WINDOW = 64
-
-
-# --------------------------------------------------------------------------
-# Parameters: one table, used to declare them and to check the docs/config.
-# --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ParamSpec:
-    """One node parameter: default, documentation, range and mutability."""
-
-    name: str
-    default: Any
-    description: str
-    runtime: bool = True
-    min_value: float | int | None = None
-    max_value: float | int | None = None
-
-    def descriptor(self) -> ParameterDescriptor:
-        desc = ParameterDescriptor(
-            name=self.name,
-            description=self.description,
-            read_only=not self.runtime,
-        )
-        if self.min_value is not None and self.max_value is not None:
-            if isinstance(self.default, bool):
-                pass
-            elif isinstance(self.default, int):
-                desc.integer_range = [
-                    IntegerRange(from_value=int(self.min_value), to_value=int(self.max_value), step=1)
-                ]
-            elif isinstance(self.default, float):
-                desc.floating_point_range = [
-                    FloatingPointRange(
-                        from_value=float(self.min_value), to_value=float(self.max_value), step=0.0
-                    )
-                ]
-        return desc
-
-
-#: Every parameter of the node. ``runtime=False`` ones are read-only after
-#: start-up. Keep docs/node.md and config/scorer.yaml in step (a test checks).
-PARAMETERS: tuple[ParamSpec, ...] = (
-    # Model.
-    ParamSpec("model", DEFAULT_MODEL,
-              "Hub id or local directory of the video VLM. Changing it reloads the model and "
-              "starts a new episode."),
-    ParamSpec("device", "auto", "auto | cpu | cuda | cuda:N (auto: first GPU if any). Reloads."),
-    ParamSpec("dtype", "auto", "auto | bfloat16 | float16 | float32 (auto: bf16 on GPU, fp32 on CPU). "
-              "Reloads."),
-    ParamSpec("attn_implementation", "sdpa", "sdpa | eager | flash_attention_2. Reloads."),
-    ParamSpec("local_files_only", False, "Never contact the model hub. Reloads."),
-    ParamSpec("cache_dir", "", "Model cache directory ('' = the standard Hugging Face cache). Reloads."),
-    ParamSpec("torch_threads", 0, "CPU threads for torch (0 = torch's default).", False, 0, 256),
-    ParamSpec("model_retry_s", 30.0, "Seconds between attempts to load a model that failed to load.",
-              True, 1.0, 86400.0),
-    # Inputs.
-    ParamSpec("camera_topics", ["camera/image_raw"],
-              "Camera topics; the first drives the sampling schedule. A topic whose last name "
-              "component is 'compressed' is subscribed as sensor_msgs/CompressedImage, any other "
-              "as sensor_msgs/Image.", False),
-    ParamSpec("instruction", "",
-              "Task instruction; setting it (at start-up or at run time) starts a new episode, "
-              "like a message on the instruction topic."),
-    # Sampling and window.
-    ParamSpec("sample_fps", 2.0, "Frames per second of capture time the model sees (paper: 2). "
-              "Changing it restarts the episode's window.", True, 0.1, 30.0),
-    ParamSpec("max_frames", 256, "Most sampled frames kept per episode; when full, every other frame "
-              "is dropped (the first is always kept) and sampling halves. Restarts the window.",
-              True, 2, 4096),
-    ParamSpec("sync_tolerance_s", 0.05, "Largest stamp difference when pairing other cameras' frames "
-              "with the first camera's. Restarts the window.", True, 0.0, 1.0),
-    ParamSpec("view_size", 244, "Side in pixels of the square view each camera frame is resized to "
-              "(views of several cameras are placed side by side).", False, 32, 1024),
-    # Scoring.
-    ParamSpec("rate_hz", 1.0, "Scoring ticks per second of ROS time (a tick that comes due while "
-              "the previous one runs is skipped and counted).", True, 0.01, 30.0),
-    ParamSpec("success_threshold", DEFAULT_SUCCESS_THRESHOLD,
-              "Success when the success score (mean raw log p(' True') of the last success_window "
-              "scores, nats) exceeds this. Must be calibrated per model and setup.",
-              True, -1.0e12, 0.0),
-    ParamSpec("success_window", 3, "Latest scores averaged into the success score.", True, 1, 100),
-    ParamSpec("success_consecutive", 2, "Consecutive scores above threshold before success fires "
-              "(once per episode).", True, 1, 100),
-    # Health.
-    ParamSpec("camera_stall_warn_s", 1.0, "Seconds without a frame before a camera is reported WARN.",
-              True, 0.05, 3600.0),
-    ParamSpec("camera_stall_error_s", 5.0, "Seconds without a frame before a camera is reported ERROR.",
-              True, 0.05, 3600.0),
-    ParamSpec("stamp_jump_restart_s", 1.0, "A first-camera frame stamped this many seconds before "
-              "the previous one (a looping bag, a restarted driver) starts a new episode with the same "
-              "instruction.", True, 0.0, 3600.0),
-    ParamSpec("diagnostics_period_s", 1.0, "Seconds (wall clock) between /diagnostics messages.",
-              False, 0.1, 60.0),
-)
-PARAM_BY_NAME = {p.name: p for p in PARAMETERS}
-#: Parameters whose change needs the model to be loaded again.
-MODEL_PARAMS = frozenset(
-    {"model", "device", "dtype", "attn_implementation", "local_files_only", "cache_dir"}
-)
-EPISODE_PARAMS = frozenset(
-    {"sample_fps", "max_frames", "sync_tolerance_s", "view_size", "success_threshold",
-     "success_window", "success_consecutive"}
-)
-
-
-def is_compressed_topic(topic: str) -> bool:
-    """image_transport naming: ``.../compressed`` carries CompressedImage."""
-    return topic.rstrip("/").rsplit("/", 1)[-1] == "compressed"
 
 
 #: Frames published up to this long before an episode's instruction are taken
@@ -228,99 +129,6 @@ def ns_to_stamp(ns: int) -> TimeMsg:
     return TimeMsg(sec=sec, nanosec=nanosec)
 
 
-def episode_settings_from(values: dict[str, Any]) -> EpisodeSettings:
-    """EpisodeSettings from parameter values (raises ValueError naming a bad one)."""
-    return EpisodeSettings(
-        sample_fps=float(values["sample_fps"]),
-        max_frames=int(values["max_frames"]),
-        sync_tolerance_s=float(values["sync_tolerance_s"]),
-        view_size=int(values["view_size"]),
-        success_threshold=float(values["success_threshold"]),
-        success_window=int(values["success_window"]),
-        success_consecutive=int(values["success_consecutive"]),
-    )
-
-
-def scorer_config_from(values: dict[str, Any]) -> ScorerConfig:
-    """ScorerConfig from parameter values (raises ValueError naming a bad one)."""
-    threads = int(values["torch_threads"])
-    return ScorerConfig(
-        model=str(values["model"]),
-        device=str(values["device"]),
-        dtype=str(values["dtype"]),
-        attn_implementation=str(values["attn_implementation"]),
-        local_files_only=bool(values["local_files_only"]),
-        cache_dir=str(values["cache_dir"]) or None,
-        sample_fps=float(values["sample_fps"]),
-        view_size=int(values["view_size"]),
-        success_window=int(values["success_window"]),
-        success_threshold=float(values["success_threshold"]),
-        torch_threads=threads if threads > 0 else None,
-    )
-
-
-# --------------------------------------------------------------------------
-# Health bookkeeping (plain data, reported by the diagnostics timer).
-# --------------------------------------------------------------------------
-@dataclass
-class ErrorRecord:
-    """The last error of one concern, with when it happened (monotonic s)."""
-
-    message: str = ""
-    at: float | None = None
-    count: int = 0
-
-    def record(self, message: str) -> None:
-        self.message, self.at = message, time.monotonic()
-        self.count += 1
-
-    def recent(self, now: float, hold_s: float = ERROR_HOLD_S) -> bool:
-        return self.at is not None and now - self.at <= hold_s
-
-
-@dataclass
-class CameraStats:
-    """Per-camera counters; updated only by that camera's callback group."""
-
-    topic: str
-    compressed: bool
-    received: int = 0
-    kept: int = 0
-    not_needed: int = 0
-    bad: int = 0
-    stale: int = 0
-    arrivals: deque = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
-    last_stamp_ns: int | None = None
-    error: ErrorRecord = field(default_factory=ErrorRecord)
-    created_at: float = field(default_factory=time.monotonic)
-
-    def rate_hz(self, now: float) -> float:
-        """Arrival rate over the remembered frames, 0 when stalled."""
-        if len(self.arrivals) < 2:
-            return 0.0
-        span = now - self.arrivals[0]
-        return (len(self.arrivals) - 1) / span if span > 0 else 0.0
-
-
-@dataclass
-class ScoringStats:
-    ticks: int = 0
-    published: int = 0
-    skipped_ticks: int = 0
-    idle_ticks: int = 0
-    ooms: int = 0
-    latencies: deque = field(default_factory=lambda: deque(maxlen=50))
-    last_timings: dict[str, float] = field(default_factory=dict)
-    error: ErrorRecord = field(default_factory=ErrorRecord)
-
-
-class ModelState:
-    NOT_LOADED = "not loaded"
-    LOADING = "loading"
-    LOADED = "loaded"
-    FAILED = "failed"
-
-
 # --------------------------------------------------------------------------
 # The node.
 # --------------------------------------------------------------------------
@@ -333,18 +141,9 @@ class ScorerNode(Node):
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         values = self._param_values()
         # Fail at start-up, with the offending value named, on a bad config.
+        check_values(values)
         self._settings = episode_settings_from(values)
-        scorer_config_from(values)
-        if values["camera_stall_error_s"] < values["camera_stall_warn_s"]:
-            raise ValueError(
-                f"camera_stall_error_s ({values['camera_stall_error_s']}) must be >= "
-                f"camera_stall_warn_s ({values['camera_stall_warn_s']})"
-            )
-        topics = [str(t) for t in values["camera_topics"] if str(t).strip()]
-        if not topics:
-            raise ValueError("camera_topics is empty: give at least one camera topic")
-        if len(set(topics)) != len(topics):
-            raise ValueError(f"camera_topics lists a topic twice: {topics}")
+        topics = camera_topics_from(values)
 
         self._lock = threading.Lock()  # guards the health records below
         self._tick_lock = threading.Lock()
@@ -444,19 +243,8 @@ class ScorerNode(Node):
     def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Reject a change that would make an invalid configuration, naming why."""
         values = self._param_values(params)
-        names = {p.name for p in params}
         try:
-            if names & EPISODE_PARAMS:
-                episode_settings_from(values)
-            if names & (MODEL_PARAMS | {"torch_threads"}):
-                scorer_config_from(values)
-            if values["camera_stall_error_s"] < values["camera_stall_warn_s"]:
-                raise ValueError(
-                    f"camera_stall_error_s ({values['camera_stall_error_s']}) must be >= "
-                    f"camera_stall_warn_s ({values['camera_stall_warn_s']})"
-                )
-            if "instruction" in names and str(values["instruction"]).strip():
-                validate_instruction(str(values["instruction"]))
+            check_values(values, {p.name for p in params})
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
@@ -786,122 +574,45 @@ class ScorerNode(Node):
 
     def _model_status(self, prefix: str, now: float) -> DiagnosticStatus:
         with self._lock:
-            state, error = self._model_state, self._model_error
-            scorer = self._scorer
+            state, error, scorer = self._model_state, self._model_error, self._scorer
             attempts, retry_in = self._model_attempts, self._next_model_retry - now
-        values = {
-            "model": str(self.get_parameter("model").value),
-            "state": state,
-            "attempts": attempts,
-            "last_error": error.message,
-        }
-        if state == ModelState.LOADED and scorer is not None:
-            level, message = DiagnosticStatus.OK, f"loaded {scorer.model_id}"
-            values["load_time_s"] = round(self._model_loaded_s, 2)
-        elif state == ModelState.FAILED:
-            level, message = DiagnosticStatus.ERROR, error.message
-            values["retry_in_s"] = round(max(retry_in, 0.0), 1)
-        else:
-            level, message = DiagnosticStatus.WARN, f"{state}: no scores until the model is ready"
-        return _status(f"{prefix}: model", level, message, values)
+        return model_status(
+            prefix,
+            model=str(self.get_parameter("model").value),
+            state=state,
+            error=error,
+            attempts=attempts,
+            loaded_model_id=scorer.model_id if scorer is not None else None,
+            load_time_s=self._model_loaded_s,
+            retry_in_s=retry_in,
+        )
 
-    def _camera_status(self, prefix: str, index: int, s: CameraStats, now: float) -> DiagnosticStatus:
-        warn_s = float(self.get_parameter("camera_stall_warn_s").value)
-        error_s = float(self.get_parameter("camera_stall_error_s").value)
-        last = s.arrivals[-1] if s.arrivals else None
-        age = now - (last if last is not None else s.created_at)
-        values = {
-            "topic": self.resolve_topic_name(s.topic),
-            "type": "sensor_msgs/CompressedImage" if s.compressed else "sensor_msgs/Image",
-            "rate_hz": round(s.rate_hz(now) if age < warn_s else 0.0, 2),
-            "last_frame_age_s": round(age, 3) if last is not None else "never",
-            "received": s.received,
-            "kept": s.kept,
-            "not_needed": s.not_needed,
-            "bad_images": s.bad,
-            "stale_or_reordered": s.stale,
-            "last_error": s.error.message,
-        }
-        if last is not None and s.last_stamp_ns is not None:
-            values["stamp_lag_s"] = round(
-                (self.get_clock().now().nanoseconds - s.last_stamp_ns) / NS_PER_S, 3
-            )
-        if age > error_s:
-            level = DiagnosticStatus.ERROR
-            message = f"stalled: no frame for {age:.1f} s" if last is not None else f"no frame in {age:.1f} s"
-        elif age > warn_s:
-            level = DiagnosticStatus.WARN
-            message = f"stalled: no frame for {age:.1f} s" if last is not None else "no frame yet"
-        elif s.error.recent(now):
-            level, message = DiagnosticStatus.WARN, s.error.message
-        else:
-            level, message = DiagnosticStatus.OK, "receiving"
-        role = "primary" if index == 0 else f"camera {index}"
-        return _status(f"{prefix}: camera {s.topic} ({role})", level, message, values)
+    def _camera_status(self, prefix: str, index: int, stats: CameraStats, now: float) -> DiagnosticStatus:
+        return camera_status(
+            prefix, index, stats, now,
+            resolved_topic=self.resolve_topic_name(stats.topic),
+            stall_warn_s=float(self.get_parameter("camera_stall_warn_s").value),
+            stall_error_s=float(self.get_parameter("camera_stall_error_s").value),
+            ros_now_ns=self.get_clock().now().nanoseconds,
+        )
 
     def _episode_status(self, prefix: str, now: float) -> DiagnosticStatus:
         runner = self._runner
-        window = runner.window
         with self._lock:
             result = self._last_result
-        max_frames = self._settings.max_frames
-        filled = len(window.samples)
-        values: dict[str, Any] = {
-            "episode_id": runner.episode_id or "",
-            "instruction": runner.instruction or "",
-            "window_frames": filled,
-            "window_max_frames": max_frames,
-            "window_fill": round(filled / max_frames, 3),
-            "window_thinned": window.thinned,
-            "camera_sync_misses": window.sync_misses,
-            "last_event": self._episode_event.message,
-            "last_error": self._episode_error.message,
-        }
-        if result is not None and result.episode_id == runner.episode_id:
-            values.update(progress=round(result.progress, 4), success=result.success,
-                          success_score=round(result.success_score, 4))
-        if self._episode_error.recent(now):
-            level, message = DiagnosticStatus.WARN, self._episode_error.message
-        elif not runner.active:
-            level, message = DiagnosticStatus.WARN, "waiting for an instruction"
-        else:
-            level, message = DiagnosticStatus.OK, f"episode {runner.episode_id}"
-        return _status(f"{prefix}: episode", level, message, values)
+        return episode_status(
+            prefix, now,
+            episode_id=runner.episode_id,
+            instruction=runner.instruction,
+            window=runner.window,
+            max_frames=self._settings.max_frames,
+            event=self._episode_event,
+            error=self._episode_error,
+            last_result=result,
+        )
 
     def _scoring_status(self, prefix: str, now: float) -> DiagnosticStatus:
-        sc = self._scoring
-        lat = list(sc.latencies)
-        values: dict[str, Any] = {
-            "rate_hz": float(self.get_parameter("rate_hz").value),
-            "ticks": sc.ticks,
-            "published": sc.published,
-            "skipped_ticks": sc.skipped_ticks,
-            "out_of_memory": sc.ooms,
-            "inference_latency_s": round(lat[-1], 4) if lat else "",
-            "inference_latency_mean_s": round(sum(lat) / len(lat), 4) if lat else "",
-            "inference_latency_max_s": round(max(lat), 4) if lat else "",
-            "last_error": sc.error.message,
-        }
-        for key, value in sc.last_timings.items():
-            values[f"last_{key}"] = round(value, 5)
-        if sc.error.recent(now):
-            level, message = DiagnosticStatus.ERROR, sc.error.message
-        elif sc.skipped_ticks and lat and lat[-1] * float(self.get_parameter("rate_hz").value) > 1.0:
-            level = DiagnosticStatus.WARN
-            message = f"scoring slower than rate_hz: {sc.skipped_ticks} ticks skipped"
-        else:
-            level, message = DiagnosticStatus.OK, f"{sc.published} scores published"
-        return _status(f"{prefix}: scoring", level, message, values)
-
-
-def _status(name: str, level: bytes, message: str, values: dict[str, Any]) -> DiagnosticStatus:
-    status = DiagnosticStatus()
-    status.name = name
-    status.level = level
-    status.message = message
-    status.hardware_id = NODE_NAME
-    status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-    return status
+        return scoring_status(prefix, now, self._scoring, rate_hz=float(self.get_parameter("rate_hz").value))
 
 
 def _is_oom(exc: BaseException) -> bool:
