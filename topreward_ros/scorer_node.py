@@ -51,12 +51,13 @@ from rclpy.qos import (
 )
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 
 from topreward_ros.episode import EpisodeRunner, TickResult
 from topreward_ros.images import ImageError, to_rgb
 from topreward_ros.msg import EpisodeSuccess, TaskProgress
+from topreward_ros.progress_messages import MessageKit, episode_success, task_progress
 from topreward_ros.scorer_diagnostics import (
     CameraStats,
     ErrorRecord,
@@ -124,11 +125,6 @@ def stamp_to_ns(stamp: Any) -> int:
     return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
 
 
-def ns_to_stamp(ns: int) -> TimeMsg:
-    sec, nanosec = divmod(int(ns), NS_PER_S)
-    return TimeMsg(sec=sec, nanosec=nanosec)
-
-
 # --------------------------------------------------------------------------
 # The node.
 # --------------------------------------------------------------------------
@@ -164,6 +160,7 @@ class ScorerNode(Node):
         self._last_result: TickResult | None = None
         self._success_sent: set[str] = set()
         self._scoring = ScoringStats()
+        self._messages = MessageKit(TaskProgress, EpisodeSuccess, Header, TimeMsg)
 
         # Publishers.
         self._progress_pub = self.create_publisher(TaskProgress, PROGRESS_TOPIC, 10)
@@ -514,34 +511,11 @@ class ScorerNode(Node):
             self._last_result = result
 
     def _publish(self, result: TickResult) -> None:
-        msg = TaskProgress()
-        msg.header.stamp = ns_to_stamp(result.stamp_ns)
-        msg.header.frame_id = result.frame_id
-        msg.episode_id = result.episode_id
-        msg.instruction = result.instruction
-        msg.log_prob_true = float(result.log_prob_true)
-        msg.log_prob_false = float(result.log_prob_false)
-        msg.progress = float(result.progress)
-        msg.success_score = float(result.success_score)
-        msg.success_threshold = float(result.success_threshold)
-        msg.success = bool(result.success)
-        msg.frames_used = len(result.frame_stamps_ns)
-        msg.frame_stamps = [ns_to_stamp(s) for s in result.frame_stamps_ns]
-        msg.oldest_frame_stamp = msg.frame_stamps[0] if msg.frame_stamps else TimeMsg()
-        msg.inference_latency = float(result.latency_s)
-        msg.model_id = result.model_id
-        self._progress_pub.publish(msg)
+        self._progress_pub.publish(task_progress(result, self._messages))
         if result.success_fired and result.episode_id not in self._success_sent:
             self._success_sent.add(result.episode_id)
-            done = EpisodeSuccess()
-            done.header = msg.header
-            done.episode_id = result.episode_id
-            done.instruction = result.instruction
-            done.success_score = float(result.success_score)
-            done.threshold = float(result.success_threshold)
-            done.consecutive_scores = int(self._settings.success_consecutive)
-            done.model_id = result.model_id
-            self._success_pub.publish(done)
+            self._success_pub.publish(
+                episode_success(result, self._settings.success_consecutive, self._messages))
             self.get_logger().info(
                 f"episode {result.episode_id}: success (score {result.success_score:.3f} > "
                 f"{result.success_threshold:.3f})"
