@@ -46,7 +46,8 @@ class ErrorRecord:
 
 @dataclass
 class CameraStats:
-    """Per-camera counters; updated only by that camera's callback group."""
+    """Per-camera counters; updated by that camera's callback group, except ``bad`` and
+    ``error`` for frames found unusable when the scoring tick converts them."""
 
     topic: str
     compressed: bool

@@ -9,8 +9,10 @@ Threads and callback groups (on a ``MultiThreadedExecutor``):
 * one mutually exclusive group per camera: a camera's frames are handled in
   arrival order (the window needs stamps in order) while cameras run in
   parallel. A callback only asks the runner whether the frame's stamp is
-  needed (``wants``), and converts and stores it only if so, so frames the
-  2 fps schedule does not use cost a few microseconds;
+  needed (``wants``) and, if so, stores the message unconverted
+  (``CameraView``): decoding and resizing run on the scoring thread when the
+  frame's sample is composed, so a callback costs microseconds for every
+  encoding; an image found bad there is counted and reported for its camera;
 * the scoring timer in its own reentrant group: it fires on the ROS clock (so
   it follows ``/clock`` under ``use_sim_time`` and bag replay) and a tick that
   comes due while the previous one is still running returns at once and is
@@ -55,7 +57,7 @@ from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 
 from topreward_ros.episode import EpisodeRunner, TickResult
-from topreward_ros.images import ImageError, to_rgb
+from topreward_ros.camera_view import CameraView
 from topreward_ros.msg import EpisodeSuccess, TaskProgress
 from topreward_ros.progress_messages import MessageKit, episode_success, task_progress
 from topreward_ros.scorer_diagnostics import (
@@ -436,14 +438,8 @@ class ScorerNode(Node):
         if not self._runner.wants(camera, stamp_ns):
             stats.not_needed += 1
             return
-        try:
-            view = self._prepare(msg)
-        except ImageError as exc:
-            stats.bad += 1
-            text = f"bad image on {stats.topic}: {exc}"
-            stats.error.record(text)
-            self.get_logger().error(text, throttle_duration_sec=5.0)
-            return
+        # Stored as is: the scoring thread converts it when its sample is composed.
+        view = CameraView(msg, self._settings.view_size)
         result = self._runner.add(camera, stamp_ns, view, msg.header.frame_id)
         if result is AddResult.KEPT:
             stats.kept += 1
@@ -452,14 +448,14 @@ class ScorerNode(Node):
         else:
             stats.not_needed += 1
 
-    def _prepare(self, msg: Image | CompressedImage) -> Any:
-        from topreward_ros.scoring.frames import prepare_view
-
-        rgb = to_rgb(msg)
-        try:
-            return prepare_view(rgb, self._settings.view_size)
-        except ValueError as exc:
-            raise ImageError(str(exc)) from exc
+    def _report_bad_frames(self) -> None:
+        """Count and report the kept frames the scoring thread could not convert."""
+        for bad in self._runner.take_bad_frames():
+            stats = self._cameras[bad.camera]
+            stats.bad += 1
+            text = f"bad image on {stats.topic}: {bad.error}"
+            stats.error.record(text)
+            self.get_logger().error(text, throttle_duration_sec=5.0)
 
     # -- scoring -----------------------------------------------------------------
     def _on_tick(self) -> None:
@@ -469,6 +465,7 @@ class ScorerNode(Node):
         try:
             self._tick()
         finally:
+            self._report_bad_frames()
             self._tick_lock.release()
 
     def _tick(self) -> None:
@@ -476,6 +473,8 @@ class ScorerNode(Node):
             ready = self._scorer is not None and self._model_state == ModelState.LOADED
         if not ready or not self._runner.active:
             self._scoring.idle_ticks += 1
+            if self._runner.active:
+                self._runner.compose()  # hold small views, not camera images, until a model is ready
             return
         self._scoring.ticks += 1
         try:
