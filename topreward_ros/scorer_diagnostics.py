@@ -46,8 +46,14 @@ class ErrorRecord:
 
 @dataclass
 class CameraStats:
-    """Per-camera counters; updated by that camera's callback group, except ``bad`` and
-    ``error`` for frames found unusable when the scoring tick converts them."""
+    """Per-camera counters, each with one writer.
+
+    The camera's callback group writes all but ``bad``: a kept frame is only
+    converted by the scoring tick, which counts the unusable ones in ``bad``
+    (and records ``error``). ``kept`` therefore includes the frames later found
+    bad; the diagnostics subtract them, so received = kept + not needed + bad
+    + stale there.
+    """
 
     topic: str
     compressed: bool
@@ -153,7 +159,7 @@ def camera_status(
         "rate_hz": round(s.rate_hz(now) if age < stall_warn_s else 0.0, 2),
         "last_frame_age_s": round(age, 3) if last is not None else "never",
         "received": s.received,
-        "kept": s.kept,
+        "kept": s.kept - s.bad,  # every bad frame was kept first (see CameraStats)
         "not_needed": s.not_needed,
         "bad_images": s.bad,
         "stale_or_reordered": s.stale,
