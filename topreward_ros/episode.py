@@ -279,7 +279,7 @@ class EpisodeRunner:
     def _convert_pending(self) -> None:
         """Convert the lazy views of pending samples, outside the lock (callers hold _tick_lock)."""
         with self._lock:
-            views = self._window.unconverted_views()
+            views = self._window.lazy_views()
         for view in views:
             try:
                 view.view()

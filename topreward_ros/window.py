@@ -197,7 +197,7 @@ class EpisodeWindow:
         self._prune_buffers()
         return done
 
-    def unconverted_views(self) -> list[Any]:
+    def lazy_views(self) -> list[Any]:
         """Lazy views of the pending samples, so a caller can convert them outside its lock."""
         return [v for p in self._pending for v in p.views if v is not None and not isinstance(v, np.ndarray)]
 
