@@ -2,8 +2,9 @@
 
 Both come from ``topreward_ros.progress_messages``. Here one TickResult is
 published by a real in-process ScorerNode (received on the graph by a second
-node) and written by the bag writer (read back from the MCAP); both must give
-exactly the fields written out by hand below.
+node) and written by the bag writer (read back from the MCAP); both must be
+built by that mapping (its calls are recorded) and give exactly the fields
+written out by hand below.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
+from topreward_ros import progress_messages, scorer_node  # noqa: E402
+from topreward_ros.bag import progress_bag  # noqa: E402
 from topreward_ros.bag.progress_bag import (  # noqa: E402
     PROGRESS_TOPIC,
     SUCCESS_TOPIC,
@@ -157,9 +160,25 @@ def written_to_bag(tmp_path: Path) -> tuple[Any, Any]:
     return progress[0], success[0]
 
 
-def test_node_and_bag_give_the_same_fields_for_one_tick(context: Context, tmp_path: Path) -> None:
+def test_node_and_bag_give_the_same_fields_for_one_tick(
+        context: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both adapters must build their messages with the shared mapping: record its calls.
+    calls: list[tuple[str, str, TickResult]] = []
+    for module in (scorer_node, progress_bag):
+        for name in ("task_progress", "episode_success"):
+            def spy(result: TickResult, *args: Any, _inner: Any = getattr(progress_messages, name),
+                    _where: str = module.__name__, _name: str = name) -> Any:
+                calls.append((_where, _name, result))
+                return _inner(result, *args)
+            monkeypatch.setattr(module, name, spy)
     node_progress, node_success = published_by_node(context, tmp_path)
     bag_progress, bag_success = written_to_bag(tmp_path)
+    assert sorted((where, name) for where, name, result in calls if result is RESULT) == [
+        ("topreward_ros.bag.progress_bag", "episode_success"),
+        ("topreward_ros.bag.progress_bag", "task_progress"),
+        ("topreward_ros.scorer_node", "episode_success"),
+        ("topreward_ros.scorer_node", "task_progress"),
+    ]
     assert plain(node_progress) == EXPECTED_PROGRESS
     assert plain(bag_progress) == EXPECTED_PROGRESS
     assert plain(node_success) == EXPECTED_SUCCESS
