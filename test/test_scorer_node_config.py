@@ -17,7 +17,8 @@ from rclpy.context import Context  # noqa: E402
 from rclpy.exceptions import ParameterException  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from topreward_ros.scorer_node import PARAMETERS, ScorerNode, is_compressed_topic  # noqa: E402
+from topreward_ros.scorer_node import ScorerNode  # noqa: E402
+from topreward_ros.scorer_params import PARAMETERS, is_compressed_topic  # noqa: E402
 
 
 @pytest.fixture

@@ -9,9 +9,11 @@ that a relabelled bag carries the numbers the live node would have published.
 Threading: image callbacks (``wants``/``add``) and the scoring tick may run on
 different executor threads. A lock guards the window and the episode identity
 and is never held while the model runs, so camera callbacks never wait for
-inference. A new episode, model or window started during a tick makes that
-tick's result void: it is never returned, so never published, and it counts
-towards no episode's progress or success.
+inference. Kept frames may arrive unconverted (``CameraView``): the tick
+converts them before it takes the lock, so callbacks do not wait for image
+decoding either. A new episode, model or window started during a tick makes
+that tick's result void: it is never returned, so never published, and it
+counts towards no episode's progress or success.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from topreward_ros.scoring.config import DEFAULT_SUCCESS_THRESHOLD
 from topreward_ros.scoring.progress import CausalProgress, SuccessDetector
-from topreward_ros.window import AddResult, EpisodeWindow, Sample
+from topreward_ros.window import AddResult, BadFrame, EpisodeWindow, Sample, ViewSource
 
 if TYPE_CHECKING:
     from topreward_ros.scoring.backend import EpisodeSession, VideoScorer
@@ -128,6 +130,9 @@ class EpisodeRunner:
         self._session_generation = -1
         self._progress: CausalProgress | None = None
         self._success: SuccessDetector | None = None
+        # Samples composed since the session last saw new ones, and frames found unusable.
+        self._unfed: list[Sample] = []
+        self._bad_frames: list[BadFrame] = []
 
     def _new_window(self) -> EpisodeWindow:
         s = self.settings
@@ -185,6 +190,7 @@ class EpisodeRunner:
             episode_id = f"{next(self._counter):04d}-{uuid.uuid4().hex[:8]}"
         with self._lock:
             self._window.reset()
+            self._unfed = []
             self._episode_id = episode_id
             self._instruction = instruction
             self._session = None
@@ -207,6 +213,7 @@ class EpisodeRunner:
             self._instruction = None
             self._session = None
             self._window.reset()
+            self._unfed = []
 
     def update_settings(self, settings: EpisodeSettings) -> None:
         """Apply new settings at run time, to the episode that is running.
@@ -227,6 +234,7 @@ class EpisodeRunner:
             restart = any(getattr(old, k) != getattr(settings, k) for k in window_keys)
             if restart:
                 self._window = self._new_window()
+                self._unfed = []
                 self._session = None
                 self._session_generation = -1
             if self._progress is not None:
@@ -246,7 +254,8 @@ class EpisodeRunner:
         with self._lock:
             return self._episode_id is not None and self._window.wants(camera, stamp_ns)
 
-    def add(self, camera: int, stamp_ns: int, view: np.ndarray, frame_id: str = "") -> AddResult:
+    def add(self, camera: int, stamp_ns: int, view: ViewSource, frame_id: str = "") -> AddResult:
+        """Store a wanted frame: its view, or a lazy view the tick converts (``CameraView``)."""
         with self._lock:
             if self._episode_id is None:
                 return AddResult.SKIPPED
@@ -254,8 +263,48 @@ class EpisodeRunner:
 
     def flush(self) -> None:
         """Complete pending samples with what arrived (end of a recording)."""
+        with self._tick_lock:
+            self._compose(final=True)
+
+    def compose(self) -> None:
+        """Convert and compose the complete samples without scoring them.
+
+        For the time no model is ready: kept frames are then held as small
+        views, not as camera images, however long the model takes to load.
+        The next tick scores the composed samples.
+        """
+        with self._tick_lock:
+            self._compose()
+
+    def take_bad_frames(self) -> list[BadFrame]:
+        """Kept frames found unusable when they were converted, since the last call.
+
+        Each was left out of the episode (a primary frame with its sample, a
+        secondary one replaced by the grey missing view).
+        """
         with self._lock:
-            self._window.flush()
+            bad, self._bad_frames = self._bad_frames, []
+        return bad
+
+    def _convert_pending(self) -> None:
+        """Convert the lazy views of pending samples, outside the lock (callers hold _tick_lock)."""
+        with self._lock:
+            views = self._window.lazy_views()
+        for view in views:
+            try:
+                view.view()
+            except ValueError:
+                pass  # the window lists it in bad_frames when it composes the sample
+
+    def _compose(self, final: bool = False) -> None:
+        """Complete samples into the window (callers hold _tick_lock)."""
+        self._convert_pending()
+        with self._lock:
+            if self._episode_id is not None:
+                self._unfed.extend(self._window.flush() if final else self._window.finalize())
+            if self._session is None or self._window.generation != self._session_generation:
+                self._unfed = []  # the next tick rebuilds the session from every sample
+            self._bad_frames.extend(self._window.take_bad_frames())
 
     # -- scoring -------------------------------------------------------------------
     def tick(self) -> TickResult | None:
@@ -267,6 +316,8 @@ class EpisodeRunner:
         """
         with self._tick_lock:
             t_start = time.perf_counter()
+            self._compose()
+            t_converted = time.perf_counter()
             with self._lock:
                 episode_id = self._episode_id
                 scorer = self._scorer
@@ -274,7 +325,7 @@ class EpisodeRunner:
                     return None
                 instruction = self._instruction
                 window = self._window
-                new = self._window.finalize()
+                new, self._unfed = self._unfed, []
                 samples = list(self._window.samples)
                 generation = self._window.generation
                 session = self._session
@@ -324,7 +375,8 @@ class EpisodeRunner:
                 latency_s=t_scored - t_start,
                 model_id=scorer.model_id,
                 timings={
-                    "assembly_s": t_assembled - t_start,
+                    "convert_s": t_converted - t_start,
+                    "assembly_s": t_assembled - t_converted,
                     "model_s": t_scored - t_assembled,
                 },
             )

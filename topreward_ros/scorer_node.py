@@ -9,8 +9,10 @@ Threads and callback groups (on a ``MultiThreadedExecutor``):
 * one mutually exclusive group per camera: a camera's frames are handled in
   arrival order (the window needs stamps in order) while cameras run in
   parallel. A callback only asks the runner whether the frame's stamp is
-  needed (``wants``), and converts and stores it only if so, so frames the
-  2 fps schedule does not use cost a few microseconds;
+  needed (``wants``) and, if so, stores the message unconverted
+  (``CameraView``): decoding and resizing run on the scoring thread when the
+  frame's sample is composed, so a callback costs microseconds for every
+  encoding; an image found bad there is counted and reported for its camera;
 * the scoring timer in its own reentrant group: it fires on the ROS clock (so
   it follows ``/clock`` under ``use_sim_time`` and bag replay) and a tick that
   comes due while the previous one is still running returns at once and is
@@ -29,19 +31,12 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
@@ -58,13 +53,34 @@ from rclpy.qos import (
 )
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 
-from topreward_ros.episode import EpisodeRunner, EpisodeSettings, TickResult
-from topreward_ros.images import ImageError, to_rgb
+from topreward_ros.episode import EpisodeRunner, TickResult
+from topreward_ros.camera_view import CameraView
 from topreward_ros.msg import EpisodeSuccess, TaskProgress
-from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD, ScorerConfig
+from topreward_ros.progress_messages import MessageKit, episode_success, task_progress
+from topreward_ros.scorer_diagnostics import (
+    CameraStats,
+    ErrorRecord,
+    ModelState,
+    ScoringStats,
+    camera_status,
+    episode_status,
+    model_status,
+    scoring_status,
+)
+from topreward_ros.scorer_params import (
+    EPISODE_PARAMS,
+    MODEL_PARAMS,
+    PARAMETERS,
+    camera_topics_from,
+    check_values,
+    episode_settings_from,
+    is_compressed_topic,
+    scorer_config_from,
+)
+from topreward_ros.scoring.config import ScorerConfig
 from topreward_ros.scoring.errors import InstructionError
 from topreward_ros.scoring.prompt import validate_instruction
 from topreward_ros.window import AddResult
@@ -80,118 +96,6 @@ SUCCESS_TOPIC = "episode_success"
 INSTRUCTION_TOPIC = "instruction"
 RESET_SERVICE = "~/reset"
 DIAGNOSTICS_TOPIC = "/diagnostics"
-
-#: How long an error keeps a diagnostic status at WARN/ERROR after it happened.
-ERROR_HOLD_S = 10.0
-#: Frames remembered per camera for the arrival-rate estimate.
-RATE_WINDOW = 64
-
-
-# --------------------------------------------------------------------------
-# Parameters: one table, used to declare them and to check the docs/config.
-# --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ParamSpec:
-    """One node parameter: default, documentation, range and mutability."""
-
-    name: str
-    default: Any
-    description: str
-    runtime: bool = True
-    min_value: float | int | None = None
-    max_value: float | int | None = None
-
-    def descriptor(self) -> ParameterDescriptor:
-        desc = ParameterDescriptor(
-            name=self.name,
-            description=self.description,
-            read_only=not self.runtime,
-        )
-        if self.min_value is not None and self.max_value is not None:
-            if isinstance(self.default, bool):
-                pass
-            elif isinstance(self.default, int):
-                desc.integer_range = [
-                    IntegerRange(from_value=int(self.min_value), to_value=int(self.max_value), step=1)
-                ]
-            elif isinstance(self.default, float):
-                desc.floating_point_range = [
-                    FloatingPointRange(
-                        from_value=float(self.min_value), to_value=float(self.max_value), step=0.0
-                    )
-                ]
-        return desc
-
-
-#: Every parameter of the node. ``runtime=False`` ones are read-only after
-#: start-up. Keep docs/node.md and config/scorer.yaml in step (a test checks).
-PARAMETERS: tuple[ParamSpec, ...] = (
-    # Model.
-    ParamSpec("model", DEFAULT_MODEL,
-              "Hub id or local directory of the video VLM. Changing it reloads the model and "
-              "starts a new episode."),
-    ParamSpec("device", "auto", "auto | cpu | cuda | cuda:N (auto: first GPU if any). Reloads."),
-    ParamSpec("dtype", "auto", "auto | bfloat16 | float16 | float32 (auto: bf16 on GPU, fp32 on CPU). "
-              "Reloads."),
-    ParamSpec("attn_implementation", "sdpa", "sdpa | eager | flash_attention_2. Reloads."),
-    ParamSpec("local_files_only", False, "Never contact the model hub. Reloads."),
-    ParamSpec("cache_dir", "", "Model cache directory ('' = the standard Hugging Face cache). Reloads."),
-    ParamSpec("torch_threads", 0, "CPU threads for torch (0 = torch's default).", False, 0, 256),
-    ParamSpec("model_retry_s", 30.0, "Seconds between attempts to load a model that failed to load.",
-              True, 1.0, 86400.0),
-    # Inputs.
-    ParamSpec("camera_topics", ["camera/image_raw"],
-              "Camera topics; the first drives the sampling schedule. A topic whose last name "
-              "component is 'compressed' is subscribed as sensor_msgs/CompressedImage, any other "
-              "as sensor_msgs/Image.", False),
-    ParamSpec("instruction", "",
-              "Task instruction; setting it (at start-up or at run time) starts a new episode, "
-              "like a message on the instruction topic."),
-    # Sampling and window.
-    ParamSpec("sample_fps", 2.0, "Frames per second of capture time the model sees (paper: 2). "
-              "Changing it restarts the episode's window.", True, 0.1, 30.0),
-    ParamSpec("max_frames", 256, "Most sampled frames kept per episode; when full, every other frame "
-              "is dropped (the first is always kept) and sampling halves. Restarts the window.",
-              True, 2, 4096),
-    ParamSpec("sync_tolerance_s", 0.05, "Largest stamp difference when pairing other cameras' frames "
-              "with the first camera's. Restarts the window.", True, 0.0, 1.0),
-    ParamSpec("view_size", 244, "Side in pixels of the square view each camera frame is resized to "
-              "(views of several cameras are placed side by side).", False, 32, 1024),
-    # Scoring.
-    ParamSpec("rate_hz", 1.0, "Scoring ticks per second of ROS time (a tick that comes due while "
-              "the previous one runs is skipped and counted).", True, 0.01, 30.0),
-    ParamSpec("success_threshold", DEFAULT_SUCCESS_THRESHOLD,
-              "Success when the success score (mean raw log p(' True') of the last success_window "
-              "scores, nats) exceeds this. Must be calibrated per model and setup.",
-              True, -1.0e12, 0.0),
-    ParamSpec("success_window", 3, "Latest scores averaged into the success score.", True, 1, 100),
-    ParamSpec("success_consecutive", 2, "Consecutive scores above threshold before success fires "
-              "(once per episode).", True, 1, 100),
-    # Health.
-    ParamSpec("camera_stall_warn_s", 1.0, "Seconds without a frame before a camera is reported WARN.",
-              True, 0.05, 3600.0),
-    ParamSpec("camera_stall_error_s", 5.0, "Seconds without a frame before a camera is reported ERROR.",
-              True, 0.05, 3600.0),
-    ParamSpec("stamp_jump_restart_s", 1.0, "A first-camera frame stamped this many seconds before "
-              "the previous one (a looping bag, a restarted driver) starts a new episode with the same "
-              "instruction.", True, 0.0, 3600.0),
-    ParamSpec("diagnostics_period_s", 1.0, "Seconds (wall clock) between /diagnostics messages.",
-              False, 0.1, 60.0),
-)
-PARAM_BY_NAME = {p.name: p for p in PARAMETERS}
-#: Parameters whose change needs the model to be loaded again.
-MODEL_PARAMS = frozenset(
-    {"model", "device", "dtype", "attn_implementation", "local_files_only", "cache_dir"}
-)
-EPISODE_PARAMS = frozenset(
-    {"sample_fps", "max_frames", "sync_tolerance_s", "view_size", "success_threshold",
-     "success_window", "success_consecutive"}
-)
-
-
-def is_compressed_topic(topic: str) -> bool:
-    """image_transport naming: ``.../compressed`` carries CompressedImage."""
-    return topic.rstrip("/").rsplit("/", 1)[-1] == "compressed"
 
 
 #: Frames published up to this long before an episode's instruction are taken
@@ -223,104 +127,6 @@ def stamp_to_ns(stamp: Any) -> int:
     return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
 
 
-def ns_to_stamp(ns: int) -> TimeMsg:
-    sec, nanosec = divmod(int(ns), NS_PER_S)
-    return TimeMsg(sec=sec, nanosec=nanosec)
-
-
-def episode_settings_from(values: dict[str, Any]) -> EpisodeSettings:
-    """EpisodeSettings from parameter values (raises ValueError naming a bad one)."""
-    return EpisodeSettings(
-        sample_fps=float(values["sample_fps"]),
-        max_frames=int(values["max_frames"]),
-        sync_tolerance_s=float(values["sync_tolerance_s"]),
-        view_size=int(values["view_size"]),
-        success_threshold=float(values["success_threshold"]),
-        success_window=int(values["success_window"]),
-        success_consecutive=int(values["success_consecutive"]),
-    )
-
-
-def scorer_config_from(values: dict[str, Any]) -> ScorerConfig:
-    """ScorerConfig from parameter values (raises ValueError naming a bad one)."""
-    threads = int(values["torch_threads"])
-    return ScorerConfig(
-        model=str(values["model"]),
-        device=str(values["device"]),
-        dtype=str(values["dtype"]),
-        attn_implementation=str(values["attn_implementation"]),
-        local_files_only=bool(values["local_files_only"]),
-        cache_dir=str(values["cache_dir"]) or None,
-        sample_fps=float(values["sample_fps"]),
-        view_size=int(values["view_size"]),
-        success_window=int(values["success_window"]),
-        success_threshold=float(values["success_threshold"]),
-        torch_threads=threads if threads > 0 else None,
-    )
-
-
-# --------------------------------------------------------------------------
-# Health bookkeeping (plain data, reported by the diagnostics timer).
-# --------------------------------------------------------------------------
-@dataclass
-class ErrorRecord:
-    """The last error of one concern, with when it happened (monotonic s)."""
-
-    message: str = ""
-    at: float | None = None
-    count: int = 0
-
-    def record(self, message: str) -> None:
-        self.message, self.at = message, time.monotonic()
-        self.count += 1
-
-    def recent(self, now: float, hold_s: float = ERROR_HOLD_S) -> bool:
-        return self.at is not None and now - self.at <= hold_s
-
-
-@dataclass
-class CameraStats:
-    """Per-camera counters; updated only by that camera's callback group."""
-
-    topic: str
-    compressed: bool
-    received: int = 0
-    kept: int = 0
-    not_needed: int = 0
-    bad: int = 0
-    stale: int = 0
-    arrivals: deque = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
-    last_stamp_ns: int | None = None
-    error: ErrorRecord = field(default_factory=ErrorRecord)
-    created_at: float = field(default_factory=time.monotonic)
-
-    def rate_hz(self, now: float) -> float:
-        """Arrival rate over the remembered frames, 0 when stalled."""
-        if len(self.arrivals) < 2:
-            return 0.0
-        span = now - self.arrivals[0]
-        return (len(self.arrivals) - 1) / span if span > 0 else 0.0
-
-
-@dataclass
-class ScoringStats:
-    ticks: int = 0
-    published: int = 0
-    skipped_ticks: int = 0
-    idle_ticks: int = 0
-    ooms: int = 0
-    latencies: deque = field(default_factory=lambda: deque(maxlen=50))
-    last_timings: dict[str, float] = field(default_factory=dict)
-    error: ErrorRecord = field(default_factory=ErrorRecord)
-
-
-class ModelState:
-    NOT_LOADED = "not loaded"
-    LOADING = "loading"
-    LOADED = "loaded"
-    FAILED = "failed"
-
-
 # --------------------------------------------------------------------------
 # The node.
 # --------------------------------------------------------------------------
@@ -333,18 +139,9 @@ class ScorerNode(Node):
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         values = self._param_values()
         # Fail at start-up, with the offending value named, on a bad config.
+        check_values(values)
         self._settings = episode_settings_from(values)
-        scorer_config_from(values)
-        if values["camera_stall_error_s"] < values["camera_stall_warn_s"]:
-            raise ValueError(
-                f"camera_stall_error_s ({values['camera_stall_error_s']}) must be >= "
-                f"camera_stall_warn_s ({values['camera_stall_warn_s']})"
-            )
-        topics = [str(t) for t in values["camera_topics"] if str(t).strip()]
-        if not topics:
-            raise ValueError("camera_topics is empty: give at least one camera topic")
-        if len(set(topics)) != len(topics):
-            raise ValueError(f"camera_topics lists a topic twice: {topics}")
+        topics = camera_topics_from(values)
 
         self._lock = threading.Lock()  # guards the health records below
         self._tick_lock = threading.Lock()
@@ -365,6 +162,7 @@ class ScorerNode(Node):
         self._last_result: TickResult | None = None
         self._success_sent: set[str] = set()
         self._scoring = ScoringStats()
+        self._messages = MessageKit(TaskProgress, EpisodeSuccess, Header, TimeMsg)
 
         # Publishers.
         self._progress_pub = self.create_publisher(TaskProgress, PROGRESS_TOPIC, 10)
@@ -444,19 +242,8 @@ class ScorerNode(Node):
     def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Reject a change that would make an invalid configuration, naming why."""
         values = self._param_values(params)
-        names = {p.name for p in params}
         try:
-            if names & EPISODE_PARAMS:
-                episode_settings_from(values)
-            if names & (MODEL_PARAMS | {"torch_threads"}):
-                scorer_config_from(values)
-            if values["camera_stall_error_s"] < values["camera_stall_warn_s"]:
-                raise ValueError(
-                    f"camera_stall_error_s ({values['camera_stall_error_s']}) must be >= "
-                    f"camera_stall_warn_s ({values['camera_stall_warn_s']})"
-                )
-            if "instruction" in names and str(values["instruction"]).strip():
-                validate_instruction(str(values["instruction"]))
+            check_values(values, {p.name for p in params})
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
@@ -651,14 +438,8 @@ class ScorerNode(Node):
         if not self._runner.wants(camera, stamp_ns):
             stats.not_needed += 1
             return
-        try:
-            view = self._prepare(msg)
-        except ImageError as exc:
-            stats.bad += 1
-            text = f"bad image on {stats.topic}: {exc}"
-            stats.error.record(text)
-            self.get_logger().error(text, throttle_duration_sec=5.0)
-            return
+        # Stored as is: the scoring thread converts it when its sample is composed.
+        view = CameraView(msg, self._settings.view_size)
         result = self._runner.add(camera, stamp_ns, view, msg.header.frame_id)
         if result is AddResult.KEPT:
             stats.kept += 1
@@ -667,14 +448,14 @@ class ScorerNode(Node):
         else:
             stats.not_needed += 1
 
-    def _prepare(self, msg: Image | CompressedImage) -> Any:
-        from topreward_ros.scoring.frames import prepare_view
-
-        rgb = to_rgb(msg)
-        try:
-            return prepare_view(rgb, self._settings.view_size)
-        except ValueError as exc:
-            raise ImageError(str(exc)) from exc
+    def _report_bad_frames(self) -> None:
+        """Count and report the kept frames the scoring thread could not convert."""
+        for bad in self._runner.take_bad_frames():
+            stats = self._cameras[bad.camera]
+            stats.bad += 1
+            text = f"bad image on {stats.topic}: {bad.error}"
+            stats.error.record(text)
+            self.get_logger().error(text, throttle_duration_sec=5.0)
 
     # -- scoring -----------------------------------------------------------------
     def _on_tick(self) -> None:
@@ -684,6 +465,7 @@ class ScorerNode(Node):
         try:
             self._tick()
         finally:
+            self._report_bad_frames()
             self._tick_lock.release()
 
     def _tick(self) -> None:
@@ -691,6 +473,8 @@ class ScorerNode(Node):
             ready = self._scorer is not None and self._model_state == ModelState.LOADED
         if not ready or not self._runner.active:
             self._scoring.idle_ticks += 1
+            if self._runner.active:
+                self._runner.compose()  # hold small views, not camera images, until a model is ready
             return
         self._scoring.ticks += 1
         try:
@@ -726,34 +510,11 @@ class ScorerNode(Node):
             self._last_result = result
 
     def _publish(self, result: TickResult) -> None:
-        msg = TaskProgress()
-        msg.header.stamp = ns_to_stamp(result.stamp_ns)
-        msg.header.frame_id = result.frame_id
-        msg.episode_id = result.episode_id
-        msg.instruction = result.instruction
-        msg.log_prob_true = float(result.log_prob_true)
-        msg.log_prob_false = float(result.log_prob_false)
-        msg.progress = float(result.progress)
-        msg.success_score = float(result.success_score)
-        msg.success_threshold = float(result.success_threshold)
-        msg.success = bool(result.success)
-        msg.frames_used = len(result.frame_stamps_ns)
-        msg.frame_stamps = [ns_to_stamp(s) for s in result.frame_stamps_ns]
-        msg.oldest_frame_stamp = msg.frame_stamps[0] if msg.frame_stamps else TimeMsg()
-        msg.inference_latency = float(result.latency_s)
-        msg.model_id = result.model_id
-        self._progress_pub.publish(msg)
+        self._progress_pub.publish(task_progress(result, self._messages))
         if result.success_fired and result.episode_id not in self._success_sent:
             self._success_sent.add(result.episode_id)
-            done = EpisodeSuccess()
-            done.header = msg.header
-            done.episode_id = result.episode_id
-            done.instruction = result.instruction
-            done.success_score = float(result.success_score)
-            done.threshold = float(result.success_threshold)
-            done.consecutive_scores = int(self._settings.success_consecutive)
-            done.model_id = result.model_id
-            self._success_pub.publish(done)
+            self._success_pub.publish(
+                episode_success(result, self._settings.success_consecutive, self._messages))
             self.get_logger().info(
                 f"episode {result.episode_id}: success (score {result.success_score:.3f} > "
                 f"{result.success_threshold:.3f})"
@@ -786,139 +547,52 @@ class ScorerNode(Node):
 
     def _model_status(self, prefix: str, now: float) -> DiagnosticStatus:
         with self._lock:
-            state, error = self._model_state, self._model_error
-            scorer = self._scorer
+            state, error, scorer = self._model_state, self._model_error, self._scorer
             attempts, retry_in = self._model_attempts, self._next_model_retry - now
-        values = {
-            "model": str(self.get_parameter("model").value),
-            "state": state,
-            "attempts": attempts,
-            "last_error": error.message,
-        }
-        if state == ModelState.LOADED and scorer is not None:
-            level, message = DiagnosticStatus.OK, f"loaded {scorer.model_id}"
-            values["load_time_s"] = round(self._model_loaded_s, 2)
-        elif state == ModelState.FAILED:
-            level, message = DiagnosticStatus.ERROR, error.message
-            values["retry_in_s"] = round(max(retry_in, 0.0), 1)
-        else:
-            level, message = DiagnosticStatus.WARN, f"{state}: no scores until the model is ready"
-        return _status(f"{prefix}: model", level, message, values)
+        return model_status(
+            prefix,
+            model=str(self.get_parameter("model").value),
+            state=state,
+            error=error,
+            attempts=attempts,
+            loaded_model_id=scorer.model_id if scorer is not None else None,
+            load_time_s=self._model_loaded_s,
+            retry_in_s=retry_in,
+        )
 
-    def _camera_status(self, prefix: str, index: int, s: CameraStats, now: float) -> DiagnosticStatus:
-        warn_s = float(self.get_parameter("camera_stall_warn_s").value)
-        error_s = float(self.get_parameter("camera_stall_error_s").value)
-        last = s.arrivals[-1] if s.arrivals else None
-        age = now - (last if last is not None else s.created_at)
-        values = {
-            "topic": self.resolve_topic_name(s.topic),
-            "type": "sensor_msgs/CompressedImage" if s.compressed else "sensor_msgs/Image",
-            "rate_hz": round(s.rate_hz(now) if age < warn_s else 0.0, 2),
-            "last_frame_age_s": round(age, 3) if last is not None else "never",
-            "received": s.received,
-            "kept": s.kept,
-            "not_needed": s.not_needed,
-            "bad_images": s.bad,
-            "stale_or_reordered": s.stale,
-            "last_error": s.error.message,
-        }
-        if last is not None and s.last_stamp_ns is not None:
-            values["stamp_lag_s"] = round(
-                (self.get_clock().now().nanoseconds - s.last_stamp_ns) / NS_PER_S, 3
-            )
-        if age > error_s:
-            level = DiagnosticStatus.ERROR
-            message = f"stalled: no frame for {age:.1f} s" if last is not None else f"no frame in {age:.1f} s"
-        elif age > warn_s:
-            level = DiagnosticStatus.WARN
-            message = f"stalled: no frame for {age:.1f} s" if last is not None else "no frame yet"
-        elif s.error.recent(now):
-            level, message = DiagnosticStatus.WARN, s.error.message
-        else:
-            level, message = DiagnosticStatus.OK, "receiving"
-        role = "primary" if index == 0 else f"camera {index}"
-        return _status(f"{prefix}: camera {s.topic} ({role})", level, message, values)
+    def _camera_status(self, prefix: str, index: int, stats: CameraStats, now: float) -> DiagnosticStatus:
+        return camera_status(
+            prefix, index, stats, now,
+            resolved_topic=self.resolve_topic_name(stats.topic),
+            stall_warn_s=float(self.get_parameter("camera_stall_warn_s").value),
+            stall_error_s=float(self.get_parameter("camera_stall_error_s").value),
+            ros_now_ns=self.get_clock().now().nanoseconds,
+        )
 
     def _episode_status(self, prefix: str, now: float) -> DiagnosticStatus:
         runner = self._runner
-        window = runner.window
         with self._lock:
             result = self._last_result
-        max_frames = self._settings.max_frames
-        filled = len(window.samples)
-        values: dict[str, Any] = {
-            "episode_id": runner.episode_id or "",
-            "instruction": runner.instruction or "",
-            "window_frames": filled,
-            "window_max_frames": max_frames,
-            "window_fill": round(filled / max_frames, 3),
-            "window_thinned": window.thinned,
-            "camera_sync_misses": window.sync_misses,
-            "last_event": self._episode_event.message,
-            "last_error": self._episode_error.message,
-        }
-        # Samples that got a grey view: that camera had no frame within sync_tolerance_s.
-        misses = window.sync_misses_by_camera
-        for index, stats in enumerate(self._cameras[1:len(misses)], start=1):
-            values[f"camera_sync_misses {stats.topic}"] = misses[index]
-        if result is not None and result.episode_id == runner.episode_id:
-            values.update(progress=round(result.progress, 4), success=result.success,
-                          success_score=round(result.success_score, 4))
-        if self._episode_error.recent(now):
-            level, message = DiagnosticStatus.WARN, self._episode_error.message
-        elif not runner.active:
-            level, message = DiagnosticStatus.WARN, "waiting for an instruction"
-        else:
-            level, message = DiagnosticStatus.OK, f"episode {runner.episode_id}"
-        return _status(f"{prefix}: episode", level, message, values)
+        return episode_status(
+            prefix, now,
+            episode_id=runner.episode_id,
+            instruction=runner.instruction,
+            window=runner.window,
+            max_frames=self._settings.max_frames,
+            event=self._episode_event,
+            error=self._episode_error,
+            last_result=result,
+            secondary_topics=[c.topic for c in self._cameras[1:]],
+        )
 
     def _scoring_status(self, prefix: str, now: float) -> DiagnosticStatus:
-        sc = self._scoring
-        lat = list(sc.latencies)
-        values: dict[str, Any] = {
-            "rate_hz": float(self.get_parameter("rate_hz").value),
-            "ticks": sc.ticks,
-            "published": sc.published,
-            "skipped_ticks": sc.skipped_ticks,
-            "out_of_memory": sc.ooms,
-            "inference_latency_s": round(lat[-1], 4) if lat else "",
-            "inference_latency_mean_s": round(sum(lat) / len(lat), 4) if lat else "",
-            "inference_latency_max_s": round(max(lat), 4) if lat else "",
-            "last_error": sc.error.message,
-        }
-        for key, value in sc.last_timings.items():
-            values[f"last_{key}"] = round(value, 5)
-        # Scores stop changing when the primary camera (it drives the schedule)
-        # stops: say so here, not only on the camera's own status.
-        primary = self._cameras[0]
-        last_arrival = primary.arrivals[-1] if primary.arrivals else primary.created_at
-        stalled = ""
-        if self._runner.active and now - last_arrival > float(self.get_parameter("camera_stall_warn_s").value):
-            stamp_ns = primary.last_stamp_ns
-            since = "the episode began" if stamp_ns is None else f"stamp {stamp_ns / NS_PER_S:.3f} s"
-            stalled = (f"primary camera {primary.topic} stalled: no new frames since {since}, "
-                       f"{now - last_arrival:.1f} s ago; scores are not updating")
-        values["primary_camera_stalled"] = bool(stalled)
-        if sc.error.recent(now):
-            level, message = DiagnosticStatus.ERROR, sc.error.message
-        elif stalled:
-            level, message = DiagnosticStatus.WARN, stalled
-        elif sc.skipped_ticks and lat and lat[-1] * float(self.get_parameter("rate_hz").value) > 1.0:
-            level = DiagnosticStatus.WARN
-            message = f"scoring slower than rate_hz: {sc.skipped_ticks} ticks skipped"
-        else:
-            level, message = DiagnosticStatus.OK, f"{sc.published} scores published"
-        return _status(f"{prefix}: scoring", level, message, values)
-
-
-def _status(name: str, level: bytes, message: str, values: dict[str, Any]) -> DiagnosticStatus:
-    status = DiagnosticStatus()
-    status.name = name
-    status.level = level
-    status.message = message
-    status.hardware_id = NODE_NAME
-    status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-    return status
+        return scoring_status(
+            prefix, now, self._scoring,
+            rate_hz=float(self.get_parameter("rate_hz").value),
+            primary=self._cameras[0],
+            episode_active=self._runner.active,
+            stall_warn_s=float(self.get_parameter("camera_stall_warn_s").value),
+        )
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -6,9 +6,13 @@ samples. That is what makes a bag scored offline give the same numbers as the
 node that watched it live.
 
 Cost model: ``wants()`` is a few integer comparisons, so a camera callback
-can drop the frames the 2 fps schedule does not need before converting them;
-only kept frames are converted, resized and stored (as small model-sized
-views, not full camera images).
+can drop the frames the 2 fps schedule does not need. A kept frame may be
+handed over unconverted (any object with a ``view()`` method, such as
+``topreward_ros.camera_view.CameraView``): it is converted when its sample is
+composed in ``finalize``, on the scoring thread, and only the small
+model-sized view is stored in ``samples``. A frame whose conversion fails is
+left out and listed in ``bad_frames``: a sample without its primary view is
+dropped, a secondary view becomes grey like a missing one.
 
 Several cameras: camera 0 is the primary and drives the schedule. Every other
 camera contributes, to each primary sample, its frame nearest in stamp within
@@ -29,6 +33,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,6 +41,25 @@ from topreward_ros.scoring.schedule import FrameSampler
 
 # Grey used for a camera that has no frame within the sync tolerance of a sample.
 MISSING_VIEW_VALUE = 127
+
+
+class LazyView(Protocol):
+    """A frame converted on demand; ``view()`` raises ValueError if it is unusable."""
+
+    def view(self) -> np.ndarray: ...
+
+
+#: What ``add`` takes: a ready view, or one converted when its sample is composed.
+ViewSource = np.ndarray | LazyView
+
+
+@dataclass(frozen=True)
+class BadFrame:
+    """A kept frame whose conversion failed when its sample was composed."""
+
+    camera: int
+    stamp_ns: int
+    error: str
 
 
 class AddResult(enum.Enum):
@@ -60,7 +84,7 @@ class Sample:
 class _PendingSample:
     stamp_ns: int
     frame_id: str
-    views: list[np.ndarray | None]
+    views: list[ViewSource | None]
     view_stamps_ns: list[int | None]
     resolved: list[bool]
 
@@ -106,6 +130,8 @@ class EpisodeWindow:
         self.thinned = 0
         # Per camera (index 0, the primary, never misses): samples given a grey view.
         self.sync_misses_by_camera = [0] * self.num_cameras
+        self.bad_frames: list[BadFrame] = []
+        self._reported_bad: set[tuple[int, int]] = set()
         self.generation += 1
 
     @property
@@ -139,8 +165,8 @@ class EpisodeWindow:
             return True  # no primary frame yet: any frame may become the match
         return stamp_ns >= next_slot - self._sampler.slack_ns - tol
 
-    def add(self, camera: int, stamp_ns: int, view: np.ndarray, frame_id: str = "") -> AddResult:
-        """Hand over a frame (already converted to a model view)."""
+    def add(self, camera: int, stamp_ns: int, view: ViewSource, frame_id: str = "") -> AddResult:
+        """Hand over a frame: its model view, or a ``LazyView`` converted in ``finalize``."""
         self._check_camera(camera)
         stamp_ns = int(stamp_ns)
         buffer = self._buffers[camera]
@@ -150,7 +176,7 @@ class EpisodeWindow:
             if not self._sampler.offer(stamp_ns):
                 return AddResult.SKIPPED
             buffer.newest_ns = stamp_ns
-            views: list[np.ndarray | None] = [None] * self.num_cameras
+            views: list[ViewSource | None] = [None] * self.num_cameras
             stamps: list[int | None] = [None] * self.num_cameras
             resolved = [False] * self.num_cameras
             views[0], stamps[0], resolved[0] = view, stamp_ns, True
@@ -169,14 +195,24 @@ class EpisodeWindow:
         self._match_pending(final=False)
         done: list[Sample] = []
         while self._pending and all(self._pending[0].resolved):
-            pending = self._pending.pop(0)
-            done.append(self._compose(pending))
+            sample = self._compose(self._pending.pop(0))
+            if sample is not None:
+                done.append(sample)
         if done:
             self.samples.extend(done)
             while len(self.samples) > self.max_frames:
                 self._thin()
         self._prune_buffers()
         return done
+
+    def lazy_views(self) -> list[Any]:
+        """Lazy views of the pending samples, so a caller can convert them outside its lock."""
+        return [v for p in self._pending for v in p.views if v is not None and not isinstance(v, np.ndarray)]
+
+    def take_bad_frames(self) -> list[BadFrame]:
+        """The frames found unusable since the last call."""
+        bad, self.bad_frames = self.bad_frames, []
+        return bad
 
     def flush(self) -> list[Sample]:
         """Complete every pending sample with what has arrived (end of a bag)."""
@@ -227,15 +263,35 @@ class EpisodeWindow:
                     pending.view_stamps_ns[camera], pending.views[camera] = best
                 pending.resolved[camera] = True
 
-    def _compose(self, pending: _PendingSample) -> Sample:
-        primary = pending.views[0]
-        assert primary is not None
+    def _converted(self, camera: int, stamp_ns: int | None, view: ViewSource | None) -> np.ndarray | None:
+        """The view as an array; None (the failure listed once in ``bad_frames``) if unusable."""
+        if view is None or isinstance(view, np.ndarray):
+            return view
+        try:
+            return view.view()
+        except ValueError as exc:
+            key = (camera, int(stamp_ns or 0))
+            if key not in self._reported_bad:
+                self._reported_bad.add(key)
+                self.bad_frames.append(BadFrame(camera, key[1], str(exc)))
+            return None
+
+    def _compose(self, pending: _PendingSample) -> Sample | None:
+        converted = [
+            self._converted(camera, pending.view_stamps_ns[camera], view)
+            for camera, view in enumerate(pending.views)
+        ]
+        primary = converted[0]
+        if primary is None:
+            return None  # the primary frame is unusable: no sample at this step
         views = [
             v if v is not None else np.full_like(primary, MISSING_VIEW_VALUE)
-            for v in pending.views
+            for v in converted
         ]
         image = views[0] if len(views) == 1 else np.concatenate(views, axis=1)
-        return Sample(pending.stamp_ns, image, pending.frame_id, tuple(pending.view_stamps_ns))
+        # An unusable secondary frame was not seen: its stamp is not reported.
+        stamps = tuple(s if c is not None else None for s, c in zip(pending.view_stamps_ns, converted))
+        return Sample(pending.stamp_ns, image, pending.frame_id, stamps)
 
     def _thin(self) -> None:
         self.samples = self.samples[::2]

@@ -280,18 +280,18 @@ class BagScorer:
         scorer: Any,
         settings: EpisodeSettings,
         options: BagScoringOptions,
-        view_converter: Callable[[Any], np.ndarray] | None = None,
+        view_converter: Callable[[Any], Any] | None = None,
     ) -> None:
         self.scorer = scorer
         self.settings = settings
         self.options = options
         self._to_view = view_converter or self._default_view
 
-    def _default_view(self, msg: Any) -> np.ndarray:
-        from topreward_ros.images import to_rgb
-        from topreward_ros.scoring.frames import prepare_view
+    def _default_view(self, msg: Any) -> Any:
+        # Converted when the tick composes its sample, as in the node.
+        from topreward_ros.camera_view import CameraView
 
-        return prepare_view(to_rgb(msg), self.settings.view_size)
+        return CameraView(msg, self.settings.view_size)
 
     def settings_record(self) -> dict[str, Any]:
         """Everything that changes the outputs; a resumed run must match it."""
@@ -398,6 +398,7 @@ class BagScorer:
                             episode.refused = str(exc)
                             runner.stop()
                             result = None
+                        self._take_bad_frames(runner, episode)
                         if result is not None:
                             episode.ticks.append(TimedTick(next_tick_ns, result))
                             report.model_s += result.timings.get("model_s", 0.0)
@@ -505,6 +506,12 @@ class BagScorer:
                 f"frame (clock jump or reordered recording); ignored"
             )
 
+    def _take_bad_frames(self, runner: EpisodeRunner, episode: _Episode) -> None:
+        """Frames the tick could not convert: left out and reported, like undecodable ones."""
+        for bad in runner.take_bad_frames():
+            episode.bad_frames.append(
+                f"{self.options.camera_topics[bad.camera]} frame stamped {bad.stamp_ns} ns: {bad.error}")
+
     def _fail(self, episode: _Episode, manifest: Manifest, report: BagRunReport,
               message: str) -> None:
         if episode.skip:
@@ -525,6 +532,7 @@ class BagScorer:
             outcome.message = "done by an earlier run"
             return outcome
         runner.flush()
+        self._take_bad_frames(runner, episode)
         samples = runner.samples
         outcome.num_samples, outcome.num_ticks = len(samples), len(episode.ticks)
         topics = self.options.camera_topics

@@ -1,9 +1,9 @@
 """TaskProgress / EpisodeSuccess messages from offline ticks, written to MCAP.
 
-The relabel export carries the same messages the node publishes, built from
-the same ``TickResult`` fields, so tools that consume the live topics (a
-Foxglove layout, a recorder-side logger, a training pipeline) read an
-offline-scored bag without change. Each message is logged at the bag time of
+The relabel export carries the same messages the node publishes, built by the
+same mapping (``topreward_ros.progress_messages``), so tools that consume the
+live topics (a Foxglove layout, a recorder-side logger, a training pipeline)
+read an offline-scored bag without change. Each message is logged at the bag time of
 the tick that produced it, like a recorder next to the node would have.
 """
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 from rosbags.typesys.store import Typestore
 
 from topreward_ros.bag.types import EPISODE_SUCCESS, TASK_PROGRESS, typestore as default_typestore
-from topreward_ros.bag.writer import header, stamp_fields, write_single_mcap
+from topreward_ros.bag.writer import write_single_mcap
 from topreward_ros.episode import TickResult
+from topreward_ros.progress_messages import MessageKit, episode_success, task_progress
 
 #: Topics of the export: the node's output topics in the root namespace.
 PROGRESS_TOPIC = "/task_progress"
@@ -32,38 +33,23 @@ class TimedTick:
     result: TickResult
 
 
-def task_progress_msg(tick: TickResult, store: Typestore | None = None) -> Any:
+def message_kit(store: Typestore | None = None) -> MessageKit:
+    """The typestore's message classes, for the mapping the node uses too."""
     store = store or default_typestore()
-    stamps = [stamp_fields(s, store) for s in tick.frame_stamps_ns]
-    return store.types[TASK_PROGRESS](
-        header=header(tick.stamp_ns, tick.frame_id, store),
-        episode_id=tick.episode_id,
-        instruction=tick.instruction,
-        log_prob_true=float(tick.log_prob_true),
-        log_prob_false=float(tick.log_prob_false),
-        progress=float(tick.progress),
-        success_score=float(tick.success_score),
-        success_threshold=float(tick.success_threshold),
-        success=bool(tick.success),
-        frames_used=len(tick.frame_stamps_ns),
-        oldest_frame_stamp=stamps[0] if stamps else stamp_fields(tick.stamp_ns, store),
-        frame_stamps=stamps,
-        inference_latency=float(tick.latency_s),
-        model_id=tick.model_id,
+    return MessageKit(
+        task_progress=store.types[TASK_PROGRESS],
+        episode_success=store.types[EPISODE_SUCCESS],
+        header=store.types["std_msgs/msg/Header"],
+        time=store.types["builtin_interfaces/msg/Time"],
     )
+
+
+def task_progress_msg(tick: TickResult, store: Typestore | None = None) -> Any:
+    return task_progress(tick, message_kit(store))
 
 
 def episode_success_msg(tick: TickResult, consecutive: int, store: Typestore | None = None) -> Any:
-    store = store or default_typestore()
-    return store.types[EPISODE_SUCCESS](
-        header=header(tick.stamp_ns, tick.frame_id, store),
-        episode_id=tick.episode_id,
-        instruction=tick.instruction,
-        success_score=float(tick.success_score),
-        threshold=float(tick.success_threshold),
-        consecutive_scores=int(consecutive),
-        model_id=tick.model_id,
-    )
+    return episode_success(tick, consecutive, message_kit(store))
 
 
 def write_progress_mcap(path: Path, ticks: Sequence[TimedTick], consecutive: int,

@@ -93,6 +93,11 @@ class DatasetScoringOptions:
         if self.episode_offset != 0:
             raise ValueError("a dataset keeps its own episode indices: episode_offset must be 0")
 
+    @property
+    def camera_topics(self) -> tuple[str, ...]:
+        """The cameras under the name the bag scorer's per-camera reports use."""
+        return self.camera_keys
+
 
 class DatasetRunReport(BagRunReport):
     """A bag run report whose summary names the dataset."""

@@ -1,0 +1,282 @@
+"""The scorer node's health: plain counters, and the /diagnostics entries built from them.
+
+The node's callbacks update the records below (each camera's record only from
+that camera's callback group); the diagnostics timer turns a snapshot of them
+into ``DiagnosticStatus`` entries with the functions at the end. The builders
+take plain values, not the node, so what a status says for a given state is
+decided in one place and can be read without the node's threading around it.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+from topreward_ros.episode import TickResult
+from topreward_ros.window import EpisodeWindow
+
+NS_PER_S = 1_000_000_000
+
+#: Written into every status's hardware_id.
+HARDWARE_ID = "scorer_node"
+#: How long an error keeps a diagnostic status at WARN/ERROR after it happened.
+ERROR_HOLD_S = 10.0
+#: Frames remembered per camera for the arrival-rate estimate.
+RATE_WINDOW = 64
+
+
+@dataclass
+class ErrorRecord:
+    """The last error of one concern, with when it happened (monotonic s)."""
+
+    message: str = ""
+    at: float | None = None
+    count: int = 0
+
+    def record(self, message: str) -> None:
+        self.message, self.at = message, time.monotonic()
+        self.count += 1
+
+    def recent(self, now: float, hold_s: float = ERROR_HOLD_S) -> bool:
+        return self.at is not None and now - self.at <= hold_s
+
+
+@dataclass
+class CameraStats:
+    """Per-camera counters, each with one writer.
+
+    The camera's callback group writes all but ``bad``: a kept frame is only
+    converted by the scoring tick, which counts the unusable ones in ``bad``
+    (and records ``error``). ``kept`` therefore includes the frames later found
+    bad; the diagnostics subtract them, so received = kept + not needed + bad
+    + stale there.
+    """
+
+    topic: str
+    compressed: bool
+    received: int = 0
+    kept: int = 0
+    not_needed: int = 0
+    bad: int = 0
+    stale: int = 0
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
+    last_stamp_ns: int | None = None
+    error: ErrorRecord = field(default_factory=ErrorRecord)
+    created_at: float = field(default_factory=time.monotonic)
+
+    def rate_hz(self, now: float) -> float:
+        """Arrival rate over the remembered frames, 0 when stalled."""
+        if len(self.arrivals) < 2:
+            return 0.0
+        span = now - self.arrivals[0]
+        return (len(self.arrivals) - 1) / span if span > 0 else 0.0
+
+
+@dataclass
+class ScoringStats:
+    """Counters of the scoring timer; updated only by the tick."""
+
+    ticks: int = 0
+    published: int = 0
+    skipped_ticks: int = 0
+    idle_ticks: int = 0
+    ooms: int = 0
+    latencies: deque = field(default_factory=lambda: deque(maxlen=50))
+    last_timings: dict[str, float] = field(default_factory=dict)
+    error: ErrorRecord = field(default_factory=ErrorRecord)
+
+
+class ModelState:
+    NOT_LOADED = "not loaded"
+    LOADING = "loading"
+    LOADED = "loaded"
+    FAILED = "failed"
+
+
+# --------------------------------------------------------------------------
+# DiagnosticStatus builders.
+# --------------------------------------------------------------------------
+def make_status(name: str, level: bytes, message: str, values: dict[str, Any]) -> DiagnosticStatus:
+    status = DiagnosticStatus()
+    status.name = name
+    status.level = level
+    status.message = message
+    status.hardware_id = HARDWARE_ID
+    status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+    return status
+
+
+def model_status(
+    prefix: str,
+    *,
+    model: str,
+    state: str,
+    error: ErrorRecord,
+    attempts: int,
+    loaded_model_id: str | None,
+    load_time_s: float,
+    retry_in_s: float,
+) -> DiagnosticStatus:
+    """The model entry: OK once loaded, ERROR after a failed load, WARN while none is ready."""
+    values: dict[str, Any] = {
+        "model": model,
+        "state": state,
+        "attempts": attempts,
+        "last_error": error.message,
+    }
+    if state == ModelState.LOADED and loaded_model_id is not None:
+        level, message = DiagnosticStatus.OK, f"loaded {loaded_model_id}"
+        values["load_time_s"] = round(load_time_s, 2)
+    elif state == ModelState.FAILED:
+        level, message = DiagnosticStatus.ERROR, error.message
+        values["retry_in_s"] = round(max(retry_in_s, 0.0), 1)
+    else:
+        level, message = DiagnosticStatus.WARN, f"{state}: no scores until the model is ready"
+    return make_status(f"{prefix}: model", level, message, values)
+
+
+def camera_status(
+    prefix: str,
+    index: int,
+    stats: CameraStats,
+    now: float,
+    *,
+    resolved_topic: str,
+    stall_warn_s: float,
+    stall_error_s: float,
+    ros_now_ns: int,
+) -> DiagnosticStatus:
+    """One camera's entry: stalled (by wall-clock arrival age), a recent error, or receiving."""
+    s = stats
+    last = s.arrivals[-1] if s.arrivals else None
+    age = now - (last if last is not None else s.created_at)
+    values: dict[str, Any] = {
+        "topic": resolved_topic,
+        "type": "sensor_msgs/CompressedImage" if s.compressed else "sensor_msgs/Image",
+        "rate_hz": round(s.rate_hz(now) if age < stall_warn_s else 0.0, 2),
+        "last_frame_age_s": round(age, 3) if last is not None else "never",
+        "received": s.received,
+        "kept": s.kept - s.bad,  # every bad frame was kept first (see CameraStats)
+        "not_needed": s.not_needed,
+        "bad_images": s.bad,
+        "stale_or_reordered": s.stale,
+        "last_error": s.error.message,
+    }
+    if last is not None and s.last_stamp_ns is not None:
+        values["stamp_lag_s"] = round((ros_now_ns - s.last_stamp_ns) / NS_PER_S, 3)
+    if age > stall_error_s:
+        level = DiagnosticStatus.ERROR
+        message = f"stalled: no frame for {age:.1f} s" if last is not None else f"no frame in {age:.1f} s"
+    elif age > stall_warn_s:
+        level = DiagnosticStatus.WARN
+        message = f"stalled: no frame for {age:.1f} s" if last is not None else "no frame yet"
+    elif s.error.recent(now):
+        level, message = DiagnosticStatus.WARN, s.error.message
+    else:
+        level, message = DiagnosticStatus.OK, "receiving"
+    role = "primary" if index == 0 else f"camera {index}"
+    return make_status(f"{prefix}: camera {s.topic} ({role})", level, message, values)
+
+
+def episode_status(
+    prefix: str,
+    now: float,
+    *,
+    episode_id: str | None,
+    instruction: str | None,
+    window: EpisodeWindow,
+    max_frames: int,
+    event: ErrorRecord,
+    error: ErrorRecord,
+    last_result: TickResult | None,
+    secondary_topics: Sequence[str] = (),
+) -> DiagnosticStatus:
+    """The episode entry: its identity, how full the window is, and the latest scores."""
+    filled = len(window.samples)
+    values: dict[str, Any] = {
+        "episode_id": episode_id or "",
+        "instruction": instruction or "",
+        "window_frames": filled,
+        "window_max_frames": max_frames,
+        "window_fill": round(filled / max_frames, 3),
+        "window_thinned": window.thinned,
+        "camera_sync_misses": window.sync_misses,
+        "last_event": event.message,
+        "last_error": error.message,
+    }
+    # Samples that got a grey view: that camera had no frame within sync_tolerance_s.
+    misses = window.sync_misses_by_camera
+    for index, topic in enumerate(secondary_topics[:len(misses) - 1], start=1):
+        values[f"camera_sync_misses {topic}"] = misses[index]
+    if last_result is not None and last_result.episode_id == episode_id:
+        values.update(progress=round(last_result.progress, 4), success=last_result.success,
+                      success_score=round(last_result.success_score, 4))
+    if error.recent(now):
+        level, message = DiagnosticStatus.WARN, error.message
+    elif episode_id is None:
+        level, message = DiagnosticStatus.WARN, "waiting for an instruction"
+    else:
+        level, message = DiagnosticStatus.OK, f"episode {episode_id}"
+    return make_status(f"{prefix}: episode", level, message, values)
+
+
+def _primary_stall(now: float, primary: CameraStats | None, episode_active: bool, stall_warn_s: float) -> str:
+    """Why scores are not updating when the primary camera (it drives the schedule) is silent; "" if it is not."""
+    if primary is None or not episode_active:
+        return ""
+    last_arrival = primary.arrivals[-1] if primary.arrivals else primary.created_at
+    if now - last_arrival <= stall_warn_s:
+        return ""
+    stamp_ns = primary.last_stamp_ns
+    since = "the episode began" if stamp_ns is None else f"stamp {stamp_ns / NS_PER_S:.3f} s"
+    return (f"primary camera {primary.topic} stalled: no new frames since {since}, "
+            f"{now - last_arrival:.1f} s ago; scores are not updating")
+
+
+def scoring_status(
+    prefix: str,
+    now: float,
+    stats: ScoringStats,
+    *,
+    rate_hz: float,
+    primary: CameraStats | None = None,
+    episode_active: bool = False,
+    stall_warn_s: float = float("inf"),
+) -> DiagnosticStatus:
+    """The scoring entry: ERROR after a recent failed tick; WARN when the primary camera stalls or ticks are skipped.
+
+    A stalled primary camera is reported here too, not only on the camera's
+    own entry: scores stop changing with it, and a consumer that watches only
+    the scoring entry must not read "OK" as "the score is current".
+    """
+    sc = stats
+    lat = list(sc.latencies)
+    values: dict[str, Any] = {
+        "rate_hz": rate_hz,
+        "ticks": sc.ticks,
+        "published": sc.published,
+        "skipped_ticks": sc.skipped_ticks,
+        "out_of_memory": sc.ooms,
+        "inference_latency_s": round(lat[-1], 4) if lat else "",
+        "inference_latency_mean_s": round(sum(lat) / len(lat), 4) if lat else "",
+        "inference_latency_max_s": round(max(lat), 4) if lat else "",
+        "last_error": sc.error.message,
+    }
+    for key, value in sc.last_timings.items():
+        values[f"last_{key}"] = round(value, 5)
+    stalled = _primary_stall(now, primary, episode_active, stall_warn_s)
+    values["primary_camera_stalled"] = bool(stalled)
+    if sc.error.recent(now):
+        level, message = DiagnosticStatus.ERROR, sc.error.message
+    elif stalled:
+        level, message = DiagnosticStatus.WARN, stalled
+    elif sc.skipped_ticks and lat and lat[-1] * rate_hz > 1.0:
+        level = DiagnosticStatus.WARN
+        message = f"scoring slower than rate_hz: {sc.skipped_ticks} ticks skipped"
+    else:
+        level, message = DiagnosticStatus.OK, f"{sc.published} scores published"
+    return make_status(f"{prefix}: scoring", level, message, values)
