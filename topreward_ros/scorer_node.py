@@ -31,7 +31,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
@@ -64,6 +64,7 @@ from std_srvs.srv import Trigger
 from topreward_ros.episode import EpisodeRunner, EpisodeSettings, TickResult
 from topreward_ros.images import ImageError, to_rgb
 from topreward_ros.msg import EpisodeSuccess, TaskProgress
+from topreward_ros.process_exit import exit_now
 from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD, ScorerConfig
 from topreward_ros.scoring.errors import InstructionError
 from topreward_ros.scoring.prompt import validate_instruction
@@ -924,8 +925,13 @@ def _free_accelerator_memory() -> None:
         pass
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run the node until Ctrl-C or SIGTERM; returns the process exit code."""
+def main(args: list[str] | None = None) -> NoReturn:
+    """Run the node until Ctrl-C or SIGTERM, then end the process with its exit code.
+
+    Does not return once the node ran: after the node is destroyed and the
+    context shut down, ``exit_now`` ends the process at once so it stays inside
+    ``ros2 launch``'s 5 s grace period (see ``topreward_ros.process_exit``).
+    """
     rclpy.init(args=args)
     node: ScorerNode | None = None
     code = 0
@@ -943,7 +949,7 @@ def main(args: list[str] | None = None) -> int:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-    return code
+    exit_now(code)
 
 
 if __name__ == "__main__":
