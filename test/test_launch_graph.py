@@ -78,7 +78,9 @@ class LaunchProcess:
         self._out = open(self.log_path, "wb")
         # A shell starting us in the background may have set SIGINT to "ignore",
         # which children inherit: give launch the default, as a terminal would.
+        # Its own process group, so a failed test can take the node down with it.
         self.proc = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True,
                                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def alive(self) -> bool:
@@ -107,7 +109,7 @@ class LaunchProcess:
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._out.close()
 
