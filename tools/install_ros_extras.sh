@@ -17,6 +17,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${1:?usage: $0 VENV [EXTRAS_DIR]}"
 case "$venv" in /*) ;; *) venv="$root/$venv" ;; esac
+export TOPREWARD_VENV="$venv"  # the environment tools/env.sh sets up below
 extras="${2:-${TOPREWARD_ROS_EXTRAS:-}}"
 if [ -z "$extras" ]; then
   for candidate in "$root/../shared/ros-extras"; do
