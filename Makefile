@@ -26,7 +26,7 @@ PYTEST_ARGS ?=
 MODEL ?=
 BENCH_ARGS ?=
 
-.PHONY: all venv build test demo bench tiny-model clean distclean
+.PHONY: all venv build ros-extras test demo bench tiny-model clean distclean
 
 all: build
 
@@ -55,7 +55,14 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
 tiny-model: build
 	$(RUN) python -m topreward_ros.tools.tiny_model .cache/tiny-qwen3-vl
 
-test: build
+# launch / launch_ros for the launch-file tests, built from the sources in
+# shared/ros-extras beside the checkout when the ROS wheels lack them
+# (ROS_EXTRAS=DIR names another folder); a no-op on a ROS 2 install.
+ROS_EXTRAS ?=
+ros-extras: $(DEPS_STAMP)
+	tools/install_ros_extras.sh $(VENV) $(ROS_EXTRAS)
+
+test: build ros-extras
 	$(RUN) python -m pytest test $(PYTEST_ARGS)
 
 demo: build

@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny real Qwen3-VL and an isolated ROS graph.
+"""Shared fixtures: the tiny real Qwen3-VL and a DDS domain per test module.
 
 The tiny model is a randomly initialised Qwen3-VL with the real Qwen
 vocabulary, saved to disk once and loaded by every test through the same
@@ -7,25 +7,70 @@ exactness and robustness, never score values.
 """
 from __future__ import annotations
 
+import fcntl
 import os
-import random
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL_DIR = REPO_ROOT / ".cache" / "tiny-qwen3-vl"
 
+#: First DDS domain id tried when TOPREWARD_TEST_DOMAIN_ID does not name one.
+DEFAULT_DOMAIN_BASE = 60
+#: Domain ids tried in turn (ROS 2 on Linux: 0-101 keep clear of ephemeral ports; 0 is everyone's default).
+DOMAIN_IDS = range(1, 102)
+
 
 def pytest_configure(config: pytest.Config) -> None:
-    # A private DDS domain per test session: parallel test runs on one
-    # machine must not see each other's topics.
-    # TOPREWARD_TEST_DOMAIN_ID pins it when needed.
-    domain = os.environ.get("TOPREWARD_TEST_DOMAIN_ID")
-    os.environ["ROS_DOMAIN_ID"] = domain or str(random.Random(os.getpid()).randint(1, 101))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def claim_domain(base: int) -> tuple[int, IO[bytes]]:
+    """The first free DDS domain id from ``base`` on, held by an exclusive lock file.
+
+    Every test module of every test run on this machine claims its domain
+    this way, so two runs at once (two checkouts, CI beside a developer) never
+    share one. The lock is the open file: it is released when the file is
+    closed or the process dies, so a crashed run leaves nothing to clean up.
+    """
+    ids = list(DOMAIN_IDS)
+    start = ids.index(base) if base in ids else 0
+    for domain in ids[start:] + ids[:start]:
+        handle = open(Path(tempfile.gettempdir()) / f"topreward-ros-domain-{domain}.lock", "ab")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        return domain, handle
+    raise RuntimeError(f"every DDS domain id in {DOMAIN_IDS} is held by another test run on this machine")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros_domain() -> Iterator[int]:
+    """A DDS domain of this test module's own (``ROS_DOMAIN_ID``, inherited by the processes it starts).
+
+    Claimed before the module's other fixtures, so its contexts, nodes and
+    child processes all join it; TOPREWARD_TEST_DOMAIN_ID sets the first id tried.
+    """
+    base = int(os.environ.get("TOPREWARD_TEST_DOMAIN_ID") or DEFAULT_DOMAIN_BASE)
+    domain, lock = claim_domain(base)
+    previous = os.environ.get("ROS_DOMAIN_ID")
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    try:
+        yield domain
+    finally:
+        if previous is None:
+            os.environ.pop("ROS_DOMAIN_ID", None)
+        else:
+            os.environ["ROS_DOMAIN_ID"] = previous
+        lock.close()
 
 
 @pytest.fixture(scope="session")

@@ -144,10 +144,12 @@ def ns_stamp(ns: int) -> TimeMsg:
 class NodeProcess:
     """The installed scorer_node executable, with its output in a log file."""
 
-    def __init__(self, params: dict[str, str], log_path: Path) -> None:
+    def __init__(self, params: dict[str, str], log_path: Path, namespace: str = "") -> None:
         if not EXECUTABLE.exists() or not PARAMS_FILE.exists():
             pytest.fail(f"{EXECUTABLE} or {PARAMS_FILE} missing: run `make build` first")
         args = [str(EXECUTABLE), "--ros-args", "--params-file", str(PARAMS_FILE)]
+        if namespace:
+            args += ["-r", f"__ns:=/{namespace}"]
         for name, value in params.items():
             args += ["-p", f"{name}:={value}"]
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", RCUTILS_COLORIZED_OUTPUT="0")
@@ -212,8 +214,11 @@ class Rig:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
         self.reset_client = self.node.create_client(Trigger, f"/{NODE}/reset")
         self.params = AsyncParameterClient(self.node, NODE)
-        # Streaming state (read by the streaming thread).
+        # Streaming state (read by the streaming thread). Camera stamps follow /clock
+        # unless a test shifts one against the other (shift_time).
+        self._time_lock = threading.Lock()
         self.sim_offset_ns = int(SIM_START_S * NS)
+        self.camera_shift_ns = 0
         self.wall0 = time.monotonic()
         self.paused: set[int] = set()
         self.bad: dict[int, str] = {}
@@ -239,13 +244,27 @@ class Rig:
             self.executor.spin_once(timeout_sec=0.05)
 
     def sim_now_ns(self) -> int:
+        """Simulated time on /clock now."""
         return self.sim_offset_ns + int((time.monotonic() - self.wall0) * NS)
+
+    def camera_now_ns(self) -> int:
+        """The stamp a camera frame published now carries."""
+        with self._time_lock:
+            return self.sim_now_ns() + self.camera_shift_ns
+
+    def shift_time(self, clock_ns: int = 0, camera_ns: int = 0) -> None:
+        """Move /clock and the camera stamps by the given amounts, each on its own, at one instant."""
+        with self._time_lock:
+            self.sim_offset_ns += clock_ns
+            self.camera_shift_ns += camera_ns - clock_ns
 
     def _stream_loop(self) -> None:
         next_frame = 0.0
         index = 0
         while not self._stop.is_set():
-            now_ns = self.sim_now_ns()
+            with self._time_lock:
+                now_ns = self.sim_now_ns()
+                camera_ns = now_ns + self.camera_shift_ns
             clock = Clock()
             clock.clock = ns_stamp(now_ns)
             self.clock_pub.publish(clock)
@@ -261,10 +280,10 @@ class Rig:
                         msg = raw_image(bad or RAW_ROTATION[index % len(RAW_ROTATION)], rgb)
                     else:
                         msg = compressed_image(index, rgb, corrupt=bad == "corrupt_jpeg")
-                    msg.header.stamp = ns_stamp(now_ns)
+                    msg.header.stamp = ns_stamp(camera_ns)
                     msg.header.frame_id = f"cam{cam}_optical"
                     pub.publish(msg)
-                    self.published[cam].append(now_ns)
+                    self.published[cam].append(camera_ns)
                 index += 1
             time.sleep(0.01)
 

@@ -1,12 +1,11 @@
 """The launch file, the parameters file and the install tree they point into.
 
-``ros2 launch`` (launch / launch_ros) cannot be installed on every machine
-this package is tested on, so what can be checked without it is checked
-here: the file compiles, its arguments and their defaults, the executable
-and parameters file it refers to exist where colcon installed them, how the
-arguments turn into node parameters, and that the parameters file, the
-node's parameter table and the docs agree. That the node accepts the file is
-checked by starting it with the file (test_scorer_node).
+What can be checked without launch / launch_ros is checked here: the file
+compiles, its arguments and their defaults, the executable and parameters
+file it refers to exist where colcon installed them, how the arguments turn
+into node parameters, and that the parameters file, the node's parameter
+table and the docs agree. The launch file run by launch itself, with the
+node checked on the graph, is test_launch_graph.
 """
 from __future__ import annotations
 

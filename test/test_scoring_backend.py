@@ -17,7 +17,7 @@ from topreward_ros.scoring.prompt import QUESTION, STATEMENT_PREFIX
 
 INSTRUCTION = "put the red block in the bowl"
 FRAME_COUNTS = (1, 2, 3, 5, 8, 13, 21, 40)
-TOL_NATS = 1e-3
+TOL_NATS = 1e-5  # cached and uncached forwards differ by ~3e-6 nats here (float32, CPU)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,18 @@ case "$_topreward_venv" in /*) ;; *) _topreward_venv="$_topreward_root/$_toprewa
 # shellcheck disable=SC1091
 source "$_topreward_venv/bin/activate"
 export AMENT_PREFIX_PATH="$_topreward_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+# launch / launch_ros / composition_interfaces built from source where the
+# wheels lack them (tools/install_ros_extras.sh); a ROS 2 install has its own.
+if [ -f "$_topreward_venv/ros-extras/local_setup.bash" ]; then
+  # shellcheck disable=SC1091
+  COLCON_CURRENT_PREFIX="$_topreward_venv/ros-extras" source "$_topreward_venv/ros-extras/local_setup.bash"
+  for _topreward_site in "$_topreward_venv"/ros-extras/lib/python3*/site-packages; do
+    case ":${PYTHONPATH:-}:" in *":$_topreward_site:"*) ;; *)
+      export PYTHONPATH="$_topreward_site${PYTHONPATH:+:$PYTHONPATH}" ;;
+    esac
+  done
+  unset _topreward_site
+fi
 if [ -f "$_topreward_root/install/local_setup.bash" ]; then
   # shellcheck disable=SC1091
   COLCON_CURRENT_PREFIX="$_topreward_root/install" source "$_topreward_root/install/local_setup.bash"

@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
@@ -80,6 +80,7 @@ from topreward_ros.scorer_params import (
     is_compressed_topic,
     scorer_config_from,
 )
+from topreward_ros.process_exit import exit_now
 from topreward_ros.scoring.config import ScorerConfig
 from topreward_ros.scoring.errors import InstructionError
 from topreward_ros.scoring.prompt import validate_instruction
@@ -615,8 +616,13 @@ def _free_accelerator_memory() -> None:
         pass
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run the node until Ctrl-C or SIGTERM; returns the process exit code."""
+def main(args: list[str] | None = None) -> NoReturn:
+    """Run the node until Ctrl-C or SIGTERM, then end the process with its exit code.
+
+    Does not return once the node ran: after the node is destroyed and the
+    context shut down, ``exit_now`` ends the process at once so it stays inside
+    ``ros2 launch``'s 5 s grace period (see ``topreward_ros.process_exit``).
+    """
     rclpy.init(args=args)
     node: ScorerNode | None = None
     code = 0
@@ -634,7 +640,7 @@ def main(args: list[str] | None = None) -> int:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-    return code
+    exit_now(code)
 
 
 if __name__ == "__main__":

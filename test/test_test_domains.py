@@ -1,0 +1,34 @@
+"""The DDS domain each test module claims: two holders never get the same id."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import claim_domain
+
+
+def test_module_domain_is_exported_for_child_processes(ros_domain: int) -> None:
+    assert os.environ["ROS_DOMAIN_ID"] == str(ros_domain)
+    out = subprocess.run([sys.executable, "-c", "import os; print(os.environ['ROS_DOMAIN_ID'])"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(ros_domain)
+
+
+def test_a_held_domain_is_skipped_by_this_and_other_processes(ros_domain: int) -> None:
+    domain, lock = claim_domain(ros_domain)  # this module already holds ros_domain
+    try:
+        assert domain != ros_domain
+        # Another process (another test run) starting from the same id skips both.
+        code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from conftest import claim_domain; "
+                f"print(claim_domain({ros_domain})[0])")
+        other = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                   check=True).stdout)
+        assert other not in (ros_domain, domain)
+    finally:
+        lock.close()
+    # Released: the next claim from there gets it back.
+    again, lock = claim_domain(domain)
+    lock.close()
+    assert again == domain
