@@ -15,6 +15,7 @@ from collections.abc import Sequence
 SUBCOMMAND_MODULES = (
     "topreward_ros.cli_score",
     "topreward_ros.bag.cli",
+    "topreward_ros.evaluation.cli",
 )
 
 
