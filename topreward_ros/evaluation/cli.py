@@ -171,6 +171,7 @@ def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: An
         CALIBRATED_YAML,
         calibrated_params,
         evaluate,
+        metrics_record,
         plot_roc,
         plot_score_distributions,
         plot_voc_vs_control,
@@ -190,7 +191,10 @@ def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: An
             count = len(run.bag_episodes.get(head, set()))
             problems.append(f"{label.where}: the labels name episode {name!r} but bag {head} has {count} "
                             f"episode(s), {head}/0 .. {head}/{count - 1}")
+    from topreward_ros.bag.manifest import write_json_atomic, write_text_atomic
+
     write_episodes_csv(out / "episodes.csv", evaluation.rows)
+    write_json_atomic(out / "metrics.json", metrics_record(evaluation))
     plots = []
     if evaluation.rows:
         if plot_roc(out / "roc.png", evaluation):
@@ -198,6 +202,8 @@ def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: An
         plot_voc_vs_control(out / "voc_vs_control.png", evaluation)
         plot_score_distributions(out / "score_distributions.png", evaluation)
         plots += ["voc_vs_control.png", "score_distributions.png"]
+    for stale in {"roc.png", "voc_vs_control.png", "score_distributions.png"} - set(plots):
+        (out / stale).unlink(missing_ok=True)  # never leave a plot of other labels beside this report
     params = calibrated_params(evaluation, settings["model"], args.success_window, args.success_consecutive)
     calibrated = out / CALIBRATED_YAML
     if params is not None:
@@ -207,8 +213,6 @@ def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: An
     notes = list(run.notes)
     if run.stopped_early:
         notes.append("stopped after --max-episodes; re-run the same command to continue")
-    from topreward_ros.bag.manifest import write_text_atomic
-
     write_text_atomic(out / "report.md", report_markdown(
         evaluation, settings, params, plots, problems, notes, random_weights, complete=not run.stopped_early))
     m = evaluation.overall

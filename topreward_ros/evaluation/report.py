@@ -1,6 +1,7 @@
 """What ``topreward eval`` writes: a table, plots, a report and a parameters file.
 
 * ``episodes.csv``: one row per labelled episode (columns in ``CSV_COLUMNS``);
+* ``metrics.json``: the set metrics, ``overall`` and ``per_task`` (NaN as null);
 * ``roc.png``, ``voc_vs_control.png``, ``score_distributions.png``;
 * ``calibrated.yaml``: ``/**: ros__parameters: {success_threshold,
   success_window, success_consecutive, model}`` for the node's
@@ -89,6 +90,21 @@ def write_episodes_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     for row in rows:
         writer.writerow({k: _csv_value(row[k]) for k in CSV_COLUMNS})
     write_text_atomic(path, buf.getvalue())
+
+
+def metrics_record(evaluation: Evaluation) -> dict[str, Any]:
+    """The set metrics as plain JSON (NaN -> None)."""
+    from dataclasses import asdict
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return value
+    return {"overall": clean(asdict(evaluation.overall)),
+            "per_task": {k: clean(asdict(v)) for k, v in evaluation.per_task.items()},
+            "unlabelled": list(evaluation.unlabelled)}
 
 
 def calibrated_params(evaluation: Evaluation, model_id: str, window: int, consecutive: int) -> dict[str, Any] | None:
@@ -199,7 +215,7 @@ def plot_score_distributions(path: Path, evaluation: Evaluation) -> None:
             if values:
                 ax.scatter(values, y + rng.uniform(-0.15, 0.15, len(values)), color=color, alpha=0.8,
                            label=f"{label} ({len(values)})")
-                ax.boxplot([values], positions=[y], vert=False, widths=0.5, showfliers=False)
+                ax.boxplot([values], positions=[y], orientation="horizontal", widths=0.5, showfliers=False)
         if choice is not None:
             ax.axvline(choice.threshold, color="black", linestyle="--",
                        label=f"threshold {choice.threshold:.3f}")
