@@ -79,7 +79,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dic
     out = root / "out"
     common = [str(bag), str(frames), "-l", str(labels), "-o", str(out), "--model", str(tiny_model_dir),
               "--local-files-only", "--view-size", str(VIEW), "--source-fps", str(FRAMES_FPS),
-              "--success-consecutive", "3", "-q"]
+              "--success-consecutive", "2", "--rate", "4", "-q"]
     first = run_cli("eval", *common, "--max-episodes", "3")
     assert first[0] == 0, first
     snapshot = {
@@ -160,9 +160,40 @@ def test_metrics_match_scipy_and_sklearn_on_the_written_csv(setup: dict[str, Any
     assert list(params) == ["/**"]
     assert params["/**"]["ros__parameters"] == {
         "success_threshold": metrics["overall"]["threshold_raw"]["threshold"],
-        "success_window": 3, "success_consecutive": 3, "model": str(setup["model"])}
+        "success_window": 3, "success_consecutive": 2, "model": str(setup["model"])}
     predicted = [int(r["predicted_success"]) for r in rows]
     assert predicted == (raw > metrics["overall"]["threshold_raw"]["threshold"]).astype(int).tolist()
+
+
+def node_would_fire(scores: list[float], threshold: float, window: int, consecutive: int) -> bool:
+    """The node's rule, written out: mean of the last `window` scores > threshold, `consecutive` in a row."""
+    streak = 0
+    for i in range(window - 1, len(scores)):
+        streak = streak + 1 if np.mean(scores[i - window + 1:i + 1]) > threshold else 0
+        if streak >= consecutive:
+            return True
+    return False
+
+
+def test_live_check_replays_the_node_rule_over_the_bag_ticks(setup: dict[str, Any]) -> None:
+    out = setup["out"]
+    threshold = json.loads((out / "metrics.json").read_text())["overall"]["threshold_raw"]["threshold"]
+    rows = read_csv(out / "episodes.csv")
+    fired = {}
+    for row in rows:
+        rec = record(out, row["episode"])
+        if rec["kind"] != "bag":
+            assert row["live_success"] == ""
+            continue
+        ticks = [t["log_prob_true"] for t in rec["live"]]
+        assert len(ticks) >= 5  # 4 Hz ticks on 2 fps samples: one per new sample
+        fired[row["episode"]] = node_would_fire(ticks, threshold, 3, 2)
+        assert row["live_success"] == str(int(fired[row["episode"]])), row["episode"]
+    live = json.loads((out / "metrics.json").read_text())["live"]
+    labels = dict(zip([f"demo_bag/{i}" for i in range(6)], BAG_LABELS))
+    assert live["declared_successes"] == sum(v for k, v in fired.items() if labels[k])
+    assert live["declared_failures"] == sum(v for k, v in fired.items() if not labels[k])
+    assert (live["successes"], live["failures"]) == (sum(BAG_LABELS), 6 - sum(BAG_LABELS))
 
 
 def test_vocs_and_success_scores_recomputed_from_the_curves(setup: dict[str, Any]) -> None:
@@ -262,7 +293,7 @@ def test_outputs_a_person_reads(setup: dict[str, Any]) -> None:
     header = (out / "episodes.csv").read_text().splitlines()[0]
     assert header == ("episode,input,kind,task,instruction,success,num_frames,num_samples,voc,control_voc,"
                       "raw_success_score,two_way_success_score,control_raw_success_score,"
-                      "control_two_way_success_score,predicted_success")
+                      "control_two_way_success_score,predicted_success,live_success")
     assert "RANDOMLY INITIALISED" in setup["second"][1]
 
 
@@ -276,7 +307,7 @@ def test_topreward_bag_takes_calibrated_yaml_as_its_params_file(setup: dict[str,
     settings = json.loads((root / "bag_from_file" / "manifest.json").read_text())["settings"]
     assert settings["model"] == params["model"]  # no --model given: the file's
     assert (settings["success_threshold"], settings["success_window"], settings["success_consecutive"]) == (
-        params["success_threshold"], 3, 3)
+        params["success_threshold"], 3, 2)
     curve = json.loads((root / "bag_from_file" / "episode_0000" / "curve.json").read_text())
     assert curve["success_threshold"] == params["success_threshold"]
     # An option on the command line wins over the file.

@@ -92,3 +92,15 @@ def test_one_class_leaves_auc_and_threshold_undefined_with_the_reason() -> None:
     single = evaluate_set([0.5], [0.9], [-9.0], [-0.1], [0])
     assert "failures" in single.undefined_reason and math.isnan(single.voc_std)
     assert evaluate_set([], [], [], [], []).undefined_reason == "no labelled episode"
+
+
+@pytest.mark.parametrize(("scores", "fires"), [
+    ([-9.0, -9.0, -5.0, -5.0, -5.0, -5.0], True),    # means -7.67, -6.33, -5, -5: two in a row above -7
+    ([-9.0, -9.0, -5.0, -5.0, -12.0, -5.0, -5.0], False),  # the dip breaks every streak
+    ([-5.0, -5.0], False),                            # fewer scores than the window: no decision
+    ([-5.0, -5.0, -5.0, -5.0], True),
+])
+def test_live_success_follows_the_node_detector(scores: list[float], fires: bool) -> None:
+    from topreward_ros.evaluation.report import live_success
+
+    assert live_success(scores, -7.0, window=3, consecutive=2) is fires

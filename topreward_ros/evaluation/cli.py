@@ -182,7 +182,7 @@ def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: An
 
     out: Path = args.output
     records = runner.load_records(inputs)
-    evaluation = evaluate(records, labels)
+    evaluation = evaluate(records, labels, args.success_window, args.success_consecutive)
     problems = list(run.problems)
     problems += [f"{name}: failed: {message}" for name, message in run.failed.items()]
     for name, label in labels.items():

@@ -29,14 +29,34 @@ from topreward_ros.bag.manifest import write_atomic, write_text_atomic
 from topreward_ros.evaluation.labels import Label
 from topreward_ros.params_file import params_file_text
 from topreward_ros.scoring.calibration import SetMetrics, evaluate_set, roc_points
+from topreward_ros.scoring.progress import SuccessDetector
 
 CSV_COLUMNS = (
     "episode", "input", "kind", "task", "instruction", "success", "num_frames", "num_samples",
     "voc", "control_voc", "raw_success_score", "two_way_success_score",
-    "control_raw_success_score", "control_two_way_success_score", "predicted_success",
+    "control_raw_success_score", "control_two_way_success_score", "predicted_success", "live_success",
 )
 CALIBRATED_YAML = "calibrated.yaml"
 NO_TASK = "(no task)"
+
+
+@dataclass(frozen=True)
+class LiveCheck:
+    """The node's live detector replayed with the calibrated parameters over bag episodes' ticks.
+
+    The threshold is fitted on the offline curve; the node decides on its
+    live scores (one per tick of the growing episode, ``success_window`` of
+    them averaged, ``success_consecutive`` in a row). This says how often it
+    would then declare success on the labelled successes (tpr) and failures (fpr).
+    """
+
+    episodes: int
+    successes: int
+    failures: int
+    declared_successes: int
+    declared_failures: int
+    tpr: float | None
+    fpr: float | None
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,16 @@ class Evaluation:
     overall: SetMetrics
     per_task: dict[str, SetMetrics]
     unlabelled: list[str]
+    live: LiveCheck | None = None
+
+
+def live_success(log_probs: Sequence[float], threshold: float, window: int, consecutive: int) -> bool:
+    """Would the node's ``SuccessDetector`` fire on these live scores (in tick order)?"""
+    detector = SuccessDetector(threshold, window=window, consecutive=consecutive)
+    fired = False
+    for value in log_probs:
+        fired = detector.update(value).success
+    return fired
 
 
 def _metrics(rows: Sequence[dict[str, Any]]) -> SetMetrics:
@@ -55,7 +85,8 @@ def _metrics(rows: Sequence[dict[str, Any]]) -> SetMetrics:
                         [r["success"] for r in rows])
 
 
-def evaluate(records: Sequence[dict[str, Any]], labels: dict[str, Label]) -> Evaluation:
+def evaluate(records: Sequence[dict[str, Any]], labels: dict[str, Label], window: int = 3,
+             consecutive: int = 2) -> Evaluation:
     """Join records with labels and compute the metrics (per task when tasks are given)."""
     rows, unlabelled = [], []
     for record in records:
@@ -65,6 +96,7 @@ def evaluate(records: Sequence[dict[str, Any]], labels: dict[str, Label]) -> Eva
             continue
         row = {key: record.get(key) for key in CSV_COLUMNS}
         row.update(task=label.task or "", success=int(label.success))
+        row["_live"] = [t["log_prob_true"] for t in record.get("live", [])] if record["kind"] == "bag" else None
         rows.append(row)
     overall = _metrics(rows)
     per_task: dict[str, SetMetrics] = {}
@@ -74,7 +106,17 @@ def evaluate(records: Sequence[dict[str, Any]], labels: dict[str, Label]) -> Eva
     threshold = overall.threshold_raw.threshold if overall.threshold_raw else None
     for row in rows:
         row["predicted_success"] = "" if threshold is None else int(row["raw_success_score"] > threshold)
-    return Evaluation(rows, overall, per_task, unlabelled)
+        live = row.pop("_live")
+        row["live_success"] = ("" if threshold is None or live is None
+                               else int(live_success(live, min(0.0, threshold), window, consecutive)))
+    checked = [r for r in rows if r["live_success"] != ""]
+    live_check = None
+    if checked:
+        pos = [r["live_success"] for r in checked if r["success"]]
+        neg = [r["live_success"] for r in checked if not r["success"]]
+        live_check = LiveCheck(len(checked), len(pos), len(neg), sum(pos), sum(neg),
+                               sum(pos) / len(pos) if pos else None, sum(neg) / len(neg) if neg else None)
+    return Evaluation(rows, overall, per_task, unlabelled, live_check)
 
 
 def _csv_value(value: Any) -> Any:
@@ -104,6 +146,7 @@ def metrics_record(evaluation: Evaluation) -> dict[str, Any]:
         return value
     return {"overall": clean(asdict(evaluation.overall)),
             "per_task": {k: clean(asdict(v)) for k, v in evaluation.per_task.items()},
+            "live": clean(asdict(evaluation.live)) if evaluation.live else None,
             "unlabelled": list(evaluation.unlabelled)}
 
 
@@ -289,15 +332,21 @@ def report_markdown(evaluation: Evaluation, settings: dict[str, Any], params: di
                 "last `success_window` live scores (one per tick) with the threshold; the threshold is fitted "
                 "on the offline curve's last prefixes, and `success_consecutive` is the value given, not fitted.",
                 ""]
+        live = evaluation.live
+        if live is not None:
+            out += [f"**Live check** (bag episodes): the node's detector replayed over each episode's live-style "
+                    f"ticks with these parameters declares success in {live.declared_successes} of "
+                    f"{live.successes} labelled successes (TPR {_f(live.tpr)}) and {live.declared_failures} of "
+                    f"{live.failures} failures (FPR {_f(live.fpr)}); `live_success` in `episodes.csv`.", ""]
     if plots:
         out += ["## Figures", ""] + [f"![{p}]({p})" for p in plots] + [""]
     out += ["## Episodes", "", "| episode | task | label | VOC | control VOC | raw score | two-way score "
-            "| control raw | predicted |", "|---" * 9 + "|"]
+            "| control raw | predicted | live |", "|---" * 10 + "|"]
     for r in evaluation.rows:
         out.append(f"| {r['episode']} | {r['task']} | {'success' if r['success'] else 'failure'} "
                    f"| {_f(r['voc'])} | {_f(r['control_voc'])} | {_f(r['raw_success_score'], 4)} "
                    f"| {_f(r['two_way_success_score'], 4)} | {_f(r['control_raw_success_score'], 4)} "
-                   f"| {r['predicted_success']} |")
+                   f"| {r['predicted_success']} | {r['live_success']} |")
     out += ["", "Per-prefix values (raw and two-way, episode and control) are in `episodes/*.json`; bag "
             "episodes also have `topreward bag`'s outputs under `bags/<bag name>/`.", ""]
     if problems or evaluation.unlabelled:
