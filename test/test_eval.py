@@ -160,7 +160,8 @@ def test_metrics_match_scipy_and_sklearn_on_the_written_csv(setup: dict[str, Any
     assert list(params) == ["/**"]
     assert params["/**"]["ros__parameters"] == {
         "success_threshold": metrics["overall"]["threshold_raw"]["threshold"],
-        "success_window": 3, "success_consecutive": 2, "model": str(setup["model"])}
+        "success_window": 3, "success_consecutive": 2, "model": str(setup["model"]),
+        "view_size": VIEW}  # scored with a non-default view size: written too
     predicted = [int(r["predicted_success"]) for r in rows]
     assert predicted == (raw > metrics["overall"]["threshold_raw"]["threshold"]).astype(int).tolist()
 
@@ -376,3 +377,23 @@ def test_errors_before_scoring(setup: dict[str, Any]) -> None:
     code, _, stderr = run_cli("eval", str(setup["bag"]), "-l", str(setup["root"] / "none.csv"), "-o",
                               str(setup["root"] / "x"))
     assert code == 2 and "cannot read the labels file" in stderr
+
+
+def test_calibrated_params_hold_the_four_keys_with_node_default_scoring(tmp_path: Path) -> None:
+    from topreward_ros.evaluation.labels import Label
+    from topreward_ros.evaluation.report import calibrated_params, evaluate
+
+    records = [{"episode": f"e{i}", "kind": "video", "voc": 0.5, "control_voc": 0.9,
+                "raw_success_score": -10.0 + i, "two_way_success_score": -0.5} for i in range(4)]
+    labels = {f"e{i}": Label(f"e{i}", i >= 2) for i in range(4)}
+    evaluation = evaluate(records, labels)
+    assert evaluation.overall.threshold_raw.threshold == pytest.approx(-8.5)
+    defaults = {"sample_fps": 2.0, "max_frames": 256, "view_size": 244, "sync_tolerance_s": 0.05}
+    assert calibrated_params(evaluation, "Qwen/Qwen3-VL-8B-Instruct", 3, 2, defaults) == {
+        "success_threshold": -8.5, "success_window": 3, "success_consecutive": 2,
+        "model": "Qwen/Qwen3-VL-8B-Instruct"}
+    assert calibrated_params(evaluation, str(tmp_path), 4, 1, {**defaults, "sample_fps": 1.0}) == {
+        "success_threshold": -8.5, "success_window": 4, "success_consecutive": 1, "model": str(tmp_path.resolve()),
+        "sample_fps": 1.0}
+    one_class = evaluate(records, {k: Label(k, True) for k in labels})
+    assert calibrated_params(one_class, "m", 3, 2, defaults) is None

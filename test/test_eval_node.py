@@ -40,7 +40,7 @@ from topreward_ros.demo_scene import DEMO_SCENES, render_episode  # noqa: E402
 from topreward_ros.msg import TaskProgress  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.graph]
-KEYS = ("success_threshold", "success_window", "success_consecutive", "model")
+KEYS = ("success_threshold", "success_window", "success_consecutive", "model", "view_size")
 
 
 @pytest.fixture(scope="module")

@@ -204,7 +204,9 @@ def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: An
         plots += ["voc_vs_control.png", "score_distributions.png"]
     for stale in {"roc.png", "voc_vs_control.png", "score_distributions.png"} - set(plots):
         (out / stale).unlink(missing_ok=True)  # never leave a plot of other labels beside this report
-    params = calibrated_params(evaluation, settings["model"], args.success_window, args.success_consecutive)
+    params = calibrated_params(evaluation, settings["model"], args.success_window, args.success_consecutive,
+                               {"sample_fps": args.sample_fps, "max_frames": args.max_frames,
+                                "view_size": args.view_size, "sync_tolerance_s": args.sync_tolerance})
     calibrated = out / CALIBRATED_YAML
     if params is not None:
         write_calibrated_yaml(calibrated, params, evaluation)

@@ -150,14 +150,35 @@ def metrics_record(evaluation: Evaluation) -> dict[str, Any]:
             "unlabelled": list(evaluation.unlabelled)}
 
 
-def calibrated_params(evaluation: Evaluation, model_id: str, window: int, consecutive: int) -> dict[str, Any] | None:
-    """The node parameters calibrated on this evaluation (None without both classes)."""
+def calibrated_params(evaluation: Evaluation, model_id: str, window: int, consecutive: int,
+                      scoring: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The node parameters calibrated on this evaluation (None without both classes).
+
+    ``scoring`` holds the node parameters the episodes were scored with
+    (``sample_fps``, ``max_frames``, ``view_size``, ``sync_tolerance_s``);
+    those that differ from the node's defaults are written too, since the
+    threshold holds only for scores computed the same way.
+    """
     choice = evaluation.overall.threshold_raw
     if choice is None:
         return None
+    # A local model directory is written as an absolute path: the node may start elsewhere.
+    model = str(Path(model_id).resolve()) if Path(model_id).is_dir() else str(model_id)
     # The node accepts thresholds in [-1e12, 0]; a midpoint of log-probabilities is <= 0.
-    return {"success_threshold": float(min(0.0, choice.threshold)), "success_window": int(window),
-            "success_consecutive": int(consecutive), "model": str(model_id)}
+    params: dict[str, Any] = {"success_threshold": float(min(0.0, choice.threshold)),
+                              "success_window": int(window), "success_consecutive": int(consecutive),
+                              "model": model}
+    from dataclasses import asdict
+
+    from topreward_ros.episode import EpisodeSettings
+
+    node_defaults = asdict(EpisodeSettings())
+    for key, value in (scoring or {}).items():
+        if key not in node_defaults:
+            raise ValueError(f"{key} is not a scoring parameter of the node")
+        if value != node_defaults[key]:
+            params[key] = value
+    return params
 
 
 def write_calibrated_yaml(path: Path, params: dict[str, Any], evaluation: Evaluation) -> None:
@@ -170,7 +191,8 @@ def write_calibrated_yaml(path: Path, params: dict[str, Any], evaluation: Evalua
         f"success_threshold: raw success score (mean raw log p(\" True\") of the last success_window\n"
         f"prefixes) that maximises balanced accuracy: {c.balanced_accuracy:.3f} (TPR {c.tpr:.3f}, "
         f"FPR {c.fpr:.3f}); ROC-AUC {m.auc_raw:.3f}.\n"
-        f"success_consecutive is the value the evaluation was given, not fitted.\n"
+        f"success_consecutive is the value the evaluation was given, not fitted. Other keys: the scoring\n"
+        f"settings of the evaluation where they differ from the node's defaults (the threshold holds for them).\n"
         f"Use: ros2 launch topreward_ros scorer.launch.py params_file:={path.name}\n"
         f"     topreward bag BAG -o OUT --params-file {path.name}")
     write_text_atomic(path, params_file_text(params, header))

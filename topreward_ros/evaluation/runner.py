@@ -237,6 +237,9 @@ class EvalRunner:
         except (InputError, ScoringError, ValueError) as exc:
             report.failed[name] = str(exc)
             return
+        except Exception as exc:  # noqa: BLE001 - one episode's failure (e.g. out of memory) stops no other
+            report.failed[name] = f"scoring failed: {type(exc).__name__}: {exc}"
+            return
         record = episode_record(name, source, instruction, episode.source_frames, curve, control,
                                 s.success_window)
         record["sample_stamps_ns"] = list(episode.stamps_ns)
