@@ -397,3 +397,39 @@ def test_calibrated_params_hold_the_four_keys_with_node_default_scoring(tmp_path
         "sample_fps": 1.0}
     one_class = evaluate(records, {k: Label(k, True) for k in labels})
     assert calibrated_params(one_class, "m", 3, 2, defaults) is None
+
+
+def test_ctrl_c_keeps_finished_episodes_and_a_rerun_continues(setup: dict[str, Any]) -> None:
+    """A real SIGINT to the command mid-run: exit 130, finished episodes kept, the re-run skips them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = setup["root"] / "interrupted"
+    argv = [a for a in setup["common"]]
+    argv[argv.index("-o") + 1] = str(out)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "topreward_ros", "eval", *argv], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        # Two records: the first episode is then complete in the bag manifest too.
+        while len(list((out / "episodes").glob("*.json"))) < 2 and proc.poll() is None:
+            assert time.monotonic() < deadline, "no episode finished"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    assert "INTERRUPTED" in stderr
+    assert not (out / "episodes.csv").exists()
+    first = (out / "episodes" / record_file_name("demo_bag/0")).read_bytes()
+    code, stdout, stderr = run_cli("eval", *argv)
+    assert code == 0, stderr
+    assert "done     demo_bag/0 (earlier run)" in stdout and "scored   clip_green" in stdout
+    assert (out / "episodes" / record_file_name("demo_bag/0")).read_bytes() == first
+    assert read_csv(out / "episodes.csv") == read_csv(setup["out"] / "episodes.csv")
