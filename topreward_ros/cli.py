@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "topreward_ros.cli_score",
     "topreward_ros.bag.cli",
     "topreward_ros.lerobot.cli",
+    "topreward_ros.evaluation.cli",
 )
 
 

@@ -57,24 +57,30 @@ def _register_bag(subparsers: Any) -> None:
     g.add_argument("--instruction",
                    help="fixed instruction for the whole bag (instead of a topic)")
     g.add_argument("--reset-topic", help="a message on this topic starts a new episode")
+    # Options a parameters file can also set default to None here and are
+    # resolved in _apply_params_file: command line, then file, then default.
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=DEFAULT_MODEL,
-                   help="hub id or local directory (default: %(default)s)")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    g.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16 | float32")
+    g.add_argument("--model", help=f"hub id or local directory (default: {DEFAULT_MODEL})")
+    g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--dtype", help="auto | bfloat16 | float16 | float32")
     g.add_argument("--local-files-only", action="store_true", help="never contact the hub")
     g.add_argument("--torch-threads", type=int, default=None, help="CPU threads for torch")
     g = p.add_argument_group("scoring (same meaning as the node's parameters)")
-    g.add_argument("--sample-fps", type=float, default=2.0)
-    g.add_argument("--max-frames", type=int, default=256)
-    g.add_argument("--sync-tolerance", type=float, default=0.05, metavar="SECONDS")
-    g.add_argument("--view-size", type=int, default=244)
-    g.add_argument("--rate", type=float, default=1.0, metavar="HZ",
-                   help="the node's scoring timer rate in bag time (node: rate_hz)")
-    g.add_argument("--success-threshold", type=float, default=DEFAULT_SUCCESS_THRESHOLD)
-    g.add_argument("--success-window", type=int, default=3)
-    g.add_argument("--success-consecutive", type=int, default=2)
-    g.add_argument("--stamp-jump-restart", type=float, default=1.0, metavar="SECONDS")
+    g.add_argument("--params-file", type=Path, metavar="YAML",
+                   help="a ROS 2 parameters file of the node (e.g. calibrated.yaml from topreward eval): "
+                   "its " + ", ".join(BAG_PARAMS) + " apply unless given as options; other keys are "
+                   "ignored")
+    g.add_argument("--sample-fps", type=float, help="(default: 2.0)")
+    g.add_argument("--max-frames", type=int, help="(default: 256)")
+    g.add_argument("--sync-tolerance", type=float, metavar="SECONDS", help="(default: 0.05)")
+    g.add_argument("--view-size", type=int, help="(default: 244)")
+    g.add_argument("--rate", type=float, metavar="HZ",
+                   help="the node's scoring timer rate in bag time (node: rate_hz; default: 1.0)")
+    g.add_argument("--success-threshold", type=float,
+                   help=f"(default: {DEFAULT_SUCCESS_THRESHOLD})")
+    g.add_argument("--success-window", type=int, help="(default: 3)")
+    g.add_argument("--success-consecutive", type=int, help="(default: 2)")
+    g.add_argument("--stamp-jump-restart", type=float, metavar="SECONDS", help="(default: 1.0)")
     g.add_argument("--num-prefixes", type=int, default=15, help="K of the offline curve")
     g = p.add_argument_group("run")
     g.add_argument("--episode-offset", type=int, default=0,
@@ -86,6 +92,53 @@ def _register_bag(subparsers: Any) -> None:
                    help="redo everything even if the output directory has results")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary only")
     p.set_defaults(func=run_bag)
+
+
+#: Node parameters ``--params-file`` may set: option dest, type, default.
+BAG_PARAMS: dict[str, tuple[str, type, Any]] = {
+    "model": ("model", str, None),  # default: DEFAULT_MODEL (resolved lazily)
+    "device": ("device", str, "auto"),
+    "dtype": ("dtype", str, "auto"),
+    "local_files_only": ("local_files_only", bool, False),
+    "torch_threads": ("torch_threads", int, None),
+    "sample_fps": ("sample_fps", float, 2.0),
+    "max_frames": ("max_frames", int, 256),
+    "sync_tolerance_s": ("sync_tolerance", float, 0.05),
+    "view_size": ("view_size", int, 244),
+    "rate_hz": ("rate", float, 1.0),
+    "success_threshold": ("success_threshold", float, None),  # DEFAULT_SUCCESS_THRESHOLD
+    "success_window": ("success_window", int, 3),
+    "success_consecutive": ("success_consecutive", int, 2),
+    "stamp_jump_restart_s": ("stamp_jump_restart", float, 1.0),
+}
+
+
+def _apply_params_file(args: argparse.Namespace) -> None:
+    """Fill options not given on the command line from ``--params-file``, then from defaults."""
+    from topreward_ros.params_file import ParamsFileError, read_params_file
+    from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD
+
+    params = read_params_file(args.params_file) if args.params_file else {}
+    defaults = {"model": DEFAULT_MODEL, "success_threshold": DEFAULT_SUCCESS_THRESHOLD}
+    for key, (dest, kind, default) in BAG_PARAMS.items():
+        given = getattr(args, dest)
+        if kind is bool:
+            given = given or None  # a store_true flag left off is not a choice
+        if given is not None:
+            continue
+        if key not in params:
+            setattr(args, dest, defaults.get(key, default))
+            continue
+        value = params[key]
+        ok = (isinstance(value, bool) if kind is bool else isinstance(value, str) if kind is str
+              else isinstance(value, int) and not isinstance(value, bool) if kind is int
+              else isinstance(value, (int, float)) and not isinstance(value, bool))
+        if not ok:
+            raise ParamsFileError(
+                f"{args.params_file}: {key} must be a {kind.__name__}, got {value!r}")
+        if key == "torch_threads" and value == 0:
+            value = None  # the node's 0 = torch's default
+        setattr(args, dest, kind(value) if value is not None else None)
 
 
 def _pick_cameras(bag: Path, cameras: list[str] | None) -> tuple[str, ...]:
@@ -114,6 +167,7 @@ def run_bag(args: argparse.Namespace) -> int:
     from topreward_ros.scoring import ModelLoadError, ScorerConfig, load_scorer
 
     try:
+        _apply_params_file(args)
         options = BagScoringOptions(
             camera_topics=_pick_cameras(args.bag, args.cameras),
             instruction_topic=args.instruction_topic,

@@ -115,6 +115,24 @@ class BagScoringOptions:
             raise ValueError(f"max_episodes must be >= 1, got {self.max_episodes!r}")
 
 
+@dataclass(frozen=True)
+class FinishedEpisode:
+    """One episode's scored data, handed to ``BagScorer``'s ``on_episode`` callback.
+
+    ``samples`` are the frames the model saw (views and stamps, after the
+    window's thinning), ``curve`` is the offline K-prefix curve, ``ticks``
+    the live-style ticks. The callback runs before the episode is entered in
+    the manifest, so what it writes is never missing for a completed episode.
+    """
+
+    index: int
+    instruction: str
+    samples: list[Any]
+    curve: Any
+    ticks: list[TimedTick]
+    num_frames: int
+
+
 @dataclass
 class EpisodeOutcome:
     """What happened to one episode of the bag in this run."""
@@ -281,11 +299,13 @@ class BagScorer:
         settings: EpisodeSettings,
         options: BagScoringOptions,
         view_converter: Callable[[Any], Any] | None = None,
+        on_episode: Callable[[FinishedEpisode], None] | None = None,
     ) -> None:
         self.scorer = scorer
         self.settings = settings
         self.options = options
         self._to_view = view_converter or self._default_view
+        self._on_episode = on_episode
 
     def _default_view(self, msg: Any) -> Any:
         # Converted when the tick composes its sample, as in the node.
@@ -580,6 +600,9 @@ class BagScorer:
         write_json_atomic(ep_dir / "curve.json",
                           self._curve_record(episode, samples, curve, columns, sync_misses))
         files.append("curve.json")
+        if self._on_episode is not None:
+            self._on_episode(FinishedEpisode(episode.index, episode.instruction, samples, curve,
+                                             list(episode.ticks), len(episode.frame_stamps_ns)))
         outcome.status = "scored"
         if episode.bad_frames:
             outcome.message = f"{len(episode.bad_frames)} bad frames left out{first_bad}"

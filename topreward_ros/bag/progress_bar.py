@@ -18,10 +18,10 @@ class _NoBar:
         pass
 
 
-def progress_bar(total: int | None, enabled: bool, desc: str) -> Any:
-    """A tqdm bar counting messages, or a silent stand-in."""
+def progress_bar(total: int | None, enabled: bool, desc: str, unit: str = "msg") -> Any:
+    """A tqdm bar counting messages (or other ``unit``s), or a silent stand-in."""
     if not enabled or not sys.stderr.isatty():
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="msg", file=sys.stderr, desc=desc, dynamic_ncols=True)
+    return tqdm(total=total, unit=unit, file=sys.stderr, desc=desc, dynamic_ncols=True)

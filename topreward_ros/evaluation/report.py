@@ -1,0 +1,385 @@
+"""What ``topreward eval`` writes: a table, plots, a report and a parameters file.
+
+* ``episodes.csv``: one row per labelled episode (columns in ``CSV_COLUMNS``);
+* ``metrics.json``: the set metrics, ``overall`` and ``per_task`` (NaN as null);
+* ``roc.png``, ``voc_vs_control.png``, ``score_distributions.png``;
+* ``calibrated.yaml``: ``/**: ros__parameters: {success_threshold,
+  success_window, success_consecutive, model}`` for the node's
+  ``--params-file`` / ``scorer.launch.py params_file:=`` and ``topreward bag
+  --params-file``; written only when the labels hold both classes;
+* ``report.md``: settings, set metrics (all episodes and per task), the
+  control's reading, the episode table and any problem.
+
+The threshold written is the one for the RAW success score (the paper's,
+and what the node compares); the two-way score's optimum is reported beside
+it. Every file is written atomically.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from topreward_ros.bag.manifest import write_atomic, write_text_atomic
+from topreward_ros.evaluation.labels import Label
+from topreward_ros.params_file import params_file_text
+from topreward_ros.scoring.calibration import SetMetrics, evaluate_set, roc_points
+from topreward_ros.scoring.progress import SuccessDetector
+
+CSV_COLUMNS = (
+    "episode", "input", "kind", "task", "instruction", "success", "num_frames", "num_samples",
+    "voc", "control_voc", "raw_success_score", "two_way_success_score",
+    "control_raw_success_score", "control_two_way_success_score", "predicted_success", "live_success",
+)
+CALIBRATED_YAML = "calibrated.yaml"
+NO_TASK = "(no task)"
+
+
+@dataclass(frozen=True)
+class LiveCheck:
+    """The node's live detector replayed with the calibrated parameters over bag episodes' ticks.
+
+    The threshold is fitted on the offline curve; the node decides on its
+    live scores (one per tick of the growing episode, ``success_window`` of
+    them averaged, ``success_consecutive`` in a row). This says how often it
+    would then declare success on the labelled successes (tpr) and failures (fpr).
+    """
+
+    episodes: int
+    successes: int
+    failures: int
+    declared_successes: int
+    declared_failures: int
+    tpr: float | None
+    fpr: float | None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Labelled episodes joined with their records, and the metrics over them."""
+
+    rows: list[dict[str, Any]]
+    overall: SetMetrics
+    per_task: dict[str, SetMetrics]
+    unlabelled: list[str]
+    live: LiveCheck | None = None
+
+
+def live_success(log_probs: Sequence[float], threshold: float, window: int, consecutive: int) -> bool:
+    """Would the node's ``SuccessDetector`` fire on these live scores (in tick order)?"""
+    detector = SuccessDetector(threshold, window=window, consecutive=consecutive)
+    fired = False
+    for value in log_probs:
+        fired = detector.update(value).success
+    return fired
+
+
+def _metrics(rows: Sequence[dict[str, Any]]) -> SetMetrics:
+    return evaluate_set([r["voc"] for r in rows], [r["control_voc"] for r in rows],
+                        [r["raw_success_score"] for r in rows], [r["two_way_success_score"] for r in rows],
+                        [r["success"] for r in rows])
+
+
+def evaluate(records: Sequence[dict[str, Any]], labels: dict[str, Label], window: int = 3,
+             consecutive: int = 2) -> Evaluation:
+    """Join records with labels and compute the metrics (per task when tasks are given)."""
+    rows, unlabelled = [], []
+    for record in records:
+        label = labels.get(record["episode"])
+        if label is None:
+            unlabelled.append(record["episode"])
+            continue
+        row = {key: record.get(key) for key in CSV_COLUMNS}
+        row.update(task=label.task or "", success=int(label.success))
+        row["_live"] = [t["log_prob_true"] for t in record.get("live", [])] if record["kind"] == "bag" else None
+        rows.append(row)
+    overall = _metrics(rows)
+    per_task: dict[str, SetMetrics] = {}
+    if any(r["task"] for r in rows):
+        for task in sorted({r["task"] or NO_TASK for r in rows}):
+            per_task[task] = _metrics([r for r in rows if (r["task"] or NO_TASK) == task])
+    threshold = overall.threshold_raw.threshold if overall.threshold_raw else None
+    for row in rows:
+        row["predicted_success"] = "" if threshold is None else int(row["raw_success_score"] > threshold)
+        live = row.pop("_live")
+        row["live_success"] = ("" if threshold is None or live is None
+                               else int(live_success(live, min(0.0, threshold), window, consecutive)))
+    checked = [r for r in rows if r["live_success"] != ""]
+    live_check = None
+    if checked:
+        pos = [r["live_success"] for r in checked if r["success"]]
+        neg = [r["live_success"] for r in checked if not r["success"]]
+        live_check = LiveCheck(len(checked), len(pos), len(neg), sum(pos), sum(neg),
+                               sum(pos) / len(pos) if pos else None, sum(neg) / len(neg) if neg else None)
+    return Evaluation(rows, overall, per_task, unlabelled, live_check)
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return repr(value)  # shortest exact round trip
+    return "" if value is None else value
+
+
+def write_episodes_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(row[k]) for k in CSV_COLUMNS})
+    write_text_atomic(path, buf.getvalue())
+
+
+def metrics_record(evaluation: Evaluation) -> dict[str, Any]:
+    """The set metrics as plain JSON (NaN -> None)."""
+    from dataclasses import asdict
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return value
+    return {"overall": clean(asdict(evaluation.overall)),
+            "per_task": {k: clean(asdict(v)) for k, v in evaluation.per_task.items()},
+            "live": clean(asdict(evaluation.live)) if evaluation.live else None,
+            "unlabelled": list(evaluation.unlabelled)}
+
+
+def calibrated_params(evaluation: Evaluation, model_id: str, window: int, consecutive: int,
+                      scoring: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The node parameters calibrated on this evaluation (None without both classes).
+
+    ``scoring`` holds the node parameters the episodes were scored with
+    (``sample_fps``, ``max_frames``, ``view_size``, ``sync_tolerance_s``);
+    those that differ from the node's defaults are written too, since the
+    threshold holds only for scores computed the same way.
+    """
+    choice = evaluation.overall.threshold_raw
+    if choice is None:
+        return None
+    # A local model directory is written as an absolute path: the node may start elsewhere.
+    model = str(Path(model_id).resolve()) if Path(model_id).is_dir() else str(model_id)
+    # The node accepts thresholds in [-1e12, 0]; a midpoint of log-probabilities is <= 0.
+    params: dict[str, Any] = {"success_threshold": float(min(0.0, choice.threshold)),
+                              "success_window": int(window), "success_consecutive": int(consecutive),
+                              "model": model}
+    from dataclasses import asdict
+
+    from topreward_ros.episode import EpisodeSettings
+
+    node_defaults = asdict(EpisodeSettings())
+    for key, value in (scoring or {}).items():
+        if key not in node_defaults:
+            raise ValueError(f"{key} is not a scoring parameter of the node")
+        if value != node_defaults[key]:
+            params[key] = value
+    return params
+
+
+def write_calibrated_yaml(path: Path, params: dict[str, Any], evaluation: Evaluation) -> None:
+    m = evaluation.overall
+    c = m.threshold_raw
+    assert c is not None and m.auc_raw is not None
+    header = (
+        f"Calibrated by topreward eval on {m.episodes} labelled episodes ({m.successes} successes, "
+        f"{m.failures} failures), {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.\n"
+        f"success_threshold: raw success score (mean raw log p(\" True\") of the last success_window\n"
+        f"prefixes) that maximises balanced accuracy: {c.balanced_accuracy:.3f} (TPR {c.tpr:.3f}, "
+        f"FPR {c.fpr:.3f}); ROC-AUC {m.auc_raw:.3f}.\n"
+        f"success_consecutive is the value the evaluation was given, not fitted. Other keys: the scoring\n"
+        f"settings of the evaluation where they differ from the node's defaults (the threshold holds for them).\n"
+        f"Use: ros2 launch topreward_ros scorer.launch.py params_file:={path.name}\n"
+        f"     topreward bag BAG -o OUT --params-file {path.name}")
+    write_text_atomic(path, params_file_text(params, header))
+
+
+# -- plots --------------------------------------------------------------------------------------------
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    write_atomic(path, lambda f: f.write(buf.getvalue()))
+
+
+def plot_roc(path: Path, evaluation: Evaluation) -> bool:
+    """ROC curves of both success scores, the chosen thresholds marked; False when undefined."""
+    m = evaluation.overall
+    if m.auc_raw is None or m.auc_two_way is None:
+        return False
+    labels = [r["success"] for r in evaluation.rows]
+    fig = _figure(5.5, 5)
+    ax = fig.add_subplot(1, 1, 1)
+    for key, name, auc, choice, color in (
+            ("raw_success_score", "raw (default)", m.auc_raw, m.threshold_raw, "tab:blue"),
+            ("two_way_success_score", "two-way", m.auc_two_way, m.threshold_two_way, "tab:orange")):
+        fpr, tpr = roc_points([r[key] for r in evaluation.rows], labels)
+        ax.plot(fpr, tpr, "-", color=color, label=f"{name}: AUC {auc:.3f}")
+        if choice is not None:
+            ax.plot([choice.fpr], [choice.tpr], "o", color=color,
+                    label=f"{name} threshold {choice.threshold:.3f} (bal. acc. {choice.balanced_accuracy:.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+    ax.set_xlabel("false positive rate (failures declared successful)")
+    ax.set_ylabel("true positive rate (successes declared successful)")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(loc="lower right", fontsize=7)
+    ax.set_title(f"success ROC over {m.episodes} episodes", fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def plot_voc_vs_control(path: Path, evaluation: Evaluation) -> None:
+    """Per episode: VOC of the real video beside VOC of its static-video control."""
+    import numpy as np
+
+    rows = evaluation.rows
+    fig = _figure(max(6.0, 0.45 * len(rows) + 2), 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [r["voc"] for r in rows], 0.4, color="tab:blue", label="episode VOC")
+    ax.bar(x + 0.2, [r["control_voc"] for r in rows], 0.4, color="tab:grey",
+           label="static control VOC (first frame repeated)")
+    for i, r in enumerate(rows):
+        ax.text(i, 1.04, "S" if r["success"] else "F", ha="center", fontsize=7,
+                color="tab:green" if r["success"] else "tab:red")
+    ax.axhline(0.0, color="black", linewidth=0.5)
+    ax.set_ylim(-1.05, 1.12)
+    ax.set_xticks(x, [r["episode"] for r in rows], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("VOC (Spearman with time)")
+    ax.legend(loc="lower right", fontsize=7)
+    ax.set_title("VOC per episode vs its static-video control (S success, F failure)", fontsize=10)
+    _save(fig, path)
+
+
+def plot_score_distributions(path: Path, evaluation: Evaluation) -> None:
+    """Success scores of successes and failures (both scores), thresholds drawn."""
+    import numpy as np
+
+    m = evaluation.overall
+    fig = _figure(9, 4)
+    rng = np.random.default_rng(0)  # jitter only, for legibility
+    for col, (key, name, choice) in enumerate((
+            ("raw_success_score", 'raw success score (log p(" True"), nats)', m.threshold_raw),
+            ("two_way_success_score", "two-way success score (nats)", m.threshold_two_way))):
+        ax = fig.add_subplot(1, 2, col + 1)
+        for y, (flag, label, color) in enumerate(((0, "failures", "tab:red"), (1, "successes", "tab:green"))):
+            values = [r[key] for r in evaluation.rows if r["success"] == flag]
+            if values:
+                ax.scatter(values, y + rng.uniform(-0.15, 0.15, len(values)), color=color, alpha=0.8,
+                           label=f"{label} ({len(values)})")
+                ax.boxplot([values], positions=[y], orientation="horizontal", widths=0.5, showfliers=False)
+        if choice is not None:
+            ax.axvline(choice.threshold, color="black", linestyle="--",
+                       label=f"threshold {choice.threshold:.3f}")
+        ax.set_yticks([0, 1], ["failures", "successes"])
+        ax.set_ylim(-0.6, 1.6)
+        ax.set_xlabel(name, fontsize=8)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("success scores by label", fontsize=10)
+    _save(fig, path)
+
+
+# -- report.md ----------------------------------------------------------------------------------------
+def _f(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _metrics_table(named: Sequence[tuple[str, SetMetrics]]) -> list[str]:
+    lines = ["| set | episodes | successes | failures | VOC mean | VOC std | control VOC mean | control VOC std "
+             "| AUC raw | AUC two-way | threshold raw | TPR | FPR | bal. acc. | threshold two-way | TPR | FPR "
+             "| bal. acc. |",
+             "|---" * 18 + "|"]
+    for name, m in named:
+        r, t = m.threshold_raw, m.threshold_two_way
+        lines.append(
+            f"| {name} | {m.episodes} | {m.successes} | {m.failures} | {_f(m.voc_mean)} | {_f(m.voc_std)} "
+            f"| {_f(m.control_voc_mean)} | {_f(m.control_voc_std)} | {_f(m.auc_raw)} | {_f(m.auc_two_way)} "
+            f"| {_f(r and r.threshold, 4)} | {_f(r and r.tpr)} | {_f(r and r.fpr)} | {_f(r and r.balanced_accuracy)} "
+            f"| {_f(t and t.threshold, 4)} | {_f(t and t.tpr)} | {_f(t and t.fpr)} "
+            f"| {_f(t and t.balanced_accuracy)} |")
+    return lines
+
+
+def report_markdown(evaluation: Evaluation, settings: dict[str, Any], params: dict[str, Any] | None,
+                    plots: Sequence[str], problems: Sequence[str], notes: Sequence[str],
+                    random_weights: bool, complete: bool) -> str:
+    m = evaluation.overall
+    out = ["# TOPReward evaluation", ""]
+    if random_weights:
+        out += ["> **RANDOM WEIGHTS.** The model is a randomly initialised test checkpoint: every number "
+                "below exercises the pipeline and means nothing about the method.", ""]
+    if not complete:
+        out += ["> **Incomplete run**: not every episode has been scored yet (see Problems); "
+                "re-run the same command to continue.", ""]
+    out += [f"Model: `{settings['model']}`. {m.episodes} labelled episodes "
+            f"({m.successes} successes, {m.failures} failures).", "",
+            "## Set metrics", ""]
+    out += _metrics_table([("all", m), *((f"task: {k}", v) for k, v in evaluation.per_task.items())])
+    out += [""]
+    if m.undefined_reason:
+        out += [f"ROC-AUC and thresholds are undefined: {m.undefined_reason}. "
+                f"No `{CALIBRATED_YAML}` was written.", ""]
+    out += [
+        "* **VOC**: Spearman correlation of the K-prefix curve with time (the paper's progress metric).",
+        "* **Static-video control**: the episode's first sampled frame repeated at the same sample stamps, "
+        "scored with the same code. It shows no progress at all, so its VOC measures how much the score "
+        "rises with video length alone (the authors report ~0.99 for Qwen3-VL-8B). An episode VOC close to "
+        "its control VOC says nothing about task progress; trust progress only where the episode VOC "
+        "clearly exceeds the control's.",
+        "* **Raw success score** (default, the paper's and the node's): mean raw log p(\" True\") of the last "
+        f"{settings['success_window']} prefixes. **Two-way**: the same mean of "
+        "log p(True) - logsumexp(log p(True), log p(False)).",
+        "* **Threshold**: maximises balanced accuracy (mean of TPR and 1 - FPR) of `score > threshold`.",
+        "* std is the sample standard deviation (n - 1).", ""]
+    if params is not None:
+        out += ["## Calibrated parameters", "", f"`{CALIBRATED_YAML}` (raw score threshold):", "", "```yaml",
+                params_file_text(params).rstrip(), "```", "",
+                f"Launch: `ros2 launch topreward_ros scorer.launch.py params_file:={CALIBRATED_YAML}`; offline: "
+                f"`topreward bag BAG -o OUT --params-file {CALIBRATED_YAML}`. The node compares the mean of its "
+                "last `success_window` live scores (one per tick) with the threshold; the threshold is fitted "
+                "on the offline curve's last prefixes, and `success_consecutive` is the value given, not fitted.",
+                ""]
+        live = evaluation.live
+        if live is not None:
+            out += [f"**Live check** (bag episodes): the node's detector replayed over each episode's live-style "
+                    f"ticks with these parameters declares success in {live.declared_successes} of "
+                    f"{live.successes} labelled successes (TPR {_f(live.tpr)}) and {live.declared_failures} of "
+                    f"{live.failures} failures (FPR {_f(live.fpr)}); `live_success` in `episodes.csv`.", ""]
+    if plots:
+        out += ["## Figures", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    out += ["## Episodes", "", "| episode | task | label | VOC | control VOC | raw score | two-way score "
+            "| control raw | predicted | live |", "|---" * 10 + "|"]
+    for r in evaluation.rows:
+        out.append(f"| {r['episode']} | {r['task']} | {'success' if r['success'] else 'failure'} "
+                   f"| {_f(r['voc'])} | {_f(r['control_voc'])} | {_f(r['raw_success_score'], 4)} "
+                   f"| {_f(r['two_way_success_score'], 4)} | {_f(r['control_raw_success_score'], 4)} "
+                   f"| {r['predicted_success']} | {r['live_success']} |")
+    out += ["", "Per-prefix values (raw and two-way, episode and control) are in `episodes/*.json`; bag "
+            "episodes also have `topreward bag`'s outputs under `bags/<bag name>/`.", ""]
+    if problems or evaluation.unlabelled:
+        out += ["## Problems", ""] + [f"* {p}" for p in problems]
+        out += [f"* {name}: scored but not in the labels file (left out of the metrics)"
+                for name in evaluation.unlabelled]
+        out += [""]
+    if notes:
+        out += ["## Notes", ""] + [f"* {n}" for n in notes] + [""]
+    out += ["## Settings", "", "```json"]
+    import json
+
+    out += [json.dumps(settings, indent=2), "```", ""]
+    return "\n".join(out)

@@ -1,0 +1,172 @@
+"""Calibrating success detection on labelled episodes, and the two-way score.
+
+The paper's success score is the mean RAW log p(" True") of the last prefixes
+of an episode. It stays the default everywhere (node, bag tools, the
+threshold written by ``topreward eval``). Raw log p(" True") also moves with
+everything else the model might say at that position (" true", " False",
+punctuation), so this module offers beside it the **two-way** score: the
+log-probability of " True" renormalised over the two answers,
+
+    log p(True) - logsumexp(log p(True), log p(False)) = log(pT / (pT + pF)),
+
+which the same forward gives for free (``log_prob_false`` is read from the
+same logits). It is <= 0 like the raw score, and is reported next to it so a
+user can see whether it separates their successes better.
+
+Set metrics for an evaluation (``evaluate_set``): mean and spread of the
+value-order correlation (VOC) of the episodes and of their static-video
+control, success ROC-AUC of both scores, and the threshold that maximises
+balanced accuracy with its TPR / FPR. Metrics that need both classes are
+``None`` (with the reason) when the labels hold only one.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from topreward_ros.scoring.metrics import _labels, _vector, success_roc_auc
+
+
+def two_way_log_probs(log_prob_true: Sequence[float], log_prob_false: Sequence[float]) -> list[float]:
+    """Per prefix ``log p(True) - logsumexp(log p(True), log p(False))`` (nats, <= 0)."""
+    t = _vector(log_prob_true, "log_prob_true")
+    f = _vector(log_prob_false, "log_prob_false")
+    if t.shape != f.shape:
+        raise ValueError(f"log_prob_true has {t.size} values, log_prob_false has {f.size}")
+    return (t - np.logaddexp(t, f)).tolist()
+
+
+def window_mean(values: Sequence[float], window: int) -> float:
+    """Mean of the last ``window`` values (all if fewer): the paper's success score rule."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an integer >= 1, got {window!r}")
+    arr = _vector(values, "values")
+    if arr.size == 0:
+        raise ValueError("values must not be empty")
+    return float(arr[-window:].mean())
+
+
+def two_way_success_score(log_prob_true: Sequence[float], log_prob_false: Sequence[float],
+                          window: int = 3) -> float:
+    """Mean two-way score of the last ``window`` prefixes (the raw score's rule)."""
+    return window_mean(two_way_log_probs(log_prob_true, log_prob_false), window)
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A success threshold and how the rule ``score > threshold`` does with it.
+
+    tpr: successes declared successful; fpr: failures declared successful;
+    balanced_accuracy: (tpr + (1 - fpr)) / 2.
+    """
+
+    threshold: float
+    tpr: float
+    fpr: float
+    balanced_accuracy: float
+
+
+def choose_threshold(scores: Sequence[float], labels: Sequence[bool | int]) -> ThresholdChoice:
+    """The threshold that maximises balanced accuracy of ``score > threshold``.
+
+    Balanced accuracy (mean of the true positive and true negative rates)
+    weighs successes and failures equally, whatever their numbers; it is
+    maximal where Youden's J = TPR - FPR is. Candidates are the midpoints
+    between consecutive distinct scores plus one 1 nat below the lowest
+    score; among equally good ones the lowest is returned. Raises
+    ``ValueError`` unless the labels hold both classes.
+    """
+    s = _vector(scores, "scores")
+    y = _labels(labels, s.size)
+    distinct = np.unique(s)
+    candidates = np.concatenate(([distinct[0] - 1.0], (distinct[:-1] + distinct[1:]) / 2.0))
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    best: ThresholdChoice | None = None
+    for t in candidates:
+        predicted = s > t
+        tpr = float((predicted & y).sum() / n_pos)
+        fpr = float((predicted & ~y).sum() / n_neg)
+        bacc = (tpr + 1.0 - fpr) / 2.0
+        if best is None or bacc > best.balanced_accuracy + 1e-12:
+            best = ThresholdChoice(float(t), tpr, fpr, bacc)
+    assert best is not None
+    return best
+
+
+def roc_points(scores: Sequence[float], labels: Sequence[bool | int]) -> tuple[list[float], list[float]]:
+    """(FPR, TPR) of ``score > t`` for every threshold, from (0, 0) to (1, 1), for plotting."""
+    s = _vector(scores, "scores")
+    y = _labels(labels, s.size)
+    fpr, tpr = [0.0], [0.0]
+    for t in np.unique(s)[::-1]:
+        predicted = s >= t
+        tpr.append(float((predicted & y).sum() / y.sum()))
+        fpr.append(float((predicted & ~y).sum() / (~y).sum()))
+    return fpr, tpr
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; NaN for fewer than 2 values)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        return float("nan"), float("nan")
+    std = float(arr.std(ddof=1)) if arr.size >= 2 else float("nan")
+    return float(arr.mean()), std
+
+
+@dataclass(frozen=True)
+class SetMetrics:
+    """What a set of labelled episodes says about the scorer.
+
+    voc_* / control_voc_*: mean and sample standard deviation (ddof 1) of the
+    episodes' VOC and of their static-video controls' VOC.
+    auc_raw / auc_two_way: success ROC-AUC of the raw and two-way success
+    scores; threshold_raw / threshold_two_way: the balanced-accuracy optimum.
+    These four are None when ``undefined_reason`` says why (one class only).
+    """
+
+    episodes: int
+    successes: int
+    failures: int
+    voc_mean: float
+    voc_std: float
+    control_voc_mean: float
+    control_voc_std: float
+    auc_raw: float | None
+    auc_two_way: float | None
+    threshold_raw: ThresholdChoice | None
+    threshold_two_way: ThresholdChoice | None
+    undefined_reason: str | None
+
+
+def evaluate_set(voc: Sequence[float], control_voc: Sequence[float], raw_scores: Sequence[float],
+                 two_way_scores: Sequence[float], labels: Sequence[bool | int]) -> SetMetrics:
+    """Set metrics of episodes given per episode: VOC, control VOC, both success scores, label."""
+    n = len(labels)
+    if not (len(voc) == len(control_voc) == len(raw_scores) == len(two_way_scores) == n):
+        raise ValueError("need one VOC, control VOC, raw score, two-way score and label per episode")
+    y = np.asarray(labels, dtype=np.int64)
+    if n and not np.all((y == 0) | (y == 1)):
+        raise ValueError(f"labels must be 0/1, got {sorted(set(y.tolist()))}")
+    successes = int(y.sum())
+    voc_mean, voc_std = _mean_std(voc)
+    control_mean, control_std = _mean_std(control_voc)
+    reason = None
+    auc_raw = auc_two_way = None
+    choice_raw = choice_two_way = None
+    if n == 0:
+        reason = "no labelled episode"
+    elif successes in (0, n):
+        only = "successes" if successes else "failures"
+        reason = (f"all {n} labelled episodes are {only}: ROC-AUC and a threshold need both "
+                  f"successes and failures")
+    else:
+        auc_raw = success_roc_auc(raw_scores, y)
+        auc_two_way = success_roc_auc(two_way_scores, y)
+        choice_raw = choose_threshold(raw_scores, y)
+        choice_two_way = choose_threshold(two_way_scores, y)
+    return SetMetrics(n, successes, n - successes, voc_mean, voc_std, control_mean, control_std,
+                      auc_raw, auc_two_way, choice_raw, choice_two_way, reason)
