@@ -276,8 +276,8 @@ class DatasetScorer(BagScorer):
         return prepare_view(rgb, self.settings.view_size)
 
     def _curve_record(self, episode: _Episode, samples: list[Any], curve: Any,
-                      columns: dict[str, Any]) -> dict[str, Any]:
-        record = super()._curve_record(episode, samples, curve, columns)
+                      columns: dict[str, Any], sync_misses: dict[str, int]) -> dict[str, Any]:
+        record = super()._curve_record(episode, samples, curve, columns, sync_misses)
         record.pop("bag_episode", None)
         record["dataset_episode"] = episode.index
         record["camera_keys"] = list(self.options.camera_keys)
