@@ -264,7 +264,11 @@ class DatasetScorer(BagScorer):
                         episode.bad_frames.append(f"{key} frame at {offset_s:.4f} s: {why}")
                         continue
                     view = self._prepare(decoded.rgb())
-                    if runner.add(camera, stamp, view, key) is AddResult.STALE:
+                    added = runner.add(camera, stamp, view, key)
+                    if added is AddResult.KEPT and camera == 0:
+                        # The per-frame table marks exactly the frames the model saw.
+                        episode.kept_primary[stamp] = len(episode.frame_stamps_ns) - 1
+                    if added is AddResult.STALE:
                         episode.bad_frames.append(f"{key} frame at {offset_s:.4f} s is stale")
         finally:
             for video in videos:
