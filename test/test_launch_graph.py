@@ -41,6 +41,7 @@ from rclpy.parameter import parameter_value_to_python  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from topreward_ros.msg import TaskProgress  # noqa: E402
@@ -265,18 +266,21 @@ def test_ctrl_c_ends_the_node_inside_the_grace_period(
         tmp_path: Path) -> None:
     """SIGINT to launch: the node exits by itself, launch finishes with 0 and logs no error.
 
-    "inside a long tick": large views at a high sample rate make the first tick
-    after the model loads score many frames in one forward (tens of seconds
-    here with the small model), the way a large VLM does on a CPU; the node
-    must not wait for that forward to end.
+    "inside a long tick": the largest views, a high sample rate and a slow
+    timer make each tick score some fifty large frames in one forward (seconds
+    with the small model, the way a large VLM is on a CPU); Ctrl-C is sent
+    while the node's diagnostics report such a tick running, and the node must
+    not wait for that forward to end.
     """
     params_file = tmp_path / "params.yaml"
+    rate = "4.0"
     if moment == "inside a long tick":
-        params = dict(CONFIG, view_size=768, sample_fps=10.0)
+        params = dict(CONFIG, view_size=1024, sample_fps=10.0, diagnostics_period_s=0.2)
+        rate = "0.2"
     else:
         params = dict(CONFIG, view_size=64)
     params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
-    launch = start_launch(model=str(tiny_model_dir), rate="4.0", device="cpu", namespace="robot2",
+    launch = start_launch(model=str(tiny_model_dir), rate=rate, device="cpu", namespace="robot2",
                           instruction_topic="/robot2/task/instruction", cameras="['cam/image_raw']",
                           params_file=str(params_file))
     if moment == "while the model loads":
@@ -306,11 +310,20 @@ def test_ctrl_c_ends_the_node_inside_the_grace_period(
     if moment == "between ticks":
         wait_for("three progress messages", lambda: stream_until(lambda: len(progress) >= 3), launch, timeout=120)
         assert {m.instruction for m in progress} == {instruction}
+        for _ in range(10):  # frames keep coming while Ctrl-C arrives
+            stream_until(lambda: True)
     else:
-        # Frames pile up in the window while the model loads; the first tick then scores them all.
-        wait_for("the model to load", lambda: stream_until(lambda: "loaded in" in launch.log()), launch, timeout=120)
-    for _ in range(10):  # frames keep coming while Ctrl-C arrives
-        stream_until(lambda: True)
-    if moment == "inside a long tick":
-        assert not progress, "the first tick ended already: make it longer (more frames or larger views)"
+        # The node's scoring diagnostic says how long the running tick has run:
+        # Ctrl-C is sent once it reports a tick that has run for a while.
+        running: list[float] = []
+
+        def on_diagnostics(msg: DiagnosticArray) -> None:
+            for status in msg.status:
+                if status.name.endswith(": scoring"):
+                    values = {kv.key: kv.value for kv in status.values}
+                    running.append(float(values.get("tick_running_s", "0")))
+
+        probe.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+        wait_for("a tick running for over 0.5 s", lambda: stream_until(
+            lambda: bool(running) and running[-1] > 0.5), launch, timeout=180)
     assert_clean_exit(launch, launch.interrupt())

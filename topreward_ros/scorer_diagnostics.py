@@ -88,6 +88,9 @@ class ScoringStats:
     latencies: deque = field(default_factory=lambda: deque(maxlen=50))
     last_timings: dict[str, float] = field(default_factory=dict)
     error: ErrorRecord = field(default_factory=ErrorRecord)
+    # Monotonic start of the tick now running (None between ticks): a forward
+    # that hangs or takes far longer than 1 / rate_hz shows on /diagnostics.
+    running_since: float | None = None
 
 
 class ModelState:
@@ -266,6 +269,8 @@ def scoring_status(
         "inference_latency_max_s": round(max(lat), 4) if lat else "",
         "last_error": sc.error.message,
     }
+    running_since = sc.running_since
+    values["tick_running_s"] = round(now - running_since, 3) if running_since is not None else 0.0
     for key, value in sc.last_timings.items():
         values[f"last_{key}"] = round(value, 5)
     stalled = _primary_stall(now, primary, episode_active, stall_warn_s)

@@ -466,6 +466,7 @@ class ScorerNode(Node):
         try:
             self._tick()
         finally:
+            self._scoring.running_since = None
             self._report_bad_frames()
             self._tick_lock.release()
 
@@ -478,6 +479,7 @@ class ScorerNode(Node):
                 self._runner.compose()  # hold small views, not camera images, until a model is ready
             return
         self._scoring.ticks += 1
+        self._scoring.running_since = time.monotonic()
         try:
             result = self._runner.tick()
         except InstructionError as exc:  # cannot score this episode at all: end it
