@@ -7,10 +7,11 @@ results go under (``OUT_DIR/<name>/``):
 
 * a ``.mcap`` / ``.db3`` file is one bag, named after the file's stem;
 * a directory with ``metadata.yaml`` is one bag, named after the directory;
-* a directory without ``metadata.yaml`` whose storage files are all named
-  ``<directory name>_<N>.mcap|db3`` (how rosbag2 names a recording's files;
-  a recorder killed before writing the metadata leaves exactly that) is one
-  bag, read from its storage files as before;
+* a directory without ``metadata.yaml`` is one bag, read from its storage
+  files as before, when it holds a single storage file and no bag
+  subdirectory, or when its storage files are all named
+  ``<directory name>[_<N>].mcap|db3`` (how rosbag2 names a recording's
+  files; a recorder killed before writing the metadata leaves exactly that);
 * any other directory is a directory of bags: every subdirectory that is a
   bag (``metadata.yaml`` or storage files inside) and every ``.mcap`` /
   ``.db3`` file in it, in name order;
@@ -68,7 +69,7 @@ def _storage_files(directory: Path) -> list[Path]:
 
 
 def _split_name_pattern(directory: Path) -> re.Pattern[str]:
-    return re.compile(re.escape(directory.name) + r"_\d+")
+    return re.compile(re.escape(directory.name) + r"(_\d+)?")
 
 
 def is_bag_directory(directory: Path) -> bool:
@@ -76,8 +77,12 @@ def is_bag_directory(directory: Path) -> bool:
     if (directory / "metadata.yaml").is_file():
         return True
     files = _storage_files(directory)
+    if not files:
+        return False
+    if len(files) == 1 and not any(p.is_dir() and _is_bag_like(p) for p in directory.iterdir()):
+        return True
     pattern = _split_name_pattern(directory)
-    return bool(files) and all(pattern.fullmatch(f.stem) for f in files)
+    return all(pattern.fullmatch(f.stem) for f in files)
 
 
 def _is_bag_like(path: Path) -> bool:
