@@ -221,7 +221,10 @@ class RayEngine:
                             pending.appendleft((position, task))
                         else:
                             finish(position, self._partial(task, reason))
-                        inflight[actor.info.remote()] = ("probe", actor, -1, None)
+                        # Alive again once Ray restarted it (retried while it restarts),
+                        # an error if it is dead for good.
+                        probe = actor.info.options(max_task_retries=-1).remote()
+                        inflight[probe] = ("probe", actor, -1, None)
                     if not self.actors and pending:
                         while pending:
                             position, task = pending.popleft()
