@@ -24,6 +24,7 @@ replica (shared storage); the output directory only on the driver.
 """
 from __future__ import annotations
 
+import os
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -110,6 +111,10 @@ class RayEngine:
     def start(self) -> None:
         ray = self.ray
         if not ray.is_initialized():
+            if self.options.address is None and not os.environ.get("RAY_ADDRESS"):
+                # A Ray instance started for this run only: its workers would start at
+                # nice 15 and yield the CPU to everything else on a busy workstation.
+                os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(address=self.options.address, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
             self._started_ray = True

@@ -26,6 +26,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,8 @@ class ScorerReplica:
     def info(self) -> dict[str, Any]:
         """Who this replica is (also the driver's liveness probe)."""
         return {"pid": os.getpid(), "host": socket.gethostname(),
-                "model_id": self.scorer.model_id, "device": str(getattr(self.scorer, "device", ""))}
+                "model_id": self.scorer.model_id, "device": str(getattr(self.scorer, "device", "")),
+                "cpu_s": time.process_time()}
 
     def start(self, bag_path: str, options: BagScoringOptions,
               done: dict[int, tuple[str, int]]) -> None:
