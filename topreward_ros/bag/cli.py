@@ -41,7 +41,9 @@ def _register_bag(subparsers: Any) -> None:
         description="Score every episode of a rosbag2 bag (MCAP or sqlite3; a bag directory "
         "or a single .mcap/.db3 file) with the same windowing and tick code as the node. "
         "Writes per episode: curve.json, frames.parquet/.csv, progress.mcap, plot.png; "
-        "re-running into the same output directory resumes.",
+        "re-running into the same output directory resumes. Several bags, a directory of "
+        "bags or a list file give OUTPUT/<bag name>/ per bag plus runs.json and combined "
+        "tables; --ray runs the same work on a Ray cluster.",
     )
     p.add_argument("bag", nargs="*", metavar="IN",
                    help="bag directory or .mcap / .db3 file; several bags, a directory of bags, "
@@ -95,6 +97,9 @@ def _register_bag(subparsers: Any) -> None:
                    help="model replicas (default: one per GPU of the cluster, else 1)")
     g.add_argument("--cpus-per-replica", type=float, default=1.0,
                    help="CPUs per replica (default: %(default)s)")
+    g.add_argument("--gpus-per-replica", type=float, default=None,
+                   help="GPUs per replica, may be a fraction (default: 1 where the cluster has "
+                   "GPUs and --device is not cpu, else 0)")
     g.add_argument("--retries", type=int, default=1,
                    help="times a bag whose replica died is handed out again (default: "
                    "%(default)s)")

@@ -47,6 +47,7 @@ def run_fleet(args: argparse.Namespace, inputs: InputSet, on_episode: Any = None
 
             ray_options = RayOptions(address=args.ray or None, replicas=args.replicas,
                                      cpus_per_replica=args.cpus_per_replica,
+                                     gpus_per_replica=args.gpus_per_replica,
                                      retries=args.retries)
     except ValueError as exc:
         return _fail(str(exc))
