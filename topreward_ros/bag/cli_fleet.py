@@ -26,7 +26,7 @@ from topreward_ros.bag.cli import (
     episode_settings,
     scorer_config,
 )
-from topreward_ros.bag.fleet import FleetResult, plan_jobs, run_local, write_summary
+from topreward_ros.bag.fleet import BagRun, FleetResult, plan_jobs, run_local, write_summary
 from topreward_ros.bag.inputs import InputSet
 
 
@@ -65,14 +65,15 @@ def run_fleet(args: argparse.Namespace, inputs: InputSet, on_episode: Any = None
             return {}
         return write_summary(args.output, runs, args.episode_offset, raw_inputs, tables=tables)
 
-    done_so_far: list[Any] = []
+    finished: dict[int, Any] = {}
 
     def on_bag_done(run: Any) -> None:
-        # runs.json stays current while a long run goes on (tables at the end).
-        done_so_far.append(run)
+        # runs.json stays current while a long run goes on (tables at the end); bags not
+        # finished yet are listed as pending.
+        finished[id(run.job)] = run
         if not inputs.single:
-            order = {id(j): i for i, j in enumerate(jobs)}
-            summarise(sorted(done_so_far, key=lambda r: order[id(r.job)]), tables=False)
+            summarise([finished.get(id(j)) or BagRun(j, started=False) for j in jobs],
+                      tables=False)
 
     if ray_options is None:
         from topreward_ros.scoring import ModelLoadError, load_scorer

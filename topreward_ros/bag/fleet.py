@@ -86,11 +86,11 @@ class BagRun:
 
     @property
     def status(self) -> str:
-        """unusable, not started, incomplete (re-run to continue), partial (failures), done."""
+        """unusable, pending, incomplete (re-run to continue), partial (failures), done."""
         if self.job.error is not None or (self.started and self.report is None):
             return "unusable"
         if not self.started:
-            return "not started"
+            return "pending"
         assert self.report is not None
         if self.error or self.report.stopped_early or self.report.interrupted:
             return "incomplete"
@@ -276,7 +276,7 @@ class FleetResult:
                 lines.append(f"bag {run.job.bag.path} -> {run.job.out_dir}: "
                              f"{run.status.upper()}: {run.error or run.job.error}")
             elif not run.started:
-                lines.append(f"bag {run.job.bag.path}: not started")
+                lines.append(f"bag {run.job.bag.path}: not scored in this run")
         counts: dict[str, int] = {}
         for run in self.runs:
             counts[run.status] = counts.get(run.status, 0) + 1

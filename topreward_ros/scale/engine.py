@@ -36,6 +36,7 @@ from typing import Any
 from topreward_ros.bag.fleet import BagJob, BagRun
 from topreward_ros.bag.manifest import Manifest, ManifestError, bag_fingerprint, write_atomic
 from topreward_ros.bag.offline import BagRunReport, BagScorer, EpisodeOutcome, write_combined_tables
+from topreward_ros.bag.reader import BagError
 from topreward_ros.scale import import_ray
 from topreward_ros.scale.replica import END, EPISODE, ERROR, FAILURE, ScorerReplica
 
@@ -198,7 +199,7 @@ class RayEngine:
                     actor = idle.pop(0)
                     try:
                         self._begin(task, force)
-                    except ManifestError as exc:
+                    except (ManifestError, BagError, OSError) as exc:
                         idle.append(actor)
                         finish(position, BagRun(task.job, error=str(exc)))
                         continue
@@ -234,6 +235,12 @@ class RayEngine:
                         while pending:
                             position, task = pending.popleft()
                             finish(position, self._partial(task, "no model replica left"))
+                    continue
+                except ray.exceptions.RayError as exc:
+                    # The replica is alive but a call failed: this bag is lost for this run.
+                    if task is not None:
+                        idle.append(actor)
+                        finish(position, self._partial(task, f"replica error: {_cause(exc)}"))
                     continue
                 if kind == "probe":
                     idle.append(actor)
