@@ -140,3 +140,21 @@ print("EXIT", code)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "EXIT 2" in result.stdout
     assert "'scale' extra" in result.stderr and "requirements/scale.txt" in result.stderr
+
+
+def test_the_combined_table_waits_for_a_bag_stopped_early(bags, tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli(str(bags / "bags"), "-o", str(out), "--max-episodes", "1",
+                   *common(tiny_model_dir)) == EXIT_OK
+    runs = json.loads((out / "runs.json").read_text())
+    assert [(b["status"], b["episodes"], b["episode_offset"]) for b in runs["bags"]] == [
+        ("incomplete", None, None), ("done", 1, None)]
+    assert runs["combined"] == {"bags": 0, "complete": False, "rows": 0, "episodes": 0,
+                                "waiting_for": "a"}
+    assert pq.read_table(out / "frames.parquet").num_rows == 0
+    assert run_cli(str(bags / "bags"), "-o", str(out), *common(tiny_model_dir)) == EXIT_OK
+    runs = json.loads((out / "runs.json").read_text())
+    assert [(b["status"], b["episodes"], b["episode_offset"]) for b in runs["bags"]] == [
+        ("done", 2, 0), ("done", 1, 2)]
+    assert sorted(set(pq.read_table(out / "frames.parquet").column("episode_index").to_pylist())) \
+        == [0, 1, 2]

@@ -43,7 +43,7 @@ from topreward_ros.bag.offline import (
     check_bag,
 )
 from topreward_ros.bag.reader import BagError, BagReader
-from topreward_ros.bag.tables import read_parquet, write_csv, write_parquet
+from topreward_ros.bag.tables import FRAME_SCHEMA, read_parquet, write_csv, write_parquet
 
 RUNS_NAME = "runs.json"
 RUNS_VERSION = 1
@@ -107,7 +107,11 @@ class BagRun:
 
     @property
     def ok(self) -> bool:
-        return self.status == "done"
+        """Done, or stopped by --max-episodes as asked (a re-run continues)."""
+        if self.status == "done":
+            return True
+        return (self.status == "incomplete" and self.error is None and self.report is not None
+                and self.report.stopped_early and not self.report.interrupted)
 
 
 def plan_jobs(inputs: InputSet, out_dir: Path, cameras: Sequence[str] | None,
@@ -191,7 +195,7 @@ def _run_record(run: BagRun, offset: int | None) -> dict[str, Any]:
 
 
 def combined_table(runs: Sequence[BagRun], offsets: Sequence[int | None], base: int
-                   ) -> tuple[pa.Table | None, int]:
+                   ) -> tuple[pa.Table, int]:
     """Every bag's rows renumbered into one table; returns it and the bags it covers."""
     tables = []
     covered = 0
@@ -214,7 +218,9 @@ def combined_table(runs: Sequence[BagRun], offsets: Sequence[int | None], base: 
                                                                   type=pa.int64()))
         tables.append(table)
     if not tables:
-        return None, covered
+        empty = FRAME_SCHEMA.empty_table()
+        empty = empty.append_column("bag", pa.array([], type=pa.string()))
+        return empty.append_column("bag_episode_index", pa.array([], type=pa.int64())), covered
     return pa.concat_tables(tables), covered
 
 
@@ -231,10 +237,9 @@ def write_summary(out_dir: Path, runs: Sequence[BagRun], base_offset: int,
     }
     if tables:
         table, covered = combined_table(runs, offsets, base_offset)
-        rows = 0 if table is None else table.num_rows
-        if table is not None:
-            write_parquet(out_dir / "frames.parquet", table)
-            write_csv(out_dir / "frames.csv", table)
+        rows = table.num_rows
+        write_parquet(out_dir / "frames.parquet", table)
+        write_csv(out_dir / "frames.csv", table)
         summary["combined"] = {
             "bags": covered,
             "complete": covered == len(runs),
