@@ -172,7 +172,7 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bags", type=int, default=4, help="bags (one episode each)")
     parser.add_argument("--seconds", type=float, default=8.0, help="episode length")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="2 bags of 3 s, 1 round (smoke run)")
     args = parser.parse_args()
     if args.quick:

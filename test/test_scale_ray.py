@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,4 +143,39 @@ def test_a_replica_killed_mid_run_is_replaced_within_the_run(bags, tiny_model_di
     assert kills == [("a", 0)]
     after = episode_mtimes(out)
     assert first_files and {k: after[k] for k in first_files} == first_files
+    assert_same_outputs(reference, out, skip=("runs.json",))
+
+
+def test_killed_driver_loses_only_unfinished_episodes_and_a_rerun_completes(
+        bags, tiny_model_dir, reference, tmp_path):
+    """The driver process is SIGKILLed right after it wrote the first episode."""
+    out = tmp_path / "driver_killed"
+    address = ray.get_runtime_context().gcs_address
+    script = f"""
+import argparse, os, signal
+from topreward_ros.bag.cli import register
+from topreward_ros.bag.cli_fleet import run_fleet
+from topreward_ros.bag.inputs import expand_inputs
+parser = argparse.ArgumentParser(prog="topreward")
+register(parser.add_subparsers())
+args = parser.parse_args(["bag", {str(bags)!r}, "-o", {str(out)!r}, "--model", {str(tiny_model_dir)!r},
+                          "--local-files-only", "--view-size", "64", "--torch-threads", "1",
+                          "--rate", "2", "-q", "--ray", {address!r}, "--replicas", "1"])
+def die(job, index, actor):
+    os.kill(os.getpid(), signal.SIGKILL)
+run_fleet(args, expand_inputs(args.bag), on_episode=die)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=dict(os.environ), timeout=600)
+    assert result.returncode == -9, result.stderr[-3000:]
+    manifest = json.loads((out / "a" / "manifest.json").read_text())
+    assert sorted(manifest["episodes"]) == ["0"]
+    before = episode_mtimes(out)
+    assert before and all(k.startswith("a/episode_0000/") for k in before)
+    # No half-written file under a final name: only completed episode files and the manifest.
+    assert not [p for p in out.rglob(".*.tmp")]
+
+    assert fleet([str(bags)], out, tiny_model_dir, "--ray", "--replicas", "1") == EXIT_OK
+    after = episode_mtimes(out)
+    assert {k: after[k] for k in before} == before
     assert_same_outputs(reference, out, skip=("runs.json",))

@@ -266,7 +266,8 @@ class RayEngine:
                     finish(position, BagRun(task.job, report))
                 elif item_kind == ERROR:
                     idle.append(actor)
-                    finish(position, BagRun(task.job, error=str(payload)))
+                    finish(position, self._partial(task, str(payload)) if task.written
+                           else BagRun(task.job, error=str(payload)))
         except KeyboardInterrupt:
             for _, _, position, task in inflight.values():
                 if task is not None and position not in results:
