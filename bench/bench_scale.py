@@ -154,13 +154,34 @@ def measure_ray(bags: Path, work: Path, settings: EpisodeSettings, replicas: int
         shutil.rmtree(work / "warm-ray", ignore_errors=True)
         engine.run(plan(work / "warmup", work / "warm-ray")[:replicas])
         before = ray.get([a.info.remote() for a in engine.actors])
+        d0 = daemons_cpu_s()
         t0, c0 = time.perf_counter(), time.process_time()
         runs = engine.run(plan(bags, out))
         run_s, driver_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+        daemons_s = daemons_cpu_s() - d0
         after = ray.get([a.info.remote() for a in engine.actors])
     replica_cpu_s = sum(a["cpu_s"] - b["cpu_s"] for a, b in zip(after, before))
-    return {"run_s": run_s, "cpu_s": driver_cpu_s + replica_cpu_s, "driver_cpu_s": driver_cpu_s,
+    return {"run_s": run_s, "cpu_s": driver_cpu_s + replica_cpu_s + daemons_s,
+            "driver_cpu_s": driver_cpu_s, "daemons_cpu_s": daemons_s,
             "startup_s": startup_s, "samples": samples_of(runs)}
+
+
+def daemons_cpu_s() -> float:
+    """CPU seconds used so far by this process's direct children: Ray's GCS, raylet, monitors.
+
+    (Replica processes are the raylet's children and are counted through the replicas.)
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return total
 
 
 def loadavg() -> float:
@@ -227,6 +248,8 @@ def main() -> int:
     wall_overhead = 1 - (best["ray1"]["samples"] / best["ray1"]["run_s"]) / local_rate
     cpu_overhead = best["ray1"]["cpu_s"] / best["ray1"]["samples"] / local_cpu - 1
     driver_share = best["ray1"]["driver_cpu_s"] / best["ray1"]["cpu_s"]
+    daemons_share = best["ray1"]["daemons_cpu_s"] / best["ray1"]["cpu_s"]
+    wall_ratios = [r["run_s"] / l["run_s"] for r, l in zip(results["ray1"], results["local"])]
 
     def verdict(x: float) -> str:
         return "met" if x <= TARGET_OVERHEAD else "not met"
@@ -252,8 +275,8 @@ vocabulary and processor), fp32 on CPU, {THREADS} torch thread per replica, so o
 the local path's compute exactly and the difference is what Ray adds; about {per_episode:.1f} s
 of model-dominated work per episode here. Throughput excludes model load and cluster start
 (last column; `ray.init` took {ray_init_s:.1f} s once). Best of {args.rounds} alternating
-round(s), every round listed. CPU time: the local process; for Ray the driver plus every
-replica process (Ray's own daemons not counted).
+round(s), every round listed. CPU time: the local process; for Ray the driver, every replica
+process and Ray's own daemons (GCS, raylet, monitors).
 
 | engine | best wall [s] | all rounds [s] | sampled frames / s | vs local | CPU s / frame | vs local | startup [s] |
 |---|---:|---:|---:|---:|---:|---:|---:|
@@ -261,7 +284,10 @@ replica process (Ray's own daemons not counted).
 
 Ray overhead at 1 replica: {wall_overhead * 100:.1f}% of the local throughput (wall; target
 <= 10%: {verdict(wall_overhead)}), {cpu_overhead * 100:.1f}% more CPU per frame (target <= 10%:
-{verdict(cpu_overhead)}); the driver's share of that CPU: {driver_share * 100:.1f}%.
+{verdict(cpu_overhead)}); of Ray's CPU the driver used {driver_share * 100:.1f}% and Ray's
+daemons {daemons_share * 100:.1f}%. Wall time of Ray (1 replica) / local, round by round:
+{", ".join(f"{r:.3f}" for r in wall_ratios)}; on a shared machine the wall ratio moves with
+the load of the moment, the CPU ratio does not.
 Two replicas need two free cores to double the rate; on a shared machine they get what is left.
 On a cluster with one GPU per replica the replicas share nothing and throughput adds up
 (README: Fleet).
