@@ -90,9 +90,10 @@ def _register_bag(subparsers: Any) -> None:
                    help="redo everything even if the output directory has results")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary only")
     g = p.add_argument_group("Ray (optional 'scale' extra)")
-    g.add_argument("--ray", nargs="?", const="", default=None, metavar="auto|ADDRESS",
-                   help="score on a Ray cluster: no value = a local Ray instance (or "
-                   "RAY_ADDRESS), auto = the cluster started on this machine, or an address")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="auto|local|ADDRESS",
+                   help="score on Ray: no value = RAY_ADDRESS or the cluster running on this "
+                   "machine, else a new local instance; auto = a running cluster only; local = "
+                   "always a new instance for this run; or a cluster address")
     g.add_argument("--replicas", type=int, default=None,
                    help="model replicas (default: one per GPU of the cluster, else 1)")
     g.add_argument("--cpus-per-replica", type=float, default=1.0,

@@ -49,10 +49,10 @@ class ReplicaStartError(RuntimeError):
 class RayOptions:
     """Where the cluster is and how the replicas are shaped.
 
-    address: None starts a local Ray instance for this run (or joins the one
-        ``RAY_ADDRESS`` names); "auto" joins the cluster running on this
-        machine (``ray start --head``); anything else is a cluster address
-        (``HOST:6379`` or ``ray://HOST:10001``).
+    address: None joins the cluster ``RAY_ADDRESS`` names or the one running
+        on this machine, else starts a Ray instance for this run; "auto"
+        joins a running cluster only; "local" always starts a new instance;
+        anything else is a cluster address (``HOST:6379``, ``ray://HOST:10001``).
     replicas: model replicas (actors); None: one per GPU of the cluster, or 1
         without GPUs.
     cpus_per_replica: CPUs reserved per replica (torch uses that many threads
@@ -112,9 +112,10 @@ class RayEngine:
     def start(self) -> None:
         ray = self.ray
         if not ray.is_initialized():
-            if self.options.address is None and not os.environ.get("RAY_ADDRESS"):
-                # A Ray instance started for this run only: its workers would start at
-                # nice 15 and yield the CPU to everything else on a busy workstation.
+            if self.options.address in (None, "local"):
+                # Should this start a Ray instance for this run only, its workers would
+                # otherwise run at nice 15 and yield the CPU to everything else on a busy
+                # workstation (no effect when an existing cluster is joined).
                 os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(address=self.options.address, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
