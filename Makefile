@@ -14,7 +14,8 @@ TOPREWARD_VENV ?= $(HOME)/.cache/topreward_ros/venv
 export TOPREWARD_VENV
 VENV := $(TOPREWARD_VENV)
 VPY := $(VENV)/bin/python
-REQS := requirements/ros.txt requirements/ml.txt requirements/bag.txt requirements/test.txt
+REQS := requirements/ros.txt requirements/ml.txt requirements/bag.txt requirements/scale.txt \
+        requirements/test.txt
 # The stamp names a hash of the requirements: another checkout with the same
 # pins reuses the environment, a changed pin reinstalls.
 DEPS_STAMP := $(VENV)/.deps-$(shell cat $(REQS) | sha1sum | cut -c1-12)

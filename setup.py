@@ -20,6 +20,7 @@ setup(
         "bag": ["rosbags", "mcap", "mcap-ros2-support", "pyarrow", "tqdm"],
         "video": ["av"],
         "plot": ["matplotlib"],
+        "scale": ["ray==2.60.0"],
     },
     package_data={package_name: ["py.typed", "resources/*"]},
     data_files=[

@@ -44,10 +44,17 @@ def _register_bag(subparsers: Any) -> None:
         description="Score every episode of a rosbag2 bag (MCAP or sqlite3; a bag directory "
         "or a single .mcap/.db3 file) with the same windowing and tick code as the node. "
         "Writes per episode: curve.json, frames.parquet/.csv, progress.mcap, plot.png; "
-        "re-running into the same output directory resumes.",
+        "re-running into the same output directory resumes. Several bags, a directory of "
+        "bags or a list file give OUTPUT/<bag name>/ per bag plus runs.json and combined "
+        "tables; --ray runs the same work on a Ray cluster.",
     )
-    p.add_argument("bag", type=Path, help="bag directory or .mcap / .db3 file")
+    p.add_argument("bag", nargs="*", metavar="IN",
+                   help="bag directory or .mcap / .db3 file; several bags, a directory of bags, "
+                   "or @LIST (a file naming one path per line) score many bags, each into "
+                   "OUTPUT/<bag name>/")
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    p.add_argument("--list", action="append", type=Path, metavar="FILE",
+                   help="file naming bags, one path per line (# comments); repeatable")
     g = p.add_argument_group("topics")
     g.add_argument("--camera", action="append", dest="cameras", metavar="TOPIC",
                    help="image topic (Image or CompressedImage); repeat for several cameras, "
@@ -91,6 +98,21 @@ def _register_bag(subparsers: Any) -> None:
     g.add_argument("--force", action="store_true",
                    help="redo everything even if the output directory has results")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary only")
+    g = p.add_argument_group("Ray (optional 'scale' extra)")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="auto|local|ADDRESS",
+                   help="score on Ray: no value = RAY_ADDRESS or the cluster running on this "
+                   "machine, else a new local instance; auto = a running cluster only; local = "
+                   "always a new instance for this run; or a cluster address")
+    g.add_argument("--replicas", type=int, default=None,
+                   help="model replicas (default: one per GPU of the cluster, else 1)")
+    g.add_argument("--cpus-per-replica", type=float, default=1.0,
+                   help="CPUs per replica (default: %(default)s)")
+    g.add_argument("--gpus-per-replica", type=float, default=None,
+                   help="GPUs per replica, may be a fraction (default: 1 where the cluster has "
+                   "GPUs and --device is not cpu, else 0)")
+    g.add_argument("--retries", type=int, default=1,
+                   help="times a bag whose replica died is handed out again (default: "
+                   "%(default)s)")
     p.set_defaults(func=run_bag)
 
 
@@ -142,61 +164,82 @@ def _apply_params_file(args: argparse.Namespace) -> None:
 
 
 def _pick_cameras(bag: Path, cameras: list[str] | None) -> tuple[str, ...]:
-    if cameras:
-        return tuple(cameras)
-    from topreward_ros.bag.offline import IMAGE_TYPES, BagSetupError
-    from topreward_ros.bag.reader import BagReader
+    from topreward_ros.bag.fleet import pick_cameras
 
-    with BagReader(bag) as reader:
-        images = sorted(t for t, i in reader.topics.items() if i.msgtype in IMAGE_TYPES)
-    if len(images) == 1:
-        return (images[0],)
-    if not images:
-        raise BagSetupError(f"{bag}: the bag has no sensor_msgs Image or CompressedImage topic")
-    raise BagSetupError(
-        f"{bag}: several image topics ({', '.join(images)}); choose with --camera "
-        f"(repeat it for several cameras, the first is the primary)"
+    return pick_cameras(bag, cameras)
+
+
+def bag_options(args: argparse.Namespace, cameras: tuple[str, ...]) -> Any:
+    """``BagScoringOptions`` from the command line, for the given camera topics."""
+    from topreward_ros.bag.offline import BagScoringOptions
+
+    return BagScoringOptions(
+        camera_topics=cameras,
+        instruction_topic=args.instruction_topic,
+        instruction=args.instruction,
+        reset_topic=args.reset_topic,
+        tick_rate_hz=args.rate,
+        stamp_jump_restart_s=args.stamp_jump_restart,
+        num_prefixes=args.num_prefixes,
+        episode_offset=args.episode_offset,
+        max_episodes=args.max_episodes,
+        plot=not args.no_plot,
+    )
+
+
+def episode_settings(args: argparse.Namespace) -> Any:
+    from topreward_ros.episode import EpisodeSettings
+
+    return EpisodeSettings(
+        sample_fps=args.sample_fps, max_frames=args.max_frames,
+        sync_tolerance_s=args.sync_tolerance, view_size=args.view_size,
+        success_threshold=args.success_threshold, success_window=args.success_window,
+        success_consecutive=args.success_consecutive,
+    )
+
+
+def scorer_config(args: argparse.Namespace) -> Any:
+    from topreward_ros.scoring import ScorerConfig
+
+    return ScorerConfig(
+        model=args.model, device=args.device, dtype=args.dtype,
+        local_files_only=args.local_files_only, torch_threads=args.torch_threads,
+        sample_fps=args.sample_fps, num_prefixes=args.num_prefixes,
+        view_size=args.view_size, success_window=args.success_window,
+        success_threshold=args.success_threshold,
     )
 
 
 def run_bag(args: argparse.Namespace) -> int:
+    from topreward_ros.bag.inputs import expand_inputs
     from topreward_ros.bag.manifest import ManifestError
-    from topreward_ros.bag.offline import BagScorer, BagScoringOptions
+    from topreward_ros.bag.offline import BagScorer
     from topreward_ros.bag.reader import BagError, BagReader
-    from topreward_ros.episode import EpisodeSettings
-    from topreward_ros.scoring import ModelLoadError, ScorerConfig, load_scorer
+    from topreward_ros.scoring import ModelLoadError, load_scorer
 
+    if args.ray and Path(args.ray).exists():
+        # `--ray BAG ...`: the value is an input, not a cluster address.
+        args.bag.insert(0, args.ray)
+        args.ray = ""
     try:
         _apply_params_file(args)
-        options = BagScoringOptions(
-            camera_topics=_pick_cameras(args.bag, args.cameras),
-            instruction_topic=args.instruction_topic,
-            instruction=args.instruction,
-            reset_topic=args.reset_topic,
-            tick_rate_hz=args.rate,
-            stamp_jump_restart_s=args.stamp_jump_restart,
-            num_prefixes=args.num_prefixes,
-            episode_offset=args.episode_offset,
-            max_episodes=args.max_episodes,
-            plot=not args.no_plot,
-        )
-        settings = EpisodeSettings(
-            sample_fps=args.sample_fps, max_frames=args.max_frames,
-            sync_tolerance_s=args.sync_tolerance, view_size=args.view_size,
-            success_threshold=args.success_threshold, success_window=args.success_window,
-            success_consecutive=args.success_consecutive,
-        )
-        config = ScorerConfig(
-            model=args.model, device=args.device, dtype=args.dtype,
-            local_files_only=args.local_files_only, torch_threads=args.torch_threads,
-            sample_fps=args.sample_fps, num_prefixes=args.num_prefixes,
-            view_size=args.view_size, success_window=args.success_window,
-            success_threshold=args.success_threshold,
-        )
+        inputs = expand_inputs(args.bag, args.list or ())
+    except (BagError, ValueError) as exc:
+        print(f"topreward bag: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    if not inputs.single or args.ray is not None:
+        from topreward_ros.bag.cli_fleet import run_fleet
+
+        return run_fleet(args, inputs)
+    bag = inputs.bags[0].path
+    try:
+        options = bag_options(args, _pick_cameras(bag, args.cameras))
+        settings = episode_settings(args)
+        config = scorer_config(args)
         # Check the bag and its topics before the (slow) model load.
         from topreward_ros.bag.offline import check_bag
 
-        with BagReader(args.bag) as reader:
+        with BagReader(bag) as reader:
             check_bag(reader, options)
     except (BagError, ValueError) as exc:
         print(f"topreward bag: {exc}", file=sys.stderr)
@@ -208,7 +251,7 @@ def run_bag(args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE
     try:
         report = BagScorer(scorer, settings, options).run(
-            args.bag, args.output, force=args.force, progress=not args.quiet)
+            bag, args.output, force=args.force, progress=not args.quiet)
     except (BagError, ManifestError) as exc:
         print(f"topreward bag: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE

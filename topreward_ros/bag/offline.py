@@ -321,6 +321,11 @@ class BagScorer:
         options["camera_topics"] = list(self.options.camera_topics)
         return {"model": self.scorer.model_id, **asdict(self.settings), **options}
 
+    def open_manifest(self, out_dir: Path, bag_path: Path, force: bool) -> Manifest:
+        """The manifest episodes are recorded in (a remote replica relays it to its driver)."""
+        return Manifest.open(out_dir, bag_path, bag_fingerprint(bag_path),
+                             self.settings_record(), force=force)
+
     # -- the run ---------------------------------------------------------------------
     def run(self, bag_path: Path, out_dir: Path, force: bool = False,
             progress: bool = True) -> BagRunReport:
@@ -336,8 +341,7 @@ class BagScorer:
             report.notes.extend(reader.notes)
             check_bag(reader, self.options)
             out_dir.mkdir(parents=True, exist_ok=True)
-            manifest = Manifest.open(out_dir, bag_path, bag_fingerprint(bag_path),
-                                     self.settings_record(), force=force)
+            manifest = self.open_manifest(out_dir, bag_path, force)
             runner = EpisodeRunner(self.scorer, self.settings, len(self.options.camera_topics))
             try:
                 self._walk(reader, runner, manifest, out_dir, report, progress)
@@ -716,14 +720,24 @@ class BagScorer:
             tmp.unlink(missing_ok=True)
 
     def _write_combined(self, manifest: Manifest, out_dir: Path) -> None:
-        paths = [out_dir / EPISODE_DIR.format(index=i) / "frames.parquet"
-                 for i in sorted(manifest.episodes)]
-        table = concat_frame_tables([p for p in paths if p.is_file()])
-        write_parquet(out_dir / "frames.parquet", table)
-        write_csv(out_dir / "frames.csv", table)
-        # LeRobot RA-BC progress parquet; ``index`` counts the rows across episodes.
-        from topreward_ros.lerobot.progress import PROGRESS_FILE, write_progress_parquet
-        write_progress_parquet(out_dir / PROGRESS_FILE, table, self.scorer.model_id)
+        write_combined_tables(manifest, out_dir)
+
+
+def write_combined_tables(manifest: Manifest, out_dir: Path) -> None:
+    """The combined outputs of ``out_dir``: every completed episode's rows.
+
+    ``frames.parquet`` / ``frames.csv``, and the LeRobot RA-BC progress
+    parquet (``index`` counts the rows across episodes), stamped with the
+    model the manifest's settings name.
+    """
+    from topreward_ros.lerobot.progress import PROGRESS_FILE, write_progress_parquet
+
+    paths = [out_dir / EPISODE_DIR.format(index=i) / "frames.parquet"
+             for i in sorted(manifest.episodes)]
+    table = concat_frame_tables([p for p in paths if p.is_file()])
+    write_parquet(out_dir / "frames.parquet", table)
+    write_csv(out_dir / "frames.csv", table)
+    write_progress_parquet(out_dir / PROGRESS_FILE, table, str(manifest.settings.get("model", "")))
 
 
 class _StopRun(Exception):

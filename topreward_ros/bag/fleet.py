@@ -1,0 +1,289 @@
+"""Scoring many bags in one run: the plan, the local engine and the fleet summary.
+
+``topreward bag`` with several inputs scores each bag exactly as a one-bag
+run would, into ``OUT_DIR/<bag name>/`` (its own manifest, episode folders
+and tables; see ``bag.offline``), so each bag resumes on its own. On top,
+``OUT_DIR/runs.json`` says what happened to every bag and
+``OUT_DIR/frames.parquet`` / ``frames.csv`` hold every bag's rows with
+distinct episode numbers.
+
+Episode numbers of the combined table: bags are taken in input order and
+each bag's episodes are numbered on from the previous bag's last one, i.e.
+bag k gets the ``--episode-offset`` that its first episode would need in a
+dataset assembled from the bags in that order (``runs.json`` lists it per
+bag). A bag's episode count is known once its walk has reached its end (all
+episodes the recording holds, scored or not); the combined table covers the
+bags up to the first one whose count is not known yet (a run stopped early)
+and says so. Two extra columns name the origin of each row: ``bag`` (its
+output name) and ``bag_episode_index`` (the episode number within its bag,
+as in the per-bag tables).
+
+The local engine loads the model once and runs the bags one after another
+in this process; ``topreward_ros.scale`` runs the same plan on Ray and
+hands back the same ``BagRun`` records, so the summary is one code path.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from topreward_ros.bag.inputs import BagInput, InputSet
+from topreward_ros.bag.manifest import ManifestError, write_json_atomic
+from topreward_ros.bag.offline import (
+    IMAGE_TYPES,
+    BagRunReport,
+    BagScorer,
+    BagScoringOptions,
+    BagSetupError,
+    check_bag,
+)
+from topreward_ros.bag.reader import BagError, BagReader
+from topreward_ros.bag.tables import FRAME_SCHEMA, read_parquet, write_csv, write_parquet
+
+RUNS_NAME = "runs.json"
+RUNS_VERSION = 1
+
+
+def pick_cameras(bag: Path, cameras: Sequence[str] | None) -> tuple[str, ...]:
+    """The camera topics to use: those given, else the bag's only image topic."""
+    if cameras:
+        return tuple(cameras)
+    with BagReader(bag) as reader:
+        images = sorted(t for t, i in reader.topics.items() if i.msgtype in IMAGE_TYPES)
+    if len(images) == 1:
+        return (images[0],)
+    if not images:
+        raise BagSetupError(f"{bag}: the bag has no sensor_msgs Image or CompressedImage topic")
+    raise BagSetupError(
+        f"{bag}: several image topics ({', '.join(images)}); choose with --camera "
+        f"(repeat it for several cameras, the first is the primary)"
+    )
+
+
+@dataclass
+class BagJob:
+    """One bag of the plan: where it goes and the options it is scored with."""
+
+    bag: BagInput
+    out_dir: Path
+    options: BagScoringOptions | None
+    error: str | None = None  # the bag cannot be used with these options
+
+
+@dataclass
+class BagRun:
+    """What a run did to one bag (from either engine)."""
+
+    job: BagJob
+    report: BagRunReport | None = None
+    error: str | None = None  # unusable, or the replica scoring it died
+    started: bool = True
+
+    @property
+    def status(self) -> str:
+        """unusable, pending, incomplete (re-run to continue), partial (failures), done."""
+        if self.job.error is not None or (self.started and self.report is None):
+            return "unusable"
+        if not self.started:
+            return "pending"
+        assert self.report is not None
+        if self.error or self.report.stopped_early or self.report.interrupted:
+            return "incomplete"
+        return "done" if self.report.ok else "partial"
+
+    @property
+    def episode_count(self) -> int | None:
+        """Episodes the recording holds (every status) once its end was reached; unusable: 0."""
+        if self.job.error is not None:
+            return 0
+        if self.status not in ("done", "partial") or self.report is None:
+            return None
+        return max((e.index for e in self.report.episodes), default=-1) + 1
+
+    @property
+    def ok(self) -> bool:
+        """Done, or stopped by --max-episodes as asked (a re-run continues)."""
+        if self.status == "done":
+            return True
+        return (self.status == "incomplete" and self.error is None and self.report is not None
+                and self.report.stopped_early and not self.report.interrupted)
+
+
+def plan_jobs(inputs: InputSet, out_dir: Path, cameras: Sequence[str] | None,
+              make_options: Callable[[tuple[str, ...]], BagScoringOptions]) -> list[BagJob]:
+    """Check every bag against the options before any model is loaded."""
+    jobs = []
+    for bag in inputs.bags:
+        target = Path(out_dir) if inputs.single else Path(out_dir) / bag.name
+        try:
+            options = make_options(pick_cameras(bag.path, cameras))
+            with BagReader(bag.path) as reader:
+                check_bag(reader, options)
+        except BagError as exc:
+            jobs.append(BagJob(bag, target, None, str(exc)))
+            continue
+        jobs.append(BagJob(bag, target, options))
+    return jobs
+
+
+def run_local(scorer: Any, settings: Any, jobs: Sequence[BagJob], force: bool = False,
+              progress: bool = True,
+              on_bag_done: Callable[[BagRun], None] | None = None) -> list[BagRun]:
+    """Score the bags one after another in this process with one loaded model."""
+    runs: list[BagRun] = []
+    interrupted = False
+    for job in jobs:
+        if interrupted:
+            runs.append(BagRun(job, started=False))
+            continue
+        if job.error is not None:
+            run = BagRun(job, error=job.error)
+        else:
+            assert job.options is not None
+            try:
+                report = BagScorer(scorer, settings, job.options).run(
+                    job.bag.path, job.out_dir, force=force, progress=progress)
+                run = BagRun(job, report)
+                interrupted = report.interrupted
+            except (BagError, ManifestError) as exc:
+                run = BagRun(job, error=str(exc))
+        runs.append(run)
+        if on_bag_done is not None:
+            on_bag_done(run)
+    return runs
+
+
+# -- the fleet summary -------------------------------------------------------------------
+
+
+def bag_offsets(runs: Sequence[BagRun], base: int) -> list[int | None]:
+    """Each bag's first episode number in the combined table (None once a count is unknown)."""
+    offsets: list[int | None] = []
+    next_offset: int | None = base
+    for run in runs:
+        offsets.append(next_offset)
+        count = run.episode_count
+        next_offset = None if next_offset is None or count is None else next_offset + count
+    return offsets
+
+
+def _run_record(run: BagRun, offset: int | None) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "name": run.job.bag.name,
+        "path": str(run.job.bag.path),
+        "output": run.job.bag.name,
+        "status": run.status,
+        "episodes": run.episode_count,
+        "episode_offset": offset if run.episode_count is not None else None,
+    }
+    if run.report is not None:
+        counts = {s: len(run.report.by_status(s)) for s in ("scored", "skipped", "empty", "failed")}
+        record["this_run"] = counts
+        record["failures"] = [{"episode_index": e.index, "error": e.message}
+                              for e in run.report.by_status("failed")]
+        if run.report.read_error:
+            record["read_error"] = run.report.read_error
+        record["notes"] = list(run.report.notes)
+    if run.error or run.job.error:
+        record["error"] = run.error or run.job.error
+    return record
+
+
+def combined_table(runs: Sequence[BagRun], offsets: Sequence[int | None], base: int
+                   ) -> tuple[pa.Table, int]:
+    """Every bag's rows renumbered into one table; returns it and the bags it covers."""
+    tables = []
+    covered = 0
+    for run, offset in zip(runs, offsets):
+        if offset is None or run.episode_count is None:
+            break
+        covered += 1
+        path = run.job.out_dir / "frames.parquet"
+        if run.job.error is not None or not path.is_file():
+            continue
+        table = read_parquet(path)
+        if table.num_rows == 0:
+            continue
+        within = table.column("episode_index").to_numpy() - base
+        table = table.set_column(table.schema.get_field_index("episode_index"), "episode_index",
+                                 pa.array(within + offset, type=pa.int64()))
+        table = table.append_column("bag", pa.array([run.job.bag.name] * table.num_rows,
+                                                    type=pa.string()))
+        table = table.append_column("bag_episode_index", pa.array(np.asarray(within),
+                                                                  type=pa.int64()))
+        tables.append(table)
+    if not tables:
+        empty = FRAME_SCHEMA.empty_table()
+        empty = empty.append_column("bag", pa.array([], type=pa.string()))
+        return empty.append_column("bag_episode_index", pa.array([], type=pa.int64())), covered
+    return pa.concat_tables(tables), covered
+
+
+def write_summary(out_dir: Path, runs: Sequence[BagRun], base_offset: int,
+                  inputs: Sequence[str], tables: bool = True) -> dict[str, Any]:
+    """Write ``runs.json`` (and, with ``tables``, the combined frame tables) atomically."""
+    out_dir = Path(out_dir)
+    offsets = bag_offsets(runs, base_offset)
+    summary: dict[str, Any] = {
+        "version": RUNS_VERSION,
+        "inputs": list(inputs),
+        "episode_offset": base_offset,
+        "bags": [_run_record(r, o) for r, o in zip(runs, offsets)],
+    }
+    if tables:
+        table, covered = combined_table(runs, offsets, base_offset)
+        rows = table.num_rows
+        write_parquet(out_dir / "frames.parquet", table)
+        write_csv(out_dir / "frames.csv", table)
+        summary["combined"] = {
+            "bags": covered,
+            "complete": covered == len(runs),
+            "rows": rows,
+            "episodes": len(set(table.column("episode_index").to_pylist())) if rows else 0,
+        }
+        if covered < len(runs):
+            summary["combined"]["waiting_for"] = runs[covered].job.bag.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / RUNS_NAME, summary)
+    return summary
+
+
+@dataclass
+class FleetResult:
+    """Runs and the summary, with the exit status of the whole command."""
+
+    runs: list[BagRun]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def interrupted(self) -> bool:
+        return any(r.report is not None and r.report.interrupted for r in self.runs)
+
+    @property
+    def nothing_usable(self) -> bool:
+        return all(r.job.error is not None for r in self.runs)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.runs)
+
+    def text(self) -> str:
+        lines = []
+        for run in self.runs:
+            if run.report is not None:
+                lines.append(run.report.summary())
+            if run.error or run.job.error:
+                lines.append(f"bag {run.job.bag.path} -> {run.job.out_dir}: "
+                             f"{run.status.upper()}: {run.error or run.job.error}")
+            elif not run.started:
+                lines.append(f"bag {run.job.bag.path}: not scored in this run")
+        counts: dict[str, int] = {}
+        for run in self.runs:
+            counts[run.status] = counts.get(run.status, 0) + 1
+        lines.append("bags: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+        return "\n".join(lines)
