@@ -84,6 +84,30 @@ def test_inputs_are_named_by_kind(tmp_path: Path) -> None:
         classify_all([tmp_path / "clip.mp4", tmp_path / "x" / "clip.mp4"])
 
 
+def test_a_directory_of_bags_and_a_list_file_stand_for_their_bags(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet"
+    for name in ("rig_b", "rig_a"):
+        (fleet / name).mkdir(parents=True)
+        (fleet / name / "metadata.yaml").write_text("x")
+    (fleet / "loose.mcap").write_bytes(b"")
+    (fleet / "notes").mkdir()  # neither a bag nor holding one: not an input
+    frames = tmp_path / "frames_a"
+    frames.mkdir()
+    (frames / "000.png").write_bytes(b"")
+    listed = tmp_path / "lists" / "eval.txt"
+    listed.parent.mkdir()
+    listed.write_text("# the frame folder, relative to this file\n../frames_a\n\n")
+    inputs = classify_all([str(fleet), f"@{listed}"])
+    assert [(i.kind, i.name, i.path) for i in inputs] == [
+        ("bag", "loose", fleet / "loose.mcap"), ("bag", "rig_a", fleet / "rig_a"),
+        ("bag", "rig_b", fleet / "rig_b"), ("frames", "frames_a", listed.parent / "../frames_a")]
+    # A frame folder stays one input; a list naming nothing is refused.
+    assert [(i.kind, i.name) for i in classify_all([frames])] == [("frames", "frames_a")]
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(EvalInputError, match="names no path"):
+        classify_all([f"@{tmp_path / 'empty.txt'}"])
+
+
 def labels_of(*rows: tuple) -> dict[str, Label]:
     return {r[0]: Label(*r) for r in rows}
 

@@ -41,8 +41,9 @@ def register(subparsers: Any) -> None:
         "Episode names: <bag name>/<episode index> (from 0) for bags, the file stem for videos, the folder "
         "name for frame folders. Re-running into the same output directory resumes.",
     )
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
-                   help="rosbag2 bag (directory, .mcap or .db3), video file, or folder of frames")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="rosbag2 bag (directory, .mcap or .db3), a directory of bags, @LIST (a file "
+                   "naming one input per line), video file, or folder of frames")
     p.add_argument("-l", "--labels", type=Path, required=True,
                    help="CSV (episode,success[,task][,instruction]) or YAML (episode: 0/1 or "
                    "{success, task, instruction}) labels file")

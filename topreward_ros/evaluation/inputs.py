@@ -64,9 +64,39 @@ def episode_name(source: EvalInput, bag_episode: int | None = None) -> str:
     return source.name
 
 
-def classify_all(paths: Sequence[Path]) -> list[EvalInput]:
-    """Classify every input; two inputs of the same name are refused (names must be unique)."""
-    inputs = [classify(p) for p in paths]
+def expand_arguments(arguments: Sequence[str | Path]) -> list[Path]:
+    """The input paths the command line names, as ``topreward bag`` reads them.
+
+    ``@LIST`` is a list file (one path per line, ``#`` comments, relative to
+    the file); a directory that is not a bag itself but holds bags (bag
+    directories or single ``.mcap`` / ``.db3`` files) stands for those bags,
+    in name order. Anything else is one input as given.
+    """
+    from topreward_ros.bag.inputs import InputError, is_bag_directory, read_list_file
+
+    paths: list[Path] = []
+    for argument in arguments:
+        text = str(argument)
+        if text.startswith("@") and len(text) > 1:
+            try:
+                paths.extend(read_list_file(Path(text[1:]).expanduser()))
+            except InputError as exc:
+                raise EvalInputError(str(exc)) from exc
+            continue
+        path = Path(text)
+        if path.is_dir() and not is_bag_directory(path):
+            bags = sorted(p for p in path.iterdir() if not p.name.startswith(".") and (
+                (p.is_dir() and is_bag_directory(p)) or (p.is_file() and p.suffix.lower() in BAG_SUFFIXES)))
+            if bags:
+                paths.extend(bags)
+                continue
+        paths.append(path)
+    return paths
+
+
+def classify_all(paths: Sequence[str | Path]) -> list[EvalInput]:
+    """Classify every input (after ``expand_arguments``); names must be unique."""
+    inputs = [classify(p) for p in expand_arguments(paths)]
     seen: dict[str, EvalInput] = {}
     for item in inputs:
         if item.name in seen:
