@@ -221,6 +221,8 @@ class Rig:
         self.camera_shift_ns = 0
         self.wall0 = time.monotonic()
         self.paused: set[int] = set()
+        # Camera index -> a header stamp every frame of that camera then carries.
+        self.frozen_stamp: dict[int, int] = {}
         self.bad: dict[int, str] = {}
         self.published: list[list[int]] = [[] for _ in self.cam_pubs]
         self._stop = threading.Event()
@@ -280,7 +282,7 @@ class Rig:
                         msg = raw_image(bad or RAW_ROTATION[index % len(RAW_ROTATION)], rgb)
                     else:
                         msg = compressed_image(index, rgb, corrupt=bad == "corrupt_jpeg")
-                    msg.header.stamp = ns_stamp(camera_ns)
+                    msg.header.stamp = ns_stamp(self.frozen_stamp.get(cam, camera_ns))
                     msg.header.frame_id = f"cam{cam}_optical"
                     pub.publish(msg)
                     self.published[cam].append(camera_ns)

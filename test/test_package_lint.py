@@ -35,7 +35,7 @@ def test_flake8_clean(target):
     if not path.exists():
         pytest.skip(f"{target}/ not present")
     result = subprocess.run(
-        [sys.executable, "-m", "flake8", "--config", str(ROOT / "setup.cfg"), str(path)],
+        [sys.executable, "-m", "flake8", "--jobs", "1", "--config", str(ROOT / "setup.cfg"), str(path)],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -286,6 +286,27 @@ def test_bad_images_are_reported_and_scoring_continues(rig: Rig) -> None:
     assert rig.node_proc.alive()
 
 
+def test_stamps_that_do_not_increase_are_reported(rig: Rig) -> None:
+    """A driver stamping every frame alike (here the secondary camera): counted and WARN."""
+    name = f"camera {CAM1}"
+    frozen = rig.camera_now_ns()
+    started = time.monotonic()
+    rig.frozen_stamp[1] = frozen
+    try:
+        status = rig.wait_for("repeated stamps reported", lambda: (
+            (s := rig.latest_status(name, since=started)) is not None
+            and "does not increase" in s.message and int(status_values(s)["stamps_not_increasing"]) >= 3
+            and s))
+    finally:
+        rig.frozen_stamp.pop(1, None)
+    assert status.level == DiagnosticStatus.WARN
+    assert f"({frozen} ns repeated)" in status.message
+    # The primary camera's stamps kept increasing: nothing reported there.
+    primary = rig.latest_status(f"camera {CAM0}")
+    assert int(status_values(primary)["stamps_not_increasing"]) == int(status_values(primary)["stale_or_reordered"])
+    assert "does not increase" not in primary.message
+
+
 def test_stalled_camera_shows_in_diagnostics(rig: Rig) -> None:
     name1 = f"camera {CAM1}"
     rig.paused.add(1)

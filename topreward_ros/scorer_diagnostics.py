@@ -63,6 +63,7 @@ class CameraStats:
     not_needed: int = 0
     bad: int = 0
     stale: int = 0
+    stamps_repeated: int = 0  # frames stamped like the one before (counted in not_needed too)
     arrivals: deque = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
     last_stamp_ns: int | None = None
     error: ErrorRecord = field(default_factory=ErrorRecord)
@@ -167,6 +168,7 @@ def camera_status(
         "not_needed": s.not_needed,
         "bad_images": s.bad,
         "stale_or_reordered": s.stale,
+        "stamps_not_increasing": s.stale + s.stamps_repeated,
         "last_error": s.error.message,
     }
     if last is not None and s.last_stamp_ns is not None:

@@ -435,6 +435,13 @@ class ScorerNode(Node):
             restart_s = float(self.get_parameter("stamp_jump_restart_s").value)
             if camera == 0 and jump_s > restart_s and self._runner.instruction:
                 self._start_episode(self._runner.instruction, f"camera stamp jumped back by {jump_s:.3f} s")
+        elif previous is not None and stamp_ns == previous:
+            # A driver publishing zero or constant stamps: such frames are never
+            # sampled (the schedule reads time from stamps), so say so.
+            stats.stamps_repeated += 1
+            text = f"frame stamp does not increase ({stamp_ns} ns repeated): frame not sampled"
+            stats.error.record(text)
+            self.get_logger().warning(f"{stats.topic}: {text}", throttle_duration_sec=5.0)
         stats.last_stamp_ns = stamp_ns
         if not self._runner.wants(camera, stamp_ns):
             stats.not_needed += 1

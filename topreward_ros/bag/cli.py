@@ -65,7 +65,7 @@ def _register_bag(subparsers: Any) -> None:
                    help="fixed instruction for the whole bag (instead of a topic)")
     g.add_argument("--reset-topic", help="a message on this topic starts a new episode")
     # Options a parameters file can also set default to None here and are
-    # resolved in _apply_params_file: command line, then file, then default.
+    # resolved in apply_params_file: command line, then file, then default.
     g = p.add_argument_group("model")
     g.add_argument("--model", help=f"hub id or local directory (default: {DEFAULT_MODEL})")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
@@ -135,7 +135,7 @@ BAG_PARAMS: dict[str, tuple[str, type, Any]] = {
 }
 
 
-def _apply_params_file(args: argparse.Namespace) -> None:
+def apply_params_file(args: argparse.Namespace) -> None:
     """Fill options not given on the command line from ``--params-file``, then from defaults."""
     from topreward_ros.params_file import ParamsFileError, read_params_file
     from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD
@@ -222,7 +222,7 @@ def run_bag(args: argparse.Namespace) -> int:
         args.bag.insert(0, args.ray)
         args.ray = ""
     try:
-        _apply_params_file(args)
+        apply_params_file(args)
         inputs = expand_inputs(args.bag, args.list or ())
     except (BagError, ValueError) as exc:
         print(f"topreward bag: {exc}", file=sys.stderr)

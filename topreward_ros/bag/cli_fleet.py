@@ -22,6 +22,7 @@ from topreward_ros.bag.cli import (
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_UNUSABLE,
+    apply_params_file,
     bag_options,
     episode_settings,
     scorer_config,
@@ -38,6 +39,7 @@ def _fail(message: str) -> int:
 def run_fleet(args: argparse.Namespace, inputs: InputSet, on_episode: Any = None) -> int:
     """Score every bag of ``inputs`` into ``args.output``; returns the exit code."""
     try:
+        apply_params_file(args)  # idempotent: options already resolved stay as they are
         bag_options(args, ("/camera",))  # option errors before touching any bag
         settings = episode_settings(args)
         config = scorer_config(args)
