@@ -99,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {ep_dir}/progress.mcap   TaskProgress / EpisodeSuccess messages (Foxglove)")
     print(f"  {scores}/frames.parquet and frames.csv   per-frame table of all episodes "
           f"(join keys: episode_index, frame_index, timestamp)")
+    print(f"  {scores}/topreward_progress.parquet   progress for LeRobot's reward-aligned sample weighting")
+    print()
+    print("calibrate the success threshold on labelled episodes of your rig: "
+          "topreward eval BAGS... -l labels.csv -o eval_out (README: Calibrate on your rig)")
     print()
     if random_model:
         print("NOTE: these scores come from a RANDOMLY INITIALISED tiny model: the pipeline is "
