@@ -186,3 +186,19 @@ def test_frames_collected_while_the_model_loads_are_scored_once_it_is_set(scorer
     result = runner.tick()
     assert result.frame_stamps_ns == (0, 500 * MS, 1_000 * MS)
     assert result.model_id == scorer.model_id
+
+
+def test_a_frame_meant_for_an_episode_never_lands_in_the_next_one(scorer):
+    """The node decides on a thread which episode a frame belongs to; add() must honour it."""
+    runner = EpisodeRunner(scorer, settings())
+    first = runner.start("pick the cup")
+    view = camera_frame(0)
+    assert runner.add(0, 1_000_000_000, view, episode_id=first) is AddResult.KEPT
+    second = runner.start("place the cup")
+    assert runner.add(0, 1_500_000_000, view, episode_id=first) is AddResult.OTHER_EPISODE
+    assert runner.add(0, 1_500_000_000, view, episode_id="") is AddResult.OTHER_EPISODE
+    runner.flush()
+    assert runner.samples == []  # nothing of the first episode's frames in the second
+    assert runner.add(0, 2_000_000_000, view, episode_id=second) is AddResult.KEPT
+    runner.flush()
+    assert [s.stamp_ns for s in runner.samples] == [2_000_000_000]

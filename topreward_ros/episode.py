@@ -254,11 +254,20 @@ class EpisodeRunner:
         with self._lock:
             return self._episode_id is not None and self._window.wants(camera, stamp_ns)
 
-    def add(self, camera: int, stamp_ns: int, view: ViewSource, frame_id: str = "") -> AddResult:
-        """Store a wanted frame: its view, or a lazy view the tick converts (``CameraView``)."""
+    def add(self, camera: int, stamp_ns: int, view: ViewSource, frame_id: str = "",
+            episode_id: str | None = None) -> AddResult:
+        """Store a wanted frame: its view, or a lazy view the tick converts (``CameraView``).
+
+        With ``episode_id`` the frame is stored only if that episode is still
+        the running one (else ``OTHER_EPISODE``): a caller that decided, from
+        the episode it saw, that the frame belongs to it cannot put the frame
+        into an episode that began in the meantime on another thread.
+        """
         with self._lock:
             if self._episode_id is None:
                 return AddResult.SKIPPED
+            if episode_id is not None and episode_id != self._episode_id:
+                return AddResult.OTHER_EPISODE
             return self._window.add(camera, stamp_ns, view, frame_id)
 
     def flush(self) -> None:

@@ -420,6 +420,10 @@ class ScorerNode(Node):
         stats = self._cameras[camera]
         stats.received += 1
         stats.arrivals.append(time.monotonic())
+        # Read before the check below: _start_episode sets the new episode's
+        # publication time before the episode exists, so a frame judged against
+        # an older episode is refused by add() if a new one began meanwhile.
+        episode_id = self._runner.episode_id or ""  # "": none yet, so any new one differs
         if _published_before(info, self._episode_published_ns):
             # Published before the instruction that started this episode, handled
             # after it (topics are not delivered in order with each other): the
@@ -448,7 +452,14 @@ class ScorerNode(Node):
             return
         # Stored as is: the scoring thread converts it when its sample is composed.
         view = CameraView(msg, self._settings.view_size)
-        result = self._runner.add(camera, stamp_ns, view, msg.header.frame_id)
+        result = self._runner.add(camera, stamp_ns, view, msg.header.frame_id, episode_id=episode_id)
+        if result is AddResult.OTHER_EPISODE:
+            # An instruction or reset started an episode while this callback ran:
+            # judge the frame again against it (published before it: left out).
+            if _published_before(info, self._episode_published_ns) or not self._runner.wants(camera, stamp_ns):
+                stats.not_needed += 1
+                return
+            result = self._runner.add(camera, stamp_ns, view, msg.header.frame_id)
         if result is AddResult.KEPT:
             stats.kept += 1
         elif result is AddResult.STALE:

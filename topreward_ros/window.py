@@ -68,6 +68,7 @@ class AddResult(enum.Enum):
     KEPT = "kept"
     SKIPPED = "skipped"  # not needed by the schedule
     STALE = "stale"  # not newer than that camera's last frame: clock jump or reordering
+    OTHER_EPISODE = "other episode"  # a new episode began after the caller decided to add it
 
 
 @dataclass(frozen=True)
