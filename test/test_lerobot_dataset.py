@@ -61,6 +61,15 @@ def written(tmp_path_factory):
                                  fps=10, duration_s=3.0, episodes_per_file=2)
 
 
+def test_writing_the_fixture_leaves_this_process_scheduling_as_it_was(tmp_path):
+    """The AV1 encoder turns its calling thread real-time when it can; the writer undoes it."""
+    import os
+
+    before = (os.sched_getscheduler(0), os.sched_getparam(0))
+    write_lerobot_dataset(tmp_path / "ds", SCENES[:1], CAMERAS[:1], fps=10, duration_s=0.5)
+    assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before
+
+
 def options(**kw) -> DatasetScoringOptions:
     base = dict(camera_keys=(FRONT, WRIST), tick_rate_hz=2.0, num_prefixes=K, plot=False)
     base.update(kw)

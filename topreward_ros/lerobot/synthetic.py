@@ -16,8 +16,10 @@ Per-episode ``stats/...`` columns are not written (nothing here reads them).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,12 +72,29 @@ def _camera_frame(camera: DatasetCamera, scene: SceneSpec, t_s: float) -> np.nda
     return np.ascontiguousarray(frame[:, ::-1]) if camera.mirrored else frame
 
 
+@contextlib.contextmanager
+def _calling_thread_scheduling_kept() -> Iterator[None]:
+    """Undo what SVT-AV1 does to the calling thread's scheduling.
+
+    Run as root, the SVT-AV1 encoder switches the thread that drives it to
+    real-time scheduling (SCHED_FIFO, priority 99) and leaves it so; every
+    process started from it afterwards inherits that policy, and a busy
+    real-time thread starves the rest of the machine (nodes miss their ticks).
+    """
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if (os.sched_getscheduler(0), os.sched_getparam(0)) != (policy, param):
+            os.sched_setscheduler(0, policy, param)
+
+
 def _encode(path: Path, frames: list[np.ndarray], fps: int, crf: int) -> None:
     import av
 
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration otherwise
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
+    with _calling_thread_scheduling_kept(), av.open(str(path), "w") as container:
         stream = container.add_stream("libsvtav1", rate=fps,
                                       options={"crf": str(crf), "g": "2", "preset": "12"})
         stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
