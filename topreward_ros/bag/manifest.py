@@ -77,13 +77,18 @@ def write_json_atomic(path: Path, data: Any) -> Path:
 
 def bag_fingerprint(path: Path) -> str:
     """A cheap identity of a bag's content: sizes and sampled blocks of its files."""
-    digest = hashlib.sha256()
     files = storage_files(path) if path.is_dir() else [path]
     if path.is_dir() and (path / "metadata.yaml").is_file():
         files = [path / "metadata.yaml", *files]
-    for file in files:
+    return files_fingerprint(files, [file.name for file in files])
+
+
+def files_fingerprint(files: list[Path], names: list[str]) -> str:
+    """Sizes and sampled blocks of ``files``, each hashed under its name in ``names``."""
+    digest = hashlib.sha256()
+    for file, name in zip(files, names):
         size = file.stat().st_size
-        digest.update(f"{file.name}\0{size}\0".encode())
+        digest.update(f"{name}\0{size}\0".encode())
         with open(file, "rb") as handle:
             if size <= FINGERPRINT_BLOCKS * FINGERPRINT_BLOCK_BYTES:
                 digest.update(handle.read())

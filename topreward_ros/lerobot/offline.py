@@ -16,7 +16,6 @@ directory gets ``topreward_progress.parquet`` keyed by the dataset's own
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from topreward_ros.bag.manifest import FINGERPRINT_BLOCK_BYTES, FINGERPRINT_BLOCKS, Manifest
+from topreward_ros.bag.manifest import Manifest, files_fingerprint
 from topreward_ros.bag.offline import (
     EPISODE_DIR,
     BagRunReport,
@@ -110,19 +109,7 @@ class DatasetRunReport(BagRunReport):
 
 def dataset_fingerprint(files: list[Path]) -> str:
     """Sizes and sampled blocks of the dataset files that decide the scores."""
-    digest = hashlib.sha256()
-    for file in files:
-        size = file.stat().st_size
-        digest.update(f"{file.parent.name}/{file.name}\0{size}\0".encode())
-        with open(file, "rb") as handle:
-            if size <= FINGERPRINT_BLOCKS * FINGERPRINT_BLOCK_BYTES:
-                digest.update(handle.read())
-                continue
-            stride = (size - FINGERPRINT_BLOCK_BYTES) // (FINGERPRINT_BLOCKS - 1)
-            for i in range(FINGERPRINT_BLOCKS):
-                handle.seek(i * stride)
-                digest.update(handle.read(FINGERPRINT_BLOCK_BYTES))
-    return digest.hexdigest()[:32]
+    return files_fingerprint(files, [f"{file.parent.name}/{file.name}" for file in files])
 
 
 def check_dataset(dataset: LeRobotDatasetDir, options: DatasetScoringOptions) -> list[EpisodeInfo]:
