@@ -173,8 +173,8 @@ def test_node_callback_stores_frames_and_the_tick_converts_and_reports_bad_ones(
         bad = message("rgb8", 0, stamp_ns=0)
         bad.encoding = "32FC1"
         good = message("yuv422", 1, stamp_ns=500 * MS)
-        node._on_image(0, bad)
-        node._on_image(0, good)
+        node._on_image(0, bad, None)
+        node._on_image(0, good, None)
         stats = node._cameras[0]
         assert (stats.kept, stats.bad) == (2, 0), "the callback converted a frame"
         assert node._runner.samples == []

@@ -78,14 +78,17 @@ def test_compressed_topics_by_name() -> None:
 def test_frames_published_before_the_episode_instruction_are_kept_out() -> None:
     from topreward_ros.scorer_node import PUBLICATION_ORDER_BOUND_NS, _published_before
 
+    from topreward_ros.scorer_node import _source_timestamp
+
     instruction_ns = 50_000_000_000
-    info = {"source_timestamp": instruction_ns - 300_000_000, "received_timestamp": 0}
-    assert _published_before(info, instruction_ns)  # queued behind the instruction
-    assert not _published_before({"source_timestamp": instruction_ns + 1}, instruction_ns)
-    assert not _published_before({"source_timestamp": instruction_ns}, instruction_ns)
-    assert not _published_before(info, None)  # episode not started by a message
+    before = instruction_ns - 300_000_000
+    assert _published_before(before, instruction_ns)  # queued behind the instruction
+    assert not _published_before(instruction_ns + 1, instruction_ns)
+    assert not _published_before(instruction_ns, instruction_ns)
+    assert not _published_before(before, None)  # episode not started by a message
     assert not _published_before(None, instruction_ns)  # no message info
-    assert not _published_before({"source_timestamp": 0}, instruction_ns)  # not provided
+    assert _source_timestamp(None) is None
+    assert _source_timestamp({"source_timestamp": 0}) is None  # not provided
+    assert _source_timestamp({"source_timestamp": before, "received_timestamp": 1}) == before
     # Publishers whose clocks disagree by more than the bound: nothing is refused.
-    far = {"source_timestamp": instruction_ns - PUBLICATION_ORDER_BOUND_NS - 1}
-    assert not _published_before(far, instruction_ns)
+    assert not _published_before(instruction_ns - PUBLICATION_ORDER_BOUND_NS - 1, instruction_ns)

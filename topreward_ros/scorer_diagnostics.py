@@ -64,6 +64,8 @@ class CameraStats:
     bad: int = 0
     stale: int = 0
     stamps_repeated: int = 0  # frames stamped like the one before (counted in not_needed too)
+    stamp_gaps: int = 0  # forward stamp jumps that restarted the episode
+    reordered: int = 0  # frames moved into an episode whose instruction was handled after them
     arrivals: deque = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
     last_stamp_ns: int | None = None
     error: ErrorRecord = field(default_factory=ErrorRecord)
@@ -169,6 +171,8 @@ def camera_status(
         "bad_images": s.bad,
         "stale_or_reordered": s.stale,
         "stamps_not_increasing": s.stale + s.stamps_repeated,
+        "stamp_gaps": s.stamp_gaps,
+        "moved_to_next_episode": s.reordered,
         "last_error": s.error.message,
     }
     if last is not None and s.last_stamp_ns is not None:
@@ -199,8 +203,14 @@ def episode_status(
     error: ErrorRecord,
     last_result: TickResult | None,
     secondary_topics: Sequence[str] = (),
+    refused_since: tuple[float, str] | None = None,
+    refused_instructions: int = 0,
 ) -> DiagnosticStatus:
-    """The episode entry: its identity, how full the window is, and the latest scores."""
+    """The episode entry: its identity, how full the window is, and the latest scores.
+
+    ``refused_since``: (monotonic time, why) while no episode runs because the
+    last instruction was refused; the time nothing has been scored is reported.
+    """
     filled = len(window.samples)
     values: dict[str, Any] = {
         "episode_id": episode_id or "",
@@ -212,6 +222,8 @@ def episode_status(
         "camera_sync_misses": window.sync_misses,
         "last_event": event.message,
         "last_error": error.message,
+        "refused_instructions": refused_instructions,
+        "unscored_since_refusal_s": round(now - refused_since[0], 3) if refused_since else 0.0,
     }
     # Samples that got a grey view: that camera had no frame within sync_tolerance_s.
     misses = window.sync_misses_by_camera
@@ -220,7 +232,11 @@ def episode_status(
     if last_result is not None and last_result.episode_id == episode_id:
         values.update(progress=round(last_result.progress, 4), success=last_result.success,
                       success_score=round(last_result.success_score, 4))
-    if error.recent(now):
+    if refused_since is not None and episode_id is None:
+        level = DiagnosticStatus.WARN
+        message = (f"no episode for {now - refused_since[0]:.1f} s: {refused_since[1]}; "
+                   f"nothing is scored until a valid instruction arrives")
+    elif error.recent(now):
         level, message = DiagnosticStatus.WARN, error.message
     elif episode_id is None:
         level, message = DiagnosticStatus.WARN, "waiting for an instruction"
@@ -287,3 +303,19 @@ def scoring_status(
     else:
         level, message = DiagnosticStatus.OK, f"{sc.published} scores published"
     return make_status(f"{prefix}: scoring", level, message, values)
+
+
+def qos_status(prefix: str, counts: dict[str, int], policies: Sequence[str]) -> DiagnosticStatus:
+    """Incompatible QoS between this node's endpoints and others: WARN while any was seen.
+
+    Such a peer is never connected (no frames, no instruction, nobody reading
+    the scores), so one sighting stays reported.
+    """
+    values: dict[str, Any] = {f"incompatible {key}": n for key, n in counts.items()}
+    values["incompatible_total"] = sum(counts.values())
+    if policies:
+        level = DiagnosticStatus.WARN
+        message = "incompatible QoS (never connected): " + "; ".join(policies)
+    else:
+        level, message = DiagnosticStatus.OK, "no incompatible QoS seen"
+    return make_status(f"{prefix}: qos", level, message, values)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import rclpy
@@ -40,6 +41,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -47,6 +49,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
+    QoSPolicyKind,
     QoSProfile,
     ReliabilityPolicy,
     qos_profile_sensor_data,
@@ -68,6 +71,7 @@ from topreward_ros.scorer_diagnostics import (
     camera_status,
     episode_status,
     model_status,
+    qos_status,
     scoring_status,
 )
 from topreward_ros.scorer_params import (
@@ -81,6 +85,7 @@ from topreward_ros.scorer_params import (
     scorer_config_from,
 )
 from topreward_ros.process_exit import exit_now
+from topreward_ros.qos_watch import QoSWatch
 from topreward_ros.scoring.config import ScorerConfig
 from topreward_ros.scoring.errors import InstructionError
 from topreward_ros.scoring.prompt import validate_instruction
@@ -104,6 +109,15 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 #: seconds). Larger gaps are read as publishers' clocks that disagree (machines
 #: without time sync), and then nothing is refused.
 PUBLICATION_ORDER_BOUND_NS = 10_000_000_000
+#: How long (wall clock) the node remembers the camera messages it handled, so
+#: that frames published after an instruction but handled before it (topics are
+#: not delivered in order with each other, and a busy machine runs callbacks
+#: late) still go to the episode that instruction starts.
+REORDER_WINDOW_S = 1.0
+#: At most this many remembered messages per camera (bounds memory at high rates).
+REORDER_MAX_MESSAGES = 64
+#: Instruction messages remembered to recognise one that arrives by both routes.
+SEEN_INSTRUCTIONS = 32
 
 
 def _source_timestamp(info: Any) -> int | None:
@@ -114,14 +128,26 @@ def _source_timestamp(info: Any) -> int | None:
     return int(value) if value else None
 
 
-def _published_before(info: Any, episode_published_ns: int | None) -> bool:
-    """Was this message published shortly before the episode's instruction?"""
-    if episode_published_ns is None:
+def _message_key(msg: String, info: Any) -> tuple | None:
+    """What identifies one published message, whichever subscription it reached.
+
+    The writer's GID (where rclpy gives it), publication time and sequence
+    number are the same for the copy a latched and a volatile subscription
+    each receive, and differ for any two publications.
+    """
+    if not isinstance(info, dict) or not info.get("source_timestamp"):
+        return None
+    gid = info.get("publisher_gid")
+    gid_bytes = bytes(gid.get("data", b"")) if isinstance(gid, dict) else None
+    return (gid_bytes, int(info["source_timestamp"]), info.get("publication_sequence_number"),
+            msg.data)
+
+
+def _published_before(published_ns: int | None, episode_published_ns: int | None) -> bool:
+    """Was a message published at ``published_ns`` shortly before the episode's instruction?"""
+    if episode_published_ns is None or published_ns is None:
         return False
-    published = _source_timestamp(info)
-    if published is None:
-        return False
-    return 0 < episode_published_ns - published <= PUBLICATION_ORDER_BOUND_NS
+    return 0 < episode_published_ns - published_ns <= PUBLICATION_ORDER_BOUND_NS
 
 
 def stamp_to_ns(stamp: Any) -> int:
@@ -146,6 +172,11 @@ class ScorerNode(Node):
 
         self._lock = threading.Lock()  # guards the health records below
         self._tick_lock = threading.Lock()
+        # Held by every camera callback while it judges and stores a frame, and
+        # by an episode start for the whole switch: a frame is judged against
+        # exactly one episode, never half the old one and half the new.
+        # Reentrant: a camera-0 stamp jump starts an episode from its callback.
+        self._frame_lock = threading.RLock()
         self._runner = EpisodeRunner(None, self._settings, num_cameras=len(topics))
         # Publication time (publisher's clock) of the instruction that started
         # the episode; None when the episode started otherwise.
@@ -160,53 +191,92 @@ class ScorerNode(Node):
         self._episode_error = ErrorRecord()
         self._episode_event = ErrorRecord()
         self._last_instruction: str | None = None
+        # Set while no episode runs because the last instruction was refused:
+        # (monotonic time of the refusal, why). Frames are not scored meanwhile.
+        self._refused_since: tuple[float, str] | None = None
+        self._refused_instructions = 0
+        self._seen_instructions: deque = deque(maxlen=SEEN_INSTRUCTIONS)
         self._last_result: TickResult | None = None
         self._success_sent: set[str] = set()
         self._scoring = ScoringStats()
         self._messages = MessageKit(TaskProgress, EpisodeSuccess, Header, TimeMsg)
 
+        self._qos = QoSWatch(
+            lambda text: self.get_logger().warning(text),
+            self._qos_peers,
+        )
+
         # Publishers.
-        self._progress_pub = self.create_publisher(TaskProgress, PROGRESS_TOPIC, 10)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self._progress_pub = self._watched_publisher(TaskProgress, PROGRESS_TOPIC, reliable)
         latched = QoSProfile(
             history=HistoryPolicy.KEEP_LAST,
             depth=1,
             reliability=ReliabilityPolicy.RELIABLE,
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
         )
-        self._success_pub = self.create_publisher(EpisodeSuccess, SUCCESS_TOPIC, latched)
-        self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        self._success_pub = self._watched_publisher(EpisodeSuccess, SUCCESS_TOPIC, latched)
+        self._diag_pub = self._watched_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, reliable)
 
-        # Instruction: latched, so a late-starting node still gets the task.
+        # Instruction: two subscriptions, so that every reliable publisher reaches
+        # the node. A volatile one matches ordinary publishers (the ROS 2 default,
+        # `ros2 topic pub`); a transient-local one also gets a latched instruction
+        # published before this node started. A latched publisher's messages
+        # reach both, and are recognised as one (_message_key). Their own group:
+        # an instruction is never queued behind diagnostics or a service call.
         # Created before the cameras: the executor takes ready subscriptions in
-        # creation order, so an instruction that is ready is handled before
-        # camera frames published after it.
-        self._instruction_sub = self.create_subscription(
-            String, INSTRUCTION_TOPIC, self._on_instruction_msg, latched
-        )
+        # creation order.
+        self._instruction_group = MutuallyExclusiveCallbackGroup()
+        instruction_topic = self.resolve_topic_name(INSTRUCTION_TOPIC)
+        advice = (f"Publish the instruction with reliable QoS (the default; `ros2 topic pub "
+                  f"{instruction_topic} std_msgs/msg/String` with no QoS flags works).")
+        volatile = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self._instruction_subs = [
+            self.create_subscription(
+                String, INSTRUCTION_TOPIC, self._on_instruction_msg, profile,
+                callback_group=self._instruction_group,
+                event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._qos.watch(
+                    instruction_topic, "subscription", profile, advice,
+                    # The latched reader never matches a volatile writer; the volatile one serves it.
+                    ignore=frozenset({QoSPolicyKind.DURABILITY}) if latched_sub else frozenset(),
+                )),
+            )
+            for profile, latched_sub in ((volatile, False), (latched, True))
+        ]
         self._reset_srv = self.create_service(Trigger, RESET_SERVICE, self._on_reset)
 
         # Cameras: sensor-data QoS (best effort, shallow) unless overridden
         # through qos_overrides.<topic>.subscription.* parameters (REP 2003).
         self._cameras: list[CameraStats] = []
         self._camera_subs = []
+        # Per camera: (arrival monotonic s, publication ns, message) of recent frames.
+        self._recent: list[deque] = []
         for index, topic in enumerate(topics):
             compressed = is_compressed_topic(topic)
             stats = CameraStats(topic=topic, compressed=compressed)
             self._cameras.append(stats)
+            self._recent.append(deque())
             group = MutuallyExclusiveCallbackGroup()
-            self._camera_subs.append(
-                self.create_subscription(
-                    CompressedImage if compressed else Image,
-                    topic,
-                    lambda msg, info, i=index: self._on_image(i, msg, info),
-                    # A fresh profile per topic: rclpy applies qos_overrides to the
-                    # profile object in place, and must not leak one topic's override
-                    # into the shared qos_profile_sensor_data.
-                    copy.copy(qos_profile_sensor_data),
-                    callback_group=group,
-                    qos_overriding_options=QoSOverridingOptions.with_default_policies(),
-                )
+            # A fresh profile per topic: rclpy applies qos_overrides to the
+            # profile object in place, and must not leak one topic's override
+            # into the shared qos_profile_sensor_data.
+            profile = copy.copy(qos_profile_sensor_data)
+            resolved = self.resolve_topic_name(topic)
+            subscription = self.create_subscription(
+                CompressedImage if compressed else Image,
+                topic,
+                lambda msg, info, i=index: self._on_image(i, msg, info),
+                profile,
+                callback_group=group,
+                qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+                event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._qos.watch(
+                    resolved, "subscription", profile,
+                    f"Match the camera driver's QoS: e.g. "
+                    f"qos_overrides.{resolved}.subscription.reliability:=best_effort "
+                    f"(best effort matches every publisher).",
+                )),
             )
+            self._camera_subs.append(subscription)
 
         # Scoring timer on the ROS clock; diagnostics on the steady clock.
         self._tick_group = ReentrantCallbackGroup()
@@ -226,7 +296,7 @@ class ScorerNode(Node):
 
         self._start_model_load("start-up")
         if str(values["instruction"]).strip():
-            self._start_episode(str(values["instruction"]), "instruction parameter")
+            self._start_episode(str(values["instruction"]), "instruction parameter", new_task=True)
         self.get_logger().info(
             f"scoring {len(topics)} camera(s) {topics} at {values['rate_hz']} Hz "
             f"with model {values['model']!r}"
@@ -265,7 +335,24 @@ class ScorerNode(Node):
                 self._model_generation += 1
             self._start_model_load("parameter change")
         if "instruction" in names and str(values["instruction"]).strip():
-            self._start_episode(str(values["instruction"]), "instruction parameter")
+            self._start_episode(str(values["instruction"]), "instruction parameter", new_task=True)
+
+    def _watched_publisher(self, msg_type: Any, topic: str, profile: QoSProfile) -> Any:
+        resolved = self.resolve_topic_name(topic)
+        return self.create_publisher(
+            msg_type, topic, profile,
+            event_callbacks=PublisherEventCallbacks(incompatible_qos=self._qos.watch(
+                resolved, "publisher", profile,
+                f"Subscribe to {resolved} with at most what it offers "
+                f"(e.g. reliable or best_effort, and volatile durability unless it is latched).",
+            )),
+        )
+
+    def _qos_peers(self, topic: str, side: str) -> list[Any]:
+        """QoS profiles of the other side of ``topic`` (for the incompatible-QoS message)."""
+        infos = (self.get_publishers_info_by_topic(topic) if side == "subscription"
+                 else self.get_subscriptions_info_by_topic(topic))
+        return [info.qos_profile for info in infos if info.node_name != self.get_name()]
 
     def _make_tick_timer(self, rate_hz: float) -> Any:
         return self.create_timer(1.0 / rate_hz, self._on_tick, callback_group=self._tick_group)
@@ -343,43 +430,92 @@ class ScorerNode(Node):
         self._start_model_load("parameter change")
 
     # -- episodes ----------------------------------------------------------------
-    def _start_episode(self, instruction: str, reason: str, published_ns: int | None = None) -> str | None:
-        """Start a new episode, or refuse a bad instruction (logged, reported) keeping the old one.
+    def _start_episode(self, instruction: str, reason: str, published_ns: int | None = None,
+                       new_task: bool = False) -> str | None:
+        """Start a new episode, or refuse a bad instruction (logged, reported).
 
-        ``published_ns``: publication time of the instruction message; camera
-        frames published before it are kept out of the new episode.
+        ``published_ns``: publication time of the instruction message. Camera
+        frames published before it are kept out of the new episode, and those
+        published after it but handled before it (remembered for
+        ``REORDER_WINDOW_S``) are moved into it. ``new_task``: the instruction
+        comes from a message or the parameter; refusing it ends the running
+        episode, as ``topreward bag`` does, so frames of a task the node cannot
+        score never count toward the previous task's success.
         """
-        previous_published_ns = self._episode_published_ns
-        self._episode_published_ns = published_ns  # before the episode exists: no frame slips in
-        try:
-            # Control tokens in the text would change the prompt's structure.
-            scorer = self._scorer
-            if scorer is not None:
-                scorer.validate_instruction(instruction)
-            else:
-                validate_instruction(instruction)
+        with self._frame_lock:
+            try:
+                # Control tokens in the text would change the prompt's structure.
+                scorer = self._scorer
+                if scorer is not None:
+                    scorer.validate_instruction(instruction)
+                else:
+                    validate_instruction(instruction)
+            except ValueError as exc:
+                self._refuse(instruction, f"{reason}: {exc}", new_task)
+                return None
+            self._episode_published_ns = published_ns
             episode_id = self._runner.start(instruction)
-        except ValueError as exc:
-            self._episode_published_ns = previous_published_ns
-            self._episode_error.record(f"{reason}: {exc}")
-            self.get_logger().error(f"{reason}: {exc}", throttle_duration_sec=5.0)
-            return None
+            for stats in self._cameras:
+                stats.last_stamp_ns = None
+            moved = self._reoffer_after(published_ns) if published_ns is not None else 0
+            refused, self._refused_since = self._refused_since, None
         with self._lock:
             self._last_instruction = instruction
             self._last_result = None
             self._episode_event.record(f"episode {episode_id} started ({reason})")
-            for stats in self._cameras:
-                stats.last_stamp_ns = None
-        self.get_logger().info(f"episode {episode_id} started ({reason}): {instruction!r}")
+        note = f", {moved} frame(s) published after the instruction moved into it" if moved else ""
+        if refused is not None:
+            note += (f"; nothing was scored for {time.monotonic() - refused[0]:.1f} s "
+                     f"after a refused instruction")
+        self.get_logger().info(f"episode {episode_id} started ({reason}): {instruction!r}{note}")
         return episode_id
 
-    def _on_instruction_msg(self, msg: String, info: Any = None) -> None:
+    def _refuse(self, instruction: str, text: str, new_task: bool) -> None:
+        """A refused instruction: report it; a new task's refusal ends the running episode."""
+        self._refused_instructions += 1
+        if new_task:
+            ended = self._runner.episode_id
+            self._runner.stop()
+            self._episode_published_ns = None
+            self._last_instruction = instruction  # a reset asks for it again, and is refused too
+            if self._refused_since is None:
+                self._refused_since = (time.monotonic(), text)
+            if ended:
+                text += f"; episode {ended} ended, nothing is scored until a valid instruction arrives"
+        self._episode_error.record(text)
+        self.get_logger().error(text, throttle_duration_sec=5.0)
+
+    def _reoffer_after(self, published_ns: int) -> int:
+        """Hand the new episode the remembered frames published at or after ``published_ns``.
+
+        They were judged against the episode before, because their callbacks
+        ran before the instruction's; by publication order they are the new
+        episode's. Callers hold ``_frame_lock``.
+        """
+        moved = 0
+        for camera, recent in enumerate(self._recent):
+            for _, message_published_ns, msg in list(recent):
+                if message_published_ns >= published_ns:
+                    self._offer(camera, msg, message_published_ns)
+                    self._cameras[camera].reordered += 1
+                    moved += 1
+        return moved
+
+    def _on_instruction_msg(self, msg: String, info: Any) -> None:
+        # Two parameters, no default: rclpy passes the message info (with the
+        # publication time) only to a callback that cannot be called with one.
+        key = _message_key(msg, info)
+        if key is not None:
+            if key in self._seen_instructions:
+                return  # the same message, by the other subscription
+            self._seen_instructions.append(key)
         if not msg.data.strip():
             message = "empty instruction received on the instruction topic: ignored, episode unchanged"
             self._episode_error.record(message)
             self.get_logger().error(message, throttle_duration_sec=5.0)
             return
-        self._start_episode(msg.data, "instruction message", published_ns=_source_timestamp(info))
+        self._start_episode(msg.data, "instruction message", published_ns=_source_timestamp(info),
+                            new_task=True)
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
@@ -415,16 +551,26 @@ class ScorerNode(Node):
             self._start_episode(self._runner.instruction, message)
 
     # -- frames ------------------------------------------------------------------
-    def _on_image(self, camera: int, msg: Image | CompressedImage, info: Any = None) -> None:
+    def _on_image(self, camera: int, msg: Image | CompressedImage, info: Any) -> None:
         """Cheap unless the frame is needed: never converts a frame that will be dropped."""
         stats = self._cameras[camera]
         stats.received += 1
-        stats.arrivals.append(time.monotonic())
-        # Read before the check below: _start_episode sets the new episode's
-        # publication time before the episode exists, so a frame judged against
-        # an older episode is refused by add() if a new one began meanwhile.
-        episode_id = self._runner.episode_id or ""  # "": none yet, so any new one differs
-        if _published_before(info, self._episode_published_ns):
+        now = time.monotonic()
+        stats.arrivals.append(now)
+        published_ns = _source_timestamp(info)
+        with self._frame_lock:
+            if published_ns is not None:
+                recent = self._recent[camera]
+                recent.append((now, published_ns, msg))
+                while recent and (len(recent) > REORDER_MAX_MESSAGES
+                                  or now - recent[0][0] > REORDER_WINDOW_S):
+                    recent.popleft()
+            self._offer(camera, msg, published_ns)
+
+    def _offer(self, camera: int, msg: Image | CompressedImage, published_ns: int | None) -> None:
+        """Judge one frame against the running episode (callers hold ``_frame_lock``)."""
+        stats = self._cameras[camera]
+        if _published_before(published_ns, self._episode_published_ns):
             # Published before the instruction that started this episode, handled
             # after it (topics are not delivered in order with each other): the
             # frame belongs to the episode before, as in the bag's log order.
@@ -446,20 +592,23 @@ class ScorerNode(Node):
             text = f"frame stamp does not increase ({stamp_ns} ns repeated): frame not sampled"
             stats.error.record(text)
             self.get_logger().warning(f"{stats.topic}: {text}", throttle_duration_sec=5.0)
+        elif previous is not None and camera == 0:
+            gap_s = (stamp_ns - previous) / NS_PER_S
+            if gap_s > float(self.get_parameter("stamp_gap_restart_s").value) and self._runner.instruction:
+                # Zero stamps turned real, or a long pause: one window must never
+                # span it (the model would see samples years apart).
+                stats.stamp_gaps += 1
+                text = f"camera stamp jumped forward by {gap_s:.3f} s"
+                stats.error.record(text)
+                self.get_logger().warning(f"{stats.topic}: {text}", throttle_duration_sec=5.0)
+                self._start_episode(self._runner.instruction, text)
         stats.last_stamp_ns = stamp_ns
         if not self._runner.wants(camera, stamp_ns):
             stats.not_needed += 1
             return
         # Stored as is: the scoring thread converts it when its sample is composed.
         view = CameraView(msg, self._settings.view_size)
-        result = self._runner.add(camera, stamp_ns, view, msg.header.frame_id, episode_id=episode_id)
-        if result is AddResult.OTHER_EPISODE:
-            # An instruction or reset started an episode while this callback ran:
-            # judge the frame again against it (published before it: left out).
-            if _published_before(info, self._episode_published_ns) or not self._runner.wants(camera, stamp_ns):
-                stats.not_needed += 1
-                return
-            result = self._runner.add(camera, stamp_ns, view, msg.header.frame_id)
+        result = self._runner.add(camera, stamp_ns, view, msg.header.frame_id)
         if result is AddResult.KEPT:
             stats.kept += 1
         elif result is AddResult.STALE:
@@ -501,11 +650,10 @@ class ScorerNode(Node):
         try:
             result = self._runner.tick()
         except InstructionError as exc:  # cannot score this episode at all: end it
-            self._runner.stop()
-            text = f"episode stopped, instruction refused by the model: {exc}"
-            self._episode_error.record(text)
+            text = f"instruction refused by the model: {exc}"
             self._scoring.error.record(text)
-            self.get_logger().error(text)
+            with self._frame_lock:
+                self._refuse(self._runner.instruction or "", text, new_task=True)
             return
         except Exception as exc:  # keep serving whatever the model does
             if _is_oom(exc):
@@ -564,6 +712,7 @@ class ScorerNode(Node):
             *(self._camera_status(prefix, i, s, now) for i, s in enumerate(self._cameras)),
             self._episode_status(prefix, now),
             self._scoring_status(prefix, now),
+            qos_status(prefix, self._qos.counts(), self._qos.last_policies()),
         ]
 
     def _model_status(self, prefix: str, now: float) -> DiagnosticStatus:
@@ -604,6 +753,8 @@ class ScorerNode(Node):
             error=self._episode_error,
             last_result=result,
             secondary_topics=[c.topic for c in self._cameras[1:]],
+            refused_since=self._refused_since,
+            refused_instructions=self._refused_instructions,
         )
 
     def _scoring_status(self, prefix: str, now: float) -> DiagnosticStatus:

@@ -104,6 +104,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("stamp_jump_restart_s", 1.0, "A first-camera frame stamped this many seconds before "
               "the previous one (a looping bag, a restarted driver) starts a new episode with the same "
               "instruction.", True, 0.0, 3600.0),
+    ParamSpec("stamp_gap_restart_s", 60.0, "A first-camera frame stamped this many seconds after "
+              "the previous one (zero stamps that turn real, a long pause) starts a new episode with "
+              "the same instruction, so no window spans the gap.", True, 0.1, 86400.0),
     ParamSpec("diagnostics_period_s", 1.0, "Seconds (wall clock) between /diagnostics messages.",
               False, 0.1, 60.0),
 )
