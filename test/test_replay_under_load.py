@@ -1,0 +1,247 @@
+"""Episode boundaries and live ticks hold on a busy machine, with two cameras and three episodes.
+
+The installed ``scorer_node`` watches a replayed bag while processes that
+spin the CPU run beside it (as many as there are cores), so callbacks run
+late and out of order with each other. Each episode's instruction comes a
+few milliseconds after the previous episode's last frames on both cameras,
+and its first frame soon after: the frames that a late callback could put
+into the wrong episode. The bag is replayed several times, into a fresh node
+each time, and every time:
+
+* the node has one episode per bag episode, with its instruction;
+* no TaskProgress of an episode names a frame that the bag's log order puts
+  in another episode;
+* the live ticks equal ``topreward bag``'s: the same frame sets, the same
+  raw score, progress and success score (1e-4). Frames fall midway between
+  the 2 Hz ticks, so each tick finds exactly one new frame however late it
+  runs, as in test_success_replay.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from topreward_ros.bag.replay import ReplayOptions, replay_bag
+from topreward_ros.bag.synthetic import START_NS
+from topreward_ros.bag.writer import BagWriter, image_msg, string_msg
+from topreward_ros.cli import main as topreward_main
+
+pytestmark = pytest.mark.graph
+
+ROOT = Path(__file__).resolve().parents[1]
+EXECUTABLE = ROOT / "install" / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
+CAMERAS = ("/cam_high/image_raw", "/cam_wrist/image_raw")
+NS = 1_000_000_000
+TICK_NS = NS // 2  # rate 2 Hz
+VIEW = 48
+FRAMES = 6  # per episode
+INSTRUCTIONS = ("put the red block in the bowl", "open the top drawer", "wipe the table")
+END_MARKER = "end of recording"
+SECONDARY_OFFSET_NS = 5_000_000  # within the 50 ms sync tolerance
+INSTRUCTION_AFTER_LAST_NS = 10_000_000  # the next instruction, 10 ms after the last frame
+RUNS = 2
+
+
+def primary_stamps(episode: int) -> list[int]:
+    base = START_NS + episode * FRAMES * TICK_NS
+    return [base + TICK_NS // 2 + k * TICK_NS for k in range(FRAMES)]
+
+
+def write_bag(path: Path) -> None:
+    rng = np.random.default_rng(7)
+    with BagWriter(path, "mcap") as writer:
+        for e, instruction in enumerate(INSTRUCTIONS):
+            stamps = primary_stamps(e)
+            at = (START_NS if e == 0
+                  else primary_stamps(e - 1)[-1] + SECONDARY_OFFSET_NS + INSTRUCTION_AFTER_LAST_NS)
+            writer.write("/instruction", string_msg(instruction), at)
+            for stamp in stamps:
+                for c, topic in enumerate(CAMERAS):
+                    rgb = rng.integers(0, 255, size=(36, 48, 3), dtype=np.uint8)
+                    t = stamp + c * SECONDARY_OFFSET_NS
+                    writer.write(topic, image_msg(rgb, t, f"camera{c}"), t)
+        writer.write("/instruction", string_msg(END_MARKER), primary_stamps(len(INSTRUCTIONS))[0])
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("replay_under_load")
+    bag = root / "bag"
+    write_bag(bag)
+    argv = ["bag", str(bag), "-o", str(root / "scored"), "--model", str(tiny_model_dir),
+            "--device", "cpu", "--dtype", "float32", "--local-files-only", "--torch-threads", "1",
+            "--view-size", str(VIEW), "--rate", "2.0", "--sample-fps", "2.0", "--no-plot", "-q"]
+    for topic in CAMERAS:
+        argv += ["--camera", topic]
+    assert topreward_main(argv) == 0
+    curves = [json.loads((root / "scored" / f"episode_{i:04d}" / "curve.json").read_text())
+              for i in range(len(INSTRUCTIONS))]
+    return {"bag": bag, "curves": curves}
+
+
+@pytest.fixture
+def busy_cpu() -> Iterator[None]:
+    """Processes that spin every core at the node's priority, for the whole test."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(os.cpu_count() or 2)]
+    try:
+        yield
+    finally:
+        for proc in spinners:
+            proc.kill()
+        for proc in spinners:
+            proc.wait(10)
+
+
+class Probe:
+    """The node's TaskProgress and diagnostics, recorded in the test process."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        from topreward_ros.msg import TaskProgress
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("load_probe", context=self.context)
+        self.lock = threading.Lock()
+        self.progress: list[Any] = []
+        self.diagnostics: dict[str, dict[str, str]] = {}
+        reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(TaskProgress, "/task_progress", self._on_progress, reliable)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - context shut down at teardown
+            pass
+
+    def _on_progress(self, msg: Any) -> None:
+        with self.lock:
+            self.progress.append(msg)
+
+    def _on_diag(self, msg: Any) -> None:
+        with self.lock:
+            for status in msg.status:
+                values = {kv.key: kv.value for kv in status.values}
+                values["_message"] = status.message
+                self.diagnostics[status.name] = values
+
+    def status(self, suffix: str) -> dict[str, str]:
+        with self.lock:
+            return next((dict(v) for k, v in self.diagnostics.items() if k.endswith(suffix)), {})
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+        self.thread.join(5)
+
+
+def _wait(predicate: Any, timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}\nnode log:\n"
+                f"{log.read_text(errors='replace')[-3000:]}")
+
+
+def _stamp_ns(stamp: Any) -> int:
+    return int(stamp.sec) * NS + int(stamp.nanosec)
+
+
+def replay_into_node(bag: Path, model: Path, tmp_path: Path) -> list[Any]:
+    params = {
+        "use_sim_time": "true", "model": str(model), "local_files_only": "true",
+        "device": "cpu", "dtype": "float32", "torch_threads": "1",
+        "camera_topics": "[" + ", ".join(CAMERAS) + "]",
+        "view_size": str(VIEW), "rate_hz": "2.0", "sample_fps": "2.0",
+    }
+    for topic in CAMERAS:
+        params[f"qos_overrides.{topic}.subscription.reliability"] = "reliable"
+        params[f"qos_overrides.{topic}.subscription.depth"] = "200"
+    args = [str(EXECUTABLE), "--ros-args"]
+    for name, value in params.items():
+        args += ["-p", f"{name}:={value}"]
+    log = tmp_path / "node.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    probe = Probe()
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        try:
+            _wait(lambda: "loaded" in probe.status(": model").get("_message", ""),
+                  180, "the node to load the model", log)
+            # Slower than real time: a tick has a wall second before the next frame is due.
+            result = replay_bag(bag, ReplayOptions(
+                rate=0.5, wait_for=(*CAMERAS, "/instruction", "/clock"), wait_timeout_s=60.0,
+                linger_s=4.0), progress=False)
+            assert result.ok, result.summary()
+            _wait(lambda: probe.status(": scoring").get("published") == str(len(probe.progress))
+                  and len(probe.progress) > 0, 90, "every published score to arrive", log)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+            probe.close()
+    with probe.lock:
+        return list(probe.progress)
+
+
+@pytest.mark.timeout(600)
+def test_busy_machine_keeps_episodes_apart_and_ticks_equal_topreward_bag(
+        offline: dict[str, Any], tiny_model_dir: Path, tmp_path: Path, busy_cpu: None) -> None:
+    if not EXECUTABLE.exists():
+        pytest.fail(f"{EXECUTABLE} missing: run `make build` first")
+    episode_of = {s: e for e in range(len(INSTRUCTIONS)) for s in primary_stamps(e)}
+    for run in range(RUNS):
+        run_dir = tmp_path / f"run{run}"
+        run_dir.mkdir()
+        messages = replay_into_node(offline["bag"], tiny_model_dir, run_dir)
+        node_ids: list[str] = []
+        for msg in messages:
+            if msg.episode_id not in node_ids:
+                node_ids.append(msg.episode_id)
+        assert len(node_ids) == len(INSTRUCTIONS), f"run {run}: one node episode per bag episode"
+        for e, (node_id, curve) in enumerate(zip(node_ids, offline["curves"])):
+            mine = [m for m in messages if m.episode_id == node_id]
+            for msg in mine:
+                assert msg.instruction == INSTRUCTIONS[e]
+                stamps = [_stamp_ns(s) for s in msg.frame_stamps]
+                crossed = [s for s in stamps if episode_of.get(s) != e]
+                assert not crossed, f"run {run}: episode {e} holds frames of another episode: {crossed}"
+            samples = curve["sample_stamps_ns"]
+            offline_ticks = {tuple(samples[:t["frames_used"]]): t for t in curve["live"]}
+            node_ticks = {tuple(_stamp_ns(s) for s in m.frame_stamps): m for m in mine}
+            assert sorted(node_ticks) == sorted(offline_ticks), f"run {run}, episode {e}"
+            for key, tick in offline_ticks.items():
+                msg = node_ticks[key]
+                assert _stamp_ns(msg.header.stamp) == tick["stamp_ns"]
+                assert msg.log_prob_true == pytest.approx(tick["log_prob_true"], abs=1e-4)
+                assert msg.progress == pytest.approx(tick["progress"], abs=1e-4)
+                assert msg.success_score == pytest.approx(tick["success_score"], abs=1e-4)
