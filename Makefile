@@ -24,6 +24,12 @@ SOURCES := CMakeLists.txt package.xml $(wildcard msg/*.msg launch/* config/* scr
            $(shell find topreward_ros -name '*.py' 2>/dev/null)
 RUN := source tools/env.sh &&
 PYTEST_ARGS ?=
+# Test modules run in parallel worker processes, a whole module per worker
+# (each module claims its own DDS domain, so they never see each other's
+# graphs). Most graph tests wait on discovery, replay pacing or a node's
+# timer, so more workers than cores still shortens the run. TEST_JOBS=0 runs
+# everything in this one process.
+TEST_JOBS ?= 3
 MODEL ?=
 BENCH_ARGS ?=
 
@@ -64,7 +70,7 @@ ros-extras: $(DEPS_STAMP)
 	tools/install_ros_extras.sh $(VENV) $(ROS_EXTRAS)
 
 test: build ros-extras
-	$(RUN) python -m pytest test $(PYTEST_ARGS)
+	$(RUN) python -m pytest test $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile,) $(PYTEST_ARGS)
 
 demo: build
 	$(RUN) python -m topreward_ros.demo $(if $(MODEL),--model $(MODEL),)
