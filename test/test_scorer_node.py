@@ -43,6 +43,7 @@ from scorer_node_rig import (  # noqa: E402
 )
 
 from topreward_ros.msg import EpisodeSuccess  # noqa: E402
+from topreward_ros.msg import TaskProgress as TaskProgressType  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.graph]
 
@@ -430,3 +431,54 @@ def test_sigint_stops_the_node_cleanly(tiny_model_dir: Path, tmp_path: Path) -> 
     log = proc.log()
     assert rc == 0, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_progress_image_follows_progress_and_success(rig: Rig, episode: tuple[str, str]) -> None:
+    """~/progress_image on the real graph: its plot is the episode's progress so far, its banner the latch."""
+    from sensor_msgs.msg import Image
+
+    from topreward_ros import progress_picture as pp
+
+    episode_id = episode[0]
+    pictures: list[Image] = []
+
+    def keep(msg: Image) -> None:
+        with rig.lock:
+            pictures.append(msg)
+
+    sub = rig.node.create_subscription(Image, "/scorer_node/progress_image", keep, 10)
+
+    def matched(success: bool) -> list[tuple[Image, list[TaskProgressType]]]:
+        """Pictures of the episode with the progress messages up to the tick each shows."""
+        mine = rig.progress_of(episode_id)
+        out = []
+        for picture in pictures:
+            upto = [i for i, m in enumerate(mine) if m.header.stamp == picture.header.stamp]
+            if upto and mine[upto[0]].success == success:
+                out.append((picture, mine[:upto[0] + 1]))
+        return out
+
+    def check(picture: Image, progress: list[TaskProgressType], banner: tuple[int, int, int]) -> None:
+        pixels = np.frombuffer(bytes(picture.data), np.uint8).reshape(picture.height, picture.width, 3)
+        assert picture.encoding == "rgb8"
+        view_height = picture.height - pp.BANNER_HEIGHT - pp.PLOT_HEIGHT
+        expected = pp.render(np.zeros((view_height, picture.width, 3), np.uint8),
+                             [m.progress for m in progress], success=progress[-1].success)
+        # The plot: exactly the curve of the progress published so far, and the threshold.
+        assert np.array_equal(pixels[-pp.PLOT_HEIGHT:], expected[-pp.PLOT_HEIGHT:])
+        banner_share = np.all(pixels[:pp.BANNER_HEIGHT] == banner, axis=-1).mean()
+        assert banner_share > 0.6, banner
+
+    try:
+        before = rig.wait_for("two progress pictures before success", lambda: (
+            len(found := matched(False)) >= 2 and found), timeout=60)
+        for picture, progress in before:
+            check(picture, progress, pp.RUNNING_BANNER)
+        assert rig.set_params(success_threshold=-1.0e9)[0].successful
+        after = rig.wait_for("a progress picture after success latched", lambda: (
+            (found := matched(True)) and found), timeout=60)
+        for picture, progress in after:
+            check(picture, progress, pp.SUCCESS_BANNER)
+    finally:
+        rig.node.destroy_subscription(sub)
+        assert rig.set_params(success_threshold=0.0)[0].successful

@@ -99,6 +99,19 @@ class TickResult:
     latency_s: float
     model_id: str
     timings: dict[str, float] = field(default_factory=dict)
+    #: Prompt tokens of this score, and how many of them came from the KV cache.
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+
+    @property
+    def margin(self) -> float:
+        """log p(True) - log p(False), nats: how decided the model is either way."""
+        return self.log_prob_true - self.log_prob_false
+
+    @property
+    def cache_reuse(self) -> float:
+        """Share of the prompt's tokens taken from the KV cache (0 when none)."""
+        return self.reused_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
     @property
     def frames_used(self) -> int:
@@ -181,6 +194,16 @@ class EpisodeRunner:
     def samples(self) -> list[Sample]:
         with self._lock:
             return list(self._window.samples)
+
+    def sample_image(self, episode_id: str, stamp_ns: int) -> np.ndarray | None:
+        """The composed image of the episode's sample at ``stamp_ns`` (None if gone or another episode)."""
+        with self._lock:
+            if episode_id != self._episode_id:
+                return None
+            for sample in reversed(self._window.samples):
+                if sample.stamp_ns == stamp_ns:
+                    return sample.image
+        return None
 
     def start(self, instruction: str, episode_id: str | None = None) -> str:
         """Begin a new episode for ``instruction``; returns its id."""
@@ -383,6 +406,8 @@ class EpisodeRunner:
                 success_fired=verdict.fired,
                 latency_s=t_scored - t_start,
                 model_id=scorer.model_id,
+                prompt_tokens=session.last_prompt_tokens,
+                reused_tokens=session.last_reused_tokens,
                 timings={
                     "convert_s": t_converted - t_start,
                     "assembly_s": t_assembled - t_converted,

@@ -267,6 +267,7 @@ def scoring_status(
     primary: CameraStats | None = None,
     episode_active: bool = False,
     stall_warn_s: float = float("inf"),
+    last_result: TickResult | None = None,
 ) -> DiagnosticStatus:
     """The scoring entry: ERROR after a recent failed tick; WARN when the primary camera stalls or ticks are skipped.
 
@@ -291,6 +292,12 @@ def scoring_status(
     values["tick_running_s"] = round(now - running_since, 3) if running_since is not None else 0.0
     for key, value in sc.last_timings.items():
         values[f"last_{key}"] = round(value, 5)
+    if last_result is not None:
+        # How decided the model was, and how much of the prompt the KV cache saved.
+        values["last_margin_nats"] = round(last_result.margin, 4)
+        values["last_prompt_tokens"] = last_result.prompt_tokens
+        values["last_reused_tokens"] = last_result.reused_tokens
+        values["last_cache_reuse"] = round(last_result.cache_reuse, 4)
     stalled = _primary_stall(now, primary, episode_active, stall_warn_s)
     values["primary_camera_stalled"] = bool(stalled)
     if sc.error.recent(now):

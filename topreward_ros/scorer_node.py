@@ -84,6 +84,7 @@ from topreward_ros.scorer_params import (
     is_compressed_topic,
     scorer_config_from,
 )
+from topreward_ros import progress_picture
 from topreward_ros.process_exit import exit_now
 from topreward_ros.qos_watch import QoSWatch
 from topreward_ros.scoring.config import ScorerConfig
@@ -99,6 +100,7 @@ NS_PER_S = 1_000_000_000
 NODE_NAME = "scorer_node"
 PROGRESS_TOPIC = "task_progress"
 SUCCESS_TOPIC = "episode_success"
+PROGRESS_IMAGE_TOPIC = "~/progress_image"
 INSTRUCTION_TOPIC = "instruction"
 RESET_SERVICE = "~/reset"
 DIAGNOSTICS_TOPIC = "/diagnostics"
@@ -217,6 +219,11 @@ class ScorerNode(Node):
         )
         self._success_pub = self._watched_publisher(EpisodeSuccess, SUCCESS_TOPIC, latched)
         self._diag_pub = self._watched_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, reliable)
+        # The progress picture: drawn on the scoring thread only while someone watches.
+        self._image_pub = self._watched_publisher(
+            Image, PROGRESS_IMAGE_TOPIC, QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
+        self._picture_progress: list[float] = []  # the episode's progress so far, for the picture
+        self._picture_episode: str | None = None
 
         # Instruction: two subscriptions, so that every reliable publisher reaches
         # the node. A volatile one matches ordinary publishers (the ROS 2 default,
@@ -672,6 +679,8 @@ class ScorerNode(Node):
         self._publish(result)
         timings = dict(result.timings)
         timings["publish_s"] = time.perf_counter() - t0
+        if self._draw_picture(result):
+            timings["picture_s"] = time.perf_counter() - t0 - timings["publish_s"]
         self._scoring.last_timings = timings
         self._scoring.latencies.append(result.latency_s)
         self._scoring.published += 1
@@ -688,6 +697,27 @@ class ScorerNode(Node):
                 f"episode {result.episode_id}: success (score {result.success_score:.3f} > "
                 f"{result.success_threshold:.3f})"
             )
+
+    def _draw_picture(self, result: TickResult) -> bool:
+        """Publish the progress picture of this tick, if anyone subscribes (scoring thread)."""
+        if result.episode_id != self._picture_episode:
+            self._picture_episode, self._picture_progress = result.episode_id, []
+        self._picture_progress.append(result.progress)
+        if self._image_pub.get_subscription_count() == 0:
+            return False
+        view = self._runner.sample_image(result.episode_id, result.stamp_ns)
+        picture = progress_picture.render(
+            view, self._picture_progress, success=result.success,
+            success_score=result.success_score, threshold=result.success_threshold,
+            view_height=self._settings.view_size)
+        msg = Image()
+        msg.header.stamp = self._messages.stamp(result.stamp_ns)
+        msg.header.frame_id = result.frame_id
+        msg.height, msg.width = picture.shape[:2]
+        msg.encoding, msg.is_bigendian, msg.step = "rgb8", 0, picture.shape[1] * 3
+        msg.data = picture.tobytes()
+        self._image_pub.publish(msg)
+        return True
 
     # -- diagnostics -------------------------------------------------------------
     def _on_diagnostics(self) -> None:
@@ -764,6 +794,7 @@ class ScorerNode(Node):
             primary=self._cameras[0],
             episode_active=self._runner.active,
             stall_warn_s=float(self.get_parameter("camera_stall_warn_s").value),
+            last_result=self._last_result,
         )
 
 

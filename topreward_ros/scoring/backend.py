@@ -443,6 +443,10 @@ class EpisodeSession:
         self._last: Score | None = None
         #: How often the cache had to be recomputed from scratch (see module doc).
         self.cache_rebuilds = 0
+        #: Of the last score()'s prompt, the tokens taken from the KV cache and
+        #: the prompt's length: how much of the work incremental scoring saved.
+        self.last_reused_tokens = 0
+        self.last_prompt_tokens = 0
         self._reset_cache()
 
     def _reset_cache(self) -> None:
@@ -500,6 +504,7 @@ class EpisodeSession:
         scorer = self._scorer
         if not scorer.supports_cache:
             self._last = scorer.score(self._frames, self._stamps, self.instruction)
+            self.last_reused_tokens = self.last_prompt_tokens = 0
             return self._last
         start = time.perf_counter()
         with scorer._lock, scorer._torch.inference_mode():
@@ -606,6 +611,7 @@ class EpisodeSession:
         keep_len = end_positions[complete - 1] + 1 if complete > 0 else header_len
         begin = len(self._cached_ids)
         stop = len(ids) - 1  # the answer token itself is not an input we need
+        self.last_reused_tokens, self.last_prompt_tokens = begin, len(ids)
 
         chunk_ids = ids_t[:, begin:stop]
         embeds = model.model.get_input_embeddings()(chunk_ids)
