@@ -77,10 +77,26 @@ def test_control_token_instruction_refuses_that_episode_and_scores_the_rest(
     assert re.search(r"instruction refused.*control[ -]token '<\|(im_end|video_pad)\|>'", refused.message)
     assert refused.num_frames == len(layout.episodes[1].primary_stamps_ns)
     assert "1 refused" in report.summary()
+    # The record states the interval not scored: from its instruction to the next one.
+    start, end = layout.episodes[1].start_log_ns, layout.episodes[2].start_log_ns
+    assert (refused.start_log_ns, refused.end_log_ns) == (start, end)
+    assert refused.message.endswith(f"; {refused.num_frames} primary camera frames from log time {start} "
+                                    f"to {end} ns not scored")
+    assert refused.message in report.summary()
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(manifest["episodes"]) == ["0", "2"]
     assert [f["episode_index"] for f in manifest["failures"]] == [1]
     assert bad in manifest["failures"][0]["instruction"]
+    failure = manifest["failures"][0]
+    assert (failure["start_log_ns"], failure["end_log_ns"], failure["end_reason"], failure["frames_not_scored"]) == (
+        start, end, "instruction", refused.num_frames)
+    # No frame of the refused interval counts toward an episode: the neighbours hold their own frames only.
+    assert [e.num_frames for e in report.episodes] == [len(e.primary_stamps_ns) for e in layout.episodes]
+    for index in (0, 2):
+        rows = pq.read_table(out / f"episode_000{index}" / "frames.parquet").column("stamp_ns").to_pylist()
+        assert rows == layout.episodes[index].primary_stamps_ns
+    combined = pq.read_table(out / "frames.parquet").column("stamp_ns").to_pylist()
+    assert not set(combined) & set(layout.episodes[1].primary_stamps_ns)
     assert not (out / "episode_0001").exists()
     third = json.loads((out / "episode_0002" / "curve.json").read_text())
     assert third["instruction"] == DEMO_SCENES[1].instruction and third["live"]

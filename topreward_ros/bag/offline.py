@@ -162,6 +162,9 @@ class EpisodeOutcome:
     # because a secondary camera had no frame within the sync tolerance.
     stamps_not_increasing: dict[str, int] = field(default_factory=dict)
     sync_misses: dict[str, int] = field(default_factory=dict)
+    # Log times the episode spans (set for refused episodes: the interval not scored).
+    start_log_ns: int | None = None
+    end_log_ns: int | None = None
 
 
 @dataclass
@@ -506,11 +509,17 @@ class BagScorer:
         return None
 
     def _refuse(self, episode: _Episode, manifest: Manifest) -> EpisodeOutcome:
-        message = f"instruction refused, episode not scored: {episode.refused}"
+        """A refused episode's record names the interval left unscored; its frames count nowhere."""
+        frames = len(episode.frame_stamps_ns)
+        message = (f"instruction refused, episode not scored: {episode.refused}; {frames} primary camera "
+                   f"frames from log time {episode.start_log_ns} to {episode.end_log_ns} ns not scored")
         manifest.record_failure({"episode_index": episode.index,
-                                 "instruction": episode.instruction, "error": message})
+                                 "instruction": episode.instruction, "error": message,
+                                 "start_log_ns": episode.start_log_ns, "end_log_ns": episode.end_log_ns,
+                                 "end_reason": episode.end_reason, "frames_not_scored": frames})
         return EpisodeOutcome(episode.index, episode.instruction, "refused", message,
-                              num_frames=len(episode.frame_stamps_ns))
+                              num_frames=frames, start_log_ns=episode.start_log_ns,
+                              end_log_ns=episode.end_log_ns)
 
     @staticmethod
     def _text(reader: BagReader, message: BagMessage) -> str:
