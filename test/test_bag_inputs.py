@@ -6,7 +6,8 @@ control-token syntax (that episode refused, the rest scored, a fixed one
 refused before the model loads), a secondary camera that stops (grey views,
 sync misses per camera in curve.json), header stamps that do not increase
 (counted and warned; ``sampled`` marks exactly the frames the model saw),
-and topics with no messages (exit codes as README's table says).
+stamps that jump forward (zero, then real: a new episode at the gap), and
+topics with no messages (exit codes as README's table says).
 """
 from __future__ import annotations
 
@@ -76,10 +77,26 @@ def test_control_token_instruction_refuses_that_episode_and_scores_the_rest(
     assert re.search(r"instruction refused.*control[ -]token '<\|(im_end|video_pad)\|>'", refused.message)
     assert refused.num_frames == len(layout.episodes[1].primary_stamps_ns)
     assert "1 refused" in report.summary()
+    # The record states the interval not scored: from its instruction to the next one.
+    start, end = layout.episodes[1].start_log_ns, layout.episodes[2].start_log_ns
+    assert (refused.start_log_ns, refused.end_log_ns) == (start, end)
+    assert refused.message.endswith(f"; {refused.num_frames} primary camera frames from log time {start} "
+                                    f"to {end} ns not scored")
+    assert refused.message in report.summary()
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(manifest["episodes"]) == ["0", "2"]
     assert [f["episode_index"] for f in manifest["failures"]] == [1]
     assert bad in manifest["failures"][0]["instruction"]
+    failure = manifest["failures"][0]
+    assert (failure["start_log_ns"], failure["end_log_ns"], failure["end_reason"], failure["frames_not_scored"]) == (
+        start, end, "instruction", refused.num_frames)
+    # No frame of the refused interval counts toward an episode: the neighbours hold their own frames only.
+    assert [e.num_frames for e in report.episodes] == [len(e.primary_stamps_ns) for e in layout.episodes]
+    for index in (0, 2):
+        rows = pq.read_table(out / f"episode_000{index}" / "frames.parquet").column("stamp_ns").to_pylist()
+        assert rows == layout.episodes[index].primary_stamps_ns
+    combined = pq.read_table(out / "frames.parquet").column("stamp_ns").to_pylist()
+    assert not set(combined) & set(layout.episodes[1].primary_stamps_ns)
     assert not (out / "episode_0001").exists()
     third = json.loads((out / "episode_0002" / "curve.json").read_text())
     assert third["instruction"] == DEMO_SCENES[1].instruction and third["live"]
@@ -188,6 +205,73 @@ def test_repeated_stamps_mark_one_row_per_sample(tmp_path, scorer):
     table = pq.read_table(out / "episode_0000" / "frames.parquet").to_pydict()
     assert [i for i, k in enumerate(table["sampled"]) if k] == [0, 5, 10, 15]
     assert sum(table["sampled"]) == len(seen)
+
+
+# -- header stamps that jump forward -------------------------------------------------------------
+
+
+def test_zero_stamps_then_real_ones_start_a_new_episode_at_the_gap(tmp_path, scorer):
+    """A driver that stamps zero until its clock comes up: the real frames are an episode of their own."""
+    stamps = [0] * 10 + [START_NS + k * 100 * MS for k in range(20)]
+    bag = _bag_with_stamps(tmp_path / "bag", stamps)
+    out = tmp_path / "out"
+    report = BagScorer(scorer, SETTINGS, options()).run(bag, out, progress=False)
+    assert [(e.status, e.instruction, e.num_frames) for e in report.episodes] == [
+        ("scored", SCENE.instruction, 10), ("scored", SCENE.instruction, 20)]
+    reason = f"camera stamp jumped forward by {START_NS / 1e9:.3f} s"
+    first, second = (json.loads((out / f"episode_000{i}" / "curve.json").read_text()) for i in (0, 1))
+    gap_log_ns = START_NS + 11 * 100 * MS  # the log time of the first real frame
+    assert (first["end_reason"], first["end_log_ns"], second["start_log_ns"]) == (reason, gap_log_ns, gap_log_ns)
+    assert json.loads((out / "manifest.json").read_text())["episodes"]["0"]["end_reason"] == reason
+    # The second episode's schedule anchors at the first real stamp: its window never spans the gap.
+    assert first["sample_stamps_ns"] == [0]
+    assert second["sample_stamps_ns"] == [stamps[10 + i] for i in (0, 5, 10, 15)]
+    table = pq.read_table(out / "episode_0001" / "frames.parquet").to_pydict()
+    assert table["stamp_ns"] == stamps[10:]
+    note = next(n for n in report.notes if "jumped forward" in n)
+    assert note.startswith(f"episode 0 ended at log time {gap_log_ns}: the primary camera stamp jumped "
+                           f"forward by {START_NS / 1e9:.3f} s (from 0 to {START_NS} ns")
+    assert note in report.summary()
+
+
+def test_a_stamp_gap_below_stamp_gap_restart_keeps_the_episode(tmp_path, scorer):
+    # 10 Hz, then a 30 s pause: under the 60 s default, one episode; over a 20 s limit, two.
+    stamps = [START_NS + k * 100 * MS for k in range(10)] + [START_NS + 30 * 10**9 + k * 100 * MS for k in range(10)]
+    bag = _bag_with_stamps(tmp_path / "bag", stamps)
+    report = BagScorer(scorer, SETTINGS, options(tick_rate_hz=0.5)).run(bag, tmp_path / "a", progress=False)
+    assert [e.num_frames for e in report.episodes] == [20]
+    assert not any("jumped forward" in n for n in report.notes)
+    report = BagScorer(scorer, SETTINGS, options(tick_rate_hz=0.5, stamp_gap_restart_s=20.0)).run(
+        bag, tmp_path / "b", progress=False)
+    assert [e.num_frames for e in report.episodes] == [10, 10]
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["episodes"]["0"]["end_reason"] == "camera stamp jumped forward by 29.100 s"
+    assert manifest["settings"]["stamp_gap_restart_s"] == 20.0
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("inf"), float("nan")])
+def test_stamp_gap_restart_must_be_finite_and_positive(value):
+    with pytest.raises(ValueError, match="stamp_gap_restart_s must be a finite number > 0"):
+        options(stamp_gap_restart_s=value)
+
+
+def test_stamp_gap_restart_from_the_command_line_and_the_params_file(tmp_path, tiny_model_dir, capsys):
+    stamps = [0] * 4 + [START_NS + k * 100 * MS for k in range(6)]
+    bag = _bag_with_stamps(tmp_path / "bag", stamps)
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    stamp_gap_restart_s: 2000000000.0\n")
+    base = [str(bag), "--model", str(tiny_model_dir), "--local-files-only", "--view-size", str(VIEW),
+            "--rate", "0.5", "--no-plot", "-q"]
+    assert cli("bag", *base, "--params-file", str(params), "-o", str(tmp_path / "file")) == EXIT_OK
+    manifest = json.loads((tmp_path / "file" / "manifest.json").read_text())
+    assert (manifest["settings"]["stamp_gap_restart_s"], sorted(manifest["episodes"])) == (2.0e9, ["0"])
+    assert cli("bag", *base, "--params-file", str(params), "--stamp-gap-restart", "60",
+               "-o", str(tmp_path / "option")) == EXIT_OK  # the option wins over the file
+    manifest = json.loads((tmp_path / "option" / "manifest.json").read_text())
+    assert (manifest["settings"]["stamp_gap_restart_s"], sorted(manifest["episodes"])) == (60.0, ["0", "1"])
+    capsys.readouterr()
+    assert cli("bag", *base, "--stamp-gap-restart", "0", "-o", str(tmp_path / "bad")) == EXIT_UNUSABLE
+    assert "stamp_gap_restart_s must be a finite number > 0, got 0.0" in capsys.readouterr().err
 
 
 # -- topics with no messages -----------------------------------------------------------------

@@ -209,6 +209,10 @@ def test_splitter_follows_the_node_rules():
     assert [(e.action, e.instruction) for e in events] == [("end", "pick"), ("start", "pick")]
     events = s.on_stamp_jump(50, 2.5)
     assert events[1].reason == "camera stamp jumped back by 2.500 s"
+    events = s.on_stamp_gap(55, 1_700_000_000.25)
+    assert [(e.action, e.instruction, e.reason) for e in events] == [
+        ("end", "pick", "camera stamp jumped forward by 1700000000.250 s"),
+        ("start", "pick", "camera stamp jumped forward by 1700000000.250 s")]
     events = s.on_instruction("place", 60)
     assert [(e.action, e.instruction) for e in events] == [("end", "pick"), ("start", "place")]
     assert [(e.action, e.log_time_ns) for e in s.finish(70)] == [("end", 70)]

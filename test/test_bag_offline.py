@@ -11,6 +11,7 @@ completed output; an interrupted run must resume without redoing episodes.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,28 @@ def test_reset_topic_and_fixed_instruction(tmp_path, scorer):
 
 
 # -- bad input ------------------------------------------------------------------------------
+
+
+def test_episode_verdict_is_strict_at_a_threshold_equal_to_the_success_score(tmp_path, scorer):
+    """``episode_success`` is ``success score > success_threshold``: equal is not success."""
+    from dataclasses import replace
+
+    layout = write_episodes_bag(tmp_path / "bag", "mcap", SCENES[:1], duration_s=1.5)
+    opts = options(tick_rate_hz=0.5, num_prefixes=2)
+
+    def verdict(threshold: float, name: str) -> tuple[float, bool, set[bool]]:
+        out = tmp_path / name
+        report = BagScorer(scorer, replace(SETTINGS, success_threshold=threshold), opts).run(
+            layout.path, out, progress=False)
+        assert report.ok, report.summary()
+        record = json.loads((out / "episode_0000" / "curve.json").read_text())
+        column = pq.read_table(out / "episode_0000" / "frames.parquet").column("episode_success").to_pylist()
+        return record["offline"]["success_score"], record["episode_success"], set(column)
+
+    score, _, _ = verdict(-1e6, "first")
+    # The same frames, the same scores: the threshold only moves the verdict.
+    assert verdict(score, "at") == (score, False, {False})
+    assert verdict(math.nextafter(score, -math.inf), "below") == (score, True, {True})
 
 
 def test_unknown_encoding_fails_only_that_episode_with_the_reason(tmp_path, scorer):

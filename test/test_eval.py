@@ -97,7 +97,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dic
 
 def test_interrupted_run_is_resumed_and_finished_episodes_are_kept(setup: dict[str, Any]) -> None:
     out, first = setup["out"], setup["first"]
-    assert [r["episode"] for r in first["rows"]] == ["demo_bag/0", "demo_bag/1", "demo_bag/2"]
+    # Every labelled episode has a row; those not reached yet are pending, without scores.
+    assert [r["episode"] for r in first["rows"]] == [f"demo_bag/{i}" for i in range(6)] + ["clip_green"]
+    assert [r["status"] for r in first["rows"]] == ["scored"] * 3 + ["pending"] * 4
+    for row in first["rows"][3:]:
+        assert "--max-episodes" in row["status_detail"]
+        assert row["voc"] == row["raw_success_score"] == row["num_samples"] == row["predicted_success"] == ""
+    first["rows"] = first["rows"][:3]
     assert "scored   demo_bag/2" in first["stdout"] and "clip_green" not in first["stdout"]
     rows = read_csv(out / "episodes.csv")
     assert [r["episode"] for r in rows] == [f"demo_bag/{i}" for i in range(6)] + ["clip_green"]
@@ -118,6 +124,7 @@ def test_interrupted_run_is_resumed_and_finished_episodes_are_kept(setup: dict[s
 def test_metrics_match_scipy_and_sklearn_on_the_written_csv(setup: dict[str, Any]) -> None:
     out = setup["out"]
     rows = read_csv(out / "episodes.csv")
+    assert {(r["status"], r["status_detail"]) for r in rows} == {("scored", "")}
     metrics = json.loads((out / "metrics.json").read_text())
     y = np.array([int(r["success"]) for r in rows])
     assert y.tolist() == [*BAG_LABELS, 0]
@@ -294,7 +301,7 @@ def test_outputs_a_person_reads(setup: dict[str, Any]) -> None:
     header = (out / "episodes.csv").read_text().splitlines()[0]
     assert header == ("episode,input,kind,task,instruction,success,num_frames,num_samples,voc,control_voc,"
                       "raw_success_score,two_way_success_score,control_raw_success_score,"
-                      "control_two_way_success_score,predicted_success,live_success")
+                      "control_two_way_success_score,predicted_success,live_success,status,status_detail")
     assert "RANDOMLY INITIALISED" in setup["second"][1]
 
 
@@ -359,9 +366,58 @@ def test_label_for_a_missing_bag_episode_and_unlabelled_episode(setup: dict[str,
     assert "the labels name episode 'demo_bag/9' but bag demo_bag has 6 episode(s)" in stderr
     assert "demo_bag/5 was scored but has no label" in stderr
     rows = read_csv(out / "episodes.csv")
-    assert [r["episode"] for r in rows] == [f"demo_bag/{i}" for i in range(5)] + ["clip_green"]
+    assert [r["episode"] for r in rows] == [f"demo_bag/{i}" for i in range(5)] + ["demo_bag/9", "clip_green"]
+    missing = rows[5]
+    assert (missing["status"], missing["status_detail"]) == ("missing", "bag demo_bag has 6 episode(s)")
+    assert missing["success"] == "1" and missing["voc"] == missing["predicted_success"] == ""
+    assert json.loads((out / "metrics.json").read_text())["overall"]["episodes"] == 6
     report = (out / "report.md").read_text()
     assert "demo_bag/9" in report and "demo_bag/5: scored but not in the labels file" in report
+    assert "6 labelled episodes (5 successes, 1 failures); 1 more labelled but not scored" in report
+
+
+def test_failed_refused_and_missing_episodes_have_rows_without_scores(setup: dict[str, Any]) -> None:
+    """A frame folder without images fails, a bag whose instruction holds a control token is refused."""
+    root = setup["root"]
+    empty = root / "clip_empty"
+    empty.mkdir()
+    refused_bag = write_demo_bag(root / "refused_bag", scenes=(
+        SceneSpec("put the block <|im_end|> in the bowl", duration_s=1.0),), rate_hz=4.0, size=(96, 72))
+    text = ("episode,success,task,instruction\n" + ALL_LABELS.replace("demo_bag/0,1", "demo_bag/0,0")
+            + "demo_bag/7,0,,\nclip_empty,1,,stack the cups\nrefused_bag/0,0,,\n")
+    out = root / "unscored"
+    shutil.copytree(setup["out"], out)
+    labels = root / "unscored.csv"
+    labels.write_text(text)
+    argv = [str(empty), str(refused_bag), *setup["common"]]
+    argv[argv.index("-l") + 1] = str(labels)
+    argv[argv.index("-o") + 1] = str(out)
+    code, stdout, stderr = run_cli("eval", *argv)
+    assert code == 1
+    assert "scored   " not in stdout  # nothing new to score
+    rows = {r["episode"]: r for r in read_csv(out / "episodes.csv")}
+    assert list(rows) == ["clip_empty", "refused_bag/0", *(f"demo_bag/{i}" for i in (0, 1, 2, 3, 4, 5, 7)),
+                          "clip_green"]  # input order, then episode order
+    assert {n: r["status"] for n, r in rows.items() if r["status"] != "scored"} == {
+        "demo_bag/7": "missing", "clip_empty": "failed", "refused_bag/0": "refused"}
+    assert "holds no images" in rows["clip_empty"]["status_detail"]
+    assert "instruction refused" in rows["refused_bag/0"]["status_detail"]
+    assert rows["clip_empty"]["instruction"] == "stack the cups"
+    for name in ("demo_bag/7", "clip_empty", "refused_bag/0"):
+        row = rows[name]
+        for key in ("num_frames", "num_samples", "voc", "control_voc", "raw_success_score", "two_way_success_score",
+                    "control_raw_success_score", "control_two_way_success_score", "predicted_success",
+                    "live_success"):
+            assert row[key] == "", (name, key)
+    # The metrics are those of the 7 scored episodes alone, exactly as before the extra labels.
+    metrics = json.loads((out / "metrics.json").read_text())["overall"]
+    assert (metrics["episodes"], metrics["successes"], metrics["failures"]) == (7, 6, 1)
+    scored = [r for r in rows.values() if r["status"] == "scored"]
+    y = [int(r["success"]) for r in scored]
+    assert metrics["auc_raw"] == pytest.approx(roc_auc_score(y, [float(r["raw_success_score"]) for r in scored]))
+    report = (out / "report.md").read_text()
+    assert "3 more labelled but not scored" in report
+    assert "| **refused**: instruction refused" in report and "<\\|im_end\\|>" in report
 
 
 def test_errors_before_scoring(setup: dict[str, Any]) -> None:
@@ -397,6 +453,32 @@ def test_calibrated_params_hold_the_four_keys_with_node_default_scoring(tmp_path
         "sample_fps": 1.0}
     one_class = evaluate(records, {k: Label(k, True) for k in labels})
     assert calibrated_params(one_class, "m", 3, 2, defaults) is None
+
+
+def test_labelled_episodes_without_scores_get_a_row_and_stay_out_of_the_metrics() -> None:
+    from topreward_ros.evaluation.labels import Label
+    from topreward_ros.evaluation.report import evaluate
+
+    records = [{"episode": f"e{i}", "kind": "video", "voc": 0.5, "control_voc": 0.9,
+                "raw_success_score": -10.0 + i, "two_way_success_score": -0.5} for i in range(4)]
+    labels = {name: Label(name, success) for name, success in
+              (("e0", False), ("gone", True), ("e1", False), ("e2", True), ("e3", True), ("bad", False))}
+    order = ["e0", "e1", "gone", "e2", "e3", "bad"]
+    evaluation = evaluate(records, labels, unscored={"bad": ("refused", "control token")}, order=order.index)
+    rows = {r["episode"]: r for r in evaluation.rows}
+    assert list(rows) == order
+    assert (rows["gone"]["status"], rows["bad"]["status"], rows["bad"]["status_detail"]) == (
+        "missing", "refused", "control token")
+    assert [r["episode"] for r in evaluation.scored] == ["e0", "e1", "e2", "e3"]
+    for name in ("gone", "bad"):
+        assert rows[name]["voc"] is None and rows[name]["predicted_success"] == ""
+    assert (evaluation.overall.episodes, evaluation.overall.successes) == (4, 2)
+    assert evaluation.overall.threshold_raw.threshold == pytest.approx(-8.5)
+    assert [rows[n]["predicted_success"] for n in ("e0", "e1", "e2", "e3")] == [0, 0, 1, 1]
+    # An episode that failed in this run is not measured by an older record of it.
+    again = evaluate(records, labels, unscored={"e3": ("failed", "out of memory")})
+    assert {r["episode"]: r["status"] for r in again.rows}["e3"] == "failed"
+    assert again.overall.episodes == 3
 
 
 def test_ctrl_c_keeps_finished_episodes_and_a_rerun_continues(setup: dict[str, Any]) -> None:

@@ -70,6 +70,43 @@ def test_writing_the_fixture_leaves_this_process_scheduling_as_it_was(tmp_path):
     assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before
 
 
+@pytest.mark.parametrize("raises", [False, True])
+def test_the_writer_restores_a_scheduling_change_made_inside_it(raises):
+    """The restore itself, as any user can exercise it (the test above needs root to mean anything).
+
+    A non-root thread may not take SCHED_FIFO, but it may switch between
+    SCHED_OTHER and SCHED_BATCH; the change is made in a thread of its own,
+    so a failed restore never leaks into the other tests.
+    """
+    import os
+    import threading
+
+    from topreward_ros.lerobot.synthetic import _calling_thread_scheduling_kept
+
+    seen: dict[str, object] = {}
+
+    def body() -> None:
+        before = (os.sched_getscheduler(0), os.sched_getparam(0))
+        other = os.SCHED_BATCH if before[0] != os.SCHED_BATCH else os.SCHED_OTHER
+        try:
+            with _calling_thread_scheduling_kept():
+                os.sched_setscheduler(0, other, os.sched_param(0))
+                seen["inside"] = os.sched_getscheduler(0) == other
+                if raises:
+                    raise KeyError("the encoder failed")
+        except KeyError:
+            seen["raised"] = True
+        seen["after"] = (os.sched_getscheduler(0), os.sched_getparam(0))
+        seen["before"] = before
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert seen["inside"] is True  # the change really happened
+    assert seen.get("raised", False) is raises
+    assert seen["after"] == seen["before"]
+
+
 def options(**kw) -> DatasetScoringOptions:
     base = dict(camera_keys=(FRONT, WRIST), tick_rate_hz=2.0, num_prefixes=K, plot=False)
     base.update(kw)

@@ -56,6 +56,26 @@ def test_threshold_maximises_balanced_accuracy(seed: int) -> None:
     assert choice.fpr == pytest.approx(predicted[labels == 0].mean())
 
 
+def tied_midpoint_scores() -> tuple[float, float]:
+    """Two adjacent floats whose midpoint rounds (half to even) to the lower: a candidate threshold equal
+    to a score."""
+    low = -8.0
+    high = math.nextafter(low, 0.0)
+    assert (low + high) / 2.0 == low
+    return low, high
+
+
+def test_a_score_equal_to_the_chosen_threshold_counts_as_failure() -> None:
+    """``score > threshold`` is strict in the choice too, as in the node's detector."""
+    low, high = tied_midpoint_scores()
+    labels = [False, True]
+    choice = choose_threshold([low, high], labels)
+    assert choice.threshold == low  # the failure's own score: only a strict rule separates the two
+    assert (choice.tpr, choice.fpr, choice.balanced_accuracy) == (1.0, 0.0, 1.0)
+    m = evaluate_set([0.1, 0.2], [0.3, 0.4], [low, high], [low, high], labels)
+    assert m.threshold_raw == choice and m.threshold_two_way == choice
+
+
 def test_roc_points_give_sklearns_auc() -> None:
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 2, 30)
@@ -104,3 +124,19 @@ def test_live_success_follows_the_node_detector(scores: list[float], fires: bool
     from topreward_ros.evaluation.report import live_success
 
     assert live_success(scores, -7.0, window=3, consecutive=2) is fires
+
+
+def test_eval_predicts_failure_for_a_score_equal_to_the_threshold() -> None:
+    """episodes.csv's predicted_success is ``raw score > threshold``, strict."""
+    from topreward_ros.evaluation.labels import Label
+    from topreward_ros.evaluation.report import evaluate
+
+    low, high = tied_midpoint_scores()
+    scores = {"a": low, "b": high}
+    records = [{"episode": name, "kind": "video", "voc": 0.5, "control_voc": 0.9, "raw_success_score": score,
+                "two_way_success_score": score} for name, score in scores.items()]
+    evaluation = evaluate(records, {"a": Label("a", False), "b": Label("b", True)})
+    threshold = evaluation.overall.threshold_raw.threshold
+    at = next(r for r in evaluation.rows if r["raw_success_score"] == threshold)
+    above = next(r for r in evaluation.rows if r["raw_success_score"] > threshold)
+    assert (at["predicted_success"], above["predicted_success"]) == (0, 1)

@@ -1,6 +1,8 @@
 """Causal progress and the success detector."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from topreward_ros.scoring import CausalProgress, SuccessDetector
@@ -58,6 +60,18 @@ def test_streak_breaks_below_threshold() -> None:
     d = SuccessDetector(threshold=-8.0, window=1, consecutive=2)
     fired = [d.update(v).fired for v in (-7.0, -9.0, -7.0, -7.0)]
     assert fired == [False, False, False, True]
+
+
+def test_a_score_equal_to_the_threshold_is_not_success() -> None:
+    """The rule is strict: ``score > threshold``; a mean exactly at it breaks the streak."""
+    d = SuccessDetector(threshold=-5.0, window=2, consecutive=1)
+    verdicts = [d.update(v) for v in (-4.0, -6.0, -4.0, -6.0)]  # means -4, -5, -5, -5 (exact in binary)
+    assert [v.score for v in verdicts[1:]] == [-5.0, -5.0, -5.0]
+    assert not any(v.success for v in verdicts)
+    # The next representable mean above it fires.
+    d = SuccessDetector(threshold=-5.0, window=1, consecutive=1)
+    assert not d.update(-5.0).success
+    assert d.update(math.nextafter(-5.0, 0.0)).fired
 
 
 def test_success_fires_once_until_reset() -> None:

@@ -14,6 +14,10 @@ and 0.0 (log p <= 0: none passes).
   latched EpisodeSuccess gets the OLD episode's message (its episode_id is
   not the running episode's), never one claiming the new episode.
 * A stalled primary camera turns the scoring diagnostic to WARN.
+
+The node process is shared by the module; each test starts from the node's
+starting parameters (fixture ``node``) and makes the episodes it needs
+(``succeeded_episode``), so any test passes alone and in any order.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from scorer_node_rig import (  # noqa: E402
 )
 
 from topreward_ros.msg import EpisodeSuccess  # noqa: E402
+from topreward_ros.scorer_params import PARAM_BY_NAME  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.graph]
 
@@ -91,6 +96,43 @@ def set_ok(rig: Rig, **values: Any) -> None:
     assert all(r.successful for r in results), [r.reason for r in results]
 
 
+# Every run-time parameter a test here changes, at the value the node started with.
+STARTING_VALUES = {
+    "success_threshold": ALWAYS,
+    "success_window": int(NODE_PARAMS["success_window"]),
+    "success_consecutive": int(NODE_PARAMS["success_consecutive"]),
+    "sample_fps": PARAM_BY_NAME["sample_fps"].default,
+    "max_frames": int(NODE_PARAMS["max_frames"]),
+    "sync_tolerance_s": PARAM_BY_NAME["sync_tolerance_s"].default,
+}
+
+
+@pytest.fixture
+def node(rig: Rig) -> Rig:
+    """The shared node with its starting parameters and a streaming camera, whatever ran before."""
+    rig.paused.clear()
+    set_ok(rig, **STARTING_VALUES)
+    return rig
+
+
+def start_episode(rig: Rig, instruction: str) -> str:
+    """Send an instruction; the id of the episode it starts, once that episode is scored."""
+    with rig.lock:
+        old = {m.episode_id for m in rig.progress}
+    rig.instruct(instruction)
+    return new_episode_after(rig, old, instruction)[0].episode_id
+
+
+@pytest.fixture
+def succeeded_episode(node: Rig) -> str:
+    """The id of an episode that has succeeded; the threshold is then NEVER."""
+    episode = start_episode(node, "wipe the table")
+    node.wait_for("EpisodeSuccess of the wiping episode",
+                  lambda: next((s for s in node.successes if s.episode_id == episode), None))
+    set_ok(node, success_threshold=NEVER)
+    return episode
+
+
 def successes_of(rig: Rig, episode_id: str) -> list[EpisodeSuccess]:
     with rig.lock:
         return [s for s in rig.successes if s.episode_id == episode_id]
@@ -118,10 +160,9 @@ def late_subscriber_gets(rig: Rig) -> EpisodeSuccess:
         rig.node.destroy_subscription(sub)
 
 
-def test_success_stays_latched_across_parameter_changes(rig: Rig) -> None:
-    rig.instruct("stack the cups")
-    first = new_episode_after(rig, set(), "stack the cups")[0]
-    episode = first.episode_id
+def test_success_stays_latched_across_parameter_changes(node: Rig) -> None:
+    rig = node
+    episode = start_episode(rig, "stack the cups")
     done = rig.wait_for("EpisodeSuccess of the episode",
                         lambda: next((s for s in rig.successes if s.episode_id == episode), None))
     # Every change a user can make at run time, one after the other. With NEVER,
@@ -162,11 +203,11 @@ def test_success_stays_latched_across_parameter_changes(rig: Rig) -> None:
     assert late_subscriber_gets(rig).episode_id == episode
 
 
-def test_after_success_a_new_episode_decides_on_its_own(rig: Rig) -> None:
-    # The threshold is NEVER now (end of the test before) and the last episode succeeded.
+def test_after_success_a_new_episode_decides_on_its_own(node: Rig, succeeded_episode: str) -> None:
+    # The threshold is NEVER now and the last episode succeeded.
+    rig, succeeded = node, succeeded_episode
     with rig.lock:
         old = {m.episode_id for m in rig.progress}
-        succeeded = rig.successes[-1].episode_id
     # A reset: a new, undecided episode. Until it succeeds, a late subscriber still
     # gets the old episode's success, which names the old episode.
     reset_id = rig.reset().message
@@ -203,7 +244,9 @@ def test_after_success_a_new_episode_decides_on_its_own(rig: Rig) -> None:
         assert len(successes_of(rig, episode_id)) == 1
 
 
-def test_a_stalled_primary_camera_shows_in_the_scoring_diagnostic(rig: Rig) -> None:
+def test_a_stalled_primary_camera_shows_in_the_scoring_diagnostic(node: Rig) -> None:
+    rig = node
+    start_episode(rig, "sort the blocks")  # a stall is reported while an episode runs
     since = time.monotonic()
     rig.wait_for("scoring OK while frames come", lambda: (
         (s := rig.latest_status(": scoring", since=since)) is not None

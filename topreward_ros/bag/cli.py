@@ -88,6 +88,9 @@ def _register_bag(subparsers: Any) -> None:
     g.add_argument("--success-window", type=int, help="(default: 3)")
     g.add_argument("--success-consecutive", type=int, help="(default: 2)")
     g.add_argument("--stamp-jump-restart", type=float, metavar="SECONDS", help="(default: 1.0)")
+    g.add_argument("--stamp-gap-restart", type=float, metavar="SECONDS",
+                   help="a primary camera stamp more than this after the previous one starts a new "
+                   "episode (default: 60.0)")
     g.add_argument("--num-prefixes", type=int, default=15, help="K of the offline curve")
     g = p.add_argument_group("run")
     g.add_argument("--episode-offset", type=int, default=0,
@@ -132,6 +135,7 @@ BAG_PARAMS: dict[str, tuple[str, type, Any]] = {
     "success_window": ("success_window", int, 3),
     "success_consecutive": ("success_consecutive", int, 2),
     "stamp_jump_restart_s": ("stamp_jump_restart", float, 1.0),
+    "stamp_gap_restart_s": ("stamp_gap_restart", float, 60.0),
 }
 
 
@@ -180,6 +184,7 @@ def bag_options(args: argparse.Namespace, cameras: tuple[str, ...]) -> Any:
         reset_topic=args.reset_topic,
         tick_rate_hz=args.rate,
         stamp_jump_restart_s=args.stamp_jump_restart,
+        stamp_gap_restart_s=args.stamp_gap_restart,
         num_prefixes=args.num_prefixes,
         episode_offset=args.episode_offset,
         max_episodes=args.max_episodes,

@@ -12,6 +12,12 @@ episode while watching it live, so these rules mirror the node's:
 * a primary camera stamp that jumps back by more than
   ``stamp_jump_restart_s`` (a looping recording, a restarted driver) starts
   a new episode with the current instruction;
+* its forward twin: a primary camera stamp more than
+  ``stamp_gap_restart_s`` after the episode's previous primary frame (a
+  driver that stamped zero until its clock came up, a recording paused for
+  long) starts a new episode with the current instruction, so the 2 fps
+  schedule never anchors at the old stamps and the model never gets frames
+  that far apart as one video;
 * a fixed instruction (``--instruction``, like the node's ``instruction``
   parameter) starts an episode at the first message; the instruction topic
   is then not read;
@@ -79,6 +85,13 @@ class EpisodeSplitter:
             return []
         return self._restart(log_time_ns, self._instruction,
                              f"camera stamp jumped back by {jump_s:.3f} s")
+
+    def on_stamp_gap(self, log_time_ns: int, gap_s: float) -> list[EpisodeEvent]:
+        """A primary camera stamp far after the previous one: the same as a jump back, forward."""
+        if not self.active or self._instruction is None:
+            return []
+        return self._restart(log_time_ns, self._instruction,
+                             f"camera stamp jumped forward by {gap_s:.3f} s")
 
     def finish(self, log_time_ns: int, reason: str = "end of bag") -> list[EpisodeEvent]:
         return self._end(log_time_ns, reason)

@@ -66,6 +66,10 @@ class BagScoringOptions:
         ``rate_hz``).
     stamp_jump_restart_s: a primary camera stamp this much older than the
         previous one starts a new episode (the node's parameter of that name).
+    stamp_gap_restart_s: a primary camera stamp more than this after the
+        episode's previous primary frame starts a new episode (the node's
+        parameter of that name): stamps that are zero for a while and then
+        real would otherwise put decades between two samples of one video.
     num_prefixes: K, prefixes of the offline curve (paper: 15).
     episode_offset: added to the bag's episode numbers in the tables, to
         match a LeRobot dataset assembled from several bags.
@@ -80,6 +84,7 @@ class BagScoringOptions:
     reset_topic: str | None = None
     tick_rate_hz: float = 1.0
     stamp_jump_restart_s: float = 1.0
+    stamp_gap_restart_s: float = 60.0
     num_prefixes: int = 15
     episode_offset: int = 0
     max_episodes: int | None = None
@@ -106,6 +111,11 @@ class BagScoringOptions:
             raise ValueError(
                 "stamp_jump_restart_s must be a finite number >= 0, "
                 f"got {self.stamp_jump_restart_s!r}"
+            )
+        if not (math.isfinite(self.stamp_gap_restart_s) and self.stamp_gap_restart_s > 0):
+            raise ValueError(
+                "stamp_gap_restart_s must be a finite number > 0, "
+                f"got {self.stamp_gap_restart_s!r}"
             )
         if self.num_prefixes < 2:
             raise ValueError(f"num_prefixes must be >= 2, got {self.num_prefixes!r}")
@@ -152,6 +162,9 @@ class EpisodeOutcome:
     # because a secondary camera had no frame within the sync tolerance.
     stamps_not_increasing: dict[str, int] = field(default_factory=dict)
     sync_misses: dict[str, int] = field(default_factory=dict)
+    # Log times the episode spans (set for refused episodes: the interval not scored).
+    start_log_ns: int | None = None
+    end_log_ns: int | None = None
 
 
 @dataclass
@@ -365,6 +378,7 @@ class BagScorer:
         splitter = EpisodeSplitter(opts.instruction)
         tick_period_ns = int(round(NS_PER_S / opts.tick_rate_hz))
         restart_ns = int(round(opts.stamp_jump_restart_s * NS_PER_S))
+        gap_ns = int(round(opts.stamp_gap_restart_s * NS_PER_S))
         next_tick_ns: int | None = None
         episode: _Episode | None = None
         next_index = 0
@@ -442,6 +456,14 @@ class BagScorer:
                         previous = episode.last_primary_ns
                         if previous is not None and previous - stamp_ns > restart_ns:
                             handle(splitter.on_stamp_jump(t, (previous - stamp_ns) / NS_PER_S))
+                        elif previous is not None and stamp_ns - previous > gap_ns:
+                            ended = episode.index
+                            handle(splitter.on_stamp_gap(t, (stamp_ns - previous) / NS_PER_S))
+                            report.notes.append(
+                                f"episode {ended} ended at log time {t}: the primary camera stamp jumped "
+                                f"forward by {(stamp_ns - previous) / NS_PER_S:.3f} s "
+                                f"(from {previous} to {stamp_ns} ns, more than stamp_gap_restart_s); "
+                                f"the frames from there on are a new episode with the same instruction")
                         assert episode is not None
                         episode.last_primary_ns = stamp_ns
                     self._on_frame(message, camera, stamp_ns, episode, runner, reader)
@@ -487,11 +509,17 @@ class BagScorer:
         return None
 
     def _refuse(self, episode: _Episode, manifest: Manifest) -> EpisodeOutcome:
-        message = f"instruction refused, episode not scored: {episode.refused}"
+        """A refused episode's record names the interval left unscored; its frames count nowhere."""
+        frames = len(episode.frame_stamps_ns)
+        message = (f"instruction refused, episode not scored: {episode.refused}; {frames} primary camera "
+                   f"frames from log time {episode.start_log_ns} to {episode.end_log_ns} ns not scored")
         manifest.record_failure({"episode_index": episode.index,
-                                 "instruction": episode.instruction, "error": message})
+                                 "instruction": episode.instruction, "error": message,
+                                 "start_log_ns": episode.start_log_ns, "end_log_ns": episode.end_log_ns,
+                                 "end_reason": episode.end_reason, "frames_not_scored": frames})
         return EpisodeOutcome(episode.index, episode.instruction, "refused", message,
-                              num_frames=len(episode.frame_stamps_ns))
+                              num_frames=frames, start_log_ns=episode.start_log_ns,
+                              end_log_ns=episode.end_log_ns)
 
     @staticmethod
     def _text(reader: BagReader, message: BagMessage) -> str:

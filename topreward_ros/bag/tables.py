@@ -23,7 +23,7 @@ Columns (``FRAME_SCHEMA``):
   score covering this frame (NaN before the first score).
 * ``live_log_prob_true`` (float64): that score's raw log p(" True") (NaN before the first score).
 * ``episode_success`` (bool): the offline verdict for the whole episode
-  (success score of the full curve >= threshold).
+  (success score of the full curve > threshold, strictly, as the live detector).
 """
 from __future__ import annotations
 

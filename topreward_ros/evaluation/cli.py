@@ -181,23 +181,36 @@ def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: An
         write_episodes_csv,
     )
 
+    from topreward_ros.evaluation.runner import episode_order
+
     out: Path = args.output
     records = runner.load_records(inputs)
-    evaluation = evaluate(records, labels, args.success_window, args.success_consecutive)
     problems = list(run.problems)
     problems += [f"{name}: failed: {message}" for name, message in run.failed.items()]
+    # Each labelled episode without scores gets a status for its row in episodes.csv.
+    unscored = dict(run.unscored)
+    recorded = {r["episode"] for r in records}
     for name, label in labels.items():
         head, _, tail = name.rpartition("/")
         if head in run.complete_bags and int(tail) not in run.bag_episodes.get(head, set()):
             count = len(run.bag_episodes.get(head, set()))
             problems.append(f"{label.where}: the labels name episode {name!r} but bag {head} has {count} "
                             f"episode(s), {head}/0 .. {head}/{count - 1}")
+            unscored[name] = ("missing", f"bag {head} has {count} episode(s)")
+        elif name in unscored or name in recorded:
+            continue
+        elif f"{head} (bag)" in run.failed:
+            unscored[name] = ("failed", run.failed[f"{head} (bag)"])
+        elif run.stopped_early:
+            unscored[name] = ("pending", "not scored yet (--max-episodes); a re-run continues")
+    evaluation = evaluate(records, labels, args.success_window, args.success_consecutive, unscored,
+                          episode_order(inputs))
     from topreward_ros.bag.manifest import write_json_atomic, write_text_atomic
 
     write_episodes_csv(out / "episodes.csv", evaluation.rows)
     write_json_atomic(out / "metrics.json", metrics_record(evaluation))
     plots = []
-    if evaluation.rows:
+    if evaluation.scored:
         if plot_roc(out / "roc.png", evaluation):
             plots.append("roc.png")
         plot_voc_vs_control(out / "voc_vs_control.png", evaluation)

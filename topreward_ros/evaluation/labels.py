@@ -106,10 +106,47 @@ def _read_csv(path: Path, text: str) -> list[Label]:
     return labels
 
 
+def _refuse_duplicate_keys(path: Path, text: str) -> None:
+    """Raise ``LabelsError`` for a key given twice in one YAML mapping.
+
+    ``yaml.safe_load`` keeps the last of two equal keys without a word, so an
+    episode labelled twice in the mapping form (or ``success`` given twice in
+    one entry) would silently lose a label; CSV duplicates are refused, so
+    YAML ones are too, naming the episode and both lines.
+    """
+    import yaml
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    episodes = root
+    if (isinstance(root, yaml.MappingNode) and len(root.value) == 1
+            and isinstance(root.value[0][0], yaml.ScalarNode) and root.value[0][0].value == "episodes"):
+        episodes = root.value[0][1]
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+            continue
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        first_line: dict[str, int] = {}
+        for key, value in node.value:
+            stack.append(value)
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            line = key.start_mark.line + 1
+            if key.value in first_line:
+                what = (f"episode {canonical_name(key.value)!r} is labelled twice" if node is episodes
+                        else f"key {key.value!r} is given twice in one mapping")
+                raise LabelsError(f"{path}:{line}: {what} (first at {path}:{first_line[key.value]})")
+            first_line[key.value] = line
+
+
 def _read_yaml(path: Path, text: str) -> list[Label]:
     import yaml
 
     try:
+        _refuse_duplicate_keys(path, text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise LabelsError(f"{path} is not valid YAML: {exc}") from exc

@@ -1,6 +1,8 @@
 """What ``topreward eval`` writes: a table, plots, a report and a parameters file.
 
-* ``episodes.csv``: one row per labelled episode (columns in ``CSV_COLUMNS``);
+* ``episodes.csv``: one row per labelled episode (columns in ``CSV_COLUMNS``),
+  scored or not: ``status`` says which (``STATUSES``), and an episode not
+  scored has empty metrics and is left out of every set metric;
 * ``metrics.json``: the set metrics, ``overall`` and ``per_task`` (NaN as null);
 * ``roc.png``, ``voc_vs_control.png``, ``score_distributions.png``;
 * ``calibrated.yaml``: ``/**: ros__parameters: {success_threshold,
@@ -19,7 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +37,13 @@ CSV_COLUMNS = (
     "episode", "input", "kind", "task", "instruction", "success", "num_frames", "num_samples",
     "voc", "control_voc", "raw_success_score", "two_way_success_score",
     "control_raw_success_score", "control_two_way_success_score", "predicted_success", "live_success",
+    "status", "status_detail",
 )
+# scored: the metrics hold it; failed: reading or scoring it failed; refused:
+# its instruction cannot be put to the model; empty: a bag episode without a
+# camera frame; missing: the input holds no such episode; pending: not scored
+# yet (--max-episodes), a re-run continues.
+STATUSES = ("scored", "failed", "refused", "empty", "missing", "pending")
 CALIBRATED_YAML = "calibrated.yaml"
 NO_TASK = "(no task)"
 
@@ -69,6 +77,11 @@ class Evaluation:
     unlabelled: list[str]
     live: LiveCheck | None = None
 
+    @property
+    def scored(self) -> list[dict[str, Any]]:
+        """The rows the metrics are computed on (the other labelled episodes have no scores)."""
+        return [r for r in self.rows if r["status"] == "scored"]
+
 
 def live_success(log_probs: Sequence[float], threshold: float, window: int, consecutive: int) -> bool:
     """Would the node's ``SuccessDetector`` fire on these live scores (in tick order)?"""
@@ -86,26 +99,53 @@ def _metrics(rows: Sequence[dict[str, Any]]) -> SetMetrics:
 
 
 def evaluate(records: Sequence[dict[str, Any]], labels: dict[str, Label], window: int = 3,
-             consecutive: int = 2) -> Evaluation:
-    """Join records with labels and compute the metrics (per task when tasks are given)."""
+             consecutive: int = 2, unscored: Mapping[str, tuple[str, str]] | None = None,
+             order: Callable[[str], Any] | None = None) -> Evaluation:
+    """Join records with labels and compute the metrics (per task when tasks are given).
+
+    Every labelled episode gets a row: those with a record are ``scored``;
+    the others take their status and its reason from ``unscored`` (name ->
+    (status, detail); ``missing`` when it does not name them) and have empty
+    metrics. A name in ``unscored`` wins over a record: an episode that
+    failed in this run is not measured by an older record. ``order`` sorts
+    the rows by episode name (default: records first, in their order).
+    """
+    unscored = unscored or {}
     rows, unlabelled = [], []
     for record in records:
         label = labels.get(record["episode"])
         if label is None:
             unlabelled.append(record["episode"])
             continue
+        if record["episode"] in unscored:
+            continue
         row = {key: record.get(key) for key in CSV_COLUMNS}
-        row.update(task=label.task or "", success=int(label.success))
+        row.update(task=label.task or "", success=int(label.success), status="scored", status_detail="")
         row["_live"] = [t["log_prob_true"] for t in record.get("live", [])] if record["kind"] == "bag" else None
         rows.append(row)
-    overall = _metrics(rows)
+    have = {r["episode"] for r in rows}
+    for name, label in labels.items():
+        if name in have:
+            continue
+        status, detail = unscored.get(name, ("missing", "no record of this episode"))
+        if status not in STATUSES or status == "scored":
+            raise ValueError(f"{name}: {status!r} is not the status of an episode without scores")
+        row = {key: None for key in CSV_COLUMNS}
+        row.update(episode=name, task=label.task or "", instruction=label.instruction, success=int(label.success),
+                   status=status, status_detail=detail, _live=None)
+        rows.append(row)
+    if order is not None:
+        rows.sort(key=lambda r: order(r["episode"]))
+    scored = [r for r in rows if r["status"] == "scored"]
+    overall = _metrics(scored)
     per_task: dict[str, SetMetrics] = {}
-    if any(r["task"] for r in rows):
-        for task in sorted({r["task"] or NO_TASK for r in rows}):
-            per_task[task] = _metrics([r for r in rows if (r["task"] or NO_TASK) == task])
+    if any(r["task"] for r in scored):
+        for task in sorted({r["task"] or NO_TASK for r in scored}):
+            per_task[task] = _metrics([r for r in scored if (r["task"] or NO_TASK) == task])
     threshold = overall.threshold_raw.threshold if overall.threshold_raw else None
     for row in rows:
-        row["predicted_success"] = "" if threshold is None else int(row["raw_success_score"] > threshold)
+        row["predicted_success"] = ("" if threshold is None or row["status"] != "scored"
+                                    else int(row["raw_success_score"] > threshold))
         live = row.pop("_live")
         row["live_success"] = ("" if threshold is None or live is None
                                else int(live_success(live, min(0.0, threshold), window, consecutive)))
@@ -219,13 +259,13 @@ def plot_roc(path: Path, evaluation: Evaluation) -> bool:
     m = evaluation.overall
     if m.auc_raw is None or m.auc_two_way is None:
         return False
-    labels = [r["success"] for r in evaluation.rows]
+    labels = [r["success"] for r in evaluation.scored]
     fig = _figure(5.5, 5)
     ax = fig.add_subplot(1, 1, 1)
     for key, name, auc, choice, color in (
             ("raw_success_score", "raw (default)", m.auc_raw, m.threshold_raw, "tab:blue"),
             ("two_way_success_score", "two-way", m.auc_two_way, m.threshold_two_way, "tab:orange")):
-        fpr, tpr = roc_points([r[key] for r in evaluation.rows], labels)
+        fpr, tpr = roc_points([r[key] for r in evaluation.scored], labels)
         ax.plot(fpr, tpr, "-", color=color, label=f"{name}: AUC {auc:.3f}")
         if choice is not None:
             ax.plot([choice.fpr], [choice.tpr], "o", color=color,
@@ -245,7 +285,7 @@ def plot_voc_vs_control(path: Path, evaluation: Evaluation) -> None:
     """Per episode: VOC of the real video beside VOC of its static-video control."""
     import numpy as np
 
-    rows = evaluation.rows
+    rows = evaluation.scored
     fig = _figure(max(6.0, 0.45 * len(rows) + 2), 4.5)
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(rows))
@@ -276,7 +316,7 @@ def plot_score_distributions(path: Path, evaluation: Evaluation) -> None:
             ("two_way_success_score", "two-way success score (nats)", m.threshold_two_way))):
         ax = fig.add_subplot(1, 2, col + 1)
         for y, (flag, label, color) in enumerate(((0, "failures", "tab:red"), (1, "successes", "tab:green"))):
-            values = [r[key] for r in evaluation.rows if r["success"] == flag]
+            values = [r[key] for r in evaluation.scored if r["success"] == flag]
             if values:
                 ax.scatter(values, y + rng.uniform(-0.15, 0.15, len(values)), color=color, alpha=0.8,
                            label=f"{label} ({len(values)})")
@@ -326,8 +366,11 @@ def report_markdown(evaluation: Evaluation, settings: dict[str, Any], params: di
     if not complete:
         out += ["> **Incomplete run**: not every episode has been scored yet (see Problems); "
                 "re-run the same command to continue.", ""]
+    not_scored = len(evaluation.rows) - m.episodes
     out += [f"Model: `{settings['model']}`. {m.episodes} labelled episodes "
-            f"({m.successes} successes, {m.failures} failures).", "",
+            f"({m.successes} successes, {m.failures} failures)"
+            + (f"; {not_scored} more labelled but not scored (left out of every metric, see the episode "
+               f"table's status)" if not_scored else "") + ".", "",
             "## Set metrics", ""]
     out += _metrics_table([("all", m), *((f"task: {k}", v) for k, v in evaluation.per_task.items())])
     out += [""]
@@ -363,12 +406,14 @@ def report_markdown(evaluation: Evaluation, settings: dict[str, Any], params: di
     if plots:
         out += ["## Figures", ""] + [f"![{p}]({p})" for p in plots] + [""]
     out += ["## Episodes", "", "| episode | task | label | VOC | control VOC | raw score | two-way score "
-            "| control raw | predicted | live |", "|---" * 10 + "|"]
+            "| control raw | predicted | live | status |", "|---" * 11 + "|"]
     for r in evaluation.rows:
+        detail = " ".join(str(r["status_detail"]).split()).replace("|", "\\|")  # one table cell
+        status = r["status"] if r["status"] == "scored" else f"**{r['status']}**: {detail}"
         out.append(f"| {r['episode']} | {r['task']} | {'success' if r['success'] else 'failure'} "
                    f"| {_f(r['voc'])} | {_f(r['control_voc'])} | {_f(r['raw_success_score'], 4)} "
                    f"| {_f(r['two_way_success_score'], 4)} | {_f(r['control_raw_success_score'], 4)} "
-                   f"| {r['predicted_success']} | {r['live_success']} |")
+                   f"| {r['predicted_success']} | {r['live_success']} | {status} |")
     out += ["", "Per-prefix values (raw and two-way, episode and control) are in `episodes/*.json`; bag "
             "episodes also have `topreward bag`'s outputs under `bags/<bag name>/`.", ""]
     if problems or evaluation.unlabelled:

@@ -24,7 +24,7 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,19 @@ def record_file_name(name: str) -> str:
     return f"{slug}-{digest}.json"
 
 
+def episode_order(inputs: Sequence[EvalInput]) -> Callable[[str], tuple[int, int]]:
+    """A sort key for episode names: input order, then bag episode index."""
+    order = {i.name: n for n, i in enumerate(inputs)}
+    bags = {i.name for i in inputs if i.kind == "bag"}
+
+    def key(name: str) -> tuple[int, int]:
+        head, _, tail = name.rpartition("/")
+        if head in bags and tail.isdigit():
+            return order[head], int(tail)
+        return order.get(name, len(order)), 0
+    return key
+
+
 def episode_record(name: str, source: EvalInput, instruction: str, num_frames: int,
                    curve: Any, control: Any, window: int, live: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The JSON record of one scored episode: curves, VOCs and success scores."""
@@ -113,11 +126,18 @@ def static_control(scorer: Any, first_view: Any, stamps_ns: Sequence[int], instr
 
 @dataclass
 class EvalRunReport:
-    """What a run did: episodes scored now, found done, failed; why it stopped."""
+    """What a run did: episodes scored now, found done, failed; why it stopped.
+
+    ``unscored`` holds, for each episode this run met but could not score,
+    its status (``failed``, ``refused``, ``empty``) and why: the row
+    ``episodes.csv`` gives it. A refused episode is also in ``failed`` (it
+    needs attention as a failure does).
+    """
 
     scored: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    unscored: dict[str, tuple[str, str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     bag_episodes: dict[str, set[int]] = field(default_factory=dict)
@@ -175,6 +195,7 @@ class EvalRunner:
     def load_records(self, inputs: Sequence[EvalInput]) -> list[dict[str, Any]]:
         """Every finished episode of these inputs, in input then episode order."""
         order = {i.name: n for n, i in enumerate(inputs)}
+        key = episode_order(inputs)
         records = []
         for path in sorted(self.records_dir.glob("*.json")) if self.records_dir.exists() else []:
             try:
@@ -183,11 +204,7 @@ class EvalRunner:
                 continue
             if record.get("source") in order and path.name == record_file_name(record.get("episode", "")):
                 records.append(record)
-
-        def key(r: dict[str, Any]) -> tuple[int, int]:
-            tail = r["episode"].rpartition("/")[2]
-            return order[r["source"]], int(tail) if r["kind"] == "bag" and tail.isdigit() else 0
-        return sorted(records, key=key)
+        return sorted(records, key=lambda r: key(r["episode"]))
 
     def _budget_left(self) -> int | None:
         if self.max_episodes is None:
@@ -236,9 +253,11 @@ class EvalRunner:
             control = static_control(self.scorer, episode.views[0], episode.stamps_ns, instruction, s.num_prefixes)
         except (InputError, ScoringError, ValueError) as exc:
             report.failed[name] = str(exc)
+            report.unscored[name] = ("failed", str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - one episode's failure (e.g. out of memory) stops no other
             report.failed[name] = f"scoring failed: {type(exc).__name__}: {exc}"
+            report.unscored[name] = ("failed", report.failed[name])
             return
         record = episode_record(name, source, instruction, episode.source_frames, curve, control,
                                 s.success_window)
@@ -298,15 +317,18 @@ class EvalRunner:
                 report.scored.append(name)
             elif outcome.status == "skipped":
                 if self.load_record(name) is None:
-                    report.problems.append(
-                        f"{name}: done in {BAGS_DIR}/{source.name} but its record {RECORDS_DIR}/"
-                        f"{record_file_name(name)} is missing; re-run with --force to rescore")
+                    problem = (f"done in {BAGS_DIR}/{source.name} but its record {RECORDS_DIR}/"
+                               f"{record_file_name(name)} is missing; re-run with --force to rescore")
+                    report.problems.append(f"{name}: {problem}")
+                    report.unscored[name] = ("failed", problem)
                 else:
                     report.skipped.append(name)
             elif outcome.status == "empty":
                 report.notes.append(f"{name}: {outcome.message}; not scored")
+                report.unscored[name] = ("empty", outcome.message)
             else:
                 report.failed[name] = outcome.message
+                report.unscored[name] = ("refused" if outcome.status == "refused" else "failed", outcome.message)
         if bag_report.read_error:
             report.failed[f"{source.name} (bag)"] = f"bag damaged: {bag_report.read_error}"
         report.interrupted = bag_report.interrupted
