@@ -37,6 +37,7 @@ setup(
         "console_scripts": [
             "topreward = topreward_ros.cli:main",
             "scorer_node = topreward_ros.scorer_node:main",
+            "managed_scorer_node = topreward_ros.scorer_node:main_managed",
         ],
     },
 )

@@ -30,7 +30,18 @@ LAUNCH_ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("params_file", "", "Parameters file ('' = the package's config/scorer.yaml)"),
     ("use_sim_time", "false", "Follow /clock (bag replay, simulation)"),
     ("namespace", "", "Namespace of the node and its relative topics"),
+    ("managed", "false", "Start the managed (lifecycle) scorer: configure loads the model, "
+     "activate scores, deactivate pauses (and frees the model if release_model_on_deactivate)"),
+    ("autostart", "true", "With managed:=true, configure and activate it at once"),
 )
+MANAGED_EXECUTABLE = "managed_scorer_node"
+
+
+def _flag(args: dict[str, str], name: str) -> bool:
+    value = args.get(name, "false").strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"{name} must be true or false, got {args.get(name)!r}")
+    return value == "true"
 
 
 def parameter_overrides(args: dict[str, str]) -> dict[str, Any]:
@@ -72,17 +83,43 @@ def _launch_setup(context: Any) -> list[Any]:
     params_file = args["params_file"].strip() or (
         f"{get_package_share_directory(PACKAGE)}/config/scorer.yaml"
     )
+    common = dict(
+        package=PACKAGE,
+        name=EXECUTABLE,  # the same node name either way: topics, parameters and tools do not change
+        namespace=args["namespace"],
+        output="screen",
+        emulate_tty=True,
+        parameters=[params_file, parameter_overrides(args)],
+        remappings=[("instruction", args["instruction_topic"])],
+    )
+    if not _flag(args, "managed"):
+        return [Node(executable=EXECUTABLE, **common)]
+    return _managed(common, autostart=_flag(args, "autostart"))
+
+
+def _managed(common: dict[str, Any], autostart: bool) -> list[Any]:
+    """The lifecycle node, and (autostart) the configure and then activate transitions."""
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.events import matches_action
+    from launch_ros.actions import LifecycleNode
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
+    from lifecycle_msgs.msg import Transition
+
+    node = LifecycleNode(executable=MANAGED_EXECUTABLE, **common)
+    if not autostart:
+        return [node]
+
+    def change(transition: int) -> Any:
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                           transition_id=transition))
+
     return [
-        Node(
-            package=PACKAGE,
-            executable=EXECUTABLE,
-            name=EXECUTABLE,
-            namespace=args["namespace"],
-            output="screen",
-            emulate_tty=True,
-            parameters=[params_file, parameter_overrides(args)],
-            remappings=[("instruction", args["instruction_topic"])],
-        )
+        node,
+        RegisterEventHandler(OnStateTransition(
+            target_lifecycle_node=node, goal_state="inactive",
+            entities=[change(Transition.TRANSITION_ACTIVATE)])),
+        change(Transition.TRANSITION_CONFIGURE),
     ]
 
 

@@ -44,6 +44,7 @@ from topreward_ros.msg import EpisodeSuccess, TaskProgress
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTALL = REPO_ROOT / "install" / "topreward_ros"
 EXECUTABLE = INSTALL / "lib" / "topreward_ros" / "scorer_node"
+MANAGED_EXECUTABLE = INSTALL / "lib" / "topreward_ros" / "managed_scorer_node"
 PARAMS_FILE = INSTALL / "share" / "topreward_ros" / "config" / "scorer.yaml"
 NODE = "scorer_node"
 CAM0 = "cam0/image_raw"
@@ -144,10 +145,11 @@ def ns_stamp(ns: int) -> TimeMsg:
 class NodeProcess:
     """The installed scorer_node executable, with its output in a log file."""
 
-    def __init__(self, params: dict[str, str], log_path: Path, namespace: str = "") -> None:
-        if not EXECUTABLE.exists() or not PARAMS_FILE.exists():
-            pytest.fail(f"{EXECUTABLE} or {PARAMS_FILE} missing: run `make build` first")
-        args = [str(EXECUTABLE), "--ros-args", "--params-file", str(PARAMS_FILE)]
+    def __init__(self, params: dict[str, str], log_path: Path, namespace: str = "",
+                 executable: Path = EXECUTABLE) -> None:
+        if not executable.exists() or not PARAMS_FILE.exists():
+            pytest.fail(f"{executable} or {PARAMS_FILE} missing: run `make build` first")
+        args = [str(executable), "--ros-args", "--params-file", str(PARAMS_FILE)]
         if namespace:
             args += ["-r", f"__ns:=/{namespace}"]
         for name, value in params.items():

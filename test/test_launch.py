@@ -36,6 +36,8 @@ EXPECTED_ARGUMENTS = {
     "params_file": "",
     "use_sim_time": "false",
     "namespace": "",
+    "managed": "false",
+    "autostart": "true",
 }
 
 
@@ -66,12 +68,15 @@ def test_launch_file_compiles_and_builds_the_node_action() -> None:
     functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in functions
     assert _calls(tree, "DeclareLaunchArgument"), "no DeclareLaunchArgument in the launch file"
-    nodes = _calls(tree, "Node")
-    assert len(nodes) == 1
-    keywords = {k.arg: k.value for k in nodes[0].keywords}
-    assert {"package", "executable", "namespace", "parameters", "remappings"} <= set(keywords)
+    # One set of node arguments, used by the plain and the managed node alike.
+    (common,) = [c for c in _calls(tree, "dict") if any(k.arg == "package" for k in c.keywords)]
+    keywords = {k.arg: k.value for k in common.keywords}
+    assert {"package", "name", "namespace", "parameters", "remappings"} <= set(keywords)
     assert ast.unparse(keywords["package"]) == "PACKAGE"
-    assert ast.unparse(keywords["executable"]) == "EXECUTABLE"
+    for action, executable in (("Node", "EXECUTABLE"), ("LifecycleNode", "MANAGED_EXECUTABLE")):
+        (call,) = _calls(tree, action)
+        given = {k.arg: ast.unparse(k.value) for k in call.keywords}
+        assert given == {"executable": executable, None: "common"}, action
 
 
 def test_declared_arguments_and_defaults(launch_module: ModuleType) -> None:

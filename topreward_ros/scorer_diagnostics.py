@@ -268,6 +268,7 @@ def scoring_status(
     episode_active: bool = False,
     stall_warn_s: float = float("inf"),
     last_result: TickResult | None = None,
+    lifecycle_state: str = "active",
 ) -> DiagnosticStatus:
     """The scoring entry: ERROR after a recent failed tick; WARN when the primary camera stalls or ticks are skipped.
 
@@ -300,7 +301,11 @@ def scoring_status(
         values["last_cache_reuse"] = round(last_result.cache_reuse, 4)
     stalled = _primary_stall(now, primary, episode_active, stall_warn_s)
     values["primary_camera_stalled"] = bool(stalled)
-    if sc.error.recent(now):
+    values["node_state"] = lifecycle_state
+    if lifecycle_state != "active":
+        # A managed node that is not active scores nothing, by the operator's choice.
+        level, message = DiagnosticStatus.OK, f"{lifecycle_state}: not scoring"
+    elif sc.error.recent(now):
         level, message = DiagnosticStatus.ERROR, sc.error.message
     elif stalled:
         level, message = DiagnosticStatus.WARN, stalled

@@ -44,6 +44,7 @@ from rclpy.duration import Duration
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -160,10 +161,30 @@ def stamp_to_ns(stamp: Any) -> int:
 # The node.
 # --------------------------------------------------------------------------
 class ScorerNode(Node):
-    """Scores the running episode on a timer and publishes progress and success."""
+    """Scores the running episode on a timer and publishes progress and success.
+
+    Built in the phases of a managed node, so ``ManagedScorerNode`` can run
+    them as lifecycle transitions: ``_declare`` (parameters, health records,
+    diagnostics), ``_configure`` (publishers, the model), ``_activate``
+    (instruction and camera subscriptions, the reset service, the scoring
+    timer), ``_deactivate`` and ``_cleanup``. This plain node runs the first
+    three at construction and loads the model in the background.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        self._declare()
+        self._configure()
+        self._activate()
+        topics = [c.topic for c in self._cameras]
+        self.get_logger().info(
+            f"scoring {len(topics)} camera(s) {topics} at {self.get_parameter('rate_hz').value} Hz "
+            f"with model {self.get_parameter('model').value!r}"
+        )
+
+    # -- phases ------------------------------------------------------------------
+    def _declare(self) -> None:
+        """Parameters, health records and diagnostics: what exists in every state."""
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         values = self._param_values()
@@ -190,6 +211,7 @@ class ScorerNode(Node):
         self._model_loaded_s = 0.0
         self._model_generation = 0  # bumps on every model-parameter change
         self._next_model_retry = 0.0
+        self._retry_failed_loads = True  # a managed node is configured again instead
         self._episode_error = ErrorRecord()
         self._episode_event = ErrorRecord()
         self._last_instruction: str | None = None
@@ -202,29 +224,61 @@ class ScorerNode(Node):
         self._success_sent: set[str] = set()
         self._scoring = ScoringStats()
         self._messages = MessageKit(TaskProgress, EpisodeSuccess, Header, TimeMsg)
+        self._lifecycle_state = "unconfigured"
+        self._progress_pub: Any = None
+        self._success_pub: Any = None
+        self._image_pub: Any = None
+        self._instruction_subs: list[Any] = []
+        self._camera_subs: list[Any] = []
+        self._reset_srv: Any = None
+        self._tick_timer: Any = None
+        self._picture_progress: list[float] = []  # the episode's progress so far, for the picture
+        self._picture_episode: str | None = None
 
         self._qos = QoSWatch(
             lambda text: self.get_logger().warning(text),
             self._qos_peers,
         )
-
-        # Publishers.
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self._progress_pub = self._watched_publisher(TaskProgress, PROGRESS_TOPIC, reliable)
-        latched = QoSProfile(
+        self._reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self._latched = QoSProfile(
             history=HistoryPolicy.KEEP_LAST,
             depth=1,
             reliability=ReliabilityPolicy.RELIABLE,
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
         )
-        self._success_pub = self._watched_publisher(EpisodeSuccess, SUCCESS_TOPIC, latched)
-        self._diag_pub = self._watched_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, reliable)
+        self._diag_pub = self._watched_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, self._reliable)
+        self._cameras = [CameraStats(topic=t, compressed=is_compressed_topic(t)) for t in topics]
+        # Per camera: (arrival monotonic s, publication ns, message) of recent frames.
+        self._recent: list[deque] = [deque() for _ in topics]
+        self._camera_groups = [MutuallyExclusiveCallbackGroup() for _ in topics]
+        self._instruction_group = MutuallyExclusiveCallbackGroup()
+        self._tick_group = ReentrantCallbackGroup()
+
+        # Diagnostics on the steady clock, so they keep coming when simulated time stops.
+        self._diag_timer = self.create_timer(
+            float(values["diagnostics_period_s"]),
+            self._on_diagnostics,
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
+            post_callback=self._on_clock_jump,
+        )
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+
+    def _configure(self) -> None:
+        """Publishers, and the model loading in the background (retried on failure)."""
+        self._progress_pub = self._watched_publisher(TaskProgress, PROGRESS_TOPIC, self._reliable)
+        self._success_pub = self._watched_publisher(EpisodeSuccess, SUCCESS_TOPIC, self._latched)
         # The progress picture: drawn on the scoring thread only while someone watches.
         self._image_pub = self._watched_publisher(
             Image, PROGRESS_IMAGE_TOPIC, QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
-        self._picture_progress: list[float] = []  # the episode's progress so far, for the picture
-        self._picture_episode: str | None = None
+        self._lifecycle_state = "inactive"
+        self._start_model_load("start-up")
 
+    def _activate(self) -> None:
+        """Subscriptions, the reset service and the scoring timer: frames in, scores out."""
         # Instruction: two subscriptions, so that every reliable publisher reaches
         # the node. A volatile one matches ordinary publishers (the ROS 2 default,
         # `ros2 topic pub`); a transient-local one also gets a latched instruction
@@ -233,11 +287,9 @@ class ScorerNode(Node):
         # an instruction is never queued behind diagnostics or a service call.
         # Created before the cameras: the executor takes ready subscriptions in
         # creation order.
-        self._instruction_group = MutuallyExclusiveCallbackGroup()
         instruction_topic = self.resolve_topic_name(INSTRUCTION_TOPIC)
         advice = (f"Publish the instruction with reliable QoS (the default; `ros2 topic pub "
                   f"{instruction_topic} std_msgs/msg/String` with no QoS flags works).")
-        volatile = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self._instruction_subs = [
             self.create_subscription(
                 String, INSTRUCTION_TOPIC, self._on_instruction_msg, profile,
@@ -248,33 +300,25 @@ class ScorerNode(Node):
                     ignore=frozenset({QoSPolicyKind.DURABILITY}) if latched_sub else frozenset(),
                 )),
             )
-            for profile, latched_sub in ((volatile, False), (latched, True))
+            for profile, latched_sub in ((copy.copy(self._reliable), False), (copy.copy(self._latched), True))
         ]
         self._reset_srv = self.create_service(Trigger, RESET_SERVICE, self._on_reset)
 
         # Cameras: sensor-data QoS (best effort, shallow) unless overridden
         # through qos_overrides.<topic>.subscription.* parameters (REP 2003).
-        self._cameras: list[CameraStats] = []
         self._camera_subs = []
-        # Per camera: (arrival monotonic s, publication ns, message) of recent frames.
-        self._recent: list[deque] = []
-        for index, topic in enumerate(topics):
-            compressed = is_compressed_topic(topic)
-            stats = CameraStats(topic=topic, compressed=compressed)
-            self._cameras.append(stats)
-            self._recent.append(deque())
-            group = MutuallyExclusiveCallbackGroup()
+        for index, stats in enumerate(self._cameras):
             # A fresh profile per topic: rclpy applies qos_overrides to the
             # profile object in place, and must not leak one topic's override
             # into the shared qos_profile_sensor_data.
             profile = copy.copy(qos_profile_sensor_data)
-            resolved = self.resolve_topic_name(topic)
-            subscription = self.create_subscription(
-                CompressedImage if compressed else Image,
-                topic,
+            resolved = self.resolve_topic_name(stats.topic)
+            self._camera_subs.append(self.create_subscription(
+                CompressedImage if stats.compressed else Image,
+                stats.topic,
                 lambda msg, info, i=index: self._on_image(i, msg, info),
                 profile,
-                callback_group=group,
+                callback_group=self._camera_groups[index],
                 qos_overriding_options=QoSOverridingOptions.with_default_policies(),
                 event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._qos.watch(
                     resolved, "subscription", profile,
@@ -282,32 +326,60 @@ class ScorerNode(Node):
                     f"qos_overrides.{resolved}.subscription.reliability:=best_effort "
                     f"(best effort matches every publisher).",
                 )),
-            )
-            self._camera_subs.append(subscription)
+            ))
+        # Scoring timer on the ROS clock.
+        self._tick_timer = self._make_tick_timer(float(self.get_parameter("rate_hz").value))
+        self._lifecycle_state = "active"
+        instruction = str(self.get_parameter("instruction").value)
+        if instruction.strip() and not self._runner.active:
+            self._start_episode(instruction, "instruction parameter", new_task=True)
 
-        # Scoring timer on the ROS clock; diagnostics on the steady clock.
-        self._tick_group = ReentrantCallbackGroup()
-        self._tick_timer = self._make_tick_timer(float(values["rate_hz"]))
-        self._diag_timer = self.create_timer(
-            float(values["diagnostics_period_s"]),
-            self._on_diagnostics,
-            clock=Clock(clock_type=ClockType.STEADY_TIME),
-        )
-        self._jump_handle = self.get_clock().create_jump_callback(
-            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
-            post_callback=self._on_clock_jump,
-        )
+    def _deactivate(self) -> None:
+        """Stop taking frames and scoring; the episode (frames, success latch) is kept."""
+        for sub in [*self._instruction_subs, *self._camera_subs]:
+            self.destroy_subscription(sub)
+        self._instruction_subs, self._camera_subs = [], []
+        if self._reset_srv is not None:
+            self.destroy_service(self._reset_srv)
+            self._reset_srv = None
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+            self.destroy_timer(self._tick_timer)
+            self._tick_timer = None
+        # A tick that is running finishes (its score is published) before this returns.
+        with self._tick_lock:
+            self._lifecycle_state = "inactive"
+        with self._frame_lock:
+            for recent in self._recent:
+                recent.clear()
 
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
+    def _cleanup(self) -> None:
+        """Back to unconfigured: publishers and the model freed, no episode."""
+        if self._lifecycle_state == "active":
+            self._deactivate()
+        for pub in (self._progress_pub, self._success_pub, self._image_pub):
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self._progress_pub = self._success_pub = self._image_pub = None
+        with self._frame_lock:
+            self._runner.stop()
+        self._release_model()
+        self._lifecycle_state = "unconfigured"
 
-        self._start_model_load("start-up")
-        if str(values["instruction"]).strip():
-            self._start_episode(str(values["instruction"]), "instruction parameter", new_task=True)
-        self.get_logger().info(
-            f"scoring {len(topics)} camera(s) {topics} at {values['rate_hz']} Hz "
-            f"with model {values['model']!r}"
-        )
+    def _release_model(self) -> None:
+        """Drop the model (and the accelerator memory it held)."""
+        with self._lock:
+            self._model_generation += 1  # a load still running is stale when it ends
+            had = self._scorer is not None
+            self._scorer = None
+            self._runner.set_scorer(None)
+            self._model_state = ModelState.NOT_LOADED
+        if had:
+            import gc
+
+            gc.collect()
+            _free_accelerator_memory()
+            self.get_logger().info("model released")
 
     # -- parameters ------------------------------------------------------------
     def _param_values(self, overrides: list[Parameter] | None = None) -> dict[str, Any]:
@@ -333,15 +405,18 @@ class ScorerNode(Node):
         if names & EPISODE_PARAMS:
             self._settings = episode_settings_from(values)
             self._runner.update_settings(self._settings)
-        if "rate_hz" in names:
+        # Timer, model and episode exist only in some lifecycle states; the
+        # values apply when those states are entered.
+        if "rate_hz" in names and self._tick_timer is not None:
             self._tick_timer.cancel()
             self.destroy_timer(self._tick_timer)
             self._tick_timer = self._make_tick_timer(float(values["rate_hz"]))
-        if names & MODEL_PARAMS:
+        if names & MODEL_PARAMS and self._lifecycle_state != "unconfigured":
             with self._lock:
                 self._model_generation += 1
             self._start_model_load("parameter change")
-        if "instruction" in names and str(values["instruction"]).strip():
+        if ("instruction" in names and str(values["instruction"]).strip()
+                and self._lifecycle_state == "active"):
             self._start_episode(str(values["instruction"]), "instruction parameter", new_task=True)
 
     def _watched_publisher(self, msg_type: Any, topic: str, profile: QoSProfile) -> Any:
@@ -645,6 +720,8 @@ class ScorerNode(Node):
             self._tick_lock.release()
 
     def _tick(self) -> None:
+        if self._lifecycle_state != "active":
+            return
         with self._lock:
             ready = self._scorer is not None and self._model_state == ModelState.LOADED
         if not ready or not self._runner.active:
@@ -723,7 +800,8 @@ class ScorerNode(Node):
     def _on_diagnostics(self) -> None:
         with self._lock:
             due = (
-                self._model_state == ModelState.FAILED
+                self._retry_failed_loads
+                and self._model_state == ModelState.FAILED
                 and time.monotonic() >= self._next_model_retry
             )
         if due:
@@ -795,7 +873,93 @@ class ScorerNode(Node):
             episode_active=self._runner.active,
             stall_warn_s=float(self.get_parameter("camera_stall_warn_s").value),
             last_result=self._last_result,
+            lifecycle_state=self._lifecycle_state,
         )
+
+
+class ManagedScorerNode(LifecycleNodeMixin, ScorerNode):
+    """The scorer as a managed (lifecycle) node: configure loads, activate scores, deactivate frees.
+
+    * configure: the parameters are checked and the model is loaded before the
+      transition returns; a model that cannot load fails the transition with
+      the reason (on /diagnostics and in the log) and leaves the node
+      unconfigured, ready to be configured again;
+    * activate: instruction and camera subscriptions, the reset service and
+      the scoring timer; a model released on deactivate is loaded again first;
+    * deactivate: no frames are taken and nothing is scored; the episode (its
+      frames, its success latch) is kept and goes on at the next activate.
+      With ``release_model_on_deactivate`` the model is freed too (and the
+      CUDA cache emptied), for a GPU that is needed elsewhere meanwhile;
+    * cleanup and shutdown: publishers, episode and model are freed.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        Node.__init__(self, NODE_NAME, **kwargs)
+        # The transitions get a group of their own: a configure that loads a
+        # model for a minute does not hold up diagnostics or parameter calls.
+        LifecycleNodeMixin.__init__(self, callback_group=MutuallyExclusiveCallbackGroup())
+        self._declare()
+        self._retry_failed_loads = False
+        self.get_logger().info("managed scorer waiting to be configured")
+
+    def _load_now(self, reason: str) -> str | None:
+        """Load the model before returning; the error text if it cannot be loaded."""
+        with self._lock:
+            self._model_generation += 1
+            generation = self._model_generation
+            self._model_state = ModelState.LOADING
+            self._model_attempts += 1
+        try:
+            config = scorer_config_from(self._param_values())
+        except ValueError as exc:
+            self._model_failed(f"invalid model configuration: {exc}", generation)
+            return self._model_error.message
+        self.get_logger().info(f"loading model {config.model!r} ({reason})")
+        self._load_model(config, generation)
+        with self._lock:
+            return None if self._model_state == ModelState.LOADED else self._model_error.message
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._progress_pub = self._watched_publisher(TaskProgress, PROGRESS_TOPIC, self._reliable)
+        self._success_pub = self._watched_publisher(EpisodeSuccess, SUCCESS_TOPIC, self._latched)
+        self._image_pub = self._watched_publisher(
+            Image, PROGRESS_IMAGE_TOPIC, QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
+        error = self._load_now("configure")
+        if error is not None:
+            self.get_logger().error(f"configure failed, node stays unconfigured: {error}")
+            self._cleanup()
+            return TransitionCallbackReturn.FAILURE
+        self._lifecycle_state = "inactive"
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._lock:
+            loaded = self._scorer is not None
+        if not loaded:
+            error = self._load_now("activate")
+            if error is not None:
+                self.get_logger().error(f"activate failed, node stays inactive: {error}")
+                return TransitionCallbackReturn.FAILURE
+        self._activate()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        if bool(self.get_parameter("release_model_on_deactivate").value):
+            self._release_model()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._cleanup()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._cleanup()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._cleanup()
+        return TransitionCallbackReturn.SUCCESS  # back to unconfigured
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -819,6 +983,16 @@ def _free_accelerator_memory() -> None:
 
 
 def main(args: list[str] | None = None) -> NoReturn:
+    """``scorer_node``: the plain node, scoring from start-up."""
+    run(ScorerNode, args)
+
+
+def main_managed(args: list[str] | None = None) -> NoReturn:
+    """``managed_scorer_node``: the lifecycle node, idle until configured and activated."""
+    run(ManagedScorerNode, args)
+
+
+def run(node_class: type[ScorerNode], args: list[str] | None = None) -> NoReturn:
     """Run the node until Ctrl-C or SIGTERM, then end the process with its exit code.
 
     Does not return once the node ran: after the node is destroyed and the
@@ -829,7 +1003,7 @@ def main(args: list[str] | None = None) -> NoReturn:
     node: ScorerNode | None = None
     code = 0
     try:
-        node = ScorerNode()
+        node = node_class()
         executor = MultiThreadedExecutor(num_threads=max(4, len(node._cameras) + 3))
         executor.add_node(node)
         executor.spin()

@@ -66,6 +66,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("local_files_only", False, "Never contact the model hub. Reloads."),
     ParamSpec("cache_dir", "", "Model cache directory ('' = the standard Hugging Face cache). Reloads."),
     ParamSpec("torch_threads", 0, "CPU threads for torch (0 = torch's default).", False, 0, 256),
+    ParamSpec("release_model_on_deactivate", False, "Managed node only: free the model (and the CUDA "
+              "cache) on deactivate, and load it again on activate."),
     ParamSpec("model_retry_s", 30.0, "Seconds between attempts to load a model that failed to load.",
               True, 1.0, 86400.0),
     # Inputs.

@@ -56,6 +56,9 @@ def register(subparsers: Any) -> None:
                    help="std_msgs/String topic that starts each episode (default: %(default)s)")
     g.add_argument("--reset-topic", help="a message on this topic starts a new episode")
     g.add_argument("--stamp-jump-restart", type=float, default=1.0, metavar="SECONDS")
+    g.add_argument("--stamp-gap-restart", type=float, default=60.0, metavar="SECONDS",
+                   help="a primary frame stamped this much after the previous one starts a new "
+                   "episode (default: %(default)s)")
     g.add_argument("--rate", type=float, default=1.0, metavar="HZ",
                    help="the node's scoring timer in bag time, for the live-style ticks (default: %(default)s)")
     g = p.add_argument_group("videos and frame folders (as for topreward score)")
@@ -122,6 +125,7 @@ def run_eval(args: argparse.Namespace) -> int:
             view_size=args.view_size, num_prefixes=args.num_prefixes, success_window=args.success_window,
             success_consecutive=args.success_consecutive, tick_rate_hz=args.rate,
             stamp_jump_restart_s=args.stamp_jump_restart,
+            stamp_gap_restart_s=args.stamp_gap_restart,
             camera_topics=tuple(args.cameras) if args.cameras else None,
             instruction_topic=args.instruction_topic, reset_topic=args.reset_topic,
             source_fps=args.source_fps, fixed_instruction=args.instruction)

@@ -59,6 +59,7 @@ class EvalSettings:
     success_consecutive: int = 2
     tick_rate_hz: float = 1.0
     stamp_jump_restart_s: float = 1.0
+    stamp_gap_restart_s: float = 60.0
     camera_topics: tuple[str, ...] | None = None
     instruction_topic: str = "/instruction"
     reset_topic: str | None = None
@@ -298,6 +299,7 @@ class EvalRunner:
                 camera_topics=_pick_cameras(source.path, list(s.camera_topics) if s.camera_topics else None),
                 instruction_topic=s.instruction_topic, reset_topic=s.reset_topic,
                 tick_rate_hz=s.tick_rate_hz, stamp_jump_restart_s=s.stamp_jump_restart_s,
+                stamp_gap_restart_s=s.stamp_gap_restart_s,
                 num_prefixes=s.num_prefixes, max_episodes=budget, plot=True)
             settings = EpisodeSettings(sample_fps=s.sample_fps, max_frames=s.max_frames,
                                        sync_tolerance_s=s.sync_tolerance_s, view_size=s.view_size,
