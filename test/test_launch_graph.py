@@ -13,15 +13,9 @@ Skipped, with the reason, where launch / launch_ros are not importable
 """
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -34,11 +28,6 @@ SKIP_REASON = (
 pytest.importorskip("launch", reason=SKIP_REASON)
 pytest.importorskip("launch_ros.actions", reason=SKIP_REASON)
 
-import rclpy  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.parameter import parameter_value_to_python  # noqa: E402
-from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -46,115 +35,17 @@ from std_msgs.msg import String  # noqa: E402
 
 from topreward_ros.msg import TaskProgress  # noqa: E402
 
+from ros_process import GraphProbe, RosProcess, assert_clean_exit, rgb_frame, wait_for  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "test" / "launch_runner.py"
 CONFIG = yaml.safe_load((ROOT / "config" / "scorer.yaml").read_text())["/**"]["ros__parameters"]
-NODE = "scorer_node"
-T = TypeVar("T")
 
 
-def wait_for(what: str, predicate: Callable[[], T | None], launch: LaunchProcess, timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if not launch.alive():
-            pytest.fail(f"launch exited (rc {launch.proc.returncode}) while waiting for {what}:\n{launch.log()}")
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}; launch output:\n{launch.log()[-4000:]}")
-
-
-class LaunchProcess:
-    """``scorer.launch.py`` under LaunchService in a child process, output in a file."""
-
-    def __init__(self, arguments: dict[str, str], workdir: Path) -> None:
-        self.workdir = workdir
-        self.log_path = workdir / "launch.out"
-        self.ros_log_dir = workdir / "ros_log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", RCUTILS_COLORIZED_OUTPUT="0",
-                   ROS_LOG_DIR=str(self.ros_log_dir))
-        argv = [sys.executable, str(RUNNER), "topreward_ros", "scorer.launch.py",
-                *(f"{name}:={value}" for name, value in arguments.items())]
-        self._out = open(self.log_path, "wb")
-        # A shell starting us in the background may have set SIGINT to "ignore",
-        # which children inherit: give launch the default, as a terminal would.
-        # Its own process group, so a failed test can take the node down with it.
-        self.proc = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True,
-                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def launch_log(self) -> str:
-        """launch's own log file (timestamped lines) below ROS_LOG_DIR."""
-        files = sorted(self.ros_log_dir.glob("*/launch.log"))
-        return files[-1].read_text(errors="replace") if files else ""
-
-    def interrupt(self, timeout: float = 60.0) -> int:
-        """Ctrl-C: SIGINT to launch, then wait for it to finish (no escalation of our own)."""
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"launch still running {timeout} s after SIGINT:\n{self.log()[-4000:]}")
-
-    def close(self) -> None:
-        if self.alive():
-            # Only reached when a test failed before interrupting: leave nothing behind.
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._out.close()
-
-
-class GraphProbe:
-    """A node in its own context that looks at the graph and talks to the scorer."""
-
-    def __init__(self) -> None:
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("launch_graph_probe", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-
-    def spin(self, seconds: float = 0.1) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.02)
-
-    def node_present(self, namespace: str) -> bool:
-        self.spin()
-        return (NODE, namespace) in self.node.get_node_names_and_namespaces()
-
-    def topics_of(self, namespace: str, kind: str) -> dict[str, list[str]]:
-        self.spin()
-        get = (self.node.get_subscriber_names_and_types_by_node if kind == "sub"
-               else self.node.get_publisher_names_and_types_by_node)
-        try:
-            return dict(get(NODE, namespace))
-        except Exception:  # the node left the graph between the two calls
-            return {}
-
-    def parameters(self, full_name: str, names: list[str], launch: LaunchProcess) -> dict[str, Any]:
-        client = AsyncParameterClient(self.node, full_name)
-        wait_for(f"the parameter services of {full_name}", lambda: (self.spin(), client.services_are_ready())[1],
-                 launch)
-        future = client.get_parameters(names)
-        wait_for("the get_parameters answer", lambda: (self.spin(0.05), future.done())[1], launch, timeout=30)
-        return {n: parameter_value_to_python(v) for n, v in zip(names, future.result().values)}
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
+def start_runner(arguments: dict[str, str], workdir: Path) -> RosProcess:
+    """``launch_runner.py topreward_ros scorer.launch.py name:=value ...`` as a child process."""
+    return RosProcess([sys.executable, str(RUNNER), "topreward_ros", "scorer.launch.py",
+                       *(f"{name}:={value}" for name, value in arguments.items())], workdir)
 
 
 @pytest.fixture
@@ -165,11 +56,11 @@ def probe() -> Iterator[GraphProbe]:
 
 
 @pytest.fixture
-def start_launch(tmp_path: Path) -> Iterator[Callable[..., LaunchProcess]]:
-    started: list[LaunchProcess] = []
+def start_launch(tmp_path: Path) -> Iterator[Callable[..., RosProcess]]:
+    started: list[RosProcess] = []
 
-    def start(**arguments: str) -> LaunchProcess:
-        launch = LaunchProcess(arguments, tmp_path)
+    def start(**arguments: str) -> RosProcess:
+        launch = start_runner(arguments, tmp_path)
         started.append(launch)
         return launch
 
@@ -178,32 +69,8 @@ def start_launch(tmp_path: Path) -> Iterator[Callable[..., LaunchProcess]]:
         launch.close()
 
 
-def assert_clean_exit(launch: LaunchProcess, returncode: int) -> None:
-    """Ctrl-C ended the node inside launch's grace period, with nothing logged as an error."""
-    out = launch.log()
-    assert returncode == 0, f"launch exit code {returncode}:\n{out}"
-    assert re.search(rf"\[{NODE}-1\]: process has finished cleanly", out), out
-    assert "SIGTERM" not in out, f"launch escalated to SIGTERM:\n{out}"
-    assert "SIGKILL" not in out, out
-    assert "[ERROR]" not in out, out
-    assert "Traceback" not in out, out
-    print(f"shutdown after SIGINT, from launch's log: {shutdown_seconds(launch.launch_log()):.2f} s")
-
-
-def shutdown_seconds(launch_log: str) -> float:
-    """Seconds from launch's 'user interrupted' line to the node's 'finished cleanly' line."""
-    stamps: dict[str, float] = {}
-    for line in launch_log.splitlines():
-        for key in ("user interrupted", "finished cleanly"):
-            if key in line and key not in stamps:
-                stamps[key] = float(line.split()[0])
-    if len(stamps) != 2:
-        return float("nan")
-    return stamps["finished cleanly"] - stamps["user interrupted"]
-
-
 def test_every_launch_argument_reaches_the_running_node(
-        probe: GraphProbe, start_launch: Callable[..., LaunchProcess], tmp_path: Path) -> None:
+        probe: GraphProbe, start_launch: Callable[..., RosProcess], tmp_path: Path) -> None:
     # A rig's own parameters file: values that differ from the package's file.
     params_file = tmp_path / "rig.yaml"
     rig_params = dict(CONFIG, max_frames=17, sample_fps=3.0, success_window=5, model="not/this-model")
@@ -240,7 +107,7 @@ def test_every_launch_argument_reaches_the_running_node(
 
 
 def test_empty_arguments_keep_the_package_params_file(
-        probe: GraphProbe, start_launch: Callable[..., LaunchProcess]) -> None:
+        probe: GraphProbe, start_launch: Callable[..., RosProcess]) -> None:
     launch = start_launch()
     wait_for("/scorer_node on the graph", lambda: probe.node_present("/"), launch)
     names = ["model", "camera_topics", "rate_hz", "device", "max_frames", "sample_fps"]
@@ -252,17 +119,9 @@ def test_empty_arguments_keep_the_package_params_file(
     assert_clean_exit(launch, launch.interrupt())
 
 
-def rgb_frame(stamp: Any, index: int) -> Image:
-    msg = Image()
-    msg.header.stamp = stamp
-    msg.height, msg.width, msg.encoding, msg.step = 48, 64, "rgb8", 64 * 3
-    msg.data = bytes(((x + index * 7) % 256 for x in range(64 * 48 * 3)))
-    return msg
-
-
 @pytest.mark.parametrize("moment", ["while the model loads", "between ticks", "inside a long tick"])
 def test_ctrl_c_ends_the_node_inside_the_grace_period(
-        moment: str, probe: GraphProbe, start_launch: Callable[..., LaunchProcess], tiny_model_dir: Path,
+        moment: str, probe: GraphProbe, start_launch: Callable[..., RosProcess], tiny_model_dir: Path,
         tmp_path: Path) -> None:
     """SIGINT to launch: the node exits by itself, launch finishes with 0 and logs no error.
 

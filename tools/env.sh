@@ -8,8 +8,8 @@ case "$_topreward_venv" in /*) ;; *) _topreward_venv="$_topreward_root/$_toprewa
 # shellcheck disable=SC1091
 source "$_topreward_venv/bin/activate"
 export AMENT_PREFIX_PATH="$_topreward_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
-# launch / launch_ros / composition_interfaces built from source where the
-# wheels lack them (tools/install_ros_extras.sh); a ROS 2 install has its own.
+# launch / launch_ros / composition_interfaces and the ros2 command line built
+# from source where the wheels lack them (tools/install_ros_extras.sh); a ROS 2 install has its own.
 if [ -f "$_topreward_venv/ros-extras/local_setup.bash" ]; then
   # shellcheck disable=SC1091
   COLCON_CURRENT_PREFIX="$_topreward_venv/ros-extras" source "$_topreward_venv/ros-extras/local_setup.bash"
@@ -19,6 +19,12 @@ if [ -f "$_topreward_venv/ros-extras/local_setup.bash" ]; then
     esac
   done
   unset _topreward_site
+  # The `ros2` command (ros2cli) where it was built there too.
+  if [ -d "$_topreward_venv/ros-extras/bin" ]; then
+    case ":$PATH:" in *":$_topreward_venv/ros-extras/bin:"*) ;; *)
+      export PATH="$_topreward_venv/ros-extras/bin:$PATH" ;;
+    esac
+  fi
 fi
 if [ -f "$_topreward_root/install/local_setup.bash" ]; then
   # shellcheck disable=SC1091

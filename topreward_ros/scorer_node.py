@@ -29,6 +29,7 @@ parameter changes) instead of dying.
 from __future__ import annotations
 
 import copy
+import signal
 import threading
 import time
 from collections import deque
@@ -1013,6 +1014,10 @@ def run(node_class: type[ScorerNode], args: list[str] | None = None) -> NoReturn
         rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid configuration: {exc}")
         code = 2
     finally:
+        # Shutting down: a second Ctrl-C must not break off the clean-up. A terminal
+        # sends SIGINT to the whole process group and ``ros2 launch`` forwards its
+        # own, so a node under ``ros2 launch`` gets two.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
