@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,8 +43,6 @@ from scorer_node_rig import (  # noqa: E402
 
 pytestmark = pytest.mark.graph
 
-
-
 PARAMS = {
     "use_sim_time": "true",
     "camera_topics": "['cam0/image_raw', 'cam1/image_raw/compressed']",
@@ -55,6 +54,8 @@ PARAMS = {
     "diagnostics_period_s": "0.25",
     "torch_threads": "1",
 }
+
+
 def ros2(*argv: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Run the `ros2` command line (the operator's tool), in this module's DDS domain."""
     exe = shutil.which("ros2")
@@ -64,12 +65,22 @@ def ros2(*argv: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
                           env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
+def lifecycle(*argv: str, timeout: float = 180.0) -> subprocess.CompletedProcess:
+    """`ros2 lifecycle ...`, asked again while the graph daemon has not yet seen the node."""
+    deadline = time.monotonic() + 60
+    while True:
+        out = ros2("lifecycle", *argv, timeout=timeout)
+        if "Node not found" not in out.stderr or time.monotonic() > deadline:
+            return out
+        time.sleep(0.5)
+
+
 def lifecycle_set(transition: str) -> subprocess.CompletedProcess:
-    return ros2("lifecycle", "set", f"/{NODE}", transition, timeout=180)
+    return lifecycle("set", f"/{NODE}", transition)
 
 
 def lifecycle_get() -> str:
-    out = ros2("lifecycle", "get", f"/{NODE}")
+    out = lifecycle("get", f"/{NODE}")
     assert out.returncode == 0, out.stderr
     return out.stdout.split()[0]
 

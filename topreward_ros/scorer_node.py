@@ -358,14 +358,17 @@ class ScorerNode(Node):
         """Back to unconfigured: publishers and the model freed, no episode."""
         if self._lifecycle_state == "active":
             self._deactivate()
-        for pub in (self._progress_pub, self._success_pub, self._image_pub):
-            if pub is not None:
-                self.destroy_publisher(pub)
-        self._progress_pub = self._success_pub = self._image_pub = None
+        self._destroy_publishers()
         with self._frame_lock:
             self._runner.stop()
         self._release_model()
         self._lifecycle_state = "unconfigured"
+
+    def _destroy_publishers(self) -> None:
+        for pub in (self._progress_pub, self._success_pub, self._image_pub):
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self._progress_pub = self._success_pub = self._image_pub = None
 
     def _release_model(self) -> None:
         """Drop the model (and the accelerator memory it held)."""
@@ -505,7 +508,8 @@ class ScorerNode(Node):
         if stale:
             self._reload_after_change()
             return
-        self.get_logger().error(f"{message}; still serving, will retry", throttle_duration_sec=10.0)
+        then = "still serving, will retry" if self._retry_failed_loads else "configure again to retry"
+        self.get_logger().error(f"{message}; {then}", throttle_duration_sec=10.0)
 
     def _reload_after_change(self) -> None:
         with self._lock:
@@ -928,7 +932,7 @@ class ManagedScorerNode(LifecycleNodeMixin, ScorerNode):
         error = self._load_now("configure")
         if error is not None:
             self.get_logger().error(f"configure failed, node stays unconfigured: {error}")
-            self._cleanup()
+            self._destroy_publishers()  # the model's error stays on /diagnostics
             return TransitionCallbackReturn.FAILURE
         self._lifecycle_state = "inactive"
         return super().on_configure(state)
