@@ -98,6 +98,8 @@ def _register_bag(subparsers: Any) -> None:
     g.add_argument("--max-episodes", type=int, default=None,
                    help="score at most this many episodes now; a re-run continues")
     g.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+    g.add_argument("--video", action="store_true",
+                   help="write progress.mp4 per episode: the node's progress picture at every tick")
     g.add_argument("--force", action="store_true",
                    help="redo everything even if the output directory has results")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary only")
@@ -188,7 +190,7 @@ def bag_options(args: argparse.Namespace, cameras: tuple[str, ...]) -> Any:
         num_prefixes=args.num_prefixes,
         episode_offset=args.episode_offset,
         max_episodes=args.max_episodes,
-        plot=not args.no_plot,
+        plot=not args.no_plot, video=args.video,
     )
 
 

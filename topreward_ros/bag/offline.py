@@ -76,6 +76,8 @@ class BagScoringOptions:
     max_episodes: score at most this many episodes in this run, then stop
         (the rest is done by a later run).
     plot: write a PNG plot per episode.
+    video: write progress.mp4 per episode: the node's progress picture, one
+        frame per tick (``topreward_ros.progress_video``).
     """
 
     camera_topics: tuple[str, ...]
@@ -89,6 +91,7 @@ class BagScoringOptions:
     episode_offset: int = 0
     max_episodes: int | None = None
     plot: bool = True
+    video: bool = False
 
     def __post_init__(self) -> None:
         if not self.camera_topics:
@@ -329,7 +332,7 @@ class BagScorer:
     def settings_record(self) -> dict[str, Any]:
         """Everything that changes the outputs; a resumed run must match it."""
         options = asdict(self.options)
-        for key in ("max_episodes", "plot"):
+        for key in ("max_episodes", "plot", "video"):
             options.pop(key)
         options["camera_topics"] = list(self.options.camera_topics)
         return {"model": self.scorer.model_id, **asdict(self.settings), **options}
@@ -629,6 +632,12 @@ class BagScorer:
             self._plot(ep_dir / "plot.png", curve, samples,
                        f"episode {episode.index}: {episode.instruction}")
             files.append("plot.png")
+        if self.options.video:
+            from topreward_ros.progress_video import VIDEO_FILE, tick_pictures, write_video
+
+            pictures = tick_pictures(samples, [t.result for t in episode.ticks], self.settings.view_size)
+            if write_video(ep_dir / VIDEO_FILE, pictures, self.options.tick_rate_hz):
+                files.append(VIDEO_FILE)
         write_json_atomic(ep_dir / "curve.json",
                           self._curve_record(episode, samples, curve, columns, sync_misses))
         files.append("curve.json")

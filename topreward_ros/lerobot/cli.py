@@ -66,6 +66,8 @@ def _register_lerobot(subparsers: Any) -> None:
     g.add_argument("--max-episodes", type=int, default=None,
                    help="score at most this many episodes now; a re-run continues")
     g.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+    g.add_argument("--video", action="store_true",
+                   help="write progress.mp4 per episode: the node's progress picture at every tick")
     g.add_argument("--force", action="store_true",
                    help="redo everything even if the output directory has results")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary only")
@@ -100,7 +102,7 @@ def run_lerobot(args: argparse.Namespace) -> int:
             episodes=tuple(args.episodes) if args.episodes else None,
             instruction=args.instruction, tick_rate_hz=args.rate,
             num_prefixes=args.num_prefixes, video_tolerance_frames=args.video_tolerance,
-            max_episodes=args.max_episodes, plot=not args.no_plot,
+            max_episodes=args.max_episodes, plot=not args.no_plot, video=args.video,
         )
         settings = EpisodeSettings(
             sample_fps=args.sample_fps, max_frames=args.max_frames,

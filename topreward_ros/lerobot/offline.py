@@ -59,6 +59,7 @@ class DatasetScoringOptions:
         picture is further than this many frame periods from its timestamp.
     max_episodes: score at most this many episodes in this run.
     plot: write a PNG plot per episode.
+    video: write progress.mp4 per episode (the node's progress picture per tick).
     """
 
     camera_keys: tuple[str, ...]
@@ -69,6 +70,7 @@ class DatasetScoringOptions:
     video_tolerance_frames: float = 0.5
     max_episodes: int | None = None
     plot: bool = True
+    video: bool = False
     # BagScorer's per-episode writers add this to episode numbers; a dataset
     # already has its own episode indices.
     episode_offset: int = 0
@@ -137,7 +139,7 @@ class DatasetScorer(BagScorer):
         from dataclasses import asdict
 
         options = asdict(self.options)
-        for key in ("max_episodes", "plot", "episodes", "episode_offset"):
+        for key in ("max_episodes", "plot", "video", "episodes", "episode_offset"):
             options.pop(key)
         options["camera_keys"] = list(self.options.camera_keys)
         return {"model": self.scorer.model_id, **asdict(self.settings), **options}
