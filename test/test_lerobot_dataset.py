@@ -213,6 +213,15 @@ def test_every_episode_scored_like_an_independent_scoring_of_the_decoded_frames(
         assert rows["index"] == episode.index
         assert rows["frame_index"] == list(range(len(stamps)))
         assert rows["progress_sparse"] == pytest.approx(table["progress"], abs=0)
+        # progress_sparse from first principles: the reference's raw log p per
+        # prefix, min-max normalised here, then interpolated over the frames'
+        # stamps between the prefixes' last sampled frames.
+        raw = np.asarray(reference.log_prob_true)
+        assert raw.max() > raw.min()
+        normalised = (raw - raw.min()) / (raw.max() - raw.min())
+        ends = np.asarray([sample_stamps[k - 1] for k in reference.prefix_lengths], dtype=np.float64)
+        expected = np.interp(np.asarray(stamps, dtype=np.float64), ends, normalised)
+        assert rows["progress_sparse"] == pytest.approx(expected, abs=1e-5)
     assert progress.schema.remove_metadata() == PROGRESS_SCHEMA
     assert read_model_id(out / PROGRESS_FILE) == scorer.model_id
     assert progress.schema.metadata[b"topreward_ros.index"] == b"dataset"
