@@ -15,14 +15,8 @@ call behind it) publishes a two-episode bag with /clock. Then:
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import threading
-import time
-from pathlib import Path
-
 import pytest
+from replay_graph import scorer_node, wait_or_fail
 
 from topreward_ros.bag.offline import BagScorer, BagScoringOptions
 from topreward_ros.bag.reader import BagReader
@@ -36,8 +30,6 @@ from topreward_ros.scoring.schedule import sample_indices
 
 pytestmark = pytest.mark.graph
 
-ROOT = Path(__file__).resolve().parents[1]
-EXECUTABLE = ROOT / "install" / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
 CAMERA = "/camera/image_raw"
 VIEW = 64
 RATE_HZ = 2.0
@@ -48,77 +40,7 @@ def _stamp_ns(stamp) -> int:
     return int(stamp.sec) * NS + int(stamp.nanosec)
 
 
-class Probe:
-    """Records the node's TaskProgress and diagnostics in the test process."""
-
-    def __init__(self) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-
-        from topreward_ros.msg import TaskProgress
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("replay_probe", context=self.context)
-        self.lock = threading.Lock()
-        self.progress: list = []
-        self.diagnostics: dict[str, dict[str, str]] = {}
-        reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-        self.node.create_subscription(TaskProgress, "/task_progress", self._on_progress, reliable)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # noqa: BLE001 - context shut down at teardown
-            pass
-
-    def _on_progress(self, msg) -> None:
-        with self.lock:
-            self.progress.append(msg)
-
-    def _on_diag(self, msg) -> None:
-        with self.lock:
-            for status in msg.status:
-                values = {kv.key: kv.value for kv in status.values}
-                values["_message"] = status.message
-                self.diagnostics[status.name] = values
-
-    def status(self, suffix: str) -> dict[str, str]:
-        with self.lock:
-            for name, values in self.diagnostics.items():
-                if name.endswith(suffix):
-                    return dict(values)
-        return {}
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-        self.thread.join(5)
-
-
-def _wait(predicate, timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}\nnode log:\n"
-                f"{log.read_text(errors='replace')[-3000:]}")
-
-
 def test_replayed_bag_scored_by_the_node_matches_the_offline_path(tmp_path, tiny_model_dir):
-    if not EXECUTABLE.exists():
-        pytest.fail(f"{EXECUTABLE} missing: run `make build` first")
     layout = write_episodes_bag(
         tmp_path / "bag", "mcap", DEMO_SCENES,
         (CameraSpec(CAMERA, "raw", "rgb8", width=96, height=72, rate_hz=10.0),),
@@ -138,37 +60,18 @@ def test_replayed_bag_scored_by_the_node_matches_the_offline_path(tmp_path, tiny
         f"qos_overrides.{CAMERA}.subscription.reliability": "reliable",
         f"qos_overrides.{CAMERA}.subscription.depth": "200",
     }
-    args = [str(EXECUTABLE), "--ros-args"]
-    for name, value in params.items():
-        args += ["-p", f"{name}:={value}"]
     log = tmp_path / "node.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    probe = Probe()
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-        try:
-            _wait(lambda: probe.status(": model").get("state") == "loaded"
-                  or "loaded" in probe.status(": model").get("_message", ""),
-                  120, "the node to load the model", log)
-            result = replay_bag(layout.path, ReplayOptions(
-                wait_for=(CAMERA, "/instruction", "/clock"), wait_timeout_s=60.0,
-                linger_s=2.0), progress=False)
-            assert result.ok, result.summary()
-            published = result.published[CAMERA]
-            assert published == sum(len(e.primary_stamps_ns) for e in layout.episodes)
-            # Nothing dropped: the node itself counted every frame the replay sent.
-            _wait(lambda: probe.status(f"camera {CAMERA} (primary)").get("received")
-                  == str(published), 30, f"the node to report {published} frames received", log)
-            _wait(lambda: probe.status(": scoring").get("published") == str(len(probe.progress))
-                  and len(probe.progress) > 0, 30, "every published score to arrive", log)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-            probe.close()
+    with scorer_node(params, log) as probe:
+        result = replay_bag(layout.path, ReplayOptions(
+            wait_for=(CAMERA, "/instruction", "/clock"), wait_timeout_s=60.0,
+            linger_s=2.0), progress=False)
+        assert result.ok, result.summary()
+        published = result.published[CAMERA]
+        assert published == sum(len(e.primary_stamps_ns) for e in layout.episodes)
+        # Nothing dropped: the node itself counted every frame the replay sent.
+        wait_or_fail(lambda: probe.status(f"camera {CAMERA} (primary)").get("received")
+                     == str(published), 30, f"the node to report {published} frames received", log)
+        wait_or_fail(probe.all_published, 30, "every published score to arrive", log)
 
     messages = list(probe.progress)
     episodes: dict[str, list] = {}

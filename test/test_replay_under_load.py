@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from replay_graph import scorer_node, wait_or_fail
 
 from topreward_ros.bag.replay import ReplayOptions, replay_bag
 from topreward_ros.bag.synthetic import START_NS
@@ -39,8 +37,6 @@ from topreward_ros.cli import main as topreward_main
 
 pytestmark = pytest.mark.graph
 
-ROOT = Path(__file__).resolve().parents[1]
-EXECUTABLE = ROOT / "install" / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
 CAMERAS = ("/cam_high/image_raw", "/cam_wrist/image_raw")
 NS = 1_000_000_000
 TICK_NS = NS // 2  # rate 2 Hz
@@ -105,71 +101,6 @@ def busy_cpu() -> Iterator[None]:
             proc.wait(10)
 
 
-class Probe:
-    """The node's TaskProgress and diagnostics, recorded in the test process."""
-
-    def __init__(self) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-
-        from topreward_ros.msg import TaskProgress
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("load_probe", context=self.context)
-        self.lock = threading.Lock()
-        self.progress: list[Any] = []
-        self.diagnostics: dict[str, dict[str, str]] = {}
-        reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-        self.node.create_subscription(TaskProgress, "/task_progress", self._on_progress, reliable)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # noqa: BLE001 - context shut down at teardown
-            pass
-
-    def _on_progress(self, msg: Any) -> None:
-        with self.lock:
-            self.progress.append(msg)
-
-    def _on_diag(self, msg: Any) -> None:
-        with self.lock:
-            for status in msg.status:
-                values = {kv.key: kv.value for kv in status.values}
-                values["_message"] = status.message
-                self.diagnostics[status.name] = values
-
-    def status(self, suffix: str) -> dict[str, str]:
-        with self.lock:
-            return next((dict(v) for k, v in self.diagnostics.items() if k.endswith(suffix)), {})
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-        self.thread.join(5)
-
-
-def _wait(predicate: Any, timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}\nnode log:\n"
-                f"{log.read_text(errors='replace')[-3000:]}")
-
-
 def _stamp_ns(stamp: Any) -> int:
     return int(stamp.sec) * NS + int(stamp.nanosec)
 
@@ -184,32 +115,14 @@ def replay_into_node(bag: Path, model: Path, tmp_path: Path) -> list[Any]:
     for topic in CAMERAS:
         params[f"qos_overrides.{topic}.subscription.reliability"] = "reliable"
         params[f"qos_overrides.{topic}.subscription.depth"] = "200"
-    args = [str(EXECUTABLE), "--ros-args"]
-    for name, value in params.items():
-        args += ["-p", f"{name}:={value}"]
     log = tmp_path / "node.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    probe = Probe()
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-        try:
-            _wait(lambda: "loaded" in probe.status(": model").get("_message", ""),
-                  180, "the node to load the model", log)
-            # Slower than real time: a tick has a wall second before the next frame is due.
-            result = replay_bag(bag, ReplayOptions(
-                rate=0.5, wait_for=(*CAMERAS, "/instruction", "/clock"), wait_timeout_s=60.0,
-                linger_s=4.0), progress=False)
-            assert result.ok, result.summary()
-            _wait(lambda: probe.status(": scoring").get("published") == str(len(probe.progress))
-                  and len(probe.progress) > 0, 90, "every published score to arrive", log)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-            probe.close()
+    with scorer_node(params, log, load_timeout=180) as probe:
+        # Slower than real time: a tick has a wall second before the next frame is due.
+        result = replay_bag(bag, ReplayOptions(
+            rate=0.5, wait_for=(*CAMERAS, "/instruction", "/clock"), wait_timeout_s=60.0,
+            linger_s=4.0), progress=False)
+        assert result.ok, result.summary()
+        wait_or_fail(probe.all_published, 90, "every published score to arrive", log)
     with probe.lock:
         return list(probe.progress)
 
@@ -217,8 +130,6 @@ def replay_into_node(bag: Path, model: Path, tmp_path: Path) -> list[Any]:
 @pytest.mark.timeout(600)
 def test_busy_machine_keeps_episodes_apart_and_ticks_equal_topreward_bag(
         offline: dict[str, Any], tiny_model_dir: Path, tmp_path: Path, busy_cpu: None) -> None:
-    if not EXECUTABLE.exists():
-        pytest.fail(f"{EXECUTABLE} missing: run `make build` first")
     episode_of = {s: e for e in range(len(INSTRUCTIONS)) for s in primary_stamps(e)}
     for run in range(RUNS):
         run_dir = tmp_path / f"run{run}"

@@ -25,16 +25,12 @@ an episode has a streak broken by a dip before it succeeds. Then:
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from replay_graph import scorer_node, wait_or_fail
 
 from topreward_ros.bag.reader import BagReader
 from topreward_ros.bag.replay import ReplayOptions, replay_bag
@@ -42,8 +38,6 @@ from topreward_ros.bag.synthetic import START_NS
 from topreward_ros.bag.writer import BagWriter, image_msg, string_msg
 from topreward_ros.cli import main as topreward_main
 
-ROOT = Path(__file__).resolve().parents[1]
-EXECUTABLE = ROOT / "install" / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
 CAMERA = "/camera/image_raw"
 NS = 1_000_000_000
 TICK_NS = NS // 2  # rate 2 Hz
@@ -234,84 +228,10 @@ def test_topreward_bag_success_semantics(offline: dict[str, Any]) -> None:
             assert msg.threshold == threshold and msg.consecutive_scores == CONSECUTIVE
 
 
-class Probe:
-    """TaskProgress, EpisodeSuccess and diagnostics of the node, in the test process."""
-
-    def __init__(self) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-
-        from topreward_ros.msg import EpisodeSuccess, TaskProgress
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("success_replay_probe", context=self.context)
-        self.lock = threading.Lock()
-        self.progress: list[Any] = []
-        self.successes: list[Any] = []
-        self.diagnostics: dict[str, dict[str, str]] = {}
-        reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(TaskProgress, "/task_progress", self._keep(self.progress), reliable)
-        self.node.create_subscription(EpisodeSuccess, "/episode_success", self._keep(self.successes),
-                                      latched)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # noqa: BLE001 - context shut down at teardown
-            pass
-
-    def _keep(self, bucket: list[Any]) -> Any:
-        def callback(msg: Any) -> None:
-            with self.lock:
-                bucket.append(msg)
-        return callback
-
-    def _on_diag(self, msg: Any) -> None:
-        with self.lock:
-            for status in msg.status:
-                values = {kv.key: kv.value for kv in status.values}
-                values["_message"] = status.message
-                self.diagnostics[status.name] = values
-
-    def status(self, suffix: str) -> dict[str, str]:
-        with self.lock:
-            return next((dict(v) for k, v in self.diagnostics.items() if k.endswith(suffix)), {})
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-        self.thread.join(5)
-
-
-def _wait(predicate: Any, timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}\nnode log:\n"
-                f"{log.read_text(errors='replace')[-3000:]}")
-
-
 @pytest.mark.graph
 @pytest.mark.timeout(400)
 def test_node_on_the_replayed_bag_decides_success_like_topreward_bag(
         offline: dict[str, Any], tiny_model_dir: Path, tmp_path: Path) -> None:
-    if not EXECUTABLE.exists():
-        pytest.fail(f"{EXECUTABLE} missing: run `make build` first")
     threshold = offline["threshold"]
     params = {
         "use_sim_time": "true",
@@ -330,32 +250,14 @@ def test_node_on_the_replayed_bag_decides_success_like_topreward_bag(
         f"qos_overrides.{CAMERA}.subscription.reliability": "reliable",
         f"qos_overrides.{CAMERA}.subscription.depth": "200",
     }
-    args = [str(EXECUTABLE), "--ros-args"]
-    for name, value in params.items():
-        args += ["-p", f"{name}:={value}"]
     log = tmp_path / "node.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    probe = Probe()
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-        try:
-            _wait(lambda: "loaded" in probe.status(": model").get("_message", ""),
-                  120, "the node to load the model", log)
-            # Slower than real time: every tick runs long before the next frame is due.
-            result = replay_bag(offline["bag"], ReplayOptions(
-                rate=0.25, wait_for=(CAMERA, "/instruction", "/clock"), wait_timeout_s=60.0,
-                linger_s=4.0), progress=False)
-            assert result.ok, result.summary()
-            _wait(lambda: probe.status(": scoring").get("published") == str(len(probe.progress))
-                  and len(probe.progress) > 0, 60, "every published score to arrive", log)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-            probe.close()
+    with scorer_node(params, log) as probe:
+        # Slower than real time: every tick runs long before the next frame is due.
+        result = replay_bag(offline["bag"], ReplayOptions(
+            rate=0.25, wait_for=(CAMERA, "/instruction", "/clock"), wait_timeout_s=60.0,
+            linger_s=4.0), progress=False)
+        assert result.ok, result.summary()
+        wait_or_fail(probe.all_published, 60, "every published score to arrive", log)
 
     with probe.lock:
         messages, successes = list(probe.progress), list(probe.successes)
