@@ -34,10 +34,12 @@ from topreward_ros.images import to_rgb
 from topreward_ros.scoring import ScorerConfig, load_scorer, prepare_view
 from topreward_ros.scoring.schedule import sample_indices
 
+from install_tree import LIB_DIR
+
 pytestmark = pytest.mark.graph
 
 ROOT = Path(__file__).resolve().parents[1]
-EXECUTABLE = ROOT / "install" / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
+EXECUTABLE = LIB_DIR / "scorer_node"
 CAMERA = "/camera/image_raw"
 VIEW = 64
 RATE_HZ = 2.0

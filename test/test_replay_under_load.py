@@ -37,10 +37,12 @@ from topreward_ros.bag.synthetic import START_NS
 from topreward_ros.bag.writer import BagWriter, image_msg, string_msg
 from topreward_ros.cli import main as topreward_main
 
+from install_tree import LIB_DIR
+
 pytestmark = pytest.mark.graph
 
 ROOT = Path(__file__).resolve().parents[1]
-EXECUTABLE = ROOT / "install" / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
+EXECUTABLE = LIB_DIR / "scorer_node"
 CAMERAS = ("/cam_high/image_raw", "/cam_wrist/image_raw")
 NS = 1_000_000_000
 TICK_NS = NS // 2  # rate 2 Hz
