@@ -288,6 +288,7 @@ def test_outputs_a_person_reads(setup: dict[str, Any]) -> None:
     report = (out / "report.md").read_text()
     assert "RANDOM WEIGHTS" in report
     for text in ("| all | 7 | 4 | 3 |", "| task: blue | 2 |", "Static-video control", "calibrated.yaml",
+                 "params_file:=RIG.yaml calibration_file:=calibrated.yaml",
                  "![roc.png](roc.png)", "| demo_bag/5 | green | success |"):
         assert text in report, text
     assert "Problems" not in report

@@ -4,8 +4,10 @@
 * ``metrics.json``: the set metrics, ``overall`` and ``per_task`` (NaN as null);
 * ``roc.png``, ``voc_vs_control.png``, ``score_distributions.png``;
 * ``calibrated.yaml``: ``/**: ros__parameters: {success_threshold,
-  success_window, success_consecutive, model}`` for the node's
-  ``--params-file`` / ``scorer.launch.py params_file:=`` and ``topreward bag
+  success_window, success_consecutive, model}`` and the scoring settings the
+  threshold depends on (``SCORING_KEYS``: camera order, rate, sampling, view
+  size), for the node's
+  ``--params-file`` / ``scorer.launch.py calibration_file:=`` and ``topreward bag
   --params-file``; written only when the labels hold both classes;
 * ``report.md``: settings, set metrics (all episodes and per task), the
   control's reading, the episode table and any problem.
@@ -357,7 +359,8 @@ def report_markdown(evaluation: Evaluation, settings: dict[str, Any], params: di
     if params is not None:
         out += ["## Calibrated parameters", "", f"`{CALIBRATED_YAML}` (raw score threshold):", "", "```yaml",
                 params_file_text(params).rstrip(), "```", "",
-                f"Launch: `ros2 launch topreward_ros scorer.launch.py params_file:={CALIBRATED_YAML}`; offline: "
+                "Launch with the rig's parameters file, this file's values winning: `ros2 launch topreward_ros "
+                f"scorer.launch.py params_file:=RIG.yaml calibration_file:={CALIBRATED_YAML}`; offline: "
                 f"`topreward bag BAG -o OUT --params-file {CALIBRATED_YAML}`. The node compares the mean of its "
                 "last `success_window` live scores (one per tick) with the threshold; the threshold is fitted "
                 "on the offline curve's last prefixes, and `success_consecutive` is the value given, not fitted.",
