@@ -8,22 +8,44 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
+# The ROS 2 distribution the wheels come from: jazzy (the LTS, the default) or
+# kilted. Each has its own virtualenv and its own colcon trees, so both can be
+# built side by side: `make test ROS_DISTRO=kilted`.
+DEFAULT_ROS_DISTRO := jazzy
+ROS_DISTRO ?= $(DEFAULT_ROS_DISTRO)
+ROS_REQS_jazzy := requirements/ros-jazzy.txt
+ROS_REQS_kilted := requirements/ros.txt
+ROS_REQS := $(ROS_REQS_$(ROS_DISTRO))
+ifeq ($(ROS_REQS),)
+$(error ROS_DISTRO=$(ROS_DISTRO) is not supported here: use jazzy or kilted)
+endif
+export ROS_DISTRO
 # The virtualenv lives outside the checkout: CMake refuses exported include
 # paths (numpy's, from the ROS wheels) that lie inside the package source dir.
-TOPREWARD_VENV ?= $(HOME)/.cache/topreward_ros/venv
+TOPREWARD_VENV ?= $(HOME)/.cache/topreward_ros/venv-$(ROS_DISTRO)
 export TOPREWARD_VENV
+# colcon's trees: build/ install/ log/ for the default distro, build-DISTRO/
+# install-DISTRO/ log-DISTRO/ for another (tools/env.sh finds the same one).
+TREE_SUFFIX := $(if $(filter $(DEFAULT_ROS_DISTRO),$(ROS_DISTRO)),,-$(ROS_DISTRO))
+TOPREWARD_INSTALL ?= install$(TREE_SUFFIX)
+export TOPREWARD_INSTALL
+INSTALL := $(TOPREWARD_INSTALL)
+BUILD_BASE := build$(TREE_SUFFIX)
+LOG_BASE := log$(TREE_SUFFIX)
 VENV := $(TOPREWARD_VENV)
 VPY := $(VENV)/bin/python
-REQS := requirements/ros.txt requirements/ml.txt requirements/bag.txt requirements/scale.txt \
+REQS := $(ROS_REQS) requirements/ml.txt requirements/bag.txt requirements/scale.txt \
         requirements/test.txt
 # The stamp names a hash of the requirements: another checkout with the same
 # pins reuses the environment, a changed pin reinstalls.
 DEPS_STAMP := $(VENV)/.deps-$(shell cat $(REQS) | sha1sum | cut -c1-12)
-BUILD_STAMP := install/.topreward_ros-built
+BUILD_STAMP := $(INSTALL)/.topreward_ros-built
 SOURCES := CMakeLists.txt package.xml $(wildcard msg/*.msg launch/* config/* scripts/*) \
            $(shell find topreward_ros -name '*.py' 2>/dev/null)
 RUN := source tools/env.sh &&
 PYTEST_ARGS ?=
+# What `make test` runs: the whole suite, or the modules named (TEST_PATHS="test/a.py test/b.py").
+TEST_PATHS ?= test
 # Test modules run in parallel worker processes, a whole module per worker
 # (each module claims its own DDS domain, so they never see each other's
 # graphs). Most graph tests wait on discovery, replay pacing or a node's
@@ -53,9 +75,9 @@ build: $(BUILD_STAMP)
 # --symlink-install: edits to Python sources take effect without a rebuild;
 # a new module, message or launch file triggers this rule again.
 $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
-	@mkdir -p install
-	$(RUN) flock install/.build-lock colcon build --symlink-install \
-	  \
+	@mkdir -p $(INSTALL)
+	$(RUN) flock $(INSTALL)/.build-lock colcon --log-base $(LOG_BASE) build --symlink-install \
+	  --build-base $(BUILD_BASE) --install-base $(INSTALL) \
 	  --cmake-args -DPython3_EXECUTABLE=$(abspath $(VPY)) -DBUILD_TESTING=OFF
 	@touch $@
 
@@ -70,7 +92,7 @@ ros-extras: $(DEPS_STAMP)
 	tools/install_ros_extras.sh $(VENV) $(ROS_EXTRAS)
 
 test: build ros-extras
-	$(RUN) python -m pytest test $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile,) $(PYTEST_ARGS)
+	$(RUN) python -m pytest $(TEST_PATHS) $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile,) $(PYTEST_ARGS)
 
 demo: build
 	$(RUN) python -m topreward_ros.demo $(if $(MODEL),--model $(MODEL),)
@@ -79,7 +101,7 @@ bench: build
 	$(RUN) python bench/run_all.py $(BENCH_ARGS)
 
 clean:
-	rm -rf build install log .pytest_cache out
+	rm -rf build install log build-* install-* log-* .pytest_cache out
 
 distclean: clean
 	rm -rf $(VENV) .cache

@@ -45,8 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PARTS = RESULTS / "node_parts"
 TINY_DIR = ROOT / ".cache" / "tiny-qwen3-vl"
-EXECUTABLE = ROOT / "install" / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
-PARAMS_FILE = ROOT / "install" / "topreward_ros" / "share" / "topreward_ros" / "config" / "scorer.yaml"
+# The install tree make built for the ROS distro in use (tools/env.sh exports it).
+INSTALL = ROOT / os.environ.get("TOPREWARD_INSTALL", "install")
+EXECUTABLE = INSTALL / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
+PARAMS_FILE = INSTALL / "topreward_ros" / "share" / "topreward_ros" / "config" / "scorer.yaml"
 NS = 1_000_000_000
 W, H = 640, 480
 

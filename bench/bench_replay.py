@@ -32,7 +32,9 @@ from topreward_ros.bag.synthetic import START_NS  # noqa: E402
 from topreward_ros.bag.writer import BagWriter, string_msg  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "replay.md"
-EXECUTABLE = ROOT / "install" / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
+# The install tree make built for the ROS distro in use (tools/env.sh exports it).
+INSTALL = ROOT / os.environ.get("TOPREWARD_INSTALL", "install")
+EXECUTABLE = INSTALL / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
 TINY_DIR = ROOT / ".cache" / "tiny-qwen3-vl"
 NS = 1_000_000_000
 CAMERA = "/camera/image_raw"

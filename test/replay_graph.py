@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from install_tree import LIB_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
-EXECUTABLE = ROOT / "install" / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
+EXECUTABLE = LIB_DIR / "scorer_node"
 
 
 class Probe:

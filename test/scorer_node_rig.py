@@ -41,8 +41,10 @@ from std_srvs.srv import Trigger
 
 from topreward_ros.msg import EpisodeSuccess, TaskProgress
 
+from install_tree import PACKAGE_PREFIX
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-INSTALL = REPO_ROOT / "install" / "topreward_ros"
+INSTALL = PACKAGE_PREFIX
 EXECUTABLE = INSTALL / "lib" / "topreward_ros" / "scorer_node"
 MANAGED_EXECUTABLE = INSTALL / "lib" / "topreward_ros" / "managed_scorer_node"
 PARAMS_FILE = INSTALL / "share" / "topreward_ros" / "config" / "scorer.yaml"

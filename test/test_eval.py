@@ -165,10 +165,13 @@ def test_metrics_match_scipy_and_sklearn_on_the_written_csv(setup: dict[str, Any
     # calibrated.yaml carries the raw threshold; the CSV's prediction applies it.
     params = yaml.safe_load((out / "calibrated.yaml").read_text())
     assert list(params) == ["/**"]
+    # Every setting the threshold depends on is written, defaults too: the
+    # file then pins them over a rig's parameters file (launch calibration_file:=).
     assert params["/**"]["ros__parameters"] == {
         "success_threshold": metrics["overall"]["threshold_raw"]["threshold"],
         "success_window": 3, "success_consecutive": 2, "model": str(setup["model"]),
-        "view_size": VIEW}  # scored with a non-default view size: written too
+        "camera_topics": [CAMERA_TOPIC], "rate_hz": 4.0, "sample_fps": 2.0, "max_frames": 256,
+        "view_size": VIEW, "sync_tolerance_s": 0.05}
     predicted = [int(r["predicted_success"]) for r in rows]
     assert predicted == (raw > metrics["overall"]["threshold_raw"]["threshold"]).astype(int).tolist()
 
@@ -292,6 +295,7 @@ def test_outputs_a_person_reads(setup: dict[str, Any]) -> None:
     report = (out / "report.md").read_text()
     assert "RANDOM WEIGHTS" in report
     for text in ("| all | 7 | 4 | 3 |", "| task: blue | 2 |", "Static-video control", "calibrated.yaml",
+                 "params_file:=RIG.yaml calibration_file:=calibrated.yaml",
                  "![roc.png](roc.png)", "| demo_bag/5 | green | success |"):
         assert text in report, text
     assert "Problems" not in report
@@ -444,13 +448,21 @@ def test_calibrated_params_hold_the_four_keys_with_node_default_scoring(tmp_path
     labels = {f"e{i}": Label(f"e{i}", i >= 2) for i in range(4)}
     evaluation = evaluate(records, labels)
     assert evaluation.overall.threshold_raw.threshold == pytest.approx(-8.5)
-    defaults = {"sample_fps": 2.0, "max_frames": 256, "view_size": 244, "sync_tolerance_s": 0.05}
+    defaults = {"camera_topics": None, "rate_hz": 1.0, "sample_fps": 2.0, "max_frames": 256, "view_size": 244,
+                "sync_tolerance_s": 0.05}
+    # Videos only (no topics): the scoring settings, defaults included.
     assert calibrated_params(evaluation, "Qwen/Qwen3-VL-8B-Instruct", 3, 2, defaults) == {
         "success_threshold": -8.5, "success_window": 3, "success_consecutive": 2,
-        "model": "Qwen/Qwen3-VL-8B-Instruct"}
-    assert calibrated_params(evaluation, str(tmp_path), 4, 1, {**defaults, "sample_fps": 1.0}) == {
+        "model": "Qwen/Qwen3-VL-8B-Instruct", "rate_hz": 1.0, "sample_fps": 2.0, "max_frames": 256,
+        "view_size": 244, "sync_tolerance_s": 0.05}
+    cameras = ["/front/image_raw", "/wrist/image_raw/compressed"]
+    got = calibrated_params(evaluation, str(tmp_path), 4, 1, {**defaults, "sample_fps": 1.0, "camera_topics": cameras})
+    assert got == {
         "success_threshold": -8.5, "success_window": 4, "success_consecutive": 1, "model": str(tmp_path.resolve()),
-        "sample_fps": 1.0}
+        "camera_topics": cameras, "rate_hz": 1.0, "sample_fps": 1.0, "max_frames": 256, "view_size": 244,
+        "sync_tolerance_s": 0.05}
+    with pytest.raises(ValueError, match="not a scoring parameter"):
+        calibrated_params(evaluation, "m", 3, 2, {"dtype": "float32"})
     one_class = evaluate(records, {k: Label(k, True) for k in labels})
     assert calibrated_params(one_class, "m", 3, 2, defaults) is None
 
@@ -481,6 +493,40 @@ def test_labelled_episodes_without_scores_get_a_row_and_stay_out_of_the_metrics(
     assert again.overall.episodes == 3
 
 
+def test_params_file_sets_the_options_and_calibrated_yaml_carries_them(setup: dict[str, Any]) -> None:
+    """`topreward eval --params-file RIG.yaml`: the file's values apply, options given win, and
+    calibrated.yaml carries what the threshold depends on (camera order, rate, sampling, view, model)."""
+    root = setup["root"]
+    rig = root / "rig.yaml"
+    rig.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "model": str(setup["model"]), "local_files_only": True, "device": "cpu",
+        "camera_topics": [CAMERA_TOPIC.lstrip("/")],  # relative, as a rig file at the root namespace has it
+        "rate_hz": 3.0, "sample_fps": 1.5, "max_frames": 100, "view_size": 48, "success_threshold": -1.0,
+        "qos_overrides": {CAMERA_TOPIC: {"subscription": {"reliability": "reliable"}}}}}}))
+    labels = root / "bag_labels.csv"
+    labels.write_text("episode,success\n" + "".join(f"demo_bag/{i},{y}\n" for i, y in enumerate(BAG_LABELS)))
+    out = root / "out_params_file"
+    code, stdout, stderr = run_cli("eval", str(setup["bag"]), "-l", str(labels), "-o", str(out),
+                                   "--params-file", str(rig), "--view-size", str(VIEW), "--max-episodes", "3", "-q")
+    assert code == 0, (stdout, stderr)
+    metrics = json.loads((out / "metrics.json").read_text())
+    params = yaml.safe_load((out / "calibrated.yaml").read_text())["/**"]["ros__parameters"]
+    assert params == {
+        "success_threshold": metrics["overall"]["threshold_raw"]["threshold"],  # fitted, not the file's
+        "success_window": 3, "success_consecutive": 2, "model": str(setup["model"]),
+        "camera_topics": [CAMERA_TOPIC], "rate_hz": 3.0, "sample_fps": 1.5, "max_frames": 100,
+        "view_size": VIEW,  # the option wins over the file's 48
+        "sync_tolerance_s": 0.05}
+    # The episodes were scored with the file's sampling: 1.5 samples per second of capture time.
+    stamps = record(out, "demo_bag/0")["sample_stamps_ns"]
+    assert np.mean(np.diff(stamps)) == pytest.approx(1e9 / 1.5, abs=0.05e9)  # 2 fps would give 0.5 s
+    bad = root / "bad_rig.yaml"
+    bad.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"view_size": "large"}}}))
+    code, _, stderr = run_cli("eval", str(setup["bag"]), "-l", str(labels), "-o", str(root / "out_bad"),
+                              "--params-file", str(bad), "-q")
+    assert code == 2 and "view_size must be a int" in stderr, stderr
+
+
 def test_ctrl_c_keeps_finished_episodes_and_a_rerun_continues(setup: dict[str, Any]) -> None:
     """A real SIGINT to the command mid-run: exit 130, finished episodes kept, the re-run skips them."""
     import os
@@ -493,8 +539,11 @@ def test_ctrl_c_keeps_finished_episodes_and_a_rerun_continues(setup: dict[str, A
     argv = [a for a in setup["common"]]
     argv[argv.index("-o") + 1] = str(out)
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    # A shell that started this run in the background may have set SIGINT to "ignore",
+    # which children inherit: give the command the default, as a terminal would.
     proc = subprocess.Popen([sys.executable, "-m", "topreward_ros", "eval", *argv], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 600
         # Two records: the first episode is then complete in the bag manifest too.

@@ -40,7 +40,9 @@ from topreward_ros.demo_scene import DEMO_SCENES, render_episode  # noqa: E402
 from topreward_ros.msg import TaskProgress  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.graph]
-KEYS = ("success_threshold", "success_window", "success_consecutive", "model", "view_size")
+# Videos have no topics: every other setting the threshold depends on is written.
+KEYS = ("success_threshold", "success_window", "success_consecutive", "model", "rate_hz", "sample_fps",
+        "max_frames", "view_size", "sync_tolerance_s")
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,14 @@ import yaml
 
 from topreward_ros.scorer_node import PARAMETERS
 
+from install_tree import LIB_DIR, SHARE_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "scorer.launch.py"
 CONFIG_FILE = ROOT / "config" / "scorer.yaml"
-INSTALL_SHARE = ROOT / "install" / "topreward_ros" / "share" / "topreward_ros"
-INSTALL_EXE = ROOT / "install" / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
-DOCS = ROOT / "README.md"
+INSTALL_SHARE = SHARE_DIR
+INSTALL_EXE = LIB_DIR / "scorer_node"
+DOCS = ROOT / "docs" / "node.md"
 
 EXPECTED_ARGUMENTS = {
     "model": "",
@@ -34,7 +36,8 @@ EXPECTED_ARGUMENTS = {
     "rate": "",
     "device": "",
     "params_file": "",
-    "use_sim_time": "false",
+    "calibration_file": "",
+    "use_sim_time": "",
     "namespace": "",
     "managed": "false",
     "autostart": "true",
@@ -114,7 +117,10 @@ def test_default_params_file_is_found_through_the_ament_index() -> None:
 
 def test_empty_arguments_keep_the_params_file_values(launch_module: ModuleType) -> None:
     args = dict(EXPECTED_ARGUMENTS)
-    assert launch_module.parameter_overrides(args) == {"use_sim_time": False}
+    assert launch_module.parameter_overrides(args) == {}
+    # use_sim_time too: an absent or empty argument keeps the file's value.
+    assert launch_module.parameter_overrides({}) == {}
+    assert launch_module.parameter_overrides(dict(args, use_sim_time="false")) == {"use_sim_time": False}
 
 
 def test_arguments_become_parameters(launch_module: ModuleType) -> None:
@@ -135,6 +141,31 @@ def test_arguments_become_parameters(launch_module: ModuleType) -> None:
     }
     plain = launch_module.parameter_overrides(dict(args, cameras="a/image_raw, b/image_raw"))
     assert plain["camera_topics"] == ["a/image_raw", "b/image_raw"]
+
+
+@pytest.mark.parametrize("text", [
+    "[wrist/image_raw/compressed, front/image_raw]",  # YAML flow list, no quotes
+    "['wrist/image_raw/compressed', \"front/image_raw\"]",  # Python literal: valid YAML too
+    "[ wrist/image_raw/compressed ,\n  front/image_raw ]",
+])
+def test_cameras_is_parsed_as_a_yaml_list(launch_module: ModuleType, text: str) -> None:
+    got = launch_module.parameter_overrides(dict(EXPECTED_ARGUMENTS, cameras=text))
+    assert got == {"camera_topics": ["wrist/image_raw/compressed", "front/image_raw"]}
+
+
+def test_calibration_file_comes_after_the_params_file(launch_module: ModuleType, tmp_path: Path) -> None:
+    rig, calibrated = tmp_path / "rig.yaml", tmp_path / "calibrated.yaml"
+    rig.write_text("/**: {ros__parameters: {max_frames: 17}}\n")
+    calibrated.write_text("/**: {ros__parameters: {success_threshold: -3.5}}\n")
+    default = str(CONFIG_FILE)
+    files = launch_module.parameter_files
+    assert files(dict(EXPECTED_ARGUMENTS), default) == [default]
+    assert files(dict(EXPECTED_ARGUMENTS, params_file=str(rig)), default) == [str(rig)]
+    assert files(dict(EXPECTED_ARGUMENTS, calibration_file=str(calibrated)), default) == [default, str(calibrated)]
+    assert files(dict(EXPECTED_ARGUMENTS, params_file=str(rig), calibration_file=str(calibrated)),
+                 default) == [str(rig), str(calibrated)]
+    with pytest.raises(ValueError, match="calibration_file: no such file"):
+        files(dict(EXPECTED_ARGUMENTS, calibration_file=str(tmp_path / "missing.yaml")), default)
 
 
 @pytest.mark.parametrize("name, value, message", [
@@ -163,6 +194,13 @@ def test_params_file_matches_the_node_parameter_table() -> None:
 def test_docs_cover_every_parameter_and_launch_argument(launch_module: ModuleType) -> None:
     text = DOCS.read_text()
     for spec in PARAMETERS:
-        assert f"`{spec.name}`" in text, f"README.md does not describe parameter {spec.name}"
+        assert f"`{spec.name}`" in text, f"docs/node.md does not describe parameter {spec.name}"
     for name, _, _ in launch_module.LAUNCH_ARGUMENTS:
-        assert f"`{name}`" in text, f"README.md does not describe launch argument {name}"
+        assert f"`{name}`" in text, f"docs/node.md does not describe launch argument {name}"
+
+
+def test_params_file_points_at_existing_docs() -> None:
+    for line in CONFIG_FILE.read_text().splitlines():
+        for word in line.replace("(", " ").replace(")", " ").split():
+            if word.startswith("docs/"):
+                assert (ROOT / word.rstrip(".,;")).is_file(), f"config/scorer.yaml names {word}, which is missing"

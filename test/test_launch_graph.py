@@ -119,6 +119,31 @@ def test_empty_arguments_keep_the_package_params_file(
     assert_clean_exit(launch, launch.interrupt())
 
 
+def test_calibration_file_overrides_the_rig_file_and_use_sim_time_stays_the_files(
+        probe: GraphProbe, start_launch: Callable[..., RosProcess], tmp_path: Path) -> None:
+    """params_file:= and calibration_file:= (the second wins); use_sim_time not given keeps the
+    file's true; cameras given as a YAML flow list without quotes."""
+    rig = tmp_path / "rig.yaml"
+    rig.write_text(yaml.safe_dump({"/**": {"ros__parameters": dict(
+        CONFIG, model=str(tmp_path / "no-such-model"), max_frames=17, sample_fps=3.0, success_threshold=-5.0,
+        use_sim_time=True)}}))
+    calibrated = tmp_path / "calibrated.yaml"
+    calibrated.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "success_threshold": -2.5, "max_frames": 19, "success_window": 4}}}))
+    launch = start_launch(params_file=str(rig), calibration_file=str(calibrated), namespace="robot3",
+                          cameras="[left/image_raw, right/image_raw/compressed]")
+    wait_for("/robot3/scorer_node on the graph", lambda: probe.node_present("/robot3"), launch)
+    params = probe.parameters("/robot3/scorer_node", [
+        "success_threshold", "max_frames", "success_window", "sample_fps", "use_sim_time", "camera_topics"], launch)
+    assert params == {"success_threshold": -2.5, "max_frames": 19, "success_window": 4, "sample_fps": 3.0,
+                      "use_sim_time": True, "camera_topics": ["left/image_raw", "right/image_raw/compressed"]}
+    subs = wait_for("the node's subscriptions", lambda: (
+        s if {"/robot3/left/image_raw", "/robot3/right/image_raw/compressed"} <= set(
+            s := probe.topics_of("/robot3", "sub")) else None), launch)
+    assert "/clock" in subs, "use_sim_time from the params file was overridden by the launch default"
+    assert_clean_exit(launch, launch.interrupt())
+
+
 @pytest.mark.parametrize("moment", ["while the model loads", "between ticks", "inside a long tick"])
 def test_ctrl_c_ends_the_node_inside_the_grace_period(
         moment: str, probe: GraphProbe, start_launch: Callable[..., RosProcess], tiny_model_dir: Path,

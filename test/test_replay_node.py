@@ -28,6 +28,7 @@ from topreward_ros.images import to_rgb
 from topreward_ros.scoring import ScorerConfig, load_scorer, prepare_view
 from topreward_ros.scoring.schedule import sample_indices
 
+
 pytestmark = pytest.mark.graph
 
 CAMERA = "/camera/image_raw"

@@ -35,6 +35,7 @@ from topreward_ros.bag.synthetic import START_NS
 from topreward_ros.bag.writer import BagWriter, image_msg, string_msg
 from topreward_ros.cli import main as topreward_main
 
+
 pytestmark = pytest.mark.graph
 
 CAMERAS = ("/cam_high/image_raw", "/cam_wrist/image_raw")

@@ -32,3 +32,22 @@ def test_a_held_domain_is_skipped_by_this_and_other_processes(ros_domain: int) -
     again, lock = claim_domain(domain)
     lock.close()
     assert again == domain
+
+
+def test_child_processes_keep_their_dds_discovery_on_this_machine() -> None:
+    """tools/env.sh leaves the discovery range to the user; the suite sets LOCALHOST for itself.
+
+    conftest's pytest_configure sets it unless the environment already names a
+    range, and every process a test starts inherits it.
+    """
+    root = Path(__file__).resolve().parents[1]
+    shell = subprocess.run(
+        ["bash", "-c", 'unset ROS_AUTOMATIC_DISCOVERY_RANGE; source tools/env.sh; '
+                       'echo "${ROS_AUTOMATIC_DISCOVERY_RANGE-unset}"'],
+        cwd=root, capture_output=True, text=True, check=True).stdout
+    assert shell.strip() == "unset", "tools/env.sh must not hide other machines' cameras from a user's shell"
+    given = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
+    assert given, "conftest.py must set ROS_AUTOMATIC_DISCOVERY_RANGE for the suite's processes"
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'])"],
+                           capture_output=True, text=True, check=True).stdout
+    assert child.strip() == given

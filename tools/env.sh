@@ -2,9 +2,18 @@
 # (ROS 2 from Python wheels, torch, transformers) as the ROS underlay, and the
 # colcon install tree (messages, node, launch files) as the overlay.
 # Usage: source tools/env.sh
+# ROS_DISTRO (jazzy, the default, or kilted) picks the virtualenv and the
+# install tree the Makefile built for that distro; TOPREWARD_VENV and
+# TOPREWARD_INSTALL name others.
 _topreward_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-_topreward_venv="${TOPREWARD_VENV:-$HOME/.cache/topreward_ros/venv}"
+export ROS_DISTRO="${ROS_DISTRO:-jazzy}"
+_topreward_venv="${TOPREWARD_VENV:-$HOME/.cache/topreward_ros/venv-$ROS_DISTRO}"
 case "$_topreward_venv" in /*) ;; *) _topreward_venv="$_topreward_root/$_topreward_venv" ;; esac
+if [ "$ROS_DISTRO" = jazzy ]; then _topreward_install="${TOPREWARD_INSTALL:-install}"
+else _topreward_install="${TOPREWARD_INSTALL:-install-$ROS_DISTRO}"; fi
+case "$_topreward_install" in /*) ;; *) _topreward_install="$_topreward_root/$_topreward_install" ;; esac
+# The tests and tools find the package's install tree here.
+export TOPREWARD_INSTALL="$_topreward_install"
 # shellcheck disable=SC1091
 source "$_topreward_venv/bin/activate"
 export AMENT_PREFIX_PATH="$_topreward_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
@@ -26,13 +35,13 @@ if [ -f "$_topreward_venv/ros-extras/local_setup.bash" ]; then
     esac
   fi
 fi
-if [ -f "$_topreward_root/install/local_setup.bash" ]; then
+if [ -f "$_topreward_install/local_setup.bash" ]; then
   # shellcheck disable=SC1091
-  COLCON_CURRENT_PREFIX="$_topreward_root/install" source "$_topreward_root/install/local_setup.bash"
+  COLCON_CURRENT_PREFIX="$_topreward_install" source "$_topreward_install/local_setup.bash"
 fi
-# The package's executables (scorer_node, topreward) without `ros2 run`.
-export PATH="$_topreward_root/install/topreward_ros/lib/topreward_ros:$PATH"
-# Keep DDS traffic on this machine unless the user says otherwise.
-export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
+# The package's executables (scorer_node, topreward, stop_on_success) without `ros2 run`.
+export PATH="$_topreward_install/topreward_ros/lib/topreward_ros:$PATH"
+# DDS discovery keeps ROS 2's default range (the whole subnet), so cameras on
+# other machines are seen; the test suite keeps its own graphs on this machine.
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
-unset _topreward_root _topreward_venv
+unset _topreward_root _topreward_venv _topreward_install

@@ -52,13 +52,16 @@ def read_params_file(path: Path) -> dict[str, Any]:
 
 
 def params_file_text(params: dict[str, Any], header: str = "") -> str:
-    """The text of a ``/**`` parameters file holding ``params`` (floats keep their point)."""
+    """The text of a ``/**`` parameters file holding ``params`` (floats keep their point, lists inline)."""
     import yaml
 
     for key, value in params.items():
+        if isinstance(value, list) and all(isinstance(v, str) for v in value) and value:
+            continue
         if not isinstance(value, (str, bool, int, float)):
-            raise ValueError(f"parameter {key} must be a string, bool, int or float, got {value!r}")
+            raise ValueError(f"parameter {key} must be a string, bool, int, float or a list of strings, "
+                             f"got {value!r}")
     body = yaml.safe_dump({WILDCARD: {"ros__parameters": dict(params)}}, sort_keys=False,
-                          default_flow_style=False)
+                          default_flow_style=None)
     comments = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
     return comments + body

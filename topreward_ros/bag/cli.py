@@ -141,14 +141,21 @@ BAG_PARAMS: dict[str, tuple[str, type, Any]] = {
 }
 
 
-def apply_params_file(args: argparse.Namespace) -> None:
-    """Fill options not given on the command line from ``--params-file``, then from defaults."""
+def apply_params_file(args: argparse.Namespace,
+                      table: dict[str, tuple[str, type, Any]] | None = None) -> None:
+    """Fill options not given on the command line from ``--params-file``, then from defaults.
+
+    ``table`` maps node parameters to (option dest, type, default); BAG_PARAMS
+    unless given. A ``list`` parameter is a list of strings (``camera_topics``),
+    whose relative names are taken as in the root namespace (``camera/image_raw``
+    is the bag topic ``/camera/image_raw``).
+    """
     from topreward_ros.params_file import ParamsFileError, read_params_file
     from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD
 
     params = read_params_file(args.params_file) if args.params_file else {}
     defaults = {"model": DEFAULT_MODEL, "success_threshold": DEFAULT_SUCCESS_THRESHOLD}
-    for key, (dest, kind, default) in BAG_PARAMS.items():
+    for key, (dest, kind, default) in (BAG_PARAMS if table is None else table).items():
         given = getattr(args, dest)
         if kind is bool:
             given = given or None  # a store_true flag left off is not a choice
@@ -160,12 +167,16 @@ def apply_params_file(args: argparse.Namespace) -> None:
         value = params[key]
         ok = (isinstance(value, bool) if kind is bool else isinstance(value, str) if kind is str
               else isinstance(value, int) and not isinstance(value, bool) if kind is int
+              else isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
+              if kind is list
               else isinstance(value, (int, float)) and not isinstance(value, bool))
         if not ok:
-            raise ParamsFileError(
-                f"{args.params_file}: {key} must be a {kind.__name__}, got {value!r}")
+            what = "non-empty list of topic names" if kind is list else kind.__name__
+            raise ParamsFileError(f"{args.params_file}: {key} must be a {what}, got {value!r}")
         if key == "torch_threads" and value == 0:
             value = None  # the node's 0 = torch's default
+        if kind is list:
+            value = [v if v.startswith("/") else f"/{v}" for v in value]
         setattr(args, dest, kind(value) if value is not None else None)
 
 
@@ -270,9 +281,15 @@ def run_bag(args: argparse.Namespace) -> int:
 
 # -- topreward replay --------------------------------------------------------------------
 
+#: /clock messages per wall second (``topreward replay --clock-hz``). Every one wakes each
+#: sim-time node's executor (timers are re-evaluated), which on a 2-core machine that also
+#: runs the model takes CPU from scoring; 20 Hz still fires a 1 Hz scoring timer within
+#: 50 ms of bag time. Defined here, not in bag.replay, so that building the parser does
+#: not import the bag reader.
+DEFAULT_CLOCK_HZ = 20.0
+
 
 def _register_replay(subparsers: Any) -> None:
-    from topreward_ros.bag.replay import DEFAULT_CLOCK_HZ
 
     p = subparsers.add_parser(
         "replay",

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from topreward_ros.bag.reader import storage_files
+from topreward_ros.bag.base import storage_files
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1

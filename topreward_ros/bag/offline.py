@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,12 +31,15 @@ from topreward_ros.bag.episodes import EpisodeEvent, EpisodeSplitter, StampError
 from topreward_ros.bag.manifest import Manifest, bag_fingerprint, write_json_atomic
 from topreward_ros.bag.progress_bag import TimedTick, write_progress_mcap
 from topreward_ros.bag.progress_bar import progress_bar
-from topreward_ros.bag.reader import BagError, BagMessage, BagReader, BagReadError
+from topreward_ros.bag.base import BagError, BagReadError
 from topreward_ros.bag.tables import concat_frame_tables, frame_table, write_csv, write_parquet
 from topreward_ros.episode import EpisodeRunner, EpisodeSettings
 from topreward_ros.scoring.errors import InstructionError
 from topreward_ros.scoring.prompt import validate_instruction
 from topreward_ros.window import AddResult
+
+if TYPE_CHECKING:  # the reader (rosbags) is imported when a bag is read, not by the LeRobot scorer
+    from topreward_ros.bag.reader import BagMessage, BagReader
 
 NS_PER_S = 1_000_000_000
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -351,6 +354,8 @@ class BagScorer:
         at all; problems after the start are recorded in the report instead,
         with every completed episode kept.
         """
+        from topreward_ros.bag.reader import BagReader
+
         bag_path, out_dir = Path(bag_path), Path(out_dir)
         report = BagRunReport(str(bag_path), str(out_dir))
         with BagReader(bag_path) as reader:

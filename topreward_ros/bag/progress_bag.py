@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rosbags.typesys.store import Typestore
-
-from topreward_ros.bag.types import EPISODE_SUCCESS, TASK_PROGRESS, typestore as default_typestore
-from topreward_ros.bag.writer import write_single_mcap
 from topreward_ros.episode import TickResult
 from topreward_ros.progress_messages import MessageKit, episode_success, task_progress
+
+if TYPE_CHECKING:  # the bag library is imported only to write a bag
+    from rosbags.typesys.store import Typestore
 
 #: Topics of the export: the node's output topics in the root namespace.
 PROGRESS_TOPIC = "/task_progress"
@@ -35,6 +34,8 @@ class TimedTick:
 
 def message_kit(store: Typestore | None = None) -> MessageKit:
     """The typestore's message classes, for the mapping the node uses too."""
+    from topreward_ros.bag.types import EPISODE_SUCCESS, TASK_PROGRESS, typestore as default_typestore
+
     store = store or default_typestore()
     return MessageKit(
         task_progress=store.types[TASK_PROGRESS],
@@ -55,6 +56,8 @@ def episode_success_msg(tick: TickResult, consecutive: int, store: Typestore | N
 def write_progress_mcap(path: Path, ticks: Sequence[TimedTick], consecutive: int,
                         store: Typestore | None = None) -> Path:
     """One MCAP with a TaskProgress per tick and an EpisodeSuccess when success fired."""
+    from topreward_ros.bag.writer import write_single_mcap
+
     messages: list[tuple[str, Any, int]] = []
     for timed in ticks:
         messages.append(

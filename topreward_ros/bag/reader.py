@@ -31,30 +31,15 @@ from rosbags.rosbag2.errors import ReaderError
 from rosbags.typesys import get_types_from_msg
 from rosbags.typesys.store import Typestore
 
+from topreward_ros.bag.base import (  # noqa: F401 (re-exported: the errors are part of the reader's API)
+    STORAGE_SUFFIXES,
+    BagError,
+    BagOpenError,
+    BagReadError,
+    MessageDecodeError,
+    storage_files,
+)
 from topreward_ros.bag.types import typestore as default_typestore
-
-STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
-
-
-class BagError(Exception):
-    """Base of every bag reading problem; the message says what and where."""
-
-
-class BagOpenError(BagError):
-    """The bag cannot be opened at all (missing, empty, not a bag, unreadable)."""
-
-
-class BagReadError(BagError):
-    """Reading stopped part-way; everything before ``last_log_time_ns`` was delivered."""
-
-    def __init__(self, message: str, messages_read: int, last_log_time_ns: int | None) -> None:
-        super().__init__(message)
-        self.messages_read = messages_read
-        self.last_log_time_ns = last_log_time_ns
-
-
-class MessageDecodeError(BagError):
-    """One message's bytes do not deserialise as its declared type."""
 
 
 @dataclass(frozen=True)
@@ -202,13 +187,6 @@ def _open_storage_file(path: Path) -> _RosbagsSource | _McapStreamSource:
         if path.suffix == ".mcap":
             return _McapStreamSource(path, f"{type(exc).__name__}: {exc}")
         raise BagOpenError(f"{path}: cannot read bag: {type(exc).__name__}: {exc}") from exc
-
-
-def storage_files(path: Path) -> list[Path]:
-    """The storage files a bag path stands for (a file, or a directory's files)."""
-    if path.is_file():
-        return [path]
-    return sorted(p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES and p.is_file())
 
 
 # -- public reader -----------------------------------------------------------------------

@@ -28,16 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from topreward_ros.bag.cli import DEFAULT_CLOCK_HZ
 from topreward_ros.bag.progress_bar import progress_bar
 from topreward_ros.bag.reader import BagReader, BagReadError
 
 NS_PER_S = 1_000_000_000
 CLOCK_TOPIC = "/clock"
-#: /clock messages per wall second. Every one wakes each sim-time node's
-#: executor (timers are re-evaluated), which on a 2-core machine that also
-#: runs the model takes CPU from scoring; 20 Hz still fires a 1 Hz scoring
-#: timer within 50 ms of bag time.
-DEFAULT_CLOCK_HZ = 20.0
+#: DEFAULT_CLOCK_HZ (defined in bag.cli, which builds the parser without
+#: importing this module): /clock messages per wall second.
 
 
 class ReplayError(RuntimeError):

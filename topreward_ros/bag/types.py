@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
@@ -43,6 +44,8 @@ def _candidate_msg_dirs() -> list[Path]:
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
         if prefix:
             dirs.append(Path(prefix) / "share" / PACKAGE / "msg")
+    # A pip install (no ROS): setup.py installs them under the environment's share/.
+    dirs.append(Path(sys.prefix) / "share" / PACKAGE / "msg")
     return dirs
 
 

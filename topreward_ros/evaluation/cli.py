@@ -49,45 +49,70 @@ def register(subparsers: Any) -> None:
                    "{success, task, instruction}) labels file")
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     g = p.add_argument_group("bags (as for topreward bag)")
+    # Options a parameters file can also set default to None here and are
+    # resolved in apply_params_file: command line, then file, then default.
+    g.add_argument("--params-file", type=Path, metavar="YAML",
+                   help="the rig's ROS 2 parameters file of the node: its " + ", ".join(EVAL_PARAMS)
+                   + " apply unless given as options (relative camera topics are taken as in the root "
+                   "namespace); other keys, success_threshold included, are ignored")
     g.add_argument("--camera", action="append", dest="cameras", metavar="TOPIC",
                    help="image topic; repeat for several cameras, the first is the primary "
-                   "(default: each bag's only image topic)")
+                   "(default: camera_topics of --params-file, else each bag's only image topic)")
     g.add_argument("--instruction-topic", default="/instruction",
                    help="std_msgs/String topic that starts each episode (default: %(default)s)")
     g.add_argument("--reset-topic", help="a message on this topic starts a new episode")
-    g.add_argument("--stamp-jump-restart", type=float, default=1.0, metavar="SECONDS")
-    g.add_argument("--stamp-gap-restart", type=float, default=60.0, metavar="SECONDS",
+    g.add_argument("--stamp-jump-restart", type=float, metavar="SECONDS", help="(default: 1.0)")
+    g.add_argument("--stamp-gap-restart", type=float, metavar="SECONDS",
                    help="a primary frame stamped this much after the previous one starts a new "
-                   "episode (default: %(default)s)")
-    g.add_argument("--rate", type=float, default=1.0, metavar="HZ",
-                   help="the node's scoring timer in bag time, for the live-style ticks (default: %(default)s)")
+                   "episode (default: 60.0)")
+    g.add_argument("--rate", type=float, metavar="HZ",
+                   help="the node's scoring timer (rate_hz) in bag time, for the live-style ticks (default: 1.0)")
     g = p.add_argument_group("videos and frame folders (as for topreward score)")
     g.add_argument("--instruction", help="instruction of videos / frame folders whose label gives none")
     g.add_argument("--source-fps", type=float, default=30.0,
                    help="frame rate of frame folders (default: %(default)s; videos use their timestamps)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local directory (default: %(default)s)")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    g.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16 | float32")
+    g.add_argument("--model", help=f"hub id or local directory (default: {DEFAULT_MODEL})")
+    g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--dtype", help="auto | bfloat16 | float16 | float32")
     g.add_argument("--local-files-only", action="store_true", help="never contact the hub")
     g.add_argument("--torch-threads", type=int, default=None, help="CPU threads for torch")
     g = p.add_argument_group("scoring (same meaning as the node's parameters)")
-    g.add_argument("--sample-fps", type=float, default=2.0)
-    g.add_argument("--max-frames", type=int, default=256)
-    g.add_argument("--sync-tolerance", type=float, default=0.05, metavar="SECONDS")
-    g.add_argument("--view-size", type=int, default=244)
+    g.add_argument("--sample-fps", type=float, help="(default: 2.0)")
+    g.add_argument("--max-frames", type=int, help="(default: 256)")
+    g.add_argument("--sync-tolerance", type=float, metavar="SECONDS", help="(default: 0.05)")
+    g.add_argument("--view-size", type=int, help="(default: 244)")
     g.add_argument("--num-prefixes", type=int, default=15, help="K of the offline curve (default: %(default)s)")
-    g.add_argument("--success-window", type=int, default=3,
-                   help="prefixes averaged into the success score; written to calibrated.yaml (default: "
-                   "%(default)s)")
-    g.add_argument("--success-consecutive", type=int, default=2,
-                   help="written to calibrated.yaml as is (not fitted) (default: %(default)s)")
+    g.add_argument("--success-window", type=int,
+                   help="prefixes averaged into the success score; written to calibrated.yaml (default: 3)")
+    g.add_argument("--success-consecutive", type=int,
+                   help="written to calibrated.yaml as is (not fitted) (default: 2)")
     g = p.add_argument_group("run")
     g.add_argument("--max-episodes", type=int, default=None,
                    help="score at most this many new episodes now; a re-run continues")
     g.add_argument("--force", action="store_true", help="redo everything even if the output directory has results")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval)
+
+
+#: Node parameters ``--params-file`` may set: option dest, type, default.
+EVAL_PARAMS: dict[str, tuple[str, type, Any]] = {
+    "model": ("model", str, None),  # default: DEFAULT_MODEL (resolved lazily)
+    "device": ("device", str, "auto"),
+    "dtype": ("dtype", str, "auto"),
+    "local_files_only": ("local_files_only", bool, False),
+    "torch_threads": ("torch_threads", int, None),
+    "camera_topics": ("cameras", list, None),
+    "sample_fps": ("sample_fps", float, 2.0),
+    "max_frames": ("max_frames", int, 256),
+    "sync_tolerance_s": ("sync_tolerance", float, 0.05),
+    "view_size": ("view_size", int, 244),
+    "rate_hz": ("rate", float, 1.0),
+    "success_window": ("success_window", int, 3),
+    "success_consecutive": ("success_consecutive", int, 2),
+    "stamp_jump_restart_s": ("stamp_jump_restart", float, 1.0),
+    "stamp_gap_restart_s": ("stamp_gap_restart", float, 60.0),
+}
 
 
 def _error(message: str) -> None:
@@ -107,10 +132,13 @@ def run_eval(args: argparse.Namespace) -> int:
     from topreward_ros.evaluation.inputs import EvalInputError, check_labels, classify_all
     from topreward_ros.evaluation.labels import LabelsError, read_labels
     from topreward_ros.evaluation.runner import EvalRunner, EvalSettings, EvalSetupError
+    from topreward_ros.bag.cli import apply_params_file
     from topreward_ros.episode import EpisodeSettings
+    from topreward_ros.params_file import ParamsFileError
     from topreward_ros.scoring import ModelLoadError, ScorerConfig, load_scorer
 
     try:
+        apply_params_file(args, EVAL_PARAMS)
         if args.max_episodes is not None and args.max_episodes < 1:
             raise ValueError(f"--max-episodes must be >= 1, got {args.max_episodes}")
         if not args.source_fps > 0:
@@ -141,7 +169,7 @@ def run_eval(args: argparse.Namespace) -> int:
             model=args.model, device=args.device, dtype=args.dtype, local_files_only=args.local_files_only,
             torch_threads=args.torch_threads, sample_fps=args.sample_fps, num_prefixes=args.num_prefixes,
             view_size=args.view_size, success_window=args.success_window)
-    except (LabelsError, EvalInputError, ValueError) as exc:
+    except (LabelsError, EvalInputError, ParamsFileError, ValueError) as exc:
         _error(str(exc))
         return EXIT_UNUSABLE
     try:
@@ -168,6 +196,31 @@ def run_eval(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     return write_outputs(args, runner, inputs, labels, run, settings.record(scorer.model_id),
                          _is_random_checkpoint(scorer.model_id))
+
+
+def scored_camera_topics(cameras: list[str] | None, inputs: Any) -> tuple[list[str] | None, str | None]:
+    """The camera topics the bags were scored with, in order, and a problem if the bags disagree.
+
+    None without bag inputs (videos and frame folders have no topics).
+    """
+    if cameras:
+        return list(cameras), None
+    from topreward_ros.bag.cli import _pick_cameras
+    from topreward_ros.bag.reader import BagError
+
+    found: dict[tuple[str, ...], list[str]] = {}
+    for source in inputs:
+        if source.kind != "bag":
+            continue
+        try:
+            found.setdefault(_pick_cameras(source.path, None), []).append(source.name)
+        except (BagError, ValueError):
+            continue  # already reported as a failed bag
+    if len(found) > 1:
+        listing = "; ".join(f"{', '.join(topics)} ({', '.join(names)})" for topics, names in found.items())
+        return None, (f"the bags have different camera topics ({listing}): camera_topics is not written to "
+                      "calibrated.yaml; give --camera to choose")
+    return (list(next(iter(found))) if found else None), None
 
 
 def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: Any, run: Any,
@@ -222,9 +275,13 @@ def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: An
         plots += ["voc_vs_control.png", "score_distributions.png"]
     for stale in {"roc.png", "voc_vs_control.png", "score_distributions.png"} - set(plots):
         (out / stale).unlink(missing_ok=True)  # never leave a plot of other labels beside this report
+    cameras, camera_problem = scored_camera_topics(args.cameras, inputs)
+    if camera_problem:
+        problems.append(camera_problem)
     params = calibrated_params(evaluation, settings["model"], args.success_window, args.success_consecutive,
-                               {"sample_fps": args.sample_fps, "max_frames": args.max_frames,
-                                "view_size": args.view_size, "sync_tolerance_s": args.sync_tolerance})
+                               {"camera_topics": cameras, "rate_hz": args.rate, "sample_fps": args.sample_fps,
+                                "max_frames": args.max_frames, "view_size": args.view_size,
+                                "sync_tolerance_s": args.sync_tolerance})
     calibrated = out / CALIBRATED_YAML
     if params is not None:
         write_calibrated_yaml(calibrated, params, evaluation)

@@ -6,8 +6,10 @@
 * ``metrics.json``: the set metrics, ``overall`` and ``per_task`` (NaN as null);
 * ``roc.png``, ``voc_vs_control.png``, ``score_distributions.png``;
 * ``calibrated.yaml``: ``/**: ros__parameters: {success_threshold,
-  success_window, success_consecutive, model}`` for the node's
-  ``--params-file`` / ``scorer.launch.py params_file:=`` and ``topreward bag
+  success_window, success_consecutive, model}`` and the scoring settings the
+  threshold depends on (``SCORING_KEYS``: camera order, rate, sampling, view
+  size), for the node's
+  ``--params-file`` / ``scorer.launch.py calibration_file:=`` and ``topreward bag
   --params-file``; written only when the labels hold both classes;
 * ``report.md``: settings, set metrics (all episodes and per task), the
   control's reading, the episode table and any problem.
@@ -190,14 +192,21 @@ def metrics_record(evaluation: Evaluation) -> dict[str, Any]:
             "unlabelled": list(evaluation.unlabelled)}
 
 
+#: Keys of calibrated.yaml besides the fitted ones: the settings the threshold
+#: depends on (the scores were computed with them), written whatever their
+#: value so that the file pins them over a rig's parameters file.
+SCORING_KEYS = ("camera_topics", "rate_hz", "sample_fps", "max_frames", "sync_tolerance_s", "view_size")
+
+
 def calibrated_params(evaluation: Evaluation, model_id: str, window: int, consecutive: int,
                       scoring: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The node parameters calibrated on this evaluation (None without both classes).
 
     ``scoring`` holds the node parameters the episodes were scored with
-    (``sample_fps``, ``max_frames``, ``view_size``, ``sync_tolerance_s``);
-    those that differ from the node's defaults are written too, since the
-    threshold holds only for scores computed the same way.
+    (of ``SCORING_KEYS``: the camera topics in their order, the tick rate,
+    ``sample_fps``, ``max_frames``, ``view_size``, ``sync_tolerance_s``); all
+    are written, since the threshold holds only for scores computed the same
+    way. ``camera_topics`` is left out when None (videos, frame folders).
     """
     choice = evaluation.overall.threshold_raw
     if choice is None:
@@ -208,15 +217,15 @@ def calibrated_params(evaluation: Evaluation, model_id: str, window: int, consec
     params: dict[str, Any] = {"success_threshold": float(min(0.0, choice.threshold)),
                               "success_window": int(window), "success_consecutive": int(consecutive),
                               "model": model}
-    from dataclasses import asdict
-
-    from topreward_ros.episode import EpisodeSettings
-
-    node_defaults = asdict(EpisodeSettings())
     for key, value in (scoring or {}).items():
-        if key not in node_defaults:
+        if key not in SCORING_KEYS:
             raise ValueError(f"{key} is not a scoring parameter of the node")
-        if value != node_defaults[key]:
+        if key == "camera_topics":
+            if value:
+                params[key] = [str(topic) for topic in value]
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+        else:
             params[key] = value
     return params
 
@@ -231,9 +240,10 @@ def write_calibrated_yaml(path: Path, params: dict[str, Any], evaluation: Evalua
         f"success_threshold: raw success score (mean raw log p(\" True\") of the last success_window\n"
         f"prefixes) that maximises balanced accuracy: {c.balanced_accuracy:.3f} (TPR {c.tpr:.3f}, "
         f"FPR {c.fpr:.3f}); ROC-AUC {m.auc_raw:.3f}.\n"
-        f"success_consecutive is the value the evaluation was given, not fitted. Other keys: the scoring\n"
-        f"settings of the evaluation where they differ from the node's defaults (the threshold holds for them).\n"
-        f"Use: ros2 launch topreward_ros scorer.launch.py params_file:={path.name}\n"
+        f"success_consecutive is the value the evaluation was given, not fitted. Other keys: the model and\n"
+        f"the scoring settings of the evaluation (camera order, tick rate, sampling, view size): the\n"
+        f"threshold holds only for scores computed with them.\n"
+        f"Use: ros2 launch topreward_ros scorer.launch.py params_file:=RIG.yaml calibration_file:={path.name}\n"
         f"     topreward bag BAG -o OUT --params-file {path.name}")
     write_text_atomic(path, params_file_text(params, header))
 
@@ -392,7 +402,8 @@ def report_markdown(evaluation: Evaluation, settings: dict[str, Any], params: di
     if params is not None:
         out += ["## Calibrated parameters", "", f"`{CALIBRATED_YAML}` (raw score threshold):", "", "```yaml",
                 params_file_text(params).rstrip(), "```", "",
-                f"Launch: `ros2 launch topreward_ros scorer.launch.py params_file:={CALIBRATED_YAML}`; offline: "
+                "Launch with the rig's parameters file, this file's values winning: `ros2 launch topreward_ros "
+                f"scorer.launch.py params_file:=RIG.yaml calibration_file:={CALIBRATED_YAML}`; offline: "
                 f"`topreward bag BAG -o OUT --params-file {CALIBRATED_YAML}`. The node compares the mean of its "
                 "last `success_window` live scores (one per tick) with the threshold; the threshold is fitted "
                 "on the offline curve's last prefixes, and `success_consecutive` is the value given, not fitted.",

@@ -1,0 +1,1 @@
+"""Example consumers of the scorer node's topics (installed as executables)."""
