@@ -75,7 +75,13 @@ build: $(BUILD_STAMP)
 # --symlink-install: edits to Python sources take effect without a rebuild;
 # a new module, message or launch file triggers this rule again.
 $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
-	@mkdir -p $(INSTALL)
+	@# Trees built against another virtualenv (another distro, an older layout)
+	@# link other ROS libraries: start them afresh.
+	@if [ -f $(BUILD_BASE)/.venv ] && [ "$$(cat $(BUILD_BASE)/.venv)" != "$(abspath $(VENV))" ] \
+	    || { [ -d $(BUILD_BASE) ] && [ ! -f $(BUILD_BASE)/.venv ]; }; then \
+	  echo "$(BUILD_BASE)/ was built against another environment: rebuilding it"; \
+	  rm -rf $(BUILD_BASE) $(INSTALL); fi
+	@mkdir -p $(INSTALL) $(BUILD_BASE) && echo "$(abspath $(VENV))" > $(BUILD_BASE)/.venv
 	$(RUN) flock $(INSTALL)/.build-lock colcon --log-base $(LOG_BASE) build --symlink-install \
 	  --build-base $(BUILD_BASE) --install-base $(INSTALL) \
 	  --cmake-args -DPython3_EXECUTABLE=$(abspath $(VPY)) -DBUILD_TESTING=OFF
