@@ -19,7 +19,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -380,3 +381,26 @@ def new_episode_after(rig: Rig, old_ids: set[str], instruction: str | None = Non
         same = [m for m in fresh if m.episode_id == fresh[0].episode_id]
         return same if len(same) >= count else None
     return rig.wait_for(f"{count} progress messages of a new episode", find)
+
+
+@contextmanager
+def running_rig(params: dict[str, str], log_path: Path, compressed_camera: bool = True,
+                load_timeout: float = 120.0) -> Iterator[Rig]:
+    """The installed node with ``params`` and the rig around it, streaming, with the model loaded."""
+    proc = NodeProcess(params, log_path)
+    try:
+        the_rig = Rig(proc, compressed_camera=compressed_camera)
+    except BaseException:
+        proc.stop(signal.SIGKILL)
+        raise
+    try:
+        the_rig.wait_matched()
+        the_rig.start_streaming()
+        the_rig.wait_for("the model to load", lambda: (
+            (s := the_rig.latest_status(": model")) is not None and s.level == DiagnosticStatus.OK),
+            timeout=load_timeout)
+        yield the_rig
+    finally:
+        the_rig.close()
+        if proc.alive():
+            proc.stop(signal.SIGINT)

@@ -38,6 +38,7 @@ from scorer_node_rig import (  # noqa: E402
     NodeProcess,
     Rig,
     new_episode_after,
+    running_rig,
     stamp_ns,
     status_values,
 )
@@ -69,23 +70,8 @@ NODE_PARAMS = {
 @pytest.fixture(scope="module")
 def rig(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     log = tmp_path_factory.mktemp("scorer_node") / "node.log"
-    proc = NodeProcess({**NODE_PARAMS, "model": str(tiny_model_dir)}, log)
-    try:
-        the_rig = Rig(proc)
-    except BaseException:
-        proc.stop(signal.SIGKILL)
-        raise
-    try:
-        the_rig.wait_matched()
-        the_rig.start_streaming()
-        the_rig.wait_for("the model to load", lambda: (
-            (s := the_rig.latest_status(": model")) is not None and s.level == DiagnosticStatus.OK),
-            timeout=90)
+    with running_rig({**NODE_PARAMS, "model": str(tiny_model_dir)}, log, load_timeout=90) as the_rig:
         yield the_rig
-    finally:
-        the_rig.close()
-        if proc.alive():
-            proc.stop(signal.SIGINT)
 
 
 _EPISODES = itertools.count(1)

@@ -26,8 +26,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
-from scorer_node_rig import CAM0, NodeProcess, Rig, new_episode_after  # noqa: E402
+from scorer_node_rig import CAM0, Rig, new_episode_after, running_rig  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from install_tree import LIB_DIR  # noqa: E402
@@ -117,23 +116,9 @@ class Consumer:
 def rig(tiny_model_dir: Path, tmp_path: Path) -> Any:
     if not EXECUTABLE.exists():
         pytest.fail(f"{EXECUTABLE} missing: run `make build`")
-    proc = NodeProcess({**NODE_PARAMS, "model": str(tiny_model_dir)}, tmp_path / "node.log")
-    try:
-        the_rig = Rig(proc, compressed_camera=False)
-    except BaseException:
-        proc.stop(signal.SIGKILL)
-        raise
-    try:
-        the_rig.wait_matched()
-        the_rig.start_streaming()
-        the_rig.wait_for("the model to load", lambda: (
-            (s := the_rig.latest_status(": model")) is not None and s.level == DiagnosticStatus.OK),
-            timeout=120)
+    with running_rig({**NODE_PARAMS, "model": str(tiny_model_dir)}, tmp_path / "node.log",
+                     compressed_camera=False) as the_rig:
         yield the_rig
-    finally:
-        the_rig.close()
-        if proc.alive():
-            proc.stop(signal.SIGINT)
 
 
 def progress_count(rig: Rig, episode: str) -> int:

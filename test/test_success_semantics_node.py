@@ -22,7 +22,6 @@ starting parameters (fixture ``node``) and makes the episodes it needs
 from __future__ import annotations
 
 import re
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -38,9 +37,9 @@ from scorer_node_rig import (  # noqa: E402
     NS,
     STALL_ERROR_S,
     STALL_WARN_S,
-    NodeProcess,
     Rig,
     new_episode_after,
+    running_rig,
     stamp_ns,
     status_values,
 )
@@ -72,23 +71,8 @@ NODE_PARAMS = {
 @pytest.fixture(scope="module")
 def rig(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     log = tmp_path_factory.mktemp("success_node") / "node.log"
-    proc = NodeProcess({**NODE_PARAMS, "model": str(tiny_model_dir)}, log)
-    try:
-        the_rig = Rig(proc, compressed_camera=False)
-    except BaseException:
-        proc.stop(signal.SIGKILL)
-        raise
-    try:
-        the_rig.wait_matched()
-        the_rig.start_streaming()
-        the_rig.wait_for("the model to load", lambda: (
-            (s := the_rig.latest_status(": model")) is not None and s.level == DiagnosticStatus.OK),
-            timeout=120)
+    with running_rig({**NODE_PARAMS, "model": str(tiny_model_dir)}, log, compressed_camera=False) as the_rig:
         yield the_rig
-    finally:
-        the_rig.close()
-        if proc.alive():
-            proc.stop(signal.SIGINT)
 
 
 def set_ok(rig: Rig, **values: Any) -> None:
