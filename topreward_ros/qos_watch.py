@@ -87,8 +87,8 @@ class QoSWatch:
     def explain(self, endpoint: _Endpoint, kind: int) -> str:
         policy = policy_name(kind)
         other = "publisher" if endpoint.side == "subscription" else "subscription"
-        verb_self, verb_other = (("requests", "offers") if endpoint.side == "subscription"
-                                 else ("offers", "requests"))
+        verb_self, verb_other = (("requests", "offer") if endpoint.side == "subscription"
+                                 else ("offers", "request"))
         try:
             peers = [describe_profile(p) for p in self._peers(endpoint.topic, endpoint.side)]
         except Exception:  # noqa: BLE001 - the graph query is for the message only
