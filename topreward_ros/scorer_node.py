@@ -270,13 +270,16 @@ class ScorerNode(Node):
 
     def _configure(self) -> None:
         """Publishers, and the model loading in the background (retried on failure)."""
+        self._create_publishers()
+        self._lifecycle_state = "inactive"
+        self._start_model_load("start-up")
+
+    def _create_publishers(self) -> None:
         self._progress_pub = self._watched_publisher(TaskProgress, PROGRESS_TOPIC, self._reliable)
         self._success_pub = self._watched_publisher(EpisodeSuccess, SUCCESS_TOPIC, self._latched)
         # The progress picture: drawn on the scoring thread only while someone watches.
         self._image_pub = self._watched_publisher(
             Image, PROGRESS_IMAGE_TOPIC, QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
-        self._lifecycle_state = "inactive"
-        self._start_model_load("start-up")
 
     def _activate(self) -> None:
         """Subscriptions, the reset service and the scoring timer: frames in, scores out."""
@@ -925,10 +928,7 @@ class ManagedScorerNode(LifecycleNodeMixin, ScorerNode):
             return None if self._model_state == ModelState.LOADED else self._model_error.message
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._progress_pub = self._watched_publisher(TaskProgress, PROGRESS_TOPIC, self._reliable)
-        self._success_pub = self._watched_publisher(EpisodeSuccess, SUCCESS_TOPIC, self._latched)
-        self._image_pub = self._watched_publisher(
-            Image, PROGRESS_IMAGE_TOPIC, QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
+        self._create_publishers()
         error = self._load_now("configure")
         if error is not None:
             self.get_logger().error(f"configure failed, node stays unconfigured: {error}")
