@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from output_compare import assert_close
 
-from topreward_ros.bag.cli import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, register
+from topreward_ros.commands.bag import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, register
 from topreward_ros.bag.synthetic import write_episodes_bag
 from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec
 

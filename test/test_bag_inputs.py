@@ -19,8 +19,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from topreward_ros.bag.cli import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, register
-from topreward_ros.bag.offline import BagScorer, BagScoringOptions, BagSetupError
+from topreward_ros.commands.bag import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, register
+from offline_run import score_bag
+
+from topreward_ros.sources.bag import BagSetupError, BagSourceOptions
 from topreward_ros.bag.replay import ReplayOptions
 from topreward_ros.bag.synthetic import START_NS, write_episodes_bag
 from topreward_ros.bag.writer import BagWriter, image_msg, string_msg
@@ -43,10 +45,10 @@ def scorer(tiny_model_dir):
                                     local_files_only=True, view_size=VIEW, torch_threads=2))
 
 
-def options(**kw) -> BagScoringOptions:
+def options(**kw) -> dict:
     base = dict(camera_topics=(CAMERA,), tick_rate_hz=2.0, plot=False)
     base.update(kw)
-    return BagScoringOptions(**base)
+    return base
 
 
 def cli(*argv: str) -> int:
@@ -69,7 +71,7 @@ def test_control_token_instruction_refuses_that_episode_and_scores_the_rest(
     scenes = (DEMO_SCENES[0], SceneSpec(bad, (200, 40, 40), 0.3, 0.7), DEMO_SCENES[1])
     layout = write_episodes_bag(tmp_path / "bag", "mcap", scenes, duration_s=1.5)
     out = tmp_path / "out"
-    report = BagScorer(scorer, SETTINGS, options()).run(layout.path, out, progress=False)
+    report = score_bag(scorer, SETTINGS, options(), layout.path, out, progress=False)
     assert [e.status for e in report.episodes] == ["scored", "refused", "scored"]
     assert not report.ok
     refused = report.episodes[1]
@@ -101,7 +103,7 @@ def test_control_token_instruction_refuses_that_episode_and_scores_the_rest(
     third = json.loads((out / "episode_0002" / "curve.json").read_text())
     assert third["instruction"] == DEMO_SCENES[1].instruction and third["live"]
     # A re-run keeps the scored episodes and refuses the bad one again, without a traceback.
-    again = BagScorer(scorer, SETTINGS, options()).run(layout.path, out, progress=False)
+    again = score_bag(scorer, SETTINGS, options(), layout.path, out, progress=False)
     assert [e.status for e in again.episodes] == ["skipped", "refused", "skipped"]
     assert [f["episode_index"] for f in json.loads((out / "manifest.json").read_text())
             ["failures"]] == [1]
@@ -130,7 +132,7 @@ def test_fixed_control_token_instruction_is_refused_before_the_model_loads(tmp_p
     assert "control-token syntax '<|im_end|>'" in err and "no-model" not in err
     assert not (tmp_path / "out").exists()
     with pytest.raises(InstructionError, match="<\\|video_pad\\|>"):
-        options(instruction="<|video_pad|> stack cups")
+        BagSourceOptions(camera_topics=(CAMERA,), instruction="<|video_pad|> stack cups")
 
 
 # -- a secondary camera that stops ---------------------------------------------------------------
@@ -150,7 +152,7 @@ def test_stalled_secondary_camera_counts_sync_misses_per_camera_in_curve_json(tm
                 writer.write(WRIST, frame(stamp + 5 * MS, k / 10), stamp + 3 * MS)
                 wrist.append(stamp + 5 * MS)
     out = tmp_path / "out"
-    report = BagScorer(scorer, SETTINGS, options(camera_topics=(CAMERA, WRIST))).run(
+    report = score_bag(scorer, SETTINGS, options(camera_topics=(CAMERA, WRIST)), 
         bag, out, progress=False)
     assert report.ok, report.summary()
     record = json.loads((out / "episode_0000" / "curve.json").read_text())
@@ -178,7 +180,7 @@ def _bag_with_stamps(path: Path, stamps: list[int]) -> Path:
 def test_all_zero_stamps_are_counted_and_only_the_seen_frame_is_sampled(tmp_path, scorer):
     bag = _bag_with_stamps(tmp_path / "bag", [0] * 20)
     out = tmp_path / "out"
-    report = BagScorer(scorer, SETTINGS, options()).run(bag, out, progress=False)
+    report = score_bag(scorer, SETTINGS, options(), bag, out, progress=False)
     record = json.loads((out / "episode_0000" / "curve.json").read_text())
     assert record["sample_stamps_ns"] == [0]
     assert record["stamps_not_increasing"] == {CAMERA: 19}
@@ -197,7 +199,7 @@ def test_repeated_stamps_mark_one_row_per_sample(tmp_path, scorer):
     stamps[6] = stamps[7] = stamps[5]
     bag = _bag_with_stamps(tmp_path / "bag", stamps)
     out = tmp_path / "out"
-    BagScorer(scorer, SETTINGS, options()).run(bag, out, progress=False)
+    score_bag(scorer, SETTINGS, options(), bag, out, progress=False)
     record = json.loads((out / "episode_0000" / "curve.json").read_text())
     seen = record["sample_stamps_ns"]
     assert seen == [stamps[i] for i in (0, 5, 10, 15)]
@@ -215,7 +217,7 @@ def test_zero_stamps_then_real_ones_start_a_new_episode_at_the_gap(tmp_path, sco
     stamps = [0] * 10 + [START_NS + k * 100 * MS for k in range(20)]
     bag = _bag_with_stamps(tmp_path / "bag", stamps)
     out = tmp_path / "out"
-    report = BagScorer(scorer, SETTINGS, options()).run(bag, out, progress=False)
+    report = score_bag(scorer, SETTINGS, options(), bag, out, progress=False)
     assert [(e.status, e.instruction, e.num_frames) for e in report.episodes] == [
         ("scored", SCENE.instruction, 10), ("scored", SCENE.instruction, 20)]
     reason = f"camera stamp jumped forward by {START_NS / 1e9:.3f} s"
@@ -238,10 +240,10 @@ def test_a_stamp_gap_below_stamp_gap_restart_keeps_the_episode(tmp_path, scorer)
     # 10 Hz, then a 30 s pause: under the 60 s default, one episode; over a 20 s limit, two.
     stamps = [START_NS + k * 100 * MS for k in range(10)] + [START_NS + 30 * 10**9 + k * 100 * MS for k in range(10)]
     bag = _bag_with_stamps(tmp_path / "bag", stamps)
-    report = BagScorer(scorer, SETTINGS, options(tick_rate_hz=0.5)).run(bag, tmp_path / "a", progress=False)
+    report = score_bag(scorer, SETTINGS, options(tick_rate_hz=0.5), bag, tmp_path / "a", progress=False)
     assert [e.num_frames for e in report.episodes] == [20]
     assert not any("jumped forward" in n for n in report.notes)
-    report = BagScorer(scorer, SETTINGS, options(tick_rate_hz=0.5, stamp_gap_restart_s=20.0)).run(
+    report = score_bag(scorer, SETTINGS, options(tick_rate_hz=0.5, stamp_gap_restart_s=20.0), 
         bag, tmp_path / "b", progress=False)
     assert [e.num_frames for e in report.episodes] == [10, 10]
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
@@ -252,7 +254,7 @@ def test_a_stamp_gap_below_stamp_gap_restart_keeps_the_episode(tmp_path, scorer)
 @pytest.mark.parametrize("value", [0.0, -1.0, float("inf"), float("nan")])
 def test_stamp_gap_restart_must_be_finite_and_positive(value):
     with pytest.raises(ValueError, match="stamp_gap_restart_s must be a finite number > 0"):
-        options(stamp_gap_restart_s=value)
+        BagSourceOptions(camera_topics=(CAMERA,), stamp_gap_restart_s=value)
 
 
 def test_stamp_gap_restart_from_the_command_line_and_the_params_file(tmp_path, tiny_model_dir, capsys):
@@ -332,7 +334,7 @@ def test_a_normal_bag_still_exits_0(tmp_path, tiny_model_dir):
 def test_setup_errors_name_the_silent_topic_through_the_api(tmp_path, scorer):
     bag = _bag_with_silent_topic(tmp_path / "bag", WRIST, "sensor_msgs/msg/Image")
     with pytest.raises(BagSetupError, match=f"camera topic {WRIST} has no messages.*{CAMERA}"):
-        BagScorer(scorer, SETTINGS, options(camera_topics=(CAMERA, WRIST))).run(
+        score_bag(scorer, SETTINGS, options(camera_topics=(CAMERA, WRIST)), 
             bag, tmp_path / "out", progress=False)
 
 

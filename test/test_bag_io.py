@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 from topreward_ros.bag.episodes import EpisodeSplitter, StampError, header_stamp_ns
-from topreward_ros.bag.manifest import Manifest, ManifestError, bag_fingerprint, write_atomic
+from topreward_ros.bag.base import bag_fingerprint
+from topreward_ros.files import write_atomic
+from topreward_ros.offline.manifest import Manifest, ManifestError
 from topreward_ros.bag.reader import BagOpenError, BagReader, BagReadError, MessageDecodeError
 from topreward_ros.bag.synthetic import CameraSpec, write_episodes_bag
-from topreward_ros.bag.tables import FRAME_SCHEMA, TableError, frame_table
+from topreward_ros.offline.tables import FRAME_SCHEMA, TableError, frame_table
 from topreward_ros.bag.writer import (
     BagWriteError,
     BagWriter,
@@ -258,7 +260,7 @@ def test_manifest_refuses_other_bags_and_settings_and_force_overrides(tmp_path, 
     assert again.completed(0, "pick", 5)
     assert not again.completed(0, "place", 5)
     assert not again.completed(1, "pick", 5)
-    with pytest.raises(ManifestError, match="another bag"):
+    with pytest.raises(ManifestError, match="another input"):
         Manifest.open(tmp_path, Path("b"), "0" * 32, {"sample_fps": 2.0})
     with pytest.raises(ManifestError, match=r"sample_fps: 2.0 -> 1.0"):
         Manifest.open(tmp_path, Path("a"), fp, {"sample_fps": 1.0})

@@ -18,13 +18,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from topreward_ros.bag.cli import EXIT_OK, EXIT_UNUSABLE, register
-from topreward_ros.bag.manifest import ManifestError
-from topreward_ros.bag.offline import BagScorer, BagScoringOptions, BagSetupError
-from topreward_ros.bag.progress_bag import PROGRESS_TOPIC
+from topreward_ros.commands.bag import EXIT_OK, EXIT_UNUSABLE, register
+from topreward_ros.offline.manifest import ManifestError
+from offline_run import score_bag
+
+from topreward_ros.sources.bag import BagSetupError
+from topreward_ros.offline.progress_mcap import PROGRESS_TOPIC
 from topreward_ros.bag.reader import BagReader
 from topreward_ros.bag.synthetic import CameraSpec, write_episodes_bag
-from topreward_ros.bag.tables import FRAME_SCHEMA
+from topreward_ros.offline.tables import FRAME_SCHEMA
 from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec
 from topreward_ros.episode import EpisodeSettings
 from topreward_ros.images import to_rgb
@@ -43,10 +45,10 @@ def scorer(tiny_model_dir):
                                     local_files_only=True, view_size=VIEW, torch_threads=2))
 
 
-def options(**kw) -> BagScoringOptions:
+def options(**kw) -> dict:
     base = dict(camera_topics=(CAMERA,), tick_rate_hz=2.0, plot=False)
     base.update(kw)
-    return BagScoringOptions(**base)
+    return base
 
 
 def mtimes(out: Path) -> dict[str, int]:
@@ -66,7 +68,7 @@ def test_every_episode_scored_with_outputs_matching_independent_references(
     layout = write_episodes_bag(tmp_path / "bag", storage, SCENES, cams, duration_s=3.0)
     out = tmp_path / "out"
     opts = options(camera_topics=(CAMERA, "/camera/wrist/compressed"), episode_offset=10)
-    report = BagScorer(scorer, SETTINGS, opts).run(layout.path, out, progress=False)
+    report = score_bag(scorer, SETTINGS, opts, layout.path, out, progress=False)
     assert report.ok, report.summary()
     assert [e.status for e in report.episodes] == ["scored"] * 3
 
@@ -129,11 +131,11 @@ def test_every_episode_scored_with_outputs_matching_independent_references(
 def test_reset_topic_and_fixed_instruction(tmp_path, scorer):
     layout = write_episodes_bag(tmp_path / "bag", "mcap", SCENES[:2], duration_s=2.0,
                                 reset_topic="/reset", reset_instead_of_instruction=True)
-    report = BagScorer(scorer, SETTINGS, options(reset_topic="/reset")).run(
+    report = score_bag(scorer, SETTINGS, options(reset_topic="/reset"), 
         layout.path, tmp_path / "a", progress=False)
     assert [(e.status, e.instruction) for e in report.episodes] == [
         ("scored", SCENES[0].instruction), ("scored", SCENES[0].instruction)]
-    fixed = BagScorer(scorer, SETTINGS, options(instruction="tidy the table")).run(
+    fixed = score_bag(scorer, SETTINGS, options(instruction="tidy the table"), 
         layout.path, tmp_path / "b", progress=False)
     assert [(e.status, e.instruction) for e in fixed.episodes] == [("scored", "tidy the table")]
     assert fixed.episodes[0].num_frames == 2 * 20
@@ -151,7 +153,7 @@ def test_episode_verdict_is_strict_at_a_threshold_equal_to_the_success_score(tmp
 
     def verdict(threshold: float, name: str) -> tuple[float, bool, set[bool]]:
         out = tmp_path / name
-        report = BagScorer(scorer, replace(SETTINGS, success_threshold=threshold), opts).run(
+        report = score_bag(scorer, replace(SETTINGS, success_threshold=threshold), opts, 
             layout.path, out, progress=False)
         assert report.ok, report.summary()
         record = json.loads((out / "episode_0000" / "curve.json").read_text())
@@ -168,7 +170,7 @@ def test_unknown_encoding_fails_only_that_episode_with_the_reason(tmp_path, scor
     layout = write_episodes_bag(tmp_path / "bag", "sqlite3", SCENES, duration_s=2.0,
                                 bad_encoding_episodes=(1,))
     out = tmp_path / "out"
-    report = BagScorer(scorer, SETTINGS, options()).run(layout.path, out, progress=False)
+    report = score_bag(scorer, SETTINGS, options(), layout.path, out, progress=False)
     assert [e.status for e in report.episodes] == ["scored", "failed", "scored"]
     assert "x-unknown-16" in report.episodes[1].message
     assert not report.ok
@@ -183,10 +185,10 @@ def test_missing_instruction_and_empty_bag_are_refused_before_any_work(tmp_path,
     layout = write_episodes_bag(tmp_path / "bag", "mcap", SCENES[:1], duration_s=1.0,
                                 instruction_topic=None)
     with pytest.raises(BagSetupError, match="missing instruction.*--instruction"):
-        BagScorer(scorer, SETTINGS, options()).run(layout.path, tmp_path / "out")
+        score_bag(scorer, SETTINGS, options(), layout.path, tmp_path / "out")
     with pytest.raises(BagSetupError, match="camera topic /nope is not in the bag.*"
                                             "/camera/image_raw"):
-        BagScorer(scorer, SETTINGS, options(camera_topics=("/nope",), instruction="x")).run(
+        score_bag(scorer, SETTINGS, options(camera_topics=("/nope",), instruction="x"), 
             layout.path, tmp_path / "out")
     empty = tmp_path / "empty"
     from topreward_ros.bag.writer import BagWriter
@@ -194,7 +196,7 @@ def test_missing_instruction_and_empty_bag_are_refused_before_any_work(tmp_path,
     with BagWriter(empty, "mcap"):
         pass
     with pytest.raises(Exception, match="empty"):
-        BagScorer(scorer, SETTINGS, options()).run(empty, tmp_path / "out")
+        score_bag(scorer, SETTINGS, options(), empty, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -233,7 +235,7 @@ def test_truncated_bag_keeps_completed_episodes_and_rerun_redoes_none(tmp_path, 
     cut = tmp_path / "cut.mcap"
     cut.write_bytes(data[: int(len(data) * 0.75)])
     out = tmp_path / "out"
-    report = BagScorer(scorer, SETTINGS, options()).run(cut, out, progress=False)
+    report = score_bag(scorer, SETTINGS, options(), cut, out, progress=False)
     assert "truncated" in (report.read_error or "")
     statuses = [e.status for e in report.episodes]
     assert statuses[0] == "scored" and statuses[-1] == "failed"
@@ -241,7 +243,7 @@ def test_truncated_bag_keeps_completed_episodes_and_rerun_redoes_none(tmp_path, 
     done = [e.index for e in report.episodes if e.status == "scored"]
     before = mtimes(out)
     assert before
-    again = BagScorer(scorer, SETTINGS, options()).run(cut, out, progress=False)
+    again = score_bag(scorer, SETTINGS, options(), cut, out, progress=False)
     assert [e.index for e in again.episodes if e.status == "skipped"] == done
     assert not again.by_status("scored")
     assert mtimes(out) == before
@@ -250,18 +252,18 @@ def test_truncated_bag_keeps_completed_episodes_and_rerun_redoes_none(tmp_path, 
 def test_stopped_run_resumes_without_redoing_and_refuses_other_settings(tmp_path, scorer):
     layout = write_episodes_bag(tmp_path / "bag", "mcap", SCENES, duration_s=2.0)
     out = tmp_path / "out"
-    first = BagScorer(scorer, SETTINGS, options(max_episodes=1)).run(layout.path, out,
+    first = score_bag(scorer, SETTINGS, options(max_episodes=1), layout.path, out,
                                                                      progress=False)
     assert first.stopped_early and [e.status for e in first.episodes] == ["scored"]
     before = mtimes(out)
-    rest = BagScorer(scorer, SETTINGS, options()).run(layout.path, out, progress=False)
+    rest = score_bag(scorer, SETTINGS, options(), layout.path, out, progress=False)
     assert [e.status for e in rest.episodes] == ["skipped", "scored", "scored"]
     after = mtimes(out)
     assert {k: after[k] for k in before} == before
     assert pq.read_table(out / "frames.parquet").num_rows == 3 * 20
     other = EpisodeSettings(view_size=VIEW, success_threshold=-8.0, sample_fps=1.0)
     with pytest.raises(ManifestError, match="sample_fps: 2.0 -> 1.0"):
-        BagScorer(scorer, other, options()).run(layout.path, out, progress=False)
-    forced = BagScorer(scorer, other, options()).run(layout.path, out, force=True,
+        score_bag(scorer, other, options(), layout.path, out, progress=False)
+    forced = score_bag(scorer, other, options(), layout.path, out, force=True,
                                                      progress=False)
     assert [e.status for e in forced.episodes] == ["scored"] * 3

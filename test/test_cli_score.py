@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from topreward_ros import cli_score
+from topreward_ros.commands import score as cli_score
 from topreward_ros.scoring import ScorerConfig, VideoScorer, load_scorer, prepare_view
 
 INSTRUCTION = "wipe the table"

@@ -21,15 +21,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from topreward_ros.bag.manifest import ManifestError
-from topreward_ros.bag.offline import BagScorer, BagScoringOptions
+from offline_run import score_bag, score_dataset
+
+from topreward_ros.offline.manifest import ManifestError
 from topreward_ros.bag.synthetic import write_episodes_bag
 from topreward_ros.cli import main
 from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec
 from topreward_ros.episode import EpisodeSettings
 from topreward_ros.lerobot.dataset import DatasetError, LeRobotDatasetDir, read_tasks
 from topreward_ros.lerobot.join import JoinError, dataset_index
-from topreward_ros.lerobot.offline import DatasetScorer, DatasetScoringOptions
 from topreward_ros.lerobot.progress import PROGRESS_FILE, PROGRESS_SCHEMA, read_model_id
 from topreward_ros.lerobot.synthetic import DatasetCamera, write_lerobot_dataset
 from topreward_ros.lerobot.video import EpisodeVideo
@@ -107,10 +107,10 @@ def test_the_writer_restores_a_scheduling_change_made_inside_it(raises):
     assert seen["after"] == seen["before"]
 
 
-def options(**kw) -> DatasetScoringOptions:
+def options(**kw) -> dict:
     base = dict(camera_keys=(FRONT, WRIST), tick_rate_hz=2.0, num_prefixes=K, plot=False)
     base.update(kw)
-    return DatasetScoringOptions(**base)
+    return base
 
 
 def mtimes(out: Path) -> dict[str, int]:
@@ -176,7 +176,7 @@ def test_a_gap_in_the_video_is_reported_not_papered_over(written):
 def test_every_episode_scored_like_an_independent_scoring_of_the_decoded_frames(
         tmp_path, written, scorer):
     out = tmp_path / "out"
-    report = DatasetScorer(scorer, SETTINGS, options()).run(written.root, out, progress=False)
+    report = score_dataset(scorer, SETTINGS, options(), written.root, out, progress=False)
     assert report.ok, report.summary()
     assert [e.status for e in report.episodes] == ["scored"] * 3
     files = {(key, i): decode_file(written.root / f"videos/{key}/chunk-000/file-00{i}.mp4")
@@ -230,16 +230,16 @@ def test_every_episode_scored_like_an_independent_scoring_of_the_decoded_frames(
 
 def test_selected_episodes_resume_and_other_settings_are_refused(tmp_path, written, scorer):
     out = tmp_path / "out"
-    only_last = DatasetScorer(scorer, SETTINGS, options(episodes=(2,))).run(
+    only_last = score_dataset(scorer, SETTINGS, options(episodes=(2,)), 
         written.root, out, progress=False)
     assert [(e.index, e.status) for e in only_last.episodes] == [(2, "scored")]
     assert pq.read_table(out / PROGRESS_FILE).column("index").to_pylist() == list(range(60, 90))
-    first = DatasetScorer(scorer, SETTINGS, options(max_episodes=1)).run(
+    first = score_dataset(scorer, SETTINGS, options(max_episodes=1), 
         written.root, out, progress=False)
     assert first.stopped_early
     assert [(e.index, e.status) for e in first.episodes] == [(0, "scored")]
     before = mtimes(out)
-    rest = DatasetScorer(scorer, SETTINGS, options()).run(written.root, out, progress=False)
+    rest = score_dataset(scorer, SETTINGS, options(), written.root, out, progress=False)
     assert [e.status for e in rest.episodes] == ["skipped", "scored", "skipped"]
     after = mtimes(out)
     assert {k: after[k] for k in before} == before
@@ -247,7 +247,7 @@ def test_selected_episodes_resume_and_other_settings_are_refused(tmp_path, writt
     assert progress["index"] == list(range(90))
     assert progress["episode_index"] == [0] * 30 + [1] * 30 + [2] * 30
     with pytest.raises(ManifestError, match="num_prefixes: 6 -> 5"):
-        DatasetScorer(scorer, SETTINGS, options(num_prefixes=5)).run(
+        score_dataset(scorer, SETTINGS, options(num_prefixes=5), 
             written.root, out, progress=False)
 
 
@@ -255,7 +255,7 @@ def test_a_broken_video_fails_only_its_episode(tmp_path, written, scorer):
     root = tmp_path / "ds"
     shutil.copytree(written.root, root)
     (root / f"videos/{FRONT}/chunk-000/file-001.mp4").write_bytes(b"not a video")
-    report = DatasetScorer(scorer, SETTINGS, options(camera_keys=(FRONT,))).run(
+    report = score_dataset(scorer, SETTINGS, options(camera_keys=(FRONT,)), 
         root, tmp_path / "out", progress=False)
     assert [e.status for e in report.episodes] == ["scored", "scored", "failed"]
     assert "file-001.mp4: cannot open the video" in report.episodes[2].message
@@ -265,11 +265,11 @@ def test_a_broken_video_fails_only_its_episode(tmp_path, written, scorer):
 
 
 def test_bad_options_are_refused_before_any_work(tmp_path, written, scorer):
-    scorer_ = DatasetScorer(scorer, SETTINGS, options(camera_keys=("observation.state",)))
     with pytest.raises(DatasetError, match="a 'float32' feature, not a video"):
-        scorer_.run(written.root, tmp_path / "a", progress=False)
+        score_dataset(scorer, SETTINGS, options(camera_keys=("observation.state",)), written.root,
+                      tmp_path / "a", progress=False)
     with pytest.raises(DatasetError, match=r"episodes \[7\] are not in the dataset"):
-        DatasetScorer(scorer, SETTINGS, options(episodes=(1, 7))).run(
+        score_dataset(scorer, SETTINGS, options(episodes=(1, 7)), 
             written.root, tmp_path / "b", progress=False)
     old = tmp_path / "old"
     shutil.copytree(written.root, old)
@@ -277,7 +277,7 @@ def test_bad_options_are_refused_before_any_work(tmp_path, written, scorer):
     info["codebase_version"] = "v2.1"
     (old / "meta/info.json").write_text(json.dumps(info))
     with pytest.raises(DatasetError, match="only the v3 layout"):
-        DatasetScorer(scorer, SETTINGS, options()).run(old, tmp_path / "c", progress=False)
+        score_dataset(scorer, SETTINGS, options(), old, tmp_path / "c", progress=False)
     assert not any((tmp_path / d).exists() for d in "abc")
 
 
@@ -305,9 +305,9 @@ def test_bag_runs_write_the_progress_parquet_with_a_running_index_keyable_to_a_d
     # The bag holds the same three 3 s episodes at 10 Hz as the dataset fixture.
     layout = write_episodes_bag(tmp_path / "bag", "mcap", SCENES, duration_s=3.0)
     out = tmp_path / "out"
-    opts = BagScoringOptions(camera_topics=("/camera/image_raw",), tick_rate_hz=2.0, plot=False,
-                             num_prefixes=K)
-    report = BagScorer(scorer, SETTINGS, opts).run(layout.path, out, progress=False)
+    opts = dict(camera_topics=("/camera/image_raw",), tick_rate_hz=2.0, plot=False,
+                num_prefixes=K)
+    report = score_bag(scorer, SETTINGS, opts, layout.path, out, progress=False)
     assert report.ok, report.summary()
     frames = pq.read_table(out / "frames.parquet")
     progress = pq.read_table(out / PROGRESS_FILE)

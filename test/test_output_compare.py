@@ -50,7 +50,7 @@ def _progress_mcap_with_another_instruction(path: Path) -> None:
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
 
-    from topreward_ros.bag.progress_bag import PROGRESS_TOPIC
+    from topreward_ros.offline.progress_mcap import PROGRESS_TOPIC
 
     with open(path, "rb") as f:
         ticks = [(m.log_time, d) for _, c, m, d in make_reader(

@@ -24,8 +24,8 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
 from topreward_ros import progress_messages, scorer_node  # noqa: E402
-from topreward_ros.bag import progress_bag  # noqa: E402
-from topreward_ros.bag.progress_bag import (  # noqa: E402
+from topreward_ros.offline import progress_mcap  # noqa: E402
+from topreward_ros.offline.progress_mcap import (  # noqa: E402
     PROGRESS_TOPIC,
     SUCCESS_TOPIC,
     TimedTick,
@@ -164,7 +164,7 @@ def test_node_and_bag_give_the_same_fields_for_one_tick(
         context: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Both adapters must build their messages with the shared mapping: record its calls.
     calls: list[tuple[str, str, TickResult]] = []
-    for module in (scorer_node, progress_bag):
+    for module in (scorer_node, progress_mcap):
         for name in ("task_progress", "episode_success"):
             def spy(result: TickResult, *args: Any, _inner: Any = getattr(progress_messages, name),
                     _where: str = module.__name__, _name: str = name) -> Any:
@@ -174,8 +174,8 @@ def test_node_and_bag_give_the_same_fields_for_one_tick(
     node_progress, node_success = published_by_node(context, tmp_path)
     bag_progress, bag_success = written_to_bag(tmp_path)
     assert sorted((where, name) for where, name, result in calls if result is RESULT) == [
-        ("topreward_ros.bag.progress_bag", "episode_success"),
-        ("topreward_ros.bag.progress_bag", "task_progress"),
+        ("topreward_ros.offline.progress_mcap", "episode_success"),
+        ("topreward_ros.offline.progress_mcap", "task_progress"),
         ("topreward_ros.scorer_node", "episode_success"),
         ("topreward_ros.scorer_node", "task_progress"),
     ]

@@ -18,7 +18,8 @@ from __future__ import annotations
 import pytest
 from replay_graph import scorer_node, wait_or_fail
 
-from topreward_ros.bag.offline import BagScorer, BagScoringOptions
+from offline_run import score_bag
+
 from topreward_ros.bag.reader import BagReader
 from topreward_ros.bag.replay import ReplayOptions, replay_bag
 from topreward_ros.bag.synthetic import CameraSpec, write_episodes_bag
@@ -83,10 +84,10 @@ def test_replayed_bag_scored_by_the_node_matches_the_offline_path(tmp_path, tiny
     # Episode boundaries: the offline bag tool cuts the bag the same way.
     scorer = load_scorer(ScorerConfig(model=str(tiny_model_dir), device="cpu", dtype="float32",
                                       local_files_only=True, view_size=VIEW))
-    report = BagScorer(
+    report = score_bag(
         scorer, EpisodeSettings(view_size=VIEW, success_threshold=-8.0),
-        BagScoringOptions(camera_topics=(CAMERA,), tick_rate_hz=RATE_HZ, plot=False),
-    ).run(layout.path, tmp_path / "offline", progress=False)
+        dict(camera_topics=(CAMERA,), tick_rate_hz=RATE_HZ, plot=False),
+        layout.path, tmp_path / "offline", progress=False)
     assert [e.instruction for e in report.episodes] == [e.instruction for e in layout.episodes]
     assert len(node_episodes) == len(report.episodes) == len(layout.episodes)
 
@@ -114,7 +115,7 @@ def test_replayed_bag_scored_by_the_node_matches_the_offline_path(tmp_path, tiny
 def test_replay_cli_reports_missing_subscribers_and_unknown_topics(tmp_path, capsys):
     import argparse
 
-    from topreward_ros.bag.cli import EXIT_OK, EXIT_UNUSABLE, register
+    from topreward_ros.commands.bag import EXIT_OK, EXIT_UNUSABLE, register
 
     layout = write_episodes_bag(tmp_path / "bag", "sqlite3", DEMO_SCENES[:1],
                                 duration_s=0.5)

@@ -24,7 +24,7 @@ ray = pytest.importorskip("ray", reason="Ray (the optional 'scale' extra) is not
 
 from output_compare import assert_same_outputs  # noqa: E402
 
-from topreward_ros.bag.cli import EXIT_OK, EXIT_PARTIAL, register  # noqa: E402
+from topreward_ros.commands.bag import EXIT_OK, EXIT_PARTIAL, register  # noqa: E402
 from topreward_ros.bag.cli_fleet import run_fleet  # noqa: E402
 from topreward_ros.bag.inputs import expand_inputs  # noqa: E402
 from topreward_ros.bag.synthetic import write_episodes_bag  # noqa: E402
@@ -153,7 +153,7 @@ def test_killed_driver_loses_only_unfinished_episodes_and_a_rerun_completes(
     address = ray.get_runtime_context().gcs_address
     script = f"""
 import argparse, os, signal
-from topreward_ros.bag.cli import register
+from topreward_ros.commands.bag import register
 from topreward_ros.bag.cli_fleet import run_fleet
 from topreward_ros.bag.inputs import expand_inputs
 parser = argparse.ArgumentParser(prog="topreward")

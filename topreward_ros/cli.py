@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 # Modules that contribute subcommands, in help order.
 SUBCOMMAND_MODULES = (
-    "topreward_ros.cli_score",
-    "topreward_ros.bag.cli",
-    "topreward_ros.lerobot.cli",
-    "topreward_ros.evaluation.cli",
+    "topreward_ros.commands.score",
+    "topreward_ros.commands.bag",
+    "topreward_ros.commands.lerobot",
+    "topreward_ros.commands.eval",
 )
 
 

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from topreward_ros.files import files_fingerprint
+
 STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
+
+#: /clock messages per wall second (``topreward replay --clock-hz``). Every one wakes each
+#: sim-time node's executor (timers are re-evaluated), which on a 2-core machine that also
+#: runs the model takes CPU from scoring; 20 Hz still fires a 1 Hz scoring timer within
+#: 50 ms of bag time. Defined here, not in bag.replay, so that building the parser does
+#: not import the bag reader.
+DEFAULT_CLOCK_HZ = 20.0
 
 
 class BagError(Exception):
@@ -38,3 +47,11 @@ def storage_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     return sorted(p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES and p.is_file())
+
+
+def bag_fingerprint(path: Path) -> str:
+    """A cheap identity of a bag's content: sizes and sampled blocks of its files."""
+    files = storage_files(path) if path.is_dir() else [path]
+    if path.is_dir() and (path / "metadata.yaml").is_file():
+        files = [path / "metadata.yaml", *files]
+    return files_fingerprint(files, [file.name for file in files])

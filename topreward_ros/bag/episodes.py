@@ -60,6 +60,11 @@ class EpisodeSplitter:
     def instruction(self) -> str | None:
         return self._instruction
 
+    def continue_episode(self, instruction: str) -> None:
+        """Pick up inside an episode that started earlier (reading one episode by its time range)."""
+        self._instruction = instruction
+        self.active = True
+
     def begin(self, log_time_ns: int) -> list[EpisodeEvent]:
         """The first message of the bag: a fixed instruction starts its episode here."""
         if self.fixed_instruction is None or self._instruction is not None:

@@ -81,11 +81,13 @@ class _RosbagsSource:
         self.start_ns = self._reader.start_time if count else None
         self.end_ns = self._reader.end_time - 1 if count else None
 
-    def messages(self, topics: set[str]) -> Iterator[BagMessage]:
+    def messages(self, topics: set[str], start_ns: int | None = None,
+                 stop_ns: int | None = None) -> Iterator[BagMessage]:
         conns = [c for c in self._reader.connections if c.topic in topics]
         if not conns:
             return
-        for conn, log_time, data in self._reader.messages(conns):
+        # The storage index finds the start: a range costs what it holds.
+        for conn, log_time, data in self._reader.messages(conns, start=start_ns, stop=stop_ns):
             yield BagMessage(conn.topic, conn.msgtype, int(log_time), bytes(data))
 
     def close(self) -> None:
@@ -148,16 +150,20 @@ class _McapStreamSource:
         with open(self.path, "rb") as stream:
             yield from StreamReader(stream, validate_crcs=True).records
 
-    def messages(self, topics: set[str]) -> Iterator[BagMessage]:
+    def messages(self, topics: set[str], start_ns: int | None = None,
+                 stop_ns: int | None = None) -> Iterator[BagMessage]:
         from mcap.records import Message
 
         delivered = 0
-        for record in self._records():
+        for record in self._records():  # no index: a range is found by reading up to it
             if delivered >= self.good_messages:
                 break
             if isinstance(record, Message):
                 delivered += 1
                 topic, msgtype = self._channels.get(record.channel_id, ("", ""))
+                if ((start_ns is not None and record.log_time < start_ns)
+                        or (stop_ns is not None and record.log_time >= stop_ns)):
+                    continue
                 if topic in topics:
                     yield BagMessage(topic, msgtype, int(record.log_time), bytes(record.data))
 
@@ -293,17 +299,20 @@ class BagReader:
         return None if any(c is None for c in counts) else sum(c for c in counts if c)
 
     # -- messages -------------------------------------------------------------------
-    def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
+    def messages(self, topics: Iterable[str] | None = None, start_ns: int | None = None,
+                 stop_ns: int | None = None) -> Iterator[BagMessage]:
         """Messages of ``topics`` (all when None), in log-time order.
 
-        Raises ``BagReadError`` when the data ends or breaks before the bag
-        does, after yielding every message read before that point.
+        ``start_ns`` / ``stop_ns`` limit them to log times in ``[start_ns,
+        stop_ns)``. Raises ``BagReadError`` when the data ends or breaks
+        before the bag does, after yielding every message read before that
+        point.
         """
         wanted = set(self.topics) if topics is None else set(topics)
         count, last = 0, None
         for source in self._sources:
             try:
-                for message in source.messages(wanted):
+                for message in source.messages(wanted, start_ns, stop_ns):
                     count += 1
                     last = message.log_time_ns
                     yield message

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from topreward_ros.bag.cli import DEFAULT_CLOCK_HZ
-from topreward_ros.bag.progress_bar import progress_bar
+from topreward_ros.bag.base import DEFAULT_CLOCK_HZ
+from topreward_ros.progress_bar import progress_bar
 from topreward_ros.bag.reader import BagReader, BagReadError
 
 NS_PER_S = 1_000_000_000
 CLOCK_TOPIC = "/clock"
-#: DEFAULT_CLOCK_HZ (defined in bag.cli, which builds the parser without
+#: DEFAULT_CLOCK_HZ (defined in bag.base, which the parser imports without
 #: importing this module): /clock messages per wall second.
 
 

@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from topreward_ros.bag.manifest import write_json_atomic
-from topreward_ros.bag.progress_bar import progress_bar
+from topreward_ros.files import write_json_atomic
+from topreward_ros.progress_bar import progress_bar
 from topreward_ros.evaluation.inputs import EvalInput, episode_name
 from topreward_ros.evaluation.labels import Label
 from topreward_ros.scoring.calibration import two_way_log_probs, window_mean
@@ -269,7 +269,7 @@ class EvalRunner:
 
     def _run_bag(self, source: EvalInput, report: EvalRunReport) -> None:
         from topreward_ros.bag.cli import _pick_cameras
-        from topreward_ros.bag.manifest import ManifestError
+        from topreward_ros.offline.manifest import ManifestError
         from topreward_ros.bag.offline import BagScorer, BagScoringOptions, FinishedEpisode
         from topreward_ros.bag.reader import BagError
         from topreward_ros.episode import EpisodeSettings

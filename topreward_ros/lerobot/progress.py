@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from topreward_ros.bag.manifest import write_atomic
+from topreward_ros.files import write_atomic
 
 PROGRESS_FILE = "topreward_progress.parquet"
 
@@ -49,7 +49,7 @@ INDEX_DATASET = "dataset"
 
 def progress_table(frames: pa.Table, model_id: str, index: np.ndarray | None = None,
                    extra_metadata: dict[str, Any] | None = None) -> pa.Table:
-    """The progress table for a frame table (``bag.tables.FRAME_SCHEMA`` rows).
+    """The progress table for a frame table (``offline.tables.FRAME_SCHEMA`` rows).
 
     ``index``: the global frame index of each row; None numbers the rows
     0, 1, 2, ... in episode then frame order (the running index).

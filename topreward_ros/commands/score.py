@@ -15,33 +15,17 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+from topreward_ros.sources.video import InputError, read_episode
+
 RESULT_JSON = "score.json"
 RESULT_PNG = "curve.png"
 #: Thumbnails drawn above the plotted curve.
 PLOT_THUMBNAILS = 8
-
-
-class InputError(Exception):
-    """The video or frame directory cannot be used (message for the user)."""
-
-
-@dataclass
-class SampledEpisode:
-    """The frames the model sees: model-sized views, their stamps and origin."""
-
-    views: list[np.ndarray]
-    stamps_ns: list[int]
-    source_indices: list[int]
-    source_frames: int
-    kind: str
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -179,89 +163,3 @@ def _write_atomic(path: Path, data: bytes) -> None:
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
         tmp.write(data)
     os.replace(tmp.name, path)
-
-
-# ----------------------------------------------------------------------------- input
-
-
-def read_episode(path: Path, source_fps: float, sample_fps: float, view_size: int) -> SampledEpisode:
-    """Sample and prepare the frames of a video file or an image directory."""
-    if not path.exists():
-        raise InputError(f"{path} does not exist")
-    if path.is_dir():
-        return _read_frame_dir(path, source_fps, sample_fps, view_size)
-    return _read_video(path, sample_fps, view_size)
-
-
-def _read_frame_dir(path: Path, source_fps: float, sample_fps: float, view_size: int) -> SampledEpisode:
-    from PIL import Image, UnidentifiedImageError
-
-    from topreward_ros.scoring.frames import prepare_view
-    from topreward_ros.scoring.schedule import NS_PER_S, sample_indices
-
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    stamps = [round(i * NS_PER_S / source_fps) for i in range(len(files))]
-    keep = sample_indices(stamps, sample_fps)
-    views = []
-    for i in keep:
-        try:
-            with Image.open(files[i]) as image:
-                rgb = np.asarray(image.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise InputError(f"cannot read image {files[i]}: {exc}") from exc
-        views.append(prepare_view(rgb, view_size))
-    return SampledEpisode(views, [stamps[i] for i in keep], keep, len(files), "image")
-
-
-def _video_frames(path: Path) -> Iterator[tuple[int, Any]]:
-    """(stamp_ns, av.VideoFrame) of every decoded frame, in presentation order."""
-    try:
-        import av
-    except ImportError as exc:
-        raise InputError("reading videos needs PyAV: install the 'video' extra (pip install av)") from exc
-    try:
-        container = av.open(str(path))
-    except Exception as exc:
-        raise InputError(f"cannot open {path} as a video: {exc}") from exc
-    with container:
-        if not container.streams.video:
-            raise InputError(f"{path} has no video stream")
-        stream = container.streams.video[0]
-        rate = float(stream.average_rate or stream.guessed_rate or 0) or None
-        index = 0
-        try:
-            for frame in container.decode(stream):
-                if frame.pts is not None and frame.time_base is not None:
-                    stamp = round(frame.pts * frame.time_base * 1_000_000_000)
-                elif rate:
-                    stamp = round(index * 1_000_000_000 / rate)
-                else:
-                    raise InputError(f"{path}: frame {index} has no timestamp and the stream no frame rate")
-                index += 1
-                yield int(stamp), frame
-        except av.error.FFmpegError as exc:
-            raise InputError(f"cannot decode {path} (frame {index}): {exc}") from exc
-
-
-def _read_video(path: Path, sample_fps: float, view_size: int) -> SampledEpisode:
-    from topreward_ros.scoring.frames import prepare_view
-    from topreward_ros.scoring.schedule import FrameSampler
-
-    # Online form of sample_indices (the same rule): only the kept frames are
-    # converted, so a long video never sits in memory.
-    sampler = FrameSampler(sample_fps)
-    views: list[np.ndarray] = []
-    stamps: list[int] = []
-    indices: list[int] = []
-    count = 0
-    for i, (stamp, frame) in enumerate(_video_frames(path)):
-        count += 1
-        if sampler.offer(stamp):
-            views.append(prepare_view(frame.to_ndarray(format="rgb24"), view_size))
-            stamps.append(stamp)
-            indices.append(i)
-    if not views:
-        raise InputError(f"{path} has no decodable video frames")
-    return SampledEpisode(views, stamps, indices, count, "video")

@@ -1,103 +1,28 @@
-"""Atomic output files and the per-output-directory manifest that makes runs resumable.
+"""The per-output-directory manifest that makes offline runs resumable.
 
-Scoring a long bag takes hours on a real model, so an interrupted run (Ctrl-C,
-a killed job, a truncated bag) must keep what it finished and a re-run must
-pick up where it stopped. Two rules give that:
-
-* every output file is written to a temporary sibling and moved into place
-  with ``os.replace``, so a file under its final name is always complete;
-* ``manifest.json`` records each completed episode (with its files) only
-  after those files are in place, so the manifest never claims work that a
-  crash could have lost. It also records the input bag's fingerprint and the
-  settings, so a re-run never silently mixes results of different bags or
-  settings in one directory.
+``manifest.json`` records each completed episode (with its files) only after
+those files are in place (written atomically, ``topreward_ros.files``), so
+the manifest never claims work that a crash could have lost. It also
+records the input's fingerprint and the settings, so a re-run never
+silently mixes results of different inputs or settings in one directory.
+Every episode source (bags, LeRobot datasets, videos) is recorded the same
+way.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from topreward_ros.bag.base import storage_files
+from topreward_ros.files import write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 
-# Fingerprint sampling: file sizes, plus this many evenly spaced blocks of
-# each storage file. Hashing whole multi-gigabyte bags on every re-run would
-# cost minutes; sizes and sampled blocks catch a different, re-recorded,
-# truncated or repaired bag.
-FINGERPRINT_BLOCKS = 64
-FINGERPRINT_BLOCK_BYTES = 64 * 1024
-
 
 class ManifestError(RuntimeError):
     """The output directory holds results that do not belong to this run."""
-
-
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Create ``path`` by calling ``write(file)`` on a temporary sibling, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates 0600; give the file the mode a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    return write_atomic(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def bag_fingerprint(path: Path) -> str:
-    """A cheap identity of a bag's content: sizes and sampled blocks of its files."""
-    files = storage_files(path) if path.is_dir() else [path]
-    if path.is_dir() and (path / "metadata.yaml").is_file():
-        files = [path / "metadata.yaml", *files]
-    return files_fingerprint(files, [file.name for file in files])
-
-
-def files_fingerprint(files: list[Path], names: list[str]) -> str:
-    """Sizes and sampled blocks of ``files``, each hashed under its name in ``names``."""
-    digest = hashlib.sha256()
-    for file, name in zip(files, names):
-        size = file.stat().st_size
-        digest.update(f"{name}\0{size}\0".encode())
-        with open(file, "rb") as handle:
-            if size <= FINGERPRINT_BLOCKS * FINGERPRINT_BLOCK_BYTES:
-                digest.update(handle.read())
-                continue
-            stride = (size - FINGERPRINT_BLOCK_BYTES) // (FINGERPRINT_BLOCKS - 1)
-            for i in range(FINGERPRINT_BLOCKS):
-                handle.seek(i * stride)
-                digest.update(handle.read(FINGERPRINT_BLOCK_BYTES))
-    return digest.hexdigest()[:32]
 
 
 @dataclass
@@ -118,7 +43,7 @@ class Manifest:
              settings: dict[str, Any], force: bool = False) -> Manifest:
         """Load the directory's manifest, or start one; refuse a mismatching one.
 
-        ``force`` discards a manifest of another bag or other settings (the
+        ``force`` discards a manifest of another input or other settings (the
         episodes it lists are then redone and their files overwritten).
         """
         path = out_dir / MANIFEST_NAME
@@ -142,8 +67,8 @@ class Manifest:
             )
         if old_fingerprint != fingerprint:
             raise ManifestError(
-                f"{out_dir} holds results of another bag ({data['input'].get('path')}, "
-                f"fingerprint {old_fingerprint}; this bag: {fingerprint}); use another "
+                f"{out_dir} holds results of another input ({data['input'].get('path')}, "
+                f"fingerprint {old_fingerprint}; this input: {fingerprint}); use another "
                 f"--output directory or pass --force to redo everything"
             )
         changed = {

@@ -1,26 +1,27 @@
-"""Scoring many bags in one run: the plan, the local engine and the fleet summary.
+"""Scoring many inputs in one run: the local engine over inputs and the fleet summary.
 
 ``topreward bag`` with several inputs scores each bag exactly as a one-bag
 run would, into ``OUT_DIR/<bag name>/`` (its own manifest, episode folders
-and tables; see ``bag.offline``), so each bag resumes on its own. On top,
-``OUT_DIR/runs.json`` says what happened to every bag and
-``OUT_DIR/frames.parquet`` / ``frames.csv`` hold every bag's rows with
+and tables; see ``offline.engine``), so each input resumes on its own. On
+top, ``OUT_DIR/runs.json`` says what happened to every input and
+``OUT_DIR/frames.parquet`` / ``frames.csv`` hold every input's rows with
 distinct episode numbers.
 
-Episode numbers of the combined table: bags are taken in input order and
-each bag's episodes are numbered on from the previous bag's last one, i.e.
-bag k gets the ``--episode-offset`` that its first episode would need in a
-dataset assembled from the bags in that order (``runs.json`` lists it per
-bag). A bag's episode count is known once its walk has reached its end (all
-episodes the recording holds, scored or not); the combined table covers the
-bags up to the first one whose count is not known yet (a run stopped early)
-and says so. Two extra columns name the origin of each row: ``bag`` (its
-output name) and ``bag_episode_index`` (the episode number within its bag,
-as in the per-bag tables).
+Episode numbers of the combined table: inputs are taken in order and each
+input's episodes are numbered on from the previous input's last one, i.e.
+input k gets the ``--episode-offset`` that its first episode would need in
+a dataset assembled from the bags in that order (``runs.json`` lists it per
+input). An input's episode count is known once its walk has reached its end
+(all episodes the recording holds, scored or not); the combined table
+covers the inputs up to the first one whose count is not known yet (a run
+stopped early) and says so. Two extra columns name the origin of each row:
+``bag`` (its output name) and ``bag_episode_index`` (the episode number
+within its input, as in the per-input tables).
 
-The local engine loads the model once and runs the bags one after another
-in this process; ``topreward_ros.scale`` runs the same plan on Ray and
-hands back the same ``BagRun`` records, so the summary is one code path.
+``run_inputs_local`` loads nothing itself: it runs each input through
+``offline.engine.run_local`` with the one loaded model; ``topreward_ros.scale``
+runs the same jobs on Ray, per episode, and hands back the same
+``InputRun`` records, so the summary is one code path.
 """
 from __future__ import annotations
 
@@ -32,56 +33,35 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from topreward_ros.bag.inputs import BagInput, InputSet
-from topreward_ros.bag.manifest import ManifestError, write_json_atomic
-from topreward_ros.bag.offline import (
-    IMAGE_TYPES,
-    BagRunReport,
-    BagScorer,
-    BagScoringOptions,
-    BagSetupError,
-    check_bag,
-)
-from topreward_ros.bag.reader import BagError, BagReader
-from topreward_ros.bag.tables import FRAME_SCHEMA, read_parquet, write_csv, write_parquet
+from topreward_ros.files import write_json_atomic
+from topreward_ros.offline.engine import EpisodeExtra, EpisodeHook, OfflineSettings, run_local
+from topreward_ros.offline.manifest import ManifestError
+from topreward_ros.offline.report import RunReport
+from topreward_ros.offline.source import EpisodeSource, SourceError
+from topreward_ros.offline.tables import FRAME_SCHEMA, read_parquet, write_csv, write_parquet
 
 RUNS_NAME = "runs.json"
 RUNS_VERSION = 1
 
 
-def pick_cameras(bag: Path, cameras: Sequence[str] | None) -> tuple[str, ...]:
-    """The camera topics to use: those given, else the bag's only image topic."""
-    if cameras:
-        return tuple(cameras)
-    with BagReader(bag) as reader:
-        images = sorted(t for t, i in reader.topics.items() if i.msgtype in IMAGE_TYPES)
-    if len(images) == 1:
-        return (images[0],)
-    if not images:
-        raise BagSetupError(f"{bag}: the bag has no sensor_msgs Image or CompressedImage topic")
-    raise BagSetupError(
-        f"{bag}: several image topics ({', '.join(images)}); choose with --camera "
-        f"(repeat it for several cameras, the first is the primary)"
-    )
-
-
 @dataclass
-class BagJob:
-    """One bag of the plan: where it goes and the options it is scored with."""
+class InputJob:
+    """One input of the plan: its name, where it goes and its source (None: unusable)."""
 
-    bag: BagInput
+    name: str
+    path: Path
     out_dir: Path
-    options: BagScoringOptions | None
-    error: str | None = None  # the bag cannot be used with these options
+    source: EpisodeSource | None
+    error: str | None = None  # the input cannot be used with these options
 
 
 @dataclass
-class BagRun:
-    """What a run did to one bag (from either engine)."""
+class InputRun:
+    """What a run did to one input (from either engine)."""
 
-    job: BagJob
-    report: BagRunReport | None = None
-    error: str | None = None  # unusable, or the replica scoring it died
+    job: InputJob
+    report: RunReport | None = None
+    error: str | None = None  # unusable, or the replicas scoring it died
     started: bool = True
 
     @property
@@ -114,54 +94,56 @@ class BagRun:
                 and self.report.stopped_early and not self.report.interrupted)
 
 
-def plan_jobs(inputs: InputSet, out_dir: Path, cameras: Sequence[str] | None,
-              make_options: Callable[[tuple[str, ...]], BagScoringOptions]) -> list[BagJob]:
-    """Check every bag against the options before any model is loaded."""
-    jobs = []
-    for bag in inputs.bags:
-        target = Path(out_dir) if inputs.single else Path(out_dir) / bag.name
-        try:
-            options = make_options(pick_cameras(bag.path, cameras))
-            with BagReader(bag.path) as reader:
-                check_bag(reader, options)
-        except BagError as exc:
-            jobs.append(BagJob(bag, target, None, str(exc)))
-            continue
-        jobs.append(BagJob(bag, target, options))
-    return jobs
+class LocalEngine:
+    """The in-process engine: one loaded model, the inputs one after another.
+
+    ``RayEngine`` (``topreward_ros.scale``) has the same ``run``.
+    """
+
+    def __init__(self, scorer: Any, progress: bool = True) -> None:
+        self.scorer = scorer
+        self.progress = progress
+
+    def run(self, jobs: Sequence[InputJob], settings: OfflineSettings, force: bool = False,
+            extra: EpisodeExtra | None = None, on_episode: EpisodeHook | None = None,
+            on_input_done: Callable[[InputRun], None] | None = None) -> list[InputRun]:
+        return run_inputs_local(self.scorer, settings, jobs, force=force, progress=self.progress,
+                                on_input_done=on_input_done, extra=extra, on_episode=on_episode)
 
 
-def run_local(scorer: Any, settings: Any, jobs: Sequence[BagJob], force: bool = False,
-              progress: bool = True,
-              on_bag_done: Callable[[BagRun], None] | None = None) -> list[BagRun]:
-    """Score the bags one after another in this process with one loaded model."""
-    runs: list[BagRun] = []
+def run_inputs_local(scorer: Any, settings: OfflineSettings, jobs: Sequence[InputJob],
+                     force: bool = False, progress: bool = True,
+                     on_input_done: Callable[[InputRun], None] | None = None,
+                     extra: EpisodeExtra | None = None,
+                     on_episode: EpisodeHook | None = None) -> list[InputRun]:
+    """Score the inputs one after another in this process with one loaded model."""
+    runs: list[InputRun] = []
     interrupted = False
     for job in jobs:
         if interrupted:
-            runs.append(BagRun(job, started=False))
+            runs.append(InputRun(job, started=False))
             continue
         if job.error is not None:
-            run = BagRun(job, error=job.error)
+            run = InputRun(job, error=job.error)
         else:
-            assert job.options is not None
+            assert job.source is not None
             try:
-                report = BagScorer(scorer, settings, job.options).run(
-                    job.bag.path, job.out_dir, force=force, progress=progress)
-                run = BagRun(job, report)
+                report = run_local(scorer, settings, job.source, job.out_dir, force=force,
+                                   progress=progress, extra=extra, on_episode=on_episode)
+                run = InputRun(job, report)
                 interrupted = report.interrupted
-            except (BagError, ManifestError) as exc:
-                run = BagRun(job, error=str(exc))
+            except (SourceError, ManifestError) as exc:
+                run = InputRun(job, error=str(exc))
         runs.append(run)
-        if on_bag_done is not None:
-            on_bag_done(run)
+        if on_input_done is not None:
+            on_input_done(run)
     return runs
 
 
 # -- the fleet summary -------------------------------------------------------------------
 
 
-def bag_offsets(runs: Sequence[BagRun], base: int) -> list[int | None]:
+def bag_offsets(runs: Sequence[InputRun], base: int) -> list[int | None]:
     """Each bag's first episode number in the combined table (None once a count is unknown)."""
     offsets: list[int | None] = []
     next_offset: int | None = base
@@ -172,11 +154,11 @@ def bag_offsets(runs: Sequence[BagRun], base: int) -> list[int | None]:
     return offsets
 
 
-def _run_record(run: BagRun, offset: int | None) -> dict[str, Any]:
+def _run_record(run: InputRun, offset: int | None) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "name": run.job.bag.name,
-        "path": str(run.job.bag.path),
-        "output": run.job.bag.name,
+        "name": run.job.name,
+        "path": str(run.job.path),
+        "output": run.job.name,
         "status": run.status,
         "episodes": run.episode_count,
         "episode_offset": offset if run.episode_count is not None else None,
@@ -194,7 +176,7 @@ def _run_record(run: BagRun, offset: int | None) -> dict[str, Any]:
     return record
 
 
-def combined_table(runs: Sequence[BagRun], offsets: Sequence[int | None], base: int
+def combined_table(runs: Sequence[InputRun], offsets: Sequence[int | None], base: int
                    ) -> tuple[pa.Table, int]:
     """Every bag's rows renumbered into one table; returns it and the bags it covers."""
     tables = []
@@ -212,7 +194,7 @@ def combined_table(runs: Sequence[BagRun], offsets: Sequence[int | None], base: 
         within = table.column("episode_index").to_numpy() - base
         table = table.set_column(table.schema.get_field_index("episode_index"), "episode_index",
                                  pa.array(within + offset, type=pa.int64()))
-        table = table.append_column("bag", pa.array([run.job.bag.name] * table.num_rows,
+        table = table.append_column("bag", pa.array([run.job.name] * table.num_rows,
                                                     type=pa.string()))
         table = table.append_column("bag_episode_index", pa.array(np.asarray(within),
                                                                   type=pa.int64()))
@@ -224,7 +206,7 @@ def combined_table(runs: Sequence[BagRun], offsets: Sequence[int | None], base: 
     return pa.concat_tables(tables), covered
 
 
-def write_summary(out_dir: Path, runs: Sequence[BagRun], base_offset: int,
+def write_summary(out_dir: Path, runs: Sequence[InputRun], base_offset: int,
                   inputs: Sequence[str], tables: bool = True) -> dict[str, Any]:
     """Write ``runs.json`` (and, with ``tables``, the combined frame tables) atomically."""
     out_dir = Path(out_dir)
@@ -247,7 +229,7 @@ def write_summary(out_dir: Path, runs: Sequence[BagRun], base_offset: int,
             "episodes": len(set(table.column("episode_index").to_pylist())) if rows else 0,
         }
         if covered < len(runs):
-            summary["combined"]["waiting_for"] = runs[covered].job.bag.name
+            summary["combined"]["waiting_for"] = runs[covered].job.name
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / RUNS_NAME, summary)
     return summary
@@ -257,8 +239,9 @@ def write_summary(out_dir: Path, runs: Sequence[BagRun], base_offset: int,
 class FleetResult:
     """Runs and the summary, with the exit status of the whole command."""
 
-    runs: list[BagRun]
+    runs: list[InputRun]
     summary: dict[str, Any] = field(default_factory=dict)
+    kind: str = "bag"  # what the inputs are, for the text
 
     @property
     def interrupted(self) -> bool:
@@ -273,17 +256,18 @@ class FleetResult:
         return all(r.ok for r in self.runs)
 
     def text(self) -> str:
+        kind = self.kind
         lines = []
         for run in self.runs:
             if run.report is not None:
                 lines.append(run.report.summary())
             if run.error or run.job.error:
-                lines.append(f"bag {run.job.bag.path} -> {run.job.out_dir}: "
+                lines.append(f"{kind} {run.job.path} -> {run.job.out_dir}: "
                              f"{run.status.upper()}: {run.error or run.job.error}")
             elif not run.started:
-                lines.append(f"bag {run.job.bag.path}: not scored in this run")
+                lines.append(f"{kind} {run.job.path}: not scored in this run")
         counts: dict[str, int] = {}
         for run in self.runs:
             counts[run.status] = counts.get(run.status, 0) + 1
-        lines.append("bags: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+        lines.append(f"{kind}s: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
         return "\n".join(lines)

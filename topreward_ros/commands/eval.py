@@ -262,7 +262,7 @@ def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: An
             unscored[name] = ("pending", "not scored yet (--max-episodes); a re-run continues")
     evaluation = evaluate(records, labels, args.success_window, args.success_consecutive, unscored,
                           episode_order(inputs))
-    from topreward_ros.bag.manifest import write_json_atomic, write_text_atomic
+    from topreward_ros.files import write_json_atomic, write_text_atomic
 
     write_episodes_csv(out / "episodes.csv", evaluation.rows)
     write_json_atomic(out / "metrics.json", metrics_record(evaluation))

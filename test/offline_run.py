@@ -1,0 +1,51 @@
+"""Running the offline engine on one bag or dataset from a test, with flat keyword options.
+
+The tests name options as the command line does, all in one place
+(``camera_topics=..., tick_rate_hz=..., plot=False``); this splits them
+into the source, runner and output options and runs the real in-process
+engine (``offline.engine.run_local``).
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from topreward_ros.episode import EpisodeSettings
+from topreward_ros.offline.engine import OfflineSettings, run_local
+from topreward_ros.offline.outputs import OutputOptions
+from topreward_ros.offline.report import RunReport
+from topreward_ros.offline.runner import RunnerOptions
+from topreward_ros.sources.bag import BagSource, BagSourceOptions
+from topreward_ros.sources.lerobot import DatasetSource, DatasetSourceOptions
+
+
+def _split(kw: dict[str, Any], source_type: type) -> tuple[dict[str, Any], OfflineSettings, Any]:
+    kw = dict(kw)
+    parts = []
+    for cls in (source_type, RunnerOptions, OutputOptions):
+        names = {f.name for f in fields(cls)}
+        parts.append(cls(**{k: kw.pop(k) for k in list(kw) if k in names}))
+    max_episodes = kw.pop("max_episodes", None)
+    if kw:
+        raise TypeError(f"unknown options {sorted(kw)}")
+    return kw, parts[0], (parts[1], parts[2], max_episodes)
+
+
+def offline_settings(settings: EpisodeSettings, runner: RunnerOptions, outputs: OutputOptions,
+                     max_episodes: int | None) -> OfflineSettings:
+    return OfflineSettings(episode=settings, runner=runner, outputs=outputs, max_episodes=max_episodes)
+
+
+def score_bag(scorer: Any, settings: EpisodeSettings, options: dict[str, Any], bag: Path, out: Path,
+              force: bool = False, progress: bool = False) -> RunReport:
+    _, source_options, rest = _split(options, BagSourceOptions)
+    return run_local(scorer, offline_settings(settings, *rest), BagSource(bag, source_options),
+                     Path(out), force=force, progress=progress)
+
+
+def score_dataset(scorer: Any, settings: EpisodeSettings, options: dict[str, Any], root: Path,
+                  out: Path, force: bool = False, progress: bool = False) -> RunReport:
+    _, source_options, rest = _split(options, DatasetSourceOptions)
+    return run_local(scorer, offline_settings(settings, *rest), DatasetSource(root, source_options),
+                     Path(out), force=force, progress=progress)

@@ -1,0 +1,133 @@
+"""`topreward lerobot`: score a local LeRobot v3 dataset; argument parsing and exit codes only.
+
+The dataset is a ``sources.lerobot.DatasetSource``; the shared job runner
+(``commands.jobs``) scores it in this process or, with ``--ray``, spreads its
+episodes over model replicas. Exit codes are those of ``topreward bag``: 0
+done, 1 some episode failed (completed ones kept, a re-run resumes), 2
+nothing could start, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from topreward_ros.commands.options import (
+    EXIT_OK,
+    EXIT_UNUSABLE,
+    MODEL_PARAMS,
+    SCORING_PARAMS,
+    add_model_options,
+    add_ray_options,
+    add_run_options,
+    add_scoring_options,
+    apply_params_file,
+    offline_settings,
+    scorer_config,
+)
+
+#: Node parameters ``topreward lerobot --params-file`` may set.
+LEROBOT_PARAMS: dict[str, tuple[str, type, Any]] = {**MODEL_PARAMS, **SCORING_PARAMS}
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``lerobot`` and ``lerobot-progress`` subcommands to the ``topreward`` parser."""
+    _register_lerobot(subparsers)
+    _register_progress(subparsers)
+
+
+def _register_lerobot(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "lerobot",
+        help="score a local LeRobot v3 dataset offline (curves, tables, RA-BC progress parquet)",
+        description="Score every episode of a local LeRobot dataset (v3 layout: meta/, data/, "
+        "videos/) with the same windowing and tick code as the node and `topreward bag`, the "
+        "episode's task as instruction and its timestamps as frame stamps. Writes per episode: "
+        "curve.json, frames.parquet/.csv, progress.mcap, plot.png; at the top: frames.parquet/.csv "
+        "and topreward_progress.parquet (LeRobot RA-BC sample weighting). Re-running into the "
+        "same output directory resumes; --ray spreads the episodes over model replicas.",
+    )
+    p.add_argument("dataset", type=Path, help="dataset root (the directory holding meta/info.json)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    g = p.add_argument_group("input")
+    g.add_argument("--camera", action="append", dest="cameras", metavar="KEY",
+                   help="video feature, e.g. observation.images.front; repeat for several cameras, "
+                   "the first is the primary. Default: the dataset's only video feature")
+    g.add_argument("--episodes", type=int, nargs="+", metavar="N",
+                   help="score only these episode indices (default: all)")
+    g.add_argument("--instruction", help="fixed instruction for every episode (default: its task)")
+    g.add_argument("--video-tolerance", type=float, default=0.5, metavar="FRAMES",
+                   help="leave a frame out when the nearest decoded picture is further than this "
+                   "many frame periods from its timestamp (default: %(default)s)")
+    add_model_options(p)
+    add_scoring_options(p, LEROBOT_PARAMS, "episode")
+    add_run_options(p)
+    add_ray_options(p)
+    p.set_defaults(func=run_lerobot)
+
+
+def dataset_source(args: argparse.Namespace, root: Path, cameras: list[str] | None,
+                   episodes: tuple[int, ...] | None, instruction: str | None) -> Any:
+    """The dataset as an episode source (options checked; the dataset opened on use)."""
+    from topreward_ros.lerobot.dataset import LeRobotDatasetDir
+    from topreward_ros.sources.lerobot import DatasetSource, DatasetSourceOptions, pick_camera_keys
+
+    options = DatasetSourceOptions(
+        camera_keys=pick_camera_keys(LeRobotDatasetDir(root), cameras), episodes=episodes,
+        instruction=instruction, video_tolerance_frames=args.video_tolerance)
+    return DatasetSource(root, options)
+
+
+def run_lerobot(args: argparse.Namespace) -> int:
+    from topreward_ros.commands.jobs import input_job, run_jobs
+    from topreward_ros.lerobot.dataset import DatasetError
+    from topreward_ros.params_file import ParamsFileError
+
+    try:
+        apply_params_file(args, LEROBOT_PARAMS)
+        settings = offline_settings(args)
+        config = scorer_config(args)
+    except (DatasetError, ParamsFileError, ValueError) as exc:
+        print(f"topreward lerobot: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    # The dataset and the options are checked before the (slow) model load.
+    job = input_job(Path(args.dataset).name, Path(args.dataset), Path(args.output),
+                    lambda: dataset_source(args, Path(args.dataset), args.cameras,
+                                           tuple(args.episodes) if args.episodes else None,
+                                           args.instruction))
+    code, _ = run_jobs("topreward lerobot", args, [job], settings, config, single=True,
+                       raw_inputs=[str(args.dataset)], kind="dataset",
+                       on_replica_episode=getattr(args, "on_replica_episode", None))
+    return code
+
+
+# -- topreward lerobot-progress ----------------------------------------------------------
+
+
+def _register_progress(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "lerobot-progress",
+        help="key a scored bag's progress to a LeRobot dataset's frame index (RA-BC parquet)",
+        description="Join OUT_DIR/frames.parquet (from `topreward bag`) with a local LeRobot "
+        "dataset converted from the same recording, on episode_index + frame_index with the "
+        "timestamps as a check, and write the RA-BC progress parquet with the dataset's own "
+        "`index`. Refuses, naming the first mismatch, when the two do not line up.",
+    )
+    p.add_argument("scored", type=Path, help="output directory of `topreward bag`")
+    p.add_argument("--dataset", type=Path, required=True, help="LeRobot dataset root")
+    p.add_argument("-o", "--output", type=Path, required=True, help="progress parquet to write")
+    p.set_defaults(func=run_progress)
+
+
+def run_progress(args: argparse.Namespace) -> int:
+    from topreward_ros.lerobot.dataset import DatasetError
+    from topreward_ros.lerobot.join import write_dataset_progress
+
+    try:
+        rows = write_dataset_progress(args.scored, args.dataset, args.output)
+    except DatasetError as exc:
+        print(f"topreward lerobot-progress: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    print(f"{args.output}: {rows} frames keyed to {args.dataset}")
+    return EXIT_OK

@@ -1,0 +1,217 @@
+"""The command-line options the offline commands share, defined once.
+
+``topreward bag``, ``lerobot`` and ``eval`` take the same model, scoring,
+run and Ray options with the same names, defaults and meaning (the node's
+parameters of the same names). Options a ROS 2 parameters file can set
+(``--params-file``) default to None on the parser and are resolved by
+``apply_params_file``: command line, then the file, then the default.
+
+Exit codes shared by the commands:
+
+* 0: everything asked for was done;
+* 1: the run finished but something failed (kept results, a re-run resumes);
+* 2: nothing could start (bad option, unusable input, model not loadable);
+* 130: interrupted (completed episodes are kept; a re-run resumes).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_UNUSABLE = 2
+EXIT_INTERRUPTED = 130
+
+#: Node parameters ``--params-file`` may set: option dest, type, default.
+MODEL_PARAMS: dict[str, tuple[str, type, Any]] = {
+    "model": ("model", str, None),  # default: DEFAULT_MODEL (resolved lazily)
+    "device": ("device", str, "auto"),
+    "dtype": ("dtype", str, "auto"),
+    "local_files_only": ("local_files_only", bool, False),
+    "torch_threads": ("torch_threads", int, None),
+}
+SCORING_PARAMS: dict[str, tuple[str, type, Any]] = {
+    "sample_fps": ("sample_fps", float, 2.0),
+    "max_frames": ("max_frames", int, 256),
+    "sync_tolerance_s": ("sync_tolerance", float, 0.05),
+    "view_size": ("view_size", int, 244),
+    "rate_hz": ("rate", float, 1.0),
+    "success_threshold": ("success_threshold", float, None),  # DEFAULT_SUCCESS_THRESHOLD
+    "success_window": ("success_window", int, 3),
+    "success_consecutive": ("success_consecutive", int, 2),
+}
+STAMP_PARAMS: dict[str, tuple[str, type, Any]] = {
+    "stamp_jump_restart_s": ("stamp_jump_restart", float, 1.0),
+    "stamp_gap_restart_s": ("stamp_gap_restart", float, 60.0),
+}
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    from topreward_ros.scoring.config import DEFAULT_MODEL
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help=f"hub id or local directory (default: {DEFAULT_MODEL})")
+    g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--dtype", help="auto | bfloat16 | float16 | float32")
+    g.add_argument("--local-files-only", action="store_true", help="never contact the hub")
+    g.add_argument("--torch-threads", type=int, default=None, help="CPU threads for torch")
+
+
+def add_scoring_options(p: argparse.ArgumentParser, params: dict[str, tuple[str, type, Any]],
+                        time_axis: str, threshold: bool = True) -> argparse._ArgumentGroup:
+    """Scoring options with the node's meaning; ``--params-file`` sets those in ``params``."""
+    from topreward_ros.scoring.config import DEFAULT_SUCCESS_THRESHOLD
+
+    g = p.add_argument_group("scoring (same meaning as the node's parameters)")
+    g.add_argument("--params-file", type=Path, metavar="YAML",
+                   help="a ROS 2 parameters file of the node (e.g. calibrated.yaml from topreward "
+                   "eval): its " + ", ".join(params) + " apply unless given as options; other keys "
+                   "are ignored")
+    g.add_argument("--sample-fps", type=float, help="(default: 2.0)")
+    g.add_argument("--max-frames", type=int, help="(default: 256)")
+    g.add_argument("--sync-tolerance", type=float, metavar="SECONDS", help="(default: 0.05)")
+    g.add_argument("--view-size", type=int, help="(default: 244)")
+    g.add_argument("--rate", type=float, metavar="HZ",
+                   help=f"the node's scoring timer rate in {time_axis} time (node: rate_hz; "
+                   f"default: 1.0)")
+    if threshold:
+        g.add_argument("--success-threshold", type=float,
+                       help=f"(default: {DEFAULT_SUCCESS_THRESHOLD})")
+    g.add_argument("--success-window", type=int, help="(default: 3)")
+    g.add_argument("--success-consecutive", type=int, help="(default: 2)")
+    g.add_argument("--num-prefixes", type=int, default=15,
+                   help="K of the offline curve (default: %(default)s)")
+    return g
+
+
+def add_stamp_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--stamp-jump-restart", type=float, metavar="SECONDS", help="(default: 1.0)")
+    g.add_argument("--stamp-gap-restart", type=float, metavar="SECONDS",
+                   help="a primary camera stamp more than this after the previous one starts a new "
+                   "episode (default: 60.0)")
+
+
+def add_run_options(p: argparse.ArgumentParser, outputs: bool = True) -> argparse._ArgumentGroup:
+    g = p.add_argument_group("run")
+    g.add_argument("--max-episodes", type=int, default=None,
+                   help="score at most this many episodes now; a re-run continues")
+    if outputs:
+        g.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+        g.add_argument("--video", action="store_true",
+                       help="write progress.mp4 per episode: the node's progress picture at every tick")
+    g.add_argument("--force", action="store_true",
+                   help="redo everything even if the output directory has results")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary only")
+    return g
+
+
+def add_ray_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Ray (optional 'scale' extra)")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="auto|local|ADDRESS",
+                   help="score on Ray, one episode per task: no value = RAY_ADDRESS or the cluster "
+                   "running on this machine, else a new local instance; auto = a running cluster "
+                   "only; local = always a new instance for this run; or a cluster address")
+    g.add_argument("--replicas", type=int, default=None,
+                   help="model replicas (default: one per GPU of the cluster, else 1)")
+    g.add_argument("--cpus-per-replica", type=float, default=1.0,
+                   help="CPUs per replica (default: %(default)s)")
+    g.add_argument("--gpus-per-replica", type=float, default=None,
+                   help="GPUs per replica, may be a fraction (default: 1 where the cluster has "
+                   "GPUs and --device is not cpu, else 0)")
+    g.add_argument("--retries", type=int, default=1,
+                   help="times an episode whose replica died is scored again (default: "
+                   "%(default)s)")
+
+
+def apply_params_file(args: argparse.Namespace, table: dict[str, tuple[str, type, Any]]) -> None:
+    """Fill options not given on the command line from ``--params-file``, then from defaults.
+
+    ``table`` maps node parameters to (option dest, type, default). A
+    ``list`` parameter is a list of strings (``camera_topics``), whose
+    relative names are taken as in the root namespace (``camera/image_raw``
+    is the bag topic ``/camera/image_raw``).
+    """
+    from topreward_ros.params_file import ParamsFileError, read_params_file
+    from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD
+
+    params = read_params_file(args.params_file) if getattr(args, "params_file", None) else {}
+    defaults = {"model": DEFAULT_MODEL, "success_threshold": DEFAULT_SUCCESS_THRESHOLD}
+    for key, (dest, kind, default) in table.items():
+        given = getattr(args, dest, None)
+        if kind is bool:
+            given = given or None  # a store_true flag left off is not a choice
+        if given is not None:
+            continue
+        if key not in params:
+            setattr(args, dest, defaults.get(key, default))
+            continue
+        value = params[key]
+        ok = (isinstance(value, bool) if kind is bool else isinstance(value, str) if kind is str
+              else isinstance(value, int) and not isinstance(value, bool) if kind is int
+              else isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
+              if kind is list
+              else isinstance(value, (int, float)) and not isinstance(value, bool))
+        if not ok:
+            what = "non-empty list of topic names" if kind is list else kind.__name__
+            raise ParamsFileError(f"{args.params_file}: {key} must be a {what}, got {value!r}")
+        if key == "torch_threads" and value == 0:
+            value = None  # the node's 0 = torch's default
+        if kind is list:
+            value = [v if v.startswith("/") else f"/{v}" for v in value]
+        setattr(args, dest, kind(value) if value is not None else None)
+
+
+def episode_settings(args: argparse.Namespace) -> Any:
+    from topreward_ros.episode import EpisodeSettings
+
+    kwargs = {}
+    if getattr(args, "success_threshold", None) is not None:
+        kwargs["success_threshold"] = args.success_threshold
+    return EpisodeSettings(
+        sample_fps=args.sample_fps, max_frames=args.max_frames,
+        sync_tolerance_s=args.sync_tolerance, view_size=args.view_size,
+        success_window=args.success_window, success_consecutive=args.success_consecutive,
+        **kwargs,
+    )
+
+
+def scorer_config(args: argparse.Namespace) -> Any:
+    from topreward_ros.scoring import ScorerConfig
+
+    kwargs = {}
+    if getattr(args, "success_threshold", None) is not None:
+        kwargs["success_threshold"] = args.success_threshold
+    return ScorerConfig(
+        model=args.model, device=args.device, dtype=args.dtype,
+        local_files_only=args.local_files_only, torch_threads=args.torch_threads,
+        sample_fps=args.sample_fps, num_prefixes=args.num_prefixes,
+        view_size=args.view_size, success_window=args.success_window, **kwargs,
+    )
+
+
+def offline_settings(args: argparse.Namespace, plot: bool | None = None) -> Any:
+    """The runner's settings from the options (``plot`` forces the plots on or off)."""
+    from topreward_ros.offline.engine import OfflineSettings
+    from topreward_ros.offline.outputs import OutputOptions
+    from topreward_ros.offline.runner import RunnerOptions
+
+    return OfflineSettings(
+        episode=episode_settings(args),
+        runner=RunnerOptions(tick_rate_hz=args.rate, num_prefixes=args.num_prefixes),
+        outputs=OutputOptions(plot=(not getattr(args, "no_plot", False)) if plot is None else plot,
+                              video=getattr(args, "video", False)),
+        max_episodes=args.max_episodes,
+    )
+
+
+def ray_options(args: argparse.Namespace) -> Any:
+    """``RayOptions`` from the options, or None without ``--ray``."""
+    if getattr(args, "ray", None) is None:
+        return None
+    from topreward_ros.scale.engine import RayOptions
+
+    return RayOptions(address=args.ray or None, replicas=args.replicas,
+                      cpus_per_replica=args.cpus_per_replica,
+                      gpus_per_replica=args.gpus_per_replica, retries=args.retries)

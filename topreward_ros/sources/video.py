@@ -1,0 +1,224 @@
+"""A video file or a folder of frames as an episode source: one episode each.
+
+A video's frames are stamped with their own presentation timestamps; a
+folder's images, read in name order, are stamped ``i / source_fps``.
+Frames are decoded as the file is read (a video has to be), but turned
+into pictures only when the 2 fps schedule keeps them, so a long video
+never sits in memory. The instruction is given (a label's, or a fixed
+one): a video carries none.
+
+``read_episode`` is the direct form for ``topreward score``: the sampled,
+model-sized frames of a whole recording, by the same sampling rule.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from topreward_ros.offline.source import (
+    EpisodeSource,
+    EpisodeSpec,
+    FrameDecodeError,
+    SourceError,
+    SourceFrame,
+    SourceNotes,
+    SourceReadError,
+)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+NS_PER_S = 1_000_000_000
+END_REASON = "end of the recording"
+
+
+class InputError(SourceError):
+    """The video or frame directory cannot be used (message for the user)."""
+
+
+@dataclass
+class SampledEpisode:
+    """The frames the model sees: model-sized views, their stamps and origin."""
+
+    views: list[np.ndarray]
+    stamps_ns: list[int]
+    source_indices: list[int]
+    source_frames: int
+    kind: str
+
+
+def frame_files(path: Path) -> list[Path]:
+    """The images of a frame folder, in name order."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def read_episode(path: Path, source_fps: float, sample_fps: float, view_size: int) -> SampledEpisode:
+    """Sample and prepare the frames of a video file or an image directory."""
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if path.is_dir():
+        return _read_frame_dir(path, source_fps, sample_fps, view_size)
+    return _read_video(path, sample_fps, view_size)
+
+
+def _read_frame_dir(path: Path, source_fps: float, sample_fps: float, view_size: int) -> SampledEpisode:
+    from PIL import Image, UnidentifiedImageError
+
+    from topreward_ros.scoring.frames import prepare_view
+    from topreward_ros.scoring.schedule import NS_PER_S, sample_indices
+
+    files = frame_files(path)
+    stamps = [round(i * NS_PER_S / source_fps) for i in range(len(files))]
+    keep = sample_indices(stamps, sample_fps)
+    views = []
+    for i in keep:
+        try:
+            with Image.open(files[i]) as image:
+                rgb = np.asarray(image.convert("RGB"))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise InputError(f"cannot read image {files[i]}: {exc}") from exc
+        views.append(prepare_view(rgb, view_size))
+    return SampledEpisode(views, [stamps[i] for i in keep], keep, len(files), "image")
+
+
+def _video_frames(path: Path) -> Iterator[tuple[int, Any]]:
+    """(stamp_ns, av.VideoFrame) of every decoded frame, in presentation order."""
+    try:
+        import av
+    except ImportError as exc:
+        raise InputError("reading videos needs PyAV: install the 'video' extra (pip install av)") from exc
+    try:
+        container = av.open(str(path))
+    except Exception as exc:
+        raise InputError(f"cannot open {path} as a video: {exc}") from exc
+    with container:
+        if not container.streams.video:
+            raise InputError(f"{path} has no video stream")
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 0) or None
+        index = 0
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is not None and frame.time_base is not None:
+                    stamp = round(frame.pts * frame.time_base * 1_000_000_000)
+                elif rate:
+                    stamp = round(index * 1_000_000_000 / rate)
+                else:
+                    raise InputError(f"{path}: frame {index} has no timestamp and the stream no frame rate")
+                index += 1
+                yield int(stamp), frame
+        except av.error.FFmpegError as exc:
+            raise InputError(f"cannot decode {path} (frame {index}): {exc}") from exc
+
+
+def _read_video(path: Path, sample_fps: float, view_size: int) -> SampledEpisode:
+    from topreward_ros.scoring.frames import prepare_view
+    from topreward_ros.scoring.schedule import FrameSampler
+
+    # Online form of sample_indices (the same rule): only the kept frames are
+    # converted, so a long video never sits in memory.
+    sampler = FrameSampler(sample_fps)
+    views: list[np.ndarray] = []
+    stamps: list[int] = []
+    indices: list[int] = []
+    count = 0
+    for i, (stamp, frame) in enumerate(_video_frames(path)):
+        count += 1
+        if sampler.offer(stamp):
+            views.append(prepare_view(frame.to_ndarray(format="rgb24"), view_size))
+            stamps.append(stamp)
+            indices.append(i)
+    if not views:
+        raise InputError(f"{path} has no decodable video frames")
+    return SampledEpisode(views, stamps, indices, count, "video")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise FrameDecodeError(f"cannot read image {path}: {exc}") from exc
+
+
+class VideoSource(EpisodeSource):
+    """One video file or frame folder, one episode with a given instruction (see the module doc)."""
+
+    def __init__(self, path: Path | str, instruction: str, source_fps: float = 30.0) -> None:
+        self._path = Path(path)
+        self.instruction = instruction
+        self.source_fps = float(source_fps)
+        self.kind = "frames" if self._path.is_dir() else "video"
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return (self.kind,)
+
+    def check(self) -> None:
+        if not self._path.exists():
+            raise InputError(f"{self._path} does not exist")
+        if not self.instruction.strip():
+            raise InputError(f"{self._path}: no instruction")
+        if self._path.is_dir():
+            frame_files(self._path)
+        else:
+            next(iter(self._stamped()), None)
+
+    def fingerprint(self) -> str:
+        from topreward_ros.files import files_fingerprint
+
+        files = frame_files(self._path) if self._path.is_dir() else [self._path]
+        return files_fingerprint(files, [f.name for f in files])
+
+    def settings_record(self) -> dict[str, Any]:
+        return {"instruction": self.instruction,
+                "source_fps": self.source_fps if self.kind == "frames" else None}
+
+    def _stamped(self) -> Iterator[tuple[int, Any]]:
+        """(stamp_ns, frame) pairs: av video frames, or image paths of a folder."""
+        if self._path.is_dir():
+            for i, file in enumerate(frame_files(self._path)):
+                yield round(i * NS_PER_S / self.source_fps), file
+        else:
+            yield from _video_frames(self._path)
+
+    def plan(self) -> tuple[list[EpisodeSpec], SourceNotes]:
+        # The start is the first frame's stamp; the end is known once the frames are read.
+        first = next(iter(self._stamped()), None)
+        start = int(first[0]) if first is not None else 0
+        spec = EpisodeSpec(0, self.instruction, start, start, start, END_REASON, key=0,
+                           record={"input": str(self._path), "input_kind": self.kind})
+        if first is None:
+            spec.error = f"{self._path} has no frames"
+        return [spec], SourceNotes()
+
+    def frames(self, spec: EpisodeSpec) -> Iterator[SourceFrame]:
+        last = spec.start_ns
+        try:
+            for stamp, item in self._stamped():
+                last = max(last, stamp)
+                label = f"{self.kind} frame stamped {stamp} ns"
+                yield SourceFrame(0, stamp, stamp, label, decode=_decoder(item, self._path.name))
+        except InputError as exc:
+            raise SourceReadError(str(exc)) from exc
+        spec.end_ns = last
+
+
+def _decoder(item: Any, name: str) -> Any:
+    def decode(view_size: int) -> tuple[Any, str]:
+        from topreward_ros.scoring.frames import prepare_view
+
+        rgb = _read_image(item) if isinstance(item, Path) else item.to_ndarray(format="rgb24")
+        return prepare_view(rgb, view_size), name
+    return decode
