@@ -24,9 +24,7 @@ ray = pytest.importorskip("ray", reason="Ray (the optional 'scale' extra) is not
 
 from output_compare import assert_same_outputs  # noqa: E402
 
-from topreward_ros.commands.bag import EXIT_OK, EXIT_PARTIAL, register  # noqa: E402
-from topreward_ros.bag.cli_fleet import run_fleet  # noqa: E402
-from topreward_ros.bag.inputs import expand_inputs  # noqa: E402
+from topreward_ros.commands.bag import EXIT_OK, EXIT_PARTIAL, register, run_bag  # noqa: E402
 from topreward_ros.bag.synthetic import write_episodes_bag  # noqa: E402
 from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec  # noqa: E402
 
@@ -49,13 +47,14 @@ def bags(tmp_path_factory) -> Path:
     return root
 
 
-def fleet(inputs: list[str], out: Path, model: Path, *extra: str, on_episode=None) -> int:
+def fleet(inputs: list[str], out: Path, model: Path, *extra: str, on_replica_episode=None) -> int:
     parser = argparse.ArgumentParser(prog="topreward")
     register(parser.add_subparsers())
     args = parser.parse_args(["bag", *inputs, "-o", str(out), "--model", str(model),
                               "--local-files-only", "--view-size", "64", "--torch-threads", "1",
                               "--rate", "2", "-q", *extra])
-    return run_fleet(args, expand_inputs(args.bag, args.list or ()), on_episode=on_episode)
+    args.on_replica_episode = on_replica_episode
+    return run_bag(args)
 
 
 @pytest.fixture(scope="module")
@@ -98,13 +97,13 @@ def test_killed_replica_loses_only_unfinished_episodes_and_a_rerun_completes(
     out = tmp_path / "killed"
     kills = []
 
-    def kill_after_first_episode(job, index, actor):
+    def kill_after_first_episode(job, spec, actor):
         if not kills:
-            kills.append((job.bag.name, index))
+            kills.append((job.name, spec.index))
             ray.kill(actor)
 
     code = fleet([str(bags)], out, tiny_model_dir, "--ray", "--replicas", "1", "--retries", "0",
-                 on_episode=kill_after_first_episode)
+                 on_replica_episode=kill_after_first_episode)
     assert code == EXIT_PARTIAL
     assert kills == [("a", 0)]
     runs = json.loads((out / "runs.json").read_text())
@@ -132,14 +131,14 @@ def test_a_replica_killed_mid_run_is_replaced_within_the_run(bags, tiny_model_di
     kills = []
     first_files = {}
 
-    def kill_after_first_episode(job, index, actor):
+    def kill_after_first_episode(job, spec, actor):
         if not kills:
-            kills.append((job.bag.name, index))
+            kills.append((job.name, spec.index))
             first_files.update(episode_mtimes(out))
             ray.kill(actor, no_restart=False)  # Ray restarts it (the model loads again)
 
     assert fleet([str(bags)], out, tiny_model_dir, "--ray", "--replicas", "1", "--retries", "1",
-                 on_episode=kill_after_first_episode) == EXIT_OK
+                 on_replica_episode=kill_after_first_episode) == EXIT_OK
     assert kills == [("a", 0)]
     after = episode_mtimes(out)
     assert first_files and {k: after[k] for k in first_files} == first_files
@@ -153,17 +152,16 @@ def test_killed_driver_loses_only_unfinished_episodes_and_a_rerun_completes(
     address = ray.get_runtime_context().gcs_address
     script = f"""
 import argparse, os, signal
-from topreward_ros.commands.bag import register
-from topreward_ros.bag.cli_fleet import run_fleet
-from topreward_ros.bag.inputs import expand_inputs
+from topreward_ros.commands.bag import register, run_bag
 parser = argparse.ArgumentParser(prog="topreward")
 register(parser.add_subparsers())
 args = parser.parse_args(["bag", {str(bags)!r}, "-o", {str(out)!r}, "--model", {str(tiny_model_dir)!r},
                           "--local-files-only", "--view-size", "64", "--torch-threads", "1",
                           "--rate", "2", "-q", "--ray", {address!r}, "--replicas", "1"])
-def die(job, index, actor):
+def die(job, spec, actor):
     os.kill(os.getpid(), signal.SIGKILL)
-run_fleet(args, expand_inputs(args.bag), on_episode=die)
+args.on_replica_episode = die
+run_bag(args)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env=dict(os.environ), timeout=600)

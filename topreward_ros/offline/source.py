@@ -62,7 +62,8 @@ class EpisodeSpec:
     key: what ``frames()`` needs to find the episode again (opaque to the
         runner and the engines; must pickle).
     record: fields added to the episode's ``curve.json`` (e.g. ``bag_episode``).
-    notes: things worth telling the user about this episode.
+    num_frames: primary camera frames, where the plan counted them (reports
+        an episode an earlier run did).
     """
 
     index: int
@@ -75,7 +76,7 @@ class EpisodeSpec:
     error: str | None = None
     key: Any = None
     record: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    num_frames: int | None = None
 
     @property
     def episode_index(self) -> int:

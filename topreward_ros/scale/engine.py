@@ -1,26 +1,30 @@
-"""The Ray driver of `topreward bag --ray`: replicas, bag queue, atomic writes, retries.
+"""The Ray engine of `--ray`: replicas, one episode per task, atomic writes, retries.
 
 One long-lived actor per model replica (``replica.ScorerReplica``) loads the
 model once; one GPU each where the cluster has GPUs (and the device is not
-forced to the CPU), otherwise ``cpus_per_replica`` CPUs each. Bags are the
-tasks: an idle replica gets the next bag and hands its episodes back one by
-one. The driver alone touches the output directory: for each relayed episode
-it writes the files atomically (temporary sibling + rename) and only then
-enters the episode in the bag's ``manifest.json``, the same order the local
-path follows, so the layout and manifest are the local path's.
+forced to the CPU), otherwise ``cpus_per_replica`` CPUs each. Episodes are
+the tasks: the driver plans every input (``EpisodeSource.plan``: a bag is
+read once without decoding, a dataset's tables), skips the episodes an
+earlier run finished, and hands the others to idle replicas in input order,
+so one dataset or one long bag uses every replica. A replica reads its
+episode itself (``frames(spec)``: a bag by its log-time range) and hands
+back the episode's files; the driver alone touches the output directories:
+it writes each file atomically and only then enters the episode in the
+input's ``manifest.json`` (``offline.engine.SourceOutput``, the local
+engine's own bookkeeping), so the layout and manifest are the local
+engine's.
 
 What a failure costs:
 
-* a replica dies (killed, out of memory, node lost): its bag goes back to
-  the queue (up to ``retries`` times) with every episode already written
-  marked done; Ray restarts the actor (loading the model again) up to
-  ``retries`` times. A bag out of retries is reported incomplete and a
-  re-run continues it;
+* a replica dies (killed, out of memory, node lost): Ray restarts it
+  (loading the model again) and runs its episode again, up to ``retries``
+  times; past that the episode is left for a re-run, the input is reported
+  incomplete, and a replica that is gone for good is dropped;
 * the driver dies: its actors die with it (they belong to its job); the
   output holds every episode written so far and a re-run resumes.
 
-The bags must be readable under the same path on every node that runs a
-replica (shared storage); the output directory only on the driver.
+The inputs must be readable under the same path on every node that runs a
+replica (shared storage); the output directories only on the driver.
 """
 from __future__ import annotations
 
@@ -30,15 +34,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from topreward_ros.bag.fleet import BagJob, BagRun
-from topreward_ros.bag.manifest import Manifest, ManifestError, bag_fingerprint, write_atomic
-from topreward_ros.bag.offline import BagRunReport, BagScorer, EpisodeOutcome, write_combined_tables
-from topreward_ros.bag.reader import BagError
+from topreward_ros.files import write_atomic
+from topreward_ros.offline.engine import EpisodeExtra, EpisodeHook, OfflineSettings, SourceOutput
+from topreward_ros.offline.fleet import InputJob, InputRun
+from topreward_ros.offline.manifest import ManifestError
+from topreward_ros.offline.source import EpisodeSpec, SourceError, SourceNotes
 from topreward_ros.scale import import_ray
-from topreward_ros.scale.replica import END, EPISODE, ERROR, FAILURE, ScorerReplica
+from topreward_ros.scale.replica import ReplicaResult, ScorerReplica
 
 
 class ReplicaStartError(RuntimeError):
@@ -59,8 +63,8 @@ class RayOptions:
         unless --torch-threads says otherwise).
     gpus_per_replica: None: 1 where the cluster has GPUs and the device is
         not "cpu", else 0.
-    retries: times a bag whose replica died is handed out again in this run
-        (also the actor restarts Ray may make).
+    retries: times Ray restarts a replica that died and runs its episode
+        again in this run.
     """
 
     address: str | None = None
@@ -81,25 +85,33 @@ class RayOptions:
 
 
 @dataclass
-class _Task:
-    """A bag in the queue or in progress, with the driver's manifest of it."""
+class _Input:
+    """One input as the driver follows it: its output, plan notes and episodes in flight."""
 
-    job: BagJob
-    manifest: Manifest | None = None
-    attempts: int = 0
-    written: list[EpisodeOutcome] = field(default_factory=list)
+    job: InputJob
+    output: SourceOutput | None = None
+    notes: SourceNotes | None = None
+    source_ref: Any = None
+    pending: int = 0  # episodes queued or in flight
+    lost_reason: str | None = None
+    run: InputRun | None = None
+    reported: bool = False
+
+    def lost(self, spec: EpisodeSpec, reason: str) -> None:
+        """An episode not scored in this run (a re-run does it): the input is incomplete."""
+        self.pending -= 1
+        self.lost_reason = self.lost_reason or reason
 
 
-EpisodeHook = Callable[[BagJob, int, Any], None]
+#: Called on the driver after each episode a replica scored was written: (job, spec, actor).
+ReplicaHook = Callable[[InputJob, EpisodeSpec, Any], None]
 
 
 class RayEngine:
-    """Runs a plan of bags on Ray replicas and writes their outputs (see the module doc)."""
+    """Runs the episodes of many inputs on Ray replicas and writes their outputs (see the module doc)."""
 
-    def __init__(self, config: Any, settings: Any, options: RayOptions,
-                 progress: bool = True) -> None:
+    def __init__(self, config: Any, options: RayOptions, progress: bool = True) -> None:
         self.config = config
-        self.settings = settings
         self.options = options
         self.progress = progress
         self.ray = import_ray()
@@ -136,8 +148,8 @@ class RayEngine:
             )
         actor_class = ray.remote(ScorerReplica).options(
             num_cpus=cpus, num_gpus=gpus, max_restarts=self.options.retries,
-            max_task_retries=0)
-        self.actors = [actor_class.remote(self.config, self.settings) for _ in range(replicas)]
+            max_task_retries=self.options.retries)
+        self.actors = [actor_class.remote(self.config) for _ in range(replicas)]
         errors = []
         alive = []
         for actor in self.actors:
@@ -172,150 +184,149 @@ class RayEngine:
         self.close()
 
     # -- the run -------------------------------------------------------------------------
-    def run(self, jobs: Sequence[BagJob], force: bool = False,
-            on_episode: EpisodeHook | None = None,
-            on_bag_done: Callable[[BagRun], None] | None = None) -> list[BagRun]:
-        """Score every job; returns one ``BagRun`` per job, in job order."""
+    def run(self, jobs: Sequence[InputJob], settings: OfflineSettings, force: bool = False,
+            extra: EpisodeExtra | None = None, on_episode: EpisodeHook | None = None,
+            on_input_done: Callable[[InputRun], None] | None = None,
+            on_replica_episode: ReplicaHook | None = None) -> list[InputRun]:
+        """Score every job's episodes on the replicas; one ``InputRun`` per job, in job order."""
         ray = self.ray
-        results: dict[int, BagRun] = {}
-        pending: deque[tuple[int, _Task]] = deque()
-        for position, job in enumerate(jobs):
+        inputs: list[_Input] = []
+        queue: deque[tuple[_Input, EpisodeSpec]] = deque()
+        for job in jobs:
+            item = _Input(job)
+            inputs.append(item)
             if job.error is not None:
-                results[position] = BagRun(job, error=job.error)
-            else:
-                pending.append((position, _Task(job)))
+                item.run = InputRun(job, error=job.error)
+                continue
+            try:
+                self._plan(item, settings, force, queue)
+            except (SourceError, ManifestError, OSError) as exc:
+                item.run = InputRun(job, error=str(exc))
+        for item in inputs:
+            self._maybe_close(item, on_input_done)
         idle = list(self.actors)
-        inflight: dict[Any, tuple[str, Any, int, _Task | None]] = {}
-
-        def finish(position: int, run: BagRun) -> None:
-            results[position] = run
-            self._log(f"ray: bag {run.job.bag.name}: {run.status}")
-            if on_bag_done is not None:
-                on_bag_done(run)
-
+        inflight: dict[Any, tuple[str, Any, _Input | None, EpisodeSpec | None]] = {}
         try:
-            while pending or inflight:
-                while idle and pending:
-                    position, task = pending.popleft()
+            while queue or inflight:
+                while idle and queue:
+                    item, spec = queue.popleft()
                     actor = idle.pop(0)
-                    try:
-                        self._begin(task, force)
-                    except (ManifestError, BagError, OSError) as exc:
-                        idle.append(actor)
-                        finish(position, BagRun(task.job, error=str(exc)))
-                        continue
-                    done = {i: (e["instruction"], e["start_log_ns"])
-                            for i, e in task.manifest.episodes.items()
-                            if task.manifest.completed(i, e["instruction"], e["start_log_ns"])}
-                    actor.start.remote(str(task.job.bag.path), task.job.options, done)
-                    inflight[actor.next.remote()] = ("item", actor, position, task)
+                    assert item.output is not None
+                    ref = actor.score.remote(item.source_ref, spec, settings, item.output.record, extra)
+                    inflight[ref] = ("episode", actor, item, spec)
                 if not inflight:
                     break
                 ready, _ = ray.wait(list(inflight), num_returns=1)
-                kind, actor, position, task = inflight.pop(ready[0])
+                kind, actor, item, spec = inflight.pop(ready[0])
                 try:
                     value = ray.get(ready[0])
                 except ray.exceptions.RayActorError as exc:
                     if kind == "probe":
                         self.actors = [a for a in self.actors if a is not actor]
                     else:
-                        assert task is not None
-                        task.attempts += 1
-                        reason = f"the replica scoring it died: {_cause(exc)}"
-                        if task.attempts <= self.options.retries:
-                            self._log(f"ray: bag {task.job.bag.name}: {reason}; handing it out "
-                                      f"again")
-                            pending.appendleft((position, task))
-                        else:
-                            finish(position, self._partial(task, reason))
-                        # Alive again once Ray restarted it (retried while it restarts),
-                        # an error if it is dead for good.
+                        assert item is not None and spec is not None
+                        item.lost(spec, f"the replica scoring episode {spec.index} died: "
+                                        f"{_cause(exc)}")
+                        self._log(f"ray: {item.job.name}: {item.lost_reason}")
+                        # Alive again once Ray restarted it (waited for while it restarts),
+                        # an error if it is gone for good.
                         probe = actor.info.options(max_task_retries=-1).remote()
-                        inflight[probe] = ("probe", actor, -1, None)
-                    if not self.actors and pending:
-                        while pending:
-                            position, task = pending.popleft()
-                            finish(position, self._partial(task, "no model replica left"))
+                        inflight[probe] = ("probe", actor, None, None)
+                        self._maybe_close(item, on_input_done)
+                    if not self.actors:
+                        while queue:
+                            item, spec = queue.popleft()
+                            item.lost(spec, "no model replica left")
+                        for other in inputs:
+                            self._maybe_close(other, on_input_done)
                     continue
                 except ray.exceptions.RayError as exc:
-                    # The replica is alive but a call failed: this bag is lost for this run.
-                    if task is not None:
-                        idle.append(actor)
-                        finish(position, self._partial(task, f"replica error: {_cause(exc)}"))
+                    # The replica is alive but the call failed: this episode is lost for this run.
+                    idle.append(actor)
+                    if item is not None and spec is not None:
+                        item.lost(spec, f"replica error: {_cause(exc)}")
+                        self._maybe_close(item, on_input_done)
                     continue
+                idle.append(actor)
                 if kind == "probe":
-                    idle.append(actor)
                     continue
-                assert task is not None
-                item_kind, payload = value
-                if item_kind == EPISODE:
-                    index, entry, files = payload
-                    self._write_episode(task, index, entry, files)
-                    if on_episode is not None:
-                        on_episode(task.job, index, actor)
-                    inflight[actor.next.remote()] = ("item", actor, position, task)
-                elif item_kind == FAILURE:
-                    assert task.manifest is not None
-                    task.manifest.record_failure(payload)
-                    inflight[actor.next.remote()] = ("item", actor, position, task)
-                elif item_kind == END:
-                    report: BagRunReport = payload
-                    report.output = str(task.job.out_dir)
-                    assert task.manifest is not None
-                    write_combined_tables(task.manifest, task.job.out_dir)
-                    idle.append(actor)
-                    finish(position, BagRun(task.job, report))
-                elif item_kind == ERROR:
-                    idle.append(actor)
-                    finish(position, self._partial(task, str(payload)) if task.written
-                           else BagRun(task.job, error=str(payload)))
+                assert item is not None and spec is not None
+                self._finished(item, spec, value, on_episode)
+                if on_replica_episode is not None:
+                    on_replica_episode(item.job, spec, actor)
+                self._maybe_close(item, on_input_done)
         except KeyboardInterrupt:
-            for _, _, position, task in inflight.values():
-                if task is not None and position not in results:
-                    run = self._partial(task, "interrupted")
-                    assert run.report is not None
-                    run.report.interrupted = True
-                    results[position] = run
-            for position, task in pending:
-                results[position] = BagRun(task.job, started=False)
-        for position, job in enumerate(jobs):
-            results.setdefault(position, BagRun(job, started=False))
-        return [results[i] for i in range(len(jobs))]
+            for item in inputs:
+                if item.run is None and item.output is not None:
+                    item.output.report.interrupted = True
+                    item.pending = 0
+                    self._maybe_close(item, on_input_done)
+        runs = []
+        for item in inputs:
+            runs.append(item.run if item.run is not None else InputRun(item.job, started=False))
+        return runs
 
-    def _begin(self, task: _Task, force: bool) -> None:
-        """Open the bag's manifest on the first attempt, exactly as the local path does."""
-        if task.manifest is not None:
+    def _plan(self, item: _Input, settings: OfflineSettings, force: bool,
+              queue: deque[tuple[_Input, EpisodeSpec]]) -> None:
+        """Open the input's output directory and queue its episodes not done yet."""
+        job = item.job
+        assert job.source is not None
+        output = SourceOutput(job.source, job.out_dir, self.model_id, settings, force=force)
+        item.output = output
+        specs, item.notes = job.source.plan()
+        item.source_ref = self.ray.put(job.source)
+        budget = settings.max_episodes
+        for spec in specs:
+            if output.done(spec):
+                output.skipped(spec, spec.num_frames or 0)
+            elif budget is not None and budget <= 0:
+                output.report.stopped_early = True
+                break
+            elif spec.error is not None:
+                output.failed(spec, spec.error)
+            else:
+                queue.append((item, spec))
+                item.pending += 1
+                if budget is not None:
+                    budget -= 1
+
+    def _finished(self, item: _Input, spec: EpisodeSpec, value: ReplicaResult,
+                  on_episode: EpisodeHook | None) -> None:
+        output = item.output
+        assert output is not None
+        item.pending -= 1
+        if value.kind == "read_error":
+            output.report.read_error = output.report.read_error or value.message
+            output.failed(spec, f"{item.job.source.kind} unreadable before the episode ended: "  # type: ignore[union-attr]
+                                f"{value.message}")
             return
-        job = task.job
-        assert job.options is not None
-        record = BagScorer(SimpleNamespace(model_id=self.model_id), self.settings,
-                           job.options).settings_record()
-        job.out_dir.mkdir(parents=True, exist_ok=True)
-        task.manifest = Manifest.open(job.out_dir, job.bag.path, bag_fingerprint(job.bag.path),
-                                      record, force=force)
+        if value.kind == "failed":
+            output.failed(spec, value.message)
+            return
+        done = value.done
+        assert done is not None
+        for rel, data in value.files.items():
+            write_atomic(output.out_dir / rel, lambda f, data=data: f.write(data))
+        output.finished(done, on_episode)
+        self._log(f"ray: {item.job.name}: episode {spec.index} {done.status}")
 
-    def _write_episode(self, task: _Task, index: int, entry: dict[str, Any],
-                       files: dict[str, bytes]) -> None:
-        assert task.manifest is not None
-        root = task.job.out_dir
-        for rel, data in files.items():
-            write_atomic(root / rel, lambda f, data=data: f.write(data))
-        task.manifest.record_episode(index, entry)
-        directory = str(Path(entry["files"][0]).parent) if entry.get("files") else ""
-        task.written.append(EpisodeOutcome(
-            index, entry.get("instruction", ""), "scored", directory=directory,
-            num_frames=entry.get("num_frames", 0), num_samples=entry.get("num_samples", 0),
-            num_ticks=entry.get("num_ticks", 0)))
-
-    def _partial(self, task: _Task, reason: str) -> BagRun:
-        """A bag left unfinished: what was written is kept, the rest waits for a re-run."""
-        report = BagRunReport(str(task.job.bag.path), str(task.job.out_dir),
-                              episodes=list(task.written))
-        report.notes.append(f"{reason}; {len(task.written)} episode(s) written in this run, "
-                            f"re-run to continue")
-        if task.manifest is not None:
-            write_combined_tables(task.manifest, task.job.out_dir)
-        return BagRun(task.job, report, error=reason)
+    def _maybe_close(self, item: _Input, on_input_done: Callable[[InputRun], None] | None) -> None:
+        """Once nothing of the input is queued or in flight: its manifest, tables and record."""
+        if item.run is not None or item.output is None or item.pending > 0:
+            if item.run is not None and not item.reported and on_input_done is not None:
+                item.reported = True
+                on_input_done(item.run)
+            return
+        report = item.output.close(item.notes)
+        report.episodes.sort(key=lambda e: e.index)
+        if item.lost_reason:
+            report.notes.append(f"{item.lost_reason}; {len(report.by_status('scored'))} episode(s) "
+                                f"written in this run, re-run to continue")
+        item.run = InputRun(item.job, report, error=item.lost_reason)
+        self._log(f"ray: {item.job.name}: {item.run.status}")
+        if on_input_done is not None:
+            item.reported = True
+            on_input_done(item.run)
 
     def _log(self, message: str) -> None:
         if self.progress:

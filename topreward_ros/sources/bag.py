@@ -276,6 +276,8 @@ class _Cut:
                         f"(from {previous} to {stamp_ns} ns, more than stamp_gap_restart_s); "
                         f"the frames from there on are a new episode with the same instruction")
             self.last_primary_ns = stamp_ns
+            if self.notes is not None:  # reading the whole bag: the plan counts the frames
+                self.current.num_frames = (self.current.num_frames or 0) + 1
         reader = self.reader
 
         def decode(view_size: int, message: Any = message) -> tuple[Any, str]:
