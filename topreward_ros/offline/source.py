@@ -98,7 +98,9 @@ class SourceFrame:
         array, or a lazy view converted when its sample is composed) and
         the frame's frame id;
         raises ``FrameDecodeError`` (a ``ValueError``) for a frame that
-        cannot be decoded. Called only for frames the schedule wants.
+        cannot be decoded. Called only for frames the schedule wants, and
+        only while the frame is the current one (a source may let its
+        decoder go once the next frame is read).
     """
 
     camera: int

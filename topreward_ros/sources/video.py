@@ -208,7 +208,8 @@ class VideoSource(EpisodeSource):
         try:
             for stamp, item in self._stamped():
                 last = max(last, stamp)
-                label = f"{self.kind} frame stamped {stamp} ns"
+                label = (f"{item.name} (stamped {stamp} ns)" if isinstance(item, Path)
+                         else f"video frame stamped {stamp} ns")
                 yield SourceFrame(0, stamp, stamp, label, decode=_decoder(item, self._path.name))
         except InputError as exc:
             raise SourceReadError(str(exc)) from exc
