@@ -26,13 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from topreward_ros.scoring.metrics import _labels, _vector, success_roc_auc
+from topreward_ros.scoring.metrics import binary_labels, finite_vector, success_roc_auc
 
 
 def two_way_log_probs(log_prob_true: Sequence[float], log_prob_false: Sequence[float]) -> list[float]:
     """Per prefix ``log p(True) - logsumexp(log p(True), log p(False))`` (nats, <= 0)."""
-    t = _vector(log_prob_true, "log_prob_true")
-    f = _vector(log_prob_false, "log_prob_false")
+    t = finite_vector(log_prob_true, "log_prob_true")
+    f = finite_vector(log_prob_false, "log_prob_false")
     if t.shape != f.shape:
         raise ValueError(f"log_prob_true has {t.size} values, log_prob_false has {f.size}")
     return (t - np.logaddexp(t, f)).tolist()
@@ -42,7 +42,7 @@ def window_mean(values: Sequence[float], window: int) -> float:
     """Mean of the last ``window`` values (all if fewer): the paper's success score rule."""
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be an integer >= 1, got {window!r}")
-    arr = _vector(values, "values")
+    arr = finite_vector(values, "values")
     if arr.size == 0:
         raise ValueError("values must not be empty")
     return float(arr[-window:].mean())
@@ -78,8 +78,8 @@ def choose_threshold(scores: Sequence[float], labels: Sequence[bool | int]) -> T
     score; among equally good ones the lowest is returned. Raises
     ``ValueError`` unless the labels hold both classes.
     """
-    s = _vector(scores, "scores")
-    y = _labels(labels, s.size)
+    s = finite_vector(scores, "scores")
+    y = binary_labels(labels, s.size)
     distinct = np.unique(s)
     candidates = np.concatenate(([distinct[0] - 1.0], (distinct[:-1] + distinct[1:]) / 2.0))
     n_pos = int(y.sum())
@@ -98,8 +98,8 @@ def choose_threshold(scores: Sequence[float], labels: Sequence[bool | int]) -> T
 
 def roc_points(scores: Sequence[float], labels: Sequence[bool | int]) -> tuple[list[float], list[float]]:
     """(FPR, TPR) of ``score > t`` for every threshold, from (0, 0) to (1, 1), for plotting."""
-    s = _vector(scores, "scores")
-    y = _labels(labels, s.size)
+    s = finite_vector(scores, "scores")
+    y = binary_labels(labels, s.size)
     fpr, tpr = [0.0], [0.0]
     for t in np.unique(s)[::-1]:
         predicted = s >= t

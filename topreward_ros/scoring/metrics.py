@@ -25,7 +25,7 @@ def _rank(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _vector(values: Sequence[float], name: str) -> np.ndarray:
+def finite_vector(values: Sequence[float], name: str) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
@@ -41,7 +41,7 @@ def voc(values: Sequence[float]) -> float:
     (or fewer than 2 values) has no defined correlation and gives 0.0, as the
     paper reports it.
     """
-    arr = _vector(values, "values")
+    arr = finite_vector(values, "values")
     if arr.size < 2 or np.all(arr == arr[0]):
         return 0.0
     rv = _rank(arr)
@@ -51,7 +51,7 @@ def voc(values: Sequence[float]) -> float:
     return float(np.dot(rv, rt) / np.sqrt(np.dot(rv, rv) * np.dot(rt, rt)))
 
 
-def _labels(labels: Sequence[bool | int], n: int) -> np.ndarray:
+def binary_labels(labels: Sequence[bool | int], n: int) -> np.ndarray:
     arr = np.asarray(labels)
     if arr.ndim != 1 or arr.size != n:
         raise ValueError(f"labels must be 1-D with one label per score ({n}), got shape {arr.shape}")
@@ -69,8 +69,8 @@ def success_roc_auc(scores: Sequence[float], labels: Sequence[bool | int]) -> fl
     Computed as the Mann-Whitney statistic (probability that a random success
     scores above a random failure, ties counting one half).
     """
-    s = _vector(scores, "scores")
-    y = _labels(labels, s.size)
+    s = finite_vector(scores, "scores")
+    y = binary_labels(labels, s.size)
     ranks = _rank(s)
     n_pos = int(y.sum())
     n_neg = y.size - n_pos
@@ -85,8 +85,8 @@ def best_threshold(scores: Sequence[float], labels: Sequence[bool | int]) -> flo
     Candidates are the midpoints between consecutive distinct scores (plus
     one below the lowest); among equally good ones the lowest is returned.
     """
-    s = _vector(scores, "scores")
-    y = _labels(labels, s.size)
+    s = finite_vector(scores, "scores")
+    y = binary_labels(labels, s.size)
     distinct = np.unique(s)
     candidates = np.concatenate(([distinct[0] - 1.0], (distinct[:-1] + distinct[1:]) / 2.0))
     n_pos = y.sum()
