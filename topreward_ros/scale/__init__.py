@@ -1,14 +1,15 @@
-"""Scoring a fleet's recordings on a Ray cluster (optional: the ``scale`` extra).
+"""Scoring episodes on a Ray cluster (optional: the ``scale`` extra).
 
-Nothing here is imported by the default, embedded path of ``topreward bag``;
-Ray itself is imported only when ``--ray`` is asked for, through
-:func:`import_ray`, which names the extra to install when it is missing.
+Nothing here is imported by the default, in-process engine of ``topreward
+bag``, ``lerobot`` or ``eval``; Ray itself is imported only when ``--ray``
+is asked for, through :func:`import_ray`, which names the extra to install
+when it is missing.
 
 * ``replica.py``: the actor body, one per model replica; it loads the model
-  once and scores whole bags, relaying each finished episode to the driver.
-* ``engine.py``: the driver; it plans, hands bags to idle replicas, writes
-  every relayed episode into the output layout and manifest atomically, and
-  re-queues the bag of a replica that died.
+  once and scores one episode of any source per call, handing back its files.
+* ``engine.py``: the driver; it plans every input, hands episodes to idle
+  replicas, writes each episode's files into the output layout and manifest
+  atomically, and leaves an episode whose replica died for good to a re-run.
 """
 from __future__ import annotations
 
