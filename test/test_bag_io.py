@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from topreward_ros.bag.episodes import EpisodeSplitter, StampError, header_stamp_ns
+from topreward_ros.episode import StampCut
 from topreward_ros.bag.base import bag_fingerprint
 from topreward_ros.files import write_atomic
 from topreward_ros.offline.manifest import Manifest, ManifestError
@@ -209,9 +210,9 @@ def test_splitter_follows_the_node_rules():
         ("end", "instruction"), ("start", "instruction")]
     events = s.on_reset(40)
     assert [(e.action, e.instruction) for e in events] == [("end", "pick"), ("start", "pick")]
-    events = s.on_stamp_jump(50, 2.5)
+    events = s.on_stamp_cut(50, StampCut("back", 2.5))
     assert events[1].reason == "camera stamp jumped back by 2.500 s"
-    events = s.on_stamp_gap(55, 1_700_000_000.25)
+    events = s.on_stamp_cut(55, StampCut("forward", 1_700_000_000.25))
     assert [(e.action, e.instruction, e.reason) for e in events] == [
         ("end", "pick", "camera stamp jumped forward by 1700000000.250 s"),
         ("start", "pick", "camera stamp jumped forward by 1700000000.250 s")]

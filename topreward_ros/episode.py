@@ -37,6 +37,37 @@ NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True)
+class StampCut:
+    """A primary camera stamp that starts a new episode with the same instruction.
+
+    The node and the offline sources cut by this one rule, so a recording
+    is cut live where it is cut offline: a stamp that jumps back by more
+    than ``stamp_jump_restart_s`` (a looping recording, a restarted driver)
+    or forward by more than ``stamp_gap_restart_s`` (zero stamps turning
+    real, a long pause) would otherwise put one video's samples years apart.
+    """
+
+    direction: str  # "back" or "forward"
+    seconds: float
+
+    @property
+    def reason(self) -> str:
+        return f"camera stamp jumped {self.direction} by {self.seconds:.3f} s"
+
+
+def stamp_cut(previous_ns: int | None, stamp_ns: int, jump_restart_s: float,
+              gap_restart_s: float) -> StampCut | None:
+    """The cut a primary frame stamped ``stamp_ns`` after one stamped ``previous_ns`` makes, if any."""
+    if previous_ns is None:
+        return None
+    if (previous_ns - stamp_ns) / NS_PER_S > jump_restart_s:
+        return StampCut("back", (previous_ns - stamp_ns) / NS_PER_S)
+    if (stamp_ns - previous_ns) / NS_PER_S > gap_restart_s:
+        return StampCut("forward", (stamp_ns - previous_ns) / NS_PER_S)
+    return None
+
+
+@dataclass(frozen=True)
 class EpisodeSettings:
     """How an episode is sampled, scored and judged.
 

@@ -61,7 +61,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 
-from topreward_ros.episode import EpisodeRunner, TickResult
+from topreward_ros.episode import EpisodeRunner, TickResult, stamp_cut
 from topreward_ros.camera_view import CameraView
 from topreward_ros.msg import EpisodeSuccess, TaskProgress
 from topreward_ros.progress_messages import MessageKit, episode_success, task_progress
@@ -668,13 +668,14 @@ class ScorerNode(Node):
             return
         stamp_ns = stamp_to_ns(msg.header.stamp)
         previous = stats.last_stamp_ns
+        # The primary camera cuts episodes by the offline sources' own rule.
+        cut = stamp_cut(previous, stamp_ns, float(self.get_parameter("stamp_jump_restart_s").value),
+                        float(self.get_parameter("stamp_gap_restart_s").value)) if camera == 0 else None
         if previous is not None and stamp_ns < previous:
-            jump_s = (previous - stamp_ns) / NS_PER_S
             stats.stale += 1
-            stats.error.record(f"frame stamp went back by {jump_s:.3f} s")
-            restart_s = float(self.get_parameter("stamp_jump_restart_s").value)
-            if camera == 0 and jump_s > restart_s and self._runner.instruction:
-                self._start_episode(self._runner.instruction, f"camera stamp jumped back by {jump_s:.3f} s")
+            stats.error.record(f"frame stamp went back by {(previous - stamp_ns) / NS_PER_S:.3f} s")
+            if cut is not None and self._runner.instruction:
+                self._start_episode(self._runner.instruction, cut.reason)
         elif previous is not None and stamp_ns == previous:
             # A driver publishing zero or constant stamps: such frames are never
             # sampled (the schedule reads time from stamps), so say so.
@@ -682,16 +683,13 @@ class ScorerNode(Node):
             text = f"frame stamp does not increase ({stamp_ns} ns repeated): frame not sampled"
             stats.error.record(text)
             self.get_logger().warning(f"{stats.topic}: {text}", throttle_duration_sec=5.0)
-        elif previous is not None and camera == 0:
-            gap_s = (stamp_ns - previous) / NS_PER_S
-            if gap_s > float(self.get_parameter("stamp_gap_restart_s").value) and self._runner.instruction:
-                # Zero stamps turned real, or a long pause: one window must never
-                # span it (the model would see samples years apart).
-                stats.stamp_gaps += 1
-                text = f"camera stamp jumped forward by {gap_s:.3f} s"
-                stats.error.record(text)
-                self.get_logger().warning(f"{stats.topic}: {text}", throttle_duration_sec=5.0)
-                self._start_episode(self._runner.instruction, text)
+        elif cut is not None and self._runner.instruction:
+            # Zero stamps turned real, or a long pause: one window must never
+            # span it (the model would see samples years apart).
+            stats.stamp_gaps += 1
+            stats.error.record(cut.reason)
+            self.get_logger().warning(f"{stats.topic}: {cut.reason}", throttle_duration_sec=5.0)
+            self._start_episode(self._runner.instruction, cut.reason)
         stats.last_stamp_ns = stamp_ns
         if not self._runner.wants(camera, stamp_ns):
             stats.not_needed += 1

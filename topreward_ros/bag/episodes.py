@@ -29,6 +29,8 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
+from topreward_ros.episode import StampCut
+
 NS_PER_S = 1_000_000_000
 
 Action = Literal["start", "end"]
@@ -85,18 +87,11 @@ class EpisodeSplitter:
             return []
         return self._restart(log_time_ns, self._instruction, "reset")
 
-    def on_stamp_jump(self, log_time_ns: int, jump_s: float) -> list[EpisodeEvent]:
+    def on_stamp_cut(self, log_time_ns: int, cut: StampCut) -> list[EpisodeEvent]:
+        """A primary camera stamp jumped back or far forward (``episode.stamp_cut``)."""
         if not self.active or self._instruction is None:
             return []
-        return self._restart(log_time_ns, self._instruction,
-                             f"camera stamp jumped back by {jump_s:.3f} s")
-
-    def on_stamp_gap(self, log_time_ns: int, gap_s: float) -> list[EpisodeEvent]:
-        """A primary camera stamp far after the previous one: the same as a jump back, forward."""
-        if not self.active or self._instruction is None:
-            return []
-        return self._restart(log_time_ns, self._instruction,
-                             f"camera stamp jumped forward by {gap_s:.3f} s")
+        return self._restart(log_time_ns, self._instruction, cut.reason)
 
     def finish(self, log_time_ns: int, reason: str = "end of bag") -> list[EpisodeEvent]:
         return self._end(log_time_ns, reason)

@@ -30,6 +30,7 @@ from typing import Any
 
 from topreward_ros.bag.base import BagError, BagReadError, bag_fingerprint
 from topreward_ros.bag.episodes import EpisodeEvent, EpisodeSplitter, StampError, header_stamp_ns
+from topreward_ros.episode import stamp_cut
 from topreward_ros.offline.source import (
     EpisodeSource,
     EpisodeSpec,
@@ -41,7 +42,6 @@ from topreward_ros.offline.source import (
 )
 from topreward_ros.scoring.prompt import validate_instruction
 
-NS_PER_S = 1_000_000_000
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 STRING_TYPE = "std_msgs/msg/String"
 
@@ -212,8 +212,6 @@ class _Cut:
                ) -> Iterator[tuple[str, Any]]:
         """("start", spec), ("frame", SourceFrame) and ("end", spec), in stream order."""
         opts = self.options
-        restart_ns = int(round(opts.stamp_jump_restart_s * NS_PER_S))
-        gap_ns = int(round(opts.stamp_gap_restart_s * NS_PER_S))
         last_log_ns = 0
         if first_spec is not None:
             self.current, self.phase_ns = first_spec, first_spec.tick_phase_ns
@@ -229,7 +227,7 @@ class _Cut:
                     yield from self._handle(self.splitter.begin(t), skip_self=False)
                 topic = message.topic
                 if topic in self.cameras:
-                    yield from self._camera(message, self.cameras[topic], restart_ns, gap_ns)
+                    yield from self._camera(message, self.cameras[topic])
                 elif topic == opts.reset_topic:
                     yield from self._handle(self.splitter.on_reset(t), skip_self=True)
                 else:
@@ -248,9 +246,10 @@ class _Cut:
                 self.notes.notes.append(
                     f"{self.splitter.ignored_resets} reset(s) before any instruction ignored")
 
-    def _camera(self, message: Any, camera: int, restart_ns: int, gap_ns: int
-                ) -> Iterator[tuple[str, Any]]:
+    def _camera(self, message: Any, camera: int) -> Iterator[tuple[str, Any]]:
         t, topic = message.log_time_ns, message.topic
+        opts_jump_s = self.options.stamp_jump_restart_s
+        opts_gap_s = self.options.stamp_gap_restart_s
         if self.current is None:
             if camera == 0 and self.notes is not None:
                 self.notes.frames_outside_episodes += 1
@@ -262,17 +261,14 @@ class _Cut:
             return
         if camera == 0:
             previous = self.last_primary_ns
-            if previous is not None and previous - stamp_ns > restart_ns:
-                yield from self._handle(
-                    self.splitter.on_stamp_jump(t, (previous - stamp_ns) / NS_PER_S), skip_self=False)
-            elif previous is not None and stamp_ns - previous > gap_ns:
+            cut = stamp_cut(previous, stamp_ns, opts_jump_s, opts_gap_s)
+            if cut is not None:
                 ended = self.current.index
-                yield from self._handle(
-                    self.splitter.on_stamp_gap(t, (stamp_ns - previous) / NS_PER_S), skip_self=False)
-                if self.notes is not None:
+                yield from self._handle(self.splitter.on_stamp_cut(t, cut), skip_self=False)
+                if cut.direction == "forward" and self.notes is not None:
                     self.notes.notes.append(
                         f"episode {ended} ended at log time {t}: the primary camera stamp jumped "
-                        f"forward by {(stamp_ns - previous) / NS_PER_S:.3f} s "
+                        f"forward by {cut.seconds:.3f} s "
                         f"(from {previous} to {stamp_ns} ns, more than stamp_gap_restart_s); "
                         f"the frames from there on are a new episode with the same instruction")
             self.last_primary_ns = stamp_ns
