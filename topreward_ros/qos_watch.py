@@ -63,14 +63,25 @@ class QoSWatch:
         self._logger = logger
         self._peers = peers
         self._lock = threading.Lock()
-        self._endpoints: list[_Endpoint] = []
+        # One record per topic, side and ignored policies: a managed node creates
+        # its endpoints again at every activation, and what was counted and
+        # explained before stays (once per topic, side and policy for the node's life).
+        self._records: dict[tuple[str, str, frozenset[int]], _Endpoint] = {}
+
+    @property
+    def _endpoints(self) -> list[_Endpoint]:
+        return list(self._records.values())
 
     def watch(self, topic: str, side: str, profile: Any, advice: str,
               ignore: frozenset[int] = frozenset()) -> Callable[[Any], None]:
-        """Register an endpoint; returns the callback for its incompatible_qos event."""
-        endpoint = _Endpoint(topic, side, profile, advice, frozenset(int(k) for k in ignore))
+        """Register an endpoint (or take its record back); the callback for its incompatible_qos event."""
+        key = (topic, side, frozenset(int(k) for k in ignore))
         with self._lock:
-            self._endpoints.append(endpoint)
+            endpoint = self._records.get(key)
+            if endpoint is None:
+                endpoint = self._records[key] = _Endpoint(topic, side, profile, advice, key[2])
+            else:
+                endpoint.profile, endpoint.advice = profile, advice
         return lambda event: self.on_event(endpoint, event)
 
     def on_event(self, endpoint: _Endpoint, event: Any) -> None:
