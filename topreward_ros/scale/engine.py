@@ -3,8 +3,9 @@
 One long-lived actor per model replica (``replica.ScorerReplica``) loads the
 model once; one GPU each where the cluster has GPUs (and the device is not
 forced to the CPU), otherwise ``cpus_per_replica`` CPUs each. Episodes are
-the tasks: the driver plans every input (``EpisodeSource.plan``: a bag is
-read once without decoding, a dataset's tables), skips the episodes an
+the tasks: the driver plans every input (``EpisodeSource.plan``: a bag's
+instruction, reset and primary camera topics, nothing decoded; a dataset's
+tables), skips the episodes an
 earlier run finished, and hands the others to idle replicas in input order,
 so one dataset or one long bag uses every replica. A replica reads its
 episode itself (``frames(spec)``: a bag by its log-time range) and hands

@@ -10,12 +10,11 @@ the 2 fps schedule keeps it.
 Two ways to read, one set of rules:
 
 * ``walk()`` reads the bag once, cutting as it goes (the in-process engine);
-* ``plan()`` reads it once without decoding anything and notes, per
-  episode, where it starts: its log time and how many messages logged at
-  that same time come before it. ``frames(spec)`` then reads only the
-  episode's log-time range (the storage index finds it) and picks up the
-  cut exactly there, so a replica on another machine reads one episode,
-  not the bag.
+* ``plan()`` reads only the topics that cut (instruction, reset, the
+  primary camera's header stamps), decodes nothing, and notes per episode
+  the message it starts at. ``frames(spec)`` then reads only the episode's
+  log-time range (the storage index finds it) and picks up the cut exactly
+  there, so a replica on another machine reads one episode, not the bag.
 
 Episode numbers count the bag's episodes from 0 in log-time order (the
 ``N`` of ``episode_NNNN``); the tables add ``episode_offset``.
@@ -23,7 +22,7 @@ Episode numbers count the bag's episodes from 0 in log-time order (the
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -183,11 +182,20 @@ def pick_cameras(bag: Path, cameras: Sequence[str] | None) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class _Start:
-    """Where an episode starts in the message stream: a log time and how many
-    messages logged at that time come before the episode's first one."""
+    """The message an episode starts at, found again whatever else is read beside it.
+
+    ``topic`` and ``nth``: the ``nth`` message (from 0) of that topic logged
+    at ``log_ns``; None for an episode that starts before the bag's first
+    message (a fixed instruction). ``included``: that message is the
+    episode's first frame (a stamp cut), not an instruction or reset, which
+    belong to no episode. Messages of other topics logged at the same time
+    fall before or after it as the storage orders them, in every read.
+    """
 
     log_ns: int
-    skip: int
+    topic: str | None
+    nth: int
+    included: bool
 
 
 class _Cut:
@@ -204,28 +212,38 @@ class _Cut:
         self.current: EpisodeSpec | None = None
         self.last_primary_ns: int | None = None
         self.phase_ns: int | None = None
-        # Messages already handled at the log time of the one being handled.
+        # Messages of each topic already handled at the log time of the one being handled.
         self.time_ns: int | None = None
-        self.at_time = 0
+        self.at_time: dict[str, int] = {}
+        self.topic: str | None = None
 
-    def events(self, messages: Iterator[Any], first_spec: EpisodeSpec | None = None
+    def events(self, messages: Iterator[Any], first_spec: EpisodeSpec | None = None,
+               phase_ns: int | None = None, last_ns: Callable[[int], int] | None = None
                ) -> Iterator[tuple[str, Any]]:
-        """("start", spec), ("frame", SourceFrame) and ("end", spec), in stream order."""
+        """("start", spec), ("frame", SourceFrame) and ("end", spec), in stream order.
+
+        ``phase_ns``: the bag's first log time when ``messages`` leave out
+        topics that could hold it; ``last_ns``: the bag's last log time given
+        the last one of ``messages`` (the end of the last episode).
+        """
         opts = self.options
         last_log_ns = 0
         if first_spec is not None:
             self.current, self.phase_ns = first_spec, first_spec.tick_phase_ns
             self.splitter.continue_episode(first_spec.instruction)
+        elif phase_ns is not None:
+            self.phase_ns = phase_ns
+            yield from self._handle(self.splitter.begin(phase_ns), skip_self=False)
         try:
             for message in messages:
                 t = message.log_time_ns
                 last_log_ns = max(last_log_ns, t)
                 if t != self.time_ns:
-                    self.time_ns, self.at_time = t, 0
+                    self.time_ns, self.at_time = t, {}
+                topic = self.topic = message.topic
                 if self.phase_ns is None:
                     self.phase_ns = t
                     yield from self._handle(self.splitter.begin(t), skip_self=False)
-                topic = message.topic
                 if topic in self.cameras:
                     yield from self._camera(message, self.cameras[topic])
                 elif topic == opts.reset_topic:
@@ -233,7 +251,9 @@ class _Cut:
                 else:
                     text = str(self.reader.deserialize(message).data)
                     yield from self._handle(self.splitter.on_instruction(text, t), skip_self=True)
-                self.at_time += 1
+                self.at_time[topic] = self.at_time.get(topic, 0) + 1
+            if last_ns is not None:
+                last_log_ns = last_ns(last_log_ns)
             yield from self._handle(self.splitter.finish(last_log_ns), skip_self=False)
         except BagReadError as exc:
             raise SourceReadError(str(exc)) from exc
@@ -302,8 +322,12 @@ class _Cut:
             self.last_primary_ns = None
             assert self.phase_ns is not None
             # An instruction or reset message is not part of its episode; a
-            # camera frame that starts one (a stamp jump) is its first frame.
-            start = _Start(event.log_time_ns, self.at_time + (1 if skip_self else 0))
+            # camera frame that starts one (a stamp cut) is its first frame.
+            if event.reason in ("fixed instruction",) or self.topic is None:
+                start = _Start(event.log_time_ns, None, 0, True)
+            else:
+                start = _Start(event.log_time_ns, self.topic, self.at_time.get(self.topic, 0),
+                               included=not skip_self)
             self.current = EpisodeSpec(
                 index, event.instruction, event.log_time_ns, event.log_time_ns, self.phase_ns,
                 table_index=index + self.options.episode_offset,
@@ -346,14 +370,35 @@ class BagSource(EpisodeSource):
         return record
 
     def plan(self) -> tuple[list[EpisodeSpec], SourceNotes]:
-        """One read of the bag, nothing decoded: the episodes and where each starts."""
+        """The episodes and where each starts, from the instruction, reset and primary topics.
+
+        Those topics decide every cut (the primary camera's header stamps
+        decide the stamp cuts and are read from the raw bytes); the other
+        cameras are read only for the bag's first and last log times, which
+        the timer's phase and the last episode's end need: their first
+        message and their tail after the planned topics end.
+        """
         notes = SourceNotes()
         specs: list[EpisodeSpec] = []
+        opts = self.options
+        planned = opts.topics - set(opts.camera_topics[1:])
+        others = opts.topics - planned
         try:
-            for spec, frames in self.walk(notes):
-                specs.append(spec)
-                for _ in frames:
-                    pass
+            with self._open() as reader:
+                notes.notes.extend(reader.notes)
+                check_bag(reader, opts)
+                firsts = [m.log_time_ns for t in sorted(opts.topics)
+                          for m in _first(reader.messages({t}))]
+
+                def last_ns(planned_last: int) -> int:
+                    tail = reader.messages(others, start_ns=planned_last) if others else ()
+                    return max([planned_last, *(m.log_time_ns for m in tail)])
+
+                cut = _Cut(self, reader, notes)
+                for kind, item in cut.events(reader.messages(planned), phase_ns=min(firsts),
+                                             last_ns=last_ns):
+                    if kind == "start":
+                        specs.append(item)
         except SourceReadError as exc:
             notes.read_error = str(exc)
             if specs and specs[-1].end_reason == "":  # the episode the damage cut short
@@ -381,19 +426,31 @@ class BagSource(EpisodeSource):
         with self._open() as reader:
             cut = _Cut(self, reader, None)
             messages = reader.messages(self.options.topics, start.log_ns, spec.end_ns + 1)
-            skipped = 0
-            for message in messages:
-                if message.log_time_ns == start.log_ns and skipped < start.skip:
-                    skipped += 1  # logged at the start time, but before the episode began
-                    continue
-                rest = _chain(message, messages)
+            try:
+                rest = _from_start(messages, start)
                 yield from _episode_frames(cut.events(rest, first_spec=spec))
-                return
+            except BagReadError as exc:
+                raise SourceReadError(str(exc)) from exc
 
 
-def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
-    yield first
-    yield from rest
+def _first(messages: Iterator[Any]) -> list[Any]:
+    for message in messages:
+        return [message]
+    return []
+
+
+def _from_start(messages: Iterator[Any], start: _Start) -> Iterator[Any]:
+    """The messages of a range read from the episode's first one on (see ``_Start``)."""
+    if start.topic is not None:
+        seen = 0
+        for message in messages:
+            if message.log_time_ns == start.log_ns and message.topic == start.topic:
+                if seen == start.nth:
+                    if start.included:
+                        yield message
+                    break
+                seen += 1
+    yield from messages
 
 
 def _episode_frames(stream: Iterator[tuple[str, Any]]) -> Iterator[SourceFrame]:
