@@ -134,3 +134,23 @@ def test_label_checks_before_scoring(tmp_path: Path) -> None:
     with pytest.raises(EvalInputError, match="no instruction for 'clip'"):
         check_labels(inputs, no_instruction, None)
     check_labels(inputs, no_instruction, "pick the cup")
+
+
+def test_a_lerobot_dataset_is_one_input_of_many_episodes_named_by_episode_index(tmp_path: Path) -> None:
+    """A directory holding meta/info.json is a dataset: labels name its episodes <name>/<episode_index>."""
+    for name in ("ds_b", "ds_a"):
+        (tmp_path / "datasets" / name / "meta").mkdir(parents=True)
+        (tmp_path / "datasets" / name / "meta" / "info.json").write_text("{}")
+        # A dataset's own folders hold no bag and no dataset: it stays one input.
+        (tmp_path / "datasets" / name / "videos").mkdir()
+    ds = tmp_path / "datasets" / "ds_a"
+    assert classify(ds) == classify_all([ds])[0]
+    assert (classify(ds).kind, classify(ds).name, classify(ds).multi_episode) == ("dataset", "ds_a", True)
+    # A folder of datasets stands for them, in name order, as a folder of bags does.
+    assert [(i.kind, i.name) for i in classify_all([tmp_path / "datasets"])] == [
+        ("dataset", "ds_a"), ("dataset", "ds_b")]
+    inputs = classify_all([ds])
+    check_labels(inputs, labels_of(("ds_a/0", True), ("ds_a/12", False)), None)  # no instruction needed
+    with pytest.raises(EvalInputError, match=r"no input holds: 'ds_a/x', 'ds_b/0'.*<dataset name>/"
+                                             r"<episode_index> for LeRobot datasets \(ds_a\)"):
+        check_labels(inputs, labels_of(("ds_a/x", True), ("ds_b/0", True)), None)

@@ -1,13 +1,18 @@
 """``topreward eval``: options, the run, and exit codes.
 
+Every input becomes an episode source scored on an engine (this process,
+or Ray replicas with ``--ray``) by ``evaluation.runner``; this module parses
+the options, checks everything it can before the model loads, and writes
+the report (``evaluation.report``).
+
 Exit codes:
 
 * 0: every episode scored and labelled, metrics and ``calibrated.yaml`` written
   (also after ``--max-episodes``: a re-run continues);
 * 1: finished, but something needs attention (an episode failed, a scored
-  episode has no label, a label names a bag episode that does not exist,
-  or the labels hold one class only so no threshold could be fitted);
-  everything that could be computed is written;
+  episode has no label, a label names a bag or dataset episode that does
+  not exist, or the labels hold one class only so no threshold could be
+  fitted); everything that could be computed is written;
 * 2: nothing could start (bad option, unreadable labels file, a label for
   no input, an input missing, the model not loadable, an output directory
   of other settings);
@@ -17,102 +22,87 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-EXIT_OK = 0
-EXIT_ATTENTION = 1
-EXIT_UNUSABLE = 2
-EXIT_INTERRUPTED = 130
+from topreward_ros.commands.options import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_UNUSABLE,
+    MODEL_PARAMS,
+    SCORING_PARAMS,
+    STAMP_PARAMS,
+    add_model_options,
+    add_ray_options,
+    add_run_options,
+    add_scoring_options,
+    add_stamp_options,
+    apply_params_file,
+    ray_options,
+    scorer_config,
+)
+
+#: Finished, but something needs attention (the shared "partial" code).
+EXIT_ATTENTION = EXIT_PARTIAL
+
+__all__ = ["EXIT_ATTENTION", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNUSABLE", "EVAL_PARAMS", "register"]
+
+
+#: Node parameters ``--params-file`` may set: option dest, type, default. The
+#: success threshold is what eval fits, so a file's is ignored.
+EVAL_PARAMS: dict[str, tuple[str, type, Any]] = {
+    **MODEL_PARAMS,
+    "camera_topics": ("cameras", list, None),
+    **{k: v for k, v in SCORING_PARAMS.items() if k != "success_threshold"},
+    **STAMP_PARAMS,
+}
 
 
 def register(subparsers: Any) -> None:
     """Add the ``eval`` subcommand to the ``topreward`` parser."""
-    from topreward_ros.scoring.config import DEFAULT_MODEL
-
     p = subparsers.add_parser(
         "eval",
         help="score labelled episodes, their static-video controls, and calibrate success detection",
         description="Score labelled episodes (bags cut at the instruction topic as `topreward bag` cuts "
-        "them, videos, frame folders): K-prefix curve, VOC, static-video control (first sampled frame "
-        "repeated at the same stamps) and its VOC, raw and two-way success scores; then success ROC-AUC "
-        "and the threshold maximising balanced accuracy. Writes report.md, episodes.csv, PNG plots and "
-        "calibrated.yaml (a ROS 2 parameters file for the node and `topreward bag --params-file`). "
-        "Episode names: <bag name>/<episode index> (from 0) for bags, the file stem for videos, the folder "
-        "name for frame folders. Re-running into the same output directory resumes.",
+        "them, LeRobot v3 datasets as `topreward lerobot` reads them, videos, frame folders): K-prefix "
+        "curve, VOC, static-video control (first sampled frame repeated at the same stamps) and its VOC, "
+        "raw and two-way success scores; then success ROC-AUC and the threshold maximising balanced "
+        "accuracy. Writes report.md, episodes.csv, PNG plots and calibrated.yaml (a ROS 2 parameters file "
+        "for the node and `topreward bag --params-file`), and each input's offline outputs under "
+        "bags/, datasets/ or videos/. Episode names: <bag name>/<episode index> (from 0) for bags, "
+        "<dataset name>/<episode_index> for datasets, the file stem for videos, the folder name for "
+        "frame folders. Re-running into the same output directory resumes; --ray scores on Ray replicas.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="rosbag2 bag (directory, .mcap or .db3), a directory of bags, @LIST (a file "
-                   "naming one input per line), video file, or folder of frames")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="rosbag2 bag (directory, .mcap or .db3), LeRobot dataset (the directory holding "
+                   "meta/info.json), a directory of bags or datasets, @LIST (a file naming one input per "
+                   "line), video file, or folder of frames")
     p.add_argument("-l", "--labels", type=Path, required=True,
                    help="CSV (episode,success[,task][,instruction]) or YAML (episode: 0/1 or "
                    "{success, task, instruction}) labels file")
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
-    g = p.add_argument_group("bags (as for topreward bag)")
-    # Options a parameters file can also set default to None here and are
-    # resolved in apply_params_file: command line, then file, then default.
-    g.add_argument("--params-file", type=Path, metavar="YAML",
-                   help="the rig's ROS 2 parameters file of the node: its " + ", ".join(EVAL_PARAMS)
-                   + " apply unless given as options (relative camera topics are taken as in the root "
-                   "namespace); other keys, success_threshold included, are ignored")
-    g.add_argument("--camera", action="append", dest="cameras", metavar="TOPIC",
-                   help="image topic; repeat for several cameras, the first is the primary "
-                   "(default: camera_topics of --params-file, else each bag's only image topic)")
+    g = p.add_argument_group("bags (as for topreward bag) and datasets (as for topreward lerobot)")
+    g.add_argument("--camera", action="append", dest="cameras", metavar="TOPIC_OR_KEY",
+                   help="a bag's image topic or a dataset's video feature; repeat for several cameras, the "
+                   "first is the primary (default: for bags camera_topics of --params-file, else each "
+                   "bag's only image topic; for datasets each dataset's only video feature)")
     g.add_argument("--instruction-topic", default="/instruction",
-                   help="std_msgs/String topic that starts each episode (default: %(default)s)")
-    g.add_argument("--reset-topic", help="a message on this topic starts a new episode")
-    g.add_argument("--stamp-jump-restart", type=float, metavar="SECONDS", help="(default: 1.0)")
-    g.add_argument("--stamp-gap-restart", type=float, metavar="SECONDS",
-                   help="a primary frame stamped this much after the previous one starts a new "
-                   "episode (default: 60.0)")
-    g.add_argument("--rate", type=float, metavar="HZ",
-                   help="the node's scoring timer (rate_hz) in bag time, for the live-style ticks (default: 1.0)")
+                   help="std_msgs/String topic that starts each bag episode (default: %(default)s)")
+    g.add_argument("--reset-topic", help="a message on this topic starts a new bag episode")
+    g.add_argument("--video-tolerance", type=float, default=0.5, metavar="FRAMES",
+                   help="datasets: leave a frame out when the nearest decoded picture is further than this "
+                   "many frame periods from its timestamp (default: %(default)s)")
     g = p.add_argument_group("videos and frame folders (as for topreward score)")
     g.add_argument("--instruction", help="instruction of videos / frame folders whose label gives none")
     g.add_argument("--source-fps", type=float, default=30.0,
                    help="frame rate of frame folders (default: %(default)s; videos use their timestamps)")
-    g = p.add_argument_group("model")
-    g.add_argument("--model", help=f"hub id or local directory (default: {DEFAULT_MODEL})")
-    g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    g.add_argument("--dtype", help="auto | bfloat16 | float16 | float32")
-    g.add_argument("--local-files-only", action="store_true", help="never contact the hub")
-    g.add_argument("--torch-threads", type=int, default=None, help="CPU threads for torch")
-    g = p.add_argument_group("scoring (same meaning as the node's parameters)")
-    g.add_argument("--sample-fps", type=float, help="(default: 2.0)")
-    g.add_argument("--max-frames", type=int, help="(default: 256)")
-    g.add_argument("--sync-tolerance", type=float, metavar="SECONDS", help="(default: 0.05)")
-    g.add_argument("--view-size", type=int, help="(default: 244)")
-    g.add_argument("--num-prefixes", type=int, default=15, help="K of the offline curve (default: %(default)s)")
-    g.add_argument("--success-window", type=int,
-                   help="prefixes averaged into the success score; written to calibrated.yaml (default: 3)")
-    g.add_argument("--success-consecutive", type=int,
-                   help="written to calibrated.yaml as is (not fitted) (default: 2)")
-    g = p.add_argument_group("run")
-    g.add_argument("--max-episodes", type=int, default=None,
-                   help="score at most this many new episodes now; a re-run continues")
-    g.add_argument("--force", action="store_true", help="redo everything even if the output directory has results")
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_model_options(p)
+    add_stamp_options(add_scoring_options(p, EVAL_PARAMS, "recording", threshold=False))
+    add_run_options(p, outputs=False)
+    add_ray_options(p)
     p.set_defaults(func=run_eval)
-
-
-#: Node parameters ``--params-file`` may set: option dest, type, default.
-EVAL_PARAMS: dict[str, tuple[str, type, Any]] = {
-    "model": ("model", str, None),  # default: DEFAULT_MODEL (resolved lazily)
-    "device": ("device", str, "auto"),
-    "dtype": ("dtype", str, "auto"),
-    "local_files_only": ("local_files_only", bool, False),
-    "torch_threads": ("torch_threads", int, None),
-    "camera_topics": ("cameras", list, None),
-    "sample_fps": ("sample_fps", float, 2.0),
-    "max_frames": ("max_frames", int, 256),
-    "sync_tolerance_s": ("sync_tolerance", float, 0.05),
-    "view_size": ("view_size", int, 244),
-    "rate_hz": ("rate", float, 1.0),
-    "success_window": ("success_window", int, 3),
-    "success_consecutive": ("success_consecutive", int, 2),
-    "stamp_jump_restart_s": ("stamp_jump_restart", float, 1.0),
-    "stamp_gap_restart_s": ("stamp_gap_restart", float, 60.0),
-}
 
 
 def _error(message: str) -> None:
@@ -129,20 +119,29 @@ def _is_random_checkpoint(model_id: str) -> bool:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from topreward_ros.commands.jobs import EngineStartError, open_engine
     from topreward_ros.evaluation.inputs import EvalInputError, check_labels, classify_all
     from topreward_ros.evaluation.labels import LabelsError, read_labels
     from topreward_ros.evaluation.runner import EvalRunner, EvalSettings, EvalSetupError
-    from topreward_ros.bag.cli import apply_params_file
-    from topreward_ros.episode import EpisodeSettings
     from topreward_ros.params_file import ParamsFileError
-    from topreward_ros.scoring import ModelLoadError, ScorerConfig, load_scorer
 
+    if args.ray and Path(args.ray).exists():
+        # `--ray INPUT ...`: the value is an input, not a cluster address.
+        args.inputs.insert(0, args.ray)
+        args.ray = ""
+    # Cameras named on the command line; a parameters file's camera_topics are
+    # ROS topics, which name nothing in a dataset.
+    dataset_cameras = tuple(args.cameras) if args.cameras else None
     try:
+        if not args.inputs:
+            raise ValueError("give at least one input (bag, dataset, video, frame folder or @LIST)")
         apply_params_file(args, EVAL_PARAMS)
         if args.max_episodes is not None and args.max_episodes < 1:
             raise ValueError(f"--max-episodes must be >= 1, got {args.max_episodes}")
         if not args.source_fps > 0:
             raise ValueError(f"--source-fps must be > 0, got {args.source_fps}")
+        if not 0 < args.video_tolerance <= 1:
+            raise ValueError(f"--video-tolerance must lie in (0, 1], got {args.video_tolerance}")
         if args.instruction is not None and not args.instruction.strip():
             raise ValueError("--instruction must not be empty")
         labels = read_labels(args.labels)
@@ -156,35 +155,33 @@ def run_eval(args: argparse.Namespace) -> int:
             stamp_gap_restart_s=args.stamp_gap_restart,
             camera_topics=tuple(args.cameras) if args.cameras else None,
             instruction_topic=args.instruction_topic, reset_topic=args.reset_topic,
-            source_fps=args.source_fps, fixed_instruction=args.instruction)
-        # Validate the node-side settings before the (slow) model load.
-        EpisodeSettings(sample_fps=args.sample_fps, max_frames=args.max_frames,
-                        sync_tolerance_s=args.sync_tolerance, view_size=args.view_size,
-                        success_window=args.success_window, success_consecutive=args.success_consecutive)
-        if args.num_prefixes < 2:
-            raise ValueError(f"--num-prefixes must be >= 2, got {args.num_prefixes}")
-        if not args.rate > 0:
-            raise ValueError(f"--rate must be > 0, got {args.rate}")
-        config = ScorerConfig(
-            model=args.model, device=args.device, dtype=args.dtype, local_files_only=args.local_files_only,
-            torch_threads=args.torch_threads, sample_fps=args.sample_fps, num_prefixes=args.num_prefixes,
-            view_size=args.view_size, success_window=args.success_window)
+            source_fps=args.source_fps, fixed_instruction=args.instruction,
+            dataset_cameras=dataset_cameras, video_tolerance_frames=args.video_tolerance)
+        # The node-side settings, the model's and Ray's are checked before the (slow) model load.
+        settings.offline(args.max_episodes)
+        config = scorer_config(args)
+        ray = ray_options(args)
     except (LabelsError, EvalInputError, ParamsFileError, ValueError) as exc:
         _error(str(exc))
         return EXIT_UNUSABLE
+    runner = EvalRunner(settings, args.output, config.model, force=args.force, max_episodes=args.max_episodes)
     try:
-        scorer = load_scorer(config)
-    except ModelLoadError as exc:
-        _error(str(exc))
-        return EXIT_UNUSABLE
-    runner = EvalRunner(scorer, settings, args.output, force=args.force, progress=not args.quiet,
-                        max_episodes=args.max_episodes)
-    try:
-        runner.open()
+        runner.check()
     except EvalSetupError as exc:
         _error(str(exc))
         return EXIT_UNUSABLE
-    run = runner.run(inputs, labels)
+    # Every input's source is built and checked before the model loads; an
+    # unusable one is reported with the results, as a bag broken part-way is.
+    jobs = runner.plan(inputs, labels)
+    try:
+        with open_engine(config, ray, progress=not args.quiet) as engine:
+            # Written only once the model is loaded: a model that does not load
+            # leaves the directory (and, with --force, its records) as it was.
+            runner.open()
+            run = runner.run(engine, inputs, jobs)
+    except (EngineStartError, EvalSetupError) as exc:
+        _error(str(exc))
+        return EXIT_UNUSABLE
     for name in run.scored:
         print(f"  scored   {name}")
     for name in run.skipped:
@@ -194,33 +191,47 @@ def run_eval(args: argparse.Namespace) -> int:
     if run.interrupted:
         print("INTERRUPTED: finished episodes are kept; re-run the same command to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return write_outputs(args, runner, inputs, labels, run, settings.record(scorer.model_id),
-                         _is_random_checkpoint(scorer.model_id))
+    return write_outputs(args, runner, inputs, labels, run, settings.record(config.model),
+                         _is_random_checkpoint(config.model))
 
 
-def scored_camera_topics(cameras: list[str] | None, inputs: Any) -> tuple[list[str] | None, str | None]:
+def scored_camera_topics(bags: Mapping[str, Iterable[str]]) -> tuple[list[str] | None, str | None]:
     """The camera topics the bags were scored with, in order, and a problem if the bags disagree.
 
-    None without bag inputs (videos and frame folders have no topics).
+    ``bags``: bag name -> the topics its source used. None without a usable
+    bag: videos, frame folders and datasets have no topics for the node.
     """
-    if cameras:
-        return list(cameras), None
-    from topreward_ros.bag.cli import _pick_cameras
-    from topreward_ros.bag.reader import BagError
-
     found: dict[tuple[str, ...], list[str]] = {}
-    for source in inputs:
-        if source.kind != "bag":
-            continue
-        try:
-            found.setdefault(_pick_cameras(source.path, None), []).append(source.name)
-        except (BagError, ValueError):
-            continue  # already reported as a failed bag
+    for name, topics in bags.items():
+        found.setdefault(tuple(topics), []).append(name)
     if len(found) > 1:
         listing = "; ".join(f"{', '.join(topics)} ({', '.join(names)})" for topics, names in found.items())
         return None, (f"the bags have different camera topics ({listing}): camera_topics is not written to "
                       "calibrated.yaml; give --camera to choose")
     return (list(next(iter(found))) if found else None), None
+
+
+def _index_ranges(indices: Iterable[int]) -> str:
+    """``0, 1, 2, 5`` -> ``0-2, 5``: a dataset's episode indices, short."""
+    spans: list[list[int]] = []
+    for i in sorted(indices):
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans) or "none"
+
+
+def missing_episode(name: str, where: str, kind: str, held: set[int]) -> tuple[str, str]:
+    """The problem line and the row detail for a label naming an episode its bag or dataset lacks."""
+    head, _, tail = name.rpartition("/")
+    if kind == "bag":
+        count = len(held)
+        return (f"{where}: the labels name episode {name!r} but bag {head} has {count} episode(s), "
+                f"{head}/0 .. {head}/{count - 1}", f"bag {head} has {count} episode(s)")
+    return (f"{where}: the labels name episode {name!r} but dataset {head} has no episode_index {tail}; "
+            f"its {len(held)} episode(s): {_index_ranges(held)}",
+            f"dataset {head} has no episode_index {tail}")
 
 
 def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: Any, run: Any,
@@ -247,17 +258,17 @@ def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: An
     # Each labelled episode without scores gets a status for its row in episodes.csv.
     unscored = dict(run.unscored)
     recorded = {r["episode"] for r in records}
+    kinds = {i.name: i.kind for i in inputs}
     for name, label in labels.items():
         head, _, tail = name.rpartition("/")
-        if head in run.complete_bags and int(tail) not in run.bag_episodes.get(head, set()):
-            count = len(run.bag_episodes.get(head, set()))
-            problems.append(f"{label.where}: the labels name episode {name!r} but bag {head} has {count} "
-                            f"episode(s), {head}/0 .. {head}/{count - 1}")
-            unscored[name] = ("missing", f"bag {head} has {count} episode(s)")
+        if head in run.complete_inputs and int(tail) not in run.input_episodes.get(head, set()):
+            problem, detail = missing_episode(name, label.where, kinds[head], run.input_episodes[head])
+            problems.append(problem)
+            unscored[name] = ("missing", detail)
         elif name in unscored or name in recorded:
             continue
-        elif f"{head} (bag)" in run.failed:
-            unscored[name] = ("failed", run.failed[f"{head} (bag)"])
+        elif head in run.input_errors:
+            unscored[name] = ("failed", run.input_errors[head])
         elif run.stopped_early:
             unscored[name] = ("pending", "not scored yet (--max-episodes); a re-run continues")
     evaluation = evaluate(records, labels, args.success_window, args.success_consecutive, unscored,
@@ -275,7 +286,7 @@ def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: An
         plots += ["voc_vs_control.png", "score_distributions.png"]
     for stale in {"roc.png", "voc_vs_control.png", "score_distributions.png"} - set(plots):
         (out / stale).unlink(missing_ok=True)  # never leave a plot of other labels beside this report
-    cameras, camera_problem = scored_camera_topics(args.cameras, inputs)
+    cameras, camera_problem = scored_camera_topics(run.camera_topics)
     if camera_problem:
         problems.append(camera_problem)
     params = calibrated_params(evaluation, settings["model"], args.success_window, args.success_consecutive,

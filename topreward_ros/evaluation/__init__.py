@@ -1,8 +1,10 @@
 """``topreward eval``: scoring labelled episodes and calibrating success detection.
 
-``labels`` reads the labels file, ``inputs`` names and reads the episodes
-(bags through the bag tools, videos and frame folders through the
-``topreward score`` readers), ``runner`` scores each episode and its
-static-video control (resumable), ``report`` writes the tables, plots,
-report and the calibrated parameters file, ``cli`` is the command.
+``labels`` reads the labels file, ``inputs`` names the inputs and their
+episodes, ``runner`` turns each input into an episode source (``sources``:
+bags, LeRobot datasets, videos and frame folders) and scores its episodes
+and their static-video controls through the offline pipeline (resumable),
+``report`` writes the tables, plots, report and the calibrated parameters
+file; the command is ``commands.eval``. Nothing here imports ``commands``:
+the command depends on this package, not the other way round.
 """

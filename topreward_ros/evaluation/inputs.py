@@ -1,14 +1,20 @@
 """What ``topreward eval`` reads, and how its episodes are named.
 
 An input is a rosbag2 bag (a bag directory, or a single ``.mcap`` /
-``.db3`` file), a video file, or a folder of frames. Episode names, used
-by the labels file and every output:
+``.db3`` file), a local LeRobot v3 dataset (a directory holding
+``meta/info.json``), a video file, or a folder of frames. Episode names,
+used by the labels file and every output:
 
 * a bag holds many episodes, cut where ``topreward bag`` (and the node)
   cut them: ``<bag name>/<episode index>``, the bag name being the bag
   directory's name (or the file's stem for a single ``.mcap`` / ``.db3``)
   and the index counting the bag's episodes from 0 in log-time order, the
   ``N`` of ``topreward bag``'s ``episode_NNNN`` directories;
+* a dataset holds many episodes too: ``<dataset name>/<episode_index>``,
+  the dataset name being its root directory's name and the index the
+  dataset's own ``episode_index`` (the one LeRobot, its viewer and
+  ``topreward lerobot`` use), so a label is written once against the
+  dataset and never depends on which episodes a run selects;
 * a video file is one episode named by its file stem (``runs/pick_03.mp4``
   -> ``pick_03``);
 * a folder of frames is one episode named by the folder's name.
@@ -23,7 +29,10 @@ from typing import Literal
 from topreward_ros.evaluation.labels import Label
 
 BAG_SUFFIXES = (".mcap", ".db3")
-InputKind = Literal["bag", "video", "frames"]
+DATASET_INFO = Path("meta") / "info.json"
+InputKind = Literal["bag", "dataset", "video", "frames"]
+#: Inputs that hold many episodes, named ``<input name>/<index>``.
+MULTI_EPISODE_KINDS = ("bag", "dataset")
 
 
 class EvalInputError(ValueError):
@@ -32,15 +41,25 @@ class EvalInputError(ValueError):
 
 @dataclass(frozen=True)
 class EvalInput:
-    """One input path, its kind and its name (the bag name, video stem or folder name)."""
+    """One input path, its kind and its name (bag or dataset name, video stem or folder name)."""
 
     path: Path
     kind: InputKind
     name: str
 
+    @property
+    def multi_episode(self) -> bool:
+        """Holds several episodes, each named ``<name>/<index>`` (a bag or a dataset)."""
+        return self.kind in MULTI_EPISODE_KINDS
+
+
+def is_dataset_directory(path: Path) -> bool:
+    """A LeRobot dataset root: the directory holding ``meta/info.json``."""
+    return (Path(path) / DATASET_INFO).is_file()
+
 
 def classify(path: Path) -> EvalInput:
-    """Decide whether ``path`` is a bag, a video or a frame folder."""
+    """Decide whether ``path`` is a bag, a LeRobot dataset, a video or a frame folder."""
     path = Path(path)
     if not path.exists():
         raise EvalInputError(f"input {path} does not exist")
@@ -49,18 +68,20 @@ def classify(path: Path) -> EvalInput:
             return EvalInput(path, "bag", path.stem)
         return EvalInput(path, "video", path.stem)
     name = path.resolve().name
+    if is_dataset_directory(path):
+        return EvalInput(path, "dataset", name)
     if (path / "metadata.yaml").is_file() or any(
             p.suffix.lower() in BAG_SUFFIXES for p in path.iterdir() if p.is_file()):
         return EvalInput(path, "bag", name)
     return EvalInput(path, "frames", name)
 
 
-def episode_name(source: EvalInput, bag_episode: int | None = None) -> str:
-    """The name of an episode of ``source`` (``bag_episode`` for bags)."""
-    if source.kind == "bag":
-        if bag_episode is None:
-            raise ValueError("a bag episode needs its index")
-        return f"{source.name}/{bag_episode}"
+def episode_name(source: EvalInput, index: int | None = None) -> str:
+    """The name of an episode of ``source`` (``index``: a bag's episode or a dataset's episode_index)."""
+    if source.multi_episode:
+        if index is None:
+            raise ValueError(f"an episode of a {source.kind} needs its index")
+        return f"{source.name}/{index}"
     return source.name
 
 
@@ -68,11 +89,17 @@ def expand_arguments(arguments: Sequence[str | Path]) -> list[Path]:
     """The input paths the command line names, as ``topreward bag`` reads them.
 
     ``@LIST`` is a list file (one path per line, ``#`` comments, relative to
-    the file); a directory that is not a bag itself but holds bags (bag
-    directories or single ``.mcap`` / ``.db3`` files) stands for those bags,
-    in name order. Anything else is one input as given.
+    the file); a directory that is neither a bag nor a dataset itself but
+    holds bags (bag directories or single ``.mcap`` / ``.db3`` files) or
+    LeRobot datasets stands for those, in name order, so a fleet's folder of
+    recordings is one argument. Anything else is one input as given.
     """
     from topreward_ros.bag.inputs import InputError, is_bag_directory, read_list_file
+
+    def holds_episodes(p: Path) -> bool:
+        if p.is_file():
+            return p.suffix.lower() in BAG_SUFFIXES
+        return p.is_dir() and (is_bag_directory(p) or is_dataset_directory(p))
 
     paths: list[Path] = []
     for argument in arguments:
@@ -84,11 +111,10 @@ def expand_arguments(arguments: Sequence[str | Path]) -> list[Path]:
                 raise EvalInputError(str(exc)) from exc
             continue
         path = Path(text)
-        if path.is_dir() and not is_bag_directory(path):
-            bags = sorted(p for p in path.iterdir() if not p.name.startswith(".") and (
-                (p.is_dir() and is_bag_directory(p)) or (p.is_file() and p.suffix.lower() in BAG_SUFFIXES)))
-            if bags:
-                paths.extend(bags)
+        if path.is_dir() and not is_bag_directory(path) and not is_dataset_directory(path):
+            members = sorted(p for p in path.iterdir() if not p.name.startswith(".") and holds_episodes(p))
+            if members:
+                paths.extend(members)
                 continue
         paths.append(path)
     return paths
@@ -110,17 +136,21 @@ def classify_all(paths: Sequence[str | Path]) -> list[EvalInput]:
 def check_labels(inputs: Sequence[EvalInput], labels: dict[str, Label], fixed_instruction: str | None) -> None:
     """Refuse, before any scoring, labels that name no input and videos without a label.
 
-    Whether a bag really has the episode index a label names is known only
-    once the bag is read; that check comes after its scoring.
+    Whether a bag or a dataset really has the episode index a label names is
+    checked after its scoring, with the other problems of the run (a
+    dataset's list is cheap to read, a bag's is not; both are reported the
+    same way).
     """
-    singles = {i.name: i for i in inputs if i.kind != "bag"}
-    bags = {i.name: i for i in inputs if i.kind == "bag"}
+    singles = {i.name: i for i in inputs if not i.multi_episode}
+    bags = sorted(i.name for i in inputs if i.kind == "bag")
+    datasets = sorted(i.name for i in inputs if i.kind == "dataset")
+    multi = set(bags) | set(datasets)
     unknown = []
     for name in labels:
         if name in singles:
             continue
         head, sep, tail = name.rpartition("/")
-        if sep and head in bags and tail.isdigit():
+        if sep and head in multi and tail.isdigit():
             continue
         unknown.append(name)
     if unknown:
@@ -128,7 +158,8 @@ def check_labels(inputs: Sequence[EvalInput], labels: dict[str, Label], fixed_in
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
         raise EvalInputError(
             f"the labels name episode(s) that no input holds: {names}{more}. Episodes are named "
-            f"<bag name>/<episode index> for bags ({', '.join(sorted(bags)) or 'none given'}), "
+            f"<bag name>/<episode index> for bags ({', '.join(bags) or 'none given'}), "
+            f"<dataset name>/<episode_index> for LeRobot datasets ({', '.join(datasets) or 'none given'}), "
             f"by the file stem for videos and the folder name for frame folders "
             f"({', '.join(sorted(singles)) or 'none given'})")
     missing = sorted(n for n in singles if n not in labels)
@@ -139,4 +170,5 @@ def check_labels(inputs: Sequence[EvalInput], labels: dict[str, Label], fixed_in
     if without:
         raise EvalInputError(
             f"no instruction for {', '.join(repr(n) for n in without)}: give it in the labels file's "
-            f"instruction column or with --instruction (bags take theirs from the instruction topic)")
+            f"instruction column or with --instruction (bags take theirs from the instruction topic, "
+            f"datasets from their tasks)")

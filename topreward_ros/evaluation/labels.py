@@ -12,9 +12,10 @@ Two formats, chosen by the file's suffix:
 
 ``success`` accepts 1/0, true/false, yes/no (any case). Episode names are
 those of ``inputs.episode_name``: ``<bag name>/<episode index>`` for an
-episode of a bag, the file stem of a video, the folder name of a frame
-folder. A bag episode index may be written with leading zeros (``3`` and
-``0003`` are the same episode).
+episode of a bag, ``<dataset name>/<episode_index>`` for an episode of a
+LeRobot dataset, the file stem of a video, the folder name of a frame
+folder. A bag or dataset episode index may be written with leading zeros
+(``3`` and ``0003`` are the same episode).
 """
 from __future__ import annotations
 

@@ -47,12 +47,17 @@ CSV_COLUMNS = (
 # yet (--max-episodes), a re-run continues.
 STATUSES = ("scored", "failed", "refused", "empty", "missing", "pending")
 CALIBRATED_YAML = "calibrated.yaml"
+#: Episodes the live check replays: recordings of a rig (a bag, a LeRobot
+#: dataset), whose ticks ran on the recording's own clock as the node's timer
+#: would have. A video or frame folder is a clip scored as ``topreward score``
+#: scores it; its live column stays empty.
+LIVE_KINDS = ("bag", "dataset")
 NO_TASK = "(no task)"
 
 
 @dataclass(frozen=True)
 class LiveCheck:
-    """The node's live detector replayed with the calibrated parameters over bag episodes' ticks.
+    """The node's live detector replayed with the calibrated parameters over recorded episodes' ticks.
 
     The threshold is fitted on the offline curve; the node decides on its
     live scores (one per tick of the growing episode, ``success_window`` of
@@ -123,7 +128,8 @@ def evaluate(records: Sequence[dict[str, Any]], labels: dict[str, Label], window
             continue
         row = {key: record.get(key) for key in CSV_COLUMNS}
         row.update(task=label.task or "", success=int(label.success), status="scored", status_detail="")
-        row["_live"] = [t["log_prob_true"] for t in record.get("live", [])] if record["kind"] == "bag" else None
+        row["_live"] = ([t["log_prob_true"] for t in record.get("live", [])]
+                        if record["kind"] in LIVE_KINDS else None)
         rows.append(row)
     have = {r["episode"] for r in rows}
     for name, label in labels.items():
@@ -410,10 +416,11 @@ def report_markdown(evaluation: Evaluation, settings: dict[str, Any], params: di
                 ""]
         live = evaluation.live
         if live is not None:
-            out += [f"**Live check** (bag episodes): the node's detector replayed over each episode's live-style "
-                    f"ticks with these parameters declares success in {live.declared_successes} of "
-                    f"{live.successes} labelled successes (TPR {_f(live.tpr)}) and {live.declared_failures} of "
-                    f"{live.failures} failures (FPR {_f(live.fpr)}); `live_success` in `episodes.csv`.", ""]
+            out += [f"**Live check** (bag and dataset episodes): the node's detector replayed over each "
+                    f"episode's live-style ticks with these parameters declares success in "
+                    f"{live.declared_successes} of {live.successes} labelled successes (TPR {_f(live.tpr)}) "
+                    f"and {live.declared_failures} of {live.failures} failures (FPR {_f(live.fpr)}); "
+                    f"`live_success` in `episodes.csv`.", ""]
     if plots:
         out += ["## Figures", ""] + [f"![{p}]({p})" for p in plots] + [""]
     out += ["## Episodes", "", "| episode | task | label | VOC | control VOC | raw score | two-way score "
@@ -425,8 +432,9 @@ def report_markdown(evaluation: Evaluation, settings: dict[str, Any], params: di
                    f"| {_f(r['voc'])} | {_f(r['control_voc'])} | {_f(r['raw_success_score'], 4)} "
                    f"| {_f(r['two_way_success_score'], 4)} | {_f(r['control_raw_success_score'], 4)} "
                    f"| {r['predicted_success']} | {r['live_success']} | {status} |")
-    out += ["", "Per-prefix values (raw and two-way, episode and control) are in `episodes/*.json`; bag "
-            "episodes also have `topreward bag`'s outputs under `bags/<bag name>/`.", ""]
+    out += ["", "Per-prefix values (raw and two-way, episode and control) are in `episodes/*.json`; every "
+            "episode also has the offline outputs (`curve.json`, frame tables, `progress.mcap`, plot) under "
+            "`bags/<bag name>/`, `datasets/<dataset name>/` or `videos/<name>/`.", ""]
     if problems or evaluation.unlabelled:
         out += ["## Problems", ""] + [f"* {p}" for p in problems]
         out += [f"* {name}: scored but not in the labels file (left out of the metrics)"

@@ -1,22 +1,27 @@
 """Scoring labelled episodes and their static-video controls, resumably.
 
 For every episode: the paper's offline K-prefix curve, its VOC, the raw and
-two-way success scores, and the **static-video control**: the episode's first
-sampled frame repeated at the very same sample stamps, scored by the same
-curve code. The control holds no task progress at all, so whatever VOC it
-reaches measures how much the score rises with video length alone (the
-authors report VOC ~0.99 for Qwen3-VL-8B on such videos).
+two-way success scores, the node's live-style ticks, and the **static-video
+control**: the episode's first sampled frame repeated at the very same
+sample stamps, scored by the same curve code. The control holds no task
+progress at all, so whatever VOC it reaches measures how much the score
+rises with video length alone (the authors report VOC ~0.99 for Qwen3-VL-8B
+on such videos).
 
-Bags are read by ``topreward bag``'s own ``BagScorer`` (the same episode cuts,
-windowing, thinning and curve); its outputs go to ``bags/<bag name>/`` and
-its ``on_episode`` callback adds the control. Videos and frame folders are
-read with ``topreward score``'s readers.
+Every input is an episode source (``sources``) scored by the offline
+pipeline that ``topreward bag`` and ``topreward lerobot`` use, so an
+evaluated episode has exactly the curve those commands give it, and the
+same files: bags go to ``bags/<bag name>/``, LeRobot datasets to
+``datasets/<dataset name>/``, videos and frame folders to
+``videos/<name>/``. Each input is one job on an engine (this process, or
+Ray replicas with ``--ray``): the control is computed where the model is
+(``StaticControl``, the engine's ``extra``) and the episode's record is
+written on the driver (the engine's ``on_episode``).
 
 Resumable: each finished episode is written atomically to
-``episodes/<name>.json`` (for a bag episode before ``topreward bag``'s
-manifest lists it), and ``eval_manifest.json`` holds the settings; a re-run
-with the same settings skips finished episodes, other settings are refused
-unless ``force``.
+``episodes/<name>.json`` before its source's manifest lists it, and
+``eval_manifest.json`` holds the settings; a re-run with the same settings
+skips finished episodes, other settings are refused unless ``force``.
 """
 from __future__ import annotations
 
@@ -29,10 +34,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from topreward_ros.files import write_json_atomic
-from topreward_ros.progress_bar import progress_bar
 from topreward_ros.evaluation.inputs import EvalInput, episode_name
 from topreward_ros.evaluation.labels import Label
+from topreward_ros.files import write_json_atomic
 from topreward_ros.scoring.calibration import two_way_log_probs, window_mean
 from topreward_ros.scoring.metrics import voc
 
@@ -40,6 +44,10 @@ EVAL_MANIFEST = "eval_manifest.json"
 EVAL_MANIFEST_VERSION = 1
 RECORDS_DIR = "episodes"
 BAGS_DIR = "bags"
+DATASETS_DIR = "datasets"
+VIDEOS_DIR = "videos"
+#: Where each kind of input writes its offline outputs, under the output directory.
+OUTPUT_DIRS = {"bag": BAGS_DIR, "dataset": DATASETS_DIR, "video": VIDEOS_DIR, "frames": VIDEOS_DIR}
 
 
 class EvalSetupError(RuntimeError):
@@ -48,7 +56,13 @@ class EvalSetupError(RuntimeError):
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """Everything besides the model that changes the scores (a resumed run must match)."""
+    """Everything besides the model that changes the scores (a resumed run must match).
+
+    dataset_cameras: the video features of datasets (``--camera`` as given
+        on the command line; None: each dataset's only one). A parameters
+        file's ``camera_topics`` names ROS topics, which a dataset does not
+        have, so it applies to bags only.
+    """
 
     sample_fps: float = 2.0
     max_frames: int = 256
@@ -65,11 +79,30 @@ class EvalSettings:
     reset_topic: str | None = None
     source_fps: float = 30.0
     fixed_instruction: str | None = None
+    dataset_cameras: tuple[str, ...] | None = None
+    video_tolerance_frames: float = 0.5
 
     def record(self, model_id: str) -> dict[str, Any]:
         data = asdict(self)
-        data["camera_topics"] = list(self.camera_topics) if self.camera_topics else None
+        for key in ("camera_topics", "dataset_cameras"):
+            data[key] = list(data[key]) if data[key] else None
         return {"model": model_id, **data}
+
+    def offline(self, max_episodes: int | None) -> Any:
+        """The offline pipeline's settings: the node's episode settings, timer and curve, plots."""
+        from topreward_ros.episode import EpisodeSettings
+        from topreward_ros.offline.engine import OfflineSettings
+        from topreward_ros.offline.outputs import OutputOptions
+        from topreward_ros.offline.runner import RunnerOptions
+
+        episode = EpisodeSettings(sample_fps=self.sample_fps, max_frames=self.max_frames,
+                                  sync_tolerance_s=self.sync_tolerance_s, view_size=self.view_size,
+                                  success_window=self.success_window,
+                                  success_consecutive=self.success_consecutive)
+        return OfflineSettings(episode=episode,
+                               runner=RunnerOptions(tick_rate_hz=self.tick_rate_hz,
+                                                    num_prefixes=self.num_prefixes),
+                               outputs=OutputOptions(plot=True), max_episodes=max_episodes)
 
 
 def record_file_name(name: str) -> str:
@@ -80,13 +113,13 @@ def record_file_name(name: str) -> str:
 
 
 def episode_order(inputs: Sequence[EvalInput]) -> Callable[[str], tuple[int, int]]:
-    """A sort key for episode names: input order, then bag episode index."""
+    """A sort key for episode names: input order, then the bag's or dataset's episode index."""
     order = {i.name: n for n, i in enumerate(inputs)}
-    bags = {i.name for i in inputs if i.kind == "bag"}
+    multi = {i.name for i in inputs if i.multi_episode}
 
     def key(name: str) -> tuple[int, int]:
         head, _, tail = name.rpartition("/")
-        if head in bags and tail.isdigit():
+        if head in multi and tail.isdigit():
             return order[head], int(tail)
         return order.get(name, len(order)), 0
     return key
@@ -126,13 +159,56 @@ def static_control(scorer: Any, first_view: Any, stamps_ns: Sequence[int], instr
 
 
 @dataclass
+class ControlledEpisode:
+    """What an episode's record needs from where it was scored (small and picklable).
+
+    Under Ray the scorer and the samples live on a replica; the driver,
+    which writes the record, gets only this.
+    """
+
+    instruction: str
+    num_frames: int
+    sample_stamps_ns: list[int]
+    curve: Any
+    control: Any
+    live: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class StaticControl:
+    """The engines' ``extra``: the static-video control of a scored episode.
+
+    A module-level class, not a closure, because under Ray it is pickled to
+    the replica that holds the model and the episode's samples (the first
+    sample's view is repeated there; shipping views back would cost more
+    than the forward passes).
+    """
+
+    num_prefixes: int
+
+    def __call__(self, scorer: Any, result: Any) -> ControlledEpisode:
+        spec, samples = result.spec, result.samples
+        stamps = [int(sample.stamp_ns) for sample in samples]
+        control = static_control(scorer, samples[0].image, stamps, spec.instruction, self.num_prefixes)
+        live = [{"stamp_ns": t.result.stamp_ns, "frames_used": t.result.frames_used,
+                 "log_prob_true": t.result.log_prob_true, "log_prob_false": t.result.log_prob_false,
+                 "success_score": t.result.success_score} for t in result.ticks]
+        return ControlledEpisode(spec.instruction, result.num_frames, stamps, result.curve, control, live)
+
+
+@dataclass
 class EvalRunReport:
     """What a run did: episodes scored now, found done, failed; why it stopped.
 
     ``unscored`` holds, for each episode this run met but could not score,
     its status (``failed``, ``refused``, ``empty``) and why: the row
     ``episodes.csv`` gives it. A refused episode is also in ``failed`` (it
-    needs attention as a failure does).
+    needs attention as a failure does). ``input_errors`` names the bags
+    and datasets that could not be used (or broke part-way), by input name.
+    ``input_episodes`` holds the episode indices a bag or dataset has, for
+    the inputs in ``complete_inputs`` (those whose whole list is known), so
+    a label naming an episode it lacks is reported. ``camera_topics``: the
+    topics each usable bag was scored with.
     """
 
     scored: list[str] = field(default_factory=list)
@@ -141,46 +217,58 @@ class EvalRunReport:
     unscored: dict[str, tuple[str, str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    bag_episodes: dict[str, set[int]] = field(default_factory=dict)
-    complete_bags: set[str] = field(default_factory=set)
+    input_errors: dict[str, str] = field(default_factory=dict)
+    input_episodes: dict[str, set[int]] = field(default_factory=dict)
+    complete_inputs: set[str] = field(default_factory=set)
+    camera_topics: dict[str, tuple[str, ...]] = field(default_factory=dict)
     interrupted: bool = False
     stopped_early: bool = False
 
 
 class EvalRunner:
-    """Scores the episodes of the inputs into ``out_dir`` (see the module doc)."""
+    """Scores the episodes of the inputs into ``out_dir`` (see the module doc).
 
-    def __init__(self, scorer: Any, settings: EvalSettings, out_dir: Path, force: bool = False,
-                 progress: bool = True, max_episodes: int | None = None) -> None:
-        self.scorer = scorer
+    ``model_id`` is the model the engine loads (``ScorerConfig.model``): it is
+    known before any model loads, so a directory of other settings is
+    refused before the slow load.
+    """
+
+    def __init__(self, settings: EvalSettings, out_dir: Path, model_id: str, force: bool = False,
+                 max_episodes: int | None = None) -> None:
         self.settings = settings
         self.out_dir = Path(out_dir)
+        self.model_id = model_id
         self.force = force
-        self.progress = progress
         self.max_episodes = max_episodes
         self.records_dir = self.out_dir / RECORDS_DIR
         self._scored_now = 0
 
     # -- settings / records ---------------------------------------------------------
+    def check(self) -> None:
+        """Refuse a directory that holds an evaluation of other settings (unless ``force``)."""
+        path = self.out_dir / EVAL_MANIFEST
+        if not path.exists() or self.force:
+            return
+        current = self.settings.record(self.model_id)
+        try:
+            old = json.loads(path.read_text())["settings"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise EvalSetupError(f"{path} is unreadable ({exc}); pass --force to redo everything") from exc
+        changed = {k: (old.get(k), current.get(k)) for k in set(old) | set(current)
+                   if old.get(k) != current.get(k)}
+        if changed:
+            detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+            raise EvalSetupError(f"{self.out_dir} holds an evaluation with other settings ({detail}); "
+                                 f"use another --output directory or pass --force to redo everything")
+
     def open(self) -> None:
         """Check (or write) the directory's settings; ``force`` starts afresh."""
-        path = self.out_dir / EVAL_MANIFEST
-        current = self.settings.record(self.scorer.model_id)
-        if path.exists() and not self.force:
-            try:
-                old = json.loads(path.read_text())["settings"]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise EvalSetupError(f"{path} is unreadable ({exc}); pass --force to redo everything") from exc
-            changed = {k: (old.get(k), current.get(k)) for k in set(old) | set(current)
-                       if old.get(k) != current.get(k)}
-            if changed:
-                detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
-                raise EvalSetupError(f"{self.out_dir} holds an evaluation with other settings ({detail}); "
-                                     f"use another --output directory or pass --force to redo everything")
+        self.check()
         if self.force and self.records_dir.exists():
             shutil.rmtree(self.records_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, {"version": EVAL_MANIFEST_VERSION, "settings": current})
+        write_json_atomic(self.out_dir / EVAL_MANIFEST,
+                          {"version": EVAL_MANIFEST_VERSION, "settings": self.settings.record(self.model_id)})
 
     def record_path(self, name: str) -> Path:
         return self.records_dir / record_file_name(name)
@@ -212,106 +300,153 @@ class EvalRunner:
             return None
         return max(0, self.max_episodes - self._scored_now)
 
+    # -- sources ----------------------------------------------------------------------
+    def output_dir(self, source: EvalInput) -> Path:
+        return self.out_dir / OUTPUT_DIRS[source.kind] / source.name
+
+    def make_source(self, source: EvalInput, labels: dict[str, Label]) -> Any:
+        """The episode source of an input with the evaluation's options (opens nothing heavy)."""
+        s = self.settings
+        if source.kind == "bag":
+            from topreward_ros.sources.bag import BagSource, BagSourceOptions, pick_cameras
+
+            return BagSource(source.path, BagSourceOptions(
+                camera_topics=pick_cameras(source.path, s.camera_topics),
+                instruction_topic=s.instruction_topic, reset_topic=s.reset_topic,
+                stamp_jump_restart_s=s.stamp_jump_restart_s, stamp_gap_restart_s=s.stamp_gap_restart_s))
+        if source.kind == "dataset":
+            from topreward_ros.lerobot.dataset import LeRobotDatasetDir
+            from topreward_ros.sources.lerobot import DatasetSource, DatasetSourceOptions, pick_camera_keys
+
+            keys = pick_camera_keys(LeRobotDatasetDir(source.path),
+                                    list(s.dataset_cameras) if s.dataset_cameras else None)
+            return DatasetSource(source.path, DatasetSourceOptions(
+                camera_keys=keys, video_tolerance_frames=s.video_tolerance_frames))
+        from topreward_ros.sources.video import VideoSource
+
+        instruction = labels[source.name].instruction or s.fixed_instruction
+        assert instruction is not None  # checked by inputs.check_labels
+        return VideoSource(source.path, instruction, s.source_fps)
+
+    def plan(self, inputs: Sequence[EvalInput], labels: dict[str, Label]) -> list[Any]:
+        """One engine job per input, its source built and checked now, before any model loads.
+
+        An input that cannot be used becomes a job with an error: it is
+        reported with the others after the run, as an input that broke
+        part-way would be.
+        """
+        from topreward_ros.bag.base import BagError
+        from topreward_ros.offline.fleet import InputJob
+        from topreward_ros.offline.source import SourceError
+
+        jobs = []
+        for source in inputs:
+            try:
+                episode_source = self.make_source(source, labels)
+                episode_source.check()
+            except (SourceError, BagError, ValueError) as exc:
+                jobs.append(InputJob(source.name, source.path, self.output_dir(source), None, str(exc)))
+                continue
+            jobs.append(InputJob(source.name, source.path, self.output_dir(source), episode_source))
+        return jobs
+
     # -- the run ------------------------------------------------------------------------
-    def run(self, inputs: Sequence[EvalInput], labels: dict[str, Label]) -> EvalRunReport:
+    def run(self, engine: Any, inputs: Sequence[EvalInput], jobs: Sequence[Any]) -> EvalRunReport:
+        """Score the inputs in order on ``engine``, within the ``--max-episodes`` budget."""
         report = EvalRunReport()
         self.records_dir.mkdir(parents=True, exist_ok=True)
-        singles = [i for i in inputs if i.kind != "bag"]
-        bar = progress_bar(len(singles), self.progress and bool(singles), "eval videos", unit="episode")
+        for source, job in zip(inputs, jobs):
+            self._known_episodes(source, job, report)
         try:
-            for source in inputs:
-                if source.kind == "bag":
-                    self._run_bag(source, report)
-                else:
-                    self._run_single(source, labels[source.name], report)
-                    bar.update(1)
+            for source, job in zip(inputs, jobs):
+                budget = self._budget_left()
+                if budget == 0:
+                    report.stopped_early = True
+                    break
+                self._run_input(engine, source, job, budget, report)
                 if report.interrupted or report.stopped_early:
                     break
         except KeyboardInterrupt:
             report.interrupted = True
-        finally:
-            bar.close()
         return report
 
-    def _run_single(self, source: EvalInput, label: Label, report: EvalRunReport) -> None:
-        from topreward_ros.cli_score import InputError, read_episode
-        from topreward_ros.scoring.errors import ScoringError
+    def _known_episodes(self, source: EvalInput, job: Any, report: EvalRunReport) -> None:
+        """What an input holds, known without scoring it: a bag's cameras, a dataset's episodes.
 
-        name = episode_name(source)
-        instruction = label.instruction or self.settings.fixed_instruction
-        assert instruction is not None  # checked by inputs.check_labels
-        done = self.load_record(name)
-        if done is not None and done.get("input") == str(source.path) and done.get("instruction") == instruction:
-            report.skipped.append(name)
+        A dataset's episode list is in its metadata, so a label naming an
+        episode it lacks is found even in a run stopped by ``--max-episodes``;
+        a bag's episodes are known only once it has been read to its end.
+        """
+        if job.source is None:
             return
-        if self._budget_left() == 0:
-            report.stopped_early = True
-            return
-        s = self.settings
-        try:
-            episode = read_episode(source.path, s.source_fps, s.sample_fps, s.view_size)
-            curve = self.scorer.curve(episode.views, episode.stamps_ns, instruction, num_prefixes=s.num_prefixes)
-            control = static_control(self.scorer, episode.views[0], episode.stamps_ns, instruction, s.num_prefixes)
-        except (InputError, ScoringError, ValueError) as exc:
-            report.failed[name] = str(exc)
-            report.unscored[name] = ("failed", str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - one episode's failure (e.g. out of memory) stops no other
-            report.failed[name] = f"scoring failed: {type(exc).__name__}: {exc}"
-            report.unscored[name] = ("failed", report.failed[name])
-            return
-        record = episode_record(name, source, instruction, episode.source_frames, curve, control,
-                                s.success_window)
-        record["sample_stamps_ns"] = list(episode.stamps_ns)
-        write_json_atomic(self.record_path(name), record)
-        self._scored_now += 1
-        report.scored.append(name)
+        if source.kind == "bag":
+            report.camera_topics[source.name] = tuple(job.source.cameras)
+        elif source.kind == "dataset":
+            report.input_episodes[source.name] = {info.episode_index for info in job.source.selected()}
+            report.complete_inputs.add(source.name)
 
-    def _run_bag(self, source: EvalInput, report: EvalRunReport) -> None:
-        from topreward_ros.bag.cli import _pick_cameras
+    def _force(self, source: EvalInput, job: Any) -> bool:
+        """Redo this input's outputs? ``--force``, or a video whose record is not of this label.
+
+        A video's or frame folder's outputs are one episode scored with the
+        label's instruction: a label whose instruction changed (or a record
+        that is gone) means scoring it again, as a changed instruction
+        topic does for a bag episode.
+        """
+        if self.force or source.multi_episode or job.source is None:
+            return self.force
+        done = self.load_record(episode_name(source))
+        return not (done is not None and done.get("input") == str(source.path)
+                    and done.get("instruction") == job.source.instruction)
+
+    def _run_input(self, engine: Any, source: EvalInput, job: Any, budget: int | None,
+                   report: EvalRunReport) -> None:
+        from topreward_ros.bag.base import BagError
         from topreward_ros.offline.manifest import ManifestError
-        from topreward_ros.bag.offline import BagScorer, BagScoringOptions, FinishedEpisode
-        from topreward_ros.bag.reader import BagError
-        from topreward_ros.episode import EpisodeSettings
+        from topreward_ros.offline.source import SourceError
 
-        budget = self._budget_left()
-        if budget == 0:
-            report.stopped_early = True
-            return
         s = self.settings
 
-        def on_episode(finished: FinishedEpisode) -> None:
-            name = episode_name(source, finished.index)
-            stamps = [sample.stamp_ns for sample in finished.samples]
-            control = static_control(self.scorer, finished.samples[0].image, stamps, finished.instruction,
-                                     s.num_prefixes)
-            live = [{"stamp_ns": t.result.stamp_ns, "frames_used": t.result.frames_used,
-                     "log_prob_true": t.result.log_prob_true, "log_prob_false": t.result.log_prob_false,
-                     "success_score": t.result.success_score} for t in finished.ticks]
-            record = episode_record(name, source, finished.instruction, finished.num_frames, finished.curve,
-                                    control, s.success_window, live)
-            record["sample_stamps_ns"] = stamps
-            record["bag_episode"] = finished.index
+        def on_episode(spec: Any, value: ControlledEpisode) -> None:
+            # On the driver, after the episode's files are written and before its
+            # source's manifest lists it: a listed episode always has its record.
+            name = episode_name(source, spec.index)
+            record = episode_record(name, source, value.instruction, value.num_frames, value.curve,
+                                    value.control, s.success_window, value.live)
+            record["sample_stamps_ns"] = list(value.sample_stamps_ns)
+            if source.multi_episode:
+                record[f"{source.kind}_episode"] = spec.index
+            record["episode_dir"] = (self.output_dir(source) / f"episode_{spec.index:04d}"
+                                     ).relative_to(self.out_dir).as_posix()
             write_json_atomic(self.record_path(name), record)
 
         try:
-            options = BagScoringOptions(
-                camera_topics=_pick_cameras(source.path, list(s.camera_topics) if s.camera_topics else None),
-                instruction_topic=s.instruction_topic, reset_topic=s.reset_topic,
-                tick_rate_hz=s.tick_rate_hz, stamp_jump_restart_s=s.stamp_jump_restart_s,
-                stamp_gap_restart_s=s.stamp_gap_restart_s,
-                num_prefixes=s.num_prefixes, max_episodes=budget, plot=True)
-            settings = EpisodeSettings(sample_fps=s.sample_fps, max_frames=s.max_frames,
-                                       sync_tolerance_s=s.sync_tolerance_s, view_size=s.view_size,
-                                       success_window=s.success_window,
-                                       success_consecutive=s.success_consecutive)
-            bag_report = BagScorer(self.scorer, settings, options, on_episode=on_episode).run(
-                source.path, self.out_dir / BAGS_DIR / source.name, force=self.force, progress=self.progress)
-        except (BagError, ManifestError, ValueError) as exc:
-            report.failed[f"{source.name} (bag)"] = str(exc)
+            runs = engine.run([job], s.offline(budget), force=self._force(source, job),
+                              extra=StaticControl(s.num_prefixes), on_episode=on_episode)
+        except (SourceError, BagError, ManifestError, ValueError) as exc:
+            self._input_failed(source, str(exc), report)
             return
-        seen = report.bag_episodes.setdefault(source.name, set())
-        for outcome in bag_report.episodes:
+        self._take(source, runs[0], report)
+
+    def _input_failed(self, source: EvalInput, message: str, report: EvalRunReport) -> None:
+        if source.multi_episode:
+            report.failed[f"{source.name} ({source.kind})"] = message
+            report.input_errors[source.name] = message
+        else:
+            name = episode_name(source)
+            report.failed[name] = message
+            report.unscored[name] = ("failed", message)
+
+    def _take(self, source: EvalInput, run: Any, report: EvalRunReport) -> None:
+        """Sort what the engine did to one input's episodes into the report."""
+        result = run.report
+        error = run.job.error or run.error
+        if result is None:
+            self._input_failed(source, error or "not scored", report)
+            return
+        seen: set[int] = set()
+        where = f"{OUTPUT_DIRS[source.kind]}/{source.name}"
+        for outcome in result.episodes:
             name = episode_name(source, outcome.index)
             seen.add(outcome.index)
             if outcome.status == "scored":
@@ -319,8 +454,8 @@ class EvalRunner:
                 report.scored.append(name)
             elif outcome.status == "skipped":
                 if self.load_record(name) is None:
-                    problem = (f"done in {BAGS_DIR}/{source.name} but its record {RECORDS_DIR}/"
-                               f"{record_file_name(name)} is missing; re-run with --force to rescore")
+                    problem = (f"done in {where} but its record {RECORDS_DIR}/{record_file_name(name)} "
+                               f"is missing; re-run with --force to rescore")
                     report.problems.append(f"{name}: {problem}")
                     report.unscored[name] = ("failed", problem)
                 else:
@@ -331,9 +466,13 @@ class EvalRunner:
             else:
                 report.failed[name] = outcome.message
                 report.unscored[name] = ("refused" if outcome.status == "refused" else "failed", outcome.message)
-        if bag_report.read_error:
-            report.failed[f"{source.name} (bag)"] = f"bag damaged: {bag_report.read_error}"
-        report.interrupted = bag_report.interrupted
-        report.stopped_early = bag_report.stopped_early
-        if not (bag_report.interrupted or bag_report.stopped_early or bag_report.read_error):
-            report.complete_bags.add(source.name)
+        if error:  # e.g. the replicas scoring it died: what was written stands
+            self._input_failed(source, error, report)
+        if result.read_error and source.multi_episode:
+            self._input_failed(source, f"{source.kind} damaged: {result.read_error}", report)
+        report.interrupted = result.interrupted
+        report.stopped_early = result.stopped_early
+        if source.kind == "bag" and not (result.interrupted or result.stopped_early or result.read_error
+                                         or error):
+            report.input_episodes[source.name] = seen
+            report.complete_inputs.add(source.name)
