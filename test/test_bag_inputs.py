@@ -152,8 +152,8 @@ def test_stalled_secondary_camera_counts_sync_misses_per_camera_in_curve_json(tm
                 writer.write(WRIST, frame(stamp + 5 * MS, k / 10), stamp + 3 * MS)
                 wrist.append(stamp + 5 * MS)
     out = tmp_path / "out"
-    report = score_bag(scorer, SETTINGS, options(camera_topics=(CAMERA, WRIST)), 
-        bag, out, progress=False)
+    report = score_bag(scorer, SETTINGS, options(camera_topics=(CAMERA, WRIST)),
+                       bag, out, progress=False)
     assert report.ok, report.summary()
     record = json.loads((out / "episode_0000" / "curve.json").read_text())
     tol = int(SETTINGS.sync_tolerance_s * 1e9)
@@ -243,8 +243,8 @@ def test_a_stamp_gap_below_stamp_gap_restart_keeps_the_episode(tmp_path, scorer)
     report = score_bag(scorer, SETTINGS, options(tick_rate_hz=0.5), bag, tmp_path / "a", progress=False)
     assert [e.num_frames for e in report.episodes] == [20]
     assert not any("jumped forward" in n for n in report.notes)
-    report = score_bag(scorer, SETTINGS, options(tick_rate_hz=0.5, stamp_gap_restart_s=20.0), 
-        bag, tmp_path / "b", progress=False)
+    report = score_bag(scorer, SETTINGS, options(tick_rate_hz=0.5, stamp_gap_restart_s=20.0),
+                       bag, tmp_path / "b", progress=False)
     assert [e.num_frames for e in report.episodes] == [10, 10]
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["episodes"]["0"]["end_reason"] == "camera stamp jumped forward by 29.100 s"
@@ -334,8 +334,8 @@ def test_a_normal_bag_still_exits_0(tmp_path, tiny_model_dir):
 def test_setup_errors_name_the_silent_topic_through_the_api(tmp_path, scorer):
     bag = _bag_with_silent_topic(tmp_path / "bag", WRIST, "sensor_msgs/msg/Image")
     with pytest.raises(BagSetupError, match=f"camera topic {WRIST} has no messages.*{CAMERA}"):
-        score_bag(scorer, SETTINGS, options(camera_topics=(CAMERA, WRIST)), 
-            bag, tmp_path / "out", progress=False)
+        score_bag(scorer, SETTINGS, options(camera_topics=(CAMERA, WRIST)),
+                  bag, tmp_path / "out", progress=False)
 
 
 # -- replay defaults for a small machine ---------------------------------------------------------

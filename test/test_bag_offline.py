@@ -131,12 +131,12 @@ def test_every_episode_scored_with_outputs_matching_independent_references(
 def test_reset_topic_and_fixed_instruction(tmp_path, scorer):
     layout = write_episodes_bag(tmp_path / "bag", "mcap", SCENES[:2], duration_s=2.0,
                                 reset_topic="/reset", reset_instead_of_instruction=True)
-    report = score_bag(scorer, SETTINGS, options(reset_topic="/reset"), 
-        layout.path, tmp_path / "a", progress=False)
+    report = score_bag(scorer, SETTINGS, options(reset_topic="/reset"),
+                       layout.path, tmp_path / "a", progress=False)
     assert [(e.status, e.instruction) for e in report.episodes] == [
         ("scored", SCENES[0].instruction), ("scored", SCENES[0].instruction)]
-    fixed = score_bag(scorer, SETTINGS, options(instruction="tidy the table"), 
-        layout.path, tmp_path / "b", progress=False)
+    fixed = score_bag(scorer, SETTINGS, options(instruction="tidy the table"),
+                      layout.path, tmp_path / "b", progress=False)
     assert [(e.status, e.instruction) for e in fixed.episodes] == [("scored", "tidy the table")]
     assert fixed.episodes[0].num_frames == 2 * 20
 
@@ -153,8 +153,8 @@ def test_episode_verdict_is_strict_at_a_threshold_equal_to_the_success_score(tmp
 
     def verdict(threshold: float, name: str) -> tuple[float, bool, set[bool]]:
         out = tmp_path / name
-        report = score_bag(scorer, replace(SETTINGS, success_threshold=threshold), opts, 
-            layout.path, out, progress=False)
+        report = score_bag(scorer, replace(SETTINGS, success_threshold=threshold), opts,
+                           layout.path, out, progress=False)
         assert report.ok, report.summary()
         record = json.loads((out / "episode_0000" / "curve.json").read_text())
         column = pq.read_table(out / "episode_0000" / "frames.parquet").column("episode_success").to_pylist()
@@ -188,8 +188,8 @@ def test_missing_instruction_and_empty_bag_are_refused_before_any_work(tmp_path,
         score_bag(scorer, SETTINGS, options(), layout.path, tmp_path / "out")
     with pytest.raises(BagSetupError, match="camera topic /nope is not in the bag.*"
                                             "/camera/image_raw"):
-        score_bag(scorer, SETTINGS, options(camera_topics=("/nope",), instruction="x"), 
-            layout.path, tmp_path / "out")
+        score_bag(scorer, SETTINGS, options(camera_topics=("/nope",), instruction="x"),
+                  layout.path, tmp_path / "out")
     empty = tmp_path / "empty"
     from topreward_ros.bag.writer import BagWriter
 
@@ -253,7 +253,7 @@ def test_stopped_run_resumes_without_redoing_and_refuses_other_settings(tmp_path
     layout = write_episodes_bag(tmp_path / "bag", "mcap", SCENES, duration_s=2.0)
     out = tmp_path / "out"
     first = score_bag(scorer, SETTINGS, options(max_episodes=1), layout.path, out,
-                                                                     progress=False)
+                      progress=False)
     assert first.stopped_early and [e.status for e in first.episodes] == ["scored"]
     before = mtimes(out)
     rest = score_bag(scorer, SETTINGS, options(), layout.path, out, progress=False)
@@ -265,5 +265,5 @@ def test_stopped_run_resumes_without_redoing_and_refuses_other_settings(tmp_path
     with pytest.raises(ManifestError, match="sample_fps: 2.0 -> 1.0"):
         score_bag(scorer, other, options(), layout.path, out, progress=False)
     forced = score_bag(scorer, other, options(), layout.path, out, force=True,
-                                                     progress=False)
+                       progress=False)
     assert [e.status for e in forced.episodes] == ["scored"] * 3

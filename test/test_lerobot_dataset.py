@@ -230,12 +230,12 @@ def test_every_episode_scored_like_an_independent_scoring_of_the_decoded_frames(
 
 def test_selected_episodes_resume_and_other_settings_are_refused(tmp_path, written, scorer):
     out = tmp_path / "out"
-    only_last = score_dataset(scorer, SETTINGS, options(episodes=(2,)), 
-        written.root, out, progress=False)
+    only_last = score_dataset(scorer, SETTINGS, options(episodes=(2,)),
+                              written.root, out, progress=False)
     assert [(e.index, e.status) for e in only_last.episodes] == [(2, "scored")]
     assert pq.read_table(out / PROGRESS_FILE).column("index").to_pylist() == list(range(60, 90))
-    first = score_dataset(scorer, SETTINGS, options(max_episodes=1), 
-        written.root, out, progress=False)
+    first = score_dataset(scorer, SETTINGS, options(max_episodes=1),
+                          written.root, out, progress=False)
     assert first.stopped_early
     assert [(e.index, e.status) for e in first.episodes] == [(0, "scored")]
     before = mtimes(out)
@@ -247,16 +247,16 @@ def test_selected_episodes_resume_and_other_settings_are_refused(tmp_path, writt
     assert progress["index"] == list(range(90))
     assert progress["episode_index"] == [0] * 30 + [1] * 30 + [2] * 30
     with pytest.raises(ManifestError, match="num_prefixes: 6 -> 5"):
-        score_dataset(scorer, SETTINGS, options(num_prefixes=5), 
-            written.root, out, progress=False)
+        score_dataset(scorer, SETTINGS, options(num_prefixes=5),
+                      written.root, out, progress=False)
 
 
 def test_a_broken_video_fails_only_its_episode(tmp_path, written, scorer):
     root = tmp_path / "ds"
     shutil.copytree(written.root, root)
     (root / f"videos/{FRONT}/chunk-000/file-001.mp4").write_bytes(b"not a video")
-    report = score_dataset(scorer, SETTINGS, options(camera_keys=(FRONT,)), 
-        root, tmp_path / "out", progress=False)
+    report = score_dataset(scorer, SETTINGS, options(camera_keys=(FRONT,)),
+                           root, tmp_path / "out", progress=False)
     assert [e.status for e in report.episodes] == ["scored", "scored", "failed"]
     assert "file-001.mp4: cannot open the video" in report.episodes[2].message
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -269,8 +269,8 @@ def test_bad_options_are_refused_before_any_work(tmp_path, written, scorer):
         score_dataset(scorer, SETTINGS, options(camera_keys=("observation.state",)), written.root,
                       tmp_path / "a", progress=False)
     with pytest.raises(DatasetError, match=r"episodes \[7\] are not in the dataset"):
-        score_dataset(scorer, SETTINGS, options(episodes=(1, 7)), 
-            written.root, tmp_path / "b", progress=False)
+        score_dataset(scorer, SETTINGS, options(episodes=(1, 7)),
+                      written.root, tmp_path / "b", progress=False)
     old = tmp_path / "old"
     shutil.copytree(written.root, old)
     info = json.loads((old / "meta/info.json").read_text())

@@ -150,7 +150,8 @@ def test_the_plan_counts_frames_outside_episodes_and_each_episodes_frames(tmp_pa
 
 def test_a_dataset_plan_gives_each_episode_its_index_task_span_and_frames(tmp_path):
     scenes = (*DEMO_SCENES, SceneSpec("push the green block to the left", (40, 160, 60), 0.6, 0.3))
-    written = write_lerobot_dataset(tmp_path / "ds", scenes, cameras=(DatasetCamera("observation.images.front", 64, 48),),
+    written = write_lerobot_dataset(tmp_path / "ds", scenes,
+                                    cameras=(DatasetCamera("observation.images.front", 64, 48),),
                                     fps=10, duration_s=0.5, episodes_per_file=2)
     source = DatasetSource(written.root, DatasetSourceOptions(("observation.images.front",), episodes=(0, 2)))
     specs, _ = source.plan()

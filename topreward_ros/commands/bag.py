@@ -143,7 +143,6 @@ def run_bag(args: argparse.Namespace) -> int:
 # -- topreward replay --------------------------------------------------------------------
 
 
-
 def _register_replay(subparsers: Any) -> None:
 
     p = subparsers.add_parser(

@@ -62,7 +62,7 @@ class EpisodeWriter:
 
     def write(self, result: EpisodeResult) -> dict[str, Any]:
         """Write the files of a scored episode; its manifest entry (files relative to the root)."""
-        spec, samples, curve = result.spec, result.samples, result.curve
+        spec, samples = result.spec, result.samples
         directory = episode_dir(spec.index)
         ep_dir = self.root / directory
         ep_dir.mkdir(parents=True, exist_ok=True)

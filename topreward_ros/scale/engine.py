@@ -33,8 +33,7 @@ import os
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from topreward_ros.files import write_atomic
@@ -298,8 +297,8 @@ class RayEngine:
         item.pending -= 1
         if value.kind == "read_error":
             output.report.read_error = output.report.read_error or value.message
-            output.failed(spec, f"{item.job.source.kind} unreadable before the episode ended: "  # type: ignore[union-attr]
-                                f"{value.message}")
+            kind = item.job.source.kind if item.job.source is not None else "input"
+            output.failed(spec, f"{kind} unreadable before the episode ended: {value.message}")
             return
         if value.kind == "failed":
             output.failed(spec, value.message)
