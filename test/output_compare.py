@@ -66,6 +66,10 @@ def assert_same_outputs(a: Path, b: Path, skip: tuple[str, ...] = ()) -> list[st
             continue
         if rel.endswith(".json"):
             assert_close(json.loads((a / rel).read_text()), json.loads((b / rel).read_text()), rel)
+        elif rel.endswith(".yaml"):
+            import yaml
+
+            assert_close(yaml.safe_load((a / rel).read_text()), yaml.safe_load((b / rel).read_text()), rel)
         elif rel.endswith(".parquet"):
             assert_tables_close(a / rel, b / rel)
         elif rel.endswith(".csv"):

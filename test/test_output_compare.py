@@ -93,3 +93,15 @@ def _video_frames(path: Path) -> None:
 def test_a_changed_file_is_found(outputs: Path, tmp_path: Path, name: str, change) -> None:
     with pytest.raises(AssertionError, match=name.split(".")[0]):
         assert_same_outputs(outputs, changed_copy(outputs, tmp_path, name, change))
+
+
+def test_a_changed_yaml_value_is_found_and_comments_are_not_content(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, threshold, comment in ((a, -3.25, "# fitted on 12 episodes"), (b, -3.25, "# another run")):
+        d.mkdir()
+        (d / "calibrated.yaml").write_text(
+            f"{comment}\nscorer_node:\n  ros__parameters:\n    success_threshold: {threshold}\n")
+    assert assert_same_outputs(a, b) == ["calibrated.yaml"]
+    (b / "calibrated.yaml").write_text("scorer_node:\n  ros__parameters:\n    success_threshold: -2.5\n")
+    with pytest.raises(AssertionError, match="calibrated"):
+        assert_same_outputs(a, b)

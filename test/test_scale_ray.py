@@ -246,3 +246,23 @@ def test_lerobot_on_ray_with_a_killed_replica_resumes_to_the_local_outputs(
     after = episode_mtimes(out)
     assert {k: after[k] for k in before} == before  # nothing written before the kill was redone
     assert_same_outputs(reference, out)
+
+
+def test_eval_on_ray_scores_a_dataset_and_a_bag_as_the_local_engine_does(
+        dataset, bags, tiny_model_dir, tmp_path):
+    """`topreward eval --ray`: every episode record (curve, control, live ticks) and the report."""
+    from topreward_ros.cli import main
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("episode,success\nds/0,1\nds/1,0\nds/2,1\na/0,1\na/1,0\n")
+    common = [str(dataset), str(bags / "a"), "-l", str(labels), "--model", str(tiny_model_dir),
+              "--local-files-only", "--view-size", "64", "--torch-threads", "1", "--rate", "2",
+              "-q"]
+    assert main(["eval", *common, "-o", str(tmp_path / "local")]) == EXIT_OK
+    assert main(["eval", *common, "-o", str(tmp_path / "ray"), "--ray", "--replicas", "2"]) == EXIT_OK
+    compared = assert_same_outputs(tmp_path / "local", tmp_path / "ray", skip=("report.md",))
+    records = [rel for rel in compared if rel.startswith("episodes/")]
+    assert len(records) == 5  # every labelled episode, both inputs
+    for rel in ("episodes.csv", "metrics.json", "calibrated.yaml", "datasets/ds/manifest.json",
+                "bags/a/episode_0001/curve.json"):
+        assert rel in compared
