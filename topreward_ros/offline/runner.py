@@ -132,7 +132,7 @@ class OfflineRunner:
         # The first timer tick after the episode started.
         next_tick = spec.tick_phase_ns + period * ((spec.start_ns - spec.tick_phase_ns) // period + 1)
         if result.refused is None:
-            runner.start(spec.instruction, episode_id=f"episode-{spec.index:06d}")
+            runner.start(spec.instruction, episode_id=spec.episode_id or f"episode-{spec.index:06d}")
         try:
             for frame in frames:
                 while next_tick <= frame.log_ns:

@@ -64,6 +64,9 @@ class EpisodeSpec:
     record: fields added to the episode's ``curve.json`` (e.g. ``bag_episode``).
     num_frames: primary camera frames, where the plan counted them (reports
         an episode an earlier run did).
+    episode_id: the id the TaskProgress / EpisodeSuccess messages of
+        ``progress.mcap`` carry (the node's field of that name), named by the
+        source so messages of different inputs are told apart.
     """
 
     index: int
@@ -77,6 +80,7 @@ class EpisodeSpec:
     key: Any = None
     record: dict[str, Any] = field(default_factory=dict)
     num_frames: int | None = None
+    episode_id: str = ""
 
     @property
     def episode_index(self) -> int:

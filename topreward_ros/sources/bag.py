@@ -331,7 +331,7 @@ class _Cut:
             self.current = EpisodeSpec(
                 index, event.instruction, event.log_time_ns, event.log_time_ns, self.phase_ns,
                 table_index=index + self.options.episode_offset,
-                key=start, record={"bag_episode": index})
+                key=start, record={"bag_episode": index}, episode_id=f"bag-episode-{index:04d}")
             yield "start", self.current
 
 

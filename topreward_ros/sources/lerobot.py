@@ -154,7 +154,8 @@ class DatasetSource(EpisodeSource):
             stamps = frames.stamps_ns
             start, end = int(stamps[0]), int(stamps[-1])
             specs.append(EpisodeSpec(index, instruction, start, end, start, END_REASON,
-                                     key=index, record=record, num_frames=len(stamps)))
+                                     key=index, record=record, num_frames=len(stamps),
+                                     episode_id=f"lerobot-episode-{index:06d}"))
         return specs, notes
 
     def frames(self, spec: EpisodeSpec) -> Iterator[SourceFrame]:

@@ -198,7 +198,8 @@ class VideoSource(EpisodeSource):
         first = next(iter(self._stamped()), None)
         start = int(first[0]) if first is not None else 0
         spec = EpisodeSpec(0, self.instruction, start, start, start, END_REASON, key=0,
-                           record={"input": str(self._path), "input_kind": self.kind})
+                           record={"input": str(self._path), "input_kind": self.kind},
+                           episode_id=f"{self.kind}-{self._path.stem}")
         if first is None:
             spec.error = f"{self._path} has no frames"
         return [spec], SourceNotes()
