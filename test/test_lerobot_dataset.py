@@ -152,6 +152,24 @@ def test_reader_gives_episodes_tasks_stamps_and_the_encoded_frames(written):
                     assert int(np.argmin(errors)) == i, (key, episode.episode_index, i)
 
 
+def test_sparse_queries_seek_and_give_the_frames_decoding_through_gives(written):
+    """Sparse queries (the 2 fps schedule's on a 30 fps camera, here 1 in 10 frames): seeking
+    ahead gives the very pictures decoding straight through gives, decoding fewer frames."""
+    dataset = LeRobotDatasetDir(written.root)
+    for episode in written.episodes:
+        frames = dataset.frames(dataset.episodes[episode.episode_index])
+        queries = [float(t) for t in frames.timestamp[::10]]
+        for key in (FRONT, WRIST):
+            span = dataset.episodes[episode.episode_index].videos[key]
+            with EpisodeVideo(span, 0.05, seek=False) as through, EpisodeVideo(span, 0.05) as seeking:
+                for offset in queries:
+                    a, b = through.frame_at(offset)[0], seeking.frame_at(offset)[0]
+                    assert a is not None and b is not None
+                    assert a.time_s == b.time_s
+                    assert np.array_equal(a.rgb(), b.rgb()), (key, episode.episode_index, offset)
+                assert seeking.decoded < through.decoded, (seeking.decoded, through.decoded)
+
+
 def test_tasks_read_from_a_named_index_or_a_plain_column(tmp_path):
     path = tmp_path / "tasks.parquet"
     pq.write_table(pa.table({"task": ["open the drawer", "close it"], "task_index": [0, 1]}), path)

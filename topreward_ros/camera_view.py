@@ -63,3 +63,36 @@ def convert(msg: Any, size: int) -> np.ndarray:
         return prepare_view(rgb, size)
     except ValueError as exc:
         raise ImageError(str(exc)) from exc
+
+
+class DeferredView:
+    """A decoded picture (a video frame, an image file) converted when its sample is composed.
+
+    The offline sources' twin of ``CameraView``: the window keeps more frames
+    than it uses (a secondary camera's frames near every possible sample), so
+    the conversion to RGB and the resize run only for the frames a sample
+    takes, once. ``rgb`` returns the picture's RGB array.
+    """
+
+    __slots__ = ("_rgb", "_size", "_view", "_error")
+
+    def __init__(self, rgb: Any, size: int) -> None:
+        self._rgb: Any = rgb
+        self._size = int(size)
+        self._view: np.ndarray | None = None
+        self._error: ImageError | None = None
+
+    def view(self) -> np.ndarray:
+        """The ``size x size`` RGB view; raises ``ImageError`` if the picture is unusable."""
+        if self._rgb is not None:
+            from topreward_ros.scoring.frames import prepare_view
+
+            try:
+                self._view = prepare_view(self._rgb(), self._size)
+            except (ValueError, OSError) as exc:
+                self._error = ImageError(str(exc))
+            self._rgb = None
+        if self._error is not None:
+            raise self._error
+        assert self._view is not None
+        return self._view

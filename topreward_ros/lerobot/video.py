@@ -5,7 +5,15 @@ episode is a time range ``[from_s, to_s)`` of the file. ``EpisodeVideo``
 seeks to the key frame before ``from_s`` once, then decodes forward and hands
 out, for each queried time (``from_s`` + the frame's dataset timestamp), the
 decoded frame whose presentation time is nearest. Queries come in increasing
-order, so the file is decoded once, front to back, holding two frames.
+order, so the file is decoded front to back, holding two frames.
+
+The 2 fps schedule asks for one frame in fifteen of a 30 fps camera. Where
+key frames are close together (LeRobot encodes with a GOP of 2), a query
+far ahead of the decoded position seeks to a key frame shortly before it
+instead of decoding every frame in between: the same pictures (the decoder
+is deterministic), a fraction of the decoding. Where key frames are far
+apart (a GOP of seconds), seeking would decode the same frames again, so
+the file is decoded straight through.
 
 A query with no decoded frame within ``tolerance_s`` (a dropped or damaged
 frame, a span past the file's end) returns None with the reason; the caller
@@ -27,6 +35,10 @@ class VideoDecodeError(DatasetError):
     """The video file cannot be opened or decoded."""
 
 
+#: Key frames at most this many frames apart make seeking ahead cheaper than decoding through.
+SEEK_MAX_GOP = 8
+
+
 @dataclass
 class DecodedFrame:
     """A decoded picture and its presentation time in the file, in seconds."""
@@ -41,11 +53,16 @@ class DecodedFrame:
 class EpisodeVideo:
     """Nearest-frame access to one episode's span of a camera file."""
 
-    def __init__(self, span: VideoSpan, tolerance_s: float) -> None:
+    def __init__(self, span: VideoSpan, tolerance_s: float, seek: bool = True) -> None:
         import av
 
         self.span = span
         self.tolerance_s = float(tolerance_s)
+        self.seek = seek
+        # The widest key-frame interval decoded so far, in frames and seconds.
+        self._gop_frames: int | None = None
+        self._gop_s = 0.0
+        self.decoded = 0  # frames decoded (the cost seeking saves)
         self._av = av
         try:
             self._container = av.open(str(span.path))
@@ -53,7 +70,7 @@ class EpisodeVideo:
         except (av.error.FFmpegError, OSError, IndexError) as exc:
             raise VideoDecodeError(f"{span.path}: cannot open the video ({exc})") from exc
         self._stream.thread_type = "AUTO"
-        self._frames = self._decode()
+        self._frames = self._decode(self.span.from_s)
         self._prev: DecodedFrame | None = None
         self._next: DecodedFrame | None = None
         self._started = False
@@ -67,18 +84,26 @@ class EpisodeVideo:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _decode(self) -> Iterator[DecodedFrame]:
+    def _decode(self, from_s: float) -> Iterator[DecodedFrame]:
+        """Frames from the key frame at or before ``from_s`` on, within the span."""
         stream = self._stream
         time_base = stream.time_base
         start, stop = self.span.from_s - self.tolerance_s, self.span.to_s + self.tolerance_s
         try:
-            if self.span.from_s > 0:
-                self._container.seek(int(self.span.from_s / time_base), stream=stream,
+            if from_s > 0:
+                self._container.seek(int(from_s / time_base), stream=stream,
                                      backward=True, any_frame=False)
+            key: tuple[int, float] | None = None  # frames decoded and time at the last key frame
             for frame in self._container.decode(stream):
                 if frame.pts is None:
                     raise VideoDecodeError(f"{self.span.path}: a frame has no presentation time")
                 t = float(frame.pts * time_base)
+                self.decoded += 1
+                if frame.key_frame:
+                    if key is not None:
+                        self._gop_frames = max(self._gop_frames or 0, self.decoded - key[0])
+                        self._gop_s = max(self._gop_s, t - key[1])
+                    key = (self.decoded, t)
                 if t < start:
                     continue
                 if t > stop:
@@ -91,12 +116,28 @@ class EpisodeVideo:
         self._prev = self._next
         self._next = next(self._frames, None)
 
+    def _seek_gap_s(self) -> float:
+        """How far ahead a query must be for seeking to decode fewer frames than going through.
+
+        A seek decodes from a key frame up to two intervals before the query:
+        at most ``2 * gop + 1`` frames, against the frames of the gap.
+        """
+        assert self._gop_frames
+        frame_s = self._gop_s / self._gop_frames
+        return (2 * self._gop_frames + 2) * frame_s
+
     def frame_at(self, offset_s: float) -> tuple[DecodedFrame | None, str]:
         """The frame shown ``offset_s`` after the span's start, or None and why not."""
         query = self.span.from_s + offset_s
         if not self._started:
             self._started = True
             self._next = next(self._frames, None)
+        if (self.seek and self._gop_frames is not None and self._gop_frames <= SEEK_MAX_GOP
+                and self._next is not None and query - self._next.time_s > self._seek_gap_s()):
+            # From a key frame at least one interval before the query (never after it,
+            # so the frame before the query is decoded too).
+            self._frames = self._decode(query - self._gop_s)
+            self._prev, self._next = None, next(self._frames, None)
         while self._next is not None and self._next.time_s <= query:
             self._advance()
         candidates = [f for f in (self._prev, self._next) if f is not None]
@@ -109,12 +150,13 @@ class EpisodeVideo:
         return best, ""
 
 
-def open_episode_videos(spans: list[VideoSpan], tolerance_s: float) -> list[EpisodeVideo]:
+def open_episode_videos(spans: list[VideoSpan], tolerance_s: float,
+                        seek: bool = True) -> list[EpisodeVideo]:
     """Open every camera's span; on a failure close the ones already open."""
     videos: list[EpisodeVideo] = []
     try:
         for span in spans:
-            videos.append(EpisodeVideo(span, tolerance_s))
+            videos.append(EpisodeVideo(span, tolerance_s, seek))
     except BaseException:
         for video in videos:
             video.close()

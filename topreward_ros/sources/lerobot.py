@@ -185,10 +185,10 @@ class DatasetSource(EpisodeSource):
 
 def _decoder(video: Any, offset_s: float, key: str) -> Any:
     def decode(view_size: int) -> tuple[Any, str]:
-        from topreward_ros.scoring.frames import prepare_view
+        from topreward_ros.camera_view import DeferredView
 
         decoded, why = video.frame_at(offset_s)
         if decoded is None:
             raise FrameDecodeError(why)
-        return prepare_view(decoded.rgb(), view_size), key
+        return DeferredView(decoded.rgb, view_size), key
     return decode

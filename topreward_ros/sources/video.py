@@ -219,8 +219,9 @@ class VideoSource(EpisodeSource):
 
 def _decoder(item: Any, name: str) -> Any:
     def decode(view_size: int) -> tuple[Any, str]:
-        from topreward_ros.scoring.frames import prepare_view
+        from topreward_ros.camera_view import DeferredView
 
-        rgb = _read_image(item) if isinstance(item, Path) else item.to_ndarray(format="rgb24")
-        return prepare_view(rgb, view_size), name
+        if isinstance(item, Path):
+            return DeferredView(lambda: _read_image(item), view_size), name
+        return DeferredView(lambda: item.to_ndarray(format="rgb24"), view_size), name
     return decode
