@@ -387,7 +387,7 @@ replicas in the best 2-replica round: {" / ".join(f"{c:.1f}" for c in best["ray2
 machine the wall ratio moves with the load of the moment, the CPU ratio does not.
 Two replicas need two free cores to double the rate; on a shared machine they get what is left.
 On a cluster with one GPU per replica the replicas share nothing and throughput adds up
-(README: Fleet).
+(docs/offline.md: On a Ray cluster).
 """
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text)
