@@ -48,7 +48,7 @@ END_MARKER = "end of recording"
 SECONDARY_OFFSET_NS = 5_000_000  # within the 50 ms sync tolerance
 INSTRUCTION_AFTER_LAST_NS = 10_000_000  # the next instruction, 10 ms after the last frame
 #: Replays per test run; TOPREWARD_REPLAY_RUNS=10 repeats it for a soak.
-RUNS = int(os.environ.get("TOPREWARD_REPLAY_RUNS", "2"))
+RUNS = int(os.environ.get("TOPREWARD_REPLAY_RUNS", "1"))
 
 
 def primary_stamps(episode: int) -> list[int]:

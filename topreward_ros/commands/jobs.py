@@ -29,9 +29,15 @@ from topreward_ros.offline.fleet import FleetResult, InputJob, InputRun, write_s
 def run_jobs(prog: str, args: argparse.Namespace, jobs: Sequence[InputJob],
              settings: OfflineSettings, config: Any, single: bool, raw_inputs: Sequence[str],
              kind: str = "bag", episode_offset: int = 0, extra: EpisodeExtra | None = None,
-             on_episode: EpisodeHook | None = None, on_replica_episode: Any = None,
-             print_result: bool = True) -> tuple[int, list[InputRun]]:
-    """Score ``jobs`` into their output directories; (exit code, runs)."""
+             on_episode: EpisodeHook | None = None, on_replica_episode: Any = None
+             ) -> tuple[int, list[InputRun]]:
+    """Score ``jobs`` into their output directories; (exit code, runs).
+
+    ``on_replica_episode(job, spec, actor)``: with ``--ray``, called on the
+    driver after each episode a replica scored is written. The commands take
+    it from ``args.on_replica_episode`` when a program embedding them sets it
+    (the tests kill a replica there); the command line never does.
+    """
 
     def fail(message: str) -> tuple[int, list[InputRun]]:
         print(f"{prog}: {message}", file=sys.stderr)
@@ -73,12 +79,11 @@ def run_jobs(prog: str, args: argparse.Namespace, jobs: Sequence[InputJob],
     result = FleetResult(runs, summarise(runs, tables=True), kind=kind)
     if single and runs and runs[0].status == "unusable":
         return fail(str(runs[0].error or runs[0].job.error))[0], runs
-    if print_result:
-        print(result.text())
-        if not single:
-            combined = result.summary.get("combined", {})
-            print(f"summary: {out / 'runs.json'}; combined table: {combined.get('rows', 0)} "
-                  f"rows of {combined.get('bags', 0)}/{len(runs)} {kind}s")
+    print(result.text())
+    if not single:
+        combined = result.summary.get("combined", {})
+        print(f"summary: {out / 'runs.json'}; combined table: {combined.get('rows', 0)} "
+              f"rows of {combined.get('bags', 0)}/{len(runs)} {kind}s")
     if result.interrupted:
         return EXIT_INTERRUPTED, runs
     if result.nothing_usable:

@@ -176,6 +176,3 @@ class EpisodeSource(ABC):
     def rabc_index(self, frames: Any) -> tuple[Any, dict[str, str]]:
         """The dataset ``index`` of each row of a frame table (None: rows counted), and metadata."""
         return None, {}
-
-    def describe(self) -> str:
-        return f"{self.kind} {self.path}"
