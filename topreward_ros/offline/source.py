@@ -40,6 +40,14 @@ class SourceReadError(SourceError):
     """Reading stopped part-way: everything delivered before it stands."""
 
 
+def check_camera_names(field_name: str, names: tuple[str, ...], noun: str) -> None:
+    """A source's camera list names at least one camera and none twice (``ValueError`` if not)."""
+    if not names:
+        raise ValueError(f"{field_name} must name at least one {noun}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{field_name} repeat a {noun.split()[-1]}: {list(names)}")
+
+
 class FrameDecodeError(ValueError):
     """One frame's bytes cannot be turned into a picture (it is left out and reported)."""
 

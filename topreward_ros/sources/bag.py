@@ -38,6 +38,7 @@ from topreward_ros.offline.source import (
     SourceFrame,
     SourceNotes,
     SourceReadError,
+    check_camera_names,
 )
 from topreward_ros.scoring.prompt import validate_instruction
 
@@ -79,10 +80,7 @@ class BagSourceOptions:
     episode_offset: int = 0
 
     def __post_init__(self) -> None:
-        if not self.camera_topics:
-            raise ValueError("camera_topics must name at least one image topic")
-        if len(set(self.camera_topics)) != len(self.camera_topics):
-            raise ValueError(f"camera_topics repeat a topic: {list(self.camera_topics)}")
+        check_camera_names("camera_topics", self.camera_topics, "image topic")
         if self.instruction is not None and not self.instruction.strip():
             raise ValueError(
                 "instruction must not be empty (omit it to read the instruction topic)")

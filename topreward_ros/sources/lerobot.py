@@ -28,6 +28,7 @@ from topreward_ros.offline.source import (
     SourceError,
     SourceFrame,
     SourceNotes,
+    check_camera_names,
 )
 
 END_REASON = "end of the dataset episode"
@@ -55,10 +56,7 @@ class DatasetSourceOptions:
     video_tolerance_frames: float = 0.5
 
     def __post_init__(self) -> None:
-        if not self.camera_keys:
-            raise ValueError("camera_keys must name at least one video feature")
-        if len(set(self.camera_keys)) != len(self.camera_keys):
-            raise ValueError(f"camera_keys repeat a camera: {list(self.camera_keys)}")
+        check_camera_names("camera_keys", self.camera_keys, "video feature")
         if self.instruction is not None and not self.instruction.strip():
             raise ValueError("instruction must not be empty (omit it to use the dataset's tasks)")
         if not (0 < self.video_tolerance_frames <= 1):
