@@ -196,3 +196,31 @@ def test_a_frame_folder_is_one_episode_stamped_at_the_source_rate(tmp_path):
             results.append(str(exc))
     assert results[:2] + results[3:] == [0, 40, 120, 160]
     assert "cannot read image" in results[2] and "002.png" in results[2]
+
+
+def test_a_truncated_bag_plans_its_whole_episodes_and_marks_the_one_cut_short(tmp_path):
+    """The plan a Ray driver makes of a damaged bag: what the walk would score, the rest failed."""
+    from topreward_ros.bag.synthetic import CameraSpec, write_episodes_bag
+
+    scenes = (*DEMO_SCENES, SceneSpec("push the green block to the left", (40, 160, 60), 0.6, 0.3))
+    layout = write_episodes_bag(tmp_path / "bag", "mcap", scenes,
+                                (CameraSpec("/camera/image_raw", width=160, height=120),), duration_s=2.0)
+    (mcap_file,) = layout.path.glob("*.mcap")
+    data = mcap_file.read_bytes()
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(data[: int(len(data) * 0.75)])
+    source = BagSource(cut, BagSourceOptions(camera_topics=("/camera/image_raw",)))
+    specs, notes = source.plan()
+    walk_notes = SourceNotes()
+    walked_specs = []
+    with pytest.raises(Exception, match="truncated"):
+        for spec, frames in source.walk(walk_notes):
+            walked_specs.append(spec)
+            list(frames)
+    assert "truncated" in (notes.read_error or "")
+    assert [s.error is None for s in specs] == [True] * (len(specs) - 1) + [False]
+    assert "unreadable before the episode ended" in specs[-1].error
+    # The episodes the walk finished are the planned ones, with the same spans.
+    assert [spec_key(s) for s in specs[:-1]] == [spec_key(s) for s in walked_specs[:-1]]
+    for spec in specs[:-1]:
+        assert frame_list(source.frames(spec))

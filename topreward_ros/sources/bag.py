@@ -397,10 +397,14 @@ class BagSource(EpisodeSource):
                                              last_ns=last_ns):
                     if kind == "start":
                         specs.append(item)
-        except SourceReadError as exc:
+        except (SourceReadError, BagReadError) as exc:
             notes.read_error = str(exc)
             if specs and specs[-1].end_reason == "":  # the episode the damage cut short
                 specs[-1].error = f"bag unreadable before the episode ended: {exc}"
+        except BagSetupError:
+            raise
+        except BagError as exc:  # unopenable since it was checked: the input fails, not the run
+            raise SourceError(str(exc)) from exc
         return specs, notes
 
     def walk(self, notes: SourceNotes) -> Iterator[tuple[EpisodeSpec, Iterator[SourceFrame]]]:
