@@ -25,6 +25,29 @@ DEFAULT_DOMAIN_BASE = 60
 DOMAIN_IDS = range(1, 102)
 
 
+#: The longest test modules (node processes, Ray clusters, busy-machine replays), first.
+#: pytest-xdist hands whole modules to its workers in collection order, so starting the
+#: long ones first keeps the workers from idling while one of them finishes a long
+#: module at the end. Order only: every module still runs alone and in any order.
+LONG_MODULES = (
+    "test_scale_ray.py",
+    "test_scale_ray_dataset.py",
+    "test_replay_under_load.py",
+    "test_success_replay.py",
+    "test_managed_node.py",
+    "test_eval.py",
+    "test_scorer_node.py",
+    "test_eval_dataset.py",
+    "test_demo.py",
+    "test_ros2_cli.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
