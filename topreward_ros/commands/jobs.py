@@ -69,11 +69,10 @@ def run_jobs(prog: str, args: argparse.Namespace, jobs: Sequence[InputJob],
                       tables=False)
 
     try:
-        with open_engine(config, ray, progress=not args.quiet) as engine:
+        with open_engine(config, ray, progress=not args.quiet,
+                         on_replica_episode=on_replica_episode) as engine:
             runs = engine.run(jobs, settings, force=args.force, extra=extra, on_episode=on_episode,
-                              on_input_done=on_input_done, **(
-                                  {"on_replica_episode": on_replica_episode}
-                                  if on_replica_episode is not None else {}))
+                              on_input_done=on_input_done)
     except EngineStartError as exc:
         return fail(str(exc))
     result = FleetResult(runs, summarise(runs, tables=True), kind=kind)
@@ -96,8 +95,13 @@ class EngineStartError(RuntimeError):
 
 
 @contextmanager
-def open_engine(config: Any, ray: Any, progress: bool = True) -> Iterator[Any]:
-    """The local engine (the model loaded here) or, with Ray options, a started ``RayEngine``."""
+def open_engine(config: Any, ray: Any, progress: bool = True,
+                on_replica_episode: Any = None) -> Iterator[Any]:
+    """The local engine (the model loaded here) or, with Ray options, a started ``RayEngine``.
+
+    ``on_replica_episode`` is the Ray engine's hook (see ``run_jobs``); the
+    local engine has no replica to call it for.
+    """
     if ray is None:
         from topreward_ros.offline.fleet import LocalEngine
         from topreward_ros.scoring import ModelLoadError, load_scorer
@@ -112,7 +116,7 @@ def open_engine(config: Any, ray: Any, progress: bool = True) -> Iterator[Any]:
     from topreward_ros.scale.engine import RayEngine, ReplicaStartError
 
     try:
-        engine = RayEngine(config, ray, progress=progress)
+        engine = RayEngine(config, ray, progress=progress, on_replica_episode=on_replica_episode)
     except RayUnavailableError as exc:
         raise EngineStartError(str(exc)) from exc
     try:

@@ -67,6 +67,16 @@ class OfflineSettings:
         return {"model": model_id, **asdict(self.episode), **asdict(self.runner),
                 **source.settings_record()}
 
+    def episode_runner(self, scorer: Any, cameras: tuple[str, ...]) -> OfflineRunner:
+        """The runner every engine scores with (in this process or on a replica)."""
+        return OfflineRunner(scorer, self.episode, self.runner, cameras)
+
+    def episode_writer(self, root: Path, record: dict[str, Any],
+                       cameras: tuple[str, ...]) -> EpisodeWriter:
+        """The writer of one episode's files under ``root`` (the output, or a replica's scratch)."""
+        return EpisodeWriter(root, self.episode, self.outputs, record, cameras,
+                             self.runner.tick_rate_hz)
+
 
 #: Work done where the model is, after an episode is scored (e.g. the
 #: evaluation's static control curve): (scorer, result) -> a picklable value.
@@ -120,10 +130,6 @@ class SourceOutput:
                                       self.record, force=force)
         self.report = RunReport(str(source.path), str(self.out_dir), kind=source.kind)
         self.scored_now = 0
-
-    def writer(self, root: Path | None = None) -> EpisodeWriter:
-        return EpisodeWriter(root or self.out_dir, self.settings.episode, self.settings.outputs,
-                             self.record, self.source.cameras, self.settings.runner.tick_rate_hz)
 
     def done(self, spec: EpisodeSpec) -> bool:
         """Recorded as done, with the same instruction and start and all its files present."""
@@ -199,8 +205,8 @@ def run_local(scorer: Any, settings: OfflineSettings, source: EpisodeSource, out
     """
     source.check()
     output = SourceOutput(source, out_dir, scorer.model_id, settings, force=force)
-    runner = OfflineRunner(scorer, settings.episode, settings.runner, source.cameras)
-    writer = output.writer()
+    runner = settings.episode_runner(scorer, source.cameras)
+    writer = settings.episode_writer(output.out_dir, output.record, source.cameras)
     notes = SourceNotes()
     bar = progress_bar(None, progress, source.kind, unit="episode")
     spec: EpisodeSpec | None = None

@@ -18,7 +18,7 @@ stopped early) and says so. Two extra columns name the origin of each row:
 ``bag`` (its output name) and ``bag_episode_index`` (the episode number
 within its input, as in the per-input tables).
 
-``run_inputs_local`` loads nothing itself: it runs each input through
+``LocalEngine`` loads nothing itself: it runs each input through
 ``offline.engine.run_local`` with the one loaded model; ``topreward_ros.scale``
 runs the same jobs on Ray, per episode, and hands back the same
 ``InputRun`` records, so the summary is one code path.
@@ -107,37 +107,28 @@ class LocalEngine:
     def run(self, jobs: Sequence[InputJob], settings: OfflineSettings, force: bool = False,
             extra: EpisodeExtra | None = None, on_episode: EpisodeHook | None = None,
             on_input_done: Callable[[InputRun], None] | None = None) -> list[InputRun]:
-        return run_inputs_local(self.scorer, settings, jobs, force=force, progress=self.progress,
-                                on_input_done=on_input_done, extra=extra, on_episode=on_episode)
-
-
-def run_inputs_local(scorer: Any, settings: OfflineSettings, jobs: Sequence[InputJob],
-                     force: bool = False, progress: bool = True,
-                     on_input_done: Callable[[InputRun], None] | None = None,
-                     extra: EpisodeExtra | None = None,
-                     on_episode: EpisodeHook | None = None) -> list[InputRun]:
-    """Score the inputs one after another in this process with one loaded model."""
-    runs: list[InputRun] = []
-    interrupted = False
-    for job in jobs:
-        if interrupted:
-            runs.append(InputRun(job, started=False))
-            continue
-        if job.error is not None:
-            run = InputRun(job, error=job.error)
-        else:
-            assert job.source is not None
-            try:
-                report = run_local(scorer, settings, job.source, job.out_dir, force=force,
-                                   progress=progress, extra=extra, on_episode=on_episode)
-                run = InputRun(job, report)
-                interrupted = report.interrupted
-            except (SourceError, ManifestError) as exc:
-                run = InputRun(job, error=str(exc))
-        runs.append(run)
-        if on_input_done is not None:
-            on_input_done(run)
-    return runs
+        """Score each input with ``run_local``; one ``InputRun`` per job, in job order."""
+        runs: list[InputRun] = []
+        interrupted = False
+        for job in jobs:
+            if interrupted:
+                runs.append(InputRun(job, started=False))
+                continue
+            if job.error is not None:
+                run = InputRun(job, error=job.error)
+            else:
+                assert job.source is not None
+                try:
+                    report = run_local(self.scorer, settings, job.source, job.out_dir, force=force,
+                                       progress=self.progress, extra=extra, on_episode=on_episode)
+                    run = InputRun(job, report)
+                    interrupted = report.interrupted
+                except (SourceError, ManifestError) as exc:
+                    run = InputRun(job, error=str(exc))
+            runs.append(run)
+            if on_input_done is not None:
+                on_input_done(run)
+        return runs
 
 
 # -- the fleet summary -------------------------------------------------------------------

@@ -110,10 +110,12 @@ ReplicaHook = Callable[[InputJob, EpisodeSpec, Any], None]
 class RayEngine:
     """Runs the episodes of many inputs on Ray replicas and writes their outputs (see the module doc)."""
 
-    def __init__(self, config: Any, options: RayOptions, progress: bool = True) -> None:
+    def __init__(self, config: Any, options: RayOptions, progress: bool = True,
+                 on_replica_episode: ReplicaHook | None = None) -> None:
         self.config = config
         self.options = options
         self.progress = progress
+        self.on_replica_episode = on_replica_episode
         self.ray = import_ray()
         self._started_ray = False
         self.actors: list[Any] = []
@@ -186,8 +188,7 @@ class RayEngine:
     # -- the run -------------------------------------------------------------------------
     def run(self, jobs: Sequence[InputJob], settings: OfflineSettings, force: bool = False,
             extra: EpisodeExtra | None = None, on_episode: EpisodeHook | None = None,
-            on_input_done: Callable[[InputRun], None] | None = None,
-            on_replica_episode: ReplicaHook | None = None) -> list[InputRun]:
+            on_input_done: Callable[[InputRun], None] | None = None) -> list[InputRun]:
         """Score every job's episodes on the replicas; one ``InputRun`` per job, in job order."""
         ray = self.ray
         inputs: list[_Input] = []
@@ -252,8 +253,8 @@ class RayEngine:
                     continue
                 assert item is not None and spec is not None
                 self._finished(item, spec, value, on_episode)
-                if on_replica_episode is not None:
-                    on_replica_episode(item.job, spec, actor)
+                if self.on_replica_episode is not None:
+                    self.on_replica_episode(item.job, spec, actor)
                 self._maybe_close(item, on_input_done)
         except KeyboardInterrupt:
             for item in inputs:

@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from topreward_ros.offline.engine import EpisodeExtra, OfflineSettings, ScoredFiles, score_episode
-from topreward_ros.offline.outputs import EpisodeWriter
-from topreward_ros.offline.runner import OfflineRunner
 from topreward_ros.offline.source import EpisodeSource, EpisodeSpec, SourceReadError
 
 
@@ -65,11 +63,10 @@ class ScorerReplica:
     def score(self, source: EpisodeSource, spec: EpisodeSpec, settings: OfflineSettings,
               record: dict[str, Any], extra: EpisodeExtra | None = None) -> ReplicaResult:
         """Score ``spec`` of ``source``; its files as bytes (see ``ReplicaResult``)."""
-        runner = OfflineRunner(self.scorer, settings.episode, settings.runner, source.cameras)
+        runner = settings.episode_runner(self.scorer, source.cameras)
         scratch = Path(tempfile.mkdtemp(prefix="topreward-replica-"))
         try:
-            writer = EpisodeWriter(scratch, settings.episode, settings.outputs, record,
-                                   source.cameras, settings.runner.tick_rate_hz)
+            writer = settings.episode_writer(scratch, record, source.cameras)
             try:
                 done = score_episode(runner, writer, spec, source.frames(spec), extra)
             except SourceReadError as exc:
