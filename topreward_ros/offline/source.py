@@ -137,16 +137,10 @@ class EpisodeSource(ABC):
 
     #: what a report calls this kind of input ("bag", "dataset", "video")
     kind: str = "input"
-
-    @property
-    @abstractmethod
-    def path(self) -> Path:
-        """The input's path (recorded in the manifest)."""
-
-    @property
-    @abstractmethod
-    def cameras(self) -> tuple[str, ...]:
-        """Camera names (topics, feature keys), primary first."""
+    #: the input's path (recorded in the manifest)
+    path: Path
+    #: camera names (topics, feature keys), primary first
+    cameras: tuple[str, ...]
 
     @abstractmethod
     def check(self) -> None:

@@ -339,28 +339,21 @@ class BagSource(EpisodeSource):
     kind = "bag"
 
     def __init__(self, path: Path | str, options: BagSourceOptions) -> None:
-        self._path = Path(path)
+        self.path = Path(path)
         self.options = options
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def cameras(self) -> tuple[str, ...]:
-        return self.options.camera_topics
+        self.cameras = options.camera_topics
 
     def _open(self) -> Any:
         from topreward_ros.bag.reader import BagReader
 
-        return BagReader(self._path)
+        return BagReader(self.path)
 
     def check(self) -> None:
         with self._open() as reader:
             check_bag(reader, self.options)
 
     def fingerprint(self) -> str:
-        return bag_fingerprint(self._path)
+        return bag_fingerprint(self.path)
 
     def settings_record(self) -> dict[str, Any]:
         record = asdict(self.options)

@@ -83,25 +83,19 @@ class DatasetSource(EpisodeSource):
     kind = "dataset"
 
     def __init__(self, root: Path | str, options: DatasetSourceOptions) -> None:
-        self._root = Path(root)
+        self.path = Path(root)
         self.options = options
+        self.cameras = options.camera_keys
         self._dataset: LeRobotDatasetDir | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_root": self._root, "options": self.options, "_dataset": None}
-
-    @property
-    def path(self) -> Path:
-        return self._root
-
-    @property
-    def cameras(self) -> tuple[str, ...]:
-        return self.options.camera_keys
+        # Sent to replicas without the opened dataset: each opens it where it runs.
+        return {**self.__dict__, "_dataset": None}
 
     @property
     def dataset(self) -> LeRobotDatasetDir:
         if self._dataset is None:
-            self._dataset = LeRobotDatasetDir(self._root)
+            self._dataset = LeRobotDatasetDir(self.path)
         return self._dataset
 
     def check(self) -> None:

@@ -152,33 +152,26 @@ class VideoSource(EpisodeSource):
     """One video file or frame folder, one episode with a given instruction (see the module doc)."""
 
     def __init__(self, path: Path | str, instruction: str, source_fps: float = 30.0) -> None:
-        self._path = Path(path)
+        self.path = Path(path)
         self.instruction = instruction
         self.source_fps = float(source_fps)
-        self.kind = "frames" if self._path.is_dir() else "video"
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def cameras(self) -> tuple[str, ...]:
-        return (self.kind,)
+        self.kind = "frames" if self.path.is_dir() else "video"
+        self.cameras = (self.kind,)
 
     def check(self) -> None:
-        if not self._path.exists():
-            raise InputError(f"{self._path} does not exist")
+        if not self.path.exists():
+            raise InputError(f"{self.path} does not exist")
         if not self.instruction.strip():
-            raise InputError(f"{self._path}: no instruction")
-        if self._path.is_dir():
-            frame_files(self._path)
+            raise InputError(f"{self.path}: no instruction")
+        if self.path.is_dir():
+            frame_files(self.path)
         else:
             next(iter(self._stamped()), None)
 
     def fingerprint(self) -> str:
         from topreward_ros.files import files_fingerprint
 
-        files = frame_files(self._path) if self._path.is_dir() else [self._path]
+        files = frame_files(self.path) if self.path.is_dir() else [self.path]
         return files_fingerprint(files, [f.name for f in files])
 
     def settings_record(self) -> dict[str, Any]:
@@ -187,21 +180,21 @@ class VideoSource(EpisodeSource):
 
     def _stamped(self) -> Iterator[tuple[int, Any]]:
         """(stamp_ns, frame) pairs: av video frames, or image paths of a folder."""
-        if self._path.is_dir():
-            for i, file in enumerate(frame_files(self._path)):
+        if self.path.is_dir():
+            for i, file in enumerate(frame_files(self.path)):
                 yield round(i * NS_PER_S / self.source_fps), file
         else:
-            yield from _video_frames(self._path)
+            yield from _video_frames(self.path)
 
     def plan(self) -> tuple[list[EpisodeSpec], SourceNotes]:
         # The start is the first frame's stamp; the end is known once the frames are read.
         first = next(iter(self._stamped()), None)
         start = int(first[0]) if first is not None else 0
         spec = EpisodeSpec(0, self.instruction, start, start, start, END_REASON, key=0,
-                           record={"input": str(self._path), "input_kind": self.kind},
-                           episode_id=f"{self.kind}-{self._path.stem}")
+                           record={"input": str(self.path), "input_kind": self.kind},
+                           episode_id=f"{self.kind}-{self.path.stem}")
         if first is None:
-            spec.error = f"{self._path} has no frames"
+            spec.error = f"{self.path} has no frames"
         return [spec], SourceNotes()
 
     def frames(self, spec: EpisodeSpec) -> Iterator[SourceFrame]:
@@ -211,7 +204,7 @@ class VideoSource(EpisodeSource):
                 last = max(last, stamp)
                 label = (f"{item.name} (stamped {stamp} ns)" if isinstance(item, Path)
                          else f"video frame stamped {stamp} ns")
-                yield SourceFrame(0, stamp, stamp, label, decode=_decoder(item, self._path.name))
+                yield SourceFrame(0, stamp, stamp, label, decode=_decoder(item, self.path.name))
         except InputError as exc:
             raise SourceReadError(str(exc)) from exc
         spec.end_ns = last
