@@ -58,32 +58,43 @@ def frame_files(path: Path) -> list[Path]:
 
 
 def read_episode(path: Path, source_fps: float, sample_fps: float, view_size: int) -> SampledEpisode:
-    """Sample and prepare the frames of a video file or an image directory."""
+    """Sample and prepare the frames of a video file or an image directory.
+
+    The frames ``VideoSource`` reads, sampled online by the node's 2 fps
+    rule: only the kept frames are converted, so a long video never sits in
+    memory.
+    """
+    from topreward_ros.scoring.frames import prepare_view
+    from topreward_ros.scoring.schedule import FrameSampler
+
     if not path.exists():
         raise InputError(f"{path} does not exist")
+    sampler = FrameSampler(sample_fps)
+    views: list[np.ndarray] = []
+    stamps: list[int] = []
+    indices: list[int] = []
+    count = 0
+    for i, (stamp, item) in enumerate(stamped_frames(path, source_fps)):
+        count += 1
+        if sampler.offer(stamp):
+            try:
+                views.append(prepare_view(_picture(item), view_size))
+            except FrameDecodeError as exc:
+                raise InputError(str(exc)) from exc
+            stamps.append(stamp)
+            indices.append(i)
+    if not views:
+        raise InputError(f"{path} has no decodable video frames")
+    return SampledEpisode(views, stamps, indices, count, "image" if path.is_dir() else "video")
+
+
+def stamped_frames(path: Path, source_fps: float) -> Iterator[tuple[int, Any]]:
+    """(stamp_ns, frame) pairs: a video's decoded av frames, or a folder's image paths."""
     if path.is_dir():
-        return _read_frame_dir(path, source_fps, sample_fps, view_size)
-    return _read_video(path, sample_fps, view_size)
-
-
-def _read_frame_dir(path: Path, source_fps: float, sample_fps: float, view_size: int) -> SampledEpisode:
-    from PIL import Image, UnidentifiedImageError
-
-    from topreward_ros.scoring.frames import prepare_view
-    from topreward_ros.scoring.schedule import NS_PER_S, sample_indices
-
-    files = frame_files(path)
-    stamps = [round(i * NS_PER_S / source_fps) for i in range(len(files))]
-    keep = sample_indices(stamps, sample_fps)
-    views = []
-    for i in keep:
-        try:
-            with Image.open(files[i]) as image:
-                rgb = np.asarray(image.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise InputError(f"cannot read image {files[i]}: {exc}") from exc
-        views.append(prepare_view(rgb, view_size))
-    return SampledEpisode(views, [stamps[i] for i in keep], keep, len(files), "image")
+        for i, file in enumerate(frame_files(path)):
+            yield round(i * NS_PER_S / source_fps), file
+    else:
+        yield from _video_frames(path)
 
 
 def _video_frames(path: Path) -> Iterator[tuple[int, Any]]:
@@ -116,26 +127,11 @@ def _video_frames(path: Path) -> Iterator[tuple[int, Any]]:
             raise InputError(f"cannot decode {path} (frame {index}): {exc}") from exc
 
 
-def _read_video(path: Path, sample_fps: float, view_size: int) -> SampledEpisode:
-    from topreward_ros.scoring.frames import prepare_view
-    from topreward_ros.scoring.schedule import FrameSampler
-
-    # Online form of sample_indices (the same rule): only the kept frames are
-    # converted, so a long video never sits in memory.
-    sampler = FrameSampler(sample_fps)
-    views: list[np.ndarray] = []
-    stamps: list[int] = []
-    indices: list[int] = []
-    count = 0
-    for i, (stamp, frame) in enumerate(_video_frames(path)):
-        count += 1
-        if sampler.offer(stamp):
-            views.append(prepare_view(frame.to_ndarray(format="rgb24"), view_size))
-            stamps.append(stamp)
-            indices.append(i)
-    if not views:
-        raise InputError(f"{path} has no decodable video frames")
-    return SampledEpisode(views, stamps, indices, count, "video")
+def _picture(item: Any) -> np.ndarray:
+    """The RGB picture of a ``stamped_frames`` item; ``FrameDecodeError`` if it cannot be read."""
+    if isinstance(item, Path):
+        return _read_image(item)
+    return item.to_ndarray(format="rgb24")
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -166,7 +162,7 @@ class VideoSource(EpisodeSource):
         if self.path.is_dir():
             frame_files(self.path)
         else:
-            next(iter(self._stamped()), None)
+            next(iter(stamped_frames(self.path, self.source_fps)), None)
 
     def fingerprint(self) -> str:
         from topreward_ros.files import files_fingerprint
@@ -178,17 +174,9 @@ class VideoSource(EpisodeSource):
         return {"instruction": self.instruction,
                 "source_fps": self.source_fps if self.kind == "frames" else None}
 
-    def _stamped(self) -> Iterator[tuple[int, Any]]:
-        """(stamp_ns, frame) pairs: av video frames, or image paths of a folder."""
-        if self.path.is_dir():
-            for i, file in enumerate(frame_files(self.path)):
-                yield round(i * NS_PER_S / self.source_fps), file
-        else:
-            yield from _video_frames(self.path)
-
     def plan(self) -> tuple[list[EpisodeSpec], SourceNotes]:
         # The start is the first frame's stamp; the end is known once the frames are read.
-        first = next(iter(self._stamped()), None)
+        first = next(iter(stamped_frames(self.path, self.source_fps)), None)
         start = int(first[0]) if first is not None else 0
         spec = EpisodeSpec(0, self.instruction, start, start, start, END_REASON, key=0,
                            record={"input": str(self.path), "input_kind": self.kind},
@@ -200,7 +188,7 @@ class VideoSource(EpisodeSource):
     def frames(self, spec: EpisodeSpec) -> Iterator[SourceFrame]:
         last = spec.start_ns
         try:
-            for stamp, item in self._stamped():
+            for stamp, item in stamped_frames(self.path, self.source_fps):
                 last = max(last, stamp)
                 label = (f"{item.name} (stamped {stamp} ns)" if isinstance(item, Path)
                          else f"video frame stamped {stamp} ns")
@@ -214,7 +202,5 @@ def _decoder(item: Any, name: str) -> Any:
     def decode(view_size: int) -> tuple[Any, str]:
         from topreward_ros.camera_view import DeferredView
 
-        if isinstance(item, Path):
-            return DeferredView(lambda: _read_image(item), view_size), name
-        return DeferredView(lambda: item.to_ndarray(format="rgb24"), view_size), name
+        return DeferredView(lambda: _picture(item), view_size), name
     return decode
