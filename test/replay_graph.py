@@ -9,7 +9,6 @@ node's log.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 from install_tree import LIB_DIR
+from ros_process import stop_child
 
 EXECUTABLE = LIB_DIR / "scorer_node"
 
@@ -120,10 +120,5 @@ def scorer_node(params: dict[str, str], log: Path, load_timeout: float = 120.0) 
                          load_timeout, "the node to load the model", log)
             yield probe
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            stop_child(proc)
             probe.close()

@@ -88,6 +88,21 @@ class RosProcess:
         self._out.close()
 
 
+def stop_child(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Ctrl-C a child process that may still run, and make sure it is gone.
+
+    SIGINT first (the node's own clean shutdown), SIGKILL if it has not
+    exited ``timeout`` seconds later: a test never leaves a node behind.
+    """
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def wait_for(what: str, predicate: Callable[[], T | None], process: RosProcess, timeout: float = 60.0) -> T:
     """Poll ``predicate`` until it returns something true; fail with the process's output otherwise."""
     deadline = time.monotonic() + timeout

@@ -9,8 +9,6 @@ the command's numbers with independent computations, never with fixed values.
 """
 from __future__ import annotations
 
-import contextlib
-import csv
 import io
 import json
 import shutil
@@ -25,7 +23,8 @@ from scipy.special import logsumexp
 from scipy.stats import spearmanr
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
 
-from topreward_ros.cli import main as topreward
+from eval_outputs import read_csv, record, run_cli
+
 from topreward_ros.demo import CAMERA_TOPIC, write_demo_bag
 from topreward_ros.demo_scene import SceneSpec, render_episode
 from topreward_ros.evaluation.runner import record_file_name
@@ -45,22 +44,6 @@ BAG_LABELS = (1, 0, 1, 0, 1, 1)
 TASKS = ("red", "blue", "red", "green", "blue", "green")
 FRAMES_FPS = 4.0
 FRAMES_INSTRUCTION = "put the green block in the bowl"
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = topreward(list(argv))
-    return code, out.getvalue(), err.getvalue()
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def record(out: Path, name: str) -> dict[str, Any]:
-    return json.loads((out / "episodes" / record_file_name(name)).read_text())
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,6 @@ random model are meaningless; no assertion compares them with fixed values.
 """
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
 import json
 import shutil
 from pathlib import Path
@@ -26,9 +23,9 @@ import numpy as np
 import pytest
 import yaml
 
-from topreward_ros.cli import main as topreward
+from eval_outputs import read_csv, record, run_cli
+
 from topreward_ros.demo_scene import SceneSpec
-from topreward_ros.evaluation.runner import record_file_name
 from topreward_ros.lerobot.synthetic import DatasetCamera, write_lerobot_dataset
 
 pytestmark = pytest.mark.timeout(900)
@@ -44,22 +41,6 @@ SCENES = (
 # Labels by the dataset's episode index; tasks differ per episode, so a label
 # joined to the wrong episode shows in the instruction and task columns.
 LABELS = {0: (1, "red"), 1: (0, "blue"), 2: (1, "green")}
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = topreward(list(argv))
-    return code, out.getvalue(), err.getvalue()
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def record(out: Path, name: str) -> dict[str, Any]:
-    return json.loads((out / "episodes" / record_file_name(name)).read_text())
 
 
 @pytest.fixture(scope="module")

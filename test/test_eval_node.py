@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import signal
 import subprocess
 import threading
 import time
@@ -31,6 +30,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import parameter_value_to_python  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from ros_process import stop_child  # noqa: E402
 from scorer_node_rig import EXECUTABLE  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
@@ -125,13 +125,7 @@ def node(calibrated: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield proc, client, log
     finally:
         client.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_child(proc)
 
 
 def test_node_parameters_equal_the_calibrated_yaml(calibrated: Path, node: tuple[Any, Client, Path]) -> None:

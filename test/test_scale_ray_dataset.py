@@ -20,25 +20,10 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray (the optional 'scale' extra) is not installed")
 
 from output_compare import assert_same_outputs  # noqa: E402
+from ray_cluster import SCENES, cluster, episode_mtimes  # noqa: E402,F401 (cluster: the module's Ray)
 
 from topreward_ros.bag.synthetic import write_episodes_bag  # noqa: E402
 from topreward_ros.commands.options import EXIT_OK, EXIT_PARTIAL  # noqa: E402
-from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec  # noqa: E402
-
-SCENES = (*DEMO_SCENES, SceneSpec("push the green block to the left", (40, 160, 60), 0.6, 0.3))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    ray.init(num_cpus=2, object_store_memory=128 * 1024 * 1024, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
-def episode_mtimes(out: Path) -> dict[str, int]:
-    return {str(p.relative_to(out)): p.stat().st_mtime_ns
-            for p in out.rglob("episode_*/*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")

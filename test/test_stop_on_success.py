@@ -16,7 +16,6 @@ std_srvs/Trigger service, served by this test process, which counts calls:
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
+from ros_process import stop_child  # noqa: E402
 from scorer_node_rig import CAM0, Rig, new_episode_after, running_rig  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
@@ -102,13 +102,7 @@ class Consumer:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_child(self.proc, timeout=20)
         self._log.close()
 
 
