@@ -229,18 +229,26 @@ def test_after_success_a_new_episode_decides_on_its_own(node: Rig, succeeded_epi
 
 
 def test_a_stalled_primary_camera_shows_in_the_scoring_diagnostic(node: Rig) -> None:
+    """The stall is named in the scoring entry whatever else holds (skipped ticks on a busy machine).
+
+    The waits key on the stall's own value, not on the level: skipped ticks may
+    make the entry WARN too, and both conditions are then reported together.
+    """
     rig = node
     start_episode(rig, "sort the blocks")  # a stall is reported while an episode runs
+
+    def scoring(since: float, stalled: bool) -> DiagnosticStatus | None:
+        s = rig.latest_status(": scoring", since=since)
+        return s if s is not None and status_values(s)["primary_camera_stalled"] == str(stalled) else None
+
     since = time.monotonic()
-    rig.wait_for("scoring OK while frames come", lambda: (
-        (s := rig.latest_status(": scoring", since=since)) is not None
-        and s.level == DiagnosticStatus.OK and s))
+    status = rig.wait_for("the scoring diagnostic while frames come", lambda: scoring(since, False))
+    assert "stalled" not in status.message, status.message
     rig.paused.add(0)
     paused_at = time.monotonic()
     try:
-        status = rig.wait_for("the scoring diagnostic to report the stall", lambda: (
-            (s := rig.latest_status(": scoring", since=paused_at)) is not None
-            and s.level == DiagnosticStatus.WARN and s))
+        status = rig.wait_for("the scoring diagnostic to report the stall", lambda: scoring(paused_at, True))
+        assert status.level >= DiagnosticStatus.WARN, status
         with rig.lock:
             last_stamp = rig.published[0][-1]
         found = re.search(r"no new frames since stamp (\d+\.\d+) s", status.message)
@@ -248,11 +256,11 @@ def test_a_stalled_primary_camera_shows_in_the_scoring_diagnostic(node: Rig) -> 
         # The stamp of the last frame that reached the node (the very last one may be dropped
         # by the best-effort camera subscription).
         assert last_stamp / NS - 0.5 <= float(found.group(1)) <= last_stamp / NS + 1e-3
-        assert status_values(status)["primary_camera_stalled"] == "True"
+        # Skipped ticks, when the machine is busy enough to cause them, are named beside the stall.
+        if status_values(status)["scoring_slower_than_rate"] == "True":
+            assert "ticks skipped" in status.message, status.message
     finally:
         rig.paused.discard(0)
     resumed = time.monotonic()
-    status = rig.wait_for("the scoring diagnostic back to OK", lambda: (
-        (s := rig.latest_status(": scoring", since=resumed)) is not None
-        and s.level == DiagnosticStatus.OK and s))
-    assert status_values(status)["primary_camera_stalled"] == "False"
+    status = rig.wait_for("the scoring diagnostic without the stall", lambda: scoring(resumed, False))
+    assert "stalled" not in status.message, status.message

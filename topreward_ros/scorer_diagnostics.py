@@ -272,6 +272,10 @@ def scoring_status(
 ) -> DiagnosticStatus:
     """The scoring entry: ERROR after a recent failed tick; WARN when the primary camera stalls or ticks are skipped.
 
+    The level is the worst condition that holds and the message names every
+    one of them, joined by "; " (failed tick, stall, skipped ticks), with a
+    boolean value per condition for consumers that parse values.
+
     A stalled primary camera is reported here too, not only on the camera's
     own entry: scores stop changing with it, and a consumer that watches only
     the scoring entry must not read "OK" as "the score is current".
@@ -301,19 +305,28 @@ def scoring_status(
         values["last_cache_reuse"] = round(last_result.cache_reuse, 4)
     stalled = _primary_stall(now, primary, episode_active, stall_warn_s)
     values["primary_camera_stalled"] = bool(stalled)
+    slow = bool(sc.skipped_ticks and lat and lat[-1] * rate_hz > 1.0)
+    values["scoring_slower_than_rate"] = slow
     values["node_state"] = lifecycle_state
     if lifecycle_state != "active":
         # A managed node that is not active scores nothing, by the operator's choice.
         level, message = DiagnosticStatus.OK, f"{lifecycle_state}: not scoring"
-    elif sc.error.recent(now):
-        level, message = DiagnosticStatus.ERROR, sc.error.message
-    elif stalled:
-        level, message = DiagnosticStatus.WARN, stalled
-    elif sc.skipped_ticks and lat and lat[-1] * rate_hz > 1.0:
-        level = DiagnosticStatus.WARN
-        message = f"scoring slower than rate_hz: {sc.skipped_ticks} ticks skipped"
     else:
-        level, message = DiagnosticStatus.OK, f"{sc.published} scores published"
+        # Every condition that holds is named, worst first: an operator who sees
+        # "ticks skipped" must also learn that the primary camera has stalled.
+        conditions: list[tuple[bytes, str]] = []
+        if sc.error.recent(now):
+            conditions.append((DiagnosticStatus.ERROR, sc.error.message))
+        if stalled:
+            conditions.append((DiagnosticStatus.WARN, stalled))
+        if slow:
+            conditions.append((DiagnosticStatus.WARN,
+                               f"scoring slower than rate_hz: {sc.skipped_ticks} ticks skipped"))
+        if conditions:
+            level = max(worst for worst, _ in conditions)
+            message = "; ".join(text for _, text in conditions)
+        else:
+            level, message = DiagnosticStatus.OK, f"{sc.published} scores published"
     return make_status(f"{prefix}: scoring", level, message, values)
 
 
