@@ -31,6 +31,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
+from ros2_daemon import fresh_daemon, node_listed, ros2  # noqa: E402
 from scorer_node_rig import (  # noqa: E402
     MANAGED_EXECUTABLE,
     NODE,
@@ -56,23 +57,11 @@ PARAMS = {
 }
 
 
-def ros2(*argv: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """Run the `ros2` command line (the operator's tool), in this module's DDS domain."""
-    exe = shutil.which("ros2")
-    if exe is None:
-        pytest.skip("the ros2 command line is not installed (make test installs it from ros-extras)")
-    return subprocess.run([exe, *argv], capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
-
 def lifecycle(*argv: str, timeout: float = 180.0) -> subprocess.CompletedProcess:
-    """`ros2 lifecycle ...`, asked again while the graph daemon has not yet seen the node."""
-    deadline = time.monotonic() + 60
-    while True:
-        out = ros2("lifecycle", *argv, timeout=timeout)
-        if "Node not found" not in out.stderr or time.monotonic() > deadline:
-            return out
-        time.sleep(0.5)
+    """`ros2 lifecycle ...` (the operator's tool), in this module's DDS domain."""
+    if shutil.which("ros2") is None:
+        pytest.skip("the ros2 command line is not installed (make test installs it from ros-extras)")
+    return ros2("lifecycle", *argv, timeout=timeout)
 
 
 def lifecycle_set(transition: str) -> subprocess.CompletedProcess:
@@ -87,10 +76,12 @@ def lifecycle_get() -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def ros2_daemon(ros_domain: int) -> Iterator[None]:
-    """`ros2` keeps the graph in a daemon of this module's domain (as on a user's machine): stopped at the end."""
-    yield
-    if shutil.which("ros2"):
-        ros2("daemon", "stop")
+    """The graph daemon of this module's domain, started before any test (see ``ros2_daemon.py`` for why)."""
+    if shutil.which("ros2") is None:
+        yield
+        return
+    with fresh_daemon():
+        yield
 
 
 @pytest.fixture
@@ -105,6 +96,9 @@ def managed(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Rig]:
     try:
         rig.start_streaming()
         rig.wait_for("the node's parameter services", rig.params.services_are_ready, timeout=60)
+        if shutil.which("ros2") is not None:
+            # Every `ros2 lifecycle` call then reads a daemon view that holds the node.
+            rig.wait_for("`ros2 node list` to list the node", lambda: node_listed(f"/{NODE}"), timeout=60)
         yield rig
     finally:
         rig.close()

@@ -39,6 +39,7 @@ if shutil.which("ros2") is None or any(importlib.util.find_spec(name) is None fo
 
 from sensor_msgs.msg import Image  # noqa: E402
 
+from ros2_daemon import fresh_daemon, node_listed  # noqa: E402
 from ros_process import GraphProbe, RosProcess, assert_clean_exit, rgb_frame, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.graph
@@ -60,11 +61,10 @@ def ros_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def stop_ros2_daemon(ros_domain: int, ros_log_dir: Path) -> Iterator[None]:
-    """``ros2 param`` / ``ros2 topic`` start a graph daemon for this module's domain: stop it afterwards."""
-    yield
-    subprocess.run(command("ros2 daemon stop"), capture_output=True, timeout=COMMAND_TIMEOUT_S,
-                   env=dict(os.environ, ROS_LOG_DIR=str(ros_log_dir)))
+def ros2_daemon(ros_domain: int, ros_log_dir: Path) -> Iterator[None]:
+    """The graph daemon of this module's domain, started before any test (see ``ros2_daemon.py`` for why)."""
+    with fresh_daemon(dict(os.environ, ROS_LOG_DIR=str(ros_log_dir))):
+        yield
 
 
 @pytest.fixture
@@ -116,10 +116,16 @@ def until(what: str, attempt: Callable[[], Any], node: RosProcess, timeout: floa
         raise pytest.fail.Exception(f"{exc}\nlast attempt: {last!r}") from None
 
 
+def wait_until_listed(node_name: str, node: RosProcess, ros_log_dir: Path) -> None:
+    """Wait until the daemon's view, which every later ``ros2`` command reads, lists the node."""
+    env = dict(os.environ, ROS_LOG_DIR=str(ros_log_dir))
+    wait_for(f"`ros2 node list` to list {node_name}", lambda: node_listed(node_name, env), node)
+
+
 # -- the node, started the README way -------------------------------------------------------------------
 @pytest.fixture
-def run_node(tmp_path: Path, tiny_model_dir: Path) -> Iterator[RosProcess]:
-    """README's ``ros2 run`` command, with the tiny model on the CPU."""
+def run_node(tmp_path: Path, tiny_model_dir: Path, ros_log_dir: Path) -> Iterator[RosProcess]:
+    """README's ``ros2 run`` command, with the tiny model on the CPU, once the daemon lists the node."""
     node = RosProcess(command(
         "ros2 run topreward_ros scorer_node --ros-args "
         "--params-file install/topreward_ros/share/topreward_ros/config/scorer.yaml "
@@ -127,6 +133,7 @@ def run_node(tmp_path: Path, tiny_model_dir: Path) -> Iterator[RosProcess]:
         f"-p model:={shlex.quote(str(tiny_model_dir))} -p device:=cpu"), tmp_path, "ros2_run", cwd=REPO_ROOT)
     try:
         wait_for("scorer_node to start", lambda: "scoring 1 camera(s)" in node.log(), node)
+        wait_until_listed("/scorer_node", node, ros_log_dir)
         yield node
     finally:
         node.close()
@@ -198,8 +205,8 @@ def test_ros2_pkg_executables_lists_the_installed_executables(
 
 def test_ros2_param_get_and_set_at_run_time(
         run_node: RosProcess, ros2: Callable[..., subprocess.CompletedProcess[str]]) -> None:
-    got = until("`ros2 param get` to find the node", lambda: (
-        r if (r := ros2("ros2 param get /scorer_node rate_hz")).returncode == 0 else None), run_node)
+    got = ros2("ros2 param get /scorer_node rate_hz")
+    assert got.returncode == 0, output(got)
     assert got.stdout.strip() == "Double value is: 1.0", output(got)  # the params file's value
 
     result = ros2("ros2 param set /scorer_node rate_hz 2.5")
@@ -211,9 +218,7 @@ def test_ros2_param_get_and_set_at_run_time(
 def test_ros2_param_set_refuses_an_invalid_value_with_the_reason(
         run_node: RosProcess, ros2: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     # Out of the declared range: refused by the parameter's range, which the text names.
-    result = until("`ros2 param set` to find the node", lambda: (
-        r if "Node not found" not in output(r := ros2("ros2 param set /scorer_node rate_hz 100.0")) else None),
-        run_node)
+    result = ros2("ros2 param set /scorer_node rate_hz 100.0")
     text = output(result)
     assert "Setting parameter failed" in text and "Set parameter successful" not in text, text
     assert re.search(r"rate_hz out of range.*Max: 30\.0", text), text
