@@ -13,6 +13,7 @@ Skipped, with the reason, where launch / launch_ros are not importable
 """
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,7 +40,13 @@ from ros_process import GraphProbe, RosProcess, assert_clean_exit, rgb_frame, wa
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "test" / "launch_runner.py"
+pytestmark = pytest.mark.graph
 CONFIG = yaml.safe_load((ROOT / "config" / "scorer.yaml").read_text())["/**"]["ros__parameters"]
+
+
+def missing_model_failure(model: Path | str) -> str:
+    """The node's error line for a model it cannot load (it keeps serving and retries)."""
+    return rf"\[ERROR\].*model '{re.escape(str(model))}' failed to load"
 
 
 def start_runner(arguments: dict[str, str], workdir: Path) -> RosProcess:
@@ -103,7 +110,11 @@ def test_every_launch_argument_reaches_the_running_node(
     assert pubs["/robot1/task_progress"] == ["topreward_ros/msg/TaskProgress"]
     assert "/robot1/episode_success" in pubs
 
-    assert_clean_exit(launch, launch.interrupt())
+    # The missing model fails with an error that names it while the node keeps serving;
+    # waited for, so the Ctrl-C below always comes after it.
+    failure = missing_model_failure(missing_model)
+    wait_for("the missing model's error", lambda: re.search(failure, launch.log()), launch)
+    assert_clean_exit(launch, launch.interrupt(), expected_errors=[failure])
 
 
 def test_empty_arguments_keep_the_package_params_file(
@@ -116,7 +127,11 @@ def test_empty_arguments_keep_the_package_params_file(
     subs = wait_for("the node's subscriptions", lambda: (
         s if {"/instruction", "/camera/image_raw"} <= set(s := probe.topics_of("/", "sub")) else None), launch)
     assert "/clock" not in subs, "use_sim_time defaults to false"
-    assert_clean_exit(launch, launch.interrupt())
+    # The package's model is not on this machine (offline, no weights): its load fails with an
+    # error that names it; waited for, so the Ctrl-C always comes after it.
+    failure = missing_model_failure(CONFIG["model"])
+    wait_for("the model's load error", lambda: re.search(failure, launch.log()), launch)
+    assert_clean_exit(launch, launch.interrupt(), expected_errors=[failure])
 
 
 def test_calibration_file_overrides_the_rig_file_and_use_sim_time_stays_the_files(
@@ -141,7 +156,9 @@ def test_calibration_file_overrides_the_rig_file_and_use_sim_time_stays_the_file
         s if {"/robot3/left/image_raw", "/robot3/right/image_raw/compressed"} <= set(
             s := probe.topics_of("/robot3", "sub")) else None), launch)
     assert "/clock" in subs, "use_sim_time from the params file was overridden by the launch default"
-    assert_clean_exit(launch, launch.interrupt())
+    failure = missing_model_failure(tmp_path / "no-such-model")
+    wait_for("the missing model's error", lambda: re.search(failure, launch.log()), launch)
+    assert_clean_exit(launch, launch.interrupt(), expected_errors=[failure])
 
 
 @pytest.mark.parametrize("moment", ["while the model loads", "between ticks", "inside a long tick"])
