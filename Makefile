@@ -2,6 +2,7 @@
 #   make demo   build everything, render a demo episode bag and score it
 #   make test   build everything and run the whole test suite
 #   make bench  measure cost targets and write BENCHMARKS.md
+#   make test-soak  run test modules many times (alone or beside CPU burners), count failures
 # Everything lives in a virtualenv (ROS 2 from Python wheels, torch, transformers) and
 # in the colcon build/ and install/ trees; a warm re-run skips what is done.
 
@@ -54,8 +55,13 @@ TEST_PATHS ?= test
 TEST_JOBS ?= 3
 MODEL ?=
 BENCH_ARGS ?=
+# make test-soak: each module run RUNS times in fresh pytest processes, beside BURNERS busy
+# processes (tools/soak_tests.py); MODULES empty = every module with graph tests.
+MODULES ?=
+RUNS ?= 20
+BURNERS ?= 0
 
-.PHONY: all venv build ros-extras test demo bench tiny-model clean distclean
+.PHONY: all venv build ros-extras test test-soak demo bench tiny-model clean distclean
 
 all: build
 
@@ -99,6 +105,9 @@ ros-extras: $(DEPS_STAMP)
 
 test: build ros-extras
 	$(RUN) python -m pytest $(TEST_PATHS) $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile,) $(PYTEST_ARGS)
+
+test-soak: build ros-extras
+	$(RUN) python tools/soak_tests.py --runs $(RUNS) --burners $(BURNERS) $(MODULES)
 
 demo: build
 	$(RUN) python -m topreward_ros.demo $(if $(MODEL),--model $(MODEL),)

@@ -16,6 +16,8 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+pytestmark = pytest.mark.graph
+
 from rclpy.context import Context  # noqa: E402
 from rclpy.event_handler import SubscriptionEventCallbacks  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402

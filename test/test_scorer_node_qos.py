@@ -12,6 +12,8 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+pytestmark = pytest.mark.graph
+
 from rclpy.context import Context  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import ReliabilityPolicy  # noqa: E402
