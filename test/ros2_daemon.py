@@ -11,13 +11,7 @@ once (``fresh_daemon``) and waits until the daemon's view lists the node
 (``node_listed``) before any command that looks the node up. Every later
 command then reads the same view, which already holds the node.
 
-Rules for tests that use the graph (here and in every helper module):
-
-* wait on a condition, never on a time: poll what the test needs to see
-  (a node listed, a message received, a parameter read back);
-* assert nothing that depends on which of two threads or processes runs
-  first; where two outcomes are both correct, make the test wait until the
-  one it checks has happened, or accept both.
+The rules every graph test follows are in ``ros_process.py``'s docstring.
 """
 from __future__ import annotations
 
