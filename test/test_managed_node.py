@@ -18,11 +18,9 @@ use, ``ros2 lifecycle set /scorer_node <transition>``, and read back with
 """
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,11 +55,20 @@ PARAMS = {
 }
 
 
+#: The node process of the running test: a command that hangs fails with its log.
+running: list[NodeProcess] = []
+
+
 def lifecycle(*argv: str, timeout: float = 180.0) -> subprocess.CompletedProcess:
     """`ros2 lifecycle ...` (the operator's tool), in this module's DDS domain."""
     if shutil.which("ros2") is None:
         pytest.skip("the ros2 command line is not installed (make test installs it from ros-extras)")
-    return ros2("lifecycle", *argv, timeout=timeout)
+    try:
+        return ros2("lifecycle", *argv, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        log = running[-1].log()[-6000:] if running else ""
+        pytest.fail(f"`ros2 lifecycle {' '.join(argv)}` still running after {timeout} s; its output: "
+                    f"{exc.stdout!r} {exc.stderr!r}\nnode log tail:\n{log}")
 
 
 def lifecycle_set(transition: str) -> subprocess.CompletedProcess:
@@ -93,6 +100,7 @@ def managed(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Rig]:
     except BaseException:
         proc.stop(signal.SIGKILL)
         raise
+    running.append(proc)
     try:
         rig.start_streaming()
         rig.wait_for("the node's parameter services", rig.params.services_are_ready, timeout=60)
@@ -101,6 +109,7 @@ def managed(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Rig]:
             rig.wait_for("`ros2 node list` to list the node", lambda: node_listed(f"/{NODE}"), timeout=60)
         yield rig
     finally:
+        running.remove(proc)
         rig.close()
         if proc.alive():
             assert proc.stop(signal.SIGINT) == 0

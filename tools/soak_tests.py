@@ -19,7 +19,7 @@ docs/verification.md. Exit status 1 when any run failed.
 from __future__ import annotations
 
 import argparse
-import os
+import shutil
 import subprocess
 import sys
 import time
@@ -54,16 +54,19 @@ def burners(count: int) -> Iterator[None]:
 
 
 def run_once(module: str, log_dir: Path, index: int, pytest_args: Sequence[str]) -> tuple[bool, float]:
+    """One fresh pytest process on ``module``; a failed run keeps its output and its tmp_path trees (node logs)."""
+    name = f"{Path(module).stem}-run{index:03d}"
+    basetemp = log_dir / f"{name}-tmp"
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "pytest", module, "-q", "-p", "no:cacheprovider", *pytest_args],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-m", "pytest", module, "-q", "-p", "no:cacheprovider",
+                          f"--basetemp={basetemp}", *pytest_args], capture_output=True, text=True, cwd=ROOT)
     seconds = time.monotonic() - started
     # Exit 5: every test skipped or deselected; the module ran nothing, which is not a failure here.
     passed = out.returncode in (0, 5)
-    if not passed:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        name = Path(module).stem
-        (log_dir / f"{name}-run{index:03d}.txt").write_text(out.stdout + out.stderr)
+    if passed:
+        shutil.rmtree(basetemp, ignore_errors=True)
+    else:
+        (log_dir / f"{name}.txt").write_text(out.stdout + out.stderr)
     return passed, seconds
 
 
@@ -78,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.runs < 1 or args.burners < 0:
         parser.error("--runs must be >= 1 and --burners >= 0")
     modules = args.modules or graph_modules()
+    args.log_dir.mkdir(parents=True, exist_ok=True)
     counts = {m: [0, 0, 0.0] for m in modules}  # runs, failures, seconds
     print(f"soak: {len(modules)} module(s) x {args.runs} run(s), {args.burners} burner(s)", flush=True)
     with burners(args.burners):
@@ -90,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 record[2] += seconds
                 print(f"run {index}/{args.runs} {module}: {'passed' if passed else 'FAILED'} in {seconds:.0f} s",
                       flush=True)
-    print(f"\n| module | runs | failed | burners | mean s |\n|---|---|---|---|---|")
+    print("\n| module | runs | failed | burners | mean s |\n|---|---|---|---|---|")
     for module, (runs, failed, seconds) in counts.items():
         print(f"| {Path(module).name} | {runs} | {failed} | {args.burners} | {seconds / runs:.0f} |")
     failed_total = sum(record[1] for record in counts.values())
