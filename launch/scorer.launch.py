@@ -29,7 +29,8 @@ LAUNCH_ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("model", "", "Hub id or local directory of the VLM ('' = params file value)"),
     ("cameras", "", "Camera topics as a YAML list, e.g. \"[cam/image_raw, wrist/image_raw]\", or "
      "comma-separated ('' = params file)"),
-    ("instruction_topic", "instruction", "Topic of the std_msgs/String task instruction"),
+    ("instruction_topic", "", "Topic of the std_msgs/String task instruction ('' = params file value, "
+     "else instruction)"),
     ("rate", "", "Scoring ticks per second of ROS time ('' = params file value)"),
     ("device", "", "auto | cpu | cuda | cuda:N ('' = params file value)"),
     ("params_file", "", "Parameters file ('' = the package's config/scorer.yaml)"),
@@ -58,6 +59,8 @@ def parameter_overrides(args: dict[str, str]) -> dict[str, Any]:
         overrides["model"] = args["model"].strip()
     if args.get("device", "").strip():
         overrides["device"] = args["device"].strip()
+    if args.get("instruction_topic", "").strip():
+        overrides["instruction_topic"] = args["instruction_topic"].strip()
     if args.get("rate", "").strip():
         try:
             overrides["rate_hz"] = float(args["rate"])
@@ -113,7 +116,6 @@ def _launch_setup(context: Any) -> list[Any]:
         output="screen",
         emulate_tty=True,
         parameters=[*files, parameter_overrides(args)],
-        remappings=[("instruction", args["instruction_topic"])],
     )
     if not _flag(args, "managed"):
         return [Node(executable=EXECUTABLE, **common)]

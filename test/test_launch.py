@@ -32,7 +32,7 @@ DOCS = ROOT / "docs" / "node.md"
 EXPECTED_ARGUMENTS = {
     "model": "",
     "cameras": "",
-    "instruction_topic": "instruction",
+    "instruction_topic": "",
     "rate": "",
     "device": "",
     "params_file": "",
@@ -74,7 +74,7 @@ def test_launch_file_compiles_and_builds_the_node_action() -> None:
     # One set of node arguments, used by the plain and the managed node alike.
     (common,) = [c for c in _calls(tree, "dict") if any(k.arg == "package" for k in c.keywords)]
     keywords = {k.arg: k.value for k in common.keywords}
-    assert {"package", "name", "namespace", "parameters", "remappings"} <= set(keywords)
+    assert {"package", "name", "namespace", "parameters"} <= set(keywords)
     assert ast.unparse(keywords["package"]) == "PACKAGE"
     for action, executable in (("Node", "EXECUTABLE"), ("LifecycleNode", "MANAGED_EXECUTABLE")):
         (call,) = _calls(tree, action)
@@ -131,8 +131,10 @@ def test_arguments_become_parameters(launch_module: ModuleType) -> None:
         rate="2.5",
         device="cuda:1",
         use_sim_time="true",
+        instruction_topic="/task/instruction",
     )
     assert launch_module.parameter_overrides(args) == {
+        "instruction_topic": "/task/instruction",
         "model": "/models/qwen3-vl-8b",
         "camera_topics": ["wrist/image_raw/compressed", "front/image_raw"],
         "rate_hz": 2.5,

@@ -291,12 +291,13 @@ class ScorerNode(Node):
         # an instruction is never queued behind diagnostics or a service call.
         # Created before the cameras: the executor takes ready subscriptions in
         # creation order.
-        instruction_topic = self.resolve_topic_name(INSTRUCTION_TOPIC)
+        topic = str(self.get_parameter("instruction_topic").value).strip() or INSTRUCTION_TOPIC
+        instruction_topic = self.resolve_topic_name(topic)
         advice = (f"Publish the instruction with reliable QoS (the default; `ros2 topic pub "
                   f"{instruction_topic} std_msgs/msg/String` with no QoS flags works).")
         self._instruction_subs = [
             self.create_subscription(
-                String, INSTRUCTION_TOPIC, self._on_instruction_msg, profile,
+                String, topic, self._on_instruction_msg, profile,
                 callback_group=self._instruction_group,
                 event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._qos.watch(
                     instruction_topic, "subscription", profile, advice,
