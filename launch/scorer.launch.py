@@ -41,6 +41,8 @@ LAUNCH_ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("managed", "false", "Start the managed (lifecycle) scorer: configure loads the model, "
      "activate scores, deactivate pauses (and frees the model if release_model_on_deactivate)"),
     ("autostart", "true", "With managed:=true, configure and activate it at once"),
+    ("release_model_on_deactivate", "", "With managed:=true: true frees the model (and the CUDA cache) on "
+     "deactivate ('' = params file value)"),
 )
 MANAGED_EXECUTABLE = "managed_scorer_node"
 
@@ -81,6 +83,12 @@ def parameter_overrides(args: dict[str, str]) -> dict[str, Any]:
         if not isinstance(topics, list) or not topics or not all(isinstance(t, str) for t in topics):
             raise ValueError(f"cameras must be a non-empty list of topic names, got {cameras!r}")
         overrides["camera_topics"] = topics
+    release = args.get("release_model_on_deactivate", "").strip().lower()
+    if release:
+        if release not in ("true", "false"):
+            raise ValueError("release_model_on_deactivate must be true or false, got "
+                             f"{args.get('release_model_on_deactivate')!r}")
+        overrides["release_model_on_deactivate"] = release == "true"
     sim = args.get("use_sim_time", "").strip().lower()
     if sim:
         if sim not in ("true", "false"):

@@ -41,6 +41,7 @@ EXPECTED_ARGUMENTS = {
     "namespace": "",
     "managed": "false",
     "autostart": "true",
+    "release_model_on_deactivate": "",
 }
 
 
@@ -131,9 +132,11 @@ def test_arguments_become_parameters(launch_module: ModuleType) -> None:
         rate="2.5",
         device="cuda:1",
         use_sim_time="true",
+        release_model_on_deactivate="true",
         instruction_topic="/task/instruction",
     )
     assert launch_module.parameter_overrides(args) == {
+        "release_model_on_deactivate": True,
         "instruction_topic": "/task/instruction",
         "model": "/models/qwen3-vl-8b",
         "camera_topics": ["wrist/image_raw/compressed", "front/image_raw"],
@@ -175,6 +178,7 @@ def test_calibration_file_comes_after_the_params_file(launch_module: ModuleType,
     ("cameras", "[1, 2]", "cameras must be a non-empty list of topic names"),
     ("cameras", "['a'", "cameras must be a list of topic names"),
     ("use_sim_time", "yes", "use_sim_time must be true or false"),
+    ("release_model_on_deactivate", "1", "release_model_on_deactivate must be true or false"),
 ])
 def test_bad_arguments_are_named(launch_module: ModuleType, name: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
