@@ -174,3 +174,11 @@ def test_lerobots_rabc_weights_read_our_parquet(scored: Path, rabc_side_dir: Pat
     # The absent frame gets the fallback weight, as large as any frame's: full weight.
     assert got["weights"][-1] == pytest.approx(max(got["weights"]))
     assert got["weights"][-1] > min(got["weights"])  # and the weights do differ between frames
+
+
+def test_ray_without_an_address_before_the_dataset_takes_it_as_the_dataset(tmp_path: Path) -> None:
+    """`topreward lerobot --ray DATASET ...` (as `bag` and `eval` allow): the path is the dataset,
+    not a cluster address; a bad option is then reported, before Ray or the model start."""
+    code, _, stderr = run_cli("lerobot", "--ray", str(tmp_path), "-o", str(tmp_path / "out"),
+                              "--success-window", "0")
+    assert code == 2 and "success_window must be >= 1, got 0" in stderr, stderr

@@ -30,6 +30,7 @@ from topreward_ros.commands.options import (
     SCORING_PARAMS,
     STAMP_PARAMS,
     TOPIC_PARAMS,
+    absolute_inputs,
     add_model_options,
     add_ray_options,
     add_run_options,
@@ -120,6 +121,9 @@ def run_bag(args: argparse.Namespace) -> int:
         # `--ray BAG ...`: the value is an input, not a cluster address.
         args.bag.insert(0, args.ray)
         args.ray = ""
+    if args.ray is not None:
+        args.bag = absolute_inputs(args.bag)
+        args.list = [Path(p) for p in absolute_inputs(args.list or [])]
     try:
         apply_params_file(args, BAG_PARAMS, "topreward bag")
         inputs = expand_inputs(args.bag, args.list or ())

@@ -35,6 +35,7 @@ from topreward_ros.commands.options import (
     SCORING_PARAMS,
     STAMP_PARAMS,
     TOPIC_PARAMS,
+    absolute_inputs,
     add_model_options,
     add_ray_options,
     add_run_options,
@@ -132,6 +133,8 @@ def run_eval(args: argparse.Namespace) -> int:
         # `--ray INPUT ...`: the value is an input, not a cluster address.
         args.inputs.insert(0, args.ray)
         args.ray = ""
+    if args.ray is not None:
+        args.inputs = absolute_inputs(args.inputs)
     # Cameras named on the command line; a parameters file's camera_topics are
     # ROS topics, which name nothing in a dataset.
     dataset_cameras = tuple(args.cameras) if args.cameras else None

@@ -18,6 +18,7 @@ from topreward_ros.commands.options import (
     EXIT_UNUSABLE,
     MODEL_PARAMS,
     SCORING_PARAMS,
+    absolute_inputs,
     add_model_options,
     add_ray_options,
     add_run_options,
@@ -49,7 +50,8 @@ def _register_lerobot(subparsers: Any) -> None:
         "and topreward_progress.parquet (LeRobot RA-BC sample weighting). Re-running into the "
         "same output directory resumes; --ray spreads the episodes over model replicas.",
     )
-    p.add_argument("dataset", type=Path, help="dataset root (the directory holding meta/info.json)")
+    p.add_argument("dataset", type=Path, nargs="?",
+                   help="dataset root (the directory holding meta/info.json)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     g = p.add_argument_group("input")
     g.add_argument("--camera", action="append", dest="cameras", metavar="KEY",
@@ -85,6 +87,14 @@ def run_lerobot(args: argparse.Namespace) -> int:
     from topreward_ros.lerobot.dataset import DatasetError
     from topreward_ros.params_file import ParamsFileError
 
+    if args.dataset is None and args.ray and Path(args.ray).exists():
+        # `--ray DATASET`: the value is the dataset, not a cluster address.
+        args.dataset, args.ray = Path(args.ray), ""
+    if args.dataset is None:
+        print("topreward lerobot: give the dataset root (the directory holding meta/info.json)", file=sys.stderr)
+        return EXIT_UNUSABLE
+    if args.ray is not None:
+        args.dataset = Path(absolute_inputs([args.dataset])[0])
     try:
         apply_params_file(args, LEROBOT_PARAMS, "topreward lerobot")
         settings = offline_settings(args)

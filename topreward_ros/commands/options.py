@@ -247,6 +247,19 @@ def offline_settings(args: argparse.Namespace, plot: bool | None = None) -> Any:
     )
 
 
+def absolute_inputs(inputs: list[Any]) -> list[str]:
+    """Input paths (``@LIST`` too) made absolute for Ray: a replica on a cluster this command
+    did not start runs in its own working directory and would resolve a relative path there."""
+    made = []
+    for item in inputs:
+        text = str(item)
+        if text.startswith("@"):
+            made.append("@" + str(Path(text[1:]).expanduser().absolute()))
+        else:
+            made.append(str(Path(text).expanduser().absolute()))
+    return made
+
+
 def ray_options(args: argparse.Namespace) -> Any:
     """``RayOptions`` from the options, or None without ``--ray``."""
     if getattr(args, "ray", None) is None:
