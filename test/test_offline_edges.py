@@ -1,4 +1,6 @@
-"""The offline timer at its edges: a frame logged exactly at a tick's time belongs to the next tick.
+"""Edges of the offline path: the timer's tick time, and a fleet's episode numbering.
+
+A frame logged exactly at a tick's time belongs to the next tick.
 
 The node's timer fires at ``tick_phase + k * period``; a frame that arrives
 at that very instant is, in the bag's order of events, not yet in the window
@@ -49,3 +51,19 @@ def test_a_frame_logged_at_a_ticks_time_is_left_to_the_next_tick(scorer) -> None
     assert (ticks[NS // 2].frames_used, ticks[NS // 2].stamp_ns) == (2, logged[1])
     # The tick at 1.0 s: 0.5 and 0.7 s added, 1.0 s not yet.
     assert (ticks[NS].frames_used, ticks[NS].stamp_ns) == (4, logged[3])
+
+
+def test_a_bag_ending_in_a_failed_or_refused_episode_keeps_the_next_bags_offset() -> None:
+    """The combined tables number each bag's episodes on from the previous bag's episode COUNT:
+    every episode the recording holds, whatever became of it, so a dataset assembled from the
+    bags in order lines up even when a bag's last episodes failed or were refused."""
+    from topreward_ros.offline.fleet import InputJob, InputRun, bag_offsets
+    from topreward_ros.offline.report import EpisodeOutcome, RunReport
+
+    def run(name: str, statuses: list[str]) -> InputRun:
+        report = RunReport(name, f"out/{name}", [EpisodeOutcome(i, "task", s) for i, s in enumerate(statuses)])
+        return InputRun(InputJob(name, Path(name), Path("out") / name, object()), report)
+
+    runs = [run("a", ["scored", "scored", "failed"]), run("b", ["scored", "refused"]), run("c", ["scored"])]
+    assert [r.status for r in runs] == ["partial", "partial", "done"]
+    assert bag_offsets(runs, 10) == [10, 13, 15]
