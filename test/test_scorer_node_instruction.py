@@ -312,6 +312,23 @@ def test_forward_stamp_gap_starts_a_new_episode(graph: Graph) -> None:
     assert graph.values(f"camera {CAMERA} (primary)")["stamp_gaps"] == "1"
 
 
+def test_stamp_gap_restart_s_sets_the_forward_gap_that_starts_a_new_episode(graph: Graph) -> None:
+    node = graph.start_node()
+    result = node.set_parameters([Parameter("stamp_gap_restart_s", value=5.0)])
+    assert all(r.successful for r in result), result
+    node.set_parameters([Parameter("instruction", value="fold the towel")])
+    first = node._runner.episode_id
+    t0 = 1_764_000_000 * NS
+    node._on_image(0, image(t0), info(100))
+    node._on_image(0, image(t0 + 4 * NS), info(101))  # 4 s: under the 5 s set, a pause
+    node._runner.flush()
+    assert node._runner.episode_id == first
+    node._on_image(0, image(t0 + 10 * NS), info(102))  # 6 s: over it (the 60 s default would not cut)
+    node._runner.flush()
+    assert node._runner.episode_id != first
+    assert graph.values(f"camera {CAMERA} (primary)")["stamp_gaps"] == "1"
+
+
 # ----------------------------------------------------------------------------
 # Incompatible QoS: counted, explained.
 # ----------------------------------------------------------------------------
@@ -351,3 +368,10 @@ def test_message_keys_tell_copies_from_new_messages() -> None:
     assert _message_key(String(data="x"), a) == _message_key(String(data="x"), dict(a))
     assert _message_key(String(data="x"), a) != _message_key(String(data="x"), {**a, "source_timestamp": 6})
     assert _message_key(String(data="x"), None) is None
+    # Two writers publishing the same text at the same instant, with the same sequence number:
+    # two messages, told apart by the writer's GID.
+    other = {"data": np.arange(1, 17, dtype=np.uint8).tolist()}
+    assert _message_key(String(data="x"), a) != _message_key(String(data="x"), {**a, "publisher_gid": other})
+    # One writer, two publications within one source-timestamp tick: told apart by the sequence number.
+    assert _message_key(String(data="x"), a) != _message_key(String(data="x"),
+                                                             {**a, "publication_sequence_number": 2})
