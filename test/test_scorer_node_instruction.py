@@ -175,6 +175,27 @@ def test_default_qos_publisher_starts_an_episode_and_raises_no_qos_warning(graph
     assert graph.values(": qos")["incompatible_total"] == "0"
 
 
+def test_the_latched_reader_exists_only_while_a_latched_writer_does(graph: Graph) -> None:
+    """An ordinary publisher meeting a transient-local reader logs that no messages will be sent to
+    it (though the volatile reader gets them all): without a latched writer there is no such reader."""
+    graph.start_node()
+    volatile = graph.peer.create_publisher(String, "/instruction", 10)
+
+    def readers() -> list[DurabilityPolicy]:
+        return sorted((i.qos_profile.durability for i in graph.peer.get_subscriptions_info_by_topic("/instruction")
+                       if i.node_name == "scorer_node"), key=int)
+
+    wait_for(lambda: volatile.get_subscription_count() >= 1, "the node's volatile reader")
+    wait_for(lambda: readers() == [DurabilityPolicy.VOLATILE], "only the volatile reader")
+    latched = graph.peer.create_publisher(String, "/instruction", LATCHED)
+    wait_for(lambda: readers() == [DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE],
+             "a transient-local reader for the latched writer")
+    latched.publish(String(data="wipe the table"))
+    wait_for(lambda: graph.episode()[1] == "wipe the table", "the latched writer's instruction")
+    graph.peer.destroy_publisher(latched)
+    wait_for(lambda: readers() == [DurabilityPolicy.VOLATILE], "the transient-local reader to go with it")
+
+
 def test_latched_instruction_published_before_the_node_started_reaches_it(graph: Graph) -> None:
     pub = graph.peer.create_publisher(String, "/instruction", LATCHED)
     pub.publish(String(data="open the drawer"))
@@ -353,10 +374,11 @@ def test_incompatible_qos_is_reported_for_subscriptions_and_publishers(graph: Gr
     assert "publisher /task_progress: durability" in status.message
     # The text logged once names both sides and the fix.
     watch = graph.node._qos
-    latched_reader = next(e for e in watch._endpoints
-                          if e.topic == "/instruction" and e.profile.durability == DurabilityPolicy.TRANSIENT_LOCAL)
-    text = watch.explain(latched_reader, int(QoSPolicyKind.RELIABILITY))
-    assert "requests reliable, transient_local" in text and "best_effort, volatile" in text
+    # (The transient-local reader exists only while a latched writer does: the volatile one is here.)
+    reader = next(e for e in watch._endpoints if e.topic == "/instruction")
+    assert reader.profile.durability == DurabilityPolicy.VOLATILE
+    text = watch.explain(reader, int(QoSPolicyKind.RELIABILITY))
+    assert "requests reliable, volatile" in text and "best_effort, volatile" in text
     assert "Publish the instruction with reliable QoS" in text
 
 
