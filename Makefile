@@ -96,12 +96,14 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
 tiny-model: build
 	$(RUN) python -m topreward_ros.tools.tiny_model .cache/tiny-qwen3-vl
 
-# launch / launch_ros for the launch-file tests, built from the sources in
+# launch / launch_ros for the launch-file tests and rosbag2_interfaces for the
+# stop_on_success tests, built from the sources in
 # shared/ros-extras beside the checkout when the ROS wheels lack them
 # (ROS_EXTRAS=DIR names another folder); a no-op on a ROS 2 install.
 ROS_EXTRAS ?=
 ros-extras: $(DEPS_STAMP)
 	tools/install_ros_extras.sh $(VENV) $(ROS_EXTRAS)
+	tools/install_rosbag2_interfaces.sh $(VENV) $(ROS_EXTRAS)
 
 test: build ros-extras
 	$(RUN) python -m pytest $(TEST_PATHS) $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile,) $(PYTEST_ARGS)

@@ -16,15 +16,19 @@ setup(
     python_requires=">=3.10",
     # No ROS package here: rclpy and the messages come from a ROS 2 install
     # (or the wheels of requirements/ros*.txt) and only the node needs them.
-    install_requires=["numpy", "pillow", "pyyaml"],
+    # The versions the test suite runs with (requirements/*.txt pins them exactly);
+    # "~=" lets pip take their patch releases, nothing newer untested.
+    # test/test_package_lint.py keeps the two in step.
+    install_requires=["numpy~=2.4.6", "pillow~=13.0.0", "pyyaml~=6.0.3"],
     extras_require={
         # torchvision: transformers builds the Qwen3-VL video processor only with it.
-        "model": ["torch", "torchvision", "transformers>=5.0", "accelerate"],
+        "model": ["torch~=2.14.1", "torchvision~=0.29.1", "transformers~=5.23.0", "accelerate~=1.15.0"],
         # Bags (rosbags: pure Python, no ROS), and the parquet / CSV tables of
         # `topreward bag` and `topreward lerobot`.
-        "bag": ["rosbags", "mcap", "mcap-ros2-support", "pyarrow", "tqdm", "zstandard", "lz4"],
-        "video": ["av"],
-        "plot": ["matplotlib", "noto-cjk-sans-otc"],
+        "bag": ["rosbags~=0.11.9", "mcap~=1.6.0", "mcap-ros2-support~=0.6.0", "pyarrow~=26.0.1", "tqdm~=4.70.1",
+                "zstandard~=0.25.0", "lz4~=4.4.5"],
+        "video": ["av~=18.1.0"],
+        "plot": ["matplotlib~=3.11.2", "noto-cjk-sans-otc~=0.0.1"],
         "scale": ["ray==2.60.0"],
     },
     package_data={package_name: ["py.typed", "resources/*"]},

@@ -29,7 +29,8 @@ LAUNCH_ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("model", "", "Hub id or local directory of the VLM ('' = params file value)"),
     ("cameras", "", "Camera topics as a YAML list, e.g. \"[cam/image_raw, wrist/image_raw]\", or "
      "comma-separated ('' = params file)"),
-    ("instruction_topic", "instruction", "Topic of the std_msgs/String task instruction"),
+    ("instruction_topic", "", "Topic of the std_msgs/String task instruction ('' = params file value, "
+     "else instruction)"),
     ("rate", "", "Scoring ticks per second of ROS time ('' = params file value)"),
     ("device", "", "auto | cpu | cuda | cuda:N ('' = params file value)"),
     ("params_file", "", "Parameters file ('' = the package's config/scorer.yaml)"),
@@ -40,6 +41,8 @@ LAUNCH_ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("managed", "false", "Start the managed (lifecycle) scorer: configure loads the model, "
      "activate scores, deactivate pauses (and frees the model if release_model_on_deactivate)"),
     ("autostart", "true", "With managed:=true, configure and activate it at once"),
+    ("release_model_on_deactivate", "", "With managed:=true: true frees the model (and the CUDA cache) on "
+     "deactivate ('' = params file value)"),
 )
 MANAGED_EXECUTABLE = "managed_scorer_node"
 
@@ -58,6 +61,8 @@ def parameter_overrides(args: dict[str, str]) -> dict[str, Any]:
         overrides["model"] = args["model"].strip()
     if args.get("device", "").strip():
         overrides["device"] = args["device"].strip()
+    if args.get("instruction_topic", "").strip():
+        overrides["instruction_topic"] = args["instruction_topic"].strip()
     if args.get("rate", "").strip():
         try:
             overrides["rate_hz"] = float(args["rate"])
@@ -78,6 +83,12 @@ def parameter_overrides(args: dict[str, str]) -> dict[str, Any]:
         if not isinstance(topics, list) or not topics or not all(isinstance(t, str) for t in topics):
             raise ValueError(f"cameras must be a non-empty list of topic names, got {cameras!r}")
         overrides["camera_topics"] = topics
+    release = args.get("release_model_on_deactivate", "").strip().lower()
+    if release:
+        if release not in ("true", "false"):
+            raise ValueError("release_model_on_deactivate must be true or false, got "
+                             f"{args.get('release_model_on_deactivate')!r}")
+        overrides["release_model_on_deactivate"] = release == "true"
     sim = args.get("use_sim_time", "").strip().lower()
     if sim:
         if sim not in ("true", "false"):
@@ -113,7 +124,6 @@ def _launch_setup(context: Any) -> list[Any]:
         output="screen",
         emulate_tty=True,
         parameters=[*files, parameter_overrides(args)],
-        remappings=[("instruction", args["instruction_topic"])],
     )
     if not _flag(args, "managed"):
         return [Node(executable=EXECUTABLE, **common)]

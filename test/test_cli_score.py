@@ -159,3 +159,18 @@ def test_missing_model_fails_with_the_load_error(frame_dir: Path, tmp_path: Path
     missing = tmp_path / "no-model"
     assert run_score([str(frame_dir), "--instruction", INSTRUCTION, "--model", str(missing)]) == 1
     assert f"local directory {missing} does not exist" in capsys.readouterr().err
+
+
+def test_the_rig_file_sets_model_sampling_and_view_and_an_option_wins_with_a_note(
+        frame_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rig = tmp_path / "rig.yaml"
+    rig.write_text(f"/**:\n  ros__parameters:\n    model: {str(tiny_model_dir)!r}\n    device: cpu\n"
+                   "    sample_fps: 1.0\n    view_size: 48\n    camera_topics: [cam/image_raw]\n")
+    out = tmp_path / "out"
+    code = run_score([str(frame_dir), "--instruction", INSTRUCTION, "--params-file", str(rig),
+                      "--view-size", "64", "--output", str(out), "--num-prefixes", "2"])
+    assert code == 0
+    result = json.loads((out / "score.json").read_text())
+    assert (result["model_id"], result["sample_fps"], result["view_size"]) == (str(tiny_model_dir), 1.0, 64)
+    assert result["frame_source_indices"] == [0, 27]  # 1 fps of the file (2 fps would give 0, 14, 29, 44)
+    assert f"topreward score: note: --view-size 64 overrides view_size: 48 of {rig}" in capsys.readouterr().err

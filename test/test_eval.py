@@ -153,8 +153,8 @@ def test_metrics_match_scipy_and_sklearn_on_the_written_csv(setup: dict[str, Any
     assert params["/**"]["ros__parameters"] == {
         "success_threshold": metrics["overall"]["threshold_raw"]["threshold"],
         "success_window": 3, "success_consecutive": 2, "model": str(setup["model"]),
-        "camera_topics": [CAMERA_TOPIC], "rate_hz": 4.0, "sample_fps": 2.0, "max_frames": 256,
-        "view_size": VIEW, "sync_tolerance_s": 0.05}
+        "camera_topics": [CAMERA_TOPIC], "instruction_topic": "/instruction", "rate_hz": 4.0, "sample_fps": 2.0,
+        "max_frames": 256, "view_size": VIEW, "sync_tolerance_s": 0.05}
     predicted = [int(r["predicted_success"]) for r in rows]
     assert predicted == (raw > metrics["overall"]["threshold_raw"]["threshold"]).astype(int).tolist()
 
@@ -308,6 +308,8 @@ def test_topreward_bag_takes_calibrated_yaml_as_its_params_file(setup: dict[str,
     # An option on the command line wins over the file.
     code, _, stderr = run_cli("bag", *base, "--success-window", "2", "-o", str(root / "bag_override"))
     assert code == 0, stderr
+    assert (f"topreward bag: note: --success-window 2 overrides success_window: 3 of "
+            f"{out / 'calibrated.yaml'}") in stderr, stderr
     settings = json.loads((root / "bag_override" / "manifest.json").read_text())["settings"]
     assert (settings["success_window"], settings["success_threshold"]) == (2, params["success_threshold"])
     bad = root / "bad.yaml"
@@ -497,9 +499,10 @@ def test_params_file_sets_the_options_and_calibrated_yaml_carries_them(setup: di
     assert params == {
         "success_threshold": metrics["overall"]["threshold_raw"]["threshold"],  # fitted, not the file's
         "success_window": 3, "success_consecutive": 2, "model": str(setup["model"]),
-        "camera_topics": [CAMERA_TOPIC], "rate_hz": 3.0, "sample_fps": 1.5, "max_frames": 100,
-        "view_size": VIEW,  # the option wins over the file's 48
+        "camera_topics": [CAMERA_TOPIC], "instruction_topic": "/instruction", "rate_hz": 3.0, "sample_fps": 1.5,
+        "max_frames": 100, "view_size": VIEW,  # the option wins over the file's 48, and the run says so
         "sync_tolerance_s": 0.05}
+    assert f"topreward eval: note: --view-size {VIEW} overrides view_size: 48 of {rig}" in stderr, stderr
     # The episodes were scored with the file's sampling: 1.5 samples per second of capture time.
     stamps = record(out, "demo_bag/0")["sample_stamps_ns"]
     assert np.mean(np.diff(stamps)) == pytest.approx(1e9 / 1.5, abs=0.05e9)  # 2 fps would give 0.5 s

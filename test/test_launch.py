@@ -32,7 +32,7 @@ DOCS = ROOT / "docs" / "node.md"
 EXPECTED_ARGUMENTS = {
     "model": "",
     "cameras": "",
-    "instruction_topic": "instruction",
+    "instruction_topic": "",
     "rate": "",
     "device": "",
     "params_file": "",
@@ -41,6 +41,7 @@ EXPECTED_ARGUMENTS = {
     "namespace": "",
     "managed": "false",
     "autostart": "true",
+    "release_model_on_deactivate": "",
 }
 
 
@@ -74,7 +75,7 @@ def test_launch_file_compiles_and_builds_the_node_action() -> None:
     # One set of node arguments, used by the plain and the managed node alike.
     (common,) = [c for c in _calls(tree, "dict") if any(k.arg == "package" for k in c.keywords)]
     keywords = {k.arg: k.value for k in common.keywords}
-    assert {"package", "name", "namespace", "parameters", "remappings"} <= set(keywords)
+    assert {"package", "name", "namespace", "parameters"} <= set(keywords)
     assert ast.unparse(keywords["package"]) == "PACKAGE"
     for action, executable in (("Node", "EXECUTABLE"), ("LifecycleNode", "MANAGED_EXECUTABLE")):
         (call,) = _calls(tree, action)
@@ -131,8 +132,12 @@ def test_arguments_become_parameters(launch_module: ModuleType) -> None:
         rate="2.5",
         device="cuda:1",
         use_sim_time="true",
+        release_model_on_deactivate="true",
+        instruction_topic="/task/instruction",
     )
     assert launch_module.parameter_overrides(args) == {
+        "release_model_on_deactivate": True,
+        "instruction_topic": "/task/instruction",
         "model": "/models/qwen3-vl-8b",
         "camera_topics": ["wrist/image_raw/compressed", "front/image_raw"],
         "rate_hz": 2.5,
@@ -173,6 +178,7 @@ def test_calibration_file_comes_after_the_params_file(launch_module: ModuleType,
     ("cameras", "[1, 2]", "cameras must be a non-empty list of topic names"),
     ("cameras", "['a'", "cameras must be a list of topic names"),
     ("use_sim_time", "yes", "use_sim_time must be true or false"),
+    ("release_model_on_deactivate", "1", "release_model_on_deactivate must be true or false"),
 ])
 def test_bad_arguments_are_named(launch_module: ModuleType, name: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):

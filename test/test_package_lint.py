@@ -41,3 +41,31 @@ def test_flake8_clean(target):
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_setup_py_requirements_carry_the_tested_versions():
+    """pip users get the versions the suite runs with: every requirement of setup.py names the
+    version requirements/*.txt pins (``~=`` that version, or ``==`` it), none is left open."""
+    import ast
+    import re
+
+    calls = [n for n in ast.walk(ast.parse((ROOT / "setup.py").read_text()))
+             if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup"]
+    keywords = {k.arg: ast.literal_eval(k.value) for k in calls[0].keywords
+                if k.arg in ("install_requires", "extras_require")}
+    declared = [*keywords["install_requires"], *(r for reqs in keywords["extras_require"].values() for r in reqs)]
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    pins = {}
+    for path in (ROOT / "requirements").glob("*.txt"):
+        for line in path.read_text().splitlines():
+            match = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)==([^\s;#]+).*", line)
+            if match:
+                pins[norm(match[1])] = match[2]
+    for requirement in declared:
+        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)(~=|==)([^\s;,]+)", requirement)
+        assert match, f"setup.py: {requirement!r} names no tested version (use ~= or == the pinned one)"
+        assert pins.get(norm(match[1])) == match[3], (
+            f"setup.py: {requirement!r}, but requirements/*.txt pin {match[1]}=={pins.get(norm(match[1]))}")

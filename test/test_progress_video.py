@@ -84,3 +84,21 @@ def test_write_video_keeps_frame_count_and_odd_sizes(tmp_path: Path, fps: float)
     frames = decode(tmp_path / VIDEO_FILE)
     assert len(frames) == 5 and frames[0].shape == (34, 42, 3)
     assert [round(float(f[:33, :41].mean()) / 10) for f in frames] == [0, 1, 2, 3, 4]
+
+
+def test_each_tick_shows_the_sample_it_scored_last() -> None:
+    """Not the one before it: a tick scored up to the sample stamped ``stamp_ns`` shows that sample;
+    a tick whose sample the window thinned away shows the newest sample before it."""
+    from types import SimpleNamespace
+
+    from topreward_ros.progress_video import tick_pictures
+
+    samples = [SimpleNamespace(stamp_ns=s, image=np.full((VIEW, VIEW, 3), 40 * (i + 1), np.uint8))
+               for i, s in enumerate((100, 200, 300, 400))]
+    ticks = [SimpleNamespace(stamp_ns=s, progress=p, success=False, success_score=-3.0, success_threshold=-1.0)
+             for s, p in ((100, 0.0), (300, 0.5), (350, 0.7), (400, 1.0))]
+    shown = list(tick_pictures(samples, ticks, VIEW))
+    for i, at in enumerate((0, 2, 2, 3)):  # the tick at 350: sample 300, the newest before it
+        expected = pp.render(samples[at].image, [t.progress for t in ticks[:i + 1]], success=False,
+                             success_score=-3.0, threshold=-1.0, view_height=VIEW)
+        np.testing.assert_array_equal(shown[i], expected, err_msg=f"tick {i}")

@@ -175,6 +175,27 @@ def test_default_qos_publisher_starts_an_episode_and_raises_no_qos_warning(graph
     assert graph.values(": qos")["incompatible_total"] == "0"
 
 
+def test_the_latched_reader_exists_only_while_a_latched_writer_does(graph: Graph) -> None:
+    """An ordinary publisher meeting a transient-local reader logs that no messages will be sent to
+    it (though the volatile reader gets them all): without a latched writer there is no such reader."""
+    graph.start_node()
+    volatile = graph.peer.create_publisher(String, "/instruction", 10)
+
+    def readers() -> list[DurabilityPolicy]:
+        return sorted((i.qos_profile.durability for i in graph.peer.get_subscriptions_info_by_topic("/instruction")
+                       if i.node_name == "scorer_node"), key=int)
+
+    wait_for(lambda: volatile.get_subscription_count() >= 1, "the node's volatile reader")
+    wait_for(lambda: readers() == [DurabilityPolicy.VOLATILE], "only the volatile reader")
+    latched = graph.peer.create_publisher(String, "/instruction", LATCHED)
+    wait_for(lambda: readers() == [DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE],
+             "a transient-local reader for the latched writer")
+    latched.publish(String(data="wipe the table"))
+    wait_for(lambda: graph.episode()[1] == "wipe the table", "the latched writer's instruction")
+    graph.peer.destroy_publisher(latched)
+    wait_for(lambda: readers() == [DurabilityPolicy.VOLATILE], "the transient-local reader to go with it")
+
+
 def test_latched_instruction_published_before_the_node_started_reaches_it(graph: Graph) -> None:
     pub = graph.peer.create_publisher(String, "/instruction", LATCHED)
     pub.publish(String(data="open the drawer"))
@@ -312,6 +333,23 @@ def test_forward_stamp_gap_starts_a_new_episode(graph: Graph) -> None:
     assert graph.values(f"camera {CAMERA} (primary)")["stamp_gaps"] == "1"
 
 
+def test_stamp_gap_restart_s_sets_the_forward_gap_that_starts_a_new_episode(graph: Graph) -> None:
+    node = graph.start_node()
+    result = node.set_parameters([Parameter("stamp_gap_restart_s", value=5.0)])
+    assert all(r.successful for r in result), result
+    node.set_parameters([Parameter("instruction", value="fold the towel")])
+    first = node._runner.episode_id
+    t0 = 1_764_000_000 * NS
+    node._on_image(0, image(t0), info(100))
+    node._on_image(0, image(t0 + 4 * NS), info(101))  # 4 s: under the 5 s set, a pause
+    node._runner.flush()
+    assert node._runner.episode_id == first
+    node._on_image(0, image(t0 + 10 * NS), info(102))  # 6 s: over it (the 60 s default would not cut)
+    node._runner.flush()
+    assert node._runner.episode_id != first
+    assert graph.values(f"camera {CAMERA} (primary)")["stamp_gaps"] == "1"
+
+
 # ----------------------------------------------------------------------------
 # Incompatible QoS: counted, explained.
 # ----------------------------------------------------------------------------
@@ -336,10 +374,11 @@ def test_incompatible_qos_is_reported_for_subscriptions_and_publishers(graph: Gr
     assert "publisher /task_progress: durability" in status.message
     # The text logged once names both sides and the fix.
     watch = graph.node._qos
-    latched_reader = next(e for e in watch._endpoints
-                          if e.topic == "/instruction" and e.profile.durability == DurabilityPolicy.TRANSIENT_LOCAL)
-    text = watch.explain(latched_reader, int(QoSPolicyKind.RELIABILITY))
-    assert "requests reliable, transient_local" in text and "best_effort, volatile" in text
+    # (The transient-local reader exists only while a latched writer does: the volatile one is here.)
+    reader = next(e for e in watch._endpoints if e.topic == "/instruction")
+    assert reader.profile.durability == DurabilityPolicy.VOLATILE
+    text = watch.explain(reader, int(QoSPolicyKind.RELIABILITY))
+    assert "requests reliable, volatile" in text and "best_effort, volatile" in text
     assert "Publish the instruction with reliable QoS" in text
 
 
@@ -351,3 +390,10 @@ def test_message_keys_tell_copies_from_new_messages() -> None:
     assert _message_key(String(data="x"), a) == _message_key(String(data="x"), dict(a))
     assert _message_key(String(data="x"), a) != _message_key(String(data="x"), {**a, "source_timestamp": 6})
     assert _message_key(String(data="x"), None) is None
+    # Two writers publishing the same text at the same instant, with the same sequence number:
+    # two messages, told apart by the writer's GID.
+    other = {"data": np.arange(1, 17, dtype=np.uint8).tolist()}
+    assert _message_key(String(data="x"), a) != _message_key(String(data="x"), {**a, "publisher_gid": other})
+    # One writer, two publications within one source-timestamp tick: told apart by the sequence number.
+    assert _message_key(String(data="x"), a) != _message_key(String(data="x"),
+                                                             {**a, "publication_sequence_number": 2})

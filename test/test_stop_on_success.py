@@ -11,7 +11,11 @@ std_srvs/Trigger service, served by this test process, which counts calls:
 * when B succeeds, each calls exactly once more (first: A and B, second: B),
   and the later progress messages of B (success latched) add no call.
 
-``SuccessRule`` (the rule without ROS) is checked on its own too.
+A recorder as ``ros2 bag record`` serves it (``~/pause``, ``~/resume``,
+``~/split_bagfile`` of the real rosbag2_interfaces types, served here) is
+paused and split on success and resumed when the next episode starts.
+
+``SuccessRule`` (the rule without ROS) and the service type check are checked on their own too.
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ from scorer_node_rig import CAM0, Rig, new_episode_after, running_rig  # noqa: E
 from std_srvs.srv import Trigger  # noqa: E402
 
 from install_tree import LIB_DIR  # noqa: E402
-from topreward_ros.examples.stop_on_success import SuccessRule  # noqa: E402
+from topreward_ros.examples.stop_on_success import (  # noqa: E402
+    ServiceTypeError, SuccessRule, answer_text, service_class)
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -72,20 +77,63 @@ def test_rule_acts_once_and_only_for_the_running_episode() -> None:
     assert rule.on_progress("d", success=False) == "d"
 
 
-class Consumer:
-    """An installed stop_on_success process and the Trigger service it calls (served here)."""
+def test_rule_offers_each_episode_start_once() -> None:
+    rule = SuccessRule()
+    assert rule.to_start() is None  # no episode runs yet
+    rule.on_progress("a", success=False)
+    assert rule.to_start() == "a"
+    assert rule.to_start() == "a"  # not acted on (the service was not up): offered again
+    rule.start_acted("a")
+    rule.on_progress("a", success=True)
+    assert rule.to_start() is None
+    rule.on_success("b")  # a success of another episode starts nothing
+    assert rule.to_start() is None
+    rule.on_progress("b", success=False)
+    assert rule.to_start() == "b"
 
-    def __init__(self, rig: Rig, service: str, log_path: Path) -> None:
+
+def test_service_types_with_an_empty_request_only() -> None:
+    from std_srvs.srv import Empty
+    assert service_class("std_srvs/srv/Trigger") is Trigger
+    assert service_class("std_srvs/Empty") is Empty
+    with pytest.raises(ServiceTypeError, match=r"request has fields \(data\)"):
+        service_class("std_srvs/srv/SetBool")
+    with pytest.raises(ServiceTypeError, match="package/srv/Name"):
+        service_class("Trigger")
+    with pytest.raises(ServiceTypeError, match="no_such_pkg is not installed"):
+        service_class("no_such_pkg/srv/Stop")
+    with pytest.raises(ServiceTypeError, match="std_srvs has no service Stop"):
+        service_class("std_srvs/srv/Stop")
+    assert answer_text(Trigger.Response(success=False, message="busy")) == (False, "busy")
+    assert answer_text(Trigger.Response(success=True)) == (True, "done")
+    assert answer_text(Empty.Response()) == (True, "done")
+
+
+def test_a_service_type_that_cannot_be_called_stops_the_consumer_with_the_reason(tmp_path: Path) -> None:
+    if not EXECUTABLE.exists():
+        pytest.fail(f"{EXECUTABLE} missing: run `make build`")
+    run = subprocess.run(
+        [str(EXECUTABLE), "--ros-args", "-p", "stop_service:=/rig/set", "-p", "service_type:=std_srvs/srv/SetBool"],
+        capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2, run
+    assert "only services with an empty request can be called" in run.stderr, run.stderr
+
+
+class Consumer:
+    """An installed stop_on_success process; ``service`` (a Trigger) is served here and counted."""
+
+    def __init__(self, rig: Rig, service: str, log_path: Path, **params: str) -> None:
         self.calls = 0
         self._lock = threading.Lock()
-        self.service = rig.node.create_service(Trigger, service, self._serve)
+        self.service = rig.node.create_service(Trigger, service, self._serve) if not params else None
         self.log_path = log_path
         self._log = open(log_path, "wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
-        self.proc = subprocess.Popen(
-            [str(EXECUTABLE), "--ros-args", "-p", f"stop_service:={service}",
-             "-r", f"__node:=stop_on_success_{service.strip('/').replace('/', '_')}"],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        args = [str(EXECUTABLE), "--ros-args", "-p", f"stop_service:={service}",
+                "-r", f"__node:=stop_on_success_{service.strip('/').replace('/', '_')}"]
+        for name, value in params.items():
+            args += ["-p", f"{name}:={value}"]
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def _serve(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
@@ -104,6 +152,54 @@ class Consumer:
     def stop(self) -> None:
         stop_child(self.proc, timeout=20)
         self._log.close()
+
+
+class Recorder:
+    """The services ``ros2 bag record`` serves in Jazzy, of their real rosbag2_interfaces types.
+
+    Keeps the state a recorder would: paused or not, and the number of bag files.
+    """
+
+    def __init__(self, rig: Rig, name: str = "/rosbag2_recorder") -> None:
+        srv = pytest.importorskip(
+            "rosbag2_interfaces.srv",
+            reason="rosbag2_interfaces is not installed: `make ros-extras` builds it from the ros-extras "
+                   "sources beside the checkout (tools/install_rosbag2_interfaces.sh)")
+        self.name = name
+        self._lock = threading.Lock()
+        self.paused = False
+        self.files = 1
+        self.calls: list[str] = []
+        self._services = [
+            rig.node.create_service(srv.Pause, f"{name}/pause", self._pause),
+            rig.node.create_service(srv.Resume, f"{name}/resume", self._resume),
+            rig.node.create_service(srv.SplitBagfile, f"{name}/split_bagfile", self._split),
+        ]
+
+    def _pause(self, request: Any, response: Any) -> Any:
+        with self._lock:
+            self.calls.append("pause")
+            self.paused = True
+        return response
+
+    def _resume(self, request: Any, response: Any) -> Any:
+        with self._lock:
+            self.calls.append("resume")
+            self.paused = False
+        return response
+
+    def _split(self, request: Any, response: Any) -> Any:
+        with self._lock:
+            self.calls.append("split")
+            self.files += 1
+        return response
+
+    def state(self) -> tuple[bool, int, list[str]]:
+        with self._lock:
+            return self.paused, self.files, list(self.calls)
+
+    def count(self, call: str) -> int:
+        return self.state()[2].count(call)
 
 
 @pytest.fixture
@@ -167,6 +263,57 @@ def test_one_call_per_successful_episode_and_none_for_a_stale_latched_success(ri
         assert (first.count(), second.count()) == (2, 1), (first.log(), second.log())
         rig.wait_for("the second consumer's logged answer for B",
                      lambda: f"episode {episode_b}: /recorder2/stop answered" in second.log(), timeout=20)
+    finally:
+        for consumer in consumers:
+            consumer.stop()
+
+
+@pytest.mark.graph
+def test_success_pauses_and_splits_a_recorder_and_the_next_episode_resumes_it(rig: Rig, tmp_path: Path) -> None:
+    recorder = Recorder(rig)
+    consumers: list[Consumer] = []
+    try:
+        pauser = Consumer(rig, f"{recorder.name}/pause", tmp_path / "pause.log",
+                          service_type="rosbag2_interfaces/srv/Pause",
+                          start_service=f"{recorder.name}/resume",
+                          start_service_type="rosbag2_interfaces/srv/Resume")
+        consumers.append(pauser)
+        splitter = Consumer(rig, f"{recorder.name}/split_bagfile", tmp_path / "split.log",
+                            service_type="rosbag2_interfaces/srv/SplitBagfile")
+        consumers.append(splitter)
+        rig.wait_for("both consumers to subscribe to progress and success", lambda: (
+            rig.node.count_subscribers("/task_progress") >= 3
+            and rig.node.count_subscribers("/episode_success") >= 3), timeout=60)
+
+        # Episode A starts (resume: a no-op on a running recorder) and succeeds: paused, split.
+        rig.instruct("stack the cups")
+        episode_a = new_episode_after(rig, set(), "stack the cups")[0].episode_id
+        rig.wait_for("EpisodeSuccess of episode A",
+                     lambda: any(s.episode_id == episode_a for s in rig.successes))
+        rig.wait_for("the recorder paused and split for A",
+                     lambda: recorder.count("pause") == 1 and recorder.count("split") == 1, timeout=60)
+        have = progress_count(rig, episode_a)
+        rig.wait_for("more progress of A, success latched",
+                     lambda: len([m for m in rig.progress_of(episode_a)[have:] if m.success]) >= 4, timeout=60)
+        paused, files, calls = recorder.state()
+        assert (paused, files) == (True, 2), calls
+        assert calls.count("resume") == 1 and calls.index("resume") < calls.index("pause"), calls
+
+        # Episode B starts undecided: the recorder resumes, nothing else happens.
+        results = rig.set_params(success_threshold=NEVER)
+        assert all(r.successful for r in results), results
+        rig.instruct("open the drawer")
+        episode_b = new_episode_after(rig, {episode_a}, "open the drawer")[0].episode_id
+        rig.wait_for("the recorder resumed for B", lambda: recorder.count("resume") == 2, timeout=60)
+        have = progress_count(rig, episode_b)
+        rig.wait_for("more progress of the undecided episode B",
+                     lambda: len(rig.progress_of(episode_b)) >= have + 4, timeout=60)
+        paused, files, calls = recorder.state()
+        assert (paused, files) == (False, 2), calls
+        assert calls.count("pause") == 1 and calls.count("resume") == 2, calls
+        rig.wait_for("the pauser's logged answer for B's start", lambda: (
+            f"episode {episode_b}: {recorder.name}/resume answered: done" in pauser.log()), timeout=20)
+        assert "rosbag2_interfaces/srv/Pause" in pauser.log(), pauser.log()
     finally:
         for consumer in consumers:
             consumer.stop()

@@ -35,11 +35,24 @@ if [ -f "$_topreward_venv/ros-extras/local_setup.bash" ]; then
     esac
   fi
 fi
+# rosbag2_interfaces (the recorder's service types) likewise (tools/install_rosbag2_interfaces.sh).
+if [ -f "$_topreward_venv/ros-extras-rosbag2/local_setup.bash" ]; then
+  # shellcheck disable=SC1091
+  COLCON_CURRENT_PREFIX="$_topreward_venv/ros-extras-rosbag2" \
+    source "$_topreward_venv/ros-extras-rosbag2/local_setup.bash"
+  for _topreward_site in "$_topreward_venv"/ros-extras-rosbag2/lib/python3*/site-packages; do
+    case ":${PYTHONPATH:-}:" in *":$_topreward_site:"*) ;; *)
+      export PYTHONPATH="$_topreward_site${PYTHONPATH:+:$PYTHONPATH}" ;;
+    esac
+  done
+  unset _topreward_site
+fi
 if [ -f "$_topreward_install/local_setup.bash" ]; then
   # shellcheck disable=SC1091
   COLCON_CURRENT_PREFIX="$_topreward_install" source "$_topreward_install/local_setup.bash"
 fi
-# The package's executables (scorer_node, topreward, stop_on_success) without `ros2 run`.
+# The package's executables (scorer_node, managed_scorer_node, topreward, stop_on_success)
+# without `ros2 run`.
 export PATH="$_topreward_install/topreward_ros/lib/topreward_ros:$PATH"
 # DDS discovery keeps ROS 2's default range (the whole subnet), so cameras on
 # other machines are seen; the test suite keeps its own graphs on this machine.

@@ -105,6 +105,8 @@ SUCCESS_TOPIC = "episode_success"
 PROGRESS_IMAGE_TOPIC = "~/progress_image"
 INSTRUCTION_TOPIC = "instruction"
 RESET_SERVICE = "~/reset"
+#: Seconds (steady clock) between looks for a transient-local instruction writer.
+LATCHED_WATCH_PERIOD_S = 0.5
 DIAGNOSTICS_TOPIC = "/diagnostics"
 
 
@@ -230,6 +232,9 @@ class ScorerNode(Node):
         self._success_pub: Any = None
         self._image_pub: Any = None
         self._instruction_subs: list[Any] = []
+        self._latched_instruction_sub: Any = None
+        self._latched_watch: Any = None
+        self._instruction_topic = (INSTRUCTION_TOPIC, INSTRUCTION_TOPIC)
         self._camera_subs: list[Any] = []
         self._reset_srv: Any = None
         self._tick_timer: Any = None
@@ -283,29 +288,26 @@ class ScorerNode(Node):
 
     def _activate(self) -> None:
         """Subscriptions, the reset service and the scoring timer: frames in, scores out."""
-        # Instruction: two subscriptions, so that every reliable publisher reaches
-        # the node. A volatile one matches ordinary publishers (the ROS 2 default,
-        # `ros2 topic pub`); a transient-local one also gets a latched instruction
-        # published before this node started. A latched publisher's messages
+        # Instruction: a volatile reliable subscription matches every reliable
+        # publisher (the ROS 2 default, `ros2 topic pub`, a latched one). A second,
+        # transient-local one gets a latched instruction published before this
+        # node started; it exists only while a transient-local publisher is on the
+        # graph (_watch_latched_writers), because an ordinary publisher that meets
+        # it logs "requesting incompatible QoS. No messages will be sent to it"
+        # although the volatile reader serves it. A latched publisher's messages
         # reach both, and are recognised as one (_message_key). Their own group:
         # an instruction is never queued behind diagnostics or a service call.
         # Created before the cameras: the executor takes ready subscriptions in
         # creation order.
-        instruction_topic = self.resolve_topic_name(INSTRUCTION_TOPIC)
-        advice = (f"Publish the instruction with reliable QoS (the default; `ros2 topic pub "
-                  f"{instruction_topic} std_msgs/msg/String` with no QoS flags works).")
-        self._instruction_subs = [
-            self.create_subscription(
-                String, INSTRUCTION_TOPIC, self._on_instruction_msg, profile,
-                callback_group=self._instruction_group,
-                event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._qos.watch(
-                    instruction_topic, "subscription", profile, advice,
-                    # The latched reader never matches a volatile writer; the volatile one serves it.
-                    ignore=frozenset({QoSPolicyKind.DURABILITY}) if latched_sub else frozenset(),
-                )),
-            )
-            for profile, latched_sub in ((copy.copy(self._reliable), False), (copy.copy(self._latched), True))
-        ]
+        topic = str(self.get_parameter("instruction_topic").value).strip() or INSTRUCTION_TOPIC
+        instruction_topic = self.resolve_topic_name(topic)
+        self._instruction_topic = (topic, instruction_topic)
+        self._instruction_subs = [self._instruction_subscription(latched=False)]
+        self._latched_instruction_sub = None
+        self._latched_watch = self.create_timer(
+            LATCHED_WATCH_PERIOD_S, self._watch_latched_writers, callback_group=self._instruction_group,
+            clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._watch_latched_writers()
         self._reset_srv = self.create_service(Trigger, RESET_SERVICE, self._on_reset)
 
         # Cameras: sensor-data QoS (best effort, shallow) unless overridden
@@ -338,11 +340,46 @@ class ScorerNode(Node):
         if instruction.strip() and not self._runner.active:
             self._start_episode(instruction, "instruction parameter", new_task=True)
 
+    def _instruction_subscription(self, latched: bool) -> Any:
+        topic, resolved = self._instruction_topic
+        profile = copy.copy(self._latched if latched else self._reliable)
+        advice = (f"Publish the instruction with reliable QoS (the default; `ros2 topic pub "
+                  f"{resolved} std_msgs/msg/String` with no QoS flags works).")
+        return self.create_subscription(
+            String, topic, self._on_instruction_msg, profile,
+            callback_group=self._instruction_group,
+            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._qos.watch(
+                resolved, "subscription", profile, advice,
+                # The latched reader never matches a volatile writer; the volatile one serves it.
+                ignore=frozenset({QoSPolicyKind.DURABILITY}) if latched else frozenset(),
+            )),
+        )
+
+    def _watch_latched_writers(self) -> None:
+        """The transient-local instruction reader exists while a transient-local writer does."""
+        try:
+            writers = self.get_publishers_info_by_topic(self._instruction_topic[1])
+        except Exception:  # noqa: BLE001 - the graph cannot be read now: try on the next round
+            return
+        latched = any(w.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for w in writers)
+        if latched and self._latched_instruction_sub is None and self._instruction_subs:
+            self._latched_instruction_sub = self._instruction_subscription(latched=True)
+            self._instruction_subs.append(self._latched_instruction_sub)
+        elif not latched and self._latched_instruction_sub is not None:
+            self._instruction_subs.remove(self._latched_instruction_sub)
+            self.destroy_subscription(self._latched_instruction_sub)
+            self._latched_instruction_sub = None
+
     def _deactivate(self) -> None:
         """Stop taking frames and scoring; the episode (frames, success latch) is kept."""
+        if self._latched_watch is not None:
+            self._latched_watch.cancel()
+            self.destroy_timer(self._latched_watch)
+            self._latched_watch = None
         for sub in [*self._instruction_subs, *self._camera_subs]:
             self.destroy_subscription(sub)
         self._instruction_subs, self._camera_subs = [], []
+        self._latched_instruction_sub = None
         if self._reset_srv is not None:
             self.destroy_service(self._reset_srv)
             self._reset_srv = None

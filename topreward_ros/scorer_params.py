@@ -75,6 +75,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "Camera topics; the first drives the sampling schedule. A topic whose last name "
               "component is 'compressed' is subscribed as sensor_msgs/CompressedImage, any other "
               "as sensor_msgs/Image.", False),
+    ParamSpec("instruction_topic", "instruction",
+              "Topic of the std_msgs/String task instruction (a relative name resolves in the node's "
+              "namespace; a remapping of 'instruction' applies to the default). The offline tools read "
+              "it from the same parameters file.", False),
     ParamSpec("instruction", "",
               "Task instruction; setting it (at start-up or at run time) starts a new episode, "
               "like a message on the instruction topic."),

@@ -29,6 +29,8 @@ from topreward_ros.commands.options import (
     MODEL_PARAMS,
     SCORING_PARAMS,
     STAMP_PARAMS,
+    TOPIC_PARAMS,
+    absolute_inputs,
     add_model_options,
     add_ray_options,
     add_run_options,
@@ -42,7 +44,7 @@ from topreward_ros.commands.options import (
 __all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_PARTIAL", "EXIT_UNUSABLE", "BAG_PARAMS", "register"]
 
 #: Node parameters ``topreward bag --params-file`` may set: option dest, type, default.
-BAG_PARAMS: dict[str, tuple[str, type, Any]] = {**MODEL_PARAMS, **SCORING_PARAMS, **STAMP_PARAMS}
+BAG_PARAMS: dict[str, tuple[str, type, Any]] = {**MODEL_PARAMS, **TOPIC_PARAMS, **SCORING_PARAMS, **STAMP_PARAMS}
 
 
 def register(subparsers: Any) -> None:
@@ -75,12 +77,15 @@ def _register_bag(subparsers: Any) -> None:
     g = p.add_argument_group("topics")
     g.add_argument("--camera", action="append", dest="cameras", metavar="TOPIC",
                    help="image topic (Image or CompressedImage); repeat for several cameras, "
-                   "the first is the primary. Default: the bag's only image topic")
-    g.add_argument("--instruction-topic", default="/instruction",
-                   help="std_msgs/String topic with the task instruction (default: %(default)s)")
+                   "the first is the primary. Default: camera_topics of --params-file, else the "
+                   "bag's only image topic")
+    g.add_argument("--instruction-topic",
+                   help="std_msgs/String topic with the task instruction (default: instruction_topic of "
+                   "--params-file, else /instruction)")
     g.add_argument("--instruction",
                    help="fixed instruction for the whole bag (instead of a topic)")
-    g.add_argument("--reset-topic", help="a message on this topic starts a new episode")
+    g.add_argument("--reset-topic", help="a message on this topic starts a new episode (default: "
+                   "reset_topic of --params-file, else none)")
     add_model_options(p)
     add_stamp_options(add_scoring_options(p, BAG_PARAMS, "bag"))
     g = add_run_options(p)
@@ -116,8 +121,11 @@ def run_bag(args: argparse.Namespace) -> int:
         # `--ray BAG ...`: the value is an input, not a cluster address.
         args.bag.insert(0, args.ray)
         args.ray = ""
+    if args.ray is not None:
+        args.bag = absolute_inputs(args.bag)
+        args.list = [Path(p) for p in absolute_inputs(args.list or [])]
     try:
-        apply_params_file(args, BAG_PARAMS)
+        apply_params_file(args, BAG_PARAMS, "topreward bag")
         inputs = expand_inputs(args.bag, args.list or ())
         bag_source_options(args, ("/camera",))  # option errors before touching any bag
         settings = offline_settings(args)

@@ -34,6 +34,8 @@ from topreward_ros.commands.options import (
     MODEL_PARAMS,
     SCORING_PARAMS,
     STAMP_PARAMS,
+    TOPIC_PARAMS,
+    absolute_inputs,
     add_model_options,
     add_ray_options,
     add_run_options,
@@ -54,7 +56,7 @@ __all__ = ["EXIT_ATTENTION", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNUSABLE", "EV
 #: success threshold is what eval fits, so a file's is ignored.
 EVAL_PARAMS: dict[str, tuple[str, type, Any]] = {
     **MODEL_PARAMS,
-    "camera_topics": ("cameras", list, None),
+    **TOPIC_PARAMS,
     **{k: v for k, v in SCORING_PARAMS.items() if k != "success_threshold"},
     **STAMP_PARAMS,
 }
@@ -88,9 +90,11 @@ def register(subparsers: Any) -> None:
                    help="a bag's image topic or a dataset's video feature; repeat for several cameras, the "
                    "first is the primary (default: for bags camera_topics of --params-file, else each "
                    "bag's only image topic; for datasets each dataset's only video feature)")
-    g.add_argument("--instruction-topic", default="/instruction",
-                   help="std_msgs/String topic that starts each bag episode (default: %(default)s)")
-    g.add_argument("--reset-topic", help="a message on this topic starts a new bag episode")
+    g.add_argument("--instruction-topic",
+                   help="std_msgs/String topic that starts each bag episode (default: instruction_topic of "
+                   "--params-file, else /instruction)")
+    g.add_argument("--reset-topic", help="a message on this topic starts a new bag episode (default: "
+                   "reset_topic of --params-file, else none)")
     g.add_argument("--video-tolerance", type=float, default=0.5, metavar="FRAMES",
                    help="datasets: leave a frame out when the nearest decoded picture is further than this "
                    "many frame periods from its timestamp (default: %(default)s)")
@@ -129,13 +133,15 @@ def run_eval(args: argparse.Namespace) -> int:
         # `--ray INPUT ...`: the value is an input, not a cluster address.
         args.inputs.insert(0, args.ray)
         args.ray = ""
+    if args.ray is not None:
+        args.inputs = absolute_inputs(args.inputs)
     # Cameras named on the command line; a parameters file's camera_topics are
     # ROS topics, which name nothing in a dataset.
     dataset_cameras = tuple(args.cameras) if args.cameras else None
     try:
         if not args.inputs:
             raise ValueError("give at least one input (bag, dataset, video, frame folder or @LIST)")
-        apply_params_file(args, EVAL_PARAMS)
+        apply_params_file(args, EVAL_PARAMS, "topreward eval")
         if args.max_episodes is not None and args.max_episodes < 1:
             raise ValueError(f"--max-episodes must be >= 1, got {args.max_episodes}")
         if not args.source_fps > 0:
@@ -209,6 +215,11 @@ def scored_camera_topics(bags: Mapping[str, Iterable[str]]) -> tuple[list[str] |
         return None, (f"the bags have different camera topics ({listing}): camera_topics is not written to "
                       "calibrated.yaml; give --camera to choose")
     return (list(next(iter(found))) if found else None), None
+
+
+def bag_topic(cameras: list[str] | None, topic: str | None) -> str | None:
+    """A topic the bags were cut at, for calibrated.yaml; None where no bag was scored."""
+    return topic if cameras else None
 
 
 def _index_ranges(indices: Iterable[int]) -> str:
@@ -290,7 +301,10 @@ def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: An
     if camera_problem:
         problems.append(camera_problem)
     params = calibrated_params(evaluation, settings["model"], args.success_window, args.success_consecutive,
-                               {"camera_topics": cameras, "rate_hz": args.rate, "sample_fps": args.sample_fps,
+                               {"camera_topics": cameras,
+                                "instruction_topic": bag_topic(cameras, args.instruction_topic),
+                                "reset_topic": bag_topic(cameras, args.reset_topic),
+                                "rate_hz": args.rate, "sample_fps": args.sample_fps,
                                 "max_frames": args.max_frames, "view_size": args.view_size,
                                 "sync_tolerance_s": args.sync_tolerance})
     calibrated = out / CALIBRATED_YAML

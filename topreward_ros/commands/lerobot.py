@@ -18,6 +18,7 @@ from topreward_ros.commands.options import (
     EXIT_UNUSABLE,
     MODEL_PARAMS,
     SCORING_PARAMS,
+    absolute_inputs,
     add_model_options,
     add_ray_options,
     add_run_options,
@@ -32,9 +33,10 @@ LEROBOT_PARAMS: dict[str, tuple[str, type, Any]] = {**MODEL_PARAMS, **SCORING_PA
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``lerobot`` and ``lerobot-progress`` subcommands to the ``topreward`` parser."""
+    """Add the ``lerobot``, ``lerobot-progress`` and ``lerobot-episodes`` subcommands to the parser."""
     _register_lerobot(subparsers)
     _register_progress(subparsers)
+    _register_episodes(subparsers)
 
 
 def _register_lerobot(subparsers: Any) -> None:
@@ -48,7 +50,8 @@ def _register_lerobot(subparsers: Any) -> None:
         "and topreward_progress.parquet (LeRobot RA-BC sample weighting). Re-running into the "
         "same output directory resumes; --ray spreads the episodes over model replicas.",
     )
-    p.add_argument("dataset", type=Path, help="dataset root (the directory holding meta/info.json)")
+    p.add_argument("dataset", type=Path, nargs="?",
+                   help="dataset root (the directory holding meta/info.json)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     g = p.add_argument_group("input")
     g.add_argument("--camera", action="append", dest="cameras", metavar="KEY",
@@ -84,8 +87,16 @@ def run_lerobot(args: argparse.Namespace) -> int:
     from topreward_ros.lerobot.dataset import DatasetError
     from topreward_ros.params_file import ParamsFileError
 
+    if args.dataset is None and args.ray and Path(args.ray).exists():
+        # `--ray DATASET`: the value is the dataset, not a cluster address.
+        args.dataset, args.ray = Path(args.ray), ""
+    if args.dataset is None:
+        print("topreward lerobot: give the dataset root (the directory holding meta/info.json)", file=sys.stderr)
+        return EXIT_UNUSABLE
+    if args.ray is not None:
+        args.dataset = Path(absolute_inputs([args.dataset])[0])
     try:
-        apply_params_file(args, LEROBOT_PARAMS)
+        apply_params_file(args, LEROBOT_PARAMS, "topreward lerobot")
         settings = offline_settings(args)
         config = scorer_config(args)
     except (DatasetError, ParamsFileError, ValueError) as exc:
@@ -130,4 +141,50 @@ def run_progress(args: argparse.Namespace) -> int:
         print(f"topreward lerobot-progress: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     print(f"{args.output}: {rows} frames keyed to {args.dataset}")
+    return EXIT_OK
+
+
+# -- topreward lerobot-episodes ----------------------------------------------------------
+
+
+def _register_episodes(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "lerobot-episodes",
+        help="the episodes to train on (success verdict), as lerobot-train's --dataset.episodes takes them",
+        description="Print the episodes of a scored dataset (the output directory of `topreward lerobot`) "
+        "whose success score passes the threshold, as the list lerobot-train's --dataset.episodes takes "
+        "(e.g. [0,2,5]); the others are named on stderr. Failed episodes are left out of training this "
+        "way, not by removing their rows from topreward_progress.parquet: LeRobot gives a frame with no "
+        "progress value its fallback weight 1.0, its largest.",
+    )
+    p.add_argument("scored", type=Path, help="output directory of `topreward lerobot` (or `topreward bag`)")
+    p.add_argument("--success-threshold", type=float,
+                   help="success score to exceed (default: success_threshold of --params-file, else the "
+                   "run's own)")
+    p.add_argument("--success-window", type=int,
+                   help="prefixes averaged into the success score (default: success_window of "
+                   "--params-file, else the run's own)")
+    p.add_argument("--params-file", type=Path, metavar="YAML",
+                   help="calibrated.yaml of topreward eval (its success_threshold and success_window)")
+    p.set_defaults(func=run_episodes)
+
+
+def run_episodes(args: argparse.Namespace) -> int:
+    from topreward_ros.lerobot.train_episodes import SelectionError, select_episodes
+    from topreward_ros.params_file import ParamsFileError, read_params_file
+
+    try:
+        params = read_params_file(args.params_file) if args.params_file else {}
+        threshold = args.success_threshold if args.success_threshold is not None else params.get(
+            "success_threshold")
+        window = args.success_window if args.success_window is not None else params.get("success_window")
+        selection = select_episodes(args.scored, threshold, window)
+    except (ParamsFileError, SelectionError, TypeError, ValueError) as exc:
+        print(f"topreward lerobot-episodes: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    left_out = ", ".join(f"{v.episode_index} ({v.success_score:.3f})" for v in selection.verdicts if not v.success)
+    print(f"{len(selection.train)} of {len(selection.verdicts)} episodes pass success score > "
+          f"{selection.threshold:g} (window {selection.success_window}); left out: {left_out or 'none'}",
+          file=sys.stderr)
+    print(selection.episodes_argument())
     return EXIT_OK

@@ -16,6 +16,7 @@ Exit codes shared by the commands:
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,16 @@ STAMP_PARAMS: dict[str, tuple[str, type, Any]] = {
     "stamp_jump_restart_s": ("stamp_jump_restart", float, 1.0),
     "stamp_gap_restart_s": ("stamp_gap_restart", float, 60.0),
 }
+#: The rig's topics as a bag holds them: the cameras in scoring order, the
+#: instruction topic (the node's ``instruction_topic``) and the reset topic
+#: (offline only: a recorded topic whose messages start a new episode).
+TOPIC_PARAMS: dict[str, tuple[str, type, Any]] = {
+    "camera_topics": ("cameras", list, None),
+    "instruction_topic": ("instruction_topic", str, "/instruction"),
+    "reset_topic": ("reset_topic", str, None),
+}
+#: Option names that are not ``--`` + the dest with dashes.
+_FLAGS = {"cameras": "--camera", "sync_tolerance": "--sync-tolerance", "rate": "--rate"}
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -125,24 +136,37 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
                    "%(default)s)")
 
 
-def apply_params_file(args: argparse.Namespace, table: dict[str, tuple[str, type, Any]]) -> None:
+def _absolute(topic: str) -> str:
+    """A node-relative topic name as the bag records it (the node in the root namespace)."""
+    return topic if topic.startswith("/") else f"/{topic}"
+
+
+def apply_params_file(args: argparse.Namespace, table: dict[str, tuple[str, type, Any]],
+                      command: str = "topreward") -> list[str]:
     """Fill options not given on the command line from ``--params-file``, then from defaults.
 
     ``table`` maps node parameters to (option dest, type, default). A
     ``list`` parameter is a list of strings (``camera_topics``), whose
     relative names are taken as in the root namespace (``camera/image_raw``
-    is the bag topic ``/camera/image_raw``).
+    is the bag topic ``/camera/image_raw``), as are ``*_topic`` strings.
+    An option given on the command line wins over the file; where the file
+    holds another value, a note on stderr says so. Returns those notes.
     """
     from topreward_ros.params_file import ParamsFileError, read_params_file
     from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD
 
     params = read_params_file(args.params_file) if getattr(args, "params_file", None) else {}
     defaults = {"model": DEFAULT_MODEL, "success_threshold": DEFAULT_SUCCESS_THRESHOLD}
+    notes: list[str] = []
     for key, (dest, kind, default) in table.items():
         given = getattr(args, dest, None)
         if kind is bool:
             given = given or None  # a store_true flag left off is not a choice
         if given is not None:
+            if key in params and _file_value(key, kind, params[key]) != given:
+                flag = _FLAGS.get(dest, "--" + dest.replace("_", "-"))
+                notes.append(f"{command}: note: {flag} {_shown(given)} overrides {key}: "
+                             f"{_shown(params[key])} of {args.params_file}")
             continue
         if key not in params:
             setattr(args, dest, defaults.get(key, default))
@@ -156,11 +180,28 @@ def apply_params_file(args: argparse.Namespace, table: dict[str, tuple[str, type
         if not ok:
             what = "non-empty list of topic names" if kind is list else kind.__name__
             raise ParamsFileError(f"{args.params_file}: {key} must be a {what}, got {value!r}")
-        if key == "torch_threads" and value == 0:
-            value = None  # the node's 0 = torch's default
-        if kind is list:
-            value = [v if v.startswith("/") else f"/{v}" for v in value]
-        setattr(args, dest, kind(value) if value is not None else None)
+        setattr(args, dest, _file_value(key, kind, value))
+    for note in notes:
+        print(note, file=sys.stderr)
+    return notes
+
+
+def _file_value(key: str, kind: type, value: Any) -> Any:
+    """A parameters file's value as the option would hold it."""
+    if key == "torch_threads" and value == 0:
+        return None  # the node's 0 = torch's default
+    if kind is list and isinstance(value, list):
+        return [_absolute(str(v)) for v in value]
+    if kind is str and key.endswith("_topic") and isinstance(value, str):
+        return _absolute(value) if value else None  # '' = no such topic
+    try:
+        return kind(value) if value is not None else None
+    except (TypeError, ValueError):
+        return value
+
+
+def _shown(value: Any) -> str:
+    return ",".join(value) if isinstance(value, list) else str(value)
 
 
 def episode_settings(args: argparse.Namespace) -> Any:
@@ -204,6 +245,19 @@ def offline_settings(args: argparse.Namespace, plot: bool | None = None) -> Any:
                               video=getattr(args, "video", False)),
         max_episodes=args.max_episodes,
     )
+
+
+def absolute_inputs(inputs: list[Any]) -> list[str]:
+    """Input paths (``@LIST`` too) made absolute for Ray: a replica on a cluster this command
+    did not start runs in its own working directory and would resolve a relative path there."""
+    made = []
+    for item in inputs:
+        text = str(item)
+        if text.startswith("@"):
+            made.append("@" + str(Path(text[1:]).expanduser().absolute()))
+        else:
+            made.append(str(Path(text).expanduser().absolute()))
+    return made
 
 
 def ray_options(args: argparse.Namespace) -> Any:

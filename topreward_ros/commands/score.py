@@ -23,6 +23,15 @@ import numpy as np
 from topreward_ros.sources.video import InputError, read_episode
 
 RESULT_JSON = "score.json"
+#: Node parameters ``topreward score --params-file`` may set: option dest, type, default.
+SCORE_PARAMS: dict[str, tuple[str, type, Any]] = {
+    "model": ("model", str, None),  # default: DEFAULT_MODEL
+    "device": ("device", str, "auto"),
+    "dtype": ("dtype", str, "auto"),
+    "torch_threads": ("torch_threads", int, None),
+    "sample_fps": ("sample_fps", float, 2.0),
+    "view_size": ("view_size", int, 244),
+}
 RESULT_PNG = "curve.png"
 #: Thumbnails drawn above the plotted curve.
 PLOT_THUMBNAILS = 8
@@ -40,18 +49,22 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("input", metavar="VIDEO_OR_FRAME_DIR",
                    help="a video file (read with PyAV) or a directory of images read in name order")
     p.add_argument("--instruction", required=True, help="the task, verbatim (e.g. 'put the cup on the plate')")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local model directory (default {DEFAULT_MODEL})")
+    p.add_argument("--params-file", type=Path, metavar="YAML",
+                   help="a ROS 2 parameters file of the node (the rig file, or calibrated.yaml of topreward "
+                   "eval): its " + ", ".join(SCORE_PARAMS) + " apply unless given as options; other keys are "
+                   "ignored")
+    p.add_argument("--model", help=f"hub id or local model directory (default {DEFAULT_MODEL})")
     p.add_argument("--source-fps", type=float, default=30.0,
                    help="frame rate of a frame directory (default 30; a video uses its own timestamps)")
-    p.add_argument("--sample-fps", type=float, default=2.0, help="frames per second the model sees (default 2)")
+    p.add_argument("--sample-fps", type=float, help="frames per second the model sees (default 2)")
     p.add_argument("--num-prefixes", type=int, default=15, help="K prefixes of the curve (default 15)")
-    p.add_argument("--view-size", type=int, default=244, help="side of the square model view (default 244)")
+    p.add_argument("--view-size", type=int, help="side of the square model view (default 244)")
     p.add_argument("--output", type=Path, default=None,
                    help=f"directory for {RESULT_JSON} and {RESULT_PNG} (created; existing results are kept "
                    "unless --force)")
     p.add_argument("--force", action="store_true", help="overwrite existing results in --output")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32 (default auto)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--dtype", help="auto, bfloat16, float16 or float32 (default auto)")
     p.add_argument("--torch-threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--no-cache", action="store_true",
                    help="score each prefix with an independent forward (the released code's way; slower, "
@@ -66,14 +79,17 @@ def _error(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``topreward score``; returns the exit code."""
+    from topreward_ros.commands.options import apply_params_file
+    from topreward_ros.params_file import ParamsFileError
     from topreward_ros.scoring import ScorerConfig, ScoringError, load_scorer, voc
     from topreward_ros.scoring.prompt import validate_instruction
 
     try:
+        apply_params_file(args, SCORE_PARAMS, "topreward score")
         config = ScorerConfig(model=args.model, device=args.device, dtype=args.dtype,
                               sample_fps=args.sample_fps, num_prefixes=args.num_prefixes,
                               view_size=args.view_size, torch_threads=args.torch_threads)
-    except ValueError as exc:
+    except (ParamsFileError, ValueError) as exc:
         _error(str(exc))
         return 2
     try:

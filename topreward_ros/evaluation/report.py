@@ -201,7 +201,8 @@ def metrics_record(evaluation: Evaluation) -> dict[str, Any]:
 #: Keys of calibrated.yaml besides the fitted ones: the settings the threshold
 #: depends on (the scores were computed with them), written whatever their
 #: value so that the file pins them over a rig's parameters file.
-SCORING_KEYS = ("camera_topics", "rate_hz", "sample_fps", "max_frames", "sync_tolerance_s", "view_size")
+SCORING_KEYS = ("camera_topics", "instruction_topic", "reset_topic", "rate_hz", "sample_fps", "max_frames",
+                "sync_tolerance_s", "view_size")
 
 
 def calibrated_params(evaluation: Evaluation, model_id: str, window: int, consecutive: int,
@@ -209,10 +210,12 @@ def calibrated_params(evaluation: Evaluation, model_id: str, window: int, consec
     """The node parameters calibrated on this evaluation (None without both classes).
 
     ``scoring`` holds the node parameters the episodes were scored with
-    (of ``SCORING_KEYS``: the camera topics in their order, the tick rate,
-    ``sample_fps``, ``max_frames``, ``view_size``, ``sync_tolerance_s``); all
-    are written, since the threshold holds only for scores computed the same
-    way. ``camera_topics`` is left out when None (videos, frame folders).
+    (of ``SCORING_KEYS``: the camera topics in their order, the instruction
+    and reset topics, the tick rate, ``sample_fps``, ``max_frames``,
+    ``view_size``, ``sync_tolerance_s``); all are written, since the
+    threshold holds only for scores computed the same way and episodes cut
+    the same way. Topics are left out when None (videos, frame folders, no
+    reset topic).
     """
     choice = evaluation.overall.threshold_raw
     if choice is None:
@@ -229,6 +232,9 @@ def calibrated_params(evaluation: Evaluation, model_id: str, window: int, consec
         if key == "camera_topics":
             if value:
                 params[key] = [str(topic) for topic in value]
+        elif key.endswith("_topic"):
+            if value:
+                params[key] = str(value)
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{key} must be a number, got {value!r}")
         else:
@@ -247,7 +253,7 @@ def write_calibrated_yaml(path: Path, params: dict[str, Any], evaluation: Evalua
         f"prefixes) that maximises balanced accuracy: {c.balanced_accuracy:.3f} (TPR {c.tpr:.3f}, "
         f"FPR {c.fpr:.3f}); ROC-AUC {m.auc_raw:.3f}.\n"
         f"success_consecutive is the value the evaluation was given, not fitted. Other keys: the model and\n"
-        f"the scoring settings of the evaluation (camera order, tick rate, sampling, view size): the\n"
+        f"the scoring settings of the evaluation (camera order, topics, tick rate, sampling, view size): the\n"
         f"threshold holds only for scores computed with them.\n"
         f"Use: ros2 launch topreward_ros scorer.launch.py params_file:=RIG.yaml calibration_file:={path.name}\n"
         f"     topreward bag BAG -o OUT --params-file {path.name}")

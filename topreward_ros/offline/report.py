@@ -82,7 +82,13 @@ class RunReport:
                 lines.append(
                     f"note: episode {e.index}: {count} of {e.num_samples} samples have no {topic} "
                     f"frame within the sync tolerance (grey view)")
-        if self.nothing_scored:
+        if self.nothing_scored and self.by_status("failed"):
+            # Failures name their own cause (a replica that cannot open the input, a model error).
+            empty = len(self.by_status("empty"))
+            lines.append(f"NOTHING SCORED: {len(self.by_status('failed'))} episode(s) of the {self.kind} "
+                         "failed (their errors are above)"
+                         + (f", {empty} had no usable camera frame" if empty else ""))
+        elif self.nothing_scored:
             lines.append(f"NOTHING SCORED: no episode of the {self.kind} had a usable camera frame "
                          "(see the episodes above)")
         if self.frames_outside_episodes:

@@ -107,6 +107,16 @@ class _Input:
 ReplicaHook = Callable[[InputJob, EpisodeSpec, Any], None]
 
 
+def auth_hint(address: str | None) -> str:
+    """What to set when joining a running cluster failed and token authentication may be why."""
+    if address == "local" or os.environ.get("RAY_AUTH_MODE"):
+        return ""
+    return ("; if the cluster was started with `ray start` (Ray 2.60 and later turn token authentication on, "
+            "and a driver without it is refused: InvalidAuthToken), set RAY_AUTH_MODE=token in this shell; "
+            "the token is read from ~/.ray/auth_token on the machine that ran `ray start`, elsewhere give it "
+            "in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH")
+
+
 class RayEngine:
     """Runs the episodes of many inputs on Ray replicas and writes their outputs (see the module doc)."""
 
@@ -131,8 +141,11 @@ class RayEngine:
                 # otherwise run at nice 15 and yield the CPU to everything else on a busy
                 # workstation (no effect when an existing cluster is joined).
                 os.environ.setdefault("RAY_worker_niceness", "0")
-            ray.init(address=self.options.address, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
+            try:
+                ray.init(address=self.options.address, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+            except ConnectionError as exc:
+                raise ConnectionError(f"{exc}{auth_hint(self.options.address)}") from exc
             self._started_ray = True
         resources = ray.cluster_resources()
         cluster_gpus = float(resources.get("GPU", 0))
