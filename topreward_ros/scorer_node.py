@@ -61,10 +61,22 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 
-from topreward_ros.episode import EpisodeRunner, TickResult, stamp_cut
+from topreward_ros.episode import (
+    END_CLOCK_JUMP,
+    END_MODEL_CHANGED,
+    END_NEW_INSTRUCTION,
+    END_REFUSED,
+    END_RESET,
+    END_SHUTDOWN,
+    END_STAMP_CUT,
+    EpisodeRunner,
+    EpisodeSummary,
+    TickResult,
+    stamp_cut,
+)
 from topreward_ros.camera_view import CameraView
-from topreward_ros.msg import EpisodeSuccess, TaskProgress
-from topreward_ros.progress_messages import MessageKit, episode_success, task_progress
+from topreward_ros.msg import EpisodeResult, EpisodeSuccess, TaskProgress
+from topreward_ros.progress_messages import MessageKit, episode_result, episode_success, task_progress
 from topreward_ros.scorer_diagnostics import (
     CameraStats,
     ErrorRecord,
@@ -102,6 +114,7 @@ NS_PER_S = 1_000_000_000
 NODE_NAME = "scorer_node"
 PROGRESS_TOPIC = "task_progress"
 SUCCESS_TOPIC = "episode_success"
+RESULT_TOPIC = "episode_result"
 PROGRESS_IMAGE_TOPIC = "~/progress_image"
 INSTRUCTION_TOPIC = "instruction"
 RESET_SERVICE = "~/reset"
@@ -205,6 +218,8 @@ class ScorerNode(Node):
         # Publication time (publisher's clock) of the instruction that started
         # the episode; None when the episode started otherwise.
         self._episode_published_ns: int | None = None
+        # The episode that ran before the current one (late frames may still join it).
+        self._previous_episode: str | None = None
         self._scorer: VideoScorer | None = None
         self._model_state = ModelState.NOT_LOADED
         self._model_error = ErrorRecord()
@@ -224,10 +239,13 @@ class ScorerNode(Node):
         self._last_result: TickResult | None = None
         self._success_sent: set[str] = set()
         self._scoring = ScoringStats()
-        self._messages = MessageKit(TaskProgress, EpisodeSuccess, Header, TimeMsg)
+        self._messages = MessageKit(TaskProgress, EpisodeSuccess, Header, TimeMsg, EpisodeResult)
+        self._last_summary: EpisodeSummary | None = None
+        self._results_published = 0
         self._lifecycle_state = "unconfigured"
         self._progress_pub: Any = None
         self._success_pub: Any = None
+        self._result_pub: Any = None
         self._image_pub: Any = None
         self._instruction_subs: list[Any] = []
         self._camera_subs: list[Any] = []
@@ -277,6 +295,8 @@ class ScorerNode(Node):
     def _create_publishers(self) -> None:
         self._progress_pub = self._watched_publisher(TaskProgress, PROGRESS_TOPIC, self._reliable)
         self._success_pub = self._watched_publisher(EpisodeSuccess, SUCCESS_TOPIC, self._latched)
+        # One per ended episode, latched: a late joiner gets the last verdict.
+        self._result_pub = self._watched_publisher(EpisodeResult, RESULT_TOPIC, self._latched)
         # The progress picture: drawn on the scoring thread only while someone watches.
         self._image_pub = self._watched_publisher(
             Image, PROGRESS_IMAGE_TOPIC, QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
@@ -358,20 +378,38 @@ class ScorerNode(Node):
                 recent.clear()
 
     def _cleanup(self) -> None:
-        """Back to unconfigured: publishers and the model freed, no episode."""
+        """Back to unconfigured: publishers and the model freed, no episode.
+
+        The running episode ends here (``shutdown``) and its result is published first.
+        """
         if self._lifecycle_state == "active":
             self._deactivate()
+        self._end_for_shutdown("node cleaned up or shut down")
         self._destroy_publishers()
-        with self._frame_lock:
-            self._runner.stop()
         self._release_model()
         self._lifecycle_state = "unconfigured"
 
     def _destroy_publishers(self) -> None:
-        for pub in (self._progress_pub, self._success_pub, self._image_pub):
+        for pub in (self._progress_pub, self._success_pub, self._result_pub, self._image_pub):
             if pub is not None:
                 self.destroy_publisher(pub)
-        self._progress_pub = self._success_pub = self._image_pub = None
+        self._progress_pub = self._success_pub = self._result_pub = self._image_pub = None
+
+    def _end_for_shutdown(self, detail: str) -> None:
+        """End the running episode and publish the results still owed (the node stops)."""
+        with self._frame_lock:
+            self._runner.stop(END_SHUTDOWN, detail)
+        with self._tick_lock:  # after a running tick, never beside one
+            self._publish_ended()
+
+    def destroy_node(self) -> None:
+        """The plain node's end: the running episode's result goes out while the context lives."""
+        if self._result_pub is not None and self.context.ok():
+            try:
+                self._end_for_shutdown("node shut down")
+            except Exception as exc:  # noqa: BLE001 - shutting down: report, never block it
+                self.get_logger().error(f"could not publish the last episode's result: {exc}")
+        super().destroy_node()
 
     def _release_model(self) -> None:
         """Drop the model (and the accelerator memory it held)."""
@@ -498,7 +536,7 @@ class ScorerNode(Node):
         )
         if had_scorer and self._runner.active and self._runner.instruction:
             # Scores of two models are not comparable: a new episode.
-            self._start_episode(self._runner.instruction, "model changed")
+            self._start_episode(self._runner.instruction, "model changed", end_reason=END_MODEL_CHANGED)
 
     def _model_failed(self, message: str, generation: int) -> None:
         with self._lock:
@@ -521,7 +559,7 @@ class ScorerNode(Node):
 
     # -- episodes ----------------------------------------------------------------
     def _start_episode(self, instruction: str, reason: str, published_ns: int | None = None,
-                       new_task: bool = False) -> str | None:
+                       new_task: bool = False, end_reason: str = END_NEW_INSTRUCTION) -> str | None:
         """Start a new episode, or refuse a bad instruction (logged, reported).
 
         ``published_ns``: publication time of the instruction message. Camera
@@ -530,7 +568,8 @@ class ScorerNode(Node):
         ``REORDER_WINDOW_S``) are moved into it. ``new_task``: the instruction
         comes from a message or the parameter; refusing it ends the running
         episode, as ``topreward bag`` does, so frames of a task the node cannot
-        score never count toward the previous task's success.
+        score never count toward the previous task's success. ``end_reason``:
+        why the running episode ends (its EpisodeResult's code).
         """
         with self._frame_lock:
             try:
@@ -544,7 +583,8 @@ class ScorerNode(Node):
                 self._refuse(instruction, f"{reason}: {exc}", new_task)
                 return None
             self._episode_published_ns = published_ns
-            episode_id = self._runner.start(instruction)
+            self._previous_episode = self._runner.episode_id
+            episode_id = self._runner.start(instruction, end_reason=end_reason, end_detail=reason)
             for stats in self._cameras:
                 stats.last_stamp_ns = None
             moved = self._reoffer_after(published_ns) if published_ns is not None else 0
@@ -565,7 +605,7 @@ class ScorerNode(Node):
         self._refused_instructions += 1
         if new_task:
             ended = self._runner.episode_id
-            self._runner.stop()
+            self._runner.stop(END_REFUSED, text)
             self._episode_published_ns = None
             self._last_instruction = instruction  # a reset asks for it again, and is refused too
             if self._refused_since is None:
@@ -620,7 +660,7 @@ class ScorerNode(Node):
                 "or set the 'instruction' parameter"
             )
             return response
-        episode_id = self._start_episode(instruction, "reset service")
+        episode_id = self._start_episode(instruction, "reset service", end_reason=END_RESET)
         response.success = episode_id is not None
         response.message = episode_id or "could not start an episode"
         return response
@@ -638,7 +678,7 @@ class ScorerNode(Node):
         self._episode_error.record(message)
         self.get_logger().warning(message, throttle_duration_sec=5.0)
         if self._runner.active and self._runner.instruction:
-            self._start_episode(self._runner.instruction, message)
+            self._start_episode(self._runner.instruction, message, end_reason=END_CLOCK_JUMP)
 
     # -- frames ------------------------------------------------------------------
     def _on_image(self, camera: int, msg: Image | CompressedImage, info: Any) -> None:
@@ -663,8 +703,17 @@ class ScorerNode(Node):
         if _published_before(published_ns, self._episode_published_ns):
             # Published before the instruction that started this episode, handled
             # after it (topics are not delivered in order with each other): the
-            # frame belongs to the episode before, as in the bag's log order.
-            stats.not_needed += 1
+            # frame belongs to the episode before, as in the bag's log order. It
+            # still joins that episode if its result is not made yet.
+            added = AddResult.SKIPPED
+            if self._previous_episode is not None:
+                added = self._runner.add_to_ended(
+                    self._previous_episode, camera, stamp_to_ns(msg.header.stamp),
+                    CameraView(msg, self._settings.view_size), msg.header.frame_id)
+            if added is AddResult.KEPT:
+                stats.kept += 1
+            else:
+                stats.not_needed += 1
             return
         stamp_ns = stamp_to_ns(msg.header.stamp)
         previous = stats.last_stamp_ns
@@ -675,7 +724,7 @@ class ScorerNode(Node):
             stats.stale += 1
             stats.error.record(f"frame stamp went back by {(previous - stamp_ns) / NS_PER_S:.3f} s")
             if cut is not None and self._runner.instruction:
-                self._start_episode(self._runner.instruction, cut.reason)
+                self._start_episode(self._runner.instruction, cut.reason, end_reason=END_STAMP_CUT)
         elif previous is not None and stamp_ns == previous:
             # A driver publishing zero or constant stamps: such frames are never
             # sampled (the schedule reads time from stamps), so say so.
@@ -689,7 +738,7 @@ class ScorerNode(Node):
             stats.stamp_gaps += 1
             stats.error.record(cut.reason)
             self.get_logger().warning(f"{stats.topic}: {cut.reason}", throttle_duration_sec=5.0)
-            self._start_episode(self._runner.instruction, cut.reason)
+            self._start_episode(self._runner.instruction, cut.reason, end_reason=END_STAMP_CUT)
         stats.last_stamp_ns = stamp_ns
         if not self._runner.wants(camera, stamp_ns):
             stats.not_needed += 1
@@ -719,6 +768,7 @@ class ScorerNode(Node):
             self._scoring.skipped_ticks += 1
             return
         try:
+            self._publish_ended()
             self._tick()
         finally:
             self._scoring.running_since = None
@@ -769,6 +819,26 @@ class ScorerNode(Node):
         self._scoring.published += 1
         with self._lock:
             self._last_result = result
+
+    def _publish_ended(self) -> None:
+        """Judge the episodes that ended (final samples scored once) and publish their results.
+
+        Scoring thread, under the node's tick lock.
+        """
+        if self._runner.ended_pending == 0:
+            return
+        for summary in self._runner.finish_ended():
+            if self._result_pub is not None:
+                self._result_pub.publish(episode_result(summary, self._messages))
+            self._results_published += 1
+            with self._lock:
+                self._last_summary = summary
+            verdict = "success" if summary.success else "no success"
+            unscored = ("" if summary.final_frames_scored
+                        else f"; last frames not scored: {summary.not_scored_reason}")
+            log = self.get_logger().info if summary.final_frames_scored else self.get_logger().warning
+            log(f"episode {summary.episode_id} ended ({summary.end_reason}): {verdict}, "
+                f"{summary.ticks} score(s), threshold {summary.threshold:.3f}{unscored}")
 
     def _publish(self, result: TickResult) -> None:
         self._progress_pub.publish(task_progress(result, self._messages))
@@ -856,7 +926,7 @@ class ScorerNode(Node):
     def _episode_status(self, prefix: str, now: float) -> DiagnosticStatus:
         runner = self._runner
         with self._lock:
-            result = self._last_result
+            result, last_ended = self._last_result, self._last_summary
         return episode_status(
             prefix, now,
             episode_id=runner.episode_id,
@@ -869,6 +939,9 @@ class ScorerNode(Node):
             secondary_topics=[c.topic for c in self._cameras[1:]],
             refused_since=self._refused_since,
             refused_instructions=self._refused_instructions,
+            threshold=self._settings.success_threshold,
+            last_ended=last_ended,
+            results_published=self._results_published,
         )
 
     def _scoring_status(self, prefix: str, now: float) -> DiagnosticStatus:
