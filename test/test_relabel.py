@@ -107,3 +107,23 @@ def test_bad_input_is_refused_and_changes_nothing(bag: Path, tmp_path: Path, cap
         (tmp_path / "manifest.json").write_text("{")
         relabel(tmp_path, SuccessThresholds(-3.0))
     assert (tmp_path / "manifest.json").read_text() == "{"
+
+
+def test_relabel_with_per_task_thresholds_equals_bag_with_the_same_file(
+        bag: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from topreward_ros.params_file import params_file_text
+
+    calibration = tmp_path / "calibrated.yaml"
+    # The first instruction passes at its own threshold; the others fall back to the global one.
+    calibration.write_text(params_file_text({
+        "success_threshold": -0.5, "task_instructions": [SCENES[0].instruction],
+        "task_success_thresholds": [-200.0]}))
+    relabelled, fresh = tmp_path / "relabelled", tmp_path / "fresh"
+    score(bag, relabelled, tiny_model_dir, "--success-threshold", "-8.0")
+    assert topreward_main(["relabel", str(relabelled), "--params-file", str(calibration), "-q"]) == 0
+    score(bag, fresh, tiny_model_dir, "--params-file", str(calibration))
+    results = {c["instruction"]: c["result"] for c in curves(fresh)}
+    assert results[SCENES[0].instruction]["threshold"] == -200.0 and results[SCENES[0].instruction]["success"]
+    assert all(r["threshold"] == -0.5 and not r["success"] for i, r in results.items() if i != SCENES[0].instruction)
+    assert manifest(relabelled)["relabel"]["to"]["task_thresholds"] == {SCENES[0].instruction: -200.0}
+    assert_equal_outputs(relabelled, fresh)

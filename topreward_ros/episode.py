@@ -36,6 +36,7 @@ import numpy as np
 
 from topreward_ros.scoring.config import DEFAULT_SUCCESS_THRESHOLD
 from topreward_ros.scoring.progress import CausalProgress, SuccessDetector
+from topreward_ros.scoring.thresholds import SuccessThresholds
 from topreward_ros.window import AddResult, BadFrame, EpisodeWindow, Sample, ViewSource
 
 if TYPE_CHECKING:
@@ -110,6 +111,9 @@ class EpisodeSettings:
         which the task counts as done; must be calibrated per model and setup.
     success_window: number of latest scores averaged into the success score.
     success_consecutive: scores in a row above threshold before success fires.
+    task_thresholds: per-task thresholds, (instruction, nats) pairs; an
+        episode whose instruction is listed is judged with its own, any
+        other with ``success_threshold`` (``scoring.thresholds``).
     """
 
     sample_fps: float = 2.0
@@ -119,6 +123,15 @@ class EpisodeSettings:
     success_threshold: float = DEFAULT_SUCCESS_THRESHOLD
     success_window: int = 3
     success_consecutive: int = 2
+    task_thresholds: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def thresholds(self) -> SuccessThresholds:
+        return SuccessThresholds(self.success_threshold, self.task_thresholds)
+
+    def threshold_for(self, instruction: str | None) -> float:
+        """The threshold an episode of ``instruction`` is judged with."""
+        return self.thresholds.for_instruction(instruction)
 
     def __post_init__(self) -> None:
         if not self.sample_fps > 0:
@@ -140,6 +153,7 @@ class EpisodeSettings:
             raise ValueError(
                 f"success_consecutive must be >= 1, got {self.success_consecutive!r}"
             )
+        SuccessThresholds(self.success_threshold, self.task_thresholds)  # raises naming a bad one
 
 
 @dataclass(frozen=True)
@@ -394,13 +408,13 @@ class EpisodeRunner:
             self._instruction = instruction
             self._session = None
             self._session_generation = -1
-            self._progress = CausalProgress(self.settings.success_threshold)
-            self._success = self._new_success_detector()
+            self._progress = CausalProgress(self.settings.threshold_for(instruction))
+            self._success = self._new_success_detector(instruction)
         return episode_id
 
-    def _new_success_detector(self) -> SuccessDetector:
+    def _new_success_detector(self, instruction: str) -> SuccessDetector:
         return SuccessDetector(
-            self.settings.success_threshold,
+            self.settings.threshold_for(instruction),
             window=self.settings.success_window,
             consecutive=self.settings.success_consecutive,
         )
@@ -433,7 +447,7 @@ class EpisodeRunner:
                 progress=self._progress,
                 success=self._success,
                 tally=self._tally,
-                threshold=self.settings.success_threshold,
+                threshold=self._success.threshold,
             ))
         self._window = self._new_window()
         self._unfed = []
@@ -569,11 +583,12 @@ class EpisodeRunner:
                 self._unfed = []
                 self._session = None
                 self._session_generation = -1
+            threshold = settings.threshold_for(self._instruction)
             if self._progress is not None:
-                self._progress.threshold = settings.success_threshold
+                self._progress.threshold = threshold
             if self._success is not None:
                 self._success.reconfigure(
-                    threshold=settings.success_threshold,
+                    threshold=threshold,
                     window=settings.success_window,
                     consecutive=settings.success_consecutive,
                 )
@@ -718,7 +733,7 @@ class EpisodeRunner:
                 frame_stamps_ns=tuple(s.stamp_ns for s in samples),
                 progress=value,
                 success_score=verdict.score,
-                success_threshold=self.settings.success_threshold,
+                success_threshold=success.threshold,
                 success=verdict.success,
                 success_fired=verdict.fired,
                 latency_s=t_scored - t_start,

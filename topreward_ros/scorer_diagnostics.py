@@ -206,6 +206,7 @@ def episode_status(
     refused_since: tuple[float, str] | None = None,
     refused_instructions: int = 0,
     threshold: float | None = None,
+    per_task_threshold: bool = False,
     last_ended: EpisodeSummary | None = None,
     results_published: int = 0,
 ) -> DiagnosticStatus:
@@ -213,7 +214,8 @@ def episode_status(
 
     ``refused_since``: (monotonic time, why) while no episode runs because the
     last instruction was refused; the time nothing has been scored is reported.
-    ``threshold``: the success threshold the running episode is judged with;
+    ``threshold``: the success threshold the running episode is judged with
+    (``per_task_threshold``: its instruction's own, else the global one);
     ``last_ended``: the verdict of the last episode that ended (its EpisodeResult).
     """
     filled = len(window.samples)
@@ -233,6 +235,7 @@ def episode_status(
     }
     if threshold is not None:
         values["success_threshold"] = threshold
+        values["success_threshold_source"] = "task" if per_task_threshold else "global"
     if last_ended is not None:
         values.update({
             "last_ended_episode": last_ended.episode_id,

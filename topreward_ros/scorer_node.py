@@ -43,7 +43,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
@@ -92,6 +92,7 @@ from topreward_ros.scorer_params import (
     EPISODE_PARAMS,
     MODEL_PARAMS,
     PARAMETERS,
+    TASK_THRESHOLD_PARAMS,
     camera_topics_from,
     check_values,
     episode_settings_from,
@@ -201,6 +202,8 @@ class ScorerNode(Node):
         """Parameters, health records and diagnostics: what exists in every state."""
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
+        for spec, kind in zip(TASK_THRESHOLD_PARAMS, (Parameter.Type.STRING_ARRAY, Parameter.Type.DOUBLE_ARRAY)):
+            self.declare_parameter(spec.name, kind, spec.descriptor())  # unset: no per-task map
         values = self._param_values()
         # Fail at start-up, with the offending value named, on a bad config.
         check_values(values)
@@ -429,6 +432,11 @@ class ScorerNode(Node):
     # -- parameters ------------------------------------------------------------
     def _param_values(self, overrides: list[Parameter] | None = None) -> dict[str, Any]:
         values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+        for spec in TASK_THRESHOLD_PARAMS:
+            try:
+                values[spec.name] = list(self.get_parameter(spec.name).value or [])
+            except ParameterUninitializedException:
+                values[spec.name] = []
         for param in overrides or []:
             if param.name in values:
                 values[param.name] = param.value
@@ -939,7 +947,8 @@ class ScorerNode(Node):
             secondary_topics=[c.topic for c in self._cameras[1:]],
             refused_since=self._refused_since,
             refused_instructions=self._refused_instructions,
-            threshold=self._settings.success_threshold,
+            threshold=self._settings.threshold_for(runner.instruction),
+            per_task_threshold=self._settings.thresholds.is_per_task(runner.instruction),
             last_ended=last_ended,
             results_published=self._results_published,
         )

@@ -67,7 +67,7 @@ class EpisodeWriter:
         directory = episode_dir(spec.index)
         ep_dir = self.root / directory
         ep_dir.mkdir(parents=True, exist_ok=True)
-        columns = frame_columns(result, self.settings.success_threshold)
+        columns = frame_columns(result, self.settings.threshold_for(spec.instruction))
         table = frame_table(columns)
         write_parquet(ep_dir / "frames.parquet", table)
         write_csv(ep_dir / "frames.csv", table)
@@ -120,7 +120,7 @@ class EpisodeWriter:
             "sample_stamps_ns": [int(s.stamp_ns) for s in result.samples],
             "offline": curve.to_dict(),
             "episode_success": bool(columns["episode_success"][0]) if len(result.samples) else False,
-            "success_threshold": self.settings.success_threshold,
+            "success_threshold": self.settings.threshold_for(spec.instruction),
             "live": [
                 {
                     "tick_log_ns": t.log_time_ns,

@@ -238,7 +238,7 @@ class OfflineRunner:
             instruction=spec.instruction, end_reason=end_reason_code(spec.end_reason),
             end_detail=spec.end_reason, first_stamp_ns=stamps[0] if stamps else None,
             last_stamp_ns=max(stamps) if stamps else None, log_prob_true=nan, progress=nan,
-            success_score=nan, success=False, threshold=float(self.settings.success_threshold),
+            success_score=nan, success=False, threshold=float(self.settings.threshold_for(spec.instruction)),
             frames=len(stamps), samples=0, ticks=len(result.ticks), final_frames_scored=False,
             scored_at_end=False, not_scored_reason=f"{END_REFUSED}: {result.refused}",
             model_id=str(getattr(self.scorer, "model_id", "")))
