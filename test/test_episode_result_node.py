@@ -4,7 +4,9 @@ The node here has no model (its model directory does not exist), so it
 cannot score: every episode it ends must still get its result, which says
 that the last frames were not scored and why. A reset ends the first
 episode, destroying the node ends the second (``shutdown``), and a
-subscriber that joins after the first result receives it (latched).
+subscriber that joins after the first result receives it (latched). The
+managed node keeps its episode over deactivate (no result) and ends it at
+cleanup.
 The scored path (final samples scored once at the end, the verdict equal
 to ``topreward bag``'s) is covered by test_replay_under_load.
 """
@@ -21,6 +23,7 @@ rclpy = pytest.importorskip("rclpy")
 
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -108,3 +111,46 @@ def test_every_ended_episode_gets_one_result_even_unscored(context: Context, tmp
         listener.destroy_node()
         if not destroyed:
             node.destroy_node()
+
+
+def test_managed_node_keeps_the_episode_over_deactivate_and_ends_it_at_cleanup(
+        context: Context, tiny_model_dir: Path) -> None:
+    from lifecycle_msgs.msg import State
+
+    from topreward_ros.scorer_node import ManagedScorerNode
+
+    node = ManagedScorerNode(context=context, parameter_overrides=[
+        Parameter("model", value=str(tiny_model_dir)), Parameter("local_files_only", value=True),
+        Parameter("device", value="cpu"), Parameter("dtype", value="float32"),
+        Parameter("torch_threads", value=1), Parameter("rate_hz", value=20.0),
+        Parameter("instruction", value=INSTRUCTION),
+    ])
+    listener = rclpy.create_node("managed_result_listener", context=context)
+    results: list[Any] = []
+    listener.create_subscription(EpisodeResult, "episode_result", results.append, LATCHED)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    executor.add_node(listener)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        episode = node._runner.episode_id
+        assert episode is not None
+        spin_until(executor, lambda: listener.count_publishers("episode_result") == 1, "the result publisher")
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node._runner.episode_id == episode  # deactivate keeps the episode: no result
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        assert results == []
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
+        spin_until(executor, lambda: len(results) == 1, "the result at cleanup")
+        (result,) = results
+        assert (result.episode_id, result.end_reason) == (episode, EpisodeResult.END_SHUTDOWN)
+        assert result.end_detail == "node cleaned up or shut down"
+        assert result.not_scored_reason == "no usable camera frame" and not result.success
+    finally:
+        executor.shutdown()
+        listener.destroy_node()
+        node.destroy_node()

@@ -134,6 +134,8 @@ PUBLICATION_ORDER_BOUND_NS = 10_000_000_000
 REORDER_WINDOW_S = 1.0
 #: At most this many remembered messages per camera (bounds memory at high rates).
 REORDER_MAX_MESSAGES = 64
+#: How long cleanup or shutdown waits for subscribers to acknowledge the last EpisodeResult.
+SHUTDOWN_ACK_TIMEOUT_S = 1.0
 #: Instruction messages remembered to recognise one that arrives by both routes.
 SEEN_INSTRUCTIONS = 32
 
@@ -404,6 +406,9 @@ class ScorerNode(Node):
             self._runner.stop(END_SHUTDOWN, detail)
         with self._tick_lock:  # after a running tick, never beside one
             self._publish_ended()
+        if self._result_pub is not None and self._result_pub.get_subscription_count():
+            # The publisher goes next: let reliable subscribers take the result first.
+            self._result_pub.wait_for_all_acked(Duration(seconds=SHUTDOWN_ACK_TIMEOUT_S))
 
     def destroy_node(self) -> None:
         """The plain node's end: the running episode's result goes out while the context lives."""
