@@ -6,12 +6,16 @@ that the last frames were not scored and why. A reset ends the first
 episode, destroying the node ends the second (``shutdown``), and a
 subscriber that joins after the first result receives it (latched). The
 managed node keeps its episode over deactivate (no result) and ends it at
-cleanup.
+cleanup; the installed node stopped by SIGINT or SIGTERM publishes its
+running episode's result before it exits.
 The scored path (final samples scored once at the end, the verdict equal
 to ``topreward bag``'s) is covered by test_replay_under_load.
 """
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -154,3 +158,37 @@ def test_managed_node_keeps_the_episode_over_deactivate_and_ends_it_at_cleanup(
         executor.shutdown()
         listener.destroy_node()
         node.destroy_node()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_the_installed_node_publishes_the_running_episode_when_stopped(
+        tmp_path: Path, signum: int) -> None:
+    """Ctrl-C (or ros2 launch's SIGTERM) ends the running episode: its result goes out before the exit."""
+    from replay_graph import EXECUTABLE, Probe, wait_or_fail
+
+    log = tmp_path / "node.log"
+    probe = Probe()
+    try:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [str(EXECUTABLE), "--ros-args", "-p", f"model:={tmp_path / 'no-model'}",
+                 "-p", "model_retry_s:=3600.0", "-p", f"instruction:={INSTRUCTION}"],
+                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        try:
+            wait_or_fail(lambda: probe.status(": episode").get("instruction") == INSTRUCTION
+                         and probe.node.count_publishers("/episode_result") == 1, 60,
+                         "the node's first episode", log)
+            episode = probe.status(": episode")["episode_id"]
+            proc.send_signal(signum)
+            assert proc.wait(30) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        wait_or_fail(lambda: len(probe.results) == 1, 30, "the result of the running episode", log)
+        (result,) = probe.results
+        assert (result.episode_id, result.instruction) == (episode, INSTRUCTION)
+        assert (result.end_reason, result.end_detail) == (EpisodeResult.END_SHUTDOWN, "node shut down")
+        assert not result.success and result.not_scored_reason == "no usable camera frame"
+    finally:
+        probe.close()

@@ -484,23 +484,30 @@ class EpisodeRunner:
             count, self._ended = len(self._ended), []
         return count
 
-    def finish_ended(self) -> list[EpisodeSummary]:
+    def finish_ended(self, unscored: str | None = None) -> list[EpisodeSummary]:
         """Judge the ended episodes, oldest first: final samples scored once, then the verdict.
 
         Runs the model (outside the window lock, under the tick lock, so
         never beside a tick). A score that cannot be made leaves the
-        verdict of the ticks, with the reason in the summary.
+        verdict of the ticks, with the reason in the summary. ``unscored``:
+        make no score (a tick may still be running, and the caller cannot
+        wait for it); the text is the reason given where one was due.
         """
+        if unscored is not None:
+            return self._finish_all(unscored)
         with self._tick_lock:
-            summaries = []
-            while True:
-                with self._lock:
-                    if not self._ended:
-                        return summaries
-                    ended = self._ended.pop(0)
-                summaries.append(self._finish(ended))
+            return self._finish_all(None)
 
-    def _finish(self, ended: _EndedEpisode) -> EpisodeSummary:
+    def _finish_all(self, unscored: str | None) -> list[EpisodeSummary]:
+        summaries = []
+        while True:
+            with self._lock:
+                if not self._ended:
+                    return summaries
+                ended = self._ended.pop(0)
+            summaries.append(self._finish(ended, unscored))
+
+    def _finish(self, ended: _EndedEpisode, unscored: str | None = None) -> EpisodeSummary:
         window = ended.window
         for view in window.lazy_views():
             try:
@@ -517,7 +524,9 @@ class EpisodeRunner:
         if not samples:
             reason = "no usable camera frame"
         elif stamps != tally.scored_stamps:
-            if ended.scorer is None:
+            if unscored is not None:
+                reason = unscored
+            elif ended.scorer is None:
                 reason = "no model loaded"
             else:
                 reuse = (ended.session is not None and not ended.tick_in_flight

@@ -57,6 +57,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
@@ -136,6 +137,11 @@ REORDER_WINDOW_S = 1.0
 REORDER_MAX_MESSAGES = 64
 #: How long cleanup or shutdown waits for subscribers to acknowledge the last EpisodeResult.
 SHUTDOWN_ACK_TIMEOUT_S = 1.0
+#: How long the node's end waits for a running tick before the last result goes out unscored:
+#: not at all, since a forward of a large VLM can outlast ``ros2 launch``'s grace period.
+SHUTDOWN_TICK_WAIT_S = 0.0
+#: How often the main thread looks up from spinning, so that a signal is handled promptly.
+SPIN_POLL_S = 0.1
 #: Instruction messages remembered to recognise one that arrives by both routes.
 SEEN_INSTRUCTIONS = 32
 
@@ -400,21 +406,35 @@ class ScorerNode(Node):
                 self.destroy_publisher(pub)
         self._progress_pub = self._success_pub = self._result_pub = self._image_pub = None
 
-    def _end_for_shutdown(self, detail: str) -> None:
-        """End the running episode and publish the results still owed (the node stops)."""
+    def _end_for_shutdown(self, detail: str, tick_wait_s: float = -1.0) -> None:
+        """End the running episode and publish the results still owed (the node stops).
+
+        ``tick_wait_s``: how long to wait for a running tick (negative: as
+        long as it runs); after that the results go out without the final score.
+        """
         with self._frame_lock:
             self._runner.stop(END_SHUTDOWN, detail)
-        with self._tick_lock:  # after a running tick, never beside one
-            self._publish_ended()
+        if self._tick_lock.acquire(timeout=tick_wait_s):  # after a running tick, never beside one
+            try:
+                self._publish_ended()
+            finally:
+                self._tick_lock.release()
+        else:
+            self._publish_ended(unscored="node shut down while a score was running")
         if self._result_pub is not None and self._result_pub.get_subscription_count():
             # The publisher goes next: let reliable subscribers take the result first.
             self._result_pub.wait_for_all_acked(Duration(seconds=SHUTDOWN_ACK_TIMEOUT_S))
 
     def destroy_node(self) -> None:
-        """The plain node's end: the running episode's result goes out while the context lives."""
+        """The plain node's end: the running episode's result goes out while the context lives.
+
+        A tick still running is not waited for (``SHUTDOWN_TICK_WAIT_S``): the
+        result then goes out without the final score, so a node under ``ros2
+        launch`` ends within its grace period.
+        """
         if self._result_pub is not None and self.context.ok():
             try:
-                self._end_for_shutdown("node shut down")
+                self._end_for_shutdown("node shut down", SHUTDOWN_TICK_WAIT_S)
             except Exception as exc:  # noqa: BLE001 - shutting down: report, never block it
                 self.get_logger().error(f"could not publish the last episode's result: {exc}")
         super().destroy_node()
@@ -833,14 +853,14 @@ class ScorerNode(Node):
         with self._lock:
             self._last_result = result
 
-    def _publish_ended(self) -> None:
+    def _publish_ended(self, unscored: str | None = None) -> None:
         """Judge the episodes that ended (final samples scored once) and publish their results.
 
-        Scoring thread, under the node's tick lock.
+        Scoring thread, under the node's tick lock (``unscored``: not, and no score is made).
         """
         if self._runner.ended_pending == 0:
             return
-        for summary in self._runner.finish_ended():
+        for summary in self._runner.finish_ended(unscored):
             if self._result_pub is not None:
                 self._result_pub.publish(episode_result(summary, self._messages))
             self._results_published += 1
@@ -1082,21 +1102,33 @@ def main_managed(args: list[str] | None = None) -> NoReturn:
     run(ManagedScorerNode, args)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run(node_class: type[ScorerNode], args: list[str] | None = None) -> NoReturn:
     """Run the node until Ctrl-C or SIGTERM, then end the process with its exit code.
 
     Does not return once the node ran: after the node is destroyed and the
     context shut down, ``exit_now`` ends the process at once so it stays inside
     ``ros2 launch``'s 5 s grace period (see ``topreward_ros.process_exit``).
+
+    SIGINT and SIGTERM are handled here, not by rclpy (whose handlers shut
+    the ROS context down at once): the node is destroyed while its context
+    still runs, so the running episode's EpisodeResult is published before
+    the node leaves the graph.
     """
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     node: ScorerNode | None = None
     code = 0
     try:
         node = node_class()
         executor = MultiThreadedExecutor(num_threads=max(4, len(node._cameras) + 3))
         executor.add_node(node)
-        executor.spin()
+        while rclpy.ok():  # the signal handler runs between two waits
+            executor.spin_once(timeout_sec=SPIN_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, ParameterException) as exc:  # a bad configuration, named in the message
@@ -1107,6 +1139,7 @@ def run(node_class: type[ScorerNode], args: list[str] | None = None) -> NoReturn
         # sends SIGINT to the whole process group and ``ros2 launch`` forwards its
         # own, so a node under ``ros2 launch`` gets two.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # launch's escalation ends the process
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
