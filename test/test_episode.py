@@ -279,3 +279,16 @@ def test_a_late_frame_joins_its_ended_episode_until_the_verdict(scorer):
     (summary,) = runner.finish_ended()
     assert (summary.frames, summary.samples, summary.last_stamp_ns) == (3, 3, 1000 * MS)
     assert runner.add_to_ended(first, 0, 1500 * MS, view) is AddResult.OTHER_EPISODE
+
+
+def test_a_window_restarted_by_a_settings_change_leaves_nothing_unscored(scorer):
+    runner = EpisodeRunner(scorer, settings())
+    runner.start(INSTRUCTION)
+    feed(runner, [0, 500 * MS, 1000 * MS])
+    runner.flush()
+    assert runner.tick() is not None
+    runner.update_settings(settings(sample_fps=1.0))  # an empty window, no frame since
+    runner.stop()
+    (summary,) = runner.finish_ended()
+    assert summary.final_frames_scored and not summary.scored_at_end and summary.not_scored_reason == ""
+    assert (summary.samples, summary.ticks) == (3, 1)

@@ -520,8 +520,13 @@ class EpisodeRunner:
             samples = list(window.samples)
         tally = ended.tally
         stamps = tuple(s.stamp_ns for s in samples)
+        samples_seen = len(samples)
         scored_at_end, reason = False, ""
-        if not samples:
+        if not samples and tally.scored_stamps:
+            # A settings change restarted the window and no sample came since: the
+            # samples the model last saw were scored, nothing is left unscored.
+            samples_seen = len(tally.scored_stamps)
+        elif not samples:
             reason = "no usable camera frame"
         elif stamps != tally.scored_stamps:
             if unscored is not None:
@@ -562,7 +567,7 @@ class EpisodeRunner:
             success=bool(ended.success.fired),
             threshold=float(ended.success.threshold),
             frames=tally.frames,
-            samples=len(samples),
+            samples=samples_seen,
             ticks=tally.ticks,
             final_frames_scored=not reason,
             scored_at_end=scored_at_end,

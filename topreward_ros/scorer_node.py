@@ -869,9 +869,13 @@ class ScorerNode(Node):
             verdict = "success" if summary.success else "no success"
             unscored = ("" if summary.final_frames_scored
                         else f"; last frames not scored: {summary.not_scored_reason}")
-            log = self.get_logger().info if summary.final_frames_scored else self.get_logger().warning
-            log(f"episode {summary.episode_id} ended ({summary.end_reason}): {verdict}, "
-                f"{summary.ticks} score(s), threshold {summary.threshold:.3f}{unscored}")
+            text = (f"episode {summary.episode_id} ended ({summary.end_reason}): {verdict}, "
+                    f"{summary.ticks} score(s), threshold {summary.threshold:.3f}{unscored}")
+            # Two call sites: rclpy refuses one call site logging at two severities.
+            if summary.final_frames_scored:
+                self.get_logger().info(text)
+            else:
+                self.get_logger().warning(text)
 
     def _publish(self, result: TickResult) -> None:
         self._progress_pub.publish(task_progress(result, self._messages))
