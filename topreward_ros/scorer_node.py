@@ -801,8 +801,9 @@ class ScorerNode(Node):
             self._scoring.skipped_ticks += 1
             return
         try:
-            self._publish_ended()
             self._tick()
+            # After the live score, which keeps its timing: the verdicts of episodes that ended.
+            self._publish_ended()
         finally:
             self._scoring.running_since = None
             self._report_bad_frames()
