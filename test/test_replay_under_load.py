@@ -11,10 +11,15 @@ each time, and every time:
 * the node has one episode per bag episode, with its instruction;
 * no TaskProgress of an episode names a frame that the bag's log order puts
   in another episode;
-* the live ticks equal ``topreward bag``'s: the same frame sets, the same
-  raw score, progress and success score (1e-4). Frames fall midway between
-  the 2 Hz ticks, so each tick finds exactly one new frame however late it
-  runs, as in test_success_replay;
+* the live ticks equal ``topreward bag``'s: each covers a prefix of the
+  episode's samples, with the same raw score as ``topreward bag``'s tick of
+  those frames, and the same progress and success score (1e-4) where the
+  node's ticks so far are the same as the offline ones. Frames fall midway
+  between the 2 Hz ticks, so a tick that runs finds one new frame; on a
+  machine loaded beyond these spinners (other jobs) the node can still fall
+  behind (a skipped tick, a late callback) and then scores two new frames
+  at once, a frame set no offline tick has: that is what the issue of
+  unscored episodes was about, and what the EpisodeResult check covers;
 * every bag episode gets exactly one EpisodeResult when the next
   instruction ends it, with the verdict ``topreward bag`` records for it
   (success false: the tiny model's scores stay far below the threshold),
@@ -162,14 +167,20 @@ def test_busy_machine_keeps_episodes_apart_and_ticks_equal_topreward_bag(
                 assert not crossed, f"run {run}: episode {e} holds frames of another episode: {crossed}"
             samples = curve["sample_stamps_ns"]
             offline_ticks = {tuple(samples[:t["frames_used"]]): t for t in curve["live"]}
-            node_ticks = {tuple(_stamp_ns(s) for s in m.frame_stamps): m for m in mine}
-            assert sorted(node_ticks) == sorted(offline_ticks), f"run {run}, episode {e}"
-            for key, tick in offline_ticks.items():
-                msg = node_ticks[key]
+            node_keys = [tuple(_stamp_ns(s) for s in m.frame_stamps) for m in mine]
+            offline_keys = list(offline_ticks)
+            for k, (key, msg) in enumerate(zip(node_keys, mine)):
+                # Every node score covers a prefix of the episode's samples, in order.
+                assert key == tuple(samples[:len(key)]), f"run {run}, episode {e}: not a prefix: {key}"
+                tick = offline_ticks.get(key)
+                if tick is None:
+                    continue  # a frame set no offline tick saw (the node fell behind)
                 assert _stamp_ns(msg.header.stamp) == tick["stamp_ns"]
                 assert msg.log_prob_true == pytest.approx(tick["log_prob_true"], abs=1e-4)
-                assert msg.progress == pytest.approx(tick["progress"], abs=1e-4)
-                assert msg.success_score == pytest.approx(tick["success_score"], abs=1e-4)
+                if node_keys[0] == offline_keys[0]:  # the same anchor
+                    assert msg.progress == pytest.approx(tick["progress"], abs=1e-4)
+                if node_keys[:k + 1] == offline_keys[:k + 1]:  # the same scores averaged
+                    assert msg.success_score == pytest.approx(tick["success_score"], abs=1e-4)
 
 
 def check_result(results: list[Any], node_id: str, e: int, ticks: list[Any], offline: dict[str, Any],
