@@ -18,8 +18,8 @@ each time, and every time:
   between the 2 Hz ticks, so a tick that runs finds one new frame; on a
   machine loaded beyond these spinners (other jobs) the node can still fall
   behind (a skipped tick, a late callback) and then scores two new frames
-  at once, a frame set no offline tick has: that is what the issue of
-  unscored episodes was about, and what the EpisodeResult check covers;
+  at once, a frame set no offline tick has: the case of episodes left
+  unscored at their end, which the EpisodeResult check covers;
 * every bag episode gets exactly one EpisodeResult when the next
   instruction ends it, with the verdict ``topreward bag`` records for it
   (success false: the tiny model's scores stay far below the threshold),
