@@ -37,7 +37,8 @@ setup(
         (f"share/{package_name}", ["package.xml"]),
         # The message definitions: the offline tools register them with rosbags to
         # write TaskProgress / EpisodeSuccess (progress.mcap) without a ROS build.
-        (f"share/{package_name}/msg", ["msg/TaskProgress.msg", "msg/EpisodeSuccess.msg"]),
+        (f"share/{package_name}/msg",
+         ["msg/TaskProgress.msg", "msg/EpisodeSuccess.msg", "msg/EpisodeResult.msg"]),
     ],
     zip_safe=False,
     maintainer="topreward_ros maintainers",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-BENCHES = ("core", "node", "sources", "replay", "scale")
+BENCHES = ("core", "node", "sources", "replay", "scale", "relabel")
 
 HEADER = """# Benchmarks
 

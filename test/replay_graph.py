@@ -3,7 +3,7 @@
 Shared by the tests that replay a bag into the node and compare with
 ``topreward bag``: the node runs as its own process from its installed
 executable; the probe (the test process) records TaskProgress,
-EpisodeSuccess and /diagnostics; every wait is bounded and fails with the
+EpisodeSuccess, EpisodeResult and /diagnostics; every wait is bounded and fails with the
 node's log.
 
 Two rules for every test written on these helpers (a graph test that breaks
@@ -38,7 +38,7 @@ EXECUTABLE = LIB_DIR / "scorer_node"
 
 
 class Probe:
-    """TaskProgress, EpisodeSuccess and diagnostics of the node, in the test process."""
+    """TaskProgress, EpisodeSuccess, EpisodeResult and diagnostics of the node, in the test process."""
 
     def __init__(self) -> None:
         import rclpy
@@ -46,7 +46,7 @@ class Probe:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-        from topreward_ros.msg import EpisodeSuccess, TaskProgress
+        from topreward_ros.msg import EpisodeResult, EpisodeSuccess, TaskProgress
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
@@ -54,6 +54,7 @@ class Probe:
         self.lock = threading.Lock()
         self.progress: list[Any] = []
         self.successes: list[Any] = []
+        self.results: list[Any] = []
         self.diagnostics: dict[str, dict[str, str]] = {}
         reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
@@ -61,6 +62,7 @@ class Probe:
         self.node.create_subscription(TaskProgress, "/task_progress", self._keep(self.progress), reliable)
         self.node.create_subscription(EpisodeSuccess, "/episode_success", self._keep(self.successes),
                                       latched)
+        self.node.create_subscription(EpisodeResult, "/episode_result", self._keep(self.results), latched)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)

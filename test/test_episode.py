@@ -202,3 +202,93 @@ def test_a_frame_meant_for_an_episode_never_lands_in_the_next_one(scorer):
     assert runner.add(0, 2_000_000_000, view, episode_id=second) is AddResult.KEPT
     runner.flush()
     assert [s.stamp_ns for s in runner.samples] == [2_000_000_000]
+
+
+# -- the verdict of an ended episode (EpisodeSummary) ----------------------------------------
+def test_an_ended_episode_gets_its_final_samples_scored_once_and_a_verdict(scorer):
+    """Ticks fell behind: the samples after the last tick are scored once at the end."""
+    from topreward_ros.episode import END_NEW_INSTRUCTION
+
+    runner = EpisodeRunner(scorer, settings(success_threshold=-8.0))
+    first = runner.start(INSTRUCTION)
+    stamps = [i * 500 * MS for i in range(8)]
+    feed(runner, stamps[:3])
+    tick = runner.tick()
+    assert tick is not None and tick.frames_used == 3
+    feed(runner, stamps[3:], offset=3)  # no tick for these: the scoring thread fell behind
+    second = runner.start("open the drawer", end_reason=END_NEW_INSTRUCTION, end_detail="instruction message")
+    assert runner.ended_pending == 1
+    (summary,) = runner.finish_ended()
+    assert runner.finish_ended() == []  # once
+    reference = scorer.score([prepare_view(camera_frame(i), 64) for i in range(8)], stamps, INSTRUCTION)
+    assert summary.episode_id == first != second
+    assert summary.instruction == INSTRUCTION
+    assert (summary.end_reason, summary.end_detail) == (END_NEW_INSTRUCTION, "instruction message")
+    assert (summary.first_stamp_ns, summary.last_stamp_ns) == (stamps[0], stamps[-1])
+    assert (summary.frames, summary.samples, summary.ticks) == (8, 8, 1)
+    assert summary.final_frames_scored and summary.scored_at_end and summary.not_scored_reason == ""
+    assert summary.log_prob_true == pytest.approx(reference.log_prob_true, abs=1e-4)
+    # The success score averages the tick's score and the final one (success_window 3).
+    assert summary.success_score == pytest.approx((tick.log_prob_true + reference.log_prob_true) / 2, abs=1e-4)
+    assert summary.success is False and summary.threshold == -8.0
+    assert summary.model_id == scorer.model_id
+
+
+def test_an_episode_whose_ticks_scored_everything_is_not_scored_again(scorer):
+    from topreward_ros.episode import END_RESET
+
+    runner = EpisodeRunner(scorer, settings(success_window=1, success_consecutive=1))
+    runner.start(INSTRUCTION)
+    feed(runner, [0, 500 * MS, 1000 * MS])
+    runner.flush()
+    tick = runner.tick()
+    assert tick is not None and tick.success
+    runner.start(INSTRUCTION, end_reason=END_RESET)
+    (summary,) = runner.finish_ended()
+    assert summary.final_frames_scored and not summary.scored_at_end
+    assert (summary.samples, summary.ticks) == (3, 1)
+    assert summary.log_prob_true == tick.log_prob_true and summary.success is True
+    assert summary.progress == pytest.approx(tick.progress)
+
+
+def test_an_episode_that_cannot_be_scored_at_its_end_says_why(scorer):
+    from topreward_ros.episode import END_SHUTDOWN
+
+    runner = EpisodeRunner(None, settings())  # the model never loaded
+    runner.start(INSTRUCTION)
+    feed(runner, [0, 500 * MS])
+    runner.stop(END_SHUTDOWN, "node shut down")
+    (summary,) = runner.finish_ended()
+    assert not summary.final_frames_scored and summary.not_scored_reason == "no model loaded"
+    assert summary.success is False and summary.ticks == 0 and summary.samples == 2
+    assert summary.log_prob_true != summary.log_prob_true  # NaN: never scored
+    runner.start(INSTRUCTION)  # no frame at all
+    runner.stop()
+    (empty,) = runner.finish_ended()
+    assert empty.not_scored_reason == "no usable camera frame" and empty.frames == 0
+    assert empty.first_stamp_ns is None and empty.end_reason == END_SHUTDOWN
+
+
+def test_a_late_frame_joins_its_ended_episode_until_the_verdict(scorer):
+    runner = EpisodeRunner(scorer, settings())
+    first = runner.start(INSTRUCTION)
+    feed(runner, [0, 500 * MS])
+    runner.start("open the drawer")
+    view = prepare_view(camera_frame(2), 64)
+    assert runner.add_to_ended(first, 0, 1000 * MS, view) is AddResult.KEPT
+    (summary,) = runner.finish_ended()
+    assert (summary.frames, summary.samples, summary.last_stamp_ns) == (3, 3, 1000 * MS)
+    assert runner.add_to_ended(first, 0, 1500 * MS, view) is AddResult.OTHER_EPISODE
+
+
+def test_a_window_restarted_by_a_settings_change_leaves_nothing_unscored(scorer):
+    runner = EpisodeRunner(scorer, settings())
+    runner.start(INSTRUCTION)
+    feed(runner, [0, 500 * MS, 1000 * MS])
+    runner.flush()
+    assert runner.tick() is not None
+    runner.update_settings(settings(sample_fps=1.0))  # an empty window, no frame since
+    runner.stop()
+    (summary,) = runner.finish_ended()
+    assert summary.final_frames_scored and not summary.scored_at_end and summary.not_scored_reason == ""
+    assert (summary.samples, summary.ticks) == (3, 1)

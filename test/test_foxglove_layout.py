@@ -20,7 +20,7 @@ from rclpy.context import Context  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from topreward_ros.offline import progress_mcap  # noqa: E402
-from topreward_ros.msg import EpisodeSuccess, TaskProgress  # noqa: E402
+from topreward_ros.msg import EpisodeResult, EpisodeSuccess, TaskProgress  # noqa: E402
 from topreward_ros.scorer_node import ScorerNode  # noqa: E402
 
 LAYOUT = Path(__file__).resolve().parents[1] / "config" / "foxglove_layout.json"
@@ -77,10 +77,12 @@ def test_every_topic_is_published_by_the_node_or_in_progress_mcap(tmp_path: Path
             node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
-    in_mcap = {progress_mcap.PROGRESS_TOPIC, progress_mcap.SUCCESS_TOPIC}
+    in_mcap = {progress_mcap.PROGRESS_TOPIC, progress_mcap.SUCCESS_TOPIC, progress_mcap.RESULT_TOPIC}
     missing = sorted(t for t in topics if t not in published and t not in in_mcap)
     assert not missing, f"the layout names topics nobody publishes: {missing} (node: {sorted(published)})"
     assert "/scorer_node/progress_image" in topics and "/diagnostics" in topics
-    messages = {progress_mcap.PROGRESS_TOPIC: TaskProgress, progress_mcap.SUCCESS_TOPIC: EpisodeSuccess}
+    assert "/episode_result" in topics and "/episode_result" in published
+    messages = {progress_mcap.PROGRESS_TOPIC: TaskProgress, progress_mcap.SUCCESS_TOPIC: EpisodeSuccess,
+                progress_mcap.RESULT_TOPIC: EpisodeResult}
     for topic, field in fields:
         assert field in messages[topic].get_fields_and_field_types(), f"{topic} has no field {field!r}"

@@ -191,3 +191,42 @@ def test_the_mapping_fills_every_message_field() -> None:
     fields = task_progress_fields(RESULT, message_kit())
     assert set(fields) == set(TaskProgress.get_fields_and_field_types())
     assert plain(fields) == EXPECTED_PROGRESS
+
+
+def test_episode_result_mapping_fills_every_field_in_both_bindings(tmp_path: Path) -> None:
+    from topreward_ros.bag.reader import BagReader as Reader
+    from topreward_ros.episode import END_STAMP_CUT, EpisodeSummary
+    from topreward_ros.msg import EpisodeResult
+    from topreward_ros.offline.progress_mcap import RESULT_TOPIC
+    from topreward_ros.progress_messages import MessageKit, episode_result, episode_result_fields
+
+    summary = EpisodeSummary(
+        episode_id="0008-result", instruction="stack the cups", end_reason=END_STAMP_CUT,
+        end_detail="camera stamp jumped back by 2.000 s", first_stamp_ns=10_000_000_000,
+        last_stamp_ns=12_750_000_001, log_prob_true=-3.5, progress=0.25, success_score=-4.0,
+        success=False, threshold=-2.5, frames=40, samples=6, ticks=5, final_frames_scored=True,
+        scored_at_end=True, not_scored_reason="", model_id="tiny/qwen3-vl")
+    expected = {
+        "header": {"stamp": stamp(12, 750_000_001), "frame_id": ""},
+        "episode_id": "0008-result", "instruction": "stack the cups", "end_reason": "stamp_cut",
+        "end_detail": "camera stamp jumped back by 2.000 s", "first_frame_stamp": stamp(10, 0),
+        "last_frame_stamp": stamp(12, 750_000_001), "log_prob_true": -3.5, "progress": 0.25,
+        "success_score": -4.0, "success": False, "threshold": -2.5, "frames": 40, "samples": 6,
+        "ticks": 5, "final_frames_scored": True, "scored_at_end": True, "not_scored_reason": "",
+        "model_id": "tiny/qwen3-vl",
+    }
+    fields = episode_result_fields(summary, message_kit())
+    assert set(fields) == set(EpisodeResult.get_fields_and_field_types())
+    assert plain(fields) == expected
+    from builtin_interfaces.msg import Time as RosTime
+    from std_msgs.msg import Header as RosHeader
+
+    node_kit = MessageKit(TaskProgress, EpisodeSuccess, RosHeader, RosTime, EpisodeResult)
+    assert plain(episode_result(summary, node_kit)) == expected
+    path = write_progress_mcap(tmp_path / "progress.mcap", [TimedTick(13_000_000_000, RESULT)], CONSECUTIVE,
+                               summary=summary, end_log_ns=14_000_000_000)
+    with Reader(path) as reader:
+        written = [(m.log_time_ns, reader.deserialize(m)) for m in reader.messages([RESULT_TOPIC])]
+    # rosbags' class also lists the message's constants (END_*) among its fields.
+    assert [(t, {k: v for k, v in plain(m).items() if not k.isupper()}) for t, m in written] == [
+        (14_000_000_000, expected)]

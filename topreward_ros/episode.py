@@ -14,6 +14,14 @@ converts them before it takes the lock, so callbacks do not wait for image
 decoding either. A new episode, model or window started during a tick makes
 that tick's result void: it is never returned, so never published, and it
 counts towards no episode's progress or success.
+
+Every episode ends with a verdict (``EpisodeSummary``), whatever ends it: a
+new instruction, a reset, a refusal, a stamp cut, the end of a recording or
+of the node. An episode that ends is set aside with its window and success
+evidence; ``finish_ended`` (on the scoring thread, under the tick lock)
+scores its final samples once when no tick scored them (ticks that fell
+behind, frames after the last tick) and returns its summary. When that
+score cannot be made (no model, out of memory) the summary says why.
 """
 from __future__ import annotations
 
@@ -22,18 +30,42 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from topreward_ros.scoring.config import DEFAULT_SUCCESS_THRESHOLD
 from topreward_ros.scoring.progress import CausalProgress, SuccessDetector
+from topreward_ros.scoring.thresholds import SuccessThresholds
 from topreward_ros.window import AddResult, BadFrame, EpisodeWindow, Sample, ViewSource
 
 if TYPE_CHECKING:
     from topreward_ros.scoring.backend import EpisodeSession, VideoScorer
 
 NS_PER_S = 1_000_000_000
+
+#: Why an episode ended (``EpisodeSummary.end_reason``, ``EpisodeResult.end_reason``).
+END_NEW_INSTRUCTION = "new_instruction"
+END_RESET = "reset"
+END_REFUSED = "refused"
+END_STAMP_CUT = "stamp_cut"
+END_CLOCK_JUMP = "clock_jump"
+END_MODEL_CHANGED = "model_changed"
+END_SHUTDOWN = "shutdown"
+END_OF_RECORDING = "end_of_recording"
+END_REASONS = (END_NEW_INSTRUCTION, END_RESET, END_REFUSED, END_STAMP_CUT, END_CLOCK_JUMP,
+               END_MODEL_CHANGED, END_SHUTDOWN, END_OF_RECORDING)
+
+
+def end_reason_code(reason: str) -> str:
+    """The end reason code of an offline episode boundary's text (``EpisodeSpec.end_reason``)."""
+    if reason == "instruction":
+        return END_NEW_INSTRUCTION
+    if reason == "reset":
+        return END_RESET
+    if reason.startswith("camera stamp jumped"):
+        return END_STAMP_CUT
+    return END_OF_RECORDING
 
 
 @dataclass(frozen=True)
@@ -79,6 +111,9 @@ class EpisodeSettings:
         which the task counts as done; must be calibrated per model and setup.
     success_window: number of latest scores averaged into the success score.
     success_consecutive: scores in a row above threshold before success fires.
+    task_thresholds: per-task thresholds, (instruction, nats) pairs; an
+        episode whose instruction is listed is judged with its own, any
+        other with ``success_threshold`` (``scoring.thresholds``).
     """
 
     sample_fps: float = 2.0
@@ -88,6 +123,15 @@ class EpisodeSettings:
     success_threshold: float = DEFAULT_SUCCESS_THRESHOLD
     success_window: int = 3
     success_consecutive: int = 2
+    task_thresholds: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def thresholds(self) -> SuccessThresholds:
+        return SuccessThresholds(self.success_threshold, self.task_thresholds)
+
+    def threshold_for(self, instruction: str | None) -> float:
+        """The threshold an episode of ``instruction`` is judged with."""
+        return self.thresholds.for_instruction(instruction)
 
     def __post_init__(self) -> None:
         if not self.sample_fps > 0:
@@ -109,6 +153,7 @@ class EpisodeSettings:
             raise ValueError(
                 f"success_consecutive must be >= 1, got {self.success_consecutive!r}"
             )
+        SuccessThresholds(self.success_threshold, self.task_thresholds)  # raises naming a bad one
 
 
 @dataclass(frozen=True)
@@ -149,6 +194,114 @@ class TickResult:
         return len(self.frame_stamps_ns)
 
 
+@dataclass(frozen=True)
+class EpisodeSummary:
+    """The verdict of one ended episode (one EpisodeResult message).
+
+    Stamps are the primary camera's (None without a frame); scores are NaN
+    when the episode was never scored. ``final_frames_scored``: the
+    episode's last samples were scored, by a tick or by the score made at
+    its end (``scored_at_end``); when not, ``not_scored_reason`` says why.
+    """
+
+    episode_id: str
+    instruction: str
+    end_reason: str
+    end_detail: str
+    first_stamp_ns: int | None
+    last_stamp_ns: int | None
+    log_prob_true: float
+    progress: float
+    success_score: float
+    success: bool
+    threshold: float
+    frames: int
+    samples: int
+    ticks: int
+    final_frames_scored: bool
+    scored_at_end: bool
+    not_scored_reason: str
+    model_id: str
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> EpisodeSummary:
+        """The summary ``to_dict`` wrote (None scores back to NaN)."""
+        nan = float("nan")
+        values = dict(record)
+        for key in ("log_prob_true", "progress", "success_score"):
+            values[key] = nan if values.get(key) is None else float(values[key])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready (NaN scores as None)."""
+        def number(value: float) -> float | None:
+            return None if value != value else float(value)
+
+        return {
+            "episode_id": self.episode_id,
+            "instruction": self.instruction,
+            "end_reason": self.end_reason,
+            "end_detail": self.end_detail,
+            "first_stamp_ns": self.first_stamp_ns,
+            "last_stamp_ns": self.last_stamp_ns,
+            "log_prob_true": number(self.log_prob_true),
+            "progress": number(self.progress),
+            "success_score": number(self.success_score),
+            "success": self.success,
+            "threshold": self.threshold,
+            "frames": self.frames,
+            "samples": self.samples,
+            "ticks": self.ticks,
+            "final_frames_scored": self.final_frames_scored,
+            "scored_at_end": self.scored_at_end,
+            "not_scored_reason": self.not_scored_reason,
+            "model_id": self.model_id,
+        }
+
+
+@dataclass
+class _EpisodeTally:
+    """What an episode counted while it ran (guarded by the runner's lock)."""
+
+    frames: int = 0
+    first_stamp_ns: int | None = None
+    last_stamp_ns: int | None = None
+    ticks: int = 0
+    scored_stamps: tuple[int, ...] = ()
+    log_prob_true: float = float("nan")
+    progress: float = float("nan")
+    model_id: str = ""
+
+    def frame(self, camera: int, stamp_ns: int) -> None:
+        if camera != 0:
+            return
+        self.frames += 1
+        if self.first_stamp_ns is None:
+            self.first_stamp_ns = stamp_ns
+        if self.last_stamp_ns is None or stamp_ns > self.last_stamp_ns:
+            self.last_stamp_ns = stamp_ns
+
+
+@dataclass
+class _EndedEpisode:
+    """An episode set aside when it ended, until ``finish_ended`` judges it."""
+
+    episode_id: str
+    instruction: str
+    end_reason: str
+    end_detail: str
+    window: EpisodeWindow
+    session: EpisodeSession | None
+    unfed: list[Sample]
+    session_generation: int
+    tick_in_flight: bool
+    scorer: VideoScorer | None
+    progress: CausalProgress
+    success: SuccessDetector
+    tally: _EpisodeTally
+    threshold: float
+
+
 class EpisodeRunner:
     """Window + incremental VLM session + causal progress + success, per episode."""
 
@@ -177,6 +330,8 @@ class EpisodeRunner:
         # Samples composed since the session last saw new ones, and frames found unusable.
         self._unfed: list[Sample] = []
         self._bad_frames: list[BadFrame] = []
+        self._tally = _EpisodeTally()
+        self._ended: list[_EndedEpisode] = []
 
     def _new_window(self) -> EpisodeWindow:
         s = self.settings
@@ -236,38 +391,189 @@ class EpisodeRunner:
                     return sample.image
         return None
 
-    def start(self, instruction: str, episode_id: str | None = None) -> str:
-        """Begin a new episode for ``instruction``; returns its id."""
+    def start(self, instruction: str, episode_id: str | None = None,
+              end_reason: str = END_NEW_INSTRUCTION, end_detail: str = "") -> str:
+        """Begin a new episode for ``instruction``; returns its id.
+
+        The running episode, if any, ends for ``end_reason`` (a code of
+        ``END_REASONS``; ``end_detail`` the text) and waits for ``finish_ended``.
+        """
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("instruction is empty: a task instruction is required to score")
         if episode_id is None:
             episode_id = f"{next(self._counter):04d}-{uuid.uuid4().hex[:8]}"
         with self._lock:
-            self._window.reset()
-            self._unfed = []
+            self._set_aside(end_reason, end_detail)
             self._episode_id = episode_id
             self._instruction = instruction
             self._session = None
             self._session_generation = -1
-            self._progress = CausalProgress(self.settings.success_threshold)
-            self._success = self._new_success_detector()
+            self._progress = CausalProgress(self.settings.threshold_for(instruction))
+            self._success = self._new_success_detector(instruction)
         return episode_id
 
-    def _new_success_detector(self) -> SuccessDetector:
+    def _new_success_detector(self, instruction: str) -> SuccessDetector:
         return SuccessDetector(
-            self.settings.success_threshold,
+            self.settings.threshold_for(instruction),
             window=self.settings.success_window,
             consecutive=self.settings.success_consecutive,
         )
 
-    def stop(self) -> None:
-        """End the episode without starting another (frames are then ignored)."""
+    def stop(self, end_reason: str = END_SHUTDOWN, end_detail: str = "") -> None:
+        """End the episode without starting another (frames are then ignored).
+
+        The episode, if one runs, waits for ``finish_ended`` like one ended by ``start``.
+        """
         with self._lock:
+            self._set_aside(end_reason, end_detail)
             self._episode_id = None
             self._instruction = None
-            self._session = None
-            self._window.reset()
-            self._unfed = []
+
+    def _set_aside(self, end_reason: str, end_detail: str) -> None:
+        """Move the running episode to the ended ones; a fresh window (callers hold _lock)."""
+        if self._episode_id is not None and self._progress is not None and self._success is not None:
+            self._ended.append(_EndedEpisode(
+                episode_id=self._episode_id,
+                instruction=self._instruction or "",
+                end_reason=end_reason,
+                end_detail=end_detail,
+                window=self._window,
+                session=self._session,
+                unfed=self._unfed,
+                session_generation=self._session_generation,
+                # A tick running now may be extending this session: never reuse it then.
+                tick_in_flight=self._tick_lock.locked(),
+                scorer=self._scorer,
+                progress=self._progress,
+                success=self._success,
+                tally=self._tally,
+                threshold=self._success.threshold,
+            ))
+        self._window = self._new_window()
+        self._unfed = []
+        self._session = None
+        self._session_generation = -1
+        self._tally = _EpisodeTally()
+
+    @property
+    def ended_pending(self) -> int:
+        """Ended episodes waiting for ``finish_ended``."""
+        with self._lock:
+            return len(self._ended)
+
+    def add_to_ended(self, episode_id: str, camera: int, stamp_ns: int, view: ViewSource,
+                     frame_id: str = "") -> AddResult:
+        """A late frame of an episode that has ended but is not finished yet.
+
+        A frame published before the instruction that ended its episode,
+        handled after it, still belongs to that episode, as long as its
+        verdict is not made.
+        """
+        with self._lock:
+            for ended in self._ended:
+                if ended.episode_id == episode_id:
+                    ended.tally.frame(camera, stamp_ns)
+                    if not ended.window.wants(camera, stamp_ns):
+                        return AddResult.SKIPPED
+                    return ended.window.add(camera, stamp_ns, view, frame_id)
+        return AddResult.OTHER_EPISODE
+
+    def discard_ended(self) -> int:
+        """Drop the ended episodes without a verdict (an offline run that broke off); how many."""
+        with self._lock:
+            count, self._ended = len(self._ended), []
+        return count
+
+    def finish_ended(self, unscored: str | None = None) -> list[EpisodeSummary]:
+        """Judge the ended episodes, oldest first: final samples scored once, then the verdict.
+
+        Runs the model (outside the window lock, under the tick lock, so
+        never beside a tick). A score that cannot be made leaves the
+        verdict of the ticks, with the reason in the summary. ``unscored``:
+        make no score (a tick may still be running, and the caller cannot
+        wait for it); the text is the reason given where one was due.
+        """
+        if unscored is not None:
+            return self._finish_all(unscored)
+        with self._tick_lock:
+            return self._finish_all(None)
+
+    def _finish_all(self, unscored: str | None) -> list[EpisodeSummary]:
+        summaries = []
+        while True:
+            with self._lock:
+                if not self._ended:
+                    return summaries
+                ended = self._ended.pop(0)
+            summaries.append(self._finish(ended, unscored))
+
+    def _finish(self, ended: _EndedEpisode, unscored: str | None = None) -> EpisodeSummary:
+        window = ended.window
+        for view in window.lazy_views():
+            try:
+                view.view()
+            except ValueError:
+                pass  # listed in bad_frames when the sample is composed
+        with self._lock:
+            new = window.flush()
+            self._bad_frames.extend(window.take_bad_frames())
+            samples = list(window.samples)
+        tally = ended.tally
+        stamps = tuple(s.stamp_ns for s in samples)
+        samples_seen = len(samples)
+        scored_at_end, reason = False, ""
+        if not samples and tally.scored_stamps:
+            # A settings change restarted the window and no sample came since: the
+            # samples the model last saw were scored, nothing is left unscored.
+            samples_seen = len(tally.scored_stamps)
+        elif not samples:
+            reason = "no usable camera frame"
+        elif stamps != tally.scored_stamps:
+            if unscored is not None:
+                reason = unscored
+            elif ended.scorer is None:
+                reason = "no model loaded"
+            else:
+                reuse = (ended.session is not None and not ended.tick_in_flight
+                         and ended.session_generation == window.generation)
+                try:
+                    if reuse:
+                        session, feed = ended.session, [*ended.unfed, *new]
+                    else:
+                        session, feed = ended.scorer.start_episode(ended.instruction), samples
+                    session.extend([s.image for s in feed], [s.stamp_ns for s in feed])
+                    score = session.score()
+                except Exception as exc:  # out of memory, a refused instruction, ...
+                    reason = f"final frames not scored: {type(exc).__name__}: {exc}"
+                else:
+                    scored_at_end = True
+                    tally.log_prob_true = score.log_prob_true
+                    tally.progress = ended.progress.update(score.log_prob_true)
+                    ended.success.update(score.log_prob_true)
+                    tally.scored_stamps = stamps
+                    tally.model_id = ended.scorer.model_id
+        success_score = ended.success.success_score
+        model_id = tally.model_id or (ended.scorer.model_id if ended.scorer is not None else "")
+        return EpisodeSummary(
+            episode_id=ended.episode_id,
+            instruction=ended.instruction,
+            end_reason=ended.end_reason,
+            end_detail=ended.end_detail,
+            first_stamp_ns=tally.first_stamp_ns,
+            last_stamp_ns=tally.last_stamp_ns,
+            log_prob_true=tally.log_prob_true,
+            progress=tally.progress,
+            success_score=float("nan") if success_score is None else float(success_score),
+            success=bool(ended.success.fired),
+            threshold=float(ended.success.threshold),
+            frames=tally.frames,
+            samples=samples_seen,
+            ticks=tally.ticks,
+            final_frames_scored=not reason,
+            scored_at_end=scored_at_end,
+            not_scored_reason=reason,
+            model_id=model_id,
+        )
 
     def update_settings(self, settings: EpisodeSettings) -> None:
         """Apply new settings at run time, to the episode that is running.
@@ -291,11 +597,12 @@ class EpisodeRunner:
                 self._unfed = []
                 self._session = None
                 self._session_generation = -1
+            threshold = settings.threshold_for(self._instruction)
             if self._progress is not None:
-                self._progress.threshold = settings.success_threshold
+                self._progress.threshold = threshold
             if self._success is not None:
                 self._success.reconfigure(
-                    threshold=settings.success_threshold,
+                    threshold=threshold,
                     window=settings.success_window,
                     consecutive=settings.success_consecutive,
                 )
@@ -306,7 +613,10 @@ class EpisodeRunner:
     def wants(self, camera: int, stamp_ns: int) -> bool:
         """Cheap check before converting an image: is this frame needed?"""
         with self._lock:
-            return self._episode_id is not None and self._window.wants(camera, stamp_ns)
+            if self._episode_id is None:
+                return False
+            self._tally.frame(camera, stamp_ns)
+            return self._window.wants(camera, stamp_ns)
 
     def add(self, camera: int, stamp_ns: int, view: ViewSource, frame_id: str = "",
             episode_id: str | None = None) -> AddResult:
@@ -421,6 +731,11 @@ class EpisodeRunner:
                 self._session_generation = generation
                 value = progress.update(score.log_prob_true)
                 verdict = success.update(score.log_prob_true)
+                tally = self._tally
+                tally.ticks += 1
+                tally.scored_stamps = tuple(s.stamp_ns for s in samples)
+                tally.log_prob_true, tally.progress = score.log_prob_true, value
+                tally.model_id = scorer.model_id
             newest = samples[-1]
             return TickResult(
                 episode_id=episode_id,
@@ -432,7 +747,7 @@ class EpisodeRunner:
                 frame_stamps_ns=tuple(s.stamp_ns for s in samples),
                 progress=value,
                 success_score=verdict.score,
-                success_threshold=self.settings.success_threshold,
+                success_threshold=success.threshold,
                 success=verdict.success,
                 success_fired=verdict.fired,
                 latency_s=t_scored - t_start,

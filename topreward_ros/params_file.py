@@ -52,15 +52,20 @@ def read_params_file(path: Path) -> dict[str, Any]:
 
 
 def params_file_text(params: dict[str, Any], header: str = "") -> str:
-    """The text of a ``/**`` parameters file holding ``params`` (floats keep their point, lists inline)."""
+    """The text of a ``/**`` parameters file holding ``params`` (floats keep their point, lists inline).
+
+    A list holds strings or floats only (ROS arrays have one type; a float
+    array written with an integer in it would not load).
+    """
     import yaml
 
     for key, value in params.items():
-        if isinstance(value, list) and all(isinstance(v, str) for v in value) and value:
+        if isinstance(value, list) and value and (
+                all(isinstance(v, str) for v in value) or all(type(v) is float for v in value)):
             continue
         if not isinstance(value, (str, bool, int, float)):
-            raise ValueError(f"parameter {key} must be a string, bool, int, float or a list of strings, "
-                             f"got {value!r}")
+            raise ValueError(f"parameter {key} must be a string, bool, int, float or a list of strings "
+                             f"or of floats, got {value!r}")
     body = yaml.safe_dump({WILDCARD: {"ros__parameters": dict(params)}}, sort_keys=False,
                           default_flow_style=None)
     comments = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())

@@ -1,4 +1,4 @@
-"""TaskProgress / EpisodeSuccess from a TickResult: the one mapping of scores to messages.
+"""TaskProgress / EpisodeSuccess / EpisodeResult: the one mapping of scores to messages.
 
 The node publishes these messages with rclpy's generated classes; the offline
 relabel export writes them into a bag with rosbags' classes. Both build them
@@ -15,19 +15,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from topreward_ros.episode import TickResult
+from topreward_ros.episode import EpisodeSummary, TickResult
 
 NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True)
 class MessageKit:
-    """The message classes of one binding: the two outputs and the types they nest."""
+    """The message classes of one binding: the outputs and the types they nest."""
 
     task_progress: Any
     episode_success: Any
     header: Any
     time: Any
+    episode_result: Any = None
 
     def stamp(self, ns: int) -> Any:
         sec, nanosec = divmod(int(ns), NS_PER_S)
@@ -84,3 +85,36 @@ def task_progress(result: TickResult, kit: MessageKit) -> Any:
 def episode_success(result: TickResult, consecutive: int, kit: MessageKit) -> Any:
     """The EpisodeSuccess message of the tick at which success fired, in ``kit``'s binding."""
     return kit.episode_success(**episode_success_fields(result, consecutive, kit))
+
+
+def episode_result_fields(summary: EpisodeSummary, kit: MessageKit) -> dict[str, Any]:
+    """Every EpisodeResult field of an ended episode's verdict."""
+    def stamp(ns: int | None) -> Any:
+        return kit.stamp(ns) if ns is not None else kit.time(sec=0, nanosec=0)
+
+    return {
+        "header": kit.header(stamp=stamp(summary.last_stamp_ns), frame_id=""),
+        "episode_id": summary.episode_id,
+        "instruction": summary.instruction,
+        "first_frame_stamp": stamp(summary.first_stamp_ns),
+        "last_frame_stamp": stamp(summary.last_stamp_ns),
+        "end_reason": summary.end_reason,
+        "end_detail": summary.end_detail,
+        "log_prob_true": float(summary.log_prob_true),
+        "progress": float(summary.progress),
+        "success_score": float(summary.success_score),
+        "success": bool(summary.success),
+        "threshold": float(summary.threshold),
+        "frames": int(summary.frames),
+        "samples": int(summary.samples),
+        "ticks": int(summary.ticks),
+        "final_frames_scored": bool(summary.final_frames_scored),
+        "scored_at_end": bool(summary.scored_at_end),
+        "not_scored_reason": summary.not_scored_reason,
+        "model_id": summary.model_id,
+    }
+
+
+def episode_result(summary: EpisodeSummary, kit: MessageKit) -> Any:
+    """The EpisodeResult message of an ended episode, in ``kit``'s binding."""
+    return kit.episode_result(**episode_result_fields(summary, kit))

@@ -16,7 +16,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-from topreward_ros.episode import TickResult
+from topreward_ros.episode import EpisodeSummary, TickResult
 from topreward_ros.window import EpisodeWindow
 
 NS_PER_S = 1_000_000_000
@@ -205,11 +205,18 @@ def episode_status(
     secondary_topics: Sequence[str] = (),
     refused_since: tuple[float, str] | None = None,
     refused_instructions: int = 0,
+    threshold: float | None = None,
+    per_task_threshold: bool = False,
+    last_ended: EpisodeSummary | None = None,
+    results_published: int = 0,
 ) -> DiagnosticStatus:
     """The episode entry: its identity, how full the window is, and the latest scores.
 
     ``refused_since``: (monotonic time, why) while no episode runs because the
     last instruction was refused; the time nothing has been scored is reported.
+    ``threshold``: the success threshold the running episode is judged with
+    (``per_task_threshold``: its instruction's own, else the global one);
+    ``last_ended``: the verdict of the last episode that ended (its EpisodeResult).
     """
     filled = len(window.samples)
     values: dict[str, Any] = {
@@ -224,7 +231,19 @@ def episode_status(
         "last_error": error.message,
         "refused_instructions": refused_instructions,
         "unscored_since_refusal_s": round(now - refused_since[0], 3) if refused_since else 0.0,
+        "episode_results": results_published,
     }
+    if threshold is not None:
+        values["success_threshold"] = threshold
+        values["success_threshold_source"] = "task" if per_task_threshold else "global"
+    if last_ended is not None:
+        values.update({
+            "last_ended_episode": last_ended.episode_id,
+            "last_ended_reason": last_ended.end_reason,
+            "last_ended_success": last_ended.success,
+            "last_ended_threshold": last_ended.threshold,
+            "last_ended_final_frames_scored": last_ended.final_frames_scored,
+        })
     # Samples that got a grey view: that camera had no frame within sync_tolerance_s.
     misses = window.sync_misses_by_camera
     for index, topic in enumerate(secondary_topics[:len(misses) - 1], start=1):

@@ -43,7 +43,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
@@ -57,14 +57,27 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 
-from topreward_ros.episode import EpisodeRunner, TickResult, stamp_cut
+from topreward_ros.episode import (
+    END_CLOCK_JUMP,
+    END_MODEL_CHANGED,
+    END_NEW_INSTRUCTION,
+    END_REFUSED,
+    END_RESET,
+    END_SHUTDOWN,
+    END_STAMP_CUT,
+    EpisodeRunner,
+    EpisodeSummary,
+    TickResult,
+    stamp_cut,
+)
 from topreward_ros.camera_view import CameraView
-from topreward_ros.msg import EpisodeSuccess, TaskProgress
-from topreward_ros.progress_messages import MessageKit, episode_success, task_progress
+from topreward_ros.msg import EpisodeResult, EpisodeSuccess, TaskProgress
+from topreward_ros.progress_messages import MessageKit, episode_result, episode_success, task_progress
 from topreward_ros.scorer_diagnostics import (
     CameraStats,
     ErrorRecord,
@@ -80,6 +93,7 @@ from topreward_ros.scorer_params import (
     EPISODE_PARAMS,
     MODEL_PARAMS,
     PARAMETERS,
+    TASK_THRESHOLD_PARAMS,
     camera_topics_from,
     check_values,
     episode_settings_from,
@@ -102,6 +116,7 @@ NS_PER_S = 1_000_000_000
 NODE_NAME = "scorer_node"
 PROGRESS_TOPIC = "task_progress"
 SUCCESS_TOPIC = "episode_success"
+RESULT_TOPIC = "episode_result"
 PROGRESS_IMAGE_TOPIC = "~/progress_image"
 INSTRUCTION_TOPIC = "instruction"
 RESET_SERVICE = "~/reset"
@@ -122,6 +137,13 @@ PUBLICATION_ORDER_BOUND_NS = 10_000_000_000
 REORDER_WINDOW_S = 1.0
 #: At most this many remembered messages per camera (bounds memory at high rates).
 REORDER_MAX_MESSAGES = 64
+#: How long cleanup or shutdown waits for subscribers to acknowledge the last EpisodeResult.
+SHUTDOWN_ACK_TIMEOUT_S = 1.0
+#: How long the node's end waits for a running tick before the last result goes out unscored:
+#: not at all, since a forward of a large VLM can outlast ``ros2 launch``'s grace period.
+SHUTDOWN_TICK_WAIT_S = 0.0
+#: How often the main thread looks up from spinning, so that a signal is handled promptly.
+SPIN_POLL_S = 0.1
 #: Instruction messages remembered to recognise one that arrives by both routes.
 SEEN_INSTRUCTIONS = 32
 
@@ -190,6 +212,8 @@ class ScorerNode(Node):
         """Parameters, health records and diagnostics: what exists in every state."""
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
+        for spec, kind in zip(TASK_THRESHOLD_PARAMS, (Parameter.Type.STRING_ARRAY, Parameter.Type.DOUBLE_ARRAY)):
+            self.declare_parameter(spec.name, kind, spec.descriptor())  # unset: no per-task map
         values = self._param_values()
         # Fail at start-up, with the offending value named, on a bad config.
         check_values(values)
@@ -207,6 +231,8 @@ class ScorerNode(Node):
         # Publication time (publisher's clock) of the instruction that started
         # the episode; None when the episode started otherwise.
         self._episode_published_ns: int | None = None
+        # The episode that ran before the current one (late frames may still join it).
+        self._previous_episode: str | None = None
         self._scorer: VideoScorer | None = None
         self._model_state = ModelState.NOT_LOADED
         self._model_error = ErrorRecord()
@@ -226,10 +252,13 @@ class ScorerNode(Node):
         self._last_result: TickResult | None = None
         self._success_sent: set[str] = set()
         self._scoring = ScoringStats()
-        self._messages = MessageKit(TaskProgress, EpisodeSuccess, Header, TimeMsg)
+        self._messages = MessageKit(TaskProgress, EpisodeSuccess, Header, TimeMsg, EpisodeResult)
+        self._last_summary: EpisodeSummary | None = None
+        self._results_published = 0
         self._lifecycle_state = "unconfigured"
         self._progress_pub: Any = None
         self._success_pub: Any = None
+        self._result_pub: Any = None
         self._image_pub: Any = None
         self._instruction_subs: list[Any] = []
         self._latched_instruction_sub: Any = None
@@ -282,6 +311,8 @@ class ScorerNode(Node):
     def _create_publishers(self) -> None:
         self._progress_pub = self._watched_publisher(TaskProgress, PROGRESS_TOPIC, self._reliable)
         self._success_pub = self._watched_publisher(EpisodeSuccess, SUCCESS_TOPIC, self._latched)
+        # One per ended episode, latched: a late joiner gets the last verdict.
+        self._result_pub = self._watched_publisher(EpisodeResult, RESULT_TOPIC, self._latched)
         # The progress picture: drawn on the scoring thread only while someone watches.
         self._image_pub = self._watched_publisher(
             Image, PROGRESS_IMAGE_TOPIC, QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
@@ -395,20 +426,55 @@ class ScorerNode(Node):
                 recent.clear()
 
     def _cleanup(self) -> None:
-        """Back to unconfigured: publishers and the model freed, no episode."""
+        """Back to unconfigured: publishers and the model freed, no episode.
+
+        The running episode ends here (``shutdown``) and its result is published first.
+        """
         if self._lifecycle_state == "active":
             self._deactivate()
+        self._end_for_shutdown("node cleaned up or shut down")
         self._destroy_publishers()
-        with self._frame_lock:
-            self._runner.stop()
         self._release_model()
         self._lifecycle_state = "unconfigured"
 
     def _destroy_publishers(self) -> None:
-        for pub in (self._progress_pub, self._success_pub, self._image_pub):
+        for pub in (self._progress_pub, self._success_pub, self._result_pub, self._image_pub):
             if pub is not None:
                 self.destroy_publisher(pub)
-        self._progress_pub = self._success_pub = self._image_pub = None
+        self._progress_pub = self._success_pub = self._result_pub = self._image_pub = None
+
+    def _end_for_shutdown(self, detail: str, tick_wait_s: float = -1.0) -> None:
+        """End the running episode and publish the results still owed (the node stops).
+
+        ``tick_wait_s``: how long to wait for a running tick (negative: as
+        long as it runs); after that the results go out without the final score.
+        """
+        with self._frame_lock:
+            self._runner.stop(END_SHUTDOWN, detail)
+        if self._tick_lock.acquire(timeout=tick_wait_s):  # after a running tick, never beside one
+            try:
+                self._publish_ended()
+            finally:
+                self._tick_lock.release()
+        else:
+            self._publish_ended(unscored="node shut down while a score was running")
+        if self._result_pub is not None and self._result_pub.get_subscription_count():
+            # The publisher goes next: let reliable subscribers take the result first.
+            self._result_pub.wait_for_all_acked(Duration(seconds=SHUTDOWN_ACK_TIMEOUT_S))
+
+    def destroy_node(self) -> None:
+        """The plain node's end: the running episode's result goes out while the context lives.
+
+        A tick still running is not waited for (``SHUTDOWN_TICK_WAIT_S``): the
+        result then goes out without the final score, so a node under ``ros2
+        launch`` ends within its grace period.
+        """
+        if self._result_pub is not None and self.context.ok():
+            try:
+                self._end_for_shutdown("node shut down", SHUTDOWN_TICK_WAIT_S)
+            except Exception as exc:  # noqa: BLE001 - shutting down: report, never block it
+                self.get_logger().error(f"could not publish the last episode's result: {exc}")
+        super().destroy_node()
 
     def _release_model(self) -> None:
         """Drop the model (and the accelerator memory it held)."""
@@ -428,6 +494,11 @@ class ScorerNode(Node):
     # -- parameters ------------------------------------------------------------
     def _param_values(self, overrides: list[Parameter] | None = None) -> dict[str, Any]:
         values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+        for spec in TASK_THRESHOLD_PARAMS:
+            try:
+                values[spec.name] = list(self.get_parameter(spec.name).value or [])
+            except ParameterUninitializedException:
+                values[spec.name] = []
         for param in overrides or []:
             if param.name in values:
                 values[param.name] = param.value
@@ -535,7 +606,7 @@ class ScorerNode(Node):
         )
         if had_scorer and self._runner.active and self._runner.instruction:
             # Scores of two models are not comparable: a new episode.
-            self._start_episode(self._runner.instruction, "model changed")
+            self._start_episode(self._runner.instruction, "model changed", end_reason=END_MODEL_CHANGED)
 
     def _model_failed(self, message: str, generation: int) -> None:
         with self._lock:
@@ -558,7 +629,7 @@ class ScorerNode(Node):
 
     # -- episodes ----------------------------------------------------------------
     def _start_episode(self, instruction: str, reason: str, published_ns: int | None = None,
-                       new_task: bool = False) -> str | None:
+                       new_task: bool = False, end_reason: str = END_NEW_INSTRUCTION) -> str | None:
         """Start a new episode, or refuse a bad instruction (logged, reported).
 
         ``published_ns``: publication time of the instruction message. Camera
@@ -567,7 +638,8 @@ class ScorerNode(Node):
         ``REORDER_WINDOW_S``) are moved into it. ``new_task``: the instruction
         comes from a message or the parameter; refusing it ends the running
         episode, as ``topreward bag`` does, so frames of a task the node cannot
-        score never count toward the previous task's success.
+        score never count toward the previous task's success. ``end_reason``:
+        why the running episode ends (its EpisodeResult's code).
         """
         with self._frame_lock:
             try:
@@ -581,7 +653,8 @@ class ScorerNode(Node):
                 self._refuse(instruction, f"{reason}: {exc}", new_task)
                 return None
             self._episode_published_ns = published_ns
-            episode_id = self._runner.start(instruction)
+            self._previous_episode = self._runner.episode_id
+            episode_id = self._runner.start(instruction, end_reason=end_reason, end_detail=reason)
             for stats in self._cameras:
                 stats.last_stamp_ns = None
             moved = self._reoffer_after(published_ns) if published_ns is not None else 0
@@ -602,7 +675,7 @@ class ScorerNode(Node):
         self._refused_instructions += 1
         if new_task:
             ended = self._runner.episode_id
-            self._runner.stop()
+            self._runner.stop(END_REFUSED, text)
             self._episode_published_ns = None
             self._last_instruction = instruction  # a reset asks for it again, and is refused too
             if self._refused_since is None:
@@ -657,7 +730,7 @@ class ScorerNode(Node):
                 "or set the 'instruction' parameter"
             )
             return response
-        episode_id = self._start_episode(instruction, "reset service")
+        episode_id = self._start_episode(instruction, "reset service", end_reason=END_RESET)
         response.success = episode_id is not None
         response.message = episode_id or "could not start an episode"
         return response
@@ -675,7 +748,7 @@ class ScorerNode(Node):
         self._episode_error.record(message)
         self.get_logger().warning(message, throttle_duration_sec=5.0)
         if self._runner.active and self._runner.instruction:
-            self._start_episode(self._runner.instruction, message)
+            self._start_episode(self._runner.instruction, message, end_reason=END_CLOCK_JUMP)
 
     # -- frames ------------------------------------------------------------------
     def _on_image(self, camera: int, msg: Image | CompressedImage, info: Any) -> None:
@@ -700,8 +773,17 @@ class ScorerNode(Node):
         if _published_before(published_ns, self._episode_published_ns):
             # Published before the instruction that started this episode, handled
             # after it (topics are not delivered in order with each other): the
-            # frame belongs to the episode before, as in the bag's log order.
-            stats.not_needed += 1
+            # frame belongs to the episode before, as in the bag's log order. It
+            # still joins that episode if its result is not made yet.
+            added = AddResult.SKIPPED
+            if self._previous_episode is not None:
+                added = self._runner.add_to_ended(
+                    self._previous_episode, camera, stamp_to_ns(msg.header.stamp),
+                    CameraView(msg, self._settings.view_size), msg.header.frame_id)
+            if added is AddResult.KEPT:
+                stats.kept += 1
+            else:
+                stats.not_needed += 1
             return
         stamp_ns = stamp_to_ns(msg.header.stamp)
         previous = stats.last_stamp_ns
@@ -712,7 +794,7 @@ class ScorerNode(Node):
             stats.stale += 1
             stats.error.record(f"frame stamp went back by {(previous - stamp_ns) / NS_PER_S:.3f} s")
             if cut is not None and self._runner.instruction:
-                self._start_episode(self._runner.instruction, cut.reason)
+                self._start_episode(self._runner.instruction, cut.reason, end_reason=END_STAMP_CUT)
         elif previous is not None and stamp_ns == previous:
             # A driver publishing zero or constant stamps: such frames are never
             # sampled (the schedule reads time from stamps), so say so.
@@ -726,7 +808,7 @@ class ScorerNode(Node):
             stats.stamp_gaps += 1
             stats.error.record(cut.reason)
             self.get_logger().warning(f"{stats.topic}: {cut.reason}", throttle_duration_sec=5.0)
-            self._start_episode(self._runner.instruction, cut.reason)
+            self._start_episode(self._runner.instruction, cut.reason, end_reason=END_STAMP_CUT)
         stats.last_stamp_ns = stamp_ns
         if not self._runner.wants(camera, stamp_ns):
             stats.not_needed += 1
@@ -757,6 +839,8 @@ class ScorerNode(Node):
             return
         try:
             self._tick()
+            # After the live score, which keeps its timing: the verdicts of episodes that ended.
+            self._publish_ended()
         finally:
             self._scoring.running_since = None
             self._report_bad_frames()
@@ -806,6 +890,30 @@ class ScorerNode(Node):
         self._scoring.published += 1
         with self._lock:
             self._last_result = result
+
+    def _publish_ended(self, unscored: str | None = None) -> None:
+        """Judge the episodes that ended (final samples scored once) and publish their results.
+
+        Scoring thread, under the node's tick lock (``unscored``: not, and no score is made).
+        """
+        if self._runner.ended_pending == 0:
+            return
+        for summary in self._runner.finish_ended(unscored):
+            if self._result_pub is not None:
+                self._result_pub.publish(episode_result(summary, self._messages))
+            self._results_published += 1
+            with self._lock:
+                self._last_summary = summary
+            verdict = "success" if summary.success else "no success"
+            unscored = ("" if summary.final_frames_scored
+                        else f"; last frames not scored: {summary.not_scored_reason}")
+            text = (f"episode {summary.episode_id} ended ({summary.end_reason}): {verdict}, "
+                    f"{summary.ticks} score(s), threshold {summary.threshold:.3f}{unscored}")
+            # Two call sites: rclpy refuses one call site logging at two severities.
+            if summary.final_frames_scored:
+                self.get_logger().info(text)
+            else:
+                self.get_logger().warning(text)
 
     def _publish(self, result: TickResult) -> None:
         self._progress_pub.publish(task_progress(result, self._messages))
@@ -893,7 +1001,7 @@ class ScorerNode(Node):
     def _episode_status(self, prefix: str, now: float) -> DiagnosticStatus:
         runner = self._runner
         with self._lock:
-            result = self._last_result
+            result, last_ended = self._last_result, self._last_summary
         return episode_status(
             prefix, now,
             episode_id=runner.episode_id,
@@ -906,6 +1014,10 @@ class ScorerNode(Node):
             secondary_topics=[c.topic for c in self._cameras[1:]],
             refused_since=self._refused_since,
             refused_instructions=self._refused_instructions,
+            threshold=self._settings.threshold_for(runner.instruction),
+            per_task_threshold=self._settings.thresholds.is_per_task(runner.instruction),
+            last_ended=last_ended,
+            results_published=self._results_published,
         )
 
     def _scoring_status(self, prefix: str, now: float) -> DiagnosticStatus:
@@ -1032,21 +1144,33 @@ def main_managed(args: list[str] | None = None) -> NoReturn:
     run(ManagedScorerNode, args)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run(node_class: type[ScorerNode], args: list[str] | None = None) -> NoReturn:
     """Run the node until Ctrl-C or SIGTERM, then end the process with its exit code.
 
     Does not return once the node ran: after the node is destroyed and the
     context shut down, ``exit_now`` ends the process at once so it stays inside
     ``ros2 launch``'s 5 s grace period (see ``topreward_ros.process_exit``).
+
+    SIGINT and SIGTERM are handled here, not by rclpy (whose handlers shut
+    the ROS context down at once): the node is destroyed while its context
+    still runs, so the running episode's EpisodeResult is published before
+    the node leaves the graph.
     """
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     node: ScorerNode | None = None
     code = 0
     try:
         node = node_class()
         executor = MultiThreadedExecutor(num_threads=max(4, len(node._cameras) + 3))
         executor.add_node(node)
-        executor.spin()
+        while rclpy.ok():  # the signal handler runs between two waits
+            executor.spin_once(timeout_sec=SPIN_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, ParameterException) as exc:  # a bad configuration, named in the message
@@ -1057,6 +1181,7 @@ def run(node_class: type[ScorerNode], args: list[str] | None = None) -> NoReturn
         # sends SIGINT to the whole process group and ``ros2 launch`` forwards its
         # own, so a node under ``ros2 launch`` gets two.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # launch's escalation ends the process
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

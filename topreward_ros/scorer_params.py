@@ -17,6 +17,11 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from topreward_ros.episode import EpisodeSettings
 from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD, ScorerConfig
 from topreward_ros.scoring.prompt import validate_instruction
+from topreward_ros.scoring.thresholds import (
+    TASK_INSTRUCTIONS_PARAM,
+    TASK_THRESHOLDS_PARAM,
+    thresholds_from_params,
+)
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("diagnostics_period_s", 1.0, "Seconds (wall clock) between /diagnostics messages.",
               False, 0.1, 60.0),
 )
+#: The per-task threshold map, two lists of equal length (``calibrated.yaml`` of
+#: ``topreward eval`` writes them). Declared typed and without a default: a
+#: parameters file gives them, or there is no map (every episode is judged with
+#: ``success_threshold``). Read-only: the two lists change together, at start-up.
+TASK_THRESHOLD_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(TASK_INSTRUCTIONS_PARAM, None, "Instructions that have a threshold of their own "
+              "(pairs with task_success_thresholds; whitespace runs count as one space).", False),
+    ParamSpec(TASK_THRESHOLDS_PARAM, None, "Success threshold (nats) of each of task_instructions; "
+              "other instructions use success_threshold.", False),
+)
 PARAM_BY_NAME = {p.name: p for p in PARAMETERS}
 #: Parameters whose change needs the model to be loaded again.
 MODEL_PARAMS = frozenset(
@@ -137,6 +152,9 @@ def episode_settings_from(values: dict[str, Any]) -> EpisodeSettings:
         success_threshold=float(values["success_threshold"]),
         success_window=int(values["success_window"]),
         success_consecutive=int(values["success_consecutive"]),
+        task_thresholds=thresholds_from_params(
+            {k: values.get(k) for k in (TASK_INSTRUCTIONS_PARAM, TASK_THRESHOLDS_PARAM)},
+            float(values["success_threshold"])).per_task,
     )
 
 

@@ -1,8 +1,8 @@
 """Message types for bag I/O without a ROS install: rosbags' type store.
 
 rosbags (de)serialises CDR from message definitions it holds in a type store.
-The standard ROS 2 messages ship with it; this package's own TaskProgress and
-EpisodeSuccess are registered from the very ``.msg`` files the node is built
+The standard ROS 2 messages ship with it; this package's own TaskProgress,
+EpisodeSuccess and EpisodeResult are registered from the very ``.msg`` files the node is built
 from, so a bag written here carries the same schema (embedded in the MCAP)
 that the node publishes, and Foxglove or ``ros2 bag`` read it as such.
 """
@@ -20,7 +20,8 @@ PACKAGE = "topreward_ros"
 #: Our message types, in the form bags and rosbags name them.
 TASK_PROGRESS = f"{PACKAGE}/msg/TaskProgress"
 EPISODE_SUCCESS = f"{PACKAGE}/msg/EpisodeSuccess"
-OWN_MESSAGES = ("TaskProgress", "EpisodeSuccess")
+EPISODE_RESULT = f"{PACKAGE}/msg/EpisodeResult"
+OWN_MESSAGES = ("TaskProgress", "EpisodeSuccess", "EpisodeResult")
 
 # The ROS 2 release whose standard message definitions the store starts from
 # (the one this package's wheels and node are built against).
@@ -50,13 +51,13 @@ def _candidate_msg_dirs() -> list[Path]:
 
 
 def find_msg_dir() -> Path:
-    """Directory holding TaskProgress.msg and EpisodeSuccess.msg."""
+    """Directory holding the package's .msg files (``OWN_MESSAGES``)."""
     tried = _candidate_msg_dirs()
     for directory in tried:
         if all((directory / f"{name}.msg").is_file() for name in OWN_MESSAGES):
             return directory
     raise MessageDefinitionError(
-        "cannot find topreward_ros/msg/TaskProgress.msg and EpisodeSuccess.msg; looked in: "
+        "cannot find topreward_ros/msg/{TaskProgress,EpisodeSuccess,EpisodeResult}.msg; looked in: "
         + ", ".join(str(d) for d in tried)
         + " (build the package with `make build` and `source tools/env.sh`)"
     )
@@ -64,7 +65,7 @@ def find_msg_dir() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def typestore() -> Typestore:
-    """Kilted's standard messages plus TaskProgress and EpisodeSuccess."""
+    """Kilted's standard messages plus the package's own (``OWN_MESSAGES``)."""
     store = get_typestore(ROS_STORE)
     msg_dir = find_msg_dir()
     types = {}

@@ -204,6 +204,17 @@ def _shown(value: Any) -> str:
     return ",".join(value) if isinstance(value, list) else str(value)
 
 
+def task_thresholds(args: argparse.Namespace) -> tuple[tuple[str, float], ...]:
+    """The per-task thresholds of ``--params-file`` (``calibrated.yaml``), none without one."""
+    if not getattr(args, "params_file", None):
+        return ()
+    from topreward_ros.params_file import read_params_file
+    from topreward_ros.scoring.config import DEFAULT_SUCCESS_THRESHOLD
+    from topreward_ros.scoring.thresholds import thresholds_from_params
+
+    return thresholds_from_params(read_params_file(args.params_file), DEFAULT_SUCCESS_THRESHOLD).per_task
+
+
 def episode_settings(args: argparse.Namespace) -> Any:
     from topreward_ros.episode import EpisodeSettings
 
@@ -214,7 +225,7 @@ def episode_settings(args: argparse.Namespace) -> Any:
         sample_fps=args.sample_fps, max_frames=args.max_frames,
         sync_tolerance_s=args.sync_tolerance, view_size=args.view_size,
         success_window=args.success_window, success_consecutive=args.success_consecutive,
-        **kwargs,
+        task_thresholds=task_thresholds(args), **kwargs,
     )
 
 

@@ -6,7 +6,9 @@
 * ``metrics.json``: the set metrics, ``overall`` and ``per_task`` (NaN as null);
 * ``roc.png``, ``voc_vs_control.png``, ``score_distributions.png``;
 * ``calibrated.yaml``: ``/**: ros__parameters: {success_threshold,
-  success_window, success_consecutive, model}`` and the scoring settings the
+  success_window, success_consecutive, model}``, the per-task thresholds
+  (``task_instructions``, ``task_success_thresholds``) of instructions with
+  enough labels of both classes, and the scoring settings the
   threshold depends on (``SCORING_KEYS``: camera order, rate, sampling, view
   size), for the node's
   ``--params-file`` / ``scorer.launch.py calibration_file:=`` and ``topreward bag
@@ -32,8 +34,18 @@ from typing import Any
 from topreward_ros.files import write_atomic, write_text_atomic
 from topreward_ros.evaluation.labels import Label
 from topreward_ros.params_file import params_file_text
-from topreward_ros.scoring.calibration import SetMetrics, evaluate_set, roc_points
+from topreward_ros.scoring.calibration import (
+    MIN_LABELS_PER_CLASS,
+    HeldOutComparison,
+    SetMetrics,
+    TaskThreshold,
+    evaluate_set,
+    leave_one_out,
+    roc_points,
+    task_thresholds,
+)
 from topreward_ros.scoring.progress import SuccessDetector
+from topreward_ros.scoring.thresholds import TASK_INSTRUCTIONS_PARAM, TASK_THRESHOLDS_PARAM, instruction_key
 
 CSV_COLUMNS = (
     "episode", "input", "kind", "task", "instruction", "success", "num_frames", "num_samples",
@@ -83,6 +95,10 @@ class Evaluation:
     per_task: dict[str, SetMetrics]
     unlabelled: list[str]
     live: LiveCheck | None = None
+    #: Per instruction: its own ROC-AUC and threshold where it has enough labels of both classes.
+    tasks: dict[str, TaskThreshold] | None = None
+    #: Global vs per-task thresholds on held-out episodes (leave-one-out).
+    held_out: HeldOutComparison | None = None
 
     @property
     def scored(self) -> list[dict[str, Any]]:
@@ -164,7 +180,17 @@ def evaluate(records: Sequence[dict[str, Any]], labels: dict[str, Label], window
         neg = [r["live_success"] for r in checked if not r["success"]]
         live_check = LiveCheck(len(checked), len(pos), len(neg), sum(pos), sum(neg),
                                sum(pos) / len(pos) if pos else None, sum(neg) / len(neg) if neg else None)
-    return Evaluation(rows, overall, per_task, unlabelled, live_check)
+    tasks = held_out = None
+    if overall.threshold_raw is not None:
+        named = [r for r in scored if r.get("instruction")]
+        instructions = [instruction_key(r["instruction"]) for r in named]
+        if named:
+            scores = [r["raw_success_score"] for r in named]
+            successes = [r["success"] for r in named]
+            if 0 < sum(successes) < len(successes):
+                tasks = task_thresholds(scores, successes, instructions)
+                held_out = leave_one_out(scores, successes, instructions)
+    return Evaluation(rows, overall, per_task, unlabelled, live_check, tasks, held_out)
 
 
 def _csv_value(value: Any) -> Any:
@@ -195,6 +221,10 @@ def metrics_record(evaluation: Evaluation) -> dict[str, Any]:
     return {"overall": clean(asdict(evaluation.overall)),
             "per_task": {k: clean(asdict(v)) for k, v in evaluation.per_task.items()},
             "live": clean(asdict(evaluation.live)) if evaluation.live else None,
+            "task_thresholds": ({k: clean(asdict(v)) for k, v in evaluation.tasks.items()}
+                                if evaluation.tasks else None),
+            "min_labels_per_class": MIN_LABELS_PER_CLASS,
+            "held_out": clean(asdict(evaluation.held_out)) if evaluation.held_out else None,
             "unlabelled": list(evaluation.unlabelled)}
 
 
@@ -226,6 +256,10 @@ def calibrated_params(evaluation: Evaluation, model_id: str, window: int, consec
     params: dict[str, Any] = {"success_threshold": float(min(0.0, choice.threshold)),
                               "success_window": int(window), "success_consecutive": int(consecutive),
                               "model": model}
+    own = {k: v.choice.threshold for k, v in (evaluation.tasks or {}).items() if v.choice is not None}
+    if own:  # instructions with enough labels of both classes; any other falls back to the global one
+        params[TASK_INSTRUCTIONS_PARAM] = sorted(own)
+        params[TASK_THRESHOLDS_PARAM] = [float(min(0.0, own[k])) for k in sorted(own)]
     for key, value in (scoring or {}).items():
         if key not in SCORING_KEYS:
             raise ValueError(f"{key} is not a scoring parameter of the node")
@@ -252,6 +286,10 @@ def write_calibrated_yaml(path: Path, params: dict[str, Any], evaluation: Evalua
         f"success_threshold: raw success score (mean raw log p(\" True\") of the last success_window\n"
         f"prefixes) that maximises balanced accuracy: {c.balanced_accuracy:.3f} (TPR {c.tpr:.3f}, "
         f"FPR {c.fpr:.3f}); ROC-AUC {m.auc_raw:.3f}.\n"
+        f"task_instructions / task_success_thresholds: the threshold fitted on each instruction with at least\n"
+        f"{MIN_LABELS_PER_CLASS} labelled successes and {MIN_LABELS_PER_CLASS} failures (any other uses "
+        f"success_threshold); see report.md for\n"
+        f"whether they beat the global one on held-out episodes.\n"
         f"success_consecutive is the value the evaluation was given, not fitted. Other keys: the model and\n"
         f"the scoring settings of the evaluation (camera order, topics, tick rate, sampling, view size): the\n"
         f"threshold holds only for scores computed with them.\n"
@@ -377,6 +415,41 @@ def _metrics_table(named: Sequence[tuple[str, SetMetrics]]) -> list[str]:
     return lines
 
 
+def _task_section(evaluation: Evaluation) -> list[str]:
+    """Per-instruction thresholds and the held-out comparison with the global one."""
+    if not evaluation.tasks:
+        return []
+    out = ["### Thresholds per task", "",
+           f"An instruction gets a threshold of its own when it has at least {MIN_LABELS_PER_CLASS} labelled "
+           f"successes and {MIN_LABELS_PER_CLASS} failures (with fewer, a threshold beside one or two "
+           "episodes of a class says nothing about the next one, and a held-out fit would see one or none); "
+           "others use the global threshold.", "",
+           "| instruction | episodes | successes | failures | AUC raw | own threshold | bal. acc. (fit) |",
+           "|---" * 7 + "|"]
+    for name, t in evaluation.tasks.items():
+        c = t.choice
+        own = _f(c.threshold, 4) if c else f"none ({t.reason})"
+        out.append(f"| {name} | {t.episodes} | {t.successes} | {t.failures} | {_f(t.auc)} | {own} "
+                   f"| {_f(c and c.balanced_accuracy)} |")
+    h = evaluation.held_out
+    out += [""]
+    if h is None:
+        out += ["Held-out comparison: not possible (leaving one episode out leaves a single class).", ""]
+        return out
+    out += [f"**Held out (leave-one-out)**: each of the {h.episodes} episodes judged by thresholds fitted "
+            f"without it. Balanced accuracy with the global threshold: {_f(h.global_balanced_accuracy)}; with "
+            f"per-task thresholds (global where an instruction has too few labels; {h.own_threshold_used} "
+            f"episodes judged by their own): {_f(h.per_task_balanced_accuracy)}. "
+            + ("Per-task thresholds help on this data." if (h.per_task_balanced_accuracy or 0)
+               > (h.global_balanced_accuracy or 0) else
+               "Per-task thresholds do not help on this data: remove the `task_*` keys from "
+               f"`{CALIBRATED_YAML}` to use the global threshold everywhere."), "",
+            "| instruction | held-out episodes | bal. acc. global | bal. acc. per task |", "|---" * 4 + "|"]
+    for name, (n, g, t) in h.per_instruction.items():
+        out.append(f"| {name} | {n} | {_f(g)} | {_f(t)} |")
+    return out + [""]
+
+
 def report_markdown(evaluation: Evaluation, settings: dict[str, Any], params: dict[str, Any] | None,
                     plots: Sequence[str], problems: Sequence[str], notes: Sequence[str],
                     random_weights: bool, complete: bool) -> str:
@@ -420,6 +493,7 @@ def report_markdown(evaluation: Evaluation, settings: dict[str, Any], params: di
                 "last `success_window` live scores (one per tick) with the threshold; the threshold is fitted "
                 "on the offline curve's last prefixes, and `success_consecutive` is the value given, not fitted.",
                 ""]
+        out += _task_section(evaluation)
         live = evaluation.live
         if live is not None:
             out += [f"**Live check** (bag and dataset episodes): the node's detector replayed over each "

@@ -63,9 +63,16 @@ class OfflineSettings:
             raise ValueError(f"max_episodes must be >= 1, got {self.max_episodes!r}")
 
     def record(self, model_id: str, source: EpisodeSource) -> dict[str, Any]:
-        """Everything that changes the outputs; a resumed run must match it."""
-        return {"model": model_id, **asdict(self.episode), **asdict(self.runner),
-                **source.settings_record()}
+        """Everything that changes the outputs; a resumed run must match it.
+
+        Per-task thresholds appear as a map, and only when there are some
+        (outputs scored before they existed still resume).
+        """
+        episode = asdict(self.episode)
+        tasks = episode.pop("task_thresholds")
+        if tasks:
+            episode["task_thresholds"] = {instruction: value for instruction, value in tasks}
+        return {"model": model_id, **episode, **asdict(self.runner), **source.settings_record()}
 
     def episode_runner(self, scorer: Any, cameras: tuple[str, ...]) -> OfflineRunner:
         """The runner every engine scores with (in this process or on a replica)."""

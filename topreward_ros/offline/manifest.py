@@ -37,6 +37,8 @@ class Manifest:
     failures: list[dict[str, Any]] = field(default_factory=list)
     # Episodes of this run without a single camera frame (nothing to score).
     empty: list[dict[str, Any]] = field(default_factory=list)
+    # What `topreward relabel` last applied (kept as is by the scoring commands).
+    relabel: dict[str, Any] | None = None
 
     @classmethod
     def open(cls, out_dir: Path, input_path: Path, fingerprint: str,
@@ -82,6 +84,7 @@ class Manifest:
                 f"directory or pass --force to redo everything"
             )
         fresh.episodes = episodes
+        fresh.relabel = data.get("relabel")
         return fresh
 
     def completed(self, index: int, instruction: str, start_log_ns: int) -> bool:
@@ -114,4 +117,5 @@ class Manifest:
             "episodes": {str(k): self.episodes[k] for k in sorted(self.episodes)},
             "failures": self.failures,
             "empty": self.empty,
+            **({"relabel": self.relabel} if self.relabel is not None else {}),
         })

@@ -16,6 +16,7 @@ has one (a dataset).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,11 +67,12 @@ class EpisodeWriter:
         directory = episode_dir(spec.index)
         ep_dir = self.root / directory
         ep_dir.mkdir(parents=True, exist_ok=True)
-        columns = frame_columns(result, self.settings.success_threshold)
+        columns = frame_columns(result, self.settings.threshold_for(spec.instruction))
         table = frame_table(columns)
         write_parquet(ep_dir / "frames.parquet", table)
         write_csv(ep_dir / "frames.csv", table)
-        write_progress_mcap(ep_dir / "progress.mcap", result.ticks, self.settings.success_consecutive)
+        write_progress_mcap(ep_dir / "progress.mcap", result.ticks, self.settings.success_consecutive,
+                            summary=result.summary, end_log_ns=spec.end_ns)
         files = ["frames.parquet", "frames.csv", "progress.mcap"]
         if self.options.plot:
             self._plot(ep_dir / "plot.png", result)
@@ -93,6 +95,7 @@ class EpisodeWriter:
             "num_ticks": len(result.ticks),
             "stamps_not_increasing": self._per_camera(result.stamps_not_increasing, nonzero=True),
             "sync_misses": self._sync_misses(result),
+            "result": result.summary.to_dict() if result.summary is not None else None,
             "files": [f"{directory}/{f}" for f in files],
         }
 
@@ -117,7 +120,7 @@ class EpisodeWriter:
             "sample_stamps_ns": [int(s.stamp_ns) for s in result.samples],
             "offline": curve.to_dict(),
             "episode_success": bool(columns["episode_success"][0]) if len(result.samples) else False,
-            "success_threshold": self.settings.success_threshold,
+            "success_threshold": self.settings.threshold_for(spec.instruction),
             "live": [
                 {
                     "tick_log_ns": t.log_time_ns,
@@ -132,6 +135,7 @@ class EpisodeWriter:
                 }
                 for t in result.ticks
             ],
+            "result": result.summary.to_dict() if result.summary is not None else None,
             "bad_frames": result.bad_frames,
             "stamps_not_increasing": self._per_camera(result.stamps_not_increasing, nonzero=False),
             "sync_misses": self._sync_misses(result),
@@ -171,15 +175,9 @@ def frame_columns(result: EpisodeResult, success_threshold: float) -> dict[str, 
     # Eq. 3 weights per sampled frame, then carried to every camera frame by stamp.
     sample_reward = dense_rewards(normalized, curve.prefix_lengths, len(samples))
     reward = np.interp(rel, (sample_stamps - stamps[0]).astype(np.float64), sample_reward)
-    live_progress = np.full(n, np.nan)
-    live_lp = np.full(n, np.nan)
-    live_success = np.zeros(n, dtype=bool)
-    for timed in result.ticks:  # ticks are in time order; later ones overwrite
-        r = timed.result
-        covered = stamps >= r.stamp_ns
-        live_progress[covered] = r.progress
-        live_lp[covered] = r.log_prob_true
-        live_success[covered] = r.success
+    live_progress, live_lp, live_success = live_columns(
+        stamps, [(t.result.stamp_ns, t.result.progress, t.result.log_prob_true, t.result.success)
+                 for t in result.ticks])
     episode_success = bool(curve.success_score > success_threshold)
     # Exactly the rows of the frames that became samples (one row per
     # sample), not every frame that shares a sample's stamp.
@@ -201,14 +199,35 @@ def frame_columns(result: EpisodeResult, success_threshold: float) -> dict[str, 
     }
 
 
+def live_columns(stamps: np.ndarray, ticks: Sequence[tuple[int, float, float, bool]]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frame table's live columns from ticks ``(stamp_ns, progress, log_prob_true, success)``.
+
+    Each frame carries the latest tick whose newest frame it is or follows
+    (``live_progress``, ``live_log_prob_true``: NaN before the first;
+    ``success``: false before it).
+    """
+    n = len(stamps)
+    live_progress = np.full(n, np.nan)
+    live_lp = np.full(n, np.nan)
+    live_success = np.zeros(n, dtype=bool)
+    for stamp_ns, progress, log_prob_true, success in ticks:  # in time order; later ones overwrite
+        covered = stamps >= stamp_ns
+        live_progress[covered] = progress
+        live_lp[covered] = log_prob_true
+        live_success[covered] = success
+    return live_progress, live_lp, live_success
+
+
 def unscored_record(result: EpisodeResult) -> tuple[str, dict[str, Any]]:
     """The manifest record of an episode that was not scored: ("empty" | "failure", record)."""
     spec = result.spec
+    verdict = {"result": result.summary.to_dict()} if result.summary is not None else {}
     if result.status == "empty":
         return "empty", {"episode_index": spec.index, "instruction": spec.instruction,
-                         "reason": result.message}
+                         "reason": result.message, **verdict}
     record: dict[str, Any] = {"episode_index": spec.index, "instruction": spec.instruction,
-                              "error": result.message}
+                              "error": result.message, **verdict}
     if result.status == "refused":
         # A refused episode's record names the interval left unscored.
         record.update({"start_log_ns": spec.start_ns, "end_log_ns": spec.end_ns,

@@ -1,4 +1,4 @@
-"""TaskProgress / EpisodeSuccess messages from offline ticks, written to MCAP.
+"""TaskProgress / EpisodeSuccess / EpisodeResult messages of an offline episode, written to MCAP.
 
 The relabel export carries the same messages the node publishes, built by the
 same mapping (``topreward_ros.progress_messages``), so tools that consume the
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from topreward_ros.episode import TickResult
-from topreward_ros.progress_messages import MessageKit, episode_success, task_progress
+from topreward_ros.episode import EpisodeSummary, TickResult
+from topreward_ros.progress_messages import MessageKit, episode_result, episode_success, task_progress
 
 if TYPE_CHECKING:  # the bag library is imported only to write a bag
     from rosbags.typesys.store import Typestore
@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the bag library is imported only to write a bag
 #: Topics of the export: the node's output topics in the root namespace.
 PROGRESS_TOPIC = "/task_progress"
 SUCCESS_TOPIC = "/episode_success"
+RESULT_TOPIC = "/episode_result"
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,12 @@ class TimedTick:
 
 def message_kit(store: Typestore | None = None) -> MessageKit:
     """The typestore's message classes, for the mapping the node uses too."""
-    from topreward_ros.bag.types import EPISODE_SUCCESS, TASK_PROGRESS, typestore as default_typestore
+    from topreward_ros.bag.types import (
+        EPISODE_RESULT,
+        EPISODE_SUCCESS,
+        TASK_PROGRESS,
+        typestore as default_typestore,
+    )
 
     store = store or default_typestore()
     return MessageKit(
@@ -42,6 +48,7 @@ def message_kit(store: Typestore | None = None) -> MessageKit:
         episode_success=store.types[EPISODE_SUCCESS],
         header=store.types["std_msgs/msg/Header"],
         time=store.types["builtin_interfaces/msg/Time"],
+        episode_result=store.types[EPISODE_RESULT],
     )
 
 
@@ -54,8 +61,10 @@ def episode_success_msg(tick: TickResult, consecutive: int, store: Typestore | N
 
 
 def write_progress_mcap(path: Path, ticks: Sequence[TimedTick], consecutive: int,
-                        store: Typestore | None = None) -> Path:
-    """One MCAP with a TaskProgress per tick and an EpisodeSuccess when success fired."""
+                        store: Typestore | None = None, summary: EpisodeSummary | None = None,
+                        end_log_ns: int = 0) -> Path:
+    """One MCAP with a TaskProgress per tick, an EpisodeSuccess when success fired and the
+    episode's EpisodeResult (``summary``) at its end (``end_log_ns``, never before its last tick)."""
     from topreward_ros.bag.writer import write_single_mcap
 
     messages: list[tuple[str, Any, int]] = []
@@ -67,4 +76,8 @@ def write_progress_mcap(path: Path, ticks: Sequence[TimedTick], consecutive: int
                 (SUCCESS_TOPIC, episode_success_msg(timed.result, consecutive, store),
                  timed.log_time_ns)
             )
+    if summary is not None:
+        last_tick = max((t.log_time_ns for t in ticks), default=end_log_ns)
+        messages.append(
+            (RESULT_TOPIC, episode_result(summary, message_kit(store)), max(end_log_ns, last_tick)))
     return write_single_mcap(path, messages, typestore=store)

@@ -21,7 +21,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from topreward_ros.episode import EpisodeRunner, EpisodeSettings, TickResult
+from topreward_ros.episode import (
+    END_REFUSED,
+    EpisodeRunner,
+    EpisodeSettings,
+    EpisodeSummary,
+    TickResult,
+    end_reason_code,
+)
 from topreward_ros.offline.source import EpisodeSpec, SourceFrame
 from topreward_ros.scoring.errors import InstructionError
 from topreward_ros.scoring.prompt import validate_instruction
@@ -82,6 +89,8 @@ class EpisodeResult:
     curve: Any = None
     model_s: float = 0.0
     refused: str | None = None
+    #: The episode's verdict, as the node's EpisodeResult message carries it.
+    summary: EpisodeSummary | None = None
 
     @property
     def num_frames(self) -> int:
@@ -106,6 +115,7 @@ class OfflineRunner:
 
     def close(self) -> None:
         self.episode_runner.stop()
+        self.episode_runner.discard_ended()
 
     def refusal(self, instruction: str) -> str | None:
         """Why the model cannot be asked about ``instruction`` (None: it can).
@@ -147,6 +157,7 @@ class OfflineRunner:
             return self._finish(result)
         finally:
             runner.stop()
+            runner.discard_ended()  # judged in _finish, or broken off
 
     # -- frames and ticks -----------------------------------------------------------------
     def _tick(self, result: EpisodeResult, at_ns: int) -> None:
@@ -211,11 +222,26 @@ class OfflineRunner:
     # -- the end ----------------------------------------------------------------------------
     def _refused(self, result: EpisodeResult) -> EpisodeResult:
         spec = result.spec
+        result.summary = self._refused_summary(result)
         result.status = "refused"
         result.message = (
             f"instruction refused, episode not scored: {result.refused}; {result.num_frames} "
             f"primary camera frames from log time {spec.start_ns} to {spec.end_ns} ns not scored")
         return result
+
+    def _refused_summary(self, result: EpisodeResult) -> EpisodeSummary:
+        """A refused episode's verdict: never scored, so no success."""
+        spec, stamps = result.spec, result.frame_stamps_ns
+        nan = float("nan")
+        return EpisodeSummary(
+            episode_id=spec.episode_id or f"episode-{spec.index:06d}",
+            instruction=spec.instruction, end_reason=end_reason_code(spec.end_reason),
+            end_detail=spec.end_reason, first_stamp_ns=stamps[0] if stamps else None,
+            last_stamp_ns=max(stamps) if stamps else None, log_prob_true=nan, progress=nan,
+            success_score=nan, success=False, threshold=float(self.settings.threshold_for(spec.instruction)),
+            frames=len(stamps), samples=0, ticks=len(result.ticks), final_frames_scored=False,
+            scored_at_end=False, not_scored_reason=f"{END_REFUSED}: {result.refused}",
+            model_id=str(getattr(self.scorer, "model_id", "")))
 
     def _finish(self, result: EpisodeResult) -> EpisodeResult:
         runner = self.episode_runner
@@ -223,6 +249,13 @@ class OfflineRunner:
         self._take_bad_frames(result)
         result.samples = samples = runner.samples
         result.sync_misses = list(runner.window.sync_misses_by_camera)
+        # The episode ends here, as the node ends it: its final samples scored once
+        # if no tick did, then its verdict.
+        t0 = time.perf_counter()
+        runner.stop(end_reason_code(result.spec.end_reason), result.spec.end_reason)
+        result.summary = runner.finish_ended()[0]
+        result.model_s += time.perf_counter() - t0
+        self._take_bad_frames(result)
         first_bad = f"; first bad frame: {result.bad_frames[0]}" if result.bad_frames else ""
         if not samples:
             if result.bad_frames:

@@ -170,3 +170,102 @@ def evaluate_set(voc: Sequence[float], control_voc: Sequence[float], raw_scores:
         choice_two_way = choose_threshold(two_way_scores, y)
     return SetMetrics(n, successes, n - successes, voc_mean, voc_std, control_mean, control_std,
                       auc_raw, auc_two_way, choice_raw, choice_two_way, reason)
+
+
+# -- thresholds per task ------------------------------------------------------------------------------
+#: Fewest labelled successes AND failures an instruction needs for a threshold of its own. With one
+#: episode of a class, any threshold beside it separates the classes equally well and says nothing
+#: about the next episode; with two, a leave-one-out fit would see a single episode of that class.
+#: Three per class is the least that leaves two of each class to fit on when one is held out, and
+#: gives ROC-AUC a resolution of 1/9. Fewer: the instruction uses the global threshold.
+MIN_LABELS_PER_CLASS = 3
+
+
+@dataclass(frozen=True)
+class TaskThreshold:
+    """One instruction's own ROC-AUC and balanced-accuracy threshold (None: too few labels, ``reason``)."""
+
+    instruction: str
+    episodes: int
+    successes: int
+    failures: int
+    auc: float | None
+    choice: ThresholdChoice | None
+    reason: str | None
+
+
+def task_thresholds(scores: Sequence[float], labels: Sequence[bool | int], instructions: Sequence[str],
+                    min_per_class: int = MIN_LABELS_PER_CLASS) -> dict[str, TaskThreshold]:
+    """Per instruction: its success ROC-AUC and threshold, where it has ``min_per_class`` of each class."""
+    s = finite_vector(scores, "scores")
+    y = binary_labels(labels, s.size)
+    if len(instructions) != s.size:
+        raise ValueError(f"need one instruction per score, got {len(instructions)} for {s.size}")
+    out = {}
+    for task in sorted(set(instructions)):
+        mask = np.asarray([i == task for i in instructions])
+        pos, neg = int(y[mask].sum()), int((~y[mask]).sum())
+        if min(pos, neg) < min_per_class:
+            out[task] = TaskThreshold(task, pos + neg, pos, neg, None, None,
+                                      f"{pos} successes and {neg} failures: fewer than {min_per_class} of a class")
+            continue
+        out[task] = TaskThreshold(task, pos + neg, pos, neg, success_roc_auc(s[mask], y[mask]),
+                                  choose_threshold(s[mask], y[mask]), None)
+    return out
+
+
+def balanced_accuracy(predicted: Sequence[bool], labels: Sequence[bool | int]) -> float | None:
+    """(TPR + TNR) / 2 of predictions (None unless the labels hold both classes)."""
+    p = np.asarray(predicted, dtype=bool)
+    y = np.asarray(labels).astype(bool)
+    if y.shape != p.shape:
+        raise ValueError(f"need one label per prediction, got {y.size} for {p.size}")
+    if y.all() or not y.any():
+        return None
+    return float(((p & y).sum() / y.sum() + (~p & ~y).sum() / (~y).sum()) / 2.0)
+
+
+@dataclass(frozen=True)
+class HeldOutComparison:
+    """Leave-one-out: each episode judged by thresholds fitted without it, global vs per task.
+
+    ``global_*``: the global threshold fitted on the other episodes.
+    ``per_task_*``: the episode's instruction's threshold fitted on that
+    instruction's other episodes where they hold ``min_per_class`` of each
+    class, else the global one (the fallback the node uses). Balanced
+    accuracies over all episodes and per instruction (None with one class).
+    """
+
+    episodes: int
+    global_balanced_accuracy: float | None
+    per_task_balanced_accuracy: float | None
+    per_instruction: dict[str, tuple[int, float | None, float | None]]
+    own_threshold_used: int  # held-out episodes judged by a per-task threshold
+
+
+def leave_one_out(scores: Sequence[float], labels: Sequence[bool | int], instructions: Sequence[str],
+                  min_per_class: int = MIN_LABELS_PER_CLASS) -> HeldOutComparison | None:
+    """Compare global and per-task thresholds on held-out episodes (None: too few to fit without one)."""
+    s = finite_vector(scores, "scores")
+    y = binary_labels(labels, s.size)
+    n = s.size
+    global_pred, task_pred, own = [], [], 0
+    for i in range(n):
+        rest = np.arange(n) != i
+        if y[rest].all() or not y[rest].any():
+            return None  # the other episodes hold one class: no threshold to fit
+        global_t = choose_threshold(s[rest], y[rest]).threshold
+        same = rest & np.asarray([task == instructions[i] for task in instructions])
+        if min(int(y[same].sum()), int((~y[same]).sum())) >= min_per_class:
+            task_t = choose_threshold(s[same], y[same]).threshold
+            own += 1
+        else:
+            task_t = global_t
+        global_pred.append(bool(s[i] > global_t))
+        task_pred.append(bool(s[i] > task_t))
+    g, t = np.asarray(global_pred), np.asarray(task_pred)
+    per = {}
+    for task in sorted(set(instructions)):
+        mask = np.asarray([i == task for i in instructions])
+        per[task] = (int(mask.sum()), balanced_accuracy(g[mask], y[mask]), balanced_accuracy(t[mask], y[mask]))
+    return HeldOutComparison(n, balanced_accuracy(g, y), balanced_accuracy(t, y), per, own)
