@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "topreward_ros.commands.bag",
     "topreward_ros.commands.lerobot",
     "topreward_ros.commands.eval",
+    "topreward_ros.commands.check",
 )
 
 

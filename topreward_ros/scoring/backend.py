@@ -138,7 +138,10 @@ def resolve_device(config: ScorerConfig) -> str:
     if config.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {config.device!r} requested but CUDA is not available; use device 'cpu'")
+        from topreward_ros.scoring.fit import cuda_unavailable_message
+
+        # Names the driver, the CUDA version of the torch build and the fix.
+        raise ModelLoadError(cuda_unavailable_message(config.device))
     return config.device
 
 
@@ -226,6 +229,43 @@ def load_scorer(config: ScorerConfig | None = None) -> VideoScorer:
     model.to(device)
     model.eval()
     return VideoScorer(model, processor, config, model_id=model_ref, device=device, dtype=dtype, family=family)
+
+
+def processor_size(video_processor: Any, height: int, width: int, num_frames: int) -> tuple[int, int]:
+    """(H, W) a Qwen3-VL video processor resizes a video of ``num_frames`` frames of HxW to."""
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
+
+    vp = video_processor
+    return smart_resize(
+        num_frames=max(int(num_frames), vp.temporal_patch_size),
+        height=int(height),
+        width=int(width),
+        temporal_factor=vp.temporal_patch_size,
+        factor=vp.patch_size * vp.merge_size,
+        min_pixels=vp.size["shortest_edge"],
+        max_pixels=vp.size["longest_edge"],
+    )
+
+
+def episode_frame_size(video_processor: Any, height: int, width: int, max_frames: int) -> tuple[int, int] | None:
+    """The size frames of HxW are given for an episode of at most ``max_frames``; None: as they are.
+
+    None when ``max_frames`` frames at the processor's rounding fit its pixel
+    budget (then no shorter prefix is resized by length either); otherwise
+    the size the processor gives ``max_frames`` frames (rounded up to an even
+    count, the temporal patch), at which every shorter prefix fits the budget
+    and so keeps it.
+    """
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
+
+    vp = video_processor
+    step = vp.temporal_patch_size
+    planned = max(int(max_frames), step)
+    planned += -planned % step
+    rounded = smart_resize(num_frames=planned, height=int(height), width=int(width), temporal_factor=step,
+                           factor=vp.patch_size * vp.merge_size, min_pixels=0, max_pixels=math.inf)
+    sized = processor_size(vp, height, width, planned)
+    return None if sized == rounded else sized
 
 
 def _resize_rgb(frame: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -336,41 +376,17 @@ class VideoScorer:
         """
         if not self.supports_cache:
             return int(height), int(width)
-        from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
-
-        vp = self.processor.video_processor
-        return smart_resize(
-            num_frames=max(int(num_frames), vp.temporal_patch_size),
-            height=int(height),
-            width=int(width),
-            temporal_factor=vp.temporal_patch_size,
-            factor=vp.patch_size * vp.merge_size,
-            min_pixels=vp.size["shortest_edge"],
-            max_pixels=vp.size["longest_edge"],
-        )
+        return processor_size(self.processor.video_processor, height, width, num_frames)
 
     def episode_frame_size(self, height: int, width: int, max_frames: int) -> tuple[int, int] | None:
         """The size frames of HxW are given for an episode of at most ``max_frames``; None: as they are.
 
-        None when ``max_frames`` frames at the processor's rounding fit its
-        pixel budget (then no shorter prefix is resized by length either);
-        otherwise the size the processor gives ``max_frames`` frames (rounded
-        up to an even count, the temporal patch), at which every shorter
-        prefix fits the budget and so keeps it.
+        See ``episode_frame_size`` (module level); None for families whose
+        processor does not size by length.
         """
         if not self.supports_cache:
             return None
-        from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
-
-        vp = self.processor.video_processor
-        step = vp.temporal_patch_size
-        planned = max(int(max_frames), step)
-        planned += -planned % step
-        factor = vp.patch_size * vp.merge_size
-        rounded = smart_resize(num_frames=planned, height=int(height), width=int(width), temporal_factor=step,
-                               factor=factor, min_pixels=0, max_pixels=math.inf)
-        sized = self.processor_size(height, width, planned)
-        return None if sized == rounded else sized
+        return episode_frame_size(self.processor.video_processor, height, width, max_frames)
 
     def fit_frames(self, frames: Sequence[np.ndarray], max_frames: int | None) -> list[np.ndarray]:
         """``frames`` at the size of an episode of at most ``max_frames`` (see the module doc).
@@ -582,6 +598,18 @@ class EpisodeSession:
     def cached_tokens(self) -> int:
         """Tokens held in the KV cache (header + complete 2-frame groups)."""
         return len(self._cached_ids)
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of the key and value tensors the KV cache holds between scores."""
+        if self._cache is None:
+            return 0
+        total = 0
+        for layer in getattr(self._cache, "layers", ()):
+            for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+                if tensor is not None and hasattr(tensor, "numel"):
+                    total += tensor.numel() * tensor.element_size()
+        return total
 
     def extend(self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int]) -> None:
         """Append frames (already sampled views) with their capture stamps.
