@@ -255,16 +255,17 @@ class CheckReport:
         if self.device_problem:
             return f"DOES NOT FIT: {self.device_problem}."
         where = "the GPU" if self.device.startswith("cuda") else "this machine's memory"
-        need = f"{self.needed_bytes / GIB:.1f} GiB"
+        need = _size(self.needed_bytes)
         memory = self.memory_fits()
         if memory is None:
             reasons = [f"needs {need}; the free memory of {where} could not be read"]
         else:
-            reasons = [f"needs {need}, {self.available_bytes / GIB:.1f} GiB free on {where}"]
+            reasons = [f"needs {need}, {_size(self.available_bytes)} free on {where}"]
         if self.timing is not None:
             state = "holds" if self.timing.holds else "does NOT hold"
             reasons.append(f"rate_hz {self.rig.rate_hz:g} {state} (a tick takes {self.timing.tick_s:.2f} s)")
-        if self.device == "cpu" and self.rig.config.device == "auto" and self.setup.torch_cuda:
+        if self.device == "cpu" and self.rig.config.device == "auto" and self.setup.driver:
+            # A GPU is there but unusable: the model would run on the CPU without a word.
             problem = self.setup.cuda_problem()
             if problem:
                 reasons.append(f"device 'auto' falls back to the CPU here: {problem}")
