@@ -119,7 +119,7 @@ def hub_offline(config: ScorerConfig) -> bool:
     return config.local_files_only or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _OFFLINE_VALUES
 
 
-def _looks_like_path(model: str) -> bool:
+def looks_like_path(model: str) -> bool:
     """A reference that can only be a filesystem path (hub ids are "org/name")."""
     return model.startswith(("/", "./", "../", "~")) or model in (".", "..")
 
@@ -138,7 +138,7 @@ def resolve_device(config: ScorerConfig) -> str:
     if config.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if config.device.startswith("cuda") and not torch.cuda.is_available():
-        from topreward_ros.scoring.fit import cuda_unavailable_message
+        from topreward_ros.scoring.cuda import cuda_unavailable_message
 
         # Names the driver, the CUDA version of the torch build and the fix.
         raise ModelLoadError(cuda_unavailable_message(config.device))
@@ -167,7 +167,7 @@ def load_scorer(config: ScorerConfig | None = None) -> VideoScorer:
     offline = hub_offline(config)
     model_ref = config.model
     local = Path(model_ref).expanduser()
-    is_local = local.is_dir() or _looks_like_path(model_ref)
+    is_local = local.is_dir() or looks_like_path(model_ref)
     cache_dir = config.cache_dir or _default_cache_dir()
     if is_local:
         where = f"local directory {local}"
