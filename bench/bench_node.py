@@ -634,6 +634,7 @@ def bench_episodes(episodes: int, seconds: float, threads: int) -> list[str]:
             rss.append(rss_mb(os.getpid()))
             if (episode + 1) % 20 == 0:
                 print(f"episode {episode + 1}: RSS {rss[-1]:.1f} MB", flush=True)
+        published = node._scoring.published
     finally:
         node.destroy_node()
         rclpy.shutdown()
@@ -652,7 +653,8 @@ def bench_episodes(episodes: int, seconds: float, threads: int) -> list[str]:
         "|---|---|",
         *(f"| {n} | {v:.1f} |" for n, v in at.items()),
         "",
-        f"After episode {episodes} vs after episode 20: **{growth:+.2%}** (target within 5%).",
+        f"After episode {episodes} vs after episode 20: **{growth:+.2%}** (target within 5%). "
+        f"Progress messages published: {published} ({published / episodes:.1f} per episode).",
         "",
     ]
     print("\n".join(lines), flush=True)
