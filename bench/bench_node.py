@@ -18,10 +18,20 @@ Three measurements, written as a markdown section to bench/results/node.md:
 3. **A 2-camera 30 Hz stream** for ``--duration`` seconds into the INSTALLED
    node process (tiny model): frames sent vs received by the node, whether
    the node handled every frame it received, and its memory over time.
+4. **A long episode**: ten minutes of two cameras at 2 fps, ticks at 1 Hz
+   (in episode time, as fast as the CPU allows) through the node's
+   ``EpisodeRunner``, with a random Qwen3-VL of the 2B layout, one text
+   layer 768 wide and one vision layer 384 wide (a tick of 0.1-1 s on two
+   idle cores). Tick cost at 30 s, 2, 5 and 10
+   minutes and cache rebuilds; targets: p95 at 10 min <= 1.5x p95 at 30 s,
+   at most one rebuild per thinning.
+5. **Memory over 200 short episodes** of the node (in this process, tiny
+   model, two 640x480 cameras): resident memory after each episode; target:
+   after episode 200 within 5% of after episode 20.
 
 Random weights: the costs are real, the scores meaningless.
 
-    python bench/bench_node.py [--duration 180] [--quick] [--only callback|tick|stream]
+    python bench/bench_node.py [--duration 180] [--quick] [--only callback|tick|stream|long|episodes]
 """
 from __future__ import annotations
 
@@ -51,6 +61,7 @@ EXECUTABLE = INSTALL / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
 PARAMS_FILE = INSTALL / "topreward_ros" / "share" / "topreward_ros" / "config" / "scorer.yaml"
 NS = 1_000_000_000
 W, H = 640, 480
+PARTS_ORDER = ("callback", "tick", "stream", "long", "episodes")
 
 
 # ----------------------------------------------------------------------------
@@ -472,11 +483,191 @@ def bench_stream(duration: float, model_dir: Path, max_frames: int = 256) -> lis
     return lines
 
 
+# ----------------------------------------------------------------------------
+# 4. A ten-minute two-camera episode.
+# ----------------------------------------------------------------------------
+#: The long-episode model: Qwen3-VL-2B's layout (head_dim 128, grouped KV heads,
+#: deepstack) with one text layer 768 wide and one vision layer 384 wide, so that a
+#: tick (two new samples) costs 0.1-1 s on two idle cores.
+SMALL_TEXT = {"hidden_size": 768, "intermediate_size": 2304, "num_hidden_layers": 1, "num_attention_heads": 6,
+              "num_key_value_heads": 2}
+SMALL_VISION = {"hidden_size": 384, "intermediate_size": 1536, "num_heads": 6, "out_hidden_size": 768, "depth": 1,
+                "deepstack_visual_indexes": [0]}
+
+
+def random_small_scorer(threads: int) -> Any:
+    """A random Qwen3-VL: 2B layout (head_dim 128, GQA, deepstack), half widths, few layers."""
+    import torch
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    from topreward_ros.scoring import ScorerConfig, VideoScorer
+    from topreward_ros.tools.tiny_model import _text_config, _vision_config, build_processor
+
+    torch.set_num_threads(threads)
+    config = Qwen3VLConfig(text_config=dict(_text_config("2b"), **SMALL_TEXT),
+                           vision_config=dict(_vision_config("2b"), **SMALL_VISION),
+                           image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+                           vision_end_token_id=151653, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    name = "random-qwen3-vl-small"
+    scorer_config = ScorerConfig(model=name, device="cpu", dtype="float32", torch_threads=threads)
+    return VideoScorer(model, build_processor(), scorer_config, model_id=name, device="cpu",
+                       dtype=torch.float32, family="qwen3_vl")
+
+
+LONG_MARKS_S = (30, 120, 300, 600)
+
+
+def bench_long(make_scorer: Any, label: str, minutes: float, threads: int, max_frames: int = 256) -> list[str]:
+    """Tick costs over a long two-camera episode, in episode time (no real-time waits)."""
+    from topreward_ros.episode import EpisodeRunner, EpisodeSettings
+    from topreward_ros.scoring import prepare_view
+
+    started = time.monotonic()
+    scorer = make_scorer(threads)
+    load_s = time.monotonic() - started
+    settings = EpisodeSettings(max_frames=max_frames, success_threshold=-1e9)
+    runner = EpisodeRunner(scorer, settings, num_cameras=2)
+    runner.start("fold the towel and put it in the basket")
+    size = settings.view_size
+    pool = [(prepare_view(scene(2 * i), size), prepare_view(scene(2 * i + 1)[::-1], size)) for i in range(16)]
+    # (episode time s, wall s, samples, rebuilds, process CPU s)
+    ticks: list[tuple[float, float, int, int, float]] = []
+    seconds = int(minutes * 60)
+    marks = [m for m in LONG_MARKS_S if m <= seconds] or [seconds]
+    run_start = time.monotonic()
+    for second in range(1, seconds + 1):
+        for k in (2 * second - 2, 2 * second - 1):  # 2 fps on both cameras
+            stamp_ns = k * NS // 2
+            for camera, view in enumerate(pool[k % len(pool)]):
+                if runner.wants(camera, stamp_ns):
+                    runner.add(camera, stamp_ns, view, f"cam{camera}")
+        w0, c0 = time.perf_counter(), time.process_time()
+        result = runner.tick()
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        if result is not None:
+            ticks.append((float(second), wall, result.frames_used, runner.cache_rebuilds, cpu))
+        if second % 30 == 0:
+            print(f"{label}: {second} s, {len(runner.window.samples)} samples, tick {wall * 1e3:.0f} ms, "
+                  f"rebuilds {runner.cache_rebuilds}, thinned {runner.window.thinned}", flush=True)
+    run_s = time.monotonic() - run_start
+    thinned = runner.window.thinned
+    rebuilds = runner.cache_rebuilds
+    lines = [
+        f"#### {label}",
+        "",
+        f"Model built in {load_s:.1f} s; torch threads {threads}. {seconds} s of episode time: two cameras "
+        f"at 2 fps, 244x244 views side by side, `max_frames` {max_frames}, one tick per second of episode "
+        f"time, run back to back ({run_s:.0f} s of wall time). A tick is `EpisodeRunner.tick`, the node's "
+        "scoring step. Each row: the scored ticks of the 30 s of episode time before the mark (after a "
+        "thinning the window samples at 1, then 0.5 fps: some ticks then find nothing new and cost nothing, "
+        "they are not counted). Wall time, and the process's CPU time (all torch threads), which a shared "
+        "machine inflates less.",
+        "",
+        "| Episode time | Samples in the window | Ticks | Wall p50 / p95 / max (ms) | CPU p50 / p95 (ms) | "
+        "Cache rebuilds so far |",
+        "|---|---|---|---|---|---|",
+    ]
+    p95, cpu95 = {}, {}
+    for mark in marks:
+        window = [t for t in ticks if mark - 30 < t[0] <= mark]
+        walls = [t[1] * 1e3 for t in window]
+        cpus = [t[4] * 1e3 for t in window]
+        p95[mark], cpu95[mark] = float(np.percentile(walls, 95)), float(np.percentile(cpus, 95))
+        lines.append(f"| {mark // 60} min {mark % 60:02d} s | {window[-1][2]} | {len(window)} | "
+                     f"{statistics.median(walls):.0f} / {p95[mark]:.0f} / {max(walls):.0f} | "
+                     f"{statistics.median(cpus):.0f} / {cpu95[mark]:.0f} | {window[-1][3]} |")
+    first, last = marks[0], marks[-1]
+    ratio, cpu_ratio = p95[last] / p95[first], cpu95[last] / cpu95[first]
+    rebuild_ticks = [(t[0], t[1]) for prev, t in zip(ticks, ticks[1:]) if t[3] > prev[3]]
+    lines += [
+        "",
+        f"p95 tick at {last} s / p95 at {first} s: **{ratio:.2f}x** wall, **{cpu_ratio:.2f}x** CPU (target "
+        f"<= 1.5x). Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores. "
+        f"Thinnings: {thinned}; "
+        f"cache rebuilds: **{rebuilds}** (target: at most one per thinning), at episode time "
+        + (", ".join(f"{t:.0f} s ({w:.1f} s wall)" for t, w in rebuild_ticks) or "none") + ".",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+    return lines
+
+
+# ----------------------------------------------------------------------------
+# 5. Memory over many short episodes.
+# ----------------------------------------------------------------------------
+def bench_episodes(episodes: int, seconds: float, threads: int) -> list[str]:
+    import rclpy
+
+    from topreward_ros.scorer_diagnostics import ModelState
+
+    scorer = tiny_scorer(threads)
+    rclpy.init()
+    cams = ["cam0/image_raw", "cam1/image_raw"]
+    node = make_node(model="/nonexistent/model", camera_topics=cams, instruction="fold the towel",
+                     torch_threads=threads, rate_hz=0.01, model_retry_s=86400.0)
+    rss: list[float] = []
+    try:
+        while node._model_state == ModelState.LOADING:
+            time.sleep(0.05)
+        with node._lock:
+            node._scorer = scorer
+            node._runner.set_scorer(scorer)
+            node._model_state = ModelState.LOADED
+        pool = [make_message("rgb8", scene(i)) for i in range(8)]
+        rate_hz = 10
+        t0 = 10 * NS
+        index = 0
+        for episode in range(episodes):
+            node._start_episode("fold the towel", "benchmark")
+            for k in range(int(seconds * rate_hz)):
+                for camera in range(2):
+                    msg = pool[(index + camera) % len(pool)]
+                    msg.header.stamp = stamp(t0 + index * NS // rate_hz)
+                    node._on_image(camera, msg, None)
+                index += 1
+                if k % rate_hz == rate_hz - 1:
+                    node._tick()
+                    if node._scoring.error.message:
+                        raise RuntimeError(node._scoring.error.message)
+            rss.append(rss_mb(os.getpid()))
+            if (episode + 1) % 20 == 0:
+                print(f"episode {episode + 1}: RSS {rss[-1]:.1f} MB", flush=True)
+        published = node._scoring.published
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+    at = {n: rss[n - 1] for n in (1, 20, 50, 100, 150, episodes) if n <= episodes}
+    ref = at.get(20, rss[0])
+    growth = rss[-1] / ref - 1
+    lines = [
+        "### Node memory over many short episodes",
+        "",
+        f"{episodes} episodes of {seconds:g} s each, back to back in one `ScorerNode` (this process, tiny "
+        f"model, torch threads {threads}): two cameras of 640x480 rgb8 messages at {rate_hz} Hz into the "
+        "node's image callback, a tick per second of episode time, a new episode through the node's own "
+        "episode start. Resident memory (VmRSS) after each episode.",
+        "",
+        "| After episode | RSS (MB) |",
+        "|---|---|",
+        *(f"| {n} | {v:.1f} |" for n, v in at.items()),
+        "",
+        f"After episode {episodes} vs after episode 20: **{growth:+.2%}** (target within 5%). "
+        f"Progress messages published: {published} ({published / episodes:.1f} per episode).",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=180.0, help="seconds of the 30 Hz stream run")
     parser.add_argument("--quick", action="store_true", help="small sizes; tiny model only")
-    parser.add_argument("--only", choices=("callback", "tick", "stream"), action="append")
+    parser.add_argument("--only", choices=PARTS_ORDER, action="append")
+    parser.add_argument("--minutes", type=float, default=10.0, help="episode length of the long-episode run")
+    parser.add_argument("--episodes", type=int, default=200, help="short episodes of the memory run")
     parser.add_argument("--ticks", type=int, default=6, help="ticks measured per model")
     parser.add_argument("--max-frames", type=int, default=256,
                         help="node max_frames in the stream run (small: the window fills early)")
@@ -487,7 +678,7 @@ def main() -> int:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     PARTS.mkdir(parents=True, exist_ok=True)
-    only = set(args.only or ("callback", "tick", "stream"))
+    only = set(args.only or PARTS_ORDER)
     duration = min(args.duration, 30.0) if args.quick else args.duration
     build_tiny_model(TINY_DIR)
     command = ("python bench/bench_node.py " + " ".join(sys.argv[1:])).strip()
@@ -504,9 +695,20 @@ def main() -> int:
         write_part("tick", lines, header)
     if "stream" in only:
         write_part("stream", bench_stream(duration, TINY_DIR, args.max_frames), header)
+    if "long" in only:
+        lines = ["### A ten-minute two-camera episode: tick cost and cache rebuilds", ""]
+        if args.quick:
+            lines += bench_long(tiny_scorer, "Tiny test model (smoke run)", min(args.minutes, 1.0), 1)
+        else:
+            lines += bench_long(random_small_scorer,
+                                "Random Qwen3-VL: 2B layout, one text layer 768 wide, one vision layer 384 wide "
+                                "(fp32, CPU)", args.minutes, 2)
+        write_part("long", lines, header)
+    if "episodes" in only:
+        write_part("episodes", bench_episodes(args.episodes if not args.quick else 25, 8.0, 1), header)
     # The section holds the latest run of every part (parts can be re-run alone).
     sections = ["## Scorer node", ""]
-    for part in ("callback", "tick", "stream"):
+    for part in PARTS_ORDER:
         path = PARTS / f"{part}.md"
         if path.exists():
             sections.append(path.read_text())

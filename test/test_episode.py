@@ -145,8 +145,8 @@ def test_episode_started_during_a_tick_voids_its_result(scorer):
     started = threading.Event()
     original = scorer.start_episode
 
-    def start_episode_then_switch(instruction):
-        session = original(instruction)
+    def start_episode_then_switch(instruction, max_frames=None):
+        session = original(instruction, max_frames)
         runner.start("a different task")  # as if the instruction topic fired now
         started.set()
         return session
@@ -292,3 +292,54 @@ def test_a_window_restarted_by_a_settings_change_leaves_nothing_unscored(scorer)
     (summary,) = runner.finish_ended()
     assert summary.final_frames_scored and not summary.scored_at_end and summary.not_scored_reason == ""
     assert (summary.samples, summary.ticks) == (3, 1)
+
+
+def two_camera_views(i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two different 448x448 views for the i-th moment."""
+    rng = np.random.default_rng(i)
+    return tuple(rng.integers(0, 256, (448, 448, 3), dtype=np.uint8) for _ in range(2))
+
+
+def test_two_camera_episode_keeps_its_cache_to_max_frames_and_rebuilds_once_per_thinning(scorer):
+    # Two 448 views side by side (448x896, no rounding needed): 63 of them
+    # exceed the processor's pixel budget, so sized by length the frames of a
+    # longer episode would shrink again at every new sample and void the cache.
+    # (The default rig, two 244 views and 256 samples, reaches it at 205.)
+    config = settings(view_size=448, max_frames=64)
+    assert scorer.processor_size(448, 896, 62) == (448, 896) != scorer.processor_size(448, 896, 63)
+    runner = EpisodeRunner(scorer, config, num_cameras=2)
+    runner.start(INSTRUCTION)
+    window = runner.window
+    pool = [two_camera_views(i) for i in range(6)]
+    moment = 0
+
+    def advance(samples: int) -> None:
+        """Feed both cameras at 2 fps until ``samples`` more samples were kept (or a thinning)."""
+        nonlocal moment
+        target, thinned = len(window.samples) + samples, window.thinned
+        while len(window.samples) < target and window.thinned == thinned:
+            stamp = moment * 500 * MS
+            for camera, view in enumerate(pool[moment % len(pool)]):
+                if runner.wants(camera, stamp):
+                    runner.add(camera, stamp, view, "cam")
+            moment += 1
+            runner.compose()
+
+    first = True
+    while len(window.samples) < config.max_frames:
+        advance(2)
+        result = runner.tick()
+        assert runner.cache_rebuilds == 0, f"cache rebuilt at {result.frames_used} samples"
+        # Past the first tick, every score starts from the cache (a rebuild reuses nothing).
+        assert first or result.reused_tokens > 0, f"nothing reused at {result.frames_used} samples"
+        first = False
+    assert result.frames_used == config.max_frames and window.thinned == 0
+    samples = runner.samples
+    reference = scorer.score([s.image for s in samples], [s.stamp_ns for s in samples], INSTRUCTION,
+                             max_frames=config.max_frames)
+    assert result.log_prob_true == pytest.approx(reference.log_prob_true, abs=1e-4)
+    while window.thinned < 2:
+        advance(2)
+        result = runner.tick()
+        assert runner.cache_rebuilds == window.thinned
+    assert result.frames_used == len(window.samples) == config.max_frames // 2 + 1

@@ -59,3 +59,7 @@ def test_model_load_failure_keeps_serving_and_recovers(tiny_model_dir: Path, tmp
         rc = proc.stop(signal.SIGTERM)  # also when a check above failed: never leave it running
     assert rc == 0, proc.log()[-3000:]
     assert "Traceback" not in proc.log()
+    # Each load first logs the rig check: skipped for the missing model, then the tiny model's verdict.
+    assert f"rig check skipped: ModelLoadError: cannot read the configuration of model '{missing}'" in proc.log()
+    assert "rig check: FITS: needs " in proc.log()
+    assert "Samples of 64x64, 2 video tokens each; at max_frames 256:" in proc.log()

@@ -271,3 +271,55 @@ def test_qwen25_vl_is_scored_through_the_reference_path(tmp_path: Path) -> None:
     assert curve.prefix_lengths == (1, 3, 5)
     assert curve.log_prob_true[1] == pytest.approx(live.log_prob_true, abs=1e-5)
     assert all(np.isfinite(curve.log_prob_true))
+
+
+# Two 64x64 views side by side; 3072 of them fit the processor's pixel budget,
+# so an episode planned for 4000 has every frame sized down (to 32x96).
+WIDE = (64, 128)
+PLANNED = 4000
+
+
+def test_frames_are_sized_once_for_max_frames(scorer: VideoScorer) -> None:
+    assert scorer.processor_size(*WIDE, 3000) == WIDE
+    assert scorer.processor_size(*WIDE, 3100) != WIDE  # sized by length, it would shrink here
+    assert scorer.episode_frame_size(*WIDE, PLANNED) == scorer.processor_size(*WIDE, PLANNED) == (32, 96)
+    assert scorer.episode_frame_size(*WIDE, 3000) is None  # fits: frames stay as they are
+    frames, _ = make_episode(3, size=WIDE)
+    fitted = scorer.fit_frames(frames, PLANNED)
+    assert [f.shape for f in fitted] == [(32, 96, 3)] * 3
+    assert all(f is g for f, g in zip(scorer.fit_frames(frames, 3000), frames))
+
+
+def test_session_sized_for_max_frames_equals_independent_forwards_at_that_size(scorer: VideoScorer) -> None:
+    frames, stamps = make_episode(9, seed=5, size=WIDE)
+    session = scorer.start_episode(INSTRUCTION, max_frames=PLANNED)
+    done = 0
+    for n in (1, 2, 3, 6, 9):
+        session.extend(frames[done:n], stamps[done:n])
+        done = n
+        score = session.score()
+        expected = scorer.score(frames[:n], stamps[:n], INSTRUCTION, max_frames=PLANNED)
+        assert score.log_prob_true == pytest.approx(expected.log_prob_true, abs=TOL_NATS), n
+        assert score.log_prob_false == pytest.approx(expected.log_prob_false, abs=TOL_NATS), n
+    assert session.cache_rebuilds == 0
+    # The size is in effect: at the processor's own size the score differs.
+    own = scorer.score(frames, stamps, INSTRUCTION)
+    assert abs(own.log_prob_true - score.log_prob_true) > 1e-3
+    cached = scorer.curve(frames, stamps, INSTRUCTION, num_prefixes=4, max_frames=PLANNED)
+    uncached = scorer.curve(frames, stamps, INSTRUCTION, num_prefixes=4, max_frames=PLANNED, use_cache=False)
+    np.testing.assert_allclose(cached.log_prob_true, uncached.log_prob_true, atol=TOL_NATS, rtol=0)
+    assert cached.log_prob_true[-1] == pytest.approx(score.log_prob_true, abs=TOL_NATS)
+
+
+def test_frames_that_fit_score_exactly_as_sized_by_the_processor(scorer: VideoScorer) -> None:
+    # One default view (244, 256 after rounding): 256 frames fit the budget,
+    # so max_frames changes nothing, to the last bit.
+    frames, stamps = make_episode(5, seed=3, size=(244, 244))
+    plain = scorer.score(frames, stamps, INSTRUCTION)
+    planned = scorer.score(frames, stamps, INSTRUCTION, max_frames=256)
+    assert (planned.log_prob_true, planned.log_prob_false) == (plain.log_prob_true, plain.log_prob_false)
+
+
+def test_max_frames_of_a_session_must_be_positive(scorer: VideoScorer) -> None:
+    with pytest.raises(ValueError, match="max_frames must be a positive integer"):
+        scorer.start_episode(INSTRUCTION, max_frames=0)

@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "topreward_ros.commands.lerobot",
     "topreward_ros.commands.eval",
     "topreward_ros.commands.relabel",
+    "topreward_ros.commands.check",
 )
 
 

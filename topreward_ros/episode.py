@@ -332,6 +332,7 @@ class EpisodeRunner:
         self._bad_frames: list[BadFrame] = []
         self._tally = _EpisodeTally()
         self._ended: list[_EndedEpisode] = []
+        self._rebuilds = 0
 
     def _new_window(self) -> EpisodeWindow:
         s = self.settings
@@ -372,6 +373,17 @@ class EpisodeRunner:
         return self._episode_id is not None
 
     @property
+    def cache_rebuilds(self) -> int:
+        """Ticks of this episode that recomputed its whole prefix instead of extending the cache.
+
+        Expected once per thinning of the window (its history changes), and
+        never while the window fills: frames are sized for ``max_frames``
+        samples from the first tick on. A new model or new window settings
+        also start over, but are not counted.
+        """
+        return self._rebuilds
+
+    @property
     def window(self) -> EpisodeWindow:
         """The live window (read it under no assumptions of stability)."""
         return self._window
@@ -408,6 +420,7 @@ class EpisodeRunner:
             self._instruction = instruction
             self._session = None
             self._session_generation = -1
+            self._rebuilds = 0
             self._progress = CausalProgress(self.settings.threshold_for(instruction))
             self._success = self._new_success_detector(instruction)
         return episode_id
@@ -540,7 +553,7 @@ class EpisodeRunner:
                     if reuse:
                         session, feed = ended.session, [*ended.unfed, *new]
                     else:
-                        session, feed = ended.scorer.start_episode(ended.instruction), samples
+                        session, feed = ended.scorer.start_episode(ended.instruction, window.max_frames), samples
                     session.extend([s.image for s in feed], [s.stamp_ns for s in feed])
                     score = session.score()
                 except Exception as exc:  # out of memory, a refused instruction, ...
@@ -706,13 +719,17 @@ class EpisodeRunner:
                 if not samples or (not new and not rebuild):
                     return None
                 progress, success = self._progress, self._success
+                # A session of this episode exists and the window's history changed (thinning).
+                rethinned = session is not None and rebuild
+                max_frames = self.settings.max_frames
             t_assembled = time.perf_counter()
             try:
                 if rebuild:
-                    session = scorer.start_episode(instruction)
+                    session = scorer.start_episode(instruction, max_frames)
                     feed = samples
                 else:
                     feed = new
+                before = session.cache_rebuilds
                 session.extend([s.image for s in feed], [s.stamp_ns for s in feed])
                 score = session.score()
             except BaseException:
@@ -729,6 +746,7 @@ class EpisodeRunner:
                     return None
                 self._session = session
                 self._session_generation = generation
+                self._rebuilds += int(rethinned) + session.cache_rebuilds - before
                 value = progress.update(score.log_prob_true)
                 verdict = success.update(score.log_prob_true)
                 tally = self._tally

@@ -564,18 +564,39 @@ class ScorerNode(Node):
             self._model_attempts += 1
             generation = self._model_generation
         try:
-            config = scorer_config_from(self._param_values())
+            values = self._param_values()
+            config = scorer_config_from(values)
         except ValueError as exc:
             self._model_failed(f"invalid model configuration: {exc}", generation)
             return
         self.get_logger().info(f"loading model {config.model!r} ({reason})")
         threading.Thread(
-            target=self._load_model, args=(config, generation), name="model-load", daemon=True
+            target=self._load_model, args=(config, generation, values), name="model-load", daemon=True
         ).start()
 
-    def _load_model(self, config: ScorerConfig, generation: int) -> None:
+    def _log_rig_check(self, config: ScorerConfig, values: dict[str, Any]) -> None:
+        """Log the verdict `topreward check` gives this node's rig (never fatal)."""
+        try:
+            from topreward_ros.scoring.fit import Rig, check_rig
+
+            rig = Rig(config, cameras=len(camera_topics_from(values)), max_frames=int(values["max_frames"]),
+                      rate_hz=float(values["rate_hz"]))
+            report = check_rig(rig)
+        except Exception as exc:  # an unknown model, no configuration at hand: loading says more
+            self.get_logger().info(f"rig check skipped: {type(exc).__name__}: {exc}")
+            return
+        episode = report.episode
+        log = self.get_logger().warning if report.fits is False else self.get_logger().info
+        log(f"rig check: {report.verdict()} Samples of {episode.frame_size[0]}x{episode.frame_size[1]}, "
+            f"{episode.video_tokens_per_sample:g} video tokens each; at max_frames {rig.max_frames}: "
+            f"{episode.prompt_tokens_at_max} prompt tokens, KV cache {episode.kv_bytes_at_max / 2 ** 20:.0f} MiB; "
+            f"thinning from {episode.thinning_starts_s:.0f} s (`topreward check --time` for tick costs)")
+
+    def _load_model(self, config: ScorerConfig, generation: int, values: dict[str, Any] | None = None) -> None:
         from topreward_ros.scoring.errors import ModelLoadError
 
+        if values is not None:
+            self._log_rig_check(config, values)
         started = time.monotonic()
         try:
             from topreward_ros.scoring import load_scorer
@@ -1065,12 +1086,13 @@ class ManagedScorerNode(LifecycleNodeMixin, ScorerNode):
             self._model_state = ModelState.LOADING
             self._model_attempts += 1
         try:
-            config = scorer_config_from(self._param_values())
+            values = self._param_values()
+            config = scorer_config_from(values)
         except ValueError as exc:
             self._model_failed(f"invalid model configuration: {exc}", generation)
             return self._model_error.message
         self.get_logger().info(f"loading model {config.model!r} ({reason})")
-        self._load_model(config, generation)
+        self._load_model(config, generation, values)
         with self._lock:
             return None if self._model_state == ModelState.LOADED else self._model_error.message
 

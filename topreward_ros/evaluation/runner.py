@@ -152,10 +152,14 @@ def episode_record(name: str, source: EvalInput, instruction: str, num_frames: i
 
 
 def static_control(scorer: Any, first_view: Any, stamps_ns: Sequence[int], instruction: str,
-                   num_prefixes: int) -> Any:
-    """The curve of ``first_view`` repeated at ``stamps_ns`` (the length-bias control)."""
+                   num_prefixes: int, max_frames: int | None = None) -> Any:
+    """The curve of ``first_view`` repeated at ``stamps_ns`` (the length-bias control).
+
+    ``max_frames``: sized as the episode's own curve is, so the control sees
+    the same pixels per frame as the scores it is compared with.
+    """
     return scorer.curve([first_view] * len(stamps_ns), list(stamps_ns), instruction,
-                        num_prefixes=num_prefixes)
+                        num_prefixes=num_prefixes, max_frames=max_frames)
 
 
 @dataclass
@@ -185,11 +189,13 @@ class StaticControl:
     """
 
     num_prefixes: int
+    max_frames: int | None = None
 
     def __call__(self, scorer: Any, result: Any) -> ControlledEpisode:
         spec, samples = result.spec, result.samples
         stamps = [int(sample.stamp_ns) for sample in samples]
-        control = static_control(scorer, samples[0].image, stamps, spec.instruction, self.num_prefixes)
+        control = static_control(scorer, samples[0].image, stamps, spec.instruction, self.num_prefixes,
+                                 self.max_frames)
         live = [{"stamp_ns": t.result.stamp_ns, "frames_used": t.result.frames_used,
                  "log_prob_true": t.result.log_prob_true, "log_prob_false": t.result.log_prob_false,
                  "success_score": t.result.success_score} for t in result.ticks]
@@ -422,7 +428,7 @@ class EvalRunner:
 
         try:
             runs = engine.run([job], s.offline(budget), force=self._force(source, job),
-                              extra=StaticControl(s.num_prefixes), on_episode=on_episode)
+                              extra=StaticControl(s.num_prefixes, s.max_frames), on_episode=on_episode)
         except (SourceError, BagError, ManifestError, ValueError) as exc:
             self._input_failed(source, str(exc), report)
             return

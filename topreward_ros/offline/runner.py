@@ -268,7 +268,8 @@ class OfflineRunner:
         t0 = time.perf_counter()
         result.curve = self.scorer.curve([s.image for s in samples], [s.stamp_ns for s in samples],
                                          result.spec.instruction,
-                                         num_prefixes=self.options.num_prefixes)
+                                         num_prefixes=self.options.num_prefixes,
+                                         max_frames=self.settings.max_frames)
         result.model_s += time.perf_counter() - t0
         if result.bad_frames:
             result.message = f"{len(result.bad_frames)} bad frames left out{first_bad}"

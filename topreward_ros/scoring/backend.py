@@ -32,12 +32,23 @@ from ``get_rope_index`` on the full prefix ids, never from generation-time
 position logic. (The authors' later cached variant is not exact: up to 1.1
 nats from independent forwards, as reported with the method.)
 
-One case defeats reuse by construction: the processor shrinks every frame
-once a video exceeds its pixel budget (``size["longest_edge"]``, 384 frames
-of 256x256 with the Qwen3-VL defaults, i.e. 192 s at 2 fps), or enlarges
-tiny frames of short videos (``size["shortest_edge"]``). Then the pixels of
-old frames change with the prefix length; the session detects it and
-recomputes from scratch, still exactly.
+Frame size, chosen once per episode: the processor shrinks every frame of a
+video that exceeds its pixel budget (``size["longest_edge"]``, 384 frames of
+256x256 with the Qwen3-VL defaults; two cameras side by side, 256x480, reach
+it at 205 frames), so left to itself it would change the pixels of old frames
+as the episode grows and void the cache at every tick. Given ``max_frames``
+(the most frames the episode will hold), frames are sized for that length
+instead: when ``max_frames`` frames at the processor's own rounding would
+exceed the budget, every frame is resized (bicubic) to the size the
+processor gives a video of ``max_frames`` frames, and the processor, never
+over budget with fewer frames, keeps that size for every prefix. When they
+fit, nothing changes: frames reach the processor as they are. The reference
+path applies the same rule when given the same ``max_frames``.
+
+One case still defeats reuse: the processor enlarges tiny frames of short
+videos (``size["shortest_edge"]``, below about 45x45 pixels), by an amount
+that depends on the length. The session detects it and recomputes from
+scratch, still exactly; so it does when an episode outgrows ``max_frames``.
 
 Qwen2.5-VL / Qwen2-VL are supported through the reference path only (same
 prompt, no timestamps in their video block); cached curves fall back to
@@ -108,7 +119,7 @@ def hub_offline(config: ScorerConfig) -> bool:
     return config.local_files_only or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _OFFLINE_VALUES
 
 
-def _looks_like_path(model: str) -> bool:
+def looks_like_path(model: str) -> bool:
     """A reference that can only be a filesystem path (hub ids are "org/name")."""
     return model.startswith(("/", "./", "../", "~")) or model in (".", "..")
 
@@ -127,7 +138,10 @@ def resolve_device(config: ScorerConfig) -> str:
     if config.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {config.device!r} requested but CUDA is not available; use device 'cpu'")
+        from topreward_ros.scoring.cuda import cuda_unavailable_message
+
+        # Names the driver, the CUDA version of the torch build and the fix.
+        raise ModelLoadError(cuda_unavailable_message(config.device))
     return config.device
 
 
@@ -153,7 +167,7 @@ def load_scorer(config: ScorerConfig | None = None) -> VideoScorer:
     offline = hub_offline(config)
     model_ref = config.model
     local = Path(model_ref).expanduser()
-    is_local = local.is_dir() or _looks_like_path(model_ref)
+    is_local = local.is_dir() or looks_like_path(model_ref)
     cache_dir = config.cache_dir or _default_cache_dir()
     if is_local:
         where = f"local directory {local}"
@@ -215,6 +229,51 @@ def load_scorer(config: ScorerConfig | None = None) -> VideoScorer:
     model.to(device)
     model.eval()
     return VideoScorer(model, processor, config, model_id=model_ref, device=device, dtype=dtype, family=family)
+
+
+def processor_size(video_processor: Any, height: int, width: int, num_frames: int) -> tuple[int, int]:
+    """(H, W) a Qwen3-VL video processor resizes a video of ``num_frames`` frames of HxW to."""
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
+
+    vp = video_processor
+    return smart_resize(
+        num_frames=max(int(num_frames), vp.temporal_patch_size),
+        height=int(height),
+        width=int(width),
+        temporal_factor=vp.temporal_patch_size,
+        factor=vp.patch_size * vp.merge_size,
+        min_pixels=vp.size["shortest_edge"],
+        max_pixels=vp.size["longest_edge"],
+    )
+
+
+def episode_frame_size(video_processor: Any, height: int, width: int, max_frames: int) -> tuple[int, int] | None:
+    """The size frames of HxW are given for an episode of at most ``max_frames``; None: as they are.
+
+    None when ``max_frames`` frames at the processor's rounding fit its pixel
+    budget (then no shorter prefix is resized by length either); otherwise
+    the size the processor gives ``max_frames`` frames (rounded up to an even
+    count, the temporal patch), at which every shorter prefix fits the budget
+    and so keeps it.
+    """
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
+
+    vp = video_processor
+    step = vp.temporal_patch_size
+    planned = max(int(max_frames), step)
+    planned += -planned % step
+    rounded = smart_resize(num_frames=planned, height=int(height), width=int(width), temporal_factor=step,
+                           factor=vp.patch_size * vp.merge_size, min_pixels=0, max_pixels=math.inf)
+    sized = processor_size(vp, height, width, planned)
+    return None if sized == rounded else sized
+
+
+def _resize_rgb(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``frame`` resized to ``height`` x ``width`` (bicubic, as the processor resamples)."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(frame))
+    return np.asarray(image.resize((width, height), Image.Resampling.BICUBIC), dtype=np.uint8)
 
 
 @dataclass
@@ -307,6 +366,43 @@ class VideoScorer:
 
     # ------------------------------------------------------------------ inputs
 
+    def processor_size(self, height: int, width: int, num_frames: int) -> tuple[int, int]:
+        """(H, W) the video processor resizes a video of ``num_frames`` frames of HxW to.
+
+        Qwen3-VL's rule: the patch grid's rounding, then a shrink when the
+        video exceeds the pixel budget or an enlargement when it falls short
+        of the minimum. Families without a length-dependent rule get the
+        frame size back unchanged.
+        """
+        if not self.supports_cache:
+            return int(height), int(width)
+        return processor_size(self.processor.video_processor, height, width, num_frames)
+
+    def episode_frame_size(self, height: int, width: int, max_frames: int) -> tuple[int, int] | None:
+        """The size frames of HxW are given for an episode of at most ``max_frames``; None: as they are.
+
+        See ``episode_frame_size`` (module level); None for families whose
+        processor does not size by length.
+        """
+        if not self.supports_cache:
+            return None
+        return episode_frame_size(self.processor.video_processor, height, width, max_frames)
+
+    def fit_frames(self, frames: Sequence[np.ndarray], max_frames: int | None) -> list[np.ndarray]:
+        """``frames`` at the size of an episode of at most ``max_frames`` (see the module doc).
+
+        ``max_frames`` None, or smaller than ``len(frames)``, sizes for the
+        frames at hand. Frames are returned unchanged when they need no resize.
+        """
+        frames = list(frames)
+        if max_frames is None or not frames:
+            return frames
+        height, width = frames[0].shape[:2]
+        size = self.episode_frame_size(height, width, max(int(max_frames), len(frames)))
+        if size is None:
+            return frames
+        return [_resize_rgb(f, *size) if f.shape[:2] != size else f for f in frames]
+
     def validate_instruction(self, instruction: str) -> str:
         return validate_instruction(instruction, self._special_tokens)
 
@@ -339,11 +435,17 @@ class VideoScorer:
         return _Prepared(np.stack(video_frames), metadata, len(frames))
 
     def processor_inputs(
-        self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int], instruction: str
+        self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int], instruction: str,
+        max_frames: int | None = None,
     ) -> dict[str, Any]:
-        """What the reference path feeds the model: processor output as tensors."""
+        """What the reference path feeds the model: processor output as tensors.
+
+        ``max_frames``: size the frames for an episode of at most that many
+        (``fit_frames``), as a session started with it does.
+        """
         instruction = self.validate_instruction(instruction)
-        prepared = self._prepare(frames, stamps_ns)
+        _check_frames(frames, stamps_ns)
+        prepared = self._prepare(self.fit_frames(frames, max_frames), stamps_ns)
         text = f"{PROMPT_HEADER}{self.video_block}{statement_text(instruction)}"
         inputs = self.processor(
             text=[text],
@@ -362,11 +464,16 @@ class VideoScorer:
         log_probs = logits_row.float().log_softmax(dim=-1)
         return float(log_probs[self.true_token_id]), float(log_probs[self.false_token_id])
 
-    def score(self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int], instruction: str) -> Score:
-        """Score one prefix with one independent full forward (the reference path)."""
+    def score(self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int], instruction: str,
+              max_frames: int | None = None) -> Score:
+        """Score one prefix with one independent full forward (the reference path).
+
+        ``max_frames``: the frame size of an episode of at most that many
+        frames (see ``start_episode``); None sizes for these frames.
+        """
         torch = self._torch
         start = time.perf_counter()
-        inputs = self.processor_inputs(frames, stamps_ns, instruction)
+        inputs = self.processor_inputs(frames, stamps_ns, instruction, max_frames)
         input_ids = inputs["input_ids"]
         if int(input_ids[0, -1]) != self.true_token_id:
             raise RuntimeError("prompt does not end with the answer token; tokenizer/prompt mismatch")
@@ -378,9 +485,15 @@ class VideoScorer:
 
     # ------------------------------------------------------------------ curves
 
-    def start_episode(self, instruction: str) -> EpisodeSession:
-        """Begin an episode for live / incremental scoring."""
-        return EpisodeSession(self, instruction)
+    def start_episode(self, instruction: str, max_frames: int | None = None) -> EpisodeSession:
+        """Begin an episode for live / incremental scoring.
+
+        ``max_frames``: the most frames the episode will hold. Frames are then
+        sized once for that length, so the cache survives every extension up
+        to it. None sizes each prefix as the processor would on its own,
+        which rebuilds the cache whenever that size changes with the length.
+        """
+        return EpisodeSession(self, instruction, max_frames)
 
     def curve(
         self,
@@ -389,24 +502,28 @@ class VideoScorer:
         instruction: str,
         num_prefixes: int | None = None,
         use_cache: bool = True,
+        max_frames: int | None = None,
     ) -> ProgressCurve:
         """Score K growing prefixes of an (already sampled) episode.
 
         ``use_cache=False`` runs K independent forwards (the released code);
         with the cache the result is the same and the cost about one forward
-        over the whole episode plus K statement suffixes.
+        over the whole episode plus K statement suffixes. Every prefix is
+        sized as an episode of ``max_frames`` frames (default: the whole
+        episode's length), the rule a live session follows.
         """
         self.validate_instruction(instruction)
         _check_frames(frames, stamps_ns)
         k = self.config.num_prefixes if num_prefixes is None else num_prefixes
         lengths = prefix_lengths(len(frames), k)
+        planned = len(frames) if max_frames is None else max(int(max_frames), len(frames))
         scores: list[Score] = []
         if use_cache and not self.supports_cache:
             LOG.info("KV-cache reuse is implemented for %s only; %s uses independent forwards",
                      ", ".join(CACHE_FAMILIES), self.family)
             use_cache = False
         if use_cache:
-            session = self.start_episode(instruction)
+            session = self.start_episode(instruction, planned)
             done = 0
             for length in lengths:
                 session.extend(frames[done:length], stamps_ns[done:length])
@@ -414,7 +531,7 @@ class VideoScorer:
                 scores.append(session.score())
         else:
             for length in lengths:
-                scores.append(self.score(frames[:length], stamps_ns[:length], instruction))
+                scores.append(self.score(frames[:length], stamps_ns[:length], instruction, planned))
         return build_curve(
             lengths,
             [int(stamps_ns[n - 1]) for n in lengths],
@@ -433,12 +550,24 @@ class EpisodeSession:
     and the statement text), which is cropped off the cache afterwards.
     For model families without exact cache reuse each ``score()`` is one
     reference forward.
+
+    ``max_frames`` fixes the frame size for an episode of at most that many
+    frames (``VideoScorer.fit_frames``): up to it, no extension changes the
+    pixels of earlier frames, so the cache is never rebuilt. None sizes each
+    prefix for its own length, as the processor would.
     """
 
-    def __init__(self, scorer: VideoScorer, instruction: str) -> None:
+    def __init__(self, scorer: VideoScorer, instruction: str, max_frames: int | None = None) -> None:
+        if max_frames is not None and (isinstance(max_frames, bool) or int(max_frames) < 1):
+            raise ValueError(f"max_frames must be a positive integer or None, got {max_frames!r}")
         self._scorer = scorer
         self.instruction = scorer.validate_instruction(instruction)
+        self.max_frames = None if max_frames is None else int(max_frames)
         self._frames: list[np.ndarray] = []
+        # The frames as the processor gets them (resized when the rule asks),
+        # and the size they were fitted to (None: unchanged).
+        self._fitted: list[np.ndarray] = []
+        self._fitted_size: tuple[int, int] | None = None
         self._stamps: list[int] = []
         self._last: Score | None = None
         #: How often the cache had to be recomputed from scratch (see module doc).
@@ -469,6 +598,18 @@ class EpisodeSession:
     def cached_tokens(self) -> int:
         """Tokens held in the KV cache (header + complete 2-frame groups)."""
         return len(self._cached_ids)
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of the key and value tensors the KV cache holds between scores."""
+        if self._cache is None:
+            return 0
+        total = 0
+        for layer in getattr(self._cache, "layers", ()):
+            for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+                if tensor is not None and hasattr(tensor, "numel"):
+                    total += tensor.numel() * tensor.element_size()
+        return total
 
     def extend(self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int]) -> None:
         """Append frames (already sampled views) with their capture stamps.
@@ -503,7 +644,7 @@ class EpisodeSession:
             return self._last
         scorer = self._scorer
         if not scorer.supports_cache:
-            self._last = scorer.score(self._frames, self._stamps, self.instruction)
+            self._last = scorer.score(self._frames, self._stamps, self.instruction, self.max_frames)
             self.last_reused_tokens = self.last_prompt_tokens = 0
             return self._last
         start = time.perf_counter()
@@ -514,21 +655,25 @@ class EpisodeSession:
 
     # --------------------------------------------------------------- internals
 
-    def _resize_hw(self, num_frames: int) -> tuple[int, int]:
-        """(H, W) the video processor resizes to for a video of ``num_frames``."""
-        from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
-
-        vp = self._scorer.processor.video_processor
+    def _fit(self) -> list[np.ndarray]:
+        """The frames as the processor gets them, each resized once while the size holds."""
+        if self.max_frames is None:
+            return self._frames
+        n = len(self._frames)
         height, width = self._frames[0].shape[:2]
-        return smart_resize(
-            num_frames=num_frames,
-            height=height,
-            width=width,
-            temporal_factor=vp.temporal_patch_size,
-            factor=vp.patch_size * vp.merge_size,
-            min_pixels=vp.size["shortest_edge"],
-            max_pixels=vp.size["longest_edge"],
-        )
+        size = self._scorer.episode_frame_size(height, width, max(self.max_frames, n))
+        if size != self._fitted_size:
+            # Only when the episode outgrows max_frames: every frame changes.
+            self._fitted, self._fitted_size = [], size
+        if size is None:
+            return self._frames
+        self._fitted.extend(_resize_rgb(f, *size) for f in self._frames[len(self._fitted):])
+        return self._fitted
+
+    def _resize_hw(self, frames: Sequence[np.ndarray], num_frames: int) -> tuple[int, int]:
+        """(H, W) the video processor resizes ``frames``' size to for a video of ``num_frames``."""
+        height, width = frames[0].shape[:2]
+        return self._scorer.processor_size(height, width, num_frames)
 
     def _cached_forward(self) -> tuple[float, float]:
         scorer = self._scorer
@@ -537,13 +682,14 @@ class EpisodeSession:
         vp = processor.video_processor
         model = scorer.model
         n = len(self._frames)
+        fitted = self._fit()
         # The frames the reference path would hand the processor.
-        frames = self._frames if n > 1 else self._frames * 2
+        frames = fitted if n > 1 else fitted * 2
         stamps = self._stamps if n > 1 else self._stamps * 2
         n_video = len(frames)
         complete = n // 2  # groups of two distinct real frames: reusable
         groups = math.ceil(n_video / 2)
-        target_hw = self._resize_hw(n_video)
+        target_hw = self._resize_hw(frames, n_video)
         if self._cached_hw is not None and self._cached_hw != target_hw:
             LOG.info("frame resolution changes with video length (%s -> %s): recomputing the cache",
                      self._cached_hw, target_hw)
@@ -552,7 +698,7 @@ class EpisodeSession:
         chunk = list(frames[2 * first_new:])
         if len(chunk) % 2:
             chunk.append(chunk[-1])  # as the processor pads an odd video
-        if self._resize_hw(len(chunk)) != target_hw:
+        if self._resize_hw(chunk, len(chunk)) != target_hw:
             # Short videos of tiny frames are enlarged by an amount that
             # depends on the frame count: the chunk alone would be resized
             # differently from the whole prefix. Recompute everything.
