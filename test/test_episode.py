@@ -343,3 +343,18 @@ def test_two_camera_episode_keeps_its_cache_to_max_frames_and_rebuilds_once_per_
         result = runner.tick()
         assert runner.cache_rebuilds == window.thinned
     assert result.frames_used == len(window.samples) == config.max_frames // 2 + 1
+
+
+def test_the_static_control_is_sized_like_the_episode_it_controls(scorer):
+    """eval's length-bias control sees the first view at the episode's own frame size (``max_frames``)."""
+    from topreward_ros.evaluation.runner import static_control
+
+    view = np.concatenate(two_camera_views(0), axis=1)  # 448x896: two cameras side by side
+    stamps = [i * 500 * MS for i in range(4)]
+    # 4 frames fit the pixel budget at full size; 64 do not: the episode's frames are smaller.
+    assert scorer.processor_size(448, 896, 4) != scorer.processor_size(448, 896, 64)
+    control = static_control(scorer, view, stamps, INSTRUCTION, 2, max_frames=64)
+    expected = scorer.curve([view] * 4, stamps, INSTRUCTION, num_prefixes=2, max_frames=64)
+    full_size = scorer.curve([view] * 4, stamps, INSTRUCTION, num_prefixes=2)
+    assert control.log_prob_true == pytest.approx(expected.log_prob_true, abs=1e-5)
+    assert max(abs(a - b) for a, b in zip(control.log_prob_true, full_size.log_prob_true)) > 1e-3
