@@ -2,7 +2,7 @@
 
 Why tests need this: ``ros2 param``, ``ros2 node``, ``ros2 service`` and
 ``ros2 lifecycle`` ask the daemon which nodes exist whenever one is running
-for the domain. The first command of a session finds none, starts one and
+for the domain. The first command run on a domain finds none, starts one and
 answers from its own short-lived view of the graph. The next command asks the
 new daemon, whose cache may not yet have discovered the node, and ``ros2 param
 set`` waits only ``--timeout`` (1 s) before answering "Node not found": on a
