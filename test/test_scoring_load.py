@@ -63,5 +63,11 @@ def test_cuda_requested_without_cuda(tiny_model_dir: Path) -> None:
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(ModelLoadError, match="device 'cuda' requested but CUDA is not available"):
+    with pytest.raises(ModelLoadError, match="device 'cuda' requested but CUDA cannot be used: ") as raised:
         load_scorer(ScorerConfig(model=str(tiny_model_dir), device="cuda"))
+    # The message names this torch build and its CUDA version (or that it has none), and the fix.
+    message = str(raised.value)
+    assert f"torch {torch.__version__}" in message, message
+    if torch.version.cuda is not None:
+        assert f"CUDA {torch.version.cuda}" in message, message
+    assert message.endswith("or set device 'cpu' ('auto' also falls back to the CPU)"), message

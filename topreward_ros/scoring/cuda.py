@@ -48,7 +48,7 @@ class Setup:
                     "version (docs/install.md)")
         if self.driver is None:
             return (f"no NVIDIA driver found (torch {self.torch_version} is built for CUDA {self.torch_cuda}); "
-                    "install the driver, or use device 'cpu'")
+                    "install the NVIDIA driver")
         needed = self.needed_driver()
         major = self.driver_major()
         if needed is not None and major is not None and major < needed:
@@ -98,4 +98,5 @@ def inspect_setup() -> Setup:
 def cuda_unavailable_message(device: str) -> str:
     """What ``device: cuda`` without a usable CUDA says: driver, the wheel's CUDA, the fix."""
     problem = inspect_setup().cuda_problem() or "CUDA is not available"
-    return f"device {device!r} requested but CUDA cannot be used: {problem}; or set device 'cpu' / 'auto'"
+    return (f"device {device!r} requested but CUDA cannot be used: {problem}; "
+            "or set device 'cpu' ('auto' also falls back to the CPU)")
