@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-BENCHES = ("core", "node", "sources", "replay", "scale", "relabel")
+BENCHES = ("core", "node", "sources", "replay", "scale", "relabel", "bag_long")
 #: Sections written by scripts `make bench` does not run (bench/gpu.py needs a CUDA
 #: GPU: `make bench-gpu`), assembled after the others.
 OTHER_SECTIONS = ("gpu",)
