@@ -30,6 +30,7 @@ written to ``--output`` if given.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import platform
 import statistics
@@ -144,7 +145,8 @@ def tick_rows(scorer: Any, cameras: int, plan: Plan, label: str) -> list[dict[st
         walls = [t.wall_s * 1e3 for t in window]
         rows.append({"model": label, "cameras": cameras, "mark": mark, "samples": window[-1].frames_used,
                      "ticks": len(window), "p50": statistics.median(walls),
-                     "p99": float(np.percentile(walls, 99)), "rebuilds": window[-1].rebuilds})
+                     "p99": float(np.percentile(walls, 99)), "rebuilds": window[-1].rebuilds,
+                     "prompt": window[-1].prompt_tokens, "new": statistics.median(t.new_tokens for t in window)})
     return rows
 
 
@@ -211,6 +213,7 @@ def measure(size: str, device: str, plan: Plan, timings: list[tuple[str, float]]
 
     cuda = device == "cuda"
     if cuda:
+        gc.collect()  # the previous size's model, if a cycle still holds it
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     started = time.monotonic()
@@ -275,15 +278,18 @@ def section(results: list[dict[str, Any]], plan: Plan, command: str, setup: str,
         f"A live episode through `EpisodeRunner.tick` (the node's scoring step): samples at 2 fps on every "
         f"camera, one tick per second of episode time, run back to back; default `view_size` 244, `max_frames` "
         f"{plan.max_frames}. Each row: the scored ticks of the {plan.span_s} s of episode time before the mark "
-        "(with that few ticks p99 is close to the maximum).",
+        "(with that few ticks p99 is close to the maximum). Prompt tokens: the last of those ticks'; computed: "
+        "those not taken from the KV cache.",
         "",
-        "| Model | Cameras | Episode time | Samples | Ticks | p50 (ms) | p99 (ms) | Cache rebuilds so far |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Model | Cameras | Episode time | Samples | Prompt tokens | Computed tokens per tick (median) | Ticks "
+        "| p50 (ms) | p99 (ms) | Cache rebuilds so far |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for row in result["rows"]:
             lines.append(f"| {row['model']} | {row['cameras']} | {mark_label(row['mark'])} | {row['samples']} | "
-                         f"{row['ticks']} | {row['p50']:.1f} | {row['p99']:.1f} | {row['rebuilds']} |")
+                         f"{row['prompt']} | {row['new']:.0f} | {row['ticks']} | {row['p50']:.1f} | "
+                         f"{row['p99']:.1f} | {row['rebuilds']} |")
     lines += [
         "",
         "### Offline real-time factor",

@@ -46,13 +46,16 @@ def view_pool(view_size: int, cameras: int, size: int = 16) -> list[tuple[np.nda
 
 @dataclass(frozen=True)
 class Tick:
-    """One scored tick: episode time (s), wall and process CPU time (s), samples seen, rebuilds so far."""
+    """One scored tick: episode time (s), wall and process CPU time (s), samples seen, rebuilds so far,
+    the prompt's tokens and how many of them the model computed (not taken from the cache)."""
 
     second: float
     wall_s: float
     cpu_s: float
     frames_used: int
     rebuilds: int
+    prompt_tokens: int = 0
+    new_tokens: int = 0
 
 
 def run_ticks(runner: Any, seconds: int, pool: list[tuple[np.ndarray, ...]],
@@ -74,7 +77,8 @@ def run_ticks(runner: Any, seconds: int, pool: list[tuple[np.ndarray, ...]],
         result = runner.tick()
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         if result is not None:
-            ticks.append(Tick(float(second), wall, cpu, result.frames_used, runner.cache_rebuilds))
+            ticks.append(Tick(float(second), wall, cpu, result.frames_used, runner.cache_rebuilds,
+                              result.prompt_tokens, result.prompt_tokens - result.reused_tokens))
         if progress is not None and second % 30 == 0:
             progress(second, runner, wall)
     return ticks

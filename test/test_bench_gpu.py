@@ -64,6 +64,14 @@ def test_tick_latency_rows_for_each_length_and_camera_count(run):
             assert row["Cache rebuilds so far"] == "0", row
         else:
             assert 0 < int(row["Samples"]) <= MAX_FRAMES, row
+        # Incremental ticks: most of the prompt comes from the cache.
+        assert 0 < float(row["Computed tokens per tick (median)"]) < int(row["Prompt tokens"]) / 2, row
+    by_key = {(r["Cameras"], r["Episode time"]): r for r in rows}
+    for mark in MARKS:
+        one, two = by_key["1", mark], by_key["2", mark]
+        if one["Samples"] == two["Samples"]:
+            # Two cameras side by side: more tokens per sample than one camera's view.
+            assert int(two["Prompt tokens"]) > int(one["Prompt tokens"]), (one, two)
 
 
 def test_offline_real_time_factor(run):
