@@ -9,7 +9,7 @@ one 150 s episode, scores it with ``topreward bag`` (tiny model by default;
 the default view size and ``max_frames``), reads each tick's
 ``TaskProgress.inference_latency`` from the episode's progress.mcap, and
 compares the median latency of the ticks after 102 s of episode with that of
-the ticks between 60 and 102 s (the issue's 120-200 samples). Target: at
+the ticks between 60 and 102 s (120-204 samples). Target: at
 most 2x. Written to bench/results/bag_long.md.
 
     python bench/bench_bag_long.py [--model DIR] [--seconds 150] [--quick]
