@@ -2,6 +2,7 @@
 #   make demo   build everything, render a demo episode bag and score it
 #   make test   build everything and run the whole test suite
 #   make bench  measure cost targets and write BENCHMARKS.md
+#   make bench-gpu  measure on a CUDA GPU (random 2B/4B/8B models) and write BENCHMARKS.md's GPU section
 #   make test-soak  run test modules many times (alone or beside CPU burners), count failures
 # Everything lives in a virtualenv (ROS 2 from Python wheels, torch, transformers) and
 # in the colcon build/ and install/ trees; a warm re-run skips what is done.
@@ -61,7 +62,7 @@ MODULES ?=
 RUNS ?= 20
 BURNERS ?= 0
 
-.PHONY: all venv build ros-extras test test-soak demo bench tiny-model clean distclean
+.PHONY: all venv build ros-extras test test-soak demo bench bench-gpu tiny-model clean distclean
 
 all: build
 
@@ -116,6 +117,12 @@ demo: build
 
 bench: build
 	$(RUN) python bench/run_all.py $(BENCH_ARGS)
+
+# Needs a CUDA GPU (exits with status 2 without one; BENCH_ARGS=--tiny runs it on the CPU
+# with the tiny model and writes nothing unless --output is given).
+bench-gpu: build
+	$(RUN) python bench/gpu.py $(BENCH_ARGS) \
+	  $(if $(findstring --tiny,$(BENCH_ARGS))$(findstring --output,$(BENCH_ARGS)),,&& python bench/run_all.py --assemble-only)
 
 clean:
 	rm -rf build install log build-* install-* log-* .pytest_cache out

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from long_episode import INSTRUCTION, H, W, run_ticks, scene, view_pool
 from machine import describe_machine  # bench/ is the script's directory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,23 +61,12 @@ INSTALL = ROOT / os.environ.get("TOPREWARD_INSTALL", "install")
 EXECUTABLE = INSTALL / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
 PARAMS_FILE = INSTALL / "topreward_ros" / "share" / "topreward_ros" / "config" / "scorer.yaml"
 NS = 1_000_000_000
-W, H = 640, 480
 PARTS_ORDER = ("callback", "tick", "stream", "long", "episodes")
 
 
 # ----------------------------------------------------------------------------
 # Messages.
 # ----------------------------------------------------------------------------
-def scene(index: int) -> np.ndarray:
-    """A 640x480 frame with texture and a moving block (cheap to make)."""
-    y, x = np.mgrid[0:H, 0:W]
-    img = np.stack([(x + index) % 256, (y * 2) % 256, ((x ^ y) + 3 * index) % 256], axis=-1)
-    img = img.astype(np.uint8)
-    left = (index * 7) % (W - 80)
-    img[200:280, left:left + 80] = (240, 30, 30)
-    return img
-
-
 def make_message(kind: str, rgb: np.ndarray) -> Any:
     from PIL import Image as PILImage
     from sensor_msgs.msg import CompressedImage, Image
@@ -522,35 +512,25 @@ LONG_MARKS_S = (30, 120, 300, 600)
 def bench_long(make_scorer: Any, label: str, minutes: float, threads: int, max_frames: int = 256) -> list[str]:
     """Tick costs over a long two-camera episode, in episode time (no real-time waits)."""
     from topreward_ros.episode import EpisodeRunner, EpisodeSettings
-    from topreward_ros.scoring import prepare_view
 
     started = time.monotonic()
     scorer = make_scorer(threads)
     load_s = time.monotonic() - started
     settings = EpisodeSettings(max_frames=max_frames, success_threshold=-1e9)
     runner = EpisodeRunner(scorer, settings, num_cameras=2)
-    runner.start("fold the towel and put it in the basket")
-    size = settings.view_size
-    pool = [(prepare_view(scene(2 * i), size), prepare_view(scene(2 * i + 1)[::-1], size)) for i in range(16)]
-    # (episode time s, wall s, samples, rebuilds, process CPU s)
-    ticks: list[tuple[float, float, int, int, float]] = []
+    runner.start(INSTRUCTION)
+    pool = view_pool(settings.view_size, 2)
     seconds = int(minutes * 60)
     marks = [m for m in LONG_MARKS_S if m <= seconds] or [seconds]
     run_start = time.monotonic()
-    for second in range(1, seconds + 1):
-        for k in (2 * second - 2, 2 * second - 1):  # 2 fps on both cameras
-            stamp_ns = k * NS // 2
-            for camera, view in enumerate(pool[k % len(pool)]):
-                if runner.wants(camera, stamp_ns):
-                    runner.add(camera, stamp_ns, view, f"cam{camera}")
-        w0, c0 = time.perf_counter(), time.process_time()
-        result = runner.tick()
-        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        if result is not None:
-            ticks.append((float(second), wall, result.frames_used, runner.cache_rebuilds, cpu))
-        if second % 30 == 0:
-            print(f"{label}: {second} s, {len(runner.window.samples)} samples, tick {wall * 1e3:.0f} ms, "
-                  f"rebuilds {runner.cache_rebuilds}, thinned {runner.window.thinned}", flush=True)
+
+    def progress(second: int, runner: Any, wall: float) -> None:
+        print(f"{label}: {second} s, {len(runner.window.samples)} samples, tick {wall * 1e3:.0f} ms, "
+              f"rebuilds {runner.cache_rebuilds}, thinned {runner.window.thinned}", flush=True)
+
+    # (episode time s, wall s, samples, rebuilds, process CPU s)
+    ticks = [(t.second, t.wall_s, t.frames_used, t.rebuilds, t.cpu_s)
+             for t in run_ticks(runner, seconds, pool, progress)]
     run_s = time.monotonic() - run_start
     thinned = runner.window.thinned
     rebuilds = runner.cache_rebuilds

@@ -4,8 +4,9 @@
 Each bench script measures one concern and writes a markdown section (with
 the exact command and the machine) to bench/results/<name>.md. This script
 runs them one after another (never in parallel: they share the CPU) and
-concatenates the sections under a common header. Pass --only NAME to run a
-subset, --assemble-only to rebuild BENCHMARKS.md from existing sections.
+concatenates the sections under a common header, with the GPU section that
+bench/gpu.py writes (``make bench-gpu``). Pass --only NAME to run a subset,
+--assemble-only to rebuild BENCHMARKS.md from existing sections.
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-BENCHES = ("core", "node", "sources", "replay", "scale", "relabel")
+BENCHES = ("core", "node", "sources", "replay", "scale", "relabel", "bag_long")
+#: Sections written by scripts `make bench` does not run (bench/gpu.py needs a CUDA
+#: GPU: `make bench-gpu`), assembled after the others.
+OTHER_SECTIONS = ("gpu",)
 
 HEADER = """# Benchmarks
 
@@ -56,7 +60,7 @@ def main() -> int:
         print("smoke run: bench/results and BENCHMARKS.md left as they were")
         return 1 if failed else 0
     sections = [HEADER, f"_Assembled {dt.date.today().isoformat()}._\n"]
-    for name in BENCHES:
+    for name in BENCHES + OTHER_SECTIONS:
         path = RESULTS / f"{name}.md"
         if path.exists():
             sections.append(path.read_text().strip() + "\n")
