@@ -6,18 +6,8 @@ executable; the probe (the test process) records TaskProgress,
 EpisodeSuccess, EpisodeResult and /diagnostics; every wait is bounded and fails with the
 node's log.
 
-Two rules for every test written on these helpers (a graph test that breaks
-them fails at random on a busy machine, and CI rejects the work):
-
-* Wait on a condition, never on a time: poll for what the test needs to see
-  (a node listed, a subscription matched, a message received, a value read
-  back), with a generous bound that only turns a hang into a failure.
-* Assert nothing that depends on which of two threads or processes runs
-  first (a load error against a Ctrl-C, a stall against a skipped tick):
-  wait until the outcome under test has happened, or accept each correct one.
-
-``make test-soak MODULES=... RUNS=... BURNERS=...`` runs a module many times,
-beside busy processes, to show a new test holds.
+Every test written on these helpers follows the two rules in ``ros_process.py``'s
+docstring: wait on a condition, never on a time; assert no outcome of a race.
 """
 from __future__ import annotations
 
