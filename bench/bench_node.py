@@ -67,6 +67,22 @@ PARTS_ORDER = ("callback", "tick", "stream", "long", "episodes")
 # ----------------------------------------------------------------------------
 # Messages.
 # ----------------------------------------------------------------------------
+def give_scorer(node: Any, scorer: Any) -> None:
+    """Hand an already loaded scorer to a node built with a model that cannot load.
+
+    The node's own (failing) load is waited for first, so it cannot overwrite
+    the scorer; the benchmark then measures ticks, not loading.
+    """
+    from topreward_ros.scorer_diagnostics import ModelState
+
+    while node._model_state == ModelState.LOADING:
+        time.sleep(0.05)
+    with node._lock:
+        node._scorer = scorer
+        node._runner.set_scorer(scorer)
+        node._model_state = ModelState.LOADED
+
+
 def make_message(kind: str, rgb: np.ndarray) -> Any:
     from PIL import Image as PILImage
     from sensor_msgs.msg import CompressedImage, Image
@@ -235,8 +251,6 @@ def tiny_scorer(threads: int) -> Any:
 def bench_tick(make_scorer: Any, label: str, ticks: int, threads: int) -> list[str]:
     import rclpy
 
-    from topreward_ros.scorer_diagnostics import ModelState
-
     started = time.monotonic()
     scorer = make_scorer(threads)
     load_s = time.monotonic() - started
@@ -245,12 +259,7 @@ def bench_tick(make_scorer: Any, label: str, ticks: int, threads: int) -> list[s
     node = make_node(model="/nonexistent/model", camera_topics=["cam0/image_raw"], instruction="fold the towel",
                      torch_threads=threads, rate_hz=0.01, model_retry_s=86400.0)
     try:
-        while node._model_state == ModelState.LOADING:
-            time.sleep(0.05)
-        with node._lock:
-            node._scorer = scorer
-            node._runner.set_scorer(scorer)
-            node._model_state = ModelState.LOADED
+        give_scorer(node, scorer)
         scorer = node._scorer
         pre = [0.0]
         scorer.processor.video_processor = _Timed(scorer.processor.video_processor, pre)
@@ -580,8 +589,6 @@ def bench_long(make_scorer: Any, label: str, minutes: float, threads: int, max_f
 def bench_episodes(episodes: int, seconds: float, threads: int) -> list[str]:
     import rclpy
 
-    from topreward_ros.scorer_diagnostics import ModelState
-
     scorer = tiny_scorer(threads)
     rclpy.init()
     cams = ["cam0/image_raw", "cam1/image_raw"]
@@ -589,12 +596,7 @@ def bench_episodes(episodes: int, seconds: float, threads: int) -> list[str]:
                      torch_threads=threads, rate_hz=0.01, model_retry_s=86400.0)
     rss: list[float] = []
     try:
-        while node._model_state == ModelState.LOADING:
-            time.sleep(0.05)
-        with node._lock:
-            node._scorer = scorer
-            node._runner.set_scorer(scorer)
-            node._model_state = ModelState.LOADED
+        give_scorer(node, scorer)
         pool = [make_message("rgb8", scene(i)) for i in range(8)]
         rate_hz = 10
         t0 = 10 * NS
