@@ -12,6 +12,7 @@ from topreward_ros.scoring.errors import (
     FrameError,
     InstructionError,
     ModelLoadError,
+    ModelOutOfMemoryError,
     ScoringError,
 )
 from topreward_ros.scoring.frames import compose_views, prepare_view
@@ -31,6 +32,7 @@ __all__ = [
     "FrameSampler",
     "InstructionError",
     "ModelLoadError",
+    "ModelOutOfMemoryError",
     "ProgressCurve",
     "Score",
     "ScorerConfig",

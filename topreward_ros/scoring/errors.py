@@ -26,3 +26,12 @@ class FrameError(ScoringError, ValueError):
 
 class InstructionError(ScoringError, ValueError):
     """The task instruction is unusable (empty, or holds model control tokens)."""
+
+
+class ModelOutOfMemoryError(ScoringError, MemoryError):
+    """The backend ran out of (accelerator or host) memory loading the model or scoring.
+
+    Backends raise this in place of their library's own error (torch's
+    ``OutOfMemoryError``, a server's 507, ...) so a caller reacts to running
+    out of memory without knowing which backend it holds.
+    """
