@@ -49,8 +49,8 @@ setup(
     entry_points={
         "console_scripts": [
             "topreward = topreward_ros.cli:main",
-            "scorer_node = topreward_ros.scorer_node:main",
-            "managed_scorer_node = topreward_ros.scorer_node:main_managed",
+            "scorer_node = topreward_ros.node.scorer_node:main",
+            "managed_scorer_node = topreward_ros.node.managed:main_managed",
             "stop_on_success = topreward_ros.examples.stop_on_success:main",
         ],
     },

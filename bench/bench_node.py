@@ -73,14 +73,11 @@ def give_scorer(node: Any, scorer: Any) -> None:
     The node's own (failing) load is waited for first, so it cannot overwrite
     the scorer; the benchmark then measures ticks, not loading.
     """
-    from topreward_ros.scorer_diagnostics import ModelState
+    from topreward_ros.node.diagnostics import ModelState
 
-    while node._model_state == ModelState.LOADING:
+    while node._model.state == ModelState.LOADING:
         time.sleep(0.05)
-    with node._lock:
-        node._scorer = scorer
-        node._runner.set_scorer(scorer)
-        node._model_state = ModelState.LOADED
+    node._model.put(scorer)
 
 
 def make_message(kind: str, rgb: np.ndarray) -> Any:
@@ -135,7 +132,7 @@ def write_part(name: str, lines: list[str], header: list[str]) -> None:
 def make_node(**params: Any) -> Any:
     from rclpy.parameter import Parameter
 
-    from topreward_ros.scorer_node import ScorerNode
+    from topreward_ros.node.scorer_node import ScorerNode
 
     return ScorerNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
 
@@ -260,7 +257,7 @@ def bench_tick(make_scorer: Any, label: str, ticks: int, threads: int) -> list[s
                      torch_threads=threads, rate_hz=0.01, model_retry_s=86400.0)
     try:
         give_scorer(node, scorer)
-        scorer = node._scorer
+        scorer = node._model.scorer
         pre = [0.0]
         scorer.processor.video_processor = _Timed(scorer.processor.video_processor, pre)
         scorer.processor.tokenizer = _Timed(scorer.processor.tokenizer, pre)

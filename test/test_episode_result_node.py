@@ -33,7 +33,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from std_srvs.srv import Trigger  # noqa: E402
 
 from topreward_ros.msg import EpisodeResult  # noqa: E402
-from topreward_ros.scorer_node import ScorerNode  # noqa: E402
+from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 
 pytestmark = pytest.mark.graph
 
@@ -121,7 +121,7 @@ def test_managed_node_keeps_the_episode_over_deactivate_and_ends_it_at_cleanup(
         context: Context, tiny_model_dir: Path) -> None:
     from lifecycle_msgs.msg import State
 
-    from topreward_ros.scorer_node import ManagedScorerNode
+    from topreward_ros.node.managed import ManagedScorerNode
 
     node = ManagedScorerNode(context=context, parameter_overrides=[
         Parameter("model", value=str(tiny_model_dir)), Parameter("local_files_only", value=True),

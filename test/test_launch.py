@@ -18,7 +18,7 @@ from types import ModuleType
 import pytest
 import yaml
 
-from topreward_ros.scorer_node import PARAMETERS
+from topreward_ros.node.params import PARAMETERS
 
 from install_tree import LIB_DIR, SHARE_DIR
 

@@ -23,13 +23,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "topreward_ros"
 
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"scoring", "files", "images", "demo_scene", "params_file", "process_exit",
-               "progress_picture", "progress_bar", "qos_watch", "tools", "__init__"}),
+    frozenset({"scoring", "files", "images", "demo_scene", "params_file",
+               "progress_picture", "progress_bar", "tools", "__init__"}),
     frozenset({"window", "episode", "camera_view", "plotting", "progress_video",
-               "progress_messages", "scorer_params", "scorer_diagnostics", "bag", "lerobot"}),
+               "progress_messages", "bag", "lerobot"}),
     frozenset({"offline"}),
     frozenset({"sources", "scale", "evaluation"}),
-    frozenset({"commands", "cli", "__main__", "scorer_node", "demo", "examples", "msg"}),
+    frozenset({"commands", "cli", "__main__", "node", "demo", "examples", "msg"}),
 )
 
 

@@ -10,7 +10,7 @@ import textwrap
 # and hang; exit_now must end the process with the code, output flushed.
 CHILD = textwrap.dedent("""
     import ctypes, threading, sys
-    from topreward_ros.process_exit import exit_now
+    from topreward_ros.node.process_exit import exit_now
     never = threading.Event()
     threading.Thread(target=never.wait, daemon=False).start()
     sys.stdout.write("python text without a newline")

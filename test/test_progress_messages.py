@@ -23,7 +23,8 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
-from topreward_ros import progress_messages, scorer_node  # noqa: E402
+from topreward_ros import progress_messages  # noqa: E402
+from topreward_ros.node import episodes  # noqa: E402
 from topreward_ros.offline import progress_mcap  # noqa: E402
 from topreward_ros.offline.progress_mcap import (  # noqa: E402
     PROGRESS_TOPIC,
@@ -36,7 +37,7 @@ from topreward_ros.bag.reader import BagReader  # noqa: E402
 from topreward_ros.episode import TickResult  # noqa: E402
 from topreward_ros.msg import EpisodeSuccess, TaskProgress  # noqa: E402
 from topreward_ros.progress_messages import task_progress_fields  # noqa: E402
-from topreward_ros.scorer_node import ScorerNode  # noqa: E402
+from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 
 CONSECUTIVE = 3
 
@@ -164,7 +165,7 @@ def test_node_and_bag_give_the_same_fields_for_one_tick(
         context: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Both adapters must build their messages with the shared mapping: record its calls.
     calls: list[tuple[str, str, TickResult]] = []
-    for module in (scorer_node, progress_mcap):
+    for module in (episodes, progress_mcap):
         for name in ("task_progress", "episode_success"):
             def spy(result: TickResult, *args: Any, _inner: Any = getattr(progress_messages, name),
                     _where: str = module.__name__, _name: str = name) -> Any:
@@ -174,10 +175,10 @@ def test_node_and_bag_give_the_same_fields_for_one_tick(
     node_progress, node_success = published_by_node(context, tmp_path)
     bag_progress, bag_success = written_to_bag(tmp_path)
     assert sorted((where, name) for where, name, result in calls if result is RESULT) == [
+        ("topreward_ros.node.episodes", "episode_success"),
+        ("topreward_ros.node.episodes", "task_progress"),
         ("topreward_ros.offline.progress_mcap", "episode_success"),
         ("topreward_ros.offline.progress_mcap", "task_progress"),
-        ("topreward_ros.scorer_node", "episode_success"),
-        ("topreward_ros.scorer_node", "task_progress"),
     ]
     assert plain(node_progress) == EXPECTED_PROGRESS
     assert plain(bag_progress) == EXPECTED_PROGRESS

@@ -24,7 +24,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from topreward_ros.qos_watch import QoSWatch  # noqa: E402
+from topreward_ros.node.qos_watch import QoSWatch  # noqa: E402
 
 
 @pytest.fixture()

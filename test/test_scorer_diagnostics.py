@@ -12,7 +12,7 @@ pytest.importorskip("diagnostic_msgs")
 
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 
-from topreward_ros.scorer_diagnostics import CameraStats, ScoringStats, scoring_status  # noqa: E402
+from topreward_ros.node.diagnostics import CameraStats, ScoringStats, scoring_status  # noqa: E402
 
 NOW = 1000.0
 RATE_HZ = 2.0

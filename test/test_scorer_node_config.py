@@ -17,8 +17,8 @@ from rclpy.context import Context  # noqa: E402
 from rclpy.exceptions import ParameterException  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from topreward_ros.scorer_node import ScorerNode  # noqa: E402
-from topreward_ros.scorer_params import PARAMETERS, is_compressed_topic  # noqa: E402
+from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
+from topreward_ros.node.params import PARAMETERS, is_compressed_topic  # noqa: E402
 
 
 @pytest.fixture
@@ -73,22 +73,3 @@ def test_compressed_topics_by_name() -> None:
     assert is_compressed_topic("/cam/compressed/")
     assert not is_compressed_topic("wrist/image_raw")
     assert not is_compressed_topic("wrist/compressed_raw")
-
-
-def test_frames_published_before_the_episode_instruction_are_kept_out() -> None:
-    from topreward_ros.scorer_node import PUBLICATION_ORDER_BOUND_NS, _published_before
-
-    from topreward_ros.scorer_node import _source_timestamp
-
-    instruction_ns = 50_000_000_000
-    before = instruction_ns - 300_000_000
-    assert _published_before(before, instruction_ns)  # queued behind the instruction
-    assert not _published_before(instruction_ns + 1, instruction_ns)
-    assert not _published_before(instruction_ns, instruction_ns)
-    assert not _published_before(before, None)  # episode not started by a message
-    assert not _published_before(None, instruction_ns)  # no message info
-    assert _source_timestamp(None) is None
-    assert _source_timestamp({"source_timestamp": 0}) is None  # not provided
-    assert _source_timestamp({"source_timestamp": before, "received_timestamp": 1}) == before
-    # Publishers whose clocks disagree by more than the bound: nothing is refused.
-    assert not _published_before(instruction_ns - PUBLICATION_ORDER_BOUND_NS - 1, instruction_ns)

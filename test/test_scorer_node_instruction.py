@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
@@ -40,7 +39,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from topreward_ros.msg import TaskProgress  # noqa: E402
-from topreward_ros.scorer_node import ScorerNode  # noqa: E402
+from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 
 pytestmark = pytest.mark.graph
 
@@ -380,20 +379,3 @@ def test_incompatible_qos_is_reported_for_subscriptions_and_publishers(graph: Gr
     text = watch.explain(reader, int(QoSPolicyKind.RELIABILITY))
     assert "requests reliable, volatile" in text and "best_effort, volatile" in text
     assert "Publish the instruction with reliable QoS" in text
-
-
-def test_message_keys_tell_copies_from_new_messages() -> None:
-    from topreward_ros.scorer_node import _message_key
-
-    gid = {"data": np.arange(16, dtype=np.uint8).tolist()}
-    a = {"source_timestamp": 5, "publication_sequence_number": 1, "publisher_gid": gid}
-    assert _message_key(String(data="x"), a) == _message_key(String(data="x"), dict(a))
-    assert _message_key(String(data="x"), a) != _message_key(String(data="x"), {**a, "source_timestamp": 6})
-    assert _message_key(String(data="x"), None) is None
-    # Two writers publishing the same text at the same instant, with the same sequence number:
-    # two messages, told apart by the writer's GID.
-    other = {"data": np.arange(1, 17, dtype=np.uint8).tolist()}
-    assert _message_key(String(data="x"), a) != _message_key(String(data="x"), {**a, "publisher_gid": other})
-    # One writer, two publications within one source-timestamp tick: told apart by the sequence number.
-    assert _message_key(String(data="x"), a) != _message_key(String(data="x"),
-                                                             {**a, "publication_sequence_number": 2})

@@ -18,7 +18,7 @@ from rclpy.context import Context  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import ReliabilityPolicy  # noqa: E402
 
-from topreward_ros.scorer_node import ScorerNode  # noqa: E402
+from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 
 CAMERAS = ["cam0/image_raw", "cam1/image_raw/compressed"]
 

@@ -45,7 +45,7 @@ from scorer_node_rig import (  # noqa: E402
 )
 
 from topreward_ros.msg import EpisodeSuccess  # noqa: E402
-from topreward_ros.scorer_params import PARAM_BY_NAME  # noqa: E402
+from topreward_ros.node.params import PARAM_BY_NAME  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.graph]
 

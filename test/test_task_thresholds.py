@@ -100,7 +100,7 @@ def test_node_names_the_threshold_of_each_episode(node_context: Any, tmp_path: P
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
     from topreward_ros.msg import EpisodeResult
-    from topreward_ros.scorer_node import ScorerNode
+    from topreward_ros.node.scorer_node import ScorerNode
 
     node = ScorerNode(context=node_context, parameter_overrides=[
         Parameter("model", value=str(tmp_path / "no-model")),  # no model: the thresholds are what counts

@@ -355,6 +355,16 @@ class VideoScorer:
             VIDEO_PLACEHOLDER if self.supports_cache else f"<|vision_start|>{VIDEO_PLACEHOLDER}<|vision_end|>"
         )
 
+    def release(self) -> None:
+        """Give the model's memory back (the scorer is unusable after): the weights, then the CUDA cache."""
+        import gc
+
+        with self._lock:  # after a forward that is running, never beside one
+            self.model = None
+        gc.collect()
+        if self._torch.cuda.is_available():
+            self._torch.cuda.empty_cache()
+
     def _single_token(self, tokenizer: Any, text: str) -> int:
         ids = tokenizer.encode(text, add_special_tokens=False)
         if len(ids) != 1:
