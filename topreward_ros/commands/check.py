@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         _error(str(exc))
         return 2
     if args.time and report.device_problem is None:
-        from topreward_ros.scoring.backend import load_scorer
+        from topreward_ros.scoring.backends.factory import load_scorer
 
         try:
             time_rig(report, load_scorer(rig.config))
