@@ -18,7 +18,7 @@ from rclpy.exceptions import ParameterException  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from topreward_ros.scorer_node import ScorerNode  # noqa: E402
-from topreward_ros.scorer_params import PARAMETERS, is_compressed_topic  # noqa: E402
+from topreward_ros.scorer_params import MODEL_PARAMS, PARAM_BY_NAME, PARAMETERS, is_compressed_topic  # noqa: E402
 
 
 @pytest.fixture
@@ -42,6 +42,7 @@ def make(context: Context, tmp_path: Path, **params: Any) -> ScorerNode:
     ({"camera_stall_warn_s": 3.0, "camera_stall_error_s": 2.0}, r"camera_stall_error_s \(2.0\) must be >="),
     ({"device": "tpu"}, "device must be one of .* got 'tpu'"),
     ({"dtype": "int8"}, "dtype must be one of .* got 'int8'"),
+    ({"backend": "vllm"}, "backend must be one of transformers, got 'vllm'"),
 ])
 def test_bad_values_are_named(context: Context, tmp_path: Path, params: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -92,3 +93,9 @@ def test_frames_published_before_the_episode_instruction_are_kept_out() -> None:
     assert _source_timestamp({"source_timestamp": before, "received_timestamp": 1}) == before
     # Publishers whose clocks disagree by more than the bound: nothing is refused.
     assert not _published_before(instruction_ns - PUBLICATION_ORDER_BOUND_NS - 1, instruction_ns)
+
+
+def test_the_backend_is_set_like_the_model_and_reloads_it() -> None:
+    spec = PARAM_BY_NAME["backend"]
+    assert spec.default == "transformers" and spec.runtime == PARAM_BY_NAME["model"].runtime is True
+    assert {"model", "backend"} <= MODEL_PARAMS
