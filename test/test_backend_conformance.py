@@ -291,3 +291,14 @@ def test_an_unknown_backend_is_refused_naming_the_known_ones(tiny_model_dir: Pat
 
     with pytest.raises(ModelLoadError, match="unknown scoring backend 'no-such-backend'; known backends: transformers"):
         backend_loader("no-such-backend")
+
+
+def test_a_backend_that_cannot_be_imported_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from topreward_ros.scoring import BackendUnavailableError
+    from topreward_ros.scoring.backends import registry
+
+    monkeypatch.setitem(registry.BACKENDS, "absent", "topreward_ros.scoring.backends.absent_backend:load")
+    with pytest.raises(BackendUnavailableError, match="scoring backend 'absent' cannot be imported") as info:
+        registry.backend_loader("absent")
+    assert isinstance(info.value, ModelLoadError) and isinstance(info.value.__cause__, ImportError)
+    assert registry.backend_loader("transformers").__module__.endswith("transformers_qwen.loader")

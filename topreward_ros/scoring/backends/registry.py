@@ -16,7 +16,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from topreward_ros.scoring.errors import ModelLoadError
+from topreward_ros.scoring.errors import BackendUnavailableError, ModelLoadError
 
 #: Backend name -> "module:function" of its loader.
 BACKENDS: dict[str, str] = {
@@ -32,11 +32,18 @@ def backend_loader(name: str) -> Callable[[Any], Any]:
     """The loader function of backend ``name``, imported now.
 
     ``ModelLoadError`` names the known backends when ``name`` is not one of
-    them; an import failure of the backend's own libraries surfaces as the
-    backend raises it (``BackendUnavailableError`` for the transformers one).
+    them; ``BackendUnavailableError`` (a ``ModelLoadError``) when its module
+    cannot be imported (a library it needs at import time is missing).
     """
     target = BACKENDS.get(name)
     if target is None:
         raise ModelLoadError(f"unknown scoring backend {name!r}; known backends: {', '.join(BACKEND_NAMES)}")
     module_name, _, function = target.partition(":")
-    return getattr(importlib.import_module(module_name), function)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"scoring backend {name!r} cannot be imported ({type(exc).__name__}: {exc}); "
+            "install the libraries it needs"
+        ) from exc
+    return getattr(module, function)
