@@ -8,7 +8,7 @@ import pytest
 
 from topreward_ros.cli import main
 from topreward_ros.scoring import ModelLoadError, ScorerConfig, VideoScorer, load_scorer
-from topreward_ros.scoring.backend import resolve_device
+from topreward_ros.scoring.backends.transformers_qwen.runtime import resolve_device
 from topreward_ros.scoring.fit import Rig, Setup, check_rig
 
 INSTRUCTION = "stack the red block on the blue block"

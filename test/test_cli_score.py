@@ -64,7 +64,8 @@ def test_frame_dir_end_to_end(frame_dir: Path, tiny_model_dir: Path, scorer: Vid
                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     code = run_score([str(frame_dir), "--instruction", INSTRUCTION, "--model", str(tiny_model_dir),
-                      "--output", str(out), "--num-prefixes", "3", "--view-size", "64", "--device", "cpu"])
+                      "--output", str(out), "--num-prefixes", "3", "--view-size", "64", "--device", "cpu",
+                      "--backend", "transformers"])
     assert code == 0
     result = json.loads((out / "score.json").read_text())
     # 2 fps from 30 fps: a frame may fill a slot up to 50 ms (the schedule's
@@ -174,3 +175,15 @@ def test_the_rig_file_sets_model_sampling_and_view_and_an_option_wins_with_a_not
     assert (result["model_id"], result["sample_fps"], result["view_size"]) == (str(tiny_model_dir), 1.0, 64)
     assert result["frame_source_indices"] == [0, 27]  # 1 fps of the file (2 fps would give 0, 14, 29, 44)
     assert f"topreward score: note: --view-size 64 overrides view_size: 48 of {rig}" in capsys.readouterr().err
+
+
+def test_a_backend_the_registry_does_not_know_is_refused(frame_dir: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    rig = tmp_path / "rig.yaml"
+    rig.write_text("/**:\n  ros__parameters:\n    backend: vllm\n")
+    assert run_score([str(frame_dir), "--instruction", INSTRUCTION, "--params-file", str(rig)]) == 2
+    assert "backend must be one of transformers, got 'vllm'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        run_score([str(frame_dir), "--instruction", INSTRUCTION, "--backend", "vllm"])
+    assert exited.value.code == 2
+    assert "--backend: invalid choice: 'vllm'" in capsys.readouterr().err

@@ -17,8 +17,8 @@ from rclpy.context import Context  # noqa: E402
 from rclpy.exceptions import ParameterException  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
+from topreward_ros.node.params import MODEL_PARAMS, PARAM_BY_NAME, PARAMETERS, is_compressed_topic  # noqa: E402
 from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
-from topreward_ros.node.params import PARAMETERS, is_compressed_topic  # noqa: E402
 
 
 @pytest.fixture
@@ -42,6 +42,7 @@ def make(context: Context, tmp_path: Path, **params: Any) -> ScorerNode:
     ({"camera_stall_warn_s": 3.0, "camera_stall_error_s": 2.0}, r"camera_stall_error_s \(2.0\) must be >="),
     ({"device": "tpu"}, "device must be one of .* got 'tpu'"),
     ({"dtype": "int8"}, "dtype must be one of .* got 'int8'"),
+    ({"backend": "vllm"}, "backend must be one of transformers, got 'vllm'"),
 ])
 def test_bad_values_are_named(context: Context, tmp_path: Path, params: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -73,3 +74,9 @@ def test_compressed_topics_by_name() -> None:
     assert is_compressed_topic("/cam/compressed/")
     assert not is_compressed_topic("wrist/image_raw")
     assert not is_compressed_topic("wrist/compressed_raw")
+
+
+def test_the_backend_is_set_like_the_model_and_reloads_it() -> None:
+    spec = PARAM_BY_NAME["backend"]
+    assert spec.default == "transformers" and spec.runtime == PARAM_BY_NAME["model"].runtime is True
+    assert {"model", "backend"} <= MODEL_PARAMS

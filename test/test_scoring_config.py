@@ -15,6 +15,7 @@ def test_defaults_follow_the_paper() -> None:
     assert (config.device, config.dtype, config.attn_implementation) == ("auto", "auto", "sdpa")
     assert config.success_threshold == DEFAULT_SUCCESS_THRESHOLD
     assert config.local_files_only is False and config.torch_threads is None
+    assert config.backend == "transformers"
 
 
 def test_config_is_immutable() -> None:
@@ -33,6 +34,12 @@ def test_valid_values_are_accepted() -> None:
 def test_model_must_be_non_empty() -> None:
     with pytest.raises(ValueError, match="model must be a hub id or a directory, got ' '"):
         ScorerConfig(model=" ")
+
+
+def test_backend_must_be_registered() -> None:
+    assert ScorerConfig(backend="transformers").backend == "transformers"
+    with pytest.raises(ValueError, match="backend must be one of transformers, got 'vllm'"):
+        ScorerConfig(backend="vllm")
 
 
 def test_revision_must_be_non_empty() -> None:

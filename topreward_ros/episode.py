@@ -40,7 +40,7 @@ from topreward_ros.scoring.thresholds import SuccessThresholds
 from topreward_ros.window import AddResult, BadFrame, EpisodeWindow, Sample, ViewSource
 
 if TYPE_CHECKING:
-    from topreward_ros.scoring.backend import EpisodeSession, VideoScorer
+    from topreward_ros.scoring.backends.protocol import EpisodeScoring, ScoringBackend
 
 NS_PER_S = 1_000_000_000
 
@@ -291,11 +291,11 @@ class _EndedEpisode:
     end_reason: str
     end_detail: str
     window: EpisodeWindow
-    session: EpisodeSession | None
+    session: EpisodeScoring | None
     unfed: list[Sample]
     session_generation: int
     tick_in_flight: bool
-    scorer: VideoScorer | None
+    scorer: ScoringBackend | None
     progress: CausalProgress
     success: SuccessDetector
     tally: _EpisodeTally
@@ -309,7 +309,7 @@ class EpisodeRunner:
 
     def __init__(
         self,
-        scorer: VideoScorer | None,
+        scorer: ScoringBackend | None,
         settings: EpisodeSettings | None = None,
         num_cameras: int = 1,
     ) -> None:
@@ -323,7 +323,7 @@ class EpisodeRunner:
         self._window = self._new_window()
         self._episode_id: str | None = None
         self._instruction: str | None = None
-        self._session: EpisodeSession | None = None
+        self._session: EpisodeScoring | None = None
         self._session_generation = -1
         self._progress: CausalProgress | None = None
         self._success: SuccessDetector | None = None
@@ -344,10 +344,10 @@ class EpisodeRunner:
         )
 
     @property
-    def scorer(self) -> VideoScorer | None:
+    def scorer(self) -> ScoringBackend | None:
         return self._scorer
 
-    def set_scorer(self, scorer: VideoScorer | None) -> None:
+    def set_scorer(self, scorer: ScoringBackend | None) -> None:
         """Use another model from the next tick on.
 
         The episode's frames are kept; its incremental session is dropped, so

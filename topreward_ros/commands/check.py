@@ -27,17 +27,20 @@ RIG_DEFAULTS: dict[str, Any] = {
     "rate_hz": 1.0,
     "instruction": "",
 }
-CONFIG_KEYS = ("model", "device", "dtype", "attn_implementation", "local_files_only", "cache_dir",
+CONFIG_KEYS = ("model", "backend", "device", "dtype", "attn_implementation", "local_files_only", "cache_dir",
                "sample_fps", "view_size")
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``check`` subcommand to the ``topreward`` command."""
+    from topreward_ros.scoring.backends.registry import BACKEND_NAMES
+
     p = subparsers.add_parser("check", help="whether a rig fits: GPU memory, tokens, tick cost",
                               description=__doc__.split("\n\n")[0] + ".")
     p.add_argument("--params-file", type=Path, default=None,
                    help="the node's ROS 2 parameters file (default: the node's defaults)")
     p.add_argument("--model", help="hub id or local model directory (overrides the file)")
+    p.add_argument("--backend", choices=BACKEND_NAMES, help="scoring backend that runs the model (overrides the file)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the file)")
     p.add_argument("--dtype", help="auto | bfloat16 | float16 | float32 (overrides the file)")
     p.add_argument("--time", action="store_true",
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         except ParamsFileError as exc:
             _error(str(exc))
             return 2
-    for key in ("model", "device", "dtype"):
+    for key in ("model", "backend", "device", "dtype"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     try:
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         _error(str(exc))
         return 2
     if args.time and report.device_problem is None:
-        from topreward_ros.scoring.backend import load_scorer
+        from topreward_ros.scoring.backends.factory import load_scorer
 
         try:
             time_rig(report, load_scorer(rig.config))

@@ -28,6 +28,7 @@ EXIT_INTERRUPTED = 130
 #: Node parameters ``--params-file`` may set: option dest, type, default.
 MODEL_PARAMS: dict[str, tuple[str, type, Any]] = {
     "model": ("model", str, None),  # default: DEFAULT_MODEL (resolved lazily)
+    "backend": ("backend", str, "transformers"),
     "device": ("device", str, "auto"),
     "dtype": ("dtype", str, "auto"),
     "local_files_only": ("local_files_only", bool, False),
@@ -64,10 +65,19 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("model")
     g.add_argument("--model", help=f"hub id or local directory (default: {DEFAULT_MODEL})")
+    add_backend_option(g)
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--dtype", help="auto | bfloat16 | float16 | float32")
     g.add_argument("--local-files-only", action="store_true", help="never contact the hub")
     g.add_argument("--torch-threads", type=int, default=None, help="CPU threads for torch")
+
+
+def add_backend_option(g: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--backend``: which scoring backend runs the model (the node's ``backend`` parameter)."""
+    from topreward_ros.scoring.backends.registry import BACKEND_NAMES, DEFAULT_BACKEND
+
+    g.add_argument("--backend", choices=BACKEND_NAMES,
+                   help=f"scoring backend that runs the model (default: {DEFAULT_BACKEND})")
 
 
 def add_scoring_options(p: argparse.ArgumentParser, params: dict[str, tuple[str, type, Any]],
@@ -236,7 +246,7 @@ def scorer_config(args: argparse.Namespace) -> Any:
     if getattr(args, "success_threshold", None) is not None:
         kwargs["success_threshold"] = args.success_threshold
     return ScorerConfig(
-        model=args.model, device=args.device, dtype=args.dtype,
+        model=args.model, backend=args.backend, device=args.device, dtype=args.dtype,
         local_files_only=args.local_files_only, torch_threads=args.torch_threads,
         sample_fps=args.sample_fps, num_prefixes=args.num_prefixes,
         view_size=args.view_size, success_window=args.success_window, **kwargs,

@@ -26,6 +26,7 @@ RESULT_JSON = "score.json"
 #: Node parameters ``topreward score --params-file`` may set: option dest, type, default.
 SCORE_PARAMS: dict[str, tuple[str, type, Any]] = {
     "model": ("model", str, None),  # default: DEFAULT_MODEL
+    "backend": ("backend", str, "transformers"),
     "device": ("device", str, "auto"),
     "dtype": ("dtype", str, "auto"),
     "torch_threads": ("torch_threads", int, None),
@@ -39,6 +40,7 @@ PLOT_THUMBNAILS = 8
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``score`` subcommand to the ``topreward`` command."""
+    from topreward_ros.commands.options import add_backend_option
     from topreward_ros.scoring.config import DEFAULT_MODEL
 
     p = subparsers.add_parser(
@@ -54,6 +56,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    "eval): its " + ", ".join(SCORE_PARAMS) + " apply unless given as options; other keys are "
                    "ignored")
     p.add_argument("--model", help=f"hub id or local model directory (default {DEFAULT_MODEL})")
+    add_backend_option(p)
     p.add_argument("--source-fps", type=float, default=30.0,
                    help="frame rate of a frame directory (default 30; a video uses its own timestamps)")
     p.add_argument("--sample-fps", type=float, help="frames per second the model sees (default 2)")
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         apply_params_file(args, SCORE_PARAMS, "topreward score")
-        config = ScorerConfig(model=args.model, device=args.device, dtype=args.dtype,
+        config = ScorerConfig(model=args.model, backend=args.backend, device=args.device, dtype=args.dtype,
                               sample_fps=args.sample_fps, num_prefixes=args.num_prefixes,
                               view_size=args.view_size, torch_threads=args.torch_threads)
     except (ParamsFileError, ValueError) as exc:

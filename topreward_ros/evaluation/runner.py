@@ -37,6 +37,7 @@ from typing import Any
 from topreward_ros.evaluation.inputs import EvalInput, episode_name
 from topreward_ros.evaluation.labels import Label
 from topreward_ros.files import write_json_atomic
+from topreward_ros.scoring.backends.protocol import ScoringBackend
 from topreward_ros.scoring.calibration import two_way_log_probs, window_mean
 from topreward_ros.scoring.metrics import voc
 
@@ -151,7 +152,7 @@ def episode_record(name: str, source: EvalInput, instruction: str, num_frames: i
     }
 
 
-def static_control(scorer: Any, first_view: Any, stamps_ns: Sequence[int], instruction: str,
+def static_control(scorer: ScoringBackend, first_view: Any, stamps_ns: Sequence[int], instruction: str,
                    num_prefixes: int, max_frames: int | None = None) -> Any:
     """The curve of ``first_view`` repeated at ``stamps_ns`` (the length-bias control).
 
@@ -191,7 +192,7 @@ class StaticControl:
     num_prefixes: int
     max_frames: int | None = None
 
-    def __call__(self, scorer: Any, result: Any) -> ControlledEpisode:
+    def __call__(self, scorer: ScoringBackend, result: Any) -> ControlledEpisode:
         spec, samples = result.spec, result.samples
         stamps = [int(sample.stamp_ns) for sample in samples]
         control = static_control(scorer, samples[0].image, stamps, spec.instruction, self.num_prefixes,

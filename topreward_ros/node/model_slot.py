@@ -27,7 +27,7 @@ from topreward_ros.scoring.config import ScorerConfig
 from topreward_ros.scoring.errors import ModelLoadError
 
 if TYPE_CHECKING:
-    from topreward_ros.scoring.backend import VideoScorer
+    from topreward_ros.scoring.backends.protocol import ScoringBackend
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ class SlotHooks:
     config: Callable[[], ScorerConfig]
     retry_s: Callable[[], float]
     before_load: Callable[[ScorerConfig], None]
-    install: Callable[[VideoScorer | None], None]
-    loaded: Callable[[VideoScorer, bool], None]
+    install: Callable[[ScoringBackend | None], None]
+    loaded: Callable[[ScoringBackend, bool], None]
     failed: Callable[[str], None]
     info: Callable[[str], None]
 
@@ -70,7 +70,7 @@ class ModelSlot:
     def __init__(self, hooks: SlotHooks, retry_failed_loads: bool = True) -> None:
         self._hooks = hooks
         self._lock = threading.Lock()
-        self._scorer: VideoScorer | None = None
+        self._scorer: ScoringBackend | None = None
         self._state = ModelState.NOT_LOADED
         self._error = ErrorRecord()
         self._attempts = 0
@@ -82,7 +82,7 @@ class ModelSlot:
 
     # -- reading -------------------------------------------------------------------
     @property
-    def scorer(self) -> VideoScorer | None:
+    def scorer(self) -> ScoringBackend | None:
         """The loaded scorer, or None."""
         with self._lock:
             return self._scorer
@@ -200,7 +200,7 @@ class ModelSlot:
             self._state = ModelState.NOT_LOADED
         self.start("parameter change")
 
-    def put(self, scorer: VideoScorer) -> None:
+    def put(self, scorer: ScoringBackend) -> None:
         """Hold a scorer loaded elsewhere (a benchmark that loads once and measures ticks)."""
         with self._lock:
             self._scorer = scorer

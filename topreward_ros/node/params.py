@@ -15,6 +15,7 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from topreward_ros.episode import EpisodeSettings
+from topreward_ros.scoring.backends.registry import BACKEND_NAMES, DEFAULT_BACKEND
 from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD, ScorerConfig
 from topreward_ros.scoring.prompt import validate_instruction
 from topreward_ros.scoring.thresholds import (
@@ -64,6 +65,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model", DEFAULT_MODEL,
               "Hub id or local directory of the video VLM. Changing it reloads the model and "
               "starts a new episode."),
+    ParamSpec("backend", DEFAULT_BACKEND,
+              f"Scoring backend that runs the model: {' | '.join(BACKEND_NAMES)} (transformers: in this "
+              "process). Changing it reloads the model and starts a new episode."),
     ParamSpec("device", "auto", "auto | cpu | cuda | cuda:N (auto: first GPU if any). Reloads."),
     ParamSpec("dtype", "auto", "auto | bfloat16 | float16 | float32 (auto: bf16 on GPU, fp32 on CPU). "
               "Reloads."),
@@ -134,7 +138,7 @@ TASK_THRESHOLD_PARAMS: tuple[ParamSpec, ...] = (
 PARAM_BY_NAME = {p.name: p for p in PARAMETERS}
 #: Parameters whose change needs the model to be loaded again.
 MODEL_PARAMS = frozenset(
-    {"model", "device", "dtype", "attn_implementation", "local_files_only", "cache_dir"}
+    {"model", "backend", "device", "dtype", "attn_implementation", "local_files_only", "cache_dir"}
 )
 EPISODE_PARAMS = frozenset(
     {"sample_fps", "max_frames", "sync_tolerance_s", "view_size", "success_threshold",
@@ -163,6 +167,7 @@ def scorer_config_from(values: dict[str, Any]) -> ScorerConfig:
     threads = int(values["torch_threads"])
     return ScorerConfig(
         model=str(values["model"]),
+        backend=str(values["backend"]),
         device=str(values["device"]),
         dtype=str(values["dtype"]),
         attn_implementation=str(values["attn_implementation"]),

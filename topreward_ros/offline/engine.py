@@ -47,6 +47,7 @@ from topreward_ros.offline.source import (
     SourceReadError,
 )
 from topreward_ros.progress_bar import progress_bar
+from topreward_ros.scoring.backends.protocol import ScoringBackend
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class OfflineSettings:
             episode["task_thresholds"] = {instruction: value for instruction, value in tasks}
         return {"model": model_id, **episode, **asdict(self.runner), **source.settings_record()}
 
-    def episode_runner(self, scorer: Any, cameras: tuple[str, ...]) -> OfflineRunner:
+    def episode_runner(self, scorer: ScoringBackend, cameras: tuple[str, ...]) -> OfflineRunner:
         """The runner every engine scores with (in this process or on a replica)."""
         return OfflineRunner(scorer, self.episode, self.runner, cameras)
 
@@ -87,7 +88,7 @@ class OfflineSettings:
 
 #: Work done where the model is, after an episode is scored (e.g. the
 #: evaluation's static control curve): (scorer, result) -> a picklable value.
-EpisodeExtra = Callable[[Any, EpisodeResult], Any]
+EpisodeExtra = Callable[[ScoringBackend, EpisodeResult], Any]
 #: Called on the driver with the episode's spec and the extra value, after
 #: its files are written and before the manifest records it.
 EpisodeHook = Callable[[EpisodeSpec, Any], None]
@@ -201,7 +202,7 @@ class _Stop(Exception):
     """max_episodes reached."""
 
 
-def run_local(scorer: Any, settings: OfflineSettings, source: EpisodeSource, out_dir: Path,
+def run_local(scorer: ScoringBackend, settings: OfflineSettings, source: EpisodeSource, out_dir: Path,
               force: bool = False, progress: bool = True, extra: EpisodeExtra | None = None,
               on_episode: EpisodeHook | None = None) -> RunReport:
     """Score every episode of ``source`` not already done in ``out_dir``, in this process.

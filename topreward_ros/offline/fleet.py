@@ -39,6 +39,7 @@ from topreward_ros.offline.manifest import ManifestError
 from topreward_ros.offline.report import RunReport
 from topreward_ros.offline.source import EpisodeSource, SourceError
 from topreward_ros.offline.tables import FRAME_SCHEMA, read_parquet, write_csv, write_parquet
+from topreward_ros.scoring.backends.protocol import ScoringBackend
 
 RUNS_NAME = "runs.json"
 RUNS_VERSION = 1
@@ -100,7 +101,7 @@ class LocalEngine:
     ``RayEngine`` (``topreward_ros.scale``) has the same ``run``.
     """
 
-    def __init__(self, scorer: Any, progress: bool = True) -> None:
+    def __init__(self, scorer: ScoringBackend, progress: bool = True) -> None:
         self.scorer = scorer
         self.progress = progress
 

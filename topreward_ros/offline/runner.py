@@ -30,6 +30,7 @@ from topreward_ros.episode import (
     end_reason_code,
 )
 from topreward_ros.offline.source import EpisodeSpec, SourceFrame
+from topreward_ros.scoring.backends.protocol import ScoringBackend
 from topreward_ros.scoring.errors import InstructionError
 from topreward_ros.scoring.prompt import validate_instruction
 from topreward_ros.window import AddResult
@@ -105,7 +106,7 @@ def count_primary_frames(frames: Iterable[SourceFrame]) -> int:
 class OfflineRunner:
     """Scores episodes one after another with one loaded scorer."""
 
-    def __init__(self, scorer: Any, settings: EpisodeSettings, options: RunnerOptions,
+    def __init__(self, scorer: ScoringBackend, settings: EpisodeSettings, options: RunnerOptions,
                  cameras: tuple[str, ...]) -> None:
         self.scorer = scorer
         self.settings = settings

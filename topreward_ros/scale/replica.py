@@ -28,6 +28,7 @@ from typing import Any
 
 from topreward_ros.offline.engine import EpisodeExtra, OfflineSettings, ScoredFiles, score_episode
 from topreward_ros.offline.source import EpisodeSource, EpisodeSpec, SourceReadError
+from topreward_ros.scoring.backends.protocol import ScoringBackend
 
 
 @dataclass
@@ -52,7 +53,7 @@ class ScorerReplica:
     def __init__(self, config: Any) -> None:
         from topreward_ros.scoring import load_scorer
 
-        self.scorer = load_scorer(config)
+        self.scorer: ScoringBackend = load_scorer(config)
 
     def info(self) -> dict[str, Any]:
         """Who this replica is (also the driver's liveness probe)."""

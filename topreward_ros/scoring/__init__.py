@@ -1,10 +1,13 @@
 """The ROS-free TOPReward scoring core.
 
-Plain Python (numpy; torch and transformers imported lazily by the backend),
+Plain Python (numpy; torch and transformers imported lazily by the backends),
 no ROS import anywhere in this package, so it serves the ROS node, the bag
 tools and the command line alike.
 """
-from topreward_ros.scoring.backend import EpisodeSession, VideoScorer, load_scorer
+from topreward_ros.scoring.backends.factory import load_scorer
+from topreward_ros.scoring.backends.protocol import EpisodeScoring, ScoringBackend
+from topreward_ros.scoring.backends.registry import BACKEND_NAMES
+from topreward_ros.scoring.backends.transformers_qwen import EpisodeSession, VideoScorer
 from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD, ScorerConfig
 from topreward_ros.scoring.curve import ProgressCurve, dense_rewards, normalize_minmax, success_score
 from topreward_ros.scoring.errors import (
@@ -23,10 +26,12 @@ from topreward_ros.scoring.schedule import FrameSampler, prefix_lengths, sample_
 from topreward_ros.scoring.score import Score
 
 __all__ = [
+    "BACKEND_NAMES",
     "DEFAULT_MODEL",
     "DEFAULT_SUCCESS_THRESHOLD",
     "BackendUnavailableError",
     "CausalProgress",
+    "EpisodeScoring",
     "EpisodeSession",
     "FrameError",
     "FrameSampler",
@@ -36,6 +41,7 @@ __all__ = [
     "ProgressCurve",
     "Score",
     "ScorerConfig",
+    "ScoringBackend",
     "ScoringError",
     "SuccessDetector",
     "SuccessVerdict",

@@ -10,6 +10,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from topreward_ros.scoring.backends.registry import BACKEND_NAMES, DEFAULT_BACKEND
+
 DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -51,6 +53,9 @@ class ScorerConfig:
         success_threshold: success when that mean exceeds this (nats); see
             ``DEFAULT_SUCCESS_THRESHOLD`` (must be calibrated).
         torch_threads: CPU threads for torch; ``None`` leaves torch's default.
+        backend: the scoring backend that runs the model, one of
+            ``backends.registry.BACKEND_NAMES`` (``"transformers"``: in
+            process, through transformers).
     """
 
     model: str = DEFAULT_MODEL
@@ -66,10 +71,13 @@ class ScorerConfig:
     success_window: int = 3
     success_threshold: float = DEFAULT_SUCCESS_THRESHOLD
     torch_threads: int | None = None
+    backend: str = DEFAULT_BACKEND
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError(f"model must be a hub id or a directory, got {self.model!r}")
+        if self.backend not in BACKEND_NAMES:
+            raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {self.backend!r}")
         if self.revision is not None and (not isinstance(self.revision, str) or not self.revision.strip()):
             raise ValueError(f"revision must be a non-empty string or None, got {self.revision!r}")
         if self.cache_dir is not None and (not isinstance(self.cache_dir, str) or not self.cache_dir.strip()):

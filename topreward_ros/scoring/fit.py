@@ -5,7 +5,7 @@ build and the GPU driver, the model's configuration (a local directory, the
 Hugging Face cache, or a built-in table of the Qwen3-VL sizes when neither
 is at hand) and the rig's cameras, view size and window. Every figure comes
 from the same rules the scorer follows: frames are sized for ``max_frames``
-samples (``backend.episode_frame_size``), the prompt is the one the session
+samples (``backends.transformers_qwen.sizing.episode_frame_size``), the prompt is the one the session
 writes, and the KV cache holds the header and every complete 2-frame group.
 ``time_rig`` adds measured costs on the real model. ``topreward check`` and
 the node's start-up log print ``CheckReport.lines()``.
@@ -19,6 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from topreward_ros.scoring.backends.protocol import ScoringBackend
 from topreward_ros.scoring.config import ScorerConfig
 from topreward_ros.scoring.cuda import Setup, inspect_setup
 from topreward_ros.scoring.errors import ModelLoadError
@@ -262,7 +263,7 @@ def _model_config(config: ScorerConfig) -> tuple[Any, Any, Any, str]:
     """(model config, video processor, tokenizer or None, where they came from)."""
     from transformers import AutoConfig, AutoTokenizer, AutoVideoProcessor, Qwen3VLConfig
 
-    from topreward_ros.scoring.backend import hub_offline, looks_like_path
+    from topreward_ros.scoring.backends.transformers_qwen.runtime import hub_offline, looks_like_path
 
     local = Path(config.model).expanduser()
     is_local = local.is_dir() or looks_like_path(config.model)
@@ -335,7 +336,7 @@ def _prompt_tokens(tokenizer: Any, rig: Rig, pads_per_group: int) -> tuple[int, 
 
 def check_rig(rig: Rig, setup: Setup | None = None) -> CheckReport:
     """Every figure of the check but the timing (no weights are loaded)."""
-    from topreward_ros.scoring.backend import processor_size
+    from topreward_ros.scoring.backends.transformers_qwen.sizing import processor_size
 
     setup = setup or inspect_setup()
     wanted = rig.config.device
@@ -378,7 +379,7 @@ def _available_ram() -> int | None:
     return None
 
 
-def time_rig(report: CheckReport, scorer: Any) -> Timing:
+def time_rig(report: CheckReport, scorer: ScoringBackend) -> Timing:
     """Measure a full forward over max_frames samples and one tick after it, on ``scorer``."""
     import time
 

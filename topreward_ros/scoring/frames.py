@@ -34,6 +34,33 @@ def check_rgb(image: object, name: str = "frame") -> np.ndarray:
     return image
 
 
+def check_frames(frames: Sequence[np.ndarray], stamps_ns: Sequence[int]) -> None:
+    """Raise ``FrameError`` unless ``frames`` is a non-empty video a backend can score.
+
+    One stamp (integer nanoseconds, strictly increasing) per frame, every
+    frame HxWx3 uint8 of the same shape. Every backend checks its input with
+    this, so a bad frame is refused with the same message whichever runs.
+    """
+    if len(frames) != len(stamps_ns):
+        raise FrameError(f"got {len(frames)} frames but {len(stamps_ns)} stamps")
+    if len(frames) == 0:
+        raise FrameError("no frames to score: a prefix needs at least one frame")
+    shape = None
+    for i, frame in enumerate(frames):
+        check_rgb(frame, f"frames[{i}]")
+        if shape is None:
+            shape = frame.shape
+        elif frame.shape != shape:
+            raise FrameError(f"frames[{i}] has shape {frame.shape}, expected {shape} like frames[0]")
+    previous = None
+    for i, stamp in enumerate(stamps_ns):
+        if isinstance(stamp, bool) or not isinstance(stamp, (int, np.integer)):
+            raise FrameError(f"stamps_ns[{i}] must be an integer (nanoseconds), got {stamp!r}")
+        if previous is not None and stamp <= previous:
+            raise FrameError(f"stamps_ns must increase strictly: stamps_ns[{i}]={stamp} after {previous}")
+        previous = stamp
+
+
 def prepare_view(rgb: np.ndarray, size: int = DEFAULT_VIEW_SIZE) -> np.ndarray:
     """Resize an RGB image to ``size`` x ``size`` (aspect not kept), uint8 HxWx3.
 
