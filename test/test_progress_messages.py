@@ -28,10 +28,10 @@ from topreward_ros.offline import progress_mcap  # noqa: E402
 from topreward_ros.offline.progress_mcap import (  # noqa: E402
     PROGRESS_TOPIC,
     SUCCESS_TOPIC,
-    TimedTick,
     message_kit,
     write_progress_mcap,
 )
+from topreward_ros.offline.runner import TimedTick  # noqa: E402
 from topreward_ros.bag.reader import BagReader  # noqa: E402
 from topreward_ros.episode import TickResult  # noqa: E402
 from topreward_ros.msg import EpisodeSuccess, TaskProgress  # noqa: E402

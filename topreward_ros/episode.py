@@ -36,13 +36,12 @@ import numpy as np
 
 from topreward_ros.scoring.config import DEFAULT_SUCCESS_THRESHOLD
 from topreward_ros.scoring.progress import CausalProgress, SuccessDetector
+from topreward_ros.scoring.stamps import NS_PER_S
 from topreward_ros.scoring.thresholds import SuccessThresholds
 from topreward_ros.window import AddResult, BadFrame, EpisodeWindow, Sample, ViewSource
 
 if TYPE_CHECKING:
     from topreward_ros.scoring.backend import EpisodeSession, VideoScorer
-
-NS_PER_S = 1_000_000_000
 
 #: Why an episode ended (``EpisodeSummary.end_reason``, ``EpisodeResult.end_reason``).
 END_NEW_INSTRUCTION = "new_instruction"

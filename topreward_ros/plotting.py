@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from topreward_ros.scoring.curve import ProgressCurve
-from topreward_ros.scoring.schedule import NS_PER_S
+from topreward_ros.scoring.stamps import NS_PER_S
 
 #: Height in pixels of each thumbnail as drawn (before figure scaling).
 THUMBNAIL_HEIGHT = 96

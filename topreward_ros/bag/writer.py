@@ -22,10 +22,10 @@ from rosbags.rosbag2.writer import Writer as _RosbagsWriter
 from rosbags.typesys.store import Typestore
 
 from topreward_ros.bag.types import typestore as default_typestore
+from topreward_ros.scoring.stamps import NS_PER_S
 
 Storage = Literal["mcap", "sqlite3"]
 STORAGES: tuple[Storage, ...] = ("mcap", "sqlite3")
-NS_PER_S = 1_000_000_000
 
 # rosbag2 metadata version written (9 = Jazzy and later).
 BAG_VERSION = 9

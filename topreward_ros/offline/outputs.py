@@ -29,8 +29,8 @@ from topreward_ros.offline.manifest import Manifest
 from topreward_ros.offline.progress_mcap import write_progress_mcap
 from topreward_ros.offline.runner import EpisodeResult
 from topreward_ros.offline.tables import concat_frame_tables, frame_table, write_csv, write_parquet
+from topreward_ros.scoring.stamps import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 EPISODE_DIR = "episode_{index:04d}"
 # Thumbnails on a plot: enough to see the task unfold, few enough to stay legible.
 PLOT_THUMBNAILS = 8
