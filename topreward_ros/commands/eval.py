@@ -35,13 +35,13 @@ from topreward_ros.commands.options import (
     SCORING_PARAMS,
     STAMP_PARAMS,
     TOPIC_PARAMS,
-    absolute_inputs,
     add_model_options,
     add_ray_options,
     add_run_options,
     add_scoring_options,
     add_stamp_options,
     apply_params_file,
+    ray_inputs,
     ray_options,
     scorer_config,
 )
@@ -129,12 +129,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from topreward_ros.evaluation.runner import EvalRunner, EvalSettings, EvalSetupError
     from topreward_ros.params_file import ParamsFileError
 
-    if args.ray and Path(args.ray).exists():
-        # `--ray INPUT ...`: the value is an input, not a cluster address.
-        args.inputs.insert(0, args.ray)
-        args.ray = ""
-    if args.ray is not None:
-        args.inputs = absolute_inputs(args.inputs)
+    args.inputs = ray_inputs(args, args.inputs)
     # Cameras named on the command line; a parameters file's camera_topics are
     # ROS topics, which name nothing in a dataset.
     dataset_cameras = tuple(args.cameras) if args.cameras else None
