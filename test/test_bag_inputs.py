@@ -21,7 +21,7 @@ import pytest
 
 from topreward_ros.commands.bag import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, register
 from topreward_ros.commands.options import ray_inputs
-from offline_run import score_bag
+from offline_run import bag_options, score_bag, tiny_scorer
 
 from topreward_ros.sources.bag import BagSetupError, BagSourceOptions
 from topreward_ros.bag.replay import ReplayOptions
@@ -29,7 +29,6 @@ from topreward_ros.bag.synthetic import START_NS, write_episodes_bag
 from topreward_ros.bag.writer import BagWriter, image_msg, string_msg
 from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec, render_frame
 from topreward_ros.episode import EpisodeSettings
-from topreward_ros.scoring import ScorerConfig, load_scorer
 from topreward_ros.scoring.errors import InstructionError
 
 VIEW = 64
@@ -42,14 +41,11 @@ SCENE = DEMO_SCENES[0]
 
 @pytest.fixture(scope="module")
 def scorer(tiny_model_dir):
-    return load_scorer(ScorerConfig(model=str(tiny_model_dir), device="cpu", dtype="float32",
-                                    local_files_only=True, view_size=VIEW, torch_threads=2))
+    return tiny_scorer(tiny_model_dir, VIEW)
 
 
 def options(**kw) -> dict:
-    base = dict(camera_topics=(CAMERA,), tick_rate_hz=2.0, plot=False)
-    base.update(kw)
-    return base
+    return bag_options(CAMERA, **kw)
 
 
 def cli(*argv: str) -> int:
