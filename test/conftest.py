@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -94,6 +94,22 @@ def ros_domain() -> Iterator[int]:
         else:
             os.environ["ROS_DOMAIN_ID"] = previous
         lock.close()
+
+
+@pytest.fixture
+def context() -> Iterator[Any]:
+    """An rclpy context of the test's own, in the module's domain, shut down after the test.
+
+    Nodes built on it are real participants of the graph; a context per test
+    keeps one test's nodes and subscriptions out of the next one's.
+    """
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.context import Context
+
+    ctx = Context()
+    rclpy.init(context=ctx, args=[])
+    yield ctx
+    rclpy.shutdown(context=ctx)
 
 
 @pytest.fixture(scope="session")

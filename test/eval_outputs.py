@@ -1,4 +1,4 @@
-"""Running `topreward` in-process from an eval test, and reading what `topreward eval` wrote."""
+"""Running `topreward` in-process from an eval test, reading what it wrote, and the node's success rule."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +7,8 @@ import io
 import json
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from topreward_ros.cli import main as topreward
 from topreward_ros.evaluation.runner import record_file_name
@@ -28,3 +30,13 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def record(out: Path, name: str) -> dict[str, Any]:
     """The record `topreward eval` wrote for episode ``name`` under ``out``."""
     return json.loads((out / "episodes" / record_file_name(name)).read_text())
+
+
+def node_would_fire(scores: list[float], threshold: float, window: int, consecutive: int) -> bool:
+    """The node's rule, written out: mean of the last `window` scores > threshold, `consecutive` in a row."""
+    streak = 0
+    for i in range(window - 1, len(scores)):
+        streak = streak + 1 if np.mean(scores[i - window + 1:i + 1]) > threshold else 0
+        if streak >= consecutive:
+            return True
+    return False

@@ -16,8 +16,20 @@ from topreward_ros.offline.engine import OfflineSettings, run_local
 from topreward_ros.offline.outputs import OutputOptions
 from topreward_ros.offline.report import RunReport
 from topreward_ros.offline.runner import RunnerOptions
+from topreward_ros.scoring import ScorerConfig, load_scorer
 from topreward_ros.sources.bag import BagSource, BagSourceOptions
 from topreward_ros.sources.lerobot import DatasetSource, DatasetSourceOptions
+
+
+def tiny_scorer(model_dir: Path, view_size: int, torch_threads: int = 2) -> Any:
+    """The tiny model loaded as the offline tests score with it: CPU, float32, no hub."""
+    return load_scorer(ScorerConfig(model=str(model_dir), device="cpu", dtype="float32", local_files_only=True,
+                                    view_size=view_size, torch_threads=torch_threads))
+
+
+def bag_options(camera: str, **kw: Any) -> dict[str, Any]:
+    """Options of a one-camera bag run, the timer at 2 Hz and no plots unless ``kw`` says otherwise."""
+    return {"camera_topics": (camera,), "tick_rate_hz": 2.0, "plot": False, **kw}
 
 
 def _split(kw: dict[str, Any], source_type: type) -> tuple[dict[str, Any], OfflineSettings, Any]:

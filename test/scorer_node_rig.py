@@ -60,6 +60,19 @@ SIM_START_S = 1000.0
 FRAME_PERIOD_S = 0.1
 WIDTH, HEIGHT = 64, 48
 STALL_WARN_S, STALL_ERROR_S = 0.8, 1.6
+#: Node parameters the rig tests start from: time from the rig's /clock, CAM0 (raw), a 4 Hz
+#: timer, small views and window, fast diagnostics, one torch thread.
+RIG_PARAMS = {
+    "use_sim_time": "true",
+    "camera_topics": f"['{CAM0}']",
+    "rate_hz": "4.0",
+    "view_size": "64",
+    "max_frames": "24",
+    "diagnostics_period_s": "0.25",
+    "torch_threads": "1",
+}
+#: The camera stall limits, for tests that check stall reports.
+STALL_PARAMS = {"camera_stall_warn_s": str(STALL_WARN_S), "camera_stall_error_s": str(STALL_ERROR_S)}
 
 T = TypeVar("T")
 _RIG_IDS = iter(range(1, 1000))

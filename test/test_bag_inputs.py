@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from topreward_ros.commands.bag import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, register
-from offline_run import score_bag
+from topreward_ros.commands.options import ray_inputs
+from offline_run import bag_options, score_bag, tiny_scorer
 
 from topreward_ros.sources.bag import BagSetupError, BagSourceOptions
 from topreward_ros.bag.replay import ReplayOptions
@@ -28,7 +29,6 @@ from topreward_ros.bag.synthetic import START_NS, write_episodes_bag
 from topreward_ros.bag.writer import BagWriter, image_msg, string_msg
 from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec, render_frame
 from topreward_ros.episode import EpisodeSettings
-from topreward_ros.scoring import ScorerConfig, load_scorer
 from topreward_ros.scoring.errors import InstructionError
 
 VIEW = 64
@@ -41,14 +41,11 @@ SCENE = DEMO_SCENES[0]
 
 @pytest.fixture(scope="module")
 def scorer(tiny_model_dir):
-    return load_scorer(ScorerConfig(model=str(tiny_model_dir), device="cpu", dtype="float32",
-                                    local_files_only=True, view_size=VIEW, torch_threads=2))
+    return tiny_scorer(tiny_model_dir, VIEW)
 
 
 def options(**kw) -> dict:
-    base = dict(camera_topics=(CAMERA,), tick_rate_hz=2.0, plot=False)
-    base.update(kw)
-    return base
+    return bag_options(CAMERA, **kw)
 
 
 def cli(*argv: str) -> int:
@@ -348,3 +345,15 @@ def test_replay_defaults_fit_a_two_core_machine():
     # Each /clock message wakes every sim-time node's executor; 20 Hz keeps a
     # 1 Hz scoring timer within 50 ms of bag time at a fifth of the old cost.
     assert args.clock_hz == ReplayOptions().clock_hz == 20.0
+
+
+def test_a_ray_value_that_names_a_path_is_the_first_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.mcap").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(ray="a.mcap")  # `--ray a.mcap b.mcap`: argparse gave the first bag to --ray
+    assert ray_inputs(args, ["b.mcap"]) == [str(tmp_path / "a.mcap"), str(tmp_path / "b.mcap")]
+    assert args.ray == ""  # a local cluster
+    args = argparse.Namespace(ray="auto")  # a cluster address: inputs made absolute for the replicas
+    assert ray_inputs(args, ["@list.txt", "b.mcap"]) == ["@" + str(tmp_path / "list.txt"), str(tmp_path / "b.mcap")]
+    assert args.ray == "auto"
+    assert ray_inputs(argparse.Namespace(ray=None), ["b.mcap"]) == ["b.mcap"]  # no Ray: left as given

@@ -20,7 +20,7 @@ import pytest
 
 from topreward_ros.commands.bag import EXIT_OK, EXIT_UNUSABLE, register
 from topreward_ros.offline.manifest import ManifestError
-from offline_run import score_bag
+from offline_run import bag_options, score_bag, tiny_scorer
 
 from topreward_ros.sources.bag import BagSetupError
 from topreward_ros.offline.progress_mcap import PROGRESS_TOPIC
@@ -30,7 +30,7 @@ from topreward_ros.offline.tables import FRAME_SCHEMA
 from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec
 from topreward_ros.episode import EpisodeSettings
 from topreward_ros.images import to_rgb
-from topreward_ros.scoring import ScorerConfig, load_scorer, prepare_view
+from topreward_ros.scoring import prepare_view
 from topreward_ros.scoring.schedule import sample_indices
 
 VIEW = 64
@@ -41,14 +41,11 @@ CAMERA = "/camera/image_raw"
 
 @pytest.fixture(scope="module")
 def scorer(tiny_model_dir):
-    return load_scorer(ScorerConfig(model=str(tiny_model_dir), device="cpu", dtype="float32",
-                                    local_files_only=True, view_size=VIEW, torch_threads=2))
+    return tiny_scorer(tiny_model_dir, VIEW)
 
 
 def options(**kw) -> dict:
-    base = dict(camera_topics=(CAMERA,), tick_rate_hz=2.0, plot=False)
-    base.update(kw)
-    return base
+    return bag_options(CAMERA, **kw)
 
 
 def mtimes(out: Path) -> dict[str, int]:

@@ -8,7 +8,6 @@ turns out to be unusable, losing nothing else.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -143,14 +142,6 @@ def test_unusable_secondary_frame_gives_the_grey_view_and_is_reported_once() -> 
 
 
 # -- the node's callback -----------------------------------------------------------------
-
-
-@pytest.fixture
-def context() -> Iterator[Context]:
-    ctx = Context()
-    rclpy.init(context=ctx, args=[])
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 def camera_status(node: ScorerNode) -> DiagnosticStatus:

@@ -23,7 +23,7 @@ from scipy.special import logsumexp
 from scipy.stats import spearmanr
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
 
-from eval_outputs import read_csv, record, run_cli
+from eval_outputs import node_would_fire, read_csv, record, run_cli
 
 from topreward_ros.demo import CAMERA_TOPIC, write_demo_bag
 from topreward_ros.demo_scene import SceneSpec, render_episode
@@ -157,16 +157,6 @@ def test_metrics_match_scipy_and_sklearn_on_the_written_csv(setup: dict[str, Any
         "max_frames": 256, "view_size": VIEW, "sync_tolerance_s": 0.05}
     predicted = [int(r["predicted_success"]) for r in rows]
     assert predicted == (raw > metrics["overall"]["threshold_raw"]["threshold"]).astype(int).tolist()
-
-
-def node_would_fire(scores: list[float], threshold: float, window: int, consecutive: int) -> bool:
-    """The node's rule, written out: mean of the last `window` scores > threshold, `consecutive` in a row."""
-    streak = 0
-    for i in range(window - 1, len(scores)):
-        streak = streak + 1 if np.mean(scores[i - window + 1:i + 1]) > threshold else 0
-        if streak >= consecutive:
-            return True
-    return False
 
 
 def test_live_check_replays_the_node_rule_over_the_bag_ticks(setup: dict[str, Any]) -> None:

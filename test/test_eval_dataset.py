@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import yaml
 
-from eval_outputs import read_csv, record, run_cli
+from eval_outputs import node_would_fire, read_csv, record, run_cli
 
 from topreward_ros.demo_scene import SceneSpec
 from topreward_ros.lerobot.synthetic import DatasetCamera, write_lerobot_dataset
@@ -117,16 +117,6 @@ def test_records_equal_topreward_lerobot_on_the_same_dataset(setup: dict[str, An
         # The row's numbers come from that curve.
         row = next(r for r in read_csv(out / "episodes.csv") if r["episode"] == f"ds/{index}")
         assert float(row["raw_success_score"]) == pytest.approx(np.mean(offline["log_prob_true"][-3:]), abs=1e-5)
-
-
-def node_would_fire(scores: list[float], threshold: float, window: int, consecutive: int) -> bool:
-    """The node's rule, written out: mean of the last `window` scores > threshold, `consecutive` in a row."""
-    streak = 0
-    for i in range(window - 1, len(scores)):
-        streak = streak + 1 if np.mean(scores[i - window + 1:i + 1]) > threshold else 0
-        if streak >= consecutive:
-            return True
-    return False
 
 
 def test_live_check_replays_the_node_rule_over_the_dataset_ticks(setup: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,10 @@ from topreward_ros.offline import progress_mcap  # noqa: E402
 from topreward_ros.offline.progress_mcap import (  # noqa: E402
     PROGRESS_TOPIC,
     SUCCESS_TOPIC,
-    TimedTick,
     message_kit,
     write_progress_mcap,
 )
+from topreward_ros.offline.runner import TimedTick  # noqa: E402
 from topreward_ros.bag.reader import BagReader  # noqa: E402
 from topreward_ros.episode import TickResult  # noqa: E402
 from topreward_ros.msg import EpisodeSuccess, TaskProgress  # noqa: E402
@@ -105,14 +104,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
-
-
-@pytest.fixture
-def context() -> Iterator[Context]:
-    ctx = Context()
-    rclpy.init(context=ctx, args=[])
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 def published_by_node(context: Context, tmp_path: Path) -> tuple[Any, Any]:

@@ -10,7 +10,6 @@ incompatible peer give the events.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -25,14 +24,6 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from topreward_ros.node.qos_watch import QoSWatch  # noqa: E402
-
-
-@pytest.fixture()
-def context() -> Iterator[Context]:
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 def spin_until(executor: SingleThreadedExecutor, done, limit: int = 200) -> bool:

@@ -33,8 +33,8 @@ from scorer_node_rig import (  # noqa: E402
     CAM1,
     NS,
     PARAMS_FILE,
-    STALL_ERROR_S,
-    STALL_WARN_S,
+    RIG_PARAMS,
+    STALL_PARAMS,
     NodeProcess,
     Rig,
     new_episode_after,
@@ -53,17 +53,11 @@ pytestmark = [pytest.mark.timeout(240), pytest.mark.graph]
 # Fixtures.
 # ----------------------------------------------------------------------------
 NODE_PARAMS = {
-    "use_sim_time": "true",
+    **RIG_PARAMS,
+    **STALL_PARAMS,
     "camera_topics": f"['{CAM0}', '{CAM1}']",
-    "rate_hz": "4.0",
-    "view_size": "64",
-    "max_frames": "24",
     "success_threshold": "0.0",  # log p <= 0: can never be exceeded
     "success_consecutive": "2",
-    "camera_stall_warn_s": str(STALL_WARN_S),
-    "camera_stall_error_s": str(STALL_ERROR_S),
-    "diagnostics_period_s": "0.25",
-    "torch_threads": "1",
 }
 
 

@@ -5,7 +5,6 @@ checks run before anything would use it).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,6 @@ from rclpy.parameter import Parameter  # noqa: E402
 
 from topreward_ros.node.params import MODEL_PARAMS, PARAM_BY_NAME, PARAMETERS, is_compressed_topic  # noqa: E402
 from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
-
-
-@pytest.fixture
-def context() -> Iterator[Context]:
-    ctx = Context()
-    rclpy.init(context=ctx, args=[])
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 def make(context: Context, tmp_path: Path, **params: Any) -> ScorerNode:

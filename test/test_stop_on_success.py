@@ -30,7 +30,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 from ros_process import stop_child  # noqa: E402
-from scorer_node_rig import CAM0, Rig, new_episode_after, running_rig  # noqa: E402
+from scorer_node_rig import RIG_PARAMS, Rig, new_episode_after, running_rig  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from install_tree import LIB_DIR  # noqa: E402
@@ -42,18 +42,7 @@ pytestmark = [pytest.mark.timeout(300)]
 EXECUTABLE = LIB_DIR / "stop_on_success"
 ALWAYS = -1.0e9
 NEVER = 0.0
-NODE_PARAMS = {
-    "use_sim_time": "true",
-    "camera_topics": f"['{CAM0}']",
-    "rate_hz": "4.0",
-    "view_size": "64",
-    "max_frames": "24",
-    "success_threshold": str(ALWAYS),
-    "success_window": "2",
-    "success_consecutive": "1",
-    "diagnostics_period_s": "0.25",
-    "torch_threads": "1",
-}
+NODE_PARAMS = {**RIG_PARAMS, "success_threshold": str(ALWAYS), "success_window": "2", "success_consecutive": "1"}
 
 
 def test_rule_acts_once_and_only_for_the_running_episode() -> None:

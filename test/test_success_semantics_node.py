@@ -33,10 +33,9 @@ pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from scorer_node_rig import (  # noqa: E402
-    CAM0,
     NS,
-    STALL_ERROR_S,
-    STALL_WARN_S,
+    RIG_PARAMS,
+    STALL_PARAMS,
     Rig,
     new_episode_after,
     running_rig,
@@ -52,20 +51,8 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.graph]
 ALWAYS = -1.0e9
 NEVER = 0.0
 
-NODE_PARAMS = {
-    "use_sim_time": "true",
-    "camera_topics": f"['{CAM0}']",
-    "rate_hz": "4.0",
-    "view_size": "64",
-    "max_frames": "24",
-    "success_threshold": str(ALWAYS),
-    "success_window": "3",
-    "success_consecutive": "2",
-    "camera_stall_warn_s": str(STALL_WARN_S),
-    "camera_stall_error_s": str(STALL_ERROR_S),
-    "diagnostics_period_s": "0.25",
-    "torch_threads": "1",
-}
+NODE_PARAMS = {**RIG_PARAMS, **STALL_PARAMS,
+               "success_threshold": str(ALWAYS), "success_window": "3", "success_consecutive": "2"}
 
 
 @pytest.fixture(scope="module")

@@ -18,33 +18,27 @@
 # after a hash of the inputs makes a re-run a no-op, a lock keeps two
 # checkouts sharing the virtualenv from building at once, and a new prefix is
 # built beside the old one and swapped in, so a test run using the old one in
-# the meantime keeps working.
+# the meantime keeps working (tools/ros_extras_lib.sh).
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="${1:?usage: $0 VENV [EXTRAS_DIR]}"
-case "$venv" in /*) ;; *) venv="$root/$venv" ;; esac
-export TOPREWARD_VENV="$venv"  # the environment tools/env.sh sets up below
-extras="${2:-${TOPREWARD_ROS_EXTRAS:-}}"
-if [ -z "$extras" ]; then
-  for candidate in "$root/../shared/ros-extras"; do
-    if [ -d "$candidate" ]; then extras="$candidate"; break; fi
-  done
-fi
-prefix="$venv/ros-extras"
+# shellcheck source=tools/ros_extras_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/ros_extras_lib.sh"
+extras_args "$@"
+root="$extras_root"
+name=ros-extras
+prefix="$venv/$name"
 launch_archives=(launch-jazzy.tar.gz launch_ros-jazzy.tar.gz composition_interfaces-jazzy.tar.gz)
 cli_archives=(rosidl_runtime_py-jazzy.tar.gz ros2cli-jazzy.tar.gz ros2launch-jazzy.tar.gz)
 cli_packages=(ros2cli ros2pkg ros2run ros2node ros2service ros2param ros2topic ros2lifecycle)
 
 # What a ROS 2 install (or an earlier run) provides, in the environment tests get.
 have_launch_ros() {
-  # shellcheck disable=SC1091
-  (set +u; source "$root/tools/env.sh" && python -c "import launch, launch_ros, composition_interfaces.srv") \
-    >/dev/null 2>&1
+  in_env python -c "import launch, launch_ros, composition_interfaces.srv" >/dev/null 2>&1
+}
+ros2cli_runs() {
+  python -c "import ros2cli, ros2launch, rosidl_runtime_py" && ros2 --help
 }
 have_ros2cli() {
-  # shellcheck disable=SC1091
-  (set +u; source "$root/tools/env.sh" && python -c "import ros2cli, ros2launch, rosidl_runtime_py" \
-    && ros2 --help) >/dev/null 2>&1
+  in_env ros2cli_runs >/dev/null 2>&1
 }
 
 if [ -z "$extras" ] || [ ! -d "$extras" ]; then
@@ -71,12 +65,10 @@ done
 archives=("${launch_archives[@]}")
 [ "$with_cli" = 1 ] && archives+=("${cli_archives[@]}")
 
-stamp="$venv/.ros-extras-$(cat "${archives[@]/#/$extras/}" "$root/requirements/launch.txt" "${BASH_SOURCE[0]}" \
-  | sha1sum | cut -c1-12)"
+stamp="$(extras_stamp "$name" "${archives[@]/#/$extras/}" "$root/requirements/launch.txt")"
 [ -f "$stamp" ] && exit 0
 
-exec 9>"$venv/.ros-extras.lock"
-flock 9
+extras_lock "$name"
 [ -f "$stamp" ] && exit 0
 if [ ! -d "$prefix" ] && have_launch_ros && have_ros2cli; then
   exit 0  # a ROS 2 install provides launch_ros and the ros2 command: nothing to build
@@ -85,15 +77,10 @@ fi
 what="launch, launch_ros, composition_interfaces"
 [ "$with_cli" = 1 ] && what="$what, rosidl_runtime_py, ros2cli and ros2launch"
 echo "installing $what from $extras into $prefix"
-work="$(mktemp -d)"
-# Built under a temporary name beside the prefix, then swapped in.
-staging="$venv/.ros-extras-new.$$"
-trap 'rm -rf "$work" "$staging" "$venv/.ros-extras-old.$$"' EXIT
+extras_stage "$name"
 for archive in "${archives[@]}"; do
   tar -xzf "$extras/$archive" -C "$work"
 done
-rm -rf "$staging"
-mkdir -p "$staging"
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --prefix "$staging")
 sources=("$work/launch/launch" "$work/launch/launch_xml" "$work/launch/launch_yaml" "$work/launch_ros/launch_ros")
 if [ "$with_cli" = 1 ]; then
@@ -103,31 +90,16 @@ fi
   "${pip[@]}" -r "$root/requirements/launch.txt"
   "${pip[@]}" --no-build-isolation "${sources[@]}"
 } 2>&1 | { grep -v "is neither a file nor a directory" || true; }
-# composition_interfaces is a message package: generated with the same rosidl
-# wheels as this package's own messages.
-# shellcheck disable=SC1091
-(
-  set +u; source "$root/tools/env.sh"
-  cd "$work"
-  colcon --log-base "$work/log" build --merge-install --base-paths "$work/rcl_interfaces/composition_interfaces" \
-    --build-base "$work/build" --install-base "$staging" \
-    --cmake-args -DPython3_EXECUTABLE="$venv/bin/python" -DBUILD_TESTING=OFF
-) > "$work/colcon.log" 2>&1 || { cat "$work/colcon.log" >&2; exit 1; }
-if [ -d "$prefix" ]; then
-  mv "$prefix" "$venv/.ros-extras-old.$$"
-fi
-mv "$staging" "$prefix"
-rm -rf "$venv/.ros-extras-old.$$"
-# shellcheck disable=SC1091
-if ! (set +u; source "$root/tools/env.sh" && python -c "import launch_ros, composition_interfaces.srv"); then
+# composition_interfaces is a message package.
+colcon_messages "$work/rcl_interfaces/composition_interfaces"
+extras_swap "$name"
+if ! in_env python -c "import launch_ros, composition_interfaces.srv"; then
   echo "launch_ros was installed into $prefix but does not import" >&2
   exit 1
 fi
 if [ "$with_cli" = 1 ] && ! have_ros2cli; then
   echo "ros2cli was installed into $prefix but \`ros2 --help\` fails:" >&2
-  # shellcheck disable=SC1091
-  (set +u; source "$root/tools/env.sh" && ros2 --help) >&2 || true
+  in_env ros2 --help >&2 || true
   exit 1
 fi
-rm -f "$venv"/.ros-extras-[0-9a-f]*
-touch "$stamp"
+extras_done "$name" "$stamp"

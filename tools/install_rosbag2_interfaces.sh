@@ -13,22 +13,17 @@
 # already imports (a ROS 2 install provides it) or when the archive is not found
 # (the tests that need it then skip and say why). A stamp named after a hash of
 # the inputs makes a re-run a no-op; a lock keeps two checkouts sharing the
-# virtualenv from building at once; the new prefix is swapped in whole.
+# virtualenv from building at once; the new prefix is swapped in whole
+# (tools/ros_extras_lib.sh).
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="${1:?usage: $0 VENV [EXTRAS_DIR]}"
-case "$venv" in /*) ;; *) venv="$root/$venv" ;; esac
-export TOPREWARD_VENV="$venv"  # the environment tools/env.sh sets up below
-extras="${2:-${TOPREWARD_ROS_EXTRAS:-}}"
-if [ -z "$extras" ] && [ -d "$root/../shared/ros-extras" ]; then
-  extras="$root/../shared/ros-extras"
-fi
-prefix="$venv/ros-extras-rosbag2"
+# shellcheck source=tools/ros_extras_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/ros_extras_lib.sh"
+extras_args "$@"
+name=ros-extras-rosbag2
 archive_name=rosbag2_interfaces-jazzy.tar.gz
 
 have_rosbag2_interfaces() {
-  # shellcheck disable=SC1091
-  (set +u; source "$root/tools/env.sh" && python -c "import rosbag2_interfaces.srv") >/dev/null 2>&1
+  in_env python -c "import rosbag2_interfaces.srv" >/dev/null 2>&1
 }
 
 if [ -z "$extras" ] || [ ! -f "$extras/$archive_name" ]; then
@@ -38,41 +33,23 @@ if [ -z "$extras" ] || [ ! -f "$extras/$archive_name" ]; then
   fi
   exit 0
 fi
-stamp="$venv/.ros-extras-rosbag2-$(cat "$extras/$archive_name" "${BASH_SOURCE[0]}" | sha1sum | cut -c1-12)"
+stamp="$(extras_stamp "$name" "$extras/$archive_name")"
 [ -f "$stamp" ] && exit 0
 
-exec 9>"$venv/.ros-extras-rosbag2.lock"
-flock 9
+extras_lock "$name"
 [ -f "$stamp" ] && exit 0
-if [ ! -d "$prefix" ] && have_rosbag2_interfaces; then
+if [ ! -d "$venv/$name" ] && have_rosbag2_interfaces; then
   exit 0  # a ROS 2 install provides it: nothing to build
 fi
 
-echo "installing rosbag2_interfaces from $extras into $prefix"
-work="$(mktemp -d)"
-staging="$venv/.ros-extras-rosbag2-new.$$"
-trap 'rm -rf "$work" "$staging" "$venv/.ros-extras-rosbag2-old.$$"' EXIT
+echo "installing rosbag2_interfaces from $extras into $venv/$name"
+extras_stage "$name"
 tar -xzf "$extras/$archive_name" -C "$work"
-rm -rf "$staging"
-mkdir -p "$staging"
-# shellcheck disable=SC1091
-(
-  set +u; source "$root/tools/env.sh"
-  cd "$work"
-  colcon --log-base "$work/log" build --merge-install --base-paths "$work/rosbag2_interfaces" \
-    --build-base "$work/build" --install-base "$staging" \
-    --cmake-args -DPython3_EXECUTABLE="$venv/bin/python" -DBUILD_TESTING=OFF
-) > "$work/colcon.log" 2>&1 || { cat "$work/colcon.log" >&2; exit 1; }
-if [ -d "$prefix" ]; then
-  mv "$prefix" "$venv/.ros-extras-rosbag2-old.$$"
-fi
-mv "$staging" "$prefix"
-rm -rf "$venv/.ros-extras-rosbag2-old.$$"
+colcon_messages "$work/rosbag2_interfaces"
+extras_swap "$name"
 if ! have_rosbag2_interfaces; then
-  echo "rosbag2_interfaces was installed into $prefix but does not import:" >&2
-  # shellcheck disable=SC1091
-  (set +u; source "$root/tools/env.sh" && python -c "import rosbag2_interfaces.srv") >&2 || true
+  echo "rosbag2_interfaces was installed into $venv/$name but does not import:" >&2
+  in_env python -c "import rosbag2_interfaces.srv" >&2 || true
   exit 1
 fi
-rm -f "$venv"/.ros-extras-rosbag2-[0-9a-f]*
-touch "$stamp"
+extras_done "$name" "$stamp"

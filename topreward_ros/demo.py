@@ -22,6 +22,7 @@ from pathlib import Path
 
 from topreward_ros.bag.writer import BagWriter, Storage, compressed_image_msg, string_msg
 from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec, render_episode
+from topreward_ros.scoring.stamps import NS_PER_S
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path("out/demo")
@@ -29,7 +30,6 @@ TINY_MODEL_DIR = Path(".cache/tiny-qwen3-vl")
 CAMERA_TOPIC = "/camera/image_raw/compressed"
 INSTRUCTION_TOPIC = "/instruction"
 CAMERA_FRAME = "camera_optical_frame"
-NS_PER_S = 1_000_000_000
 # Bag clock origin (a fixed date, so every run writes the same bag).
 START_NS = 1_750_000_000 * NS_PER_S
 # Pause between episodes, and how long after capture the recorder logs a frame.

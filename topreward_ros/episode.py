@@ -1,10 +1,12 @@
-"""One episode of live scoring: the tick that the node and the bag tools share.
+"""One episode of live scoring: the tick that the node and the offline runner share.
 
 The node calls ``EpisodeRunner`` from ROS callbacks and a timer; the offline
-bag tool calls the very same methods while it walks a bag in time order and
-fires the timer in bag time. Keeping window handling, incremental scoring,
-causal progress and success detection in this one class is what guarantees
-that a relabelled bag carries the numbers the live node would have published.
+runner (``offline.runner``) calls the very same methods while it walks an
+episode of any source (bag, dataset, video) in time order and fires the
+timer on the source's time axis. Keeping window handling, incremental
+scoring, causal progress and success detection in this one class is what
+guarantees that an offline-scored recording carries the numbers the live
+node would have published.
 
 Threading: image callbacks (``wants``/``add``) and the scoring tick may run on
 different executor threads. A lock guards the window and the episode identity
@@ -36,13 +38,12 @@ import numpy as np
 
 from topreward_ros.scoring.config import DEFAULT_SUCCESS_THRESHOLD
 from topreward_ros.scoring.progress import CausalProgress, SuccessDetector
+from topreward_ros.scoring.stamps import NS_PER_S
 from topreward_ros.scoring.thresholds import SuccessThresholds
 from topreward_ros.window import AddResult, BadFrame, EpisodeWindow, Sample, ViewSource
 
 if TYPE_CHECKING:
     from topreward_ros.scoring.backends.protocol import EpisodeScoring, ScoringBackend
-
-NS_PER_S = 1_000_000_000
 
 #: Why an episode ended (``EpisodeSummary.end_reason``, ``EpisodeResult.end_reason``).
 END_NEW_INSTRUCTION = "new_instruction"

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from topreward_ros.files import write_atomic
 from topreward_ros.scoring.curve import ProgressCurve
-from topreward_ros.scoring.schedule import NS_PER_S
+from topreward_ros.scoring.stamps import NS_PER_S
 
 #: Height in pixels of each thumbnail as drawn (before figure scaling).
 THUMBNAIL_HEIGHT = 96
@@ -85,7 +86,7 @@ def plot_curve(
     thumbnail_stamps_ns: Sequence[int] | None = None,
     title: str | None = None,
 ) -> Path:
-    """Write a PNG of ``curve`` to ``path`` and return the path.
+    """Write a PNG of ``curve`` to ``path`` (complete or absent) and return the path.
 
     Args:
         path: output file (PNG).
@@ -157,6 +158,4 @@ def plot_curve(
         pad = 0.03 * span
         ax.set_xlim(times[0] - pad, times[-1] + pad)
 
-    out = Path(path)
-    fig.savefig(out, format="png", bbox_inches="tight")
-    return out
+    return write_atomic(Path(path), lambda file: fig.savefig(file, format="png", bbox_inches="tight"))

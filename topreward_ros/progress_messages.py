@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from topreward_ros.episode import EpisodeSummary, TickResult
-
-NS_PER_S = 1_000_000_000
+from topreward_ros.scoring.stamps import NS_PER_S
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """The frames of the current episode, as the model will see them.
 
-One code path for the live node and the offline bag tools: both hand every
-camera message to an ``EpisodeWindow`` in arrival order and read back complete
-samples. That is what makes a bag scored offline give the same numbers as the
-node that watched it live.
+One code path for the live node and the offline runner: both hand every
+camera frame to an ``EpisodeWindow`` in arrival order and read back complete
+samples. That is what makes a recording scored offline give the same numbers
+as the node that watched it live.
 
 Cost model: ``wants()`` is a few integer comparisons, so a camera callback
 can drop the frames the 2 fps schedule does not need. A kept frame may be

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from topreward_ros.episode import StampCut
-
-NS_PER_S = 1_000_000_000
+from topreward_ros.scoring.stamps import NS_PER_S
 
 Action = Literal["start", "end"]
 

@@ -31,8 +31,8 @@ from typing import Any
 from topreward_ros.bag.base import DEFAULT_CLOCK_HZ
 from topreward_ros.progress_bar import progress_bar
 from topreward_ros.bag.reader import BagReader, BagReadError
+from topreward_ros.scoring.stamps import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 CLOCK_TOPIC = "/clock"
 #: DEFAULT_CLOCK_HZ (defined in bag.base, which the parser imports without
 #: importing this module): /clock messages per wall second.

@@ -26,8 +26,8 @@ from topreward_ros.bag.writer import (
     string_msg,
 )
 from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec, render_frame
+from topreward_ros.scoring.stamps import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 START_NS = 1_700_000_000 * NS_PER_S
 
 Frame = Callable[[SceneSpec, float, int, int], np.ndarray]

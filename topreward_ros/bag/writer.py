@@ -1,7 +1,8 @@
 """Writing rosbag2 bags (sqlite3 or MCAP) with rosbags, atomically.
 
-Used for the relabel export (TaskProgress / EpisodeSuccess next to a scored
-bag), for the demo episode and for test and benchmark bags. A bag is built in
+Used for each scored episode's ``progress.mcap`` (the node's messages at
+their tick times, ``offline.progress_mcap``), for the demo episode and for
+test and benchmark bags. A bag is built in
 a temporary sibling directory and moved into place only once it is complete
 and closed, so a crash never leaves a half-written bag under the final name
 (and a later run never mistakes one for finished output).
@@ -22,10 +23,10 @@ from rosbags.rosbag2.writer import Writer as _RosbagsWriter
 from rosbags.typesys.store import Typestore
 
 from topreward_ros.bag.types import typestore as default_typestore
+from topreward_ros.scoring.stamps import NS_PER_S
 
 Storage = Literal["mcap", "sqlite3"]
 STORAGES: tuple[Storage, ...] = ("mcap", "sqlite3")
-NS_PER_S = 1_000_000_000
 
 # rosbag2 metadata version written (9 = Jazzy and later).
 BAG_VERSION = 9

@@ -38,6 +38,7 @@ from topreward_ros.commands.options import (
     add_stamp_options,
     apply_params_file,
     offline_settings,
+    ray_inputs,
     scorer_config,
 )
 
@@ -117,12 +118,8 @@ def run_bag(args: argparse.Namespace) -> int:
     from topreward_ros.params_file import ParamsFileError
     from topreward_ros.sources.bag import BagSource, pick_cameras
 
-    if args.ray and Path(args.ray).exists():
-        # `--ray BAG ...`: the value is an input, not a cluster address.
-        args.bag.insert(0, args.ray)
-        args.ray = ""
+    args.bag = ray_inputs(args, args.bag)
     if args.ray is not None:
-        args.bag = absolute_inputs(args.bag)
         args.list = [Path(p) for p in absolute_inputs(args.list or [])]
     try:
         apply_params_file(args, BAG_PARAMS, "topreward bag")

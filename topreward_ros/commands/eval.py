@@ -2,8 +2,9 @@
 
 Every input becomes an episode source scored on an engine (this process,
 or Ray replicas with ``--ray``) by ``evaluation.runner``; this module parses
-the options, checks everything it can before the model loads, and writes
-the report (``evaluation.report``).
+the options, checks everything it can before the model loads, has the
+report written (``evaluation.outcome``, files as ``evaluation.report``
+lays them out) and prints its summary.
 
 Exit codes:
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,13 @@ from topreward_ros.commands.options import (
     SCORING_PARAMS,
     STAMP_PARAMS,
     TOPIC_PARAMS,
-    absolute_inputs,
     add_model_options,
     add_ray_options,
     add_run_options,
     add_scoring_options,
     add_stamp_options,
     apply_params_file,
+    ray_inputs,
     ray_options,
     scorer_config,
 )
@@ -129,12 +129,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from topreward_ros.evaluation.runner import EvalRunner, EvalSettings, EvalSetupError
     from topreward_ros.params_file import ParamsFileError
 
-    if args.ray and Path(args.ray).exists():
-        # `--ray INPUT ...`: the value is an input, not a cluster address.
-        args.inputs.insert(0, args.ray)
-        args.ray = ""
-    if args.ray is not None:
-        args.inputs = absolute_inputs(args.inputs)
+    args.inputs = ray_inputs(args, args.inputs)
     # Cameras named on the command line; a parameters file's camera_topics are
     # ROS topics, which name nothing in a dataset.
     dataset_cameras = tuple(args.cameras) if args.cameras else None
@@ -201,130 +196,27 @@ def run_eval(args: argparse.Namespace) -> int:
                          _is_random_checkpoint(config.model))
 
 
-def scored_camera_topics(bags: Mapping[str, Iterable[str]]) -> tuple[list[str] | None, str | None]:
-    """The camera topics the bags were scored with, in order, and a problem if the bags disagree.
-
-    ``bags``: bag name -> the topics its source used. None without a usable
-    bag: videos, frame folders and datasets have no topics for the node.
-    """
-    found: dict[tuple[str, ...], list[str]] = {}
-    for name, topics in bags.items():
-        found.setdefault(tuple(topics), []).append(name)
-    if len(found) > 1:
-        listing = "; ".join(f"{', '.join(topics)} ({', '.join(names)})" for topics, names in found.items())
-        return None, (f"the bags have different camera topics ({listing}): camera_topics is not written to "
-                      "calibrated.yaml; give --camera to choose")
-    return (list(next(iter(found))) if found else None), None
-
-
-def bag_topic(cameras: list[str] | None, topic: str | None) -> str | None:
-    """A topic the bags were cut at, for calibrated.yaml; None where no bag was scored."""
-    return topic if cameras else None
-
-
-def _index_ranges(indices: Iterable[int]) -> str:
-    """``0, 1, 2, 5`` -> ``0-2, 5``: a dataset's episode indices, short."""
-    spans: list[list[int]] = []
-    for i in sorted(indices):
-        if spans and i == spans[-1][1] + 1:
-            spans[-1][1] = i
-        else:
-            spans.append([i, i])
-    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans) or "none"
-
-
-def missing_episode(name: str, where: str, kind: str, held: set[int]) -> tuple[str, str]:
-    """The problem line and the row detail for a label naming an episode its bag or dataset lacks."""
-    head, _, tail = name.rpartition("/")
-    if kind == "bag":
-        count = len(held)
-        return (f"{where}: the labels name episode {name!r} but bag {head} has {count} episode(s), "
-                f"{head}/0 .. {head}/{count - 1}", f"bag {head} has {count} episode(s)")
-    return (f"{where}: the labels name episode {name!r} but dataset {head} has no episode_index {tail}; "
-            f"its {len(held)} episode(s): {_index_ranges(held)}",
-            f"dataset {head} has no episode_index {tail}")
-
-
 def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: Any, run: Any,
                   settings: dict[str, Any], random_weights: bool) -> int:
-    from topreward_ros.evaluation.report import (
-        CALIBRATED_YAML,
-        calibrated_params,
-        evaluate,
-        metrics_record,
-        plot_roc,
-        plot_score_distributions,
-        plot_voc_vs_control,
-        report_markdown,
-        write_calibrated_yaml,
-        write_episodes_csv,
-    )
-
-    from topreward_ros.evaluation.runner import episode_order
+    """Write the report of ``run`` (``evaluation.outcome``), print its summary; the exit code."""
+    from topreward_ros.evaluation.outcome import write_outcome
 
     out: Path = args.output
-    records = runner.load_records(inputs)
-    problems = list(run.problems)
-    problems += [f"{name}: failed: {message}" for name, message in run.failed.items()]
-    # Each labelled episode without scores gets a status for its row in episodes.csv.
-    unscored = dict(run.unscored)
-    recorded = {r["episode"] for r in records}
-    kinds = {i.name: i.kind for i in inputs}
-    for name, label in labels.items():
-        head, _, tail = name.rpartition("/")
-        if head in run.complete_inputs and int(tail) not in run.input_episodes.get(head, set()):
-            problem, detail = missing_episode(name, label.where, kinds[head], run.input_episodes[head])
-            problems.append(problem)
-            unscored[name] = ("missing", detail)
-        elif name in unscored or name in recorded:
-            continue
-        elif head in run.input_errors:
-            unscored[name] = ("failed", run.input_errors[head])
-        elif run.stopped_early:
-            unscored[name] = ("pending", "not scored yet (--max-episodes); a re-run continues")
-    evaluation = evaluate(records, labels, args.success_window, args.success_consecutive, unscored,
-                          episode_order(inputs))
-    from topreward_ros.files import write_json_atomic, write_text_atomic
-
-    write_episodes_csv(out / "episodes.csv", evaluation.rows)
-    write_json_atomic(out / "metrics.json", metrics_record(evaluation))
-    plots = []
-    if evaluation.scored:
-        if plot_roc(out / "roc.png", evaluation):
-            plots.append("roc.png")
-        plot_voc_vs_control(out / "voc_vs_control.png", evaluation)
-        plot_score_distributions(out / "score_distributions.png", evaluation)
-        plots += ["voc_vs_control.png", "score_distributions.png"]
-    for stale in {"roc.png", "voc_vs_control.png", "score_distributions.png"} - set(plots):
-        (out / stale).unlink(missing_ok=True)  # never leave a plot of other labels beside this report
-    cameras, camera_problem = scored_camera_topics(run.camera_topics)
-    if camera_problem:
-        problems.append(camera_problem)
-    params = calibrated_params(evaluation, settings["model"], args.success_window, args.success_consecutive,
-                               {"camera_topics": cameras,
-                                "instruction_topic": bag_topic(cameras, args.instruction_topic),
-                                "reset_topic": bag_topic(cameras, args.reset_topic),
-                                "rate_hz": args.rate, "sample_fps": args.sample_fps,
-                                "max_frames": args.max_frames, "view_size": args.view_size,
-                                "sync_tolerance_s": args.sync_tolerance})
-    calibrated = out / CALIBRATED_YAML
-    if params is not None:
-        write_calibrated_yaml(calibrated, params, evaluation)
-    elif calibrated.exists():
-        calibrated.unlink()  # never leave a threshold fitted on other episodes beside this report
-    notes = list(run.notes)
-    if run.stopped_early:
-        notes.append("stopped after --max-episodes; re-run the same command to continue")
-    write_text_atomic(out / "report.md", report_markdown(
-        evaluation, settings, params, plots, problems, notes, random_weights, complete=not run.stopped_early))
+    outcome = write_outcome(out, runner.load_records(inputs), labels, inputs, run, settings, random_weights,
+                            args.success_window, args.success_consecutive,
+                            {"instruction_topic": args.instruction_topic, "reset_topic": args.reset_topic,
+                             "rate_hz": args.rate, "sample_fps": args.sample_fps,
+                             "max_frames": args.max_frames, "view_size": args.view_size,
+                             "sync_tolerance_s": args.sync_tolerance})
+    evaluation, problems = outcome.evaluation, outcome.problems
     m = evaluation.overall
     print(f"{m.episodes} labelled episodes ({m.successes} successes, {m.failures} failures): "
           f"VOC {m.voc_mean:.3f} (control {m.control_voc_mean:.3f})"
           + (f", ROC-AUC raw {m.auc_raw:.3f} / two-way {m.auc_two_way:.3f}" if m.auc_raw is not None else ""))
     if random_weights:
         print("NOTE: the model is a RANDOMLY INITIALISED test checkpoint: these numbers are meaningless.")
-    print(f"wrote {out / 'report.md'}, {out / 'episodes.csv'}"
-          + (f", {calibrated}" if params is not None else ""))
+    print(f"wrote {outcome.report}, {outcome.episodes_csv}"
+          + (f", {outcome.calibrated}" if outcome.params is not None else ""))
     for problem in problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)
     for name in evaluation.unlabelled:
@@ -332,7 +224,8 @@ def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: An
     if m.undefined_reason and run.stopped_early:
         print(f"note: no threshold fitted yet: {m.undefined_reason}")
     elif m.undefined_reason:
-        print(f"PROBLEM: no threshold fitted, no {CALIBRATED_YAML} written: {m.undefined_reason}", file=sys.stderr)
+        print(f"PROBLEM: no threshold fitted, no {outcome.calibrated.name} written: {m.undefined_reason}",
+              file=sys.stderr)
     if problems or evaluation.unlabelled or (m.undefined_reason and not run.stopped_early):
         return EXIT_ATTENTION
     return EXIT_OK

@@ -268,6 +268,19 @@ def offline_settings(args: argparse.Namespace, plot: bool | None = None) -> Any:
     )
 
 
+def ray_inputs(args: argparse.Namespace, inputs: list[Any]) -> list[Any]:
+    """The command's inputs, made absolute when the run goes to Ray (``absolute_inputs``).
+
+    ``--ray`` takes an optional value, so in ``--ray INPUT ...`` argparse
+    hands the first input to it: a value that names an existing path is put
+    back in front of the inputs and ``--ray`` means "start a local cluster".
+    """
+    if args.ray and Path(args.ray).exists():
+        inputs.insert(0, args.ray)
+        args.ray = ""
+    return absolute_inputs(inputs) if args.ray is not None else inputs
+
+
 def absolute_inputs(inputs: list[Any]) -> list[str]:
     """Input paths (``@LIST`` too) made absolute for Ray: a replica on a cluster this command
     did not start runs in its own working directory and would resolve a relative path there."""

@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from topreward_ros.commands.options import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, apply_params_file
+from topreward_ros.files import write_text_atomic
 from topreward_ros.sources.video import InputError, read_episode
 
 RESULT_JSON = "score.json"
@@ -82,7 +82,6 @@ def _error(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``topreward score``; returns the exit code."""
-    from topreward_ros.commands.options import apply_params_file
     from topreward_ros.params_file import ParamsFileError
     from topreward_ros.scoring import ScorerConfig, ScoringError, load_scorer, voc
     from topreward_ros.scoring.prompt import validate_instruction
@@ -94,35 +93,36 @@ def run(args: argparse.Namespace) -> int:
                               view_size=args.view_size, torch_threads=args.torch_threads)
     except (ParamsFileError, ValueError) as exc:
         _error(str(exc))
-        return 2
+        return EXIT_UNUSABLE
     try:
         validate_instruction(args.instruction)
     except ScoringError as exc:
         _error(str(exc))
-        return 2
+        return EXIT_UNUSABLE
     if not (math.isfinite(args.source_fps) and args.source_fps > 0):
         _error(f"--source-fps must be a finite number > 0, got {args.source_fps!r}")
-        return 2
+        return EXIT_UNUSABLE
     output: Path | None = args.output
     if output is not None:
         existing = [output / n for n in (RESULT_JSON, RESULT_PNG) if (output / n).exists()]
         if existing and not args.force:
             _error(f"{', '.join(map(str, existing))} already exist(s); pass --force to overwrite")
-            return 2
+            return EXIT_UNUSABLE
         if output.exists() and not output.is_dir():
             _error(f"--output {output} is not a directory")
-            return 2
+            return EXIT_UNUSABLE
     try:
         episode = read_episode(Path(args.input), args.source_fps, config.sample_fps, config.view_size)
     except InputError as exc:
         _error(str(exc))
-        return 2
+        return EXIT_UNUSABLE
     try:
         scorer = load_scorer(config)
         curve = scorer.curve(episode.views, episode.stamps_ns, args.instruction, use_cache=not args.no_cache)
     except ScoringError as exc:
         _error(str(exc))
-        return 2 if isinstance(exc, ValueError) else 1
+        # A bad request (frames, instruction) is unusable input; the model failing is a failed run.
+        return EXIT_UNUSABLE if isinstance(exc, ValueError) else EXIT_PARTIAL
 
     value_order = voc(curve.normalized)
     print(f"{args.input}: {episode.source_frames} {episode.kind} frames, {len(episode.views)} sampled at "
@@ -160,25 +160,13 @@ def run(args: argparse.Namespace) -> int:
             "voc": value_order,
             "latency_s": list(curve.latency_s),
         }
-        _write_atomic(output / RESULT_JSON, json.dumps(result, indent=2).encode())
+        write_text_atomic(output / RESULT_JSON, json.dumps(result, indent=2))
         from topreward_ros.plotting import plot_curve
 
         picks = np.unique(np.linspace(0, len(episode.views) - 1, min(PLOT_THUMBNAILS, len(episode.views)))
                           .round().astype(int))
-        with tempfile.NamedTemporaryFile(dir=output, prefix=".curve.", suffix=".png", delete=False) as tmp:
-            tmp_path = Path(tmp.name)
-        try:
-            plot_curve(tmp_path, curve, thumbnails=[episode.views[i] for i in picks],
-                       thumbnail_stamps_ns=[episode.stamps_ns[i] for i in picks],
-                       title=f"{args.instruction}  ({curve.model_id})")
-            os.replace(tmp_path, output / RESULT_PNG)
-        finally:
-            tmp_path.unlink(missing_ok=True)
+        plot_curve(output / RESULT_PNG, curve, thumbnails=[episode.views[i] for i in picks],
+                   thumbnail_stamps_ns=[episode.stamps_ns[i] for i in picks],
+                   title=f"{args.instruction}  ({curve.model_id})")
         print(f"wrote {output / RESULT_JSON} and {output / RESULT_PNG}")
-    return 0
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)
+    return EXIT_OK

@@ -4,7 +4,9 @@
 episodes, ``runner`` turns each input into an episode source (``sources``:
 bags, LeRobot datasets, videos and frame folders) and scores its episodes
 and their static-video controls through the offline pipeline (resumable),
-``report`` writes the tables, plots, report and the calibrated parameters
-file; the command is ``commands.eval``. Nothing here imports ``commands``:
+``outcome`` turns a finished run into its report files (episodes without
+scores, problems, camera topics, stale files removed) and ``report`` lays
+out the tables, plots, report and the calibrated parameters file; the
+command is ``commands.eval``. Nothing here imports ``commands``:
 the command depends on this package, not the other way round.
 """

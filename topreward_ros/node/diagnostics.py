@@ -17,9 +17,8 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 from topreward_ros.episode import EpisodeSummary, TickResult
+from topreward_ros.scoring.stamps import NS_PER_S
 from topreward_ros.window import EpisodeWindow
-
-NS_PER_S = 1_000_000_000
 
 #: Written into every status's hardware_id.
 HARDWARE_ID = "scorer_node"

@@ -36,9 +36,9 @@ from topreward_ros.node.intake import BACK, REPEATED, message_key, source_timest
 from topreward_ros.progress_messages import episode_result, episode_success, task_progress
 from topreward_ros.scoring.errors import InstructionError
 from topreward_ros.scoring.prompt import validate_instruction
+from topreward_ros.scoring.stamps import NS_PER_S
 from topreward_ros.window import AddResult
 
-NS_PER_S = 1_000_000_000
 INSTRUCTION_TOPIC = "instruction"
 
 

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 
 from topreward_ros.episode import EpisodeSettings
-from topreward_ros.files import write_atomic, write_json_atomic
+from topreward_ros.files import write_json_atomic
 from topreward_ros.offline.manifest import Manifest
 from topreward_ros.offline.progress_mcap import write_progress_mcap
 from topreward_ros.offline.runner import EpisodeResult
 from topreward_ros.offline.tables import concat_frame_tables, frame_table, write_csv, write_parquet
+from topreward_ros.scoring.stamps import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 EPISODE_DIR = "episode_{index:04d}"
 # Thumbnails on a plot: enough to see the task unfold, few enough to stay legible.
 PLOT_THUMBNAILS = 8
@@ -148,15 +148,9 @@ class EpisodeWriter:
         samples, curve = result.samples, result.curve
         picks = np.unique(np.linspace(0, len(samples) - 1, min(PLOT_THUMBNAILS, len(samples)))
                           .round().astype(int))
-        tmp = path.with_name(f".{path.stem}.tmp.png")
-        try:
-            plot_curve(tmp, curve, thumbnails=[samples[i].image for i in picks],
-                       thumbnail_stamps_ns=[samples[i].stamp_ns for i in picks],
-                       title=f"episode {result.spec.index}: {result.spec.instruction}  "
-                             f"[{curve.model_id}]")
-            write_atomic(path, lambda f: f.write(tmp.read_bytes()))
-        finally:
-            tmp.unlink(missing_ok=True)
+        plot_curve(path, curve, thumbnails=[samples[i].image for i in picks],
+                   thumbnail_stamps_ns=[samples[i].stamp_ns for i in picks],
+                   title=f"episode {result.spec.index}: {result.spec.instruction}  [{curve.model_id}]")
 
 
 def frame_columns(result: EpisodeResult, success_threshold: float) -> dict[str, Any]:

@@ -9,11 +9,11 @@ the tick that produced it, like a recorder next to the node would have.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from topreward_ros.episode import EpisodeSummary, TickResult
+from topreward_ros.offline.runner import TimedTick
 from topreward_ros.progress_messages import MessageKit, episode_result, episode_success, task_progress
 
 if TYPE_CHECKING:  # the bag library is imported only to write a bag
@@ -23,14 +23,6 @@ if TYPE_CHECKING:  # the bag library is imported only to write a bag
 PROGRESS_TOPIC = "/task_progress"
 SUCCESS_TOPIC = "/episode_success"
 RESULT_TOPIC = "/episode_result"
-
-
-@dataclass(frozen=True)
-class TimedTick:
-    """A tick's result and the bag time at which the simulated timer fired."""
-
-    log_time_ns: int
-    result: TickResult
 
 
 def message_kit(store: Typestore | None = None) -> MessageKit:

@@ -33,9 +33,8 @@ from topreward_ros.offline.source import EpisodeSpec, SourceFrame
 from topreward_ros.scoring.backends.protocol import ScoringBackend
 from topreward_ros.scoring.errors import InstructionError
 from topreward_ros.scoring.prompt import validate_instruction
+from topreward_ros.scoring.stamps import NS_PER_S
 from topreward_ros.window import AddResult
-
-NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True)

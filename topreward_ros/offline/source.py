@@ -20,8 +20,8 @@ calls:
 
 A source also names its cameras, its fingerprint (what a resumed run checks
 the input against) and the options that change its outputs (recorded in
-the manifest). Adding a source means one new class here-below the runner:
-no runner, engine or output code changes.
+the manifest). Adding a source means one new class in ``topreward_ros.sources``
+implementing this interface: no runner, engine or output code changes.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-NS_PER_S = 1_000_000_000
+from topreward_ros.scoring.stamps import NS_PER_S
 
 # A frame may fill a slot this fraction of the period before the slot time.
 # Cameras stamp frames at slightly irregular times (a 30 Hz camera's 15th

@@ -28,9 +28,9 @@ from topreward_ros.offline.source import (
     SourceNotes,
     SourceReadError,
 )
+from topreward_ros.scoring.stamps import NS_PER_S
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-NS_PER_S = 1_000_000_000
 END_REASON = "end of the recording"
 
 

@@ -30,6 +30,13 @@ from typing import Any, Literal
 #: another marker is rebuilt.
 BUILDER_VERSION = "3"
 MARKER_FILE = "topreward_tiny_model.json"
+#: The vision placeholders' ids in the real Qwen vocabulary (the same in Qwen2.5-VL and Qwen3-VL).
+QWEN_VL_TOKEN_IDS = {
+    "image_token_id": 151655,
+    "video_token_id": 151656,
+    "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653,
+}
 
 ModelSize = Literal["tiny", "2b"]
 
@@ -238,10 +245,7 @@ def build_model(size: ModelSize = "tiny", seed: int = 0) -> Any:
     config = Qwen3VLConfig(
         text_config=_text_config(size),
         vision_config=_vision_config(size),
-        image_token_id=151655,
-        video_token_id=151656,
-        vision_start_token_id=151652,
-        vision_end_token_id=151653,
+        **QWEN_VL_TOKEN_IDS,
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
@@ -284,10 +288,7 @@ def build_qwen25_vl(out_dir: str | Path, seed: int = 0) -> Path:
             "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
             "fullatt_block_indexes": [1],
         },
-        image_token_id=151655,
-        video_token_id=151656,
-        vision_start_token_id=151652,
-        vision_end_token_id=151653,
+        **QWEN_VL_TOKEN_IDS,
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
