@@ -48,7 +48,7 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "topreward = topreward_ros.cli:main",
+            "topreward = topreward_ros.commands.cli:main",
             "scorer_node = topreward_ros.node.scorer_node:main",
             "managed_scorer_node = topreward_ros.node.managed:main_managed",
             "stop_on_success = topreward_ros.examples.stop_on_success:main",

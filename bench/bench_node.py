@@ -110,7 +110,7 @@ def bytes_per_pixel(encoding: str) -> int:
 
 
 def raw_encodings() -> tuple[str, ...]:
-    from topreward_ros.images import SUPPORTED_ENCODINGS
+    from topreward_ros.episode.images import SUPPORTED_ENCODINGS
 
     return SUPPORTED_ENCODINGS
 
@@ -517,7 +517,7 @@ LONG_MARKS_S = (30, 120, 300, 600)
 
 def bench_long(make_scorer: Any, label: str, minutes: float, threads: int, max_frames: int = 256) -> list[str]:
     """Tick costs over a long two-camera episode, in episode time (no real-time waits)."""
-    from topreward_ros.episode import EpisodeRunner, EpisodeSettings
+    from topreward_ros.episode.runner import EpisodeRunner, EpisodeSettings
 
     started = time.monotonic()
     scorer = make_scorer(threads)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from topreward_ros.cli import main as topreward
+from topreward_ros.commands.cli import main as topreward
 from topreward_ros.evaluation.runner import record_file_name
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec
+from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
 
 SCENES = (*DEMO_SCENES, SceneSpec("push the green block to the left", (40, 160, 60), 0.6, 0.3))
 

@@ -19,8 +19,8 @@ import pytest
 from output_compare import assert_close
 
 from topreward_ros.commands.bag import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, register
-from topreward_ros.bag.synthetic import write_episodes_bag
-from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec
+from topreward_ros.demo.synthetic_bag import write_episodes_bag
+from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
 
 SCENES = (*DEMO_SCENES, SceneSpec("push the green block to the left", (40, 160, 60), 0.6, 0.3))
 
@@ -126,7 +126,7 @@ def test_the_default_path_never_imports_ray_and_ray_missing_names_the_extra(
         bags, tiny_model_dir, tmp_path):
     script = f"""
 import sys
-from topreward_ros.cli import main
+from topreward_ros.commands.cli import main
 common = {common(tiny_model_dir)!r}
 code = main(["bag", {str(bags / 'bags')!r}, "-o", {str(tmp_path / 'local')!r}, *common])
 assert code == 0, code

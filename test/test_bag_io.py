@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from topreward_ros.bag.episodes import EpisodeSplitter, StampError, header_stamp_ns
-from topreward_ros.episode import StampCut
+from topreward_ros.episode.cuts import EpisodeSplitter, StampError, header_stamp_ns
+from topreward_ros.episode.runner import StampCut
 from topreward_ros.bag.base import bag_fingerprint
-from topreward_ros.files import write_atomic
+from topreward_ros.files.atomic import write_atomic
 from topreward_ros.offline.manifest import Manifest, ManifestError
 from topreward_ros.bag.reader import BagOpenError, BagReader, BagReadError, MessageDecodeError
-from topreward_ros.bag.synthetic import CameraSpec, write_episodes_bag
+from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag
 from topreward_ros.offline.tables import FRAME_SCHEMA, TableError, frame_table
 from topreward_ros.bag.writer import (
     BagWriteError,

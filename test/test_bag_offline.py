@@ -25,11 +25,11 @@ from offline_run import bag_options, score_bag, tiny_scorer
 from topreward_ros.sources.bag import BagSetupError
 from topreward_ros.offline.progress_mcap import PROGRESS_TOPIC
 from topreward_ros.bag.reader import BagReader
-from topreward_ros.bag.synthetic import CameraSpec, write_episodes_bag
+from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag
 from topreward_ros.offline.tables import FRAME_SCHEMA
-from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec
-from topreward_ros.episode import EpisodeSettings
-from topreward_ros.images import to_rgb
+from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
+from topreward_ros.episode.runner import EpisodeSettings
+from topreward_ros.episode.images import to_rgb
 from topreward_ros.scoring import prepare_view
 from topreward_ros.scoring.schedule import sample_indices
 

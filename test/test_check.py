@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from topreward_ros.cli import main
+from topreward_ros.commands.cli import main
 from topreward_ros.scoring import ModelLoadError, ScorerConfig, VideoScorer, load_scorer
 from topreward_ros.scoring.backends.transformers_qwen.runtime import resolve_device
 from topreward_ros.scoring.fit import Rig, Setup, check_rig

@@ -96,7 +96,7 @@ def test_video_end_to_end_through_the_topreward_command(video_file: Path, tiny_m
                                                         scorer: VideoScorer, tmp_path: Path) -> None:
     import av
 
-    from topreward_ros.cli import main
+    from topreward_ros.commands.cli import main
 
     out = tmp_path / "out"
     code = main(["score", str(video_file), "--instruction", INSTRUCTION, "--model", str(tiny_model_dir),

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from topreward_ros.demo import CAMERA_TOPIC, INSTRUCTION_TOPIC, write_demo_bag
-from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec, render_episode, render_frame
+from topreward_ros.demo.run import CAMERA_TOPIC, INSTRUCTION_TOPIC, write_demo_bag
+from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec, render_episode, render_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,8 +25,8 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
 
 from eval_outputs import node_would_fire, read_csv, record, run_cli
 
-from topreward_ros.demo import CAMERA_TOPIC, write_demo_bag
-from topreward_ros.demo_scene import SceneSpec, render_episode
+from topreward_ros.demo.run import CAMERA_TOPIC, write_demo_bag
+from topreward_ros.demo.scene import SceneSpec, render_episode
 from topreward_ros.evaluation.runner import record_file_name
 
 pytestmark = pytest.mark.timeout(900)

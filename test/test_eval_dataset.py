@@ -25,8 +25,8 @@ import yaml
 
 from eval_outputs import node_would_fire, read_csv, record, run_cli
 
-from topreward_ros.demo_scene import SceneSpec
-from topreward_ros.lerobot.synthetic import DatasetCamera, write_lerobot_dataset
+from topreward_ros.demo.scene import SceneSpec
+from topreward_ros.demo.synthetic_lerobot import DatasetCamera, write_lerobot_dataset
 
 pytestmark = pytest.mark.timeout(900)
 

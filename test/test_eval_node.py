@@ -35,8 +35,8 @@ from scorer_node_rig import EXECUTABLE  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from topreward_ros.cli import main as topreward  # noqa: E402
-from topreward_ros.demo_scene import DEMO_SCENES, render_episode  # noqa: E402
+from topreward_ros.commands.cli import main as topreward  # noqa: E402
+from topreward_ros.demo.scene import DEMO_SCENES, render_episode  # noqa: E402
 from topreward_ros.msg import TaskProgress  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.graph]

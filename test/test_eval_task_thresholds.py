@@ -20,7 +20,7 @@ from topreward_ros.evaluation.report import (
     report_markdown,
     write_calibrated_yaml,
 )
-from topreward_ros.params_file import read_params_file
+from topreward_ros.files.params_file import read_params_file
 from topreward_ros.scoring.calibration import MIN_LABELS_PER_CLASS, balanced_accuracy, leave_one_out
 from topreward_ros.scoring.thresholds import thresholds_from_params
 

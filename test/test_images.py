@@ -17,7 +17,7 @@ from PIL import Image as PILImage
 from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CompressedImage, Image
 
-from topreward_ros.images import (
+from topreward_ros.episode.images import (
     SUPPORTED_ENCODINGS,
     ImageError,
     compressed_to_rgb,

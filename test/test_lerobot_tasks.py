@@ -3,7 +3,7 @@
 The instruction is what the operator was asked at the start; a task that
 changes part-way (a relabelled tail, a second subtask) does not rename the
 episode. The source says so in a note. The dataset is written by
-``topreward_ros.lerobot.synthetic`` and the tail of episode 0 relabelled with
+``topreward_ros.demo.synthetic_lerobot`` and the tail of episode 0 relabelled with
 episode 1's task in the data parquet.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from topreward_ros.demo_scene import DEMO_SCENES
-from topreward_ros.lerobot.synthetic import DatasetCamera, write_lerobot_dataset
+from topreward_ros.demo.scene import DEMO_SCENES
+from topreward_ros.demo.synthetic_lerobot import DatasetCamera, write_lerobot_dataset
 from topreward_ros.sources.lerobot import DatasetSource, DatasetSourceOptions
 
 FRONT = "observation.images.front"

@@ -2,15 +2,18 @@
 
 Every import inside ``topreward_ros`` is read from the source (top-level and
 function-level alike, since a lazy import is still a dependency). The layers,
-lowest first, are what README's layout section draws:
+lowest first, are folders of the package (README's layout section draws them):
 
-0. foundations: the scoring core, image conversion, atomic files, small helpers;
-1. the episode core (window, episode runner) and the file formats it reads
-   and writes (rosbag2, LeRobot datasets, plots, pictures, messages);
-2. ``offline``: the source interface, the runner, outputs, manifest, engine;
-3. the sources, the Ray engine and the evaluation built on them;
-4. the command line, the ROS nodes and the examples.
+0. ``scoring/`` (the core and its backends), ``files/`` (atomic outputs,
+   parameters files), ``tools/`` (the tiny test model);
+1. ``episode/`` (the core the node and the sources share), ``rendering/``,
+   and the file formats: ``bag/`` (rosbag2), ``lerobot/`` (datasets);
+2. ``offline/``: the source interface, the runner, outputs, manifest, engine;
+3. ``sources/``, ``scale/`` (Ray) and ``evaluation/`` built on them;
+4. ``commands/`` (the command line), ``node/`` (the ROS programs), ``demo/``
+   and ``examples/``.
 
+Only folders have layers: a new module goes into the folder of its concern.
 A module may import its own layer or a lower one, never a higher one; no
 set of modules imports itself round; and no module imports another
 module's ``_private`` names.
@@ -23,14 +26,15 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "topreward_ros"
 
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"scoring", "files", "images", "demo_scene", "params_file",
-               "progress_picture", "progress_bar", "tools", "__init__"}),
-    frozenset({"window", "episode", "camera_view", "plotting", "progress_video",
-               "progress_messages", "bag", "lerobot"}),
+    frozenset({"scoring", "files", "tools"}),
+    frozenset({"episode", "rendering", "bag", "lerobot"}),
     frozenset({"offline"}),
     frozenset({"sources", "scale", "evaluation"}),
-    frozenset({"commands", "cli", "__main__", "node", "demo", "examples", "msg"}),
+    frozenset({"commands", "node", "demo", "examples"}),
 )
+#: The package's own two files at its root: ``import topreward_ros`` (imports
+#: nothing of the package) and ``python -m topreward_ros`` (the command line).
+ROOT_FILES = {"__init__": 0, "__main__": len(LAYERS) - 1}
 
 
 def module_name(path: Path) -> str:
@@ -86,11 +90,16 @@ def imports(path: Path, known: dict[str, Path]) -> list[tuple[str, int, list[str
 
 def layer(module: str) -> int:
     parts = module.split(".")
-    top = parts[1] if len(parts) > 1 else "__init__"
+    if len(parts) == 1:
+        return ROOT_FILES["__init__"]
+    if len(parts) == 2 and parts[1] in ROOT_FILES:
+        return ROOT_FILES[parts[1]]
+    top = parts[1]
+    assert (PACKAGE / top).is_dir(), f"{module}: only folders have layers; move it into one of {sorted(set().union(*LAYERS))}"
     for number, members in enumerate(LAYERS):
         if top in members:
             return number
-    raise AssertionError(f"{module} is in no layer: add topreward_ros.{top} to LAYERS")
+    raise AssertionError(f"{module} is in no layer: add the folder topreward_ros/{top}/ to LAYERS")
 
 
 def graph() -> dict[str, set[str]]:

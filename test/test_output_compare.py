@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from output_compare import assert_same_outputs
-from topreward_ros.bag.synthetic import write_episodes_bag
+from topreward_ros.demo.synthetic_bag import write_episodes_bag
 from topreward_ros.bag.writer import BagWriter, string_msg
-from topreward_ros.cli import main
-from topreward_ros.demo_scene import DEMO_SCENES
+from topreward_ros.commands.cli import main
+from topreward_ros.demo.scene import DEMO_SCENES
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def _png_pixels(path: Path) -> None:
 
 
 def _video_frames(path: Path) -> None:
-    from topreward_ros.progress_video import write_video
+    from topreward_ros.rendering.video import write_video
 
     write_video(path, iter([np.zeros((40, 40, 3), np.uint8)] * 3), 2.0)
 

@@ -8,7 +8,7 @@ in that virtualenv only:
 * ``import rclpy`` (and ``topreward_ros.msg``) fail: nothing of ROS is there;
 * ``topreward lerobot --help`` works (the console script pip installed);
 * ``topreward lerobot DATASET -o OUT`` scores a dataset written by
-  ``topreward_ros.lerobot.synthetic`` with the tiny model and writes the RA-BC
+  ``topreward_ros.demo.synthetic_lerobot`` with the tiny model and writes the RA-BC
   parquet; neither parsing the arguments nor scoring imports the bag reader
   (parsing imports nothing of rosbags at all).
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from topreward_ros.lerobot.synthetic import DatasetCamera, write_lerobot_dataset
+from topreward_ros.demo.synthetic_lerobot import DatasetCamera, write_lerobot_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -137,7 +137,7 @@ def test_the_pip_virtualenv_has_no_ros(pip_venv: Path, tmp_path: Path) -> None:
 
 SCORE = """
 import json, sys
-from topreward_ros.cli import build_parser, main
+from topreward_ros.commands.cli import build_parser, main
 argv = sys.argv[1:]
 build_parser().parse_args(argv)
 parsed = sorted(m for m in sys.modules if m == "rosbags" or m.startswith(("rosbags.", "topreward_ros.bag.reader")))

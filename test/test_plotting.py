@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from topreward_ros.plotting import (
+from topreward_ros.rendering.plot import (
     TEXT_FONT_FAMILIES,
     cjk_font_path,
     plot_curve,

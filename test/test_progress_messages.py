@@ -1,6 +1,6 @@
 """The node's published scores and the relabel export's bag messages agree field for field.
 
-Both come from ``topreward_ros.progress_messages``. Here one TickResult is
+Both come from ``topreward_ros.rendering.messages``. Here one TickResult is
 published by a real in-process ScorerNode (received on the graph by a second
 node) and written by the bag writer (read back from the MCAP); both must be
 built by that mapping (its calls are recorded) and give exactly the fields
@@ -22,7 +22,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
-from topreward_ros import progress_messages  # noqa: E402
+from topreward_ros.rendering import messages as progress_messages  # noqa: E402
 from topreward_ros.node import episodes  # noqa: E402
 from topreward_ros.offline import progress_mcap  # noqa: E402
 from topreward_ros.offline.progress_mcap import (  # noqa: E402
@@ -33,9 +33,9 @@ from topreward_ros.offline.progress_mcap import (  # noqa: E402
 )
 from topreward_ros.offline.runner import TimedTick  # noqa: E402
 from topreward_ros.bag.reader import BagReader  # noqa: E402
-from topreward_ros.episode import TickResult  # noqa: E402
+from topreward_ros.episode.runner import TickResult  # noqa: E402
 from topreward_ros.msg import EpisodeSuccess, TaskProgress  # noqa: E402
-from topreward_ros.progress_messages import task_progress_fields  # noqa: E402
+from topreward_ros.rendering.messages import task_progress_fields  # noqa: E402
 from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 
 CONSECUTIVE = 3
@@ -187,10 +187,10 @@ def test_the_mapping_fills_every_message_field() -> None:
 
 def test_episode_result_mapping_fills_every_field_in_both_bindings(tmp_path: Path) -> None:
     from topreward_ros.bag.reader import BagReader as Reader
-    from topreward_ros.episode import END_STAMP_CUT, EpisodeSummary
+    from topreward_ros.episode.runner import END_STAMP_CUT, EpisodeSummary
     from topreward_ros.msg import EpisodeResult
     from topreward_ros.offline.progress_mcap import RESULT_TOPIC
-    from topreward_ros.progress_messages import MessageKit, episode_result, episode_result_fields
+    from topreward_ros.rendering.messages import MessageKit, episode_result, episode_result_fields
 
     summary = EpisodeSummary(
         episode_id="0008-result", instruction="stack the cups", end_reason=END_STAMP_CUT,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from topreward_ros.progress_picture import (
+from topreward_ros.rendering.picture import (
     BANNER_HEIGHT,
     CURVE,
     MIN_WIDTH,

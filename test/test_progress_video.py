@@ -15,12 +15,12 @@ import av
 import numpy as np
 import pytest
 
-from topreward_ros import progress_picture as pp
-from topreward_ros.bag.synthetic import write_episodes_bag
-from topreward_ros.cli import main
-from topreward_ros.demo_scene import DEMO_SCENES
-from topreward_ros.lerobot.synthetic import DatasetCamera, write_lerobot_dataset
-from topreward_ros.progress_video import VIDEO_FILE
+from topreward_ros.rendering import picture as pp
+from topreward_ros.demo.synthetic_bag import write_episodes_bag
+from topreward_ros.commands.cli import main
+from topreward_ros.demo.scene import DEMO_SCENES
+from topreward_ros.demo.synthetic_lerobot import DatasetCamera, write_lerobot_dataset
+from topreward_ros.rendering.video import VIDEO_FILE
 
 VIEW = 64
 # Mean absolute RGB error H.264 (crf 18) may add to the flat plot region.
@@ -77,7 +77,7 @@ def test_lerobot_video(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 @pytest.mark.parametrize("fps", [1.0, 2.0])
 def test_write_video_keeps_frame_count_and_odd_sizes(tmp_path: Path, fps: float) -> None:
-    from topreward_ros.progress_video import write_video
+    from topreward_ros.rendering.video import write_video
 
     pictures = [np.full((33, 41, 3), 10 * i, np.uint8) for i in range(5)]
     assert write_video(tmp_path / VIDEO_FILE, iter(pictures), fps) == 5
@@ -91,7 +91,7 @@ def test_each_tick_shows_the_sample_it_scored_last() -> None:
     a tick whose sample the window thinned away shows the newest sample before it."""
     from types import SimpleNamespace
 
-    from topreward_ros.progress_video import tick_pictures
+    from topreward_ros.rendering.video import tick_pictures
 
     samples = [SimpleNamespace(stamp_ns=s, image=np.full((VIEW, VIEW, 3), 40 * (i + 1), np.uint8))
                for i, s in enumerate((100, 200, 300, 400))]

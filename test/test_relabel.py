@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from output_compare import assert_close, assert_same_outputs
 
-from topreward_ros.bag.synthetic import write_episodes_bag
-from topreward_ros.cli import main as topreward_main
-from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec
+from topreward_ros.demo.synthetic_bag import write_episodes_bag
+from topreward_ros.commands.cli import main as topreward_main
+from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
 from topreward_ros.offline.relabel import RelabelError, relabel
 from topreward_ros.scoring.thresholds import SuccessThresholds
 
@@ -111,7 +111,7 @@ def test_bad_input_is_refused_and_changes_nothing(bag: Path, tmp_path: Path, cap
 
 def test_relabel_with_per_task_thresholds_equals_bag_with_the_same_file(
         bag: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
-    from topreward_ros.params_file import params_file_text
+    from topreward_ros.files.params_file import params_file_text
 
     calibration = tmp_path / "calibrated.yaml"
     # The first instruction passes at its own threshold; the others fall back to the global one.

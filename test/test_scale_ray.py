@@ -26,7 +26,7 @@ from output_compare import assert_same_outputs  # noqa: E402
 from ray_cluster import SCENES, cluster, episode_mtimes  # noqa: E402,F401 (cluster: the module's Ray)
 
 from topreward_ros.commands.bag import EXIT_OK, EXIT_PARTIAL, register, run_bag  # noqa: E402
-from topreward_ros.bag.synthetic import write_episodes_bag  # noqa: E402
+from topreward_ros.demo.synthetic_bag import write_episodes_bag  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,13 @@ ray = pytest.importorskip("ray", reason="Ray (the optional 'scale' extra) is not
 from output_compare import assert_same_outputs  # noqa: E402
 from ray_cluster import SCENES, cluster, episode_mtimes  # noqa: E402,F401 (cluster: the module's Ray)
 
-from topreward_ros.bag.synthetic import write_episodes_bag  # noqa: E402
+from topreward_ros.demo.synthetic_bag import write_episodes_bag  # noqa: E402
 from topreward_ros.commands.options import EXIT_OK, EXIT_PARTIAL  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from topreward_ros.lerobot.synthetic import DatasetCamera, write_lerobot_dataset
+    from topreward_ros.demo.synthetic_lerobot import DatasetCamera, write_lerobot_dataset
 
     root = tmp_path_factory.mktemp("ray_dataset") / "ds"
     write_lerobot_dataset(root, SCENES, (DatasetCamera("observation.images.front", 64, 48),),
@@ -99,7 +99,7 @@ def test_lerobot_on_ray_with_a_killed_replica_resumes_to_the_local_outputs(
 def test_eval_on_ray_scores_a_dataset_and_a_bag_as_the_local_engine_does(
         dataset, tiny_model_dir, tmp_path):
     """`topreward eval --ray`: every episode record (curve, control, live ticks) and the report."""
-    from topreward_ros.cli import main
+    from topreward_ros.commands.cli import main
 
     bags = tmp_path / "bags"
     write_episodes_bag(bags / "a", "mcap", SCENES[:2], duration_s=1.5)

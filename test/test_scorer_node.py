@@ -417,7 +417,7 @@ def test_progress_image_follows_progress_and_success(rig: Rig, episode: tuple[st
     """~/progress_image on the real graph: its plot is the episode's progress so far, its banner the latch."""
     from sensor_msgs.msg import Image
 
-    from topreward_ros import progress_picture as pp
+    from topreward_ros.rendering import picture as pp
 
     episode_id = episode[0]
     pictures: list[Image] = []

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from topreward_ros.bag.writer import BagWriter, image_msg, string_msg
-from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec
-from topreward_ros.lerobot.synthetic import DatasetCamera, write_lerobot_dataset
+from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
+from topreward_ros.demo.synthetic_lerobot import DatasetCamera, write_lerobot_dataset
 from topreward_ros.offline.source import EpisodeSpec, SourceNotes
 from topreward_ros.scoring.frames import prepare_view
 from topreward_ros.sources.bag import BagSource, BagSourceOptions
@@ -200,7 +200,7 @@ def test_a_frame_folder_is_one_episode_stamped_at_the_source_rate(tmp_path):
 
 def test_a_truncated_bag_plans_its_whole_episodes_and_marks_the_one_cut_short(tmp_path):
     """The plan a Ray driver makes of a damaged bag: what the walk would score, the rest failed."""
-    from topreward_ros.bag.synthetic import CameraSpec, write_episodes_bag
+    from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag
 
     scenes = (*DEMO_SCENES, SceneSpec("push the green block to the left", (40, 160, 60), 0.6, 0.3))
     layout = write_episodes_bag(tmp_path / "bag", "mcap", scenes,

@@ -3,7 +3,7 @@
 The scoring core (``topreward_ros.scoring``) is plain Python with no ROS
 import; the scorer node, the rosbag tools and the ``topreward`` command are
 thin adapters over it and share one windowing code path
-(``topreward_ros.window``), so live and offline scores agree.
+(``topreward_ros.episode.window``), so live and offline scores agree.
 """
 
 __version__ = "0.1.0"

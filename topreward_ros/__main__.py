@@ -1,6 +1,6 @@
 """`python -m topreward_ros` runs the `topreward` command."""
 import sys
 
-from topreward_ros.cli import main
+from topreward_ros.commands.cli import main
 
 sys.exit(main())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from topreward_ros.files import files_fingerprint
+from topreward_ros.files.atomic import files_fingerprint
 
 STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
 

@@ -112,10 +112,10 @@ def bag_source_options(args: argparse.Namespace, cameras: tuple[str, ...]) -> An
 
 
 def run_bag(args: argparse.Namespace) -> int:
-    from topreward_ros.bag.inputs import expand_inputs
+    from topreward_ros.sources.bag_inputs import expand_inputs
     from topreward_ros.bag.reader import BagError
     from topreward_ros.commands.jobs import input_job, run_jobs
-    from topreward_ros.params_file import ParamsFileError
+    from topreward_ros.files.params_file import ParamsFileError
     from topreward_ros.sources.bag import BagSource, pick_cameras
 
     args.bag = ray_inputs(args, args.bag)
@@ -178,7 +178,7 @@ def _register_replay(subparsers: Any) -> None:
 
 def run_replay(args: argparse.Namespace) -> int:
     from topreward_ros.bag.base import BagError
-    from topreward_ros.bag.replay import ReplayError, ReplayOptions, replay_bag
+    from topreward_ros.node.bag_replay import ReplayError, ReplayOptions, replay_bag
 
     try:
         options = ReplayOptions(

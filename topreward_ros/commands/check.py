@@ -72,7 +72,7 @@ def rig_from(values: dict[str, Any]) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``topreward check``; returns the exit code."""
-    from topreward_ros.params_file import ParamsFileError, read_params_file
+    from topreward_ros.files.params_file import ParamsFileError, read_params_file
     from topreward_ros.scoring.errors import ScoringError
     from topreward_ros.scoring.fit import check_rig, time_rig
 

@@ -127,7 +127,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from topreward_ros.evaluation.inputs import EvalInputError, check_labels, classify_all
     from topreward_ros.evaluation.labels import LabelsError, read_labels
     from topreward_ros.evaluation.runner import EvalRunner, EvalSettings, EvalSetupError
-    from topreward_ros.params_file import ParamsFileError
+    from topreward_ros.files.params_file import ParamsFileError
 
     args.inputs = ray_inputs(args, args.inputs)
     # Cameras named on the command line; a parameters file's camera_topics are

@@ -162,7 +162,7 @@ def apply_params_file(args: argparse.Namespace, table: dict[str, tuple[str, type
     An option given on the command line wins over the file; where the file
     holds another value, a note on stderr says so. Returns those notes.
     """
-    from topreward_ros.params_file import ParamsFileError, read_params_file
+    from topreward_ros.files.params_file import ParamsFileError, read_params_file
     from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD
 
     params = read_params_file(args.params_file) if getattr(args, "params_file", None) else {}
@@ -218,7 +218,7 @@ def task_thresholds(args: argparse.Namespace) -> tuple[tuple[str, float], ...]:
     """The per-task thresholds of ``--params-file`` (``calibrated.yaml``), none without one."""
     if not getattr(args, "params_file", None):
         return ()
-    from topreward_ros.params_file import read_params_file
+    from topreward_ros.files.params_file import read_params_file
     from topreward_ros.scoring.config import DEFAULT_SUCCESS_THRESHOLD
     from topreward_ros.scoring.thresholds import thresholds_from_params
 
@@ -226,7 +226,7 @@ def task_thresholds(args: argparse.Namespace) -> tuple[tuple[str, float], ...]:
 
 
 def episode_settings(args: argparse.Namespace) -> Any:
-    from topreward_ros.episode import EpisodeSettings
+    from topreward_ros.episode.runner import EpisodeSettings
 
     kwargs = {}
     if getattr(args, "success_threshold", None) is not None:

@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
 
 def thresholds_from_args(args: argparse.Namespace) -> Any:
     """The thresholds to apply: the file's, its global one replaced by --success-threshold."""
-    from topreward_ros.params_file import read_params_file
+    from topreward_ros.files.params_file import read_params_file
     from topreward_ros.scoring.thresholds import SuccessThresholds, thresholds_from_params
 
     params = read_params_file(args.params_file) if args.params_file is not None else {}

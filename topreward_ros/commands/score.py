@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from topreward_ros.commands.options import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, apply_params_file
-from topreward_ros.files import write_text_atomic
+from topreward_ros.files.atomic import write_text_atomic
 from topreward_ros.sources.video import InputError, read_episode
 
 RESULT_JSON = "score.json"
@@ -82,7 +82,7 @@ def _error(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``topreward score``; returns the exit code."""
-    from topreward_ros.params_file import ParamsFileError
+    from topreward_ros.files.params_file import ParamsFileError
     from topreward_ros.scoring import ScorerConfig, ScoringError, load_scorer, voc
     from topreward_ros.scoring.prompt import validate_instruction
 
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             "latency_s": list(curve.latency_s),
         }
         write_text_atomic(output / RESULT_JSON, json.dumps(result, indent=2))
-        from topreward_ros.plotting import plot_curve
+        from topreward_ros.rendering.plot import plot_curve
 
         picks = np.unique(np.linspace(0, len(episode.views) - 1, min(PLOT_THUMBNAILS, len(episode.views)))
                           .round().astype(int))

@@ -94,7 +94,7 @@ def expand_arguments(arguments: Sequence[str | Path]) -> list[Path]:
     LeRobot datasets stands for those, in name order, so a fleet's folder of
     recordings is one argument. Anything else is one input as given.
     """
-    from topreward_ros.bag.inputs import InputError, is_bag_directory, read_list_file
+    from topreward_ros.sources.bag_inputs import InputError, is_bag_directory, read_list_file
 
     def holds_episodes(p: Path) -> bool:
         if p.is_file():

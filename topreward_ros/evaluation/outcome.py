@@ -31,7 +31,7 @@ from topreward_ros.evaluation.report import (
     write_episodes_csv,
 )
 from topreward_ros.evaluation.runner import EvalRunReport, episode_order
-from topreward_ros.files import write_json_atomic, write_text_atomic
+from topreward_ros.files.atomic import write_json_atomic, write_text_atomic
 
 REPORT_MD = "report.md"
 EPISODES_CSV = "episodes.csv"

@@ -36,7 +36,7 @@ from typing import Any
 
 from topreward_ros.evaluation.inputs import EvalInput, episode_name
 from topreward_ros.evaluation.labels import Label
-from topreward_ros.files import write_json_atomic
+from topreward_ros.files.atomic import write_json_atomic
 from topreward_ros.scoring.backends.protocol import ScoringBackend
 from topreward_ros.scoring.calibration import two_way_log_probs, window_mean
 from topreward_ros.scoring.metrics import voc
@@ -91,7 +91,7 @@ class EvalSettings:
 
     def offline(self, max_episodes: int | None) -> Any:
         """The offline pipeline's settings: the node's episode settings, timer and curve, plots."""
-        from topreward_ros.episode import EpisodeSettings
+        from topreward_ros.episode.runner import EpisodeSettings
         from topreward_ros.offline.engine import OfflineSettings
         from topreward_ros.offline.outputs import OutputOptions
         from topreward_ros.offline.runner import RunnerOptions

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from topreward_ros.files import write_atomic
+from topreward_ros.files.atomic import write_atomic
 
 PROGRESS_FILE = "topreward_progress.parquet"
 

@@ -1,6 +1,6 @@
 """The scorer node's shared part: camera streams + an instruction in, task progress out.
 
-``ScorerNodeBase`` is a thin ROS shell around ``topreward_ros.episode.EpisodeRunner``
+``ScorerNodeBase`` is a thin ROS shell around ``topreward_ros.episode.runner.EpisodeRunner``
 (the same per-episode logic the offline bag tools run), so everything here is
 about ROS: parameters, QoS, callbacks, threads, time and health reporting. The
 plain node (``topreward_ros.node.scorer_node``) and the managed one
@@ -49,7 +49,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 
-from topreward_ros.episode import END_MODEL_CHANGED, END_SHUTDOWN, EpisodeRunner, EpisodeSummary, TickResult
+from topreward_ros.episode.runner import END_MODEL_CHANGED, END_SHUTDOWN, EpisodeRunner, EpisodeSummary, TickResult
 from topreward_ros.msg import EpisodeResult, EpisodeSuccess, TaskProgress
 from topreward_ros.node.diagnostics import CameraStats, ErrorRecord, ScoringStats
 from topreward_ros.node.episodes import INSTRUCTION_TOPIC, EpisodeFlow
@@ -69,7 +69,7 @@ from topreward_ros.node.params import (
 )
 from topreward_ros.node.qos_watch import QoSWatch
 from topreward_ros.node.topics import TopicWiring
-from topreward_ros.progress_messages import MessageKit
+from topreward_ros.rendering.messages import MessageKit
 from topreward_ros.scoring.config import ScorerConfig
 
 NODE_NAME = "scorer_node"

@@ -18,7 +18,7 @@ looks into), so its rules are tested without a ROS graph:
   remembered, and those published at or after a new instruction move into the
   episode it starts;
 * stamp order of each camera, and the primary camera's stamp cuts
-  (``topreward_ros.episode.stamp_cut``, the offline sources' own rule).
+  (``topreward_ros.episode.runner.stamp_cut``, the offline sources' own rule).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from topreward_ros.episode import StampCut, stamp_cut
+from topreward_ros.episode.runner import StampCut, stamp_cut
 
 #: Frames published up to this long before an episode's instruction are taken
 #: as belonging to the episode before (a busy node can hold a backlog of

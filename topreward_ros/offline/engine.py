@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from topreward_ros.episode import EpisodeSettings
+from topreward_ros.episode.runner import EpisodeSettings
 from topreward_ros.offline.manifest import Manifest
 from topreward_ros.offline.outputs import (
     EpisodeWriter,
@@ -46,7 +46,7 @@ from topreward_ros.offline.source import (
     SourceNotes,
     SourceReadError,
 )
-from topreward_ros.progress_bar import progress_bar
+from topreward_ros.rendering.progress_bar import progress_bar
 from topreward_ros.scoring.backends.protocol import ScoringBackend
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from topreward_ros.files import write_json_atomic
+from topreward_ros.files.atomic import write_json_atomic
 from topreward_ros.offline.engine import EpisodeExtra, EpisodeHook, OfflineSettings, run_local
 from topreward_ros.offline.manifest import ManifestError
 from topreward_ros.offline.report import RunReport

@@ -1,7 +1,7 @@
 """The per-output-directory manifest that makes offline runs resumable.
 
 ``manifest.json`` records each completed episode (with its files) only after
-those files are in place (written atomically, ``topreward_ros.files``), so
+those files are in place (written atomically, ``topreward_ros.files.atomic``), so
 the manifest never claims work that a crash could have lost. It also
 records the input's fingerprint and the settings, so a re-run never
 silently mixes results of different inputs or settings in one directory.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from topreward_ros.files import write_json_atomic
+from topreward_ros.files.atomic import write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1

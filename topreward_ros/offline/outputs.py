@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from topreward_ros.episode import EpisodeSettings
-from topreward_ros.files import write_json_atomic
+from topreward_ros.episode.runner import EpisodeSettings
+from topreward_ros.files.atomic import write_json_atomic
 from topreward_ros.offline.manifest import Manifest
 from topreward_ros.offline.progress_mcap import write_progress_mcap
 from topreward_ros.offline.runner import EpisodeResult
@@ -78,7 +78,7 @@ class EpisodeWriter:
             self._plot(ep_dir / "plot.png", result)
             files.append("plot.png")
         if self.options.video:
-            from topreward_ros.progress_video import VIDEO_FILE, tick_pictures, write_video
+            from topreward_ros.rendering.video import VIDEO_FILE, tick_pictures, write_video
 
             pictures = tick_pictures(samples, [t.result for t in result.ticks], self.settings.view_size)
             if write_video(ep_dir / VIDEO_FILE, pictures, self.tick_rate_hz):
@@ -143,7 +143,7 @@ class EpisodeWriter:
         }
 
     def _plot(self, path: Path, result: EpisodeResult) -> None:
-        from topreward_ros.plotting import plot_curve
+        from topreward_ros.rendering.plot import plot_curve
 
         samples, curve = result.samples, result.curve
         picks = np.unique(np.linspace(0, len(samples) - 1, min(PLOT_THUMBNAILS, len(samples)))

@@ -1,7 +1,7 @@
 """TaskProgress / EpisodeSuccess / EpisodeResult messages of an offline episode, written to MCAP.
 
 The relabel export carries the same messages the node publishes, built by the
-same mapping (``topreward_ros.progress_messages``), so tools that consume the
+same mapping (``topreward_ros.rendering.messages``), so tools that consume the
 live topics (a Foxglove layout, a recorder-side logger, a training pipeline)
 read an offline-scored bag without change. Each message is logged at the bag time of
 the tick that produced it, like a recorder next to the node would have.
@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from topreward_ros.episode import EpisodeSummary, TickResult
+from topreward_ros.episode.runner import EpisodeSummary, TickResult
 from topreward_ros.offline.runner import TimedTick
-from topreward_ros.progress_messages import MessageKit, episode_result, episode_success, task_progress
+from topreward_ros.rendering.messages import MessageKit, episode_result, episode_success, task_progress
 
 if TYPE_CHECKING:  # the bag library is imported only to write a bag
     from rosbags.typesys.store import Typestore

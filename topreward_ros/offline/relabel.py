@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from topreward_ros.episode import EpisodeSummary, TickResult
-from topreward_ros.files import write_json_atomic
+from topreward_ros.episode.runner import EpisodeSummary, TickResult
+from topreward_ros.files.atomic import write_json_atomic
 from topreward_ros.offline.manifest import MANIFEST_NAME, MANIFEST_VERSION
 from topreward_ros.offline.outputs import live_columns
 from topreward_ros.offline.progress_mcap import PROGRESS_TOPIC, write_progress_mcap

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from topreward_ros.episode import (
+from topreward_ros.episode.runner import (
     END_REFUSED,
     EpisodeRunner,
     EpisodeSettings,
@@ -34,7 +34,7 @@ from topreward_ros.scoring.backends.protocol import ScoringBackend
 from topreward_ros.scoring.errors import InstructionError
 from topreward_ros.scoring.prompt import validate_instruction
 from topreward_ros.scoring.stamps import NS_PER_S
-from topreward_ros.window import AddResult
+from topreward_ros.episode.window import AddResult
 
 
 @dataclass(frozen=True)

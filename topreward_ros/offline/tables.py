@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from topreward_ros.files import write_atomic
+from topreward_ros.files.atomic import write_atomic
 
 FRAME_SCHEMA = pa.schema([
     ("episode_index", pa.int64()),

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from topreward_ros.files import write_atomic
+from topreward_ros.files.atomic import write_atomic
 from topreward_ros.offline.engine import EpisodeExtra, EpisodeHook, OfflineSettings, SourceOutput
 from topreward_ros.offline.fleet import InputJob, InputRun
 from topreward_ros.offline.manifest import ManifestError

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from topreward_ros.bag.base import BagError, BagReadError, bag_fingerprint
-from topreward_ros.bag.episodes import EpisodeEvent, EpisodeSplitter, StampError, header_stamp_ns
-from topreward_ros.episode import stamp_cut
+from topreward_ros.episode.cuts import EpisodeEvent, EpisodeSplitter, StampError, header_stamp_ns
+from topreward_ros.episode.runner import stamp_cut
 from topreward_ros.offline.source import (
     EpisodeSource,
     EpisodeSpec,
@@ -296,7 +296,7 @@ class _Cut:
 
         def decode(view_size: int, message: Any = message) -> tuple[Any, str]:
             # Converted when the tick composes its sample, as in the node.
-            from topreward_ros.camera_view import CameraView
+            from topreward_ros.episode.camera_view import CameraView
 
             try:
                 msg = reader.deserialize(message)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from topreward_ros.files import files_fingerprint
+from topreward_ros.files.atomic import files_fingerprint
 from topreward_ros.lerobot.dataset import DatasetError, EpisodeInfo, LeRobotDatasetDir
 from topreward_ros.offline.source import (
     EpisodeSource,
@@ -177,7 +177,7 @@ class DatasetSource(EpisodeSource):
 
 def _decoder(video: Any, offset_s: float, key: str) -> Any:
     def decode(view_size: int) -> tuple[Any, str]:
-        from topreward_ros.camera_view import DeferredView
+        from topreward_ros.episode.camera_view import DeferredView
 
         decoded, why = video.frame_at(offset_s)
         if decoded is None:

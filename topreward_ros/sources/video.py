@@ -165,7 +165,7 @@ class VideoSource(EpisodeSource):
             next(iter(stamped_frames(self.path, self.source_fps)), None)
 
     def fingerprint(self) -> str:
-        from topreward_ros.files import files_fingerprint
+        from topreward_ros.files.atomic import files_fingerprint
 
         files = frame_files(self.path) if self.path.is_dir() else [self.path]
         return files_fingerprint(files, [f.name for f in files])
@@ -200,7 +200,7 @@ class VideoSource(EpisodeSource):
 
 def _decoder(item: Any, name: str) -> Any:
     def decode(view_size: int) -> tuple[Any, str]:
-        from topreward_ros.camera_view import DeferredView
+        from topreward_ros.episode.camera_view import DeferredView
 
         return DeferredView(lambda: _picture(item), view_size), name
     return decode

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec, render_frame
+from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec, render_frame
 
 CODEBASE_VERSION = "v3.0"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"

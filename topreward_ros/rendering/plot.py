@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from topreward_ros.files import write_atomic
+from topreward_ros.files.atomic import write_atomic
 from topreward_ros.scoring.curve import ProgressCurve
 from topreward_ros.scoring.stamps import NS_PER_S
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from topreward_ros.images import ImageError, to_rgb
+from topreward_ros.episode.images import ImageError, to_rgb
 
 
 class CameraView:

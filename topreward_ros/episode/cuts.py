@@ -29,7 +29,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-from topreward_ros.episode import StampCut
+from topreward_ros.episode.runner import StampCut
 from topreward_ros.scoring.stamps import NS_PER_S
 
 Action = Literal["start", "end"]

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from topreward_ros.bag.writer import BagWriter, Storage, compressed_image_msg, string_msg
-from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec, render_episode
+from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec, render_episode
 from topreward_ros.scoring.stamps import NS_PER_S
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def write_demo_bag(path: Path, scenes: Sequence[SceneSpec] = DEMO_SCENES, rate_h
 
 def run_topreward_bag(argv: Sequence[str]) -> int:
     """``topreward bag ARGV`` in this process (the command's own entry point)."""
-    from topreward_ros.cli import main as topreward_main
+    from topreward_ros.commands.cli import main as topreward_main
 
     return topreward_main(["bag", *argv])
 

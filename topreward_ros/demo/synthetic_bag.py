@@ -25,7 +25,7 @@ from topreward_ros.bag.writer import (
     image_msg,
     string_msg,
 )
-from topreward_ros.demo_scene import DEMO_SCENES, SceneSpec, render_frame
+from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec, render_frame
 from topreward_ros.scoring.stamps import NS_PER_S
 
 START_NS = 1_700_000_000 * NS_PER_S

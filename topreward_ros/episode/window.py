@@ -8,7 +8,7 @@ as the node that watched it live.
 Cost model: ``wants()`` is a few integer comparisons, so a camera callback
 can drop the frames the 2 fps schedule does not need. A kept frame may be
 handed over unconverted (any object with a ``view()`` method, such as
-``topreward_ros.camera_view.CameraView``): it is converted when its sample is
+``topreward_ros.episode.camera_view.CameraView``): it is converted when its sample is
 composed in ``finalize``, on the scoring thread, and only the small
 model-sized view is stored in ``samples``. A frame whose conversion fails is
 left out and listed in ``bad_frames``: a sample without its primary view is

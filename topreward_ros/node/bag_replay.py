@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from topreward_ros.bag.base import DEFAULT_CLOCK_HZ
-from topreward_ros.progress_bar import progress_bar
+from topreward_ros.rendering.progress_bar import progress_bar
 from topreward_ros.bag.reader import BagReader, BagReadError
 from topreward_ros.scoring.stamps import NS_PER_S
 

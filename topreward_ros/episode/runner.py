@@ -40,7 +40,7 @@ from topreward_ros.scoring.config import DEFAULT_SUCCESS_THRESHOLD
 from topreward_ros.scoring.progress import CausalProgress, SuccessDetector
 from topreward_ros.scoring.stamps import NS_PER_S
 from topreward_ros.scoring.thresholds import SuccessThresholds
-from topreward_ros.window import AddResult, BadFrame, EpisodeWindow, Sample, ViewSource
+from topreward_ros.episode.window import AddResult, BadFrame, EpisodeWindow, Sample, ViewSource
 
 if TYPE_CHECKING:
     from topreward_ros.scoring.backends.protocol import EpisodeScoring, ScoringBackend

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from topreward_ros import progress_picture
+from topreward_ros.rendering import picture as progress_picture
 
 VIDEO_FILE = "progress.mp4"
 
@@ -46,7 +46,7 @@ def write_video(path: Path, pictures: Iterator[np.ndarray], fps: float) -> int:
     """Encode the pictures into ``path`` atomically; returns the number of frames."""
     import av
 
-    from topreward_ros.files import write_atomic
+    from topreward_ros.files.atomic import write_atomic
 
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     frames = 0
