@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from machine import describe_machine  # noqa: E402  (bench/ is the script's directory)
-from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag  # noqa: E402
+
 from topreward_ros.commands.cli import main as topreward_main  # noqa: E402
 from topreward_ros.demo.scene import DEMO_SCENES  # noqa: E402
+from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 NS = 1_000_000_000

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from machine import describe_machine  # noqa: E402  (bench/ is the script's directory)
+
 from topreward_ros.scoring import ScorerConfig, VideoScorer, prefix_lengths  # noqa: E402
 from topreward_ros.tools.tiny_model import build_model, build_processor  # noqa: E402
 

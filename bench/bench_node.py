@@ -517,7 +517,8 @@ LONG_MARKS_S = (30, 120, 300, 600)
 
 def bench_long(make_scorer: Any, label: str, minutes: float, threads: int, max_frames: int = 256) -> list[str]:
     """Tick costs over a long two-camera episode, in episode time (no real-time waits)."""
-    from topreward_ros.episode.runner import EpisodeRunner, EpisodeSettings
+    from topreward_ros.episode.records import EpisodeSettings
+    from topreward_ros.episode.runner import EpisodeRunner
 
     started = time.monotonic()
     scorer = make_scorer(threads)

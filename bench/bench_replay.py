@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from machine import describe_machine  # noqa: E402  (bench/ is the script's directory)
-from topreward_ros.node.bag_replay import DEFAULT_CLOCK_HZ, ReplayOptions, replay_bag  # noqa: E402
-from topreward_ros.demo.synthetic_bag import START_NS  # noqa: E402
+
 from topreward_ros.bag.writer import BagWriter, string_msg  # noqa: E402
+from topreward_ros.demo.synthetic_bag import START_NS  # noqa: E402
+from topreward_ros.node.bag_replay import DEFAULT_CLOCK_HZ, ReplayOptions, replay_bag  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "replay.md"
 # The install tree make built for the ROS distro in use (tools/env.sh exports it).

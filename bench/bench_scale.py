@@ -52,10 +52,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from machine import describe_machine  # noqa: E402  (bench/ is the script's directory)
-from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag  # noqa: E402
+
 from topreward_ros.demo.scene import SceneSpec  # noqa: E402
-from topreward_ros.episode.runner import EpisodeSettings  # noqa: E402
+from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag  # noqa: E402
 from topreward_ros.demo.synthetic_lerobot import DatasetCamera, write_lerobot_dataset  # noqa: E402
+from topreward_ros.episode.records import EpisodeSettings  # noqa: E402
 from topreward_ros.offline.engine import OfflineSettings  # noqa: E402
 from topreward_ros.offline.fleet import InputJob, InputRun, LocalEngine  # noqa: E402
 from topreward_ros.offline.outputs import OutputOptions  # noqa: E402

@@ -50,11 +50,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from machine import describe_machine  # noqa: E402  (bench/ is the script's directory)
+
 from topreward_ros.bag.reader import BagReader  # noqa: E402
-from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag  # noqa: E402
 from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec, render_frame  # noqa: E402
-from topreward_ros.episode.runner import EpisodeSettings  # noqa: E402
+from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag  # noqa: E402
 from topreward_ros.demo.synthetic_lerobot import DatasetCamera, write_lerobot_dataset  # noqa: E402
+from topreward_ros.episode.records import EpisodeSettings  # noqa: E402
 from topreward_ros.offline.engine import OfflineSettings, run_local  # noqa: E402
 from topreward_ros.offline.outputs import OutputOptions  # noqa: E402
 from topreward_ros.offline.runner import RunnerOptions  # noqa: E402

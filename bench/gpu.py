@@ -124,7 +124,8 @@ def weight_bytes(model: Any) -> int:
 # ----------------------------------------------------------------------------
 def tick_rows(scorer: Any, cameras: int, plan: Plan, label: str) -> list[dict[str, Any]]:
     """Tick latency at each mark of one live episode of ``cameras`` cameras."""
-    from topreward_ros.episode.runner import EpisodeRunner, EpisodeSettings
+    from topreward_ros.episode.records import EpisodeSettings
+    from topreward_ros.episode.runner import EpisodeRunner
 
     settings = EpisodeSettings(max_frames=plan.max_frames, success_threshold=-1e9)
     runner = EpisodeRunner(scorer, settings, num_cameras=cameras)
@@ -163,7 +164,7 @@ def offline_frames(seconds: int, cameras: int, pool: list[tuple[np.ndarray, ...]
 
 def offline_rtf(scorer: Any, cameras: int, plan: Plan) -> dict[str, Any]:
     """Episode seconds per wall second of the offline runner over one episode."""
-    from topreward_ros.episode.runner import EpisodeSettings
+    from topreward_ros.episode.records import EpisodeSettings
     from topreward_ros.offline.runner import OfflineRunner, RunnerOptions
     from topreward_ros.offline.source import EpisodeSpec
 

@@ -163,8 +163,9 @@ def _config(name: str) -> Any:
 
 
 def generate_launch_description() -> Any:
-    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    from launch import LaunchDescription
 
     return LaunchDescription(
         [

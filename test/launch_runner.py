@@ -17,9 +17,10 @@ import sys
 
 def main(argv: list[str]) -> int:
     from ament_index_python.packages import get_package_share_directory
-    from launch import LaunchDescription, LaunchService
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import AnyLaunchDescriptionSource
+
+    from launch import LaunchDescription, LaunchService
 
     if len(argv) < 2:
         print("usage: launch_runner.py PACKAGE LAUNCH_FILE [name:=value ...]", file=sys.stderr)

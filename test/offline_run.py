@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from topreward_ros.episode.runner import EpisodeSettings
+from topreward_ros.episode.records import EpisodeSettings
 from topreward_ros.offline.engine import OfflineSettings, run_local
 from topreward_ros.offline.outputs import OutputOptions
 from topreward_ros.offline.report import RunReport

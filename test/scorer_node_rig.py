@@ -32,6 +32,7 @@ import pytest
 import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from install_tree import PACKAGE_PREFIX
 from PIL import Image as PILImage
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
@@ -44,8 +45,6 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from topreward_ros.msg import EpisodeSuccess, TaskProgress
-
-from install_tree import PACKAGE_PREFIX
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTALL = PACKAGE_PREFIX

@@ -19,8 +19,8 @@ import pytest
 from output_compare import assert_close
 
 from topreward_ros.commands.bag import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, register
-from topreward_ros.demo.synthetic_bag import write_episodes_bag
 from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
+from topreward_ros.demo.synthetic_bag import write_episodes_bag
 
 SCENES = (*DEMO_SCENES, SceneSpec("push the green block to the left", (40, 160, 60), 0.6, 0.3))
 

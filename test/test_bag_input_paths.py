@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from topreward_ros.sources.bag_inputs import InputError, expand_inputs, is_bag_directory
-from topreward_ros.demo.synthetic_bag import write_episodes_bag
 from topreward_ros.demo.scene import DEMO_SCENES
+from topreward_ros.demo.synthetic_bag import write_episodes_bag
+from topreward_ros.sources.bag_inputs import InputError, expand_inputs, is_bag_directory
 
 
 @pytest.fixture(scope="module")

@@ -18,18 +18,17 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from topreward_ros.commands.bag import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, register
-from topreward_ros.commands.options import ray_inputs
 from offline_run import bag_options, score_bag, tiny_scorer
 
-from topreward_ros.sources.bag import BagSetupError, BagSourceOptions
-from topreward_ros.node.bag_replay import ReplayOptions
-from topreward_ros.demo.synthetic_bag import START_NS, write_episodes_bag
 from topreward_ros.bag.writer import BagWriter, image_msg, string_msg
+from topreward_ros.commands.bag import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, register
+from topreward_ros.commands.options import ray_inputs
 from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec, render_frame
-from topreward_ros.episode.runner import EpisodeSettings
+from topreward_ros.demo.synthetic_bag import START_NS, write_episodes_bag
+from topreward_ros.episode.records import EpisodeSettings
+from topreward_ros.node.bag_replay import ReplayOptions
 from topreward_ros.scoring.errors import InstructionError
+from topreward_ros.sources.bag import BagSetupError, BagSourceOptions
 
 VIEW = 64
 MS = 1_000_000

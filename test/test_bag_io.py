@@ -13,14 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from topreward_ros.episode.cuts import EpisodeSplitter, StampError, header_stamp_ns
-from topreward_ros.episode.runner import StampCut
 from topreward_ros.bag.base import bag_fingerprint
-from topreward_ros.files.atomic import write_atomic
-from topreward_ros.offline.manifest import Manifest, ManifestError
 from topreward_ros.bag.reader import BagOpenError, BagReader, BagReadError, MessageDecodeError
-from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag
-from topreward_ros.offline.tables import FRAME_SCHEMA, TableError, frame_table
+from topreward_ros.bag.stamps import StampError, header_stamp_ns
 from topreward_ros.bag.writer import (
     BagWriteError,
     BagWriter,
@@ -28,6 +23,11 @@ from topreward_ros.bag.writer import (
     image_msg,
     string_msg,
 )
+from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag
+from topreward_ros.episode.cuts import EpisodeSplitter, StampCut
+from topreward_ros.files.atomic import write_atomic
+from topreward_ros.offline.manifest import Manifest, ManifestError
+from topreward_ros.offline.tables import FRAME_SCHEMA, TableError, frame_table
 
 STORAGES = ["mcap", "sqlite3"]
 TWO_CAMERAS = (

@@ -17,21 +17,20 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-from topreward_ros.commands.bag import EXIT_OK, EXIT_UNUSABLE, register
-from topreward_ros.offline.manifest import ManifestError
 from offline_run import bag_options, score_bag, tiny_scorer
 
-from topreward_ros.sources.bag import BagSetupError
-from topreward_ros.offline.progress_mcap import PROGRESS_TOPIC
 from topreward_ros.bag.reader import BagReader
-from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag
-from topreward_ros.offline.tables import FRAME_SCHEMA
+from topreward_ros.commands.bag import EXIT_OK, EXIT_UNUSABLE, register
 from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
-from topreward_ros.episode.runner import EpisodeSettings
+from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag
 from topreward_ros.episode.images import to_rgb
+from topreward_ros.episode.records import EpisodeSettings
+from topreward_ros.offline.manifest import ManifestError
+from topreward_ros.offline.progress_mcap import PROGRESS_TOPIC
+from topreward_ros.offline.tables import FRAME_SCHEMA
 from topreward_ros.scoring import prepare_view
 from topreward_ros.scoring.schedule import sample_indices
+from topreward_ros.sources.bag import BagSetupError
 
 VIEW = 64
 SCENES = (*DEMO_SCENES, SceneSpec("push the green block to the left", (40, 160, 60), 0.6, 0.3))

@@ -6,9 +6,10 @@ import threading
 import numpy as np
 import pytest
 
-from topreward_ros.episode.runner import EpisodeRunner, EpisodeSettings
-from topreward_ros.scoring import ScorerConfig, load_scorer, prepare_view
+from topreward_ros.episode.records import EpisodeSettings
+from topreward_ros.episode.runner import EpisodeRunner
 from topreward_ros.episode.window import AddResult
+from topreward_ros.scoring import ScorerConfig, load_scorer, prepare_view
 
 MS = 1_000_000
 INSTRUCTION = "put the red block in the bowl"
@@ -207,7 +208,7 @@ def test_a_frame_meant_for_an_episode_never_lands_in_the_next_one(scorer):
 # -- the verdict of an ended episode (EpisodeSummary) ----------------------------------------
 def test_an_ended_episode_gets_its_final_samples_scored_once_and_a_verdict(scorer):
     """Ticks fell behind: the samples after the last tick are scored once at the end."""
-    from topreward_ros.episode.runner import END_NEW_INSTRUCTION
+    from topreward_ros.episode.records import END_NEW_INSTRUCTION
 
     runner = EpisodeRunner(scorer, settings(success_threshold=-8.0))
     first = runner.start(INSTRUCTION)
@@ -235,7 +236,7 @@ def test_an_ended_episode_gets_its_final_samples_scored_once_and_a_verdict(score
 
 
 def test_an_episode_whose_ticks_scored_everything_is_not_scored_again(scorer):
-    from topreward_ros.episode.runner import END_RESET
+    from topreward_ros.episode.records import END_RESET
 
     runner = EpisodeRunner(scorer, settings(success_window=1, success_consecutive=1))
     runner.start(INSTRUCTION)
@@ -252,7 +253,7 @@ def test_an_episode_whose_ticks_scored_everything_is_not_scored_again(scorer):
 
 
 def test_an_episode_that_cannot_be_scored_at_its_end_says_why(scorer):
-    from topreward_ros.episode.runner import END_SHUTDOWN
+    from topreward_ros.episode.records import END_SHUTDOWN
 
     runner = EpisodeRunner(None, settings())  # the model never loaded
     runner.start(INSTRUCTION)

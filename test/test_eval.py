@@ -18,12 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from eval_outputs import node_would_fire, read_csv, record, run_cli
 from PIL import Image
 from scipy.special import logsumexp
 from scipy.stats import spearmanr
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
-
-from eval_outputs import node_would_fire, read_csv, record, run_cli
 
 from topreward_ros.demo.run import CAMERA_TOPIC, write_demo_bag
 from topreward_ros.demo.scene import SceneSpec, render_episode

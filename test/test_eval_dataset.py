@@ -22,7 +22,6 @@ import av
 import numpy as np
 import pytest
 import yaml
-
 from eval_outputs import node_would_fire, read_csv, record, run_cli
 
 from topreward_ros.demo.scene import SceneSpec

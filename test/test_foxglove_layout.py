@@ -19,9 +19,9 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.context import Context  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from topreward_ros.offline import progress_mcap  # noqa: E402
 from topreward_ros.msg import EpisodeResult, EpisodeSuccess, TaskProgress  # noqa: E402
 from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
+from topreward_ros.offline import progress_mcap  # noqa: E402
 
 LAYOUT = Path(__file__).resolve().parents[1] / "config" / "foxglove_layout.json"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from topreward_ros.episode.runner import StampCut
+from topreward_ros.episode.cuts import StampCut
 from topreward_ros.node.intake import (
     BACK,
     FIRST,

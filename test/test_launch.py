@@ -17,10 +17,9 @@ from types import ModuleType
 
 import pytest
 import yaml
+from install_tree import LIB_DIR, SHARE_DIR
 
 from topreward_ros.node.params import PARAMETERS
-
-from install_tree import LIB_DIR, SHARE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "scorer.launch.py"

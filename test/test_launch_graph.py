@@ -29,14 +29,13 @@ SKIP_REASON = (
 pytest.importorskip("launch", reason=SKIP_REASON)
 pytest.importorskip("launch_ros.actions", reason=SKIP_REASON)
 
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from ros_process import GraphProbe, RosProcess, assert_clean_exit, rgb_frame, wait_for  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from topreward_ros.msg import TaskProgress  # noqa: E402
-
-from ros_process import GraphProbe, RosProcess, assert_clean_exit, rgb_frame, wait_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "test" / "launch_runner.py"

@@ -20,19 +20,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-
 from offline_run import score_bag, score_dataset
 
-from topreward_ros.offline.manifest import ManifestError
-from topreward_ros.demo.synthetic_bag import write_episodes_bag
 from topreward_ros.commands.cli import main
 from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
-from topreward_ros.episode.runner import EpisodeSettings
+from topreward_ros.demo.synthetic_bag import write_episodes_bag
+from topreward_ros.demo.synthetic_lerobot import DatasetCamera, write_lerobot_dataset
+from topreward_ros.episode.records import EpisodeSettings
 from topreward_ros.lerobot.dataset import DatasetError, LeRobotDatasetDir, read_tasks
 from topreward_ros.lerobot.join import JoinError, dataset_index
 from topreward_ros.lerobot.progress import PROGRESS_FILE, PROGRESS_SCHEMA, read_model_id
-from topreward_ros.demo.synthetic_lerobot import DatasetCamera, write_lerobot_dataset
 from topreward_ros.lerobot.video import EpisodeVideo
+from topreward_ros.offline.manifest import ManifestError
 from topreward_ros.scoring import ScorerConfig, load_scorer, prepare_view
 from topreward_ros.scoring.schedule import sample_indices
 

@@ -36,8 +36,8 @@ import pytest
 
 from topreward_ros.commands.cli import main as topreward
 from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
-from topreward_ros.lerobot.progress import PROGRESS_FILE
 from topreward_ros.demo.synthetic_lerobot import DatasetCamera, write_lerobot_dataset
+from topreward_ros.lerobot.progress import PROGRESS_FILE
 
 pytestmark = [pytest.mark.timeout(600)]
 

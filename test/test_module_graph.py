@@ -95,7 +95,8 @@ def layer(module: str) -> int:
     if len(parts) == 2 and parts[1] in ROOT_FILES:
         return ROOT_FILES[parts[1]]
     top = parts[1]
-    assert (PACKAGE / top).is_dir(), f"{module}: only folders have layers; move it into one of {sorted(set().union(*LAYERS))}"
+    folders = sorted(set().union(*LAYERS))
+    assert (PACKAGE / top).is_dir(), f"{module}: only folders have layers; move it into one of {folders}"
     for number, members in enumerate(LAYERS):
         if top in members:
             return number

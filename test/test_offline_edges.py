@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from topreward_ros.episode.runner import EpisodeSettings
+from topreward_ros.episode.records import EpisodeSettings
 from topreward_ros.offline.runner import OfflineRunner, RunnerOptions
 from topreward_ros.offline.source import EpisodeSpec, SourceFrame
 from topreward_ros.scoring import ScorerConfig, load_scorer

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from output_compare import assert_same_outputs
 from PIL import Image
 
-from output_compare import assert_same_outputs
-from topreward_ros.demo.synthetic_bag import write_episodes_bag
 from topreward_ros.bag.writer import BagWriter, string_msg
 from topreward_ros.commands.cli import main
 from topreward_ros.demo.scene import DEMO_SCENES
+from topreward_ros.demo.synthetic_bag import write_episodes_bag
 
 
 @pytest.fixture(scope="module")

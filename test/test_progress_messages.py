@@ -22,8 +22,11 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
-from topreward_ros.rendering import messages as progress_messages  # noqa: E402
+from topreward_ros.bag.reader import BagReader  # noqa: E402
+from topreward_ros.episode.records import TickResult  # noqa: E402
+from topreward_ros.msg import EpisodeSuccess, TaskProgress  # noqa: E402
 from topreward_ros.node import episodes  # noqa: E402
+from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 from topreward_ros.offline import progress_mcap  # noqa: E402
 from topreward_ros.offline.progress_mcap import (  # noqa: E402
     PROGRESS_TOPIC,
@@ -32,11 +35,8 @@ from topreward_ros.offline.progress_mcap import (  # noqa: E402
     write_progress_mcap,
 )
 from topreward_ros.offline.runner import TimedTick  # noqa: E402
-from topreward_ros.bag.reader import BagReader  # noqa: E402
-from topreward_ros.episode.runner import TickResult  # noqa: E402
-from topreward_ros.msg import EpisodeSuccess, TaskProgress  # noqa: E402
+from topreward_ros.rendering import messages as progress_messages  # noqa: E402
 from topreward_ros.rendering.messages import task_progress_fields  # noqa: E402
-from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 
 CONSECUTIVE = 3
 
@@ -187,7 +187,7 @@ def test_the_mapping_fills_every_message_field() -> None:
 
 def test_episode_result_mapping_fills_every_field_in_both_bindings(tmp_path: Path) -> None:
     from topreward_ros.bag.reader import BagReader as Reader
-    from topreward_ros.episode.runner import END_STAMP_CUT, EpisodeSummary
+    from topreward_ros.episode.records import END_STAMP_CUT, EpisodeSummary
     from topreward_ros.msg import EpisodeResult
     from topreward_ros.offline.progress_mcap import RESULT_TOPIC
     from topreward_ros.rendering.messages import MessageKit, episode_result, episode_result_fields

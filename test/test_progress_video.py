@@ -15,11 +15,11 @@ import av
 import numpy as np
 import pytest
 
-from topreward_ros.rendering import picture as pp
-from topreward_ros.demo.synthetic_bag import write_episodes_bag
 from topreward_ros.commands.cli import main
 from topreward_ros.demo.scene import DEMO_SCENES
+from topreward_ros.demo.synthetic_bag import write_episodes_bag
 from topreward_ros.demo.synthetic_lerobot import DatasetCamera, write_lerobot_dataset
+from topreward_ros.rendering import picture as pp
 from topreward_ros.rendering.video import VIDEO_FILE
 
 VIEW = 64

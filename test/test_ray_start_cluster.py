@@ -31,8 +31,9 @@ import pytest
 pytest.importorskip("ray")
 
 from output_compare import assert_close, assert_same_outputs  # noqa: E402
-from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag  # noqa: E402
+
 from topreward_ros.demo.scene import DEMO_SCENES  # noqa: E402
+from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from output_compare import assert_close, assert_same_outputs
 
-from topreward_ros.demo.synthetic_bag import write_episodes_bag
 from topreward_ros.commands.cli import main as topreward_main
 from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
+from topreward_ros.demo.synthetic_bag import write_episodes_bag
 from topreward_ros.offline.relabel import RelabelError, relabel
 from topreward_ros.scoring.thresholds import SuccessThresholds
 

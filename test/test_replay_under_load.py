@@ -41,11 +41,10 @@ import numpy as np
 import pytest
 from replay_graph import scorer_node, wait_or_fail
 
-from topreward_ros.node.bag_replay import ReplayOptions, replay_bag
-from topreward_ros.demo.synthetic_bag import START_NS
 from topreward_ros.bag.writer import BagWriter, image_msg, string_msg
 from topreward_ros.commands.cli import main as topreward_main
-
+from topreward_ros.demo.synthetic_bag import START_NS
+from topreward_ros.node.bag_replay import ReplayOptions, replay_bag
 
 pytestmark = pytest.mark.graph
 

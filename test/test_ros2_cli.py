@@ -37,10 +37,9 @@ if shutil.which("ros2") is None or any(importlib.util.find_spec(name) is None fo
         "ros2cli", "ros2launch", "ros2run", "ros2pkg", "ros2param", "ros2service", "ros2topic")):
     pytest.skip(SKIP_REASON, allow_module_level=True)
 
-from sensor_msgs.msg import Image  # noqa: E402
-
 from ros2_daemon import fresh_daemon, node_listed  # noqa: E402
 from ros_process import GraphProbe, RosProcess, assert_clean_exit, rgb_frame, wait_for  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 
 pytestmark = pytest.mark.graph
 

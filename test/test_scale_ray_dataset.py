@@ -22,8 +22,8 @@ ray = pytest.importorskip("ray", reason="Ray (the optional 'scale' extra) is not
 from output_compare import assert_same_outputs  # noqa: E402
 from ray_cluster import SCENES, cluster, episode_mtimes  # noqa: E402,F401 (cluster: the module's Ray)
 
-from topreward_ros.demo.synthetic_bag import write_episodes_bag  # noqa: E402
 from topreward_ros.commands.options import EXIT_OK, EXIT_PARTIAL  # noqa: E402
+from topreward_ros.demo.synthetic_bag import write_episodes_bag  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from scoring_reference import INSTRUCTION, make_episode
 
 from topreward_ros.scoring import ModelOutOfMemoryError, ScorerConfig, VideoScorer, load_scorer

@@ -29,13 +29,12 @@ import pytest
 
 pytest.importorskip("rclpy")
 
+from install_tree import LIB_DIR  # noqa: E402
 from ros_process import stop_child  # noqa: E402
 from scorer_node_rig import RIG_PARAMS, Rig, new_episode_after, running_rig  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from install_tree import LIB_DIR  # noqa: E402
-from topreward_ros.examples.stop_on_success import (  # noqa: E402
-    ServiceTypeError, SuccessRule, answer_text, service_class)
+from topreward_ros.examples.stop_on_success import ServiceTypeError, SuccessRule, answer_text, service_class  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300)]
 

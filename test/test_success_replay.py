@@ -33,10 +33,10 @@ import pytest
 from replay_graph import scorer_node, wait_or_fail
 
 from topreward_ros.bag.reader import BagReader
-from topreward_ros.node.bag_replay import ReplayOptions, replay_bag
-from topreward_ros.demo.synthetic_bag import START_NS
 from topreward_ros.bag.writer import BagWriter, image_msg, string_msg
 from topreward_ros.commands.cli import main as topreward_main
+from topreward_ros.demo.synthetic_bag import START_NS
+from topreward_ros.node.bag_replay import ReplayOptions, replay_bag
 
 CAMERA = "/camera/image_raw"
 NS = 1_000_000_000

@@ -22,7 +22,8 @@ import threading
 import numpy as np
 import pytest
 
-from topreward_ros.episode.runner import EpisodeRunner, EpisodeSettings, TickResult
+from topreward_ros.episode.records import EpisodeSettings, TickResult
+from topreward_ros.episode.runner import EpisodeRunner
 from topreward_ros.scoring import ScorerConfig, SuccessDetector, load_scorer, prepare_view
 
 MS = 1_000_000

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from topreward_ros.demo.synthetic_bag import write_episodes_bag
 from topreward_ros.commands.cli import main as topreward_main
 from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
+from topreward_ros.demo.synthetic_bag import write_episodes_bag
 from topreward_ros.files.params_file import params_file_text
 from topreward_ros.scoring.thresholds import SuccessThresholds, thresholds_from_params
 

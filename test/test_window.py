@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from topreward_ros.scoring.schedule import FrameSampler, prefix_lengths, sample_indices
 from topreward_ros.episode.window import MISSING_VIEW_VALUE, AddResult, EpisodeWindow
+from topreward_ros.scoring.schedule import FrameSampler, prefix_lengths, sample_indices
 
 MS = 1_000_000
 CAMERA_30HZ_NS = [i * 33_333_333 for i in range(300)]  # 10 s at 30 Hz

@@ -37,13 +37,13 @@ pytest.importorskip("launch", reason=SKIP_REASON)
 pytest.importorskip("launch_ros.actions", reason=SKIP_REASON)
 
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from ros_process import GraphProbe, RosProcess, assert_clean_exit, wait_for  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from ros_process import GraphProbe, RosProcess, assert_clean_exit, wait_for  # noqa: E402
-from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag  # noqa: E402
 from topreward_ros.commands.cli import main as topreward  # noqa: E402
 from topreward_ros.demo.scene import DEMO_SCENES  # noqa: E402
+from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag  # noqa: E402
 from topreward_ros.msg import TaskProgress  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.graph]

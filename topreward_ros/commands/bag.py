@@ -112,11 +112,11 @@ def bag_source_options(args: argparse.Namespace, cameras: tuple[str, ...]) -> An
 
 
 def run_bag(args: argparse.Namespace) -> int:
-    from topreward_ros.sources.bag_inputs import expand_inputs
     from topreward_ros.bag.reader import BagError
     from topreward_ros.commands.jobs import input_job, run_jobs
     from topreward_ros.files.params_file import ParamsFileError
     from topreward_ros.sources.bag import BagSource, pick_cameras
+    from topreward_ros.sources.bag_inputs import expand_inputs
 
     args.bag = ray_inputs(args, args.bag)
     if args.ray is not None:

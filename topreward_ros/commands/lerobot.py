@@ -84,8 +84,8 @@ def dataset_source(args: argparse.Namespace, root: Path, cameras: list[str] | No
 
 def run_lerobot(args: argparse.Namespace) -> int:
     from topreward_ros.commands.jobs import input_job, run_jobs
-    from topreward_ros.lerobot.dataset import DatasetError
     from topreward_ros.files.params_file import ParamsFileError
+    from topreward_ros.lerobot.dataset import DatasetError
 
     if args.dataset is None and args.ray and Path(args.ray).exists():
         # `--ray DATASET`: the value is the dataset, not a cluster address.
@@ -170,8 +170,8 @@ def _register_episodes(subparsers: Any) -> None:
 
 
 def run_episodes(args: argparse.Namespace) -> int:
-    from topreward_ros.lerobot.train_episodes import SelectionError, select_episodes
     from topreward_ros.files.params_file import ParamsFileError, read_params_file
+    from topreward_ros.lerobot.train_episodes import SelectionError, select_episodes
 
     try:
         params = read_params_file(args.params_file) if args.params_file else {}

@@ -226,7 +226,7 @@ def task_thresholds(args: argparse.Namespace) -> tuple[tuple[str, float], ...]:
 
 
 def episode_settings(args: argparse.Namespace) -> Any:
-    from topreward_ros.episode.runner import EpisodeSettings
+    from topreward_ros.episode.records import EpisodeSettings
 
     kwargs = {}
     if getattr(args, "success_threshold", None) is not None:

@@ -1,4 +1,4 @@
-"""Where episodes begin and end in a bag, and reading header stamps cheaply.
+"""Where episodes begin and end: the cut rules the node and the offline sources share.
 
 A recording holds many episodes back to back. The offline tools must cut a
 bag exactly where the node (``scorer_node``) would have started a new
@@ -25,12 +25,43 @@ episode while watching it live, so these rules mirror the node's:
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Literal
 
-from topreward_ros.episode.runner import StampCut
 from topreward_ros.scoring.stamps import NS_PER_S
+
+
+@dataclass(frozen=True)
+class StampCut:
+    """A primary camera stamp that starts a new episode with the same instruction.
+
+    The node and the offline sources cut by this one rule, so a recording
+    is cut live where it is cut offline: a stamp that jumps back by more
+    than ``stamp_jump_restart_s`` (a looping recording, a restarted driver)
+    or forward by more than ``stamp_gap_restart_s`` (zero stamps turning
+    real, a long pause) would otherwise put one video's samples years apart.
+    """
+
+    direction: str  # "back" or "forward"
+    seconds: float
+
+    @property
+    def reason(self) -> str:
+        return f"camera stamp jumped {self.direction} by {self.seconds:.3f} s"
+
+
+def stamp_cut(previous_ns: int | None, stamp_ns: int, jump_restart_s: float,
+              gap_restart_s: float) -> StampCut | None:
+    """The cut a primary frame stamped ``stamp_ns`` after one stamped ``previous_ns`` makes, if any."""
+    if previous_ns is None:
+        return None
+    if (previous_ns - stamp_ns) / NS_PER_S > jump_restart_s:
+        return StampCut("back", (previous_ns - stamp_ns) / NS_PER_S)
+    if (stamp_ns - previous_ns) / NS_PER_S > gap_restart_s:
+        return StampCut("forward", (stamp_ns - previous_ns) / NS_PER_S)
+    return None
+
+
 
 Action = Literal["start", "end"]
 
@@ -109,22 +140,3 @@ class EpisodeSplitter:
         assert self._instruction is not None
         return [EpisodeEvent("end", log_time_ns, self._instruction, reason)]
 
-
-class StampError(ValueError):
-    """The bytes are too short to hold a header stamp."""
-
-
-def header_stamp_ns(cdr: bytes) -> int:
-    """``header.stamp`` of a CDR message whose first field is ``std_msgs/Header``.
-
-    Image and CompressedImage both start with their header, so the stamp
-    sits right after the 4-byte encapsulation header: int32 seconds and
-    uint32 nanoseconds, in the byte order the encapsulation names. Reading
-    these 8 bytes lets the 2 fps schedule drop a frame without
-    deserialising its pixels.
-    """
-    if len(cdr) < 12:
-        raise StampError(f"message of {len(cdr)} bytes is too short to hold a header stamp")
-    little = cdr[1] & 1  # encapsulation id: 0x0000 CDR_BE, 0x0001 CDR_LE (and PL variants)
-    sec, nanosec = struct.unpack_from("<iI" if little else ">iI", cdr, 4)
-    return sec * NS_PER_S + nanosec

@@ -31,8 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from topreward_ros.files.atomic import write_atomic, write_text_atomic
 from topreward_ros.evaluation.labels import Label
+from topreward_ros.files.atomic import write_atomic, write_text_atomic
 from topreward_ros.files.params_file import params_file_text
 from topreward_ros.scoring.calibration import (
     MIN_LABELS_PER_CLASS,

@@ -91,7 +91,7 @@ class EvalSettings:
 
     def offline(self, max_episodes: int | None) -> Any:
         """The offline pipeline's settings: the node's episode settings, timer and curve, plots."""
-        from topreward_ros.episode.runner import EpisodeSettings
+        from topreward_ros.episode.records import EpisodeSettings
         from topreward_ros.offline.engine import OfflineSettings
         from topreward_ros.offline.outputs import OutputOptions
         from topreward_ros.offline.runner import RunnerOptions

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from topreward_ros.bag.base import DEFAULT_CLOCK_HZ
-from topreward_ros.rendering.progress_bar import progress_bar
 from topreward_ros.bag.reader import BagReader, BagReadError
+from topreward_ros.rendering.progress_bar import progress_bar
 from topreward_ros.scoring.stamps import NS_PER_S
 
 CLOCK_TOPIC = "/clock"

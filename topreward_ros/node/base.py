@@ -49,7 +49,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 
-from topreward_ros.episode.runner import END_MODEL_CHANGED, END_SHUTDOWN, EpisodeRunner, EpisodeSummary, TickResult
+from topreward_ros.episode.records import END_MODEL_CHANGED, END_SHUTDOWN, EpisodeSummary, TickResult
+from topreward_ros.episode.runner import EpisodeRunner
 from topreward_ros.msg import EpisodeResult, EpisodeSuccess, TaskProgress
 from topreward_ros.node.diagnostics import CameraStats, ErrorRecord, ScoringStats
 from topreward_ros.node.episodes import INSTRUCTION_TOPIC, EpisodeFlow

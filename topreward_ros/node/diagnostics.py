@@ -16,9 +16,9 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-from topreward_ros.episode.runner import EpisodeSummary, TickResult
-from topreward_ros.scoring.stamps import NS_PER_S
+from topreward_ros.episode.records import EpisodeSummary, TickResult
 from topreward_ros.episode.window import EpisodeWindow
+from topreward_ros.scoring.stamps import NS_PER_S
 
 #: Written into every status's hardware_id.
 HARDWARE_ID = "scorer_node"

@@ -21,9 +21,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from topreward_ros.rendering import picture as progress_picture
 from topreward_ros.episode.camera_view import CameraView
-from topreward_ros.episode.runner import (
+from topreward_ros.episode.records import (
     END_CLOCK_JUMP,
     END_NEW_INSTRUCTION,
     END_REFUSED,
@@ -31,13 +30,14 @@ from topreward_ros.episode.runner import (
     END_STAMP_CUT,
     TickResult,
 )
+from topreward_ros.episode.window import AddResult
 from topreward_ros.node.diagnostics import ModelState
 from topreward_ros.node.intake import BACK, REPEATED, message_key, source_timestamp
+from topreward_ros.rendering import picture as progress_picture
 from topreward_ros.rendering.messages import episode_result, episode_success, task_progress
 from topreward_ros.scoring.errors import InstructionError
 from topreward_ros.scoring.prompt import validate_instruction
 from topreward_ros.scoring.stamps import NS_PER_S
-from topreward_ros.episode.window import AddResult
 
 INSTRUCTION_TOPIC = "instruction"
 

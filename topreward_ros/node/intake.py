@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from topreward_ros.episode.runner import StampCut, stamp_cut
+from topreward_ros.episode.cuts import StampCut, stamp_cut
 
 #: Frames published up to this long before an episode's instruction are taken
 #: as belonging to the episode before (a busy node can hold a backlog of

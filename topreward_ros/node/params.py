@@ -14,7 +14,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from topreward_ros.episode.runner import EpisodeSettings
+from topreward_ros.episode.records import EpisodeSettings
 from topreward_ros.scoring.backends.registry import BACKEND_NAMES, DEFAULT_BACKEND
 from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD, ScorerConfig
 from topreward_ros.scoring.prompt import validate_instruction

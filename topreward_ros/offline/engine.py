@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from topreward_ros.episode.runner import EpisodeSettings
+from topreward_ros.episode.records import EpisodeSettings
 from topreward_ros.offline.manifest import Manifest
 from topreward_ros.offline.outputs import (
     EpisodeWriter,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from topreward_ros.episode.runner import EpisodeSettings
+from topreward_ros.episode.records import EpisodeSettings
 from topreward_ros.files.atomic import write_json_atomic
 from topreward_ros.offline.manifest import Manifest
 from topreward_ros.offline.progress_mcap import write_progress_mcap

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from topreward_ros.episode.runner import EpisodeSummary, TickResult
+from topreward_ros.episode.records import EpisodeSummary, TickResult
 from topreward_ros.offline.runner import TimedTick
 from topreward_ros.rendering.messages import MessageKit, episode_result, episode_success, task_progress
 
@@ -31,6 +31,8 @@ def message_kit(store: Typestore | None = None) -> MessageKit:
         EPISODE_RESULT,
         EPISODE_SUCCESS,
         TASK_PROGRESS,
+    )
+    from topreward_ros.bag.types import (
         typestore as default_typestore,
     )
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from topreward_ros.episode.runner import EpisodeSummary, TickResult
+from topreward_ros.episode.records import EpisodeSummary, TickResult
 from topreward_ros.files.atomic import write_json_atomic
 from topreward_ros.offline.manifest import MANIFEST_NAME, MANIFEST_VERSION
 from topreward_ros.offline.outputs import live_columns

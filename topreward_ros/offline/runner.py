@@ -21,20 +21,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from topreward_ros.episode.runner import (
-    END_REFUSED,
-    EpisodeRunner,
-    EpisodeSettings,
-    EpisodeSummary,
-    TickResult,
-    end_reason_code,
-)
+from topreward_ros.episode.records import END_REFUSED, EpisodeSettings, EpisodeSummary, TickResult, end_reason_code
+from topreward_ros.episode.runner import EpisodeRunner
+from topreward_ros.episode.window import AddResult
 from topreward_ros.offline.source import EpisodeSpec, SourceFrame
 from topreward_ros.scoring.backends.protocol import ScoringBackend
 from topreward_ros.scoring.errors import InstructionError
 from topreward_ros.scoring.prompt import validate_instruction
 from topreward_ros.scoring.stamps import NS_PER_S
-from topreward_ros.episode.window import AddResult
 
 
 @dataclass(frozen=True)

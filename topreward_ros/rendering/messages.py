@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from topreward_ros.episode.runner import EpisodeSummary, TickResult
+from topreward_ros.episode.records import EpisodeSummary, TickResult
 from topreward_ros.scoring.stamps import NS_PER_S
 
 

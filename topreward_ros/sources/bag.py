@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from topreward_ros.bag.base import BagError, BagReadError, bag_fingerprint
-from topreward_ros.episode.cuts import EpisodeEvent, EpisodeSplitter, StampError, header_stamp_ns
-from topreward_ros.episode.runner import stamp_cut
+from topreward_ros.bag.stamps import StampError, header_stamp_ns
+from topreward_ros.episode.cuts import EpisodeEvent, EpisodeSplitter, stamp_cut
 from topreward_ros.offline.source import (
     EpisodeSource,
     EpisodeSpec,
