@@ -23,7 +23,7 @@ from topreward_ros.bag.reader import BagReader
 from topreward_ros.commands.bag import EXIT_OK, EXIT_UNUSABLE, register
 from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
 from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag
-from topreward_ros.episode.images import to_rgb
+from topreward_ros.episode.cameras import to_rgb
 from topreward_ros.episode.records import EpisodeSettings
 from topreward_ros.offline.manifest import ManifestError
 from topreward_ros.offline.progress_mcap import PROGRESS_TOPIC

@@ -23,7 +23,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from topreward_ros.episode.camera_view import CameraView  # noqa: E402
-from topreward_ros.episode.images import to_rgb  # noqa: E402
+from topreward_ros.episode.cameras import to_rgb  # noqa: E402
 from topreward_ros.episode.records import EpisodeSettings  # noqa: E402
 from topreward_ros.episode.runner import EpisodeRunner  # noqa: E402
 from topreward_ros.episode.window import MISSING_VIEW_VALUE, AddResult  # noqa: E402

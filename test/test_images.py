@@ -17,12 +17,12 @@ from PIL import Image as PILImage
 from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CompressedImage, Image
 
+from topreward_ros.episode.cameras import to_rgb
 from topreward_ros.episode.images import (
     SUPPORTED_ENCODINGS,
     ImageError,
     compressed_to_rgb,
     image_to_rgb,
-    to_rgb,
 )
 
 # A 2-row x 3-column RGB test pattern with distinct values per channel.
@@ -292,5 +292,5 @@ def test_other_compressed_formats_are_refused() -> None:
 
 
 def test_not_an_image_message() -> None:
-    with pytest.raises(ImageError, match="neither a sensor_msgs Image nor CompressedImage"):
+    with pytest.raises(ImageError, match="is not a camera message"):
         to_rgb(object())

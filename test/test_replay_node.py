@@ -22,7 +22,7 @@ from replay_graph import scorer_node, wait_or_fail
 from topreward_ros.bag.reader import BagReader
 from topreward_ros.demo.scene import DEMO_SCENES
 from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag
-from topreward_ros.episode.images import to_rgb
+from topreward_ros.episode.cameras import to_rgb
 from topreward_ros.episode.records import EpisodeSettings
 from topreward_ros.node.bag_replay import ReplayOptions, replay_bag
 from topreward_ros.scoring import ScorerConfig, load_scorer, prepare_view

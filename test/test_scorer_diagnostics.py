@@ -12,6 +12,7 @@ pytest.importorskip("diagnostic_msgs")
 
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 
+from topreward_ros.episode.cameras import RAW  # noqa: E402
 from topreward_ros.node.diagnostics import CameraStats, ScoringStats, scoring_status  # noqa: E402
 
 NOW = 1000.0
@@ -25,14 +26,14 @@ def values(status: DiagnosticStatus) -> dict[str, str]:
 
 def stalled_camera() -> CameraStats:
     """The primary camera: last frame 5 s ago, stamped 12.5 s."""
-    camera = CameraStats(topic="/cam", compressed=False, created_at=NOW - 60.0)
+    camera = CameraStats(topic="/cam", camera_type=RAW, created_at=NOW - 60.0)
     camera.arrivals.extend([NOW - 6.0, NOW - 5.0])
     camera.last_stamp_ns = 12_500_000_000
     return camera
 
 
 def receiving_camera() -> CameraStats:
-    camera = CameraStats(topic="/cam", compressed=False, created_at=NOW - 60.0)
+    camera = CameraStats(topic="/cam", camera_type=RAW, created_at=NOW - 60.0)
     camera.arrivals.extend([NOW - 0.6, NOW - 0.1])
     camera.last_stamp_ns = 12_500_000_000
     return camera

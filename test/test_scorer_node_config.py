@@ -16,7 +16,7 @@ from rclpy.context import Context  # noqa: E402
 from rclpy.exceptions import ParameterException  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from topreward_ros.node.params import MODEL_PARAMS, PARAM_BY_NAME, PARAMETERS, is_compressed_topic  # noqa: E402
+from topreward_ros.node.params import MODEL_PARAMS, PARAM_BY_NAME, PARAMETERS  # noqa: E402
 from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 
 
@@ -58,13 +58,6 @@ def test_every_parameter_is_declared_with_description_and_mutability(context: Co
                 assert (ranges[0].from_value, ranges[0].to_value) == (spec.min_value, spec.max_value)
     finally:
         node.destroy_node()
-
-
-def test_compressed_topics_by_name() -> None:
-    assert is_compressed_topic("wrist/image_raw/compressed")
-    assert is_compressed_topic("/cam/compressed/")
-    assert not is_compressed_topic("wrist/image_raw")
-    assert not is_compressed_topic("wrist/compressed_raw")
 
 
 def test_the_backend_is_set_like_the_model_and_reloads_it() -> None:

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from topreward_ros.episode.images import ImageError, to_rgb
+from topreward_ros.episode.cameras import to_rgb
+from topreward_ros.episode.images import ImageError
 
 
 class CameraView:

@@ -251,11 +251,3 @@ def compressed_to_rgb(msg: CompressedImageMessage) -> RGBImage:
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"compressed image (format {msg.format!r}) is corrupt: {exc}") from exc
 
-
-def to_rgb(msg: Any) -> RGBImage:
-    """Convert an Image or CompressedImage message (duck-typed) to RGB uint8."""
-    if hasattr(msg, "encoding"):
-        return image_to_rgb(msg)
-    if hasattr(msg, "format"):
-        return compressed_to_rgb(msg)
-    raise ImageError(f"{type(msg).__name__} is neither a sensor_msgs Image nor CompressedImage")

@@ -49,6 +49,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 
+from topreward_ros.episode.cameras import camera_type_for_topic
 from topreward_ros.episode.records import END_MODEL_CHANGED, END_SHUTDOWN, EpisodeSummary, TickResult
 from topreward_ros.episode.runner import EpisodeRunner
 from topreward_ros.msg import EpisodeResult, EpisodeSuccess, TaskProgress
@@ -65,7 +66,6 @@ from topreward_ros.node.params import (
     camera_topics_from,
     check_values,
     episode_settings_from,
-    is_compressed_topic,
     scorer_config_from,
 )
 from topreward_ros.node.qos_watch import QoSWatch
@@ -174,7 +174,7 @@ class ScorerNodeBase(EpisodeFlow, TopicWiring, NodeHealth, Node):
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
         )
         self._diag_pub = self._watched_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, self._reliable)
-        self._cameras = [CameraStats(topic=t, compressed=is_compressed_topic(t)) for t in topics]
+        self._cameras = [CameraStats(topic=t, camera_type=camera_type_for_topic(t)) for t in topics]
         self._camera_groups = [MutuallyExclusiveCallbackGroup() for _ in topics]
         self._instruction_group = MutuallyExclusiveCallbackGroup()
         self._tick_group = ReentrantCallbackGroup()

@@ -16,6 +16,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
+from topreward_ros.episode.cameras import CameraType
 from topreward_ros.episode.records import EpisodeSummary, TickResult
 from topreward_ros.episode.window import EpisodeWindow
 from topreward_ros.scoring.stamps import NS_PER_S
@@ -56,7 +57,7 @@ class CameraStats:
     """
 
     topic: str
-    compressed: bool
+    camera_type: CameraType
     received: int = 0
     kept: int = 0
     not_needed: int = 0
@@ -161,7 +162,7 @@ def camera_status(
     age = now - (last if last is not None else s.created_at)
     values: dict[str, Any] = {
         "topic": resolved_topic,
-        "type": "sensor_msgs/CompressedImage" if s.compressed else "sensor_msgs/Image",
+        "type": s.camera_type.short_name,
         "rate_hz": round(s.rate_hz(now) if age < stall_warn_s else 0.0, 2),
         "last_frame_age_s": round(age, 3) if last is not None else "never",
         "received": s.received,

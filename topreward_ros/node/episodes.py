@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from rclpy.clock import ClockChange, TimeJump
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image  # the progress picture
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -157,7 +157,7 @@ class EpisodeFlow:
             self._start_episode(self._runner.instruction, message, end_reason=END_CLOCK_JUMP)
 
     # -- frames ------------------------------------------------------------------
-    def _on_image(self, camera: int, msg: Image | CompressedImage, info: Any) -> None:
+    def _on_image(self, camera: int, msg: Any, info: Any) -> None:
         """Cheap unless the frame is needed: never converts a frame that will be dropped."""
         stats = self._cameras[camera]
         stats.received += 1
@@ -168,7 +168,7 @@ class EpisodeFlow:
             self._intake.remember(camera, published_ns, msg)
             self._offer(camera, msg, published_ns)
 
-    def _offer(self, camera: int, msg: Image | CompressedImage, published_ns: int | None) -> None:
+    def _offer(self, camera: int, msg: Any, published_ns: int | None) -> None:
         """Judge one frame against the running episode (callers hold ``_frame_lock``)."""
         stats = self._cameras[camera]
         if self._intake.belongs_before(published_ns):

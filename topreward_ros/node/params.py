@@ -215,8 +215,3 @@ def camera_topics_from(values: dict[str, Any]) -> list[str]:
     if len(set(topics)) != len(topics):
         raise ValueError(f"camera_topics lists a topic twice: {topics}")
     return topics
-
-
-def is_compressed_topic(topic: str) -> bool:
-    """image_transport naming: ``.../compressed`` carries CompressedImage."""
-    return topic.rstrip("/").rsplit("/", 1)[-1] == "compressed"

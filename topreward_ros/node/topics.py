@@ -14,7 +14,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.qos import DurabilityPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image  # the progress picture
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -80,7 +80,7 @@ class TopicWiring:
             profile = copy.copy(qos_profile_sensor_data)
             resolved = self.resolve_topic_name(stats.topic)
             self._camera_subs.append(self.create_subscription(
-                CompressedImage if stats.compressed else Image,
+                stats.camera_type.ros_class(),
                 stats.topic,
                 lambda msg, info, i=index: self._on_image(i, msg, info),
                 profile,

@@ -29,6 +29,7 @@ from typing import Any
 
 from topreward_ros.bag.base import BagError, BagReadError, bag_fingerprint
 from topreward_ros.bag.stamps import StampError, header_stamp_ns
+from topreward_ros.episode.cameras import CAMERA_TYPE_NAMES
 from topreward_ros.episode.cuts import EpisodeEvent, EpisodeSplitter, stamp_cut
 from topreward_ros.offline.source import (
     EpisodeSource,
@@ -42,7 +43,6 @@ from topreward_ros.offline.source import (
 )
 from topreward_ros.scoring.prompt import validate_instruction
 
-IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 STRING_TYPE = "std_msgs/msg/String"
 
 
@@ -119,17 +119,17 @@ def check_bag(reader: Any, options: BagSourceOptions) -> None:
     if reader.message_count == 0 or not reader.topics:
         raise BagSetupError(f"{reader.path}: the bag is empty (no messages)")
     topics = reader.topics
-    image_topics = sorted(t for t, i in topics.items() if i.msgtype in IMAGE_TYPES)
+    image_topics = sorted(t for t, i in topics.items() if i.msgtype in CAMERA_TYPE_NAMES)
     for topic in options.camera_topics:
         if topic not in topics:
             raise BagSetupError(
                 f"camera topic {topic} is not in the bag; image topics there: "
                 f"{', '.join(image_topics) or 'none'}"
             )
-        if topics[topic].msgtype not in IMAGE_TYPES:
+        if topics[topic].msgtype not in CAMERA_TYPE_NAMES:
             raise BagSetupError(
                 f"camera topic {topic} carries {topics[topic].msgtype}, expected "
-                f"sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage"
+                f"{' or '.join(CAMERA_TYPE_NAMES)}"
             )
         if topics[topic].message_count == 0:
             raise BagSetupError(
@@ -167,11 +167,11 @@ def pick_cameras(bag: Path, cameras: Sequence[str] | None) -> tuple[str, ...]:
     if cameras:
         return tuple(cameras)
     with BagReader(bag) as reader:
-        images = sorted(t for t, i in reader.topics.items() if i.msgtype in IMAGE_TYPES)
+        images = sorted(t for t, i in reader.topics.items() if i.msgtype in CAMERA_TYPE_NAMES)
     if len(images) == 1:
         return (images[0],)
     if not images:
-        raise BagSetupError(f"{bag}: the bag has no sensor_msgs Image or CompressedImage topic")
+        raise BagSetupError(f"{bag}: the bag has no camera topic ({' or '.join(CAMERA_TYPE_NAMES)})")
     raise BagSetupError(
         f"{bag}: several image topics ({', '.join(images)}); choose with --camera "
         f"(repeat it for several cameras, the first is the primary)"
