@@ -16,7 +16,7 @@ call behind it) publishes a two-episode bag with /clock. Then:
 from __future__ import annotations
 
 import pytest
-from replay_graph import scorer_node, wait_or_fail
+from replay_graph import replay_node_params, scorer_node, wait_or_fail
 
 from offline_run import score_bag
 
@@ -47,21 +47,8 @@ def test_replayed_bag_scored_by_the_node_matches_the_offline_path(tmp_path, tiny
         tmp_path / "bag", "mcap", DEMO_SCENES,
         (CameraSpec(CAMERA, "raw", "rgb8", width=96, height=72, rate_hz=10.0),),
         duration_s=3.0, gap_s=0.6)
-    params = {
-        "use_sim_time": "true",
-        "model": str(tiny_model_dir),
-        "local_files_only": "true",
-        "device": "cpu",
-        "dtype": "float32",
-        "torch_threads": "1",
-        "camera_topics": f"[{CAMERA}]",
-        "view_size": str(VIEW),
-        "rate_hz": str(RATE_HZ),
-        # Reliable, deep camera queue: the test proves nothing is lost, so
-        # the subscription must not be allowed to drop by design.
-        f"qos_overrides.{CAMERA}.subscription.reliability": "reliable",
-        f"qos_overrides.{CAMERA}.subscription.depth": "200",
-    }
+    # A reliable, deep camera queue: the test proves nothing is lost.
+    params = replay_node_params(tiny_model_dir, CAMERA, VIEW, rate_hz=str(RATE_HZ))
     log = tmp_path / "node.log"
     with scorer_node(params, log) as probe:
         result = replay_bag(layout.path, ReplayOptions(
