@@ -108,6 +108,28 @@ def wait_or_fail(predicate: Callable[[], Any], timeout: float, what: str, log: P
                 f"{log.read_text(errors='replace')[-3000:]}")
 
 
+def replay_node_params(model_dir: Path, camera: str, view_size: int, **params: str) -> dict[str, str]:
+    """The node's parameters for a replay: bag time, the tiny model on CPU, one camera, and ``params``.
+
+    The camera's subscription is reliable with a deep queue: these tests
+    compare every frame with the offline run, so the subscription must not be
+    allowed to drop by design.
+    """
+    return {
+        "use_sim_time": "true",
+        "model": str(model_dir),
+        "local_files_only": "true",
+        "device": "cpu",
+        "dtype": "float32",
+        "torch_threads": "1",
+        "camera_topics": f"[{camera}]",
+        "view_size": str(view_size),
+        f"qos_overrides.{camera}.subscription.reliability": "reliable",
+        f"qos_overrides.{camera}.subscription.depth": "200",
+        **params,
+    }
+
+
 @contextmanager
 def scorer_node(params: dict[str, str], log: Path, load_timeout: float = 120.0) -> Iterator[Probe]:
     """The installed node with ``params``, its model loaded; stopped with SIGINT at the end."""

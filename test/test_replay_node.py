@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import pytest
 from offline_run import score_bag
-from replay_graph import scorer_node, wait_or_fail
+from replay_graph import replay_node_params, scorer_node, wait_or_fail
 
 from topreward_ros.bag.reader import BagReader
-from topreward_ros.demo.scene import DEMO_SCENES
-from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag
-from topreward_ros.episode.cameras import to_rgb
-from topreward_ros.episode.records import EpisodeSettings
+from topreward_ros.demo.run.run.run.scene import DEMO_SCENES
+from topreward_ros.demo.run.run.run.synthetic_bag import CameraSpec, write_episodes_bag
+from topreward_ros.episode.runner.runner.runner.cameras import to_rgb
+from topreward_ros.episode.runner.runner.runner.records import EpisodeSettings
 from topreward_ros.node.bag_replay import ReplayOptions, replay_bag
 from topreward_ros.scoring import ScorerConfig, load_scorer, prepare_view
 from topreward_ros.scoring.schedule import sample_indices
@@ -45,21 +45,8 @@ def test_replayed_bag_scored_by_the_node_matches_the_offline_path(tmp_path, tiny
         tmp_path / "bag", "mcap", DEMO_SCENES,
         (CameraSpec(CAMERA, "raw", "rgb8", width=96, height=72, rate_hz=10.0),),
         duration_s=3.0, gap_s=0.6)
-    params = {
-        "use_sim_time": "true",
-        "model": str(tiny_model_dir),
-        "local_files_only": "true",
-        "device": "cpu",
-        "dtype": "float32",
-        "torch_threads": "1",
-        "camera_topics": f"[{CAMERA}]",
-        "view_size": str(VIEW),
-        "rate_hz": str(RATE_HZ),
-        # Reliable, deep camera queue: the test proves nothing is lost, so
-        # the subscription must not be allowed to drop by design.
-        f"qos_overrides.{CAMERA}.subscription.reliability": "reliable",
-        f"qos_overrides.{CAMERA}.subscription.depth": "200",
-    }
+    # A reliable, deep camera queue: the test proves nothing is lost.
+    params = replay_node_params(tiny_model_dir, CAMERA, VIEW, rate_hz=str(RATE_HZ))
     log = tmp_path / "node.log"
     with scorer_node(params, log) as probe:
         result = replay_bag(layout.path, ReplayOptions(

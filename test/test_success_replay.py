@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from replay_graph import scorer_node, wait_or_fail
+from replay_graph import replay_node_params, scorer_node, wait_or_fail
 
 from topreward_ros.bag.reader import BagReader
 from topreward_ros.bag.writer import BagWriter, image_msg, string_msg
@@ -233,23 +233,9 @@ def test_topreward_bag_success_semantics(offline: dict[str, Any]) -> None:
 def test_node_on_the_replayed_bag_decides_success_like_topreward_bag(
         offline: dict[str, Any], tiny_model_dir: Path, tmp_path: Path) -> None:
     threshold = offline["threshold"]
-    params = {
-        "use_sim_time": "true",
-        "model": str(tiny_model_dir),
-        "local_files_only": "true",
-        "device": "cpu",
-        "dtype": "float32",
-        "torch_threads": "1",
-        "camera_topics": f"[{CAMERA}]",
-        "view_size": str(VIEW),
-        "rate_hz": "2.0",
-        "sample_fps": "2.0",
-        "success_threshold": repr(threshold),
-        "success_window": str(WINDOW),
-        "success_consecutive": str(CONSECUTIVE),
-        f"qos_overrides.{CAMERA}.subscription.reliability": "reliable",
-        f"qos_overrides.{CAMERA}.subscription.depth": "200",
-    }
+    params = replay_node_params(tiny_model_dir, CAMERA, VIEW, rate_hz="2.0", sample_fps="2.0",
+                                success_threshold=repr(threshold), success_window=str(WINDOW),
+                                success_consecutive=str(CONSECUTIVE))
     log = tmp_path / "node.log"
     with scorer_node(params, log) as probe:
         # Slower than real time: every tick runs long before the next frame is due.
