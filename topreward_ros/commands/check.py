@@ -19,6 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from topreward_ros.commands.options import EXIT_OK, EXIT_UNUSABLE
+
+#: `topreward check`'s own status: the rig was checked and does not fit the GPU.
+EXIT_DOES_NOT_FIT = 1
+
 #: Parameters of the node the check reads, with the node's defaults where
 #: the scoring configuration does not hold them.
 RIG_DEFAULTS: dict[str, Any] = {
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             values.update(read_params_file(args.params_file))
         except ParamsFileError as exc:
             _error(str(exc))
-            return 2
+            return EXIT_UNUSABLE
     for key in ("model", "backend", "device", "dtype"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
@@ -91,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         report = check_rig(rig)
     except (ValueError, ScoringError) as exc:
         _error(str(exc))
-        return 2
+        return EXIT_UNUSABLE
     if args.time and report.device_problem is None:
         from topreward_ros.scoring.backends.factory import load_scorer
 
@@ -99,6 +104,6 @@ def run(args: argparse.Namespace) -> int:
             time_rig(report, load_scorer(rig.config))
         except ScoringError as exc:
             _error(str(exc))
-            return 2
+            return EXIT_UNUSABLE
     print("\n".join(report.lines()))
-    return 1 if report.fits is False else 0
+    return EXIT_DOES_NOT_FIT if report.fits is False else EXIT_OK
