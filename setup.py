@@ -18,7 +18,7 @@ setup(
     # (or the wheels of requirements/ros*.txt) and only the node needs them.
     # The versions the test suite runs with (requirements/*.txt pins them exactly);
     # "~=" lets pip take their patch releases, nothing newer untested.
-    # test/test_package_lint.py keeps the two in step.
+    # test/package/test_package_lint.py keeps the two in step.
     install_requires=["numpy~=2.4.6", "pillow~=13.0.0", "pyyaml~=6.0.3"],
     extras_require={
         # torchvision: transformers builds the Qwen3-VL video processor only with it.

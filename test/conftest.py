@@ -16,7 +16,8 @@ from typing import IO, Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_ROOT = Path(__file__).resolve().parent
+REPO_ROOT = TEST_ROOT.parent
 TINY_MODEL_DIR = REPO_ROOT / ".cache" / "tiny-qwen3-vl"
 
 #: First DDS domain id tried when TOPREWARD_TEST_DOMAIN_ID does not name one.
@@ -43,7 +44,16 @@ LONG_MODULES = (
 )
 
 
+#: The folder name that marks its tests ``graph``: they start ROS 2 processes on a real
+#: rclpy graph (``pytest -m graph`` selects them; ``make test-soak`` runs them over and
+#: over). test/ mirrors the package; each folder keeps such modules in its ``graph/``.
+GRAPH_FOLDER = "graph"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if GRAPH_FOLDER in item.path.relative_to(TEST_ROOT).parts[:-1]:
+            item.add_marker(pytest.mark.graph)
     rank = {name: i for i, name in enumerate(LONG_MODULES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 

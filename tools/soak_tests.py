@@ -10,7 +10,7 @@ soak: the graph tests must also pass on a loaded machine, where discovery,
 timers and model forwards all slow down.
 
     make test-soak                                  # every graph module, 20 runs, one burner per core
-    make test-soak MODULES="test/test_ros2_cli.py" RUNS=50 BURNERS=0
+    make test-soak MODULES="test/node/graph/test_ros2_cli.py" RUNS=50 BURNERS=0
 
 The output of every failed run is kept under ``--log-dir``; the last lines
 printed are a Markdown table (module, runs, failures, burners) for
