@@ -5,6 +5,7 @@ messages need rosidl. This setup.py serves the other way in: `pip install .`
 gives the ROS-free scoring core and the `topreward` command (offline bag
 scoring, video scoring) to users without a ROS install.
 """
+
 from setuptools import find_packages, setup
 
 package_name = "topreward_ros"
@@ -25,8 +26,15 @@ setup(
         "model": ["torch~=2.14.1", "torchvision~=0.29.1", "transformers~=5.23.0", "accelerate~=1.15.0"],
         # Bags (rosbags: pure Python, no ROS), and the parquet / CSV tables of
         # `topreward bag` and `topreward lerobot`.
-        "bag": ["rosbags~=0.11.9", "mcap~=1.6.0", "mcap-ros2-support~=0.6.0", "pyarrow~=26.0.1", "tqdm~=4.70.1",
-                "zstandard~=0.25.0", "lz4~=4.4.5"],
+        "bag": [
+            "rosbags~=0.11.9",
+            "mcap~=1.6.0",
+            "mcap-ros2-support~=0.6.0",
+            "pyarrow~=26.0.1",
+            "tqdm~=4.70.1",
+            "zstandard~=0.25.0",
+            "lz4~=4.4.5",
+        ],
         "video": ["av~=18.1.0"],
         "plot": ["matplotlib~=3.11.2", "noto-cjk-sans-otc~=0.0.1"],
         "scale": ["ray==2.60.0"],
@@ -37,8 +45,7 @@ setup(
         (f"share/{package_name}", ["package.xml"]),
         # The message definitions: the offline tools register them with rosbags to
         # write TaskProgress / EpisodeSuccess (progress.mcap) without a ROS build.
-        (f"share/{package_name}/msg",
-         ["msg/TaskProgress.msg", "msg/EpisodeSuccess.msg", "msg/EpisodeResult.msg"]),
+        (f"share/{package_name}/msg", ["msg/TaskProgress.msg", "msg/EpisodeSuccess.msg", "msg/EpisodeResult.msg"]),
     ],
     zip_safe=False,
     maintainer="topreward_ros maintainers",

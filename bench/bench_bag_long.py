@@ -14,6 +14,7 @@ most 2x. Written to bench/results/bag_long.md.
 
     python bench/bench_bag_long.py [--model DIR] [--seconds 150] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,11 @@ def tick_latencies(progress_mcap: Path, start_ns: int) -> list[tuple[float, int,
     from topreward_ros.offline.progress_mcap import PROGRESS_TOPIC
 
     with BagReader(progress_mcap) as reader:
-        return [((m.log_time_ns - start_ns) / NS, len(msg.frame_stamps), float(msg.inference_latency))
-                for m in reader.messages([PROGRESS_TOPIC]) for msg in [reader.deserialize(m)]]
+        return [
+            ((m.log_time_ns - start_ns) / NS, len(msg.frame_stamps), float(msg.inference_latency))
+            for m in reader.messages([PROGRESS_TOPIC])
+            for msg in [reader.deserialize(m)]
+        ]
 
 
 def main() -> int:
@@ -69,12 +73,30 @@ def main() -> int:
     command = ("python bench/bench_bag_long.py " + " ".join(sys.argv[1:])).strip()
     with tempfile.TemporaryDirectory(prefix="bench_bag_long.") as tmp:
         root = Path(tmp)
-        cams = [CameraSpec(topic, kind="compressed", width=320, height=240, rate_hz=10.0, offset_ns=3_000_000 * i)
-                for i, topic in enumerate(CAMERAS)]
+        cams = [
+            CameraSpec(topic, kind="compressed", width=320, height=240, rate_hz=10.0, offset_ns=3_000_000 * i)
+            for i, topic in enumerate(CAMERAS)
+        ]
         layout = write_episodes_bag(root / "bag", "mcap", DEMO_SCENES[:1], cameras=cams, duration_s=args.seconds)
-        cli = ["bag", str(root / "bag"), "-o", str(root / "out"), "--model", str(args.model), "--device", "cpu",
-               "--dtype", "float32", "--local-files-only", "--torch-threads", "1", "--rate", "1.0", "--no-plot",
-               "-q"]
+        cli = [
+            "bag",
+            str(root / "bag"),
+            "-o",
+            str(root / "out"),
+            "--model",
+            str(args.model),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--local-files-only",
+            "--torch-threads",
+            "1",
+            "--rate",
+            "1.0",
+            "--no-plot",
+            "-q",
+        ]
         for topic in CAMERAS:
             cli += ["--camera", topic]
         t0 = time.perf_counter()
@@ -82,8 +104,7 @@ def main() -> int:
             print("topreward bag failed", file=sys.stderr)
             return 1
         wall = time.perf_counter() - t0
-        ticks = tick_latencies(next((root / "out").glob("episode_*/progress.mcap")),
-                               layout.episodes[0].start_log_ns)
+        ticks = tick_latencies(next((root / "out").glob("episode_*/progress.mcap")), layout.episodes[0].start_log_ns)
     groups = [
         (f"{BEFORE_FROM_S:.0f}-{BUDGET_S:.0f} s", [t for t in ticks if BEFORE_FROM_S < t[0] <= BUDGET_S]),
         (f"after {BUDGET_S:.0f} s", [t for t in ticks if t[0] > BUDGET_S]),
@@ -108,8 +129,10 @@ def main() -> int:
         "",
         "| Ticks | Count | Samples seen | Median latency (ms) |",
         "|---|---|---|---|",
-        *(f"| {name} | {len(group)} | {min(t[1] for t in group)}-{max(t[1] for t in group)} | {median:.1f} |"
-          for (name, group), median in zip(groups, medians)),
+        *(
+            f"| {name} | {len(group)} | {min(t[1] for t in group)}-{max(t[1] for t in group)} | {median:.1f} |"
+            for (name, group), median in zip(groups, medians)
+        ),
         "",
         f"Median after {BUDGET_S:.0f} s / median at {BEFORE_FROM_S:.0f}-{BUDGET_S:.0f} s: **{ratio:.2f}x**; "
         f"ticks that saw 206-256 samples: **{full_ratio:.2f}x** (target <= 2x; before frame sizes were chosen "

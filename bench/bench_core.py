@@ -27,6 +27,7 @@ and the output says so.
 Writes a markdown section to bench/results/core.md (or --output) and prints it.
 Run: python bench/bench_core.py [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,7 +59,7 @@ def episode(n: int, size: int, seed: int = 0) -> tuple[list[np.ndarray], list[in
     for i in range(n):
         img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
         x = int((size - 40) * i / max(n - 1, 1))
-        img[size // 3: size // 3 + 40, x: x + 40] = (220, 40, 40)
+        img[size // 3 : size // 3 + 40, x : x + 40] = (220, 40, 40)
         frames.append(img)
     stamps = (np.arange(n) * 500_000_000 + rng.integers(-20_000_000, 20_000_000, n)).astype(np.int64)
     stamps[0] = 0
@@ -119,24 +120,33 @@ def measure_curves(scorer: VideoScorer, n: int, size: int, k: int, budget_s: flo
     def total_uncached(which: int) -> float:
         xs = [lengths[j] for j in measured]
         ys = [uncached_times[j][which] for j in measured]
-        return sum(uncached_times[i][which] if i in uncached_times else float(np.interp(lengths[i], xs, ys))
-                   for i in range(len(lengths)))
+        return sum(
+            uncached_times[i][which] if i in uncached_times else float(np.interp(lengths[i], xs, ys))
+            for i in range(len(lengths))
+        )
 
     last = len(lengths) - 1
     return {
         "frames": n,
         "k": len(lengths),
-        "wall": {"full": uncached_times[last][0], "cached": sum(t for t, _ in cached_times),
-                 "uncached": total_uncached(0)},
-        "cpu": {"full": uncached_times[last][1], "cached": sum(c for _, c in cached_times),
-                "uncached": total_uncached(1)},
+        "wall": {
+            "full": uncached_times[last][0],
+            "cached": sum(t for t, _ in cached_times),
+            "uncached": total_uncached(0),
+        },
+        "cpu": {
+            "full": uncached_times[last][1],
+            "cached": sum(c for _, c in cached_times),
+            "uncached": total_uncached(1),
+        },
         "uncached_measured": len(measured),
         "max_diff": max(diffs),
     }
 
 
-def measure_incremental(scorer: VideoScorer, lengths: tuple[int, int], size: int, repeats: int,
-                        log: Any) -> dict[int, tuple[float, float]]:
+def measure_incremental(
+    scorer: VideoScorer, lengths: tuple[int, int], size: int, repeats: int, log: Any
+) -> dict[int, tuple[float, float]]:
     """Median (wall, CPU) time of score() after appending 2 frames to an episode of each length."""
     out = {}
     for base in lengths:
@@ -148,7 +158,7 @@ def measure_incremental(scorer: VideoScorer, lengths: tuple[int, int], size: int
         walls, cpus = [], []
         for r in range(repeats):
             lo = base + 2 * r
-            session.extend(frames[lo: lo + 2], stamps[lo: lo + 2])
+            session.extend(frames[lo : lo + 2], stamps[lo : lo + 2])
             _, t, c = timed(session.score)
             walls.append(t)
             cpus.append(c)
@@ -162,8 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny model and small sizes: a smoke run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--view-size", type=int, default=244)
-    parser.add_argument("--uncached-budget-s", type=float, default=DEFAULT_BUDGET_S,
-                        help="about the longest time spent on K independent forwards per size (default 10 min)")
+    parser.add_argument(
+        "--uncached-budget-s",
+        type=float,
+        default=DEFAULT_BUDGET_S,
+        help="about the longest time spent on K independent forwards per size (default 10 min)",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "core.md")
     args = parser.parse_args(argv)
 
@@ -186,10 +200,17 @@ def main(argv: list[str] | None = None) -> int:
     processor = build_processor()
     params = sum(p.numel() for p in model.parameters())
     log(f"  {params / 1e9:.2f} B parameters in {time.perf_counter() - started:.0f} s")
-    config = ScorerConfig(model=f"random-qwen3-vl-{size_name}", device="cpu", dtype="float32",
-                          num_prefixes=k, view_size=args.view_size, torch_threads=args.threads)
-    scorer = VideoScorer(model, processor, config, model_id=config.model, device="cpu",
-                         dtype=torch.float32, family="qwen3_vl")
+    config = ScorerConfig(
+        model=f"random-qwen3-vl-{size_name}",
+        device="cpu",
+        dtype="float32",
+        num_prefixes=k,
+        view_size=args.view_size,
+        torch_threads=args.threads,
+    )
+    scorer = VideoScorer(
+        model, processor, config, model_id=config.model, device="cpu", dtype=torch.float32, family="qwen3_vl"
+    )
     frames, stamps = episode(2, args.view_size)
     scorer.score(frames, stamps, INSTRUCTION)  # warm-up
 
@@ -240,9 +261,11 @@ def main(argv: list[str] | None = None) -> int:
                 f">= {target:g}x: {verdict(speedup >= target)} | {c['max_diff']:.1e} |"
             )
         if star:
-            notes.append(f"*At {c['frames']} frames {c['uncached_measured']} of the {c['k']} prefixes were run "
-                         "uncached (evenly spread, incl. the longest); the others' times are linearly "
-                         "interpolated in prefix length from those measurements.")
+            notes.append(
+                f"*At {c['frames']} frames {c['uncached_measured']} of the {c['k']} prefixes were run "
+                "uncached (evenly spread, incl. the longest); the others' times are linearly "
+                "interpolated in prefix length from those measurements."
+            )
     lines += ["", *notes] if notes else []
     lo, hi = incremental
     lines += [

@@ -33,6 +33,7 @@ Random weights: the costs are real, the scores meaningless.
 
     python bench/bench_node.py [--duration 180] [--quick] [--only callback|tick|stream|long|episodes]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -144,8 +145,12 @@ def bench_callback(frames: int) -> list[str]:
     import rclpy
 
     rclpy.init()
-    node = make_node(model="/nonexistent/model", camera_topics=["cam0/image_raw"],
-                     instruction="pick up the cup", model_retry_s=86400.0)
+    node = make_node(
+        model="/nonexistent/model",
+        camera_topics=["cam0/image_raw"],
+        instruction="pick up the cup",
+        model_retry_s=86400.0,
+    )
     load_before = os.getloadavg()
     lines = [
         "### Image callback CPU time per 640x480 frame",
@@ -191,17 +196,23 @@ def bench_callback(frames: int) -> list[str]:
             k_med, k_99 = statistics.median(kept), float(np.percentile(kept, 99))
             worst_drop, worst_keep = max(worst_drop, d_med), max(worst_keep, k_med)
             worst_p99 = max(worst_p99, d_99, k_99)
-            lines.append(f"| {kind} | {d_med:.3f} / {d_99:.3f} | {k_med:.3f} / {k_99:.3f} | {len(kept)} "
-                         f"| {statistics.median(converted):.2f} |")
+            lines.append(
+                f"| {kind} | {d_med:.3f} / {d_99:.3f} | {k_med:.3f} / {k_99:.3f} | {len(kept)} "
+                f"| {statistics.median(converted):.2f} |"
+            )
             print(lines[-1], flush=True)
     finally:
         node.destroy_node()
         rclpy.shutdown()
     load_after = os.getloadavg()
-    lines += ["", f"Worst median: dropped {worst_drop:.3f} ms, kept {worst_keep:.3f} ms (target <= 1 ms); "
-              f"worst p99 {worst_p99:.3f} ms. Load average (1 min) {load_before[0]:.1f} before and "
-              f"{load_after[0]:.1f} after, on {os.cpu_count()} cores: thread CPU time is what this "
-              "process's callback used, but a loaded machine still inflates it (caches, frequency).", ""]
+    lines += [
+        "",
+        f"Worst median: dropped {worst_drop:.3f} ms, kept {worst_keep:.3f} ms (target <= 1 ms); "
+        f"worst p99 {worst_p99:.3f} ms. Load average (1 min) {load_before[0]:.1f} before and "
+        f"{load_after[0]:.1f} after, on {os.cpu_count()} cores: thread CPU time is what this "
+        "process's callback used, but a loaded machine still inflates it (caches, frequency).",
+        "",
+    ]
     return lines
 
 
@@ -235,8 +246,15 @@ def random_2b_scorer(threads: int) -> Any:
 
     torch.set_num_threads(threads)
     config = ScorerConfig(model="random-qwen3-vl-2b", device="cpu", dtype="float32", torch_threads=threads)
-    return VideoScorer(build_model("2b"), build_processor(), config, model_id=config.model,
-                       device="cpu", dtype=torch.float32, family="qwen3_vl")
+    return VideoScorer(
+        build_model("2b"),
+        build_processor(),
+        config,
+        model_id=config.model,
+        device="cpu",
+        dtype=torch.float32,
+        family="qwen3_vl",
+    )
 
 
 def tiny_scorer(threads: int) -> Any:
@@ -253,8 +271,14 @@ def bench_tick(make_scorer: Any, label: str, ticks: int, threads: int) -> list[s
     load_s = time.monotonic() - started
     rclpy.init()
     # The node's own loader is pointed nowhere; the scorer built above is handed to it.
-    node = make_node(model="/nonexistent/model", camera_topics=["cam0/image_raw"], instruction="fold the towel",
-                     torch_threads=threads, rate_hz=0.01, model_retry_s=86400.0)
+    node = make_node(
+        model="/nonexistent/model",
+        camera_topics=["cam0/image_raw"],
+        instruction="fold the towel",
+        torch_threads=threads,
+        rate_hz=0.01,
+        model_retry_s=86400.0,
+    )
     try:
         give_scorer(node, scorer)
         scorer = node._model.scorer
@@ -287,8 +311,17 @@ def bench_tick(make_scorer: Any, label: str, ticks: int, threads: int) -> list[s
             timings = dict(node._scoring.last_timings)
             if node._scoring.error.message:
                 raise RuntimeError(node._scoring.error.message)
-            rows.append((index, timings["convert_s"] + timings["assembly_s"], pre[0], timings["model_s"] - pre[0],
-                         timings["publish_s"], timings.get("picture_s", float("nan")), wall))
+            rows.append(
+                (
+                    index,
+                    timings["convert_s"] + timings["assembly_s"],
+                    pre[0],
+                    timings["model_s"] - pre[0],
+                    timings["publish_s"],
+                    timings.get("picture_s", float("nan")),
+                    wall,
+                )
+            )
             print(label, rows[-1], flush=True)
     finally:
         node.destroy_node()
@@ -309,11 +342,17 @@ def bench_tick(make_scorer: Any, label: str, ticks: int, threads: int) -> list[s
         share = (asm + prep + pub) / wall
         shares.append(share)
         picture_shares.append(picture / wall)
-        lines.append(f"| {frames} | {asm * 1e3:.2f} | {prep * 1e3:.1f} | {model * 1e3:.0f} | {pub * 1e3:.2f} | "
-                     f"{picture * 1e3:.2f} | {wall * 1e3:.0f} | {share:.1%} | {picture / wall:.2%} |")
-    lines += ["", f"Median non-model share: {statistics.median(shares):.1%} (target <= 5% with the 2B model). "
-              f"Median progress-picture share (drawn only while ~/progress_image has a subscriber): "
-              f"{statistics.median(picture_shares):.2%} (target <= 5% with the 2B model).", ""]
+        lines.append(
+            f"| {frames} | {asm * 1e3:.2f} | {prep * 1e3:.1f} | {model * 1e3:.0f} | {pub * 1e3:.2f} | "
+            f"{picture * 1e3:.2f} | {wall * 1e3:.0f} | {share:.1%} | {picture / wall:.2%} |"
+        )
+    lines += [
+        "",
+        f"Median non-model share: {statistics.median(shares):.1%} (target <= 5% with the 2B model). "
+        f"Median progress-picture share (drawn only while ~/progress_image has a subscriber): "
+        f"{statistics.median(picture_shares):.2%} (target <= 5% with the 2B model).",
+        "",
+    ]
     return lines
 
 
@@ -337,18 +376,35 @@ def bench_stream(duration: float, model_dir: Path, max_frames: int = 256) -> lis
     from topreward_ros.msg import TaskProgress
 
     cams = ("cam0/image_raw", "cam1/image_raw/compressed")
-    args = [str(EXECUTABLE), "--ros-args", "--params-file", str(PARAMS_FILE),
-            "-p", f"model:={model_dir}", "-p", f"camera_topics:=['{cams[0]}', '{cams[1]}']",
-            "-p", "rate_hz:=1.0", "-p", "torch_threads:=1", "-p", f"max_frames:={max_frames}",
-            # REP 2003 QoS overrides: a reliable reader for the large raw stream, and
-            # reader queues deep enough (1 s at 30 Hz) to ride out a slow tick holding the CPU.
-            "-p", f"qos_overrides./{cams[0]}.subscription.reliability:=reliable",
-            "-p", f"qos_overrides./{cams[0]}.subscription.depth:=30",
-            "-p", f"qos_overrides./{cams[1]}.subscription.depth:=30"]
+    args = [
+        str(EXECUTABLE),
+        "--ros-args",
+        "--params-file",
+        str(PARAMS_FILE),
+        "-p",
+        f"model:={model_dir}",
+        "-p",
+        f"camera_topics:=['{cams[0]}', '{cams[1]}']",
+        "-p",
+        "rate_hz:=1.0",
+        "-p",
+        "torch_threads:=1",
+        "-p",
+        f"max_frames:={max_frames}",
+        # REP 2003 QoS overrides: a reliable reader for the large raw stream, and
+        # reader queues deep enough (1 s at 30 Hz) to ride out a slow tick holding the CPU.
+        "-p",
+        f"qos_overrides./{cams[0]}.subscription.reliability:=reliable",
+        "-p",
+        f"qos_overrides./{cams[0]}.subscription.depth:=30",
+        "-p",
+        f"qos_overrides./{cams[1]}.subscription.depth:=30",
+    ]
     log_path = Path(tempfile.gettempdir()) / "bench_node_stream.log"
     log = open(log_path, "wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
+    proc = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    )
     rclpy.init()
     node = rclpy.create_node("bench_cameras")
     diag: dict[str, dict[str, str]] = {}
@@ -365,10 +421,11 @@ def bench_stream(duration: float, model_dir: Path, max_frames: int = 256) -> lis
             progress.append(msg)
 
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    pubs = [node.create_publisher(Image, cams[0], reliable),
-            node.create_publisher(CompressedImage, cams[1], qos_profile_sensor_data)]
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    pubs = [
+        node.create_publisher(Image, cams[0], reliable),
+        node.create_publisher(CompressedImage, cams[1], qos_profile_sensor_data),
+    ]
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     instr = node.create_publisher(String, "instruction", latched)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     node.create_subscription(TaskProgress, "task_progress", on_progress, 10)
@@ -426,9 +483,11 @@ def bench_stream(duration: float, model_dir: Path, max_frames: int = 256) -> lis
             received = int(values["received"])
             accounted = sum(int(values[k]) for k in ("kept", "not_needed", "bad_images", "stale_or_reordered"))
             handled_all &= accounted == received
-            cam_rows.append(f"| `{topic}` | {sent[cam]} | {received} ({received / sent[cam]:.1%}) | "
-                            f"{values['kept']} | {values['not_needed']} | {values['bad_images']} | "
-                            f"{values['stale_or_reordered']} | {'yes' if accounted == received else 'NO'} |")
+            cam_rows.append(
+                f"| `{topic}` | {sent[cam]} | {received} ({received / sent[cam]:.1%}) | "
+                f"{values['kept']} | {values['not_needed']} | {values['bad_images']} | "
+                f"{values['stale_or_reordered']} | {'yes' if accounted == received else 'NO'} |"
+            )
         episode = next(v for k, v in final.items() if k.endswith(": episode"))
         scoring = next(v for k, v in final.items() if k.endswith(": scoring"))
         rss = [r for _, r, _ in samples]
@@ -485,10 +544,21 @@ def bench_stream(duration: float, model_dir: Path, max_frames: int = 256) -> lis
 #: The long-episode model: Qwen3-VL-2B's layout (head_dim 128, grouped KV heads,
 #: deepstack) with one text layer 768 wide and one vision layer 384 wide, so that a
 #: tick (two new samples) costs 0.1-1 s on two idle cores.
-SMALL_TEXT = {"hidden_size": 768, "intermediate_size": 2304, "num_hidden_layers": 1, "num_attention_heads": 6,
-              "num_key_value_heads": 2}
-SMALL_VISION = {"hidden_size": 384, "intermediate_size": 1536, "num_heads": 6, "out_hidden_size": 768, "depth": 1,
-                "deepstack_visual_indexes": [0]}
+SMALL_TEXT = {
+    "hidden_size": 768,
+    "intermediate_size": 2304,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 2,
+}
+SMALL_VISION = {
+    "hidden_size": 384,
+    "intermediate_size": 1536,
+    "num_heads": 6,
+    "out_hidden_size": 768,
+    "depth": 1,
+    "deepstack_visual_indexes": [0],
+}
 
 
 def random_small_scorer(threads: int) -> Any:
@@ -500,16 +570,22 @@ def random_small_scorer(threads: int) -> Any:
     from topreward_ros.tools.tiny_model import _text_config, _vision_config, build_processor
 
     torch.set_num_threads(threads)
-    config = Qwen3VLConfig(text_config=dict(_text_config("2b"), **SMALL_TEXT),
-                           vision_config=dict(_vision_config("2b"), **SMALL_VISION),
-                           image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
-                           vision_end_token_id=151653, tie_word_embeddings=True)
+    config = Qwen3VLConfig(
+        text_config=dict(_text_config("2b"), **SMALL_TEXT),
+        vision_config=dict(_vision_config("2b"), **SMALL_VISION),
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = Qwen3VLForConditionalGeneration(config).eval()
     name = "random-qwen3-vl-small"
     scorer_config = ScorerConfig(model=name, device="cpu", dtype="float32", torch_threads=threads)
-    return VideoScorer(model, build_processor(), scorer_config, model_id=name, device="cpu",
-                       dtype=torch.float32, family="qwen3_vl")
+    return VideoScorer(
+        model, build_processor(), scorer_config, model_id=name, device="cpu", dtype=torch.float32, family="qwen3_vl"
+    )
 
 
 LONG_MARKS_S = (30, 120, 300, 600)
@@ -532,12 +608,16 @@ def bench_long(make_scorer: Any, label: str, minutes: float, threads: int, max_f
     run_start = time.monotonic()
 
     def progress(second: int, runner: Any, wall: float) -> None:
-        print(f"{label}: {second} s, {len(runner.window.samples)} samples, tick {wall * 1e3:.0f} ms, "
-              f"rebuilds {runner.cache_rebuilds}, thinned {runner.window.thinned}", flush=True)
+        print(
+            f"{label}: {second} s, {len(runner.window.samples)} samples, tick {wall * 1e3:.0f} ms, "
+            f"rebuilds {runner.cache_rebuilds}, thinned {runner.window.thinned}",
+            flush=True,
+        )
 
     # (episode time s, wall s, samples, rebuilds, process CPU s)
-    ticks = [(t.second, t.wall_s, t.frames_used, t.rebuilds, t.cpu_s)
-             for t in run_ticks(runner, seconds, pool, progress)]
+    ticks = [
+        (t.second, t.wall_s, t.frames_used, t.rebuilds, t.cpu_s) for t in run_ticks(runner, seconds, pool, progress)
+    ]
     run_s = time.monotonic() - run_start
     thinned = runner.window.thinned
     rebuilds = runner.cache_rebuilds
@@ -562,9 +642,11 @@ def bench_long(make_scorer: Any, label: str, minutes: float, threads: int, max_f
         walls = [t[1] * 1e3 for t in window]
         cpus = [t[4] * 1e3 for t in window]
         p95[mark], cpu95[mark] = float(np.percentile(walls, 95)), float(np.percentile(cpus, 95))
-        lines.append(f"| {mark // 60} min {mark % 60:02d} s | {window[-1][2]} | {len(window)} | "
-                     f"{statistics.median(walls):.0f} / {p95[mark]:.0f} / {max(walls):.0f} | "
-                     f"{statistics.median(cpus):.0f} / {cpu95[mark]:.0f} | {window[-1][3]} |")
+        lines.append(
+            f"| {mark // 60} min {mark % 60:02d} s | {window[-1][2]} | {len(window)} | "
+            f"{statistics.median(walls):.0f} / {p95[mark]:.0f} / {max(walls):.0f} | "
+            f"{statistics.median(cpus):.0f} / {cpu95[mark]:.0f} | {window[-1][3]} |"
+        )
     first, last = marks[0], marks[-1]
     ratio, cpu_ratio = p95[last] / p95[first], cpu95[last] / cpu95[first]
     rebuild_ticks = [(t[0], t[1]) for prev, t in zip(ticks, ticks[1:]) if t[3] > prev[3]]
@@ -574,7 +656,8 @@ def bench_long(make_scorer: Any, label: str, minutes: float, threads: int, max_f
         f"<= 1.5x). Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores. "
         f"Thinnings: {thinned}; "
         f"cache rebuilds: **{rebuilds}** (target: at most one per thinning), at episode time "
-        + (", ".join(f"{t:.0f} s ({w:.1f} s wall)" for t, w in rebuild_ticks) or "none") + ".",
+        + (", ".join(f"{t:.0f} s ({w:.1f} s wall)" for t, w in rebuild_ticks) or "none")
+        + ".",
         "",
     ]
     print("\n".join(lines), flush=True)
@@ -590,8 +673,14 @@ def bench_episodes(episodes: int, seconds: float, threads: int) -> list[str]:
     scorer = tiny_scorer(threads)
     rclpy.init()
     cams = ["cam0/image_raw", "cam1/image_raw"]
-    node = make_node(model="/nonexistent/model", camera_topics=cams, instruction="fold the towel",
-                     torch_threads=threads, rate_hz=0.01, model_retry_s=86400.0)
+    node = make_node(
+        model="/nonexistent/model",
+        camera_topics=cams,
+        instruction="fold the towel",
+        torch_threads=threads,
+        rate_hz=0.01,
+        model_retry_s=86400.0,
+    )
     rss: list[float] = []
     try:
         give_scorer(node, scorer)
@@ -649,8 +738,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="episode length of the long-episode run")
     parser.add_argument("--episodes", type=int, default=200, help="short episodes of the memory run")
     parser.add_argument("--ticks", type=int, default=6, help="ticks measured per model")
-    parser.add_argument("--max-frames", type=int, default=256,
-                        help="node max_frames in the stream run (small: the window fills early)")
+    parser.add_argument(
+        "--max-frames", type=int, default=256, help="node max_frames in the stream run (small: the window fills early)"
+    )
     args = parser.parse_args()
     if args.duration <= 0 or args.ticks < 1:
         parser.error("--duration must be > 0 and --ticks >= 1")
@@ -668,10 +758,8 @@ def main() -> int:
     if "tick" in only:
         lines = ["### Split of one tick", ""]
         if not args.quick:
-            lines += bench_tick(random_2b_scorer, "Random Qwen3-VL-2B (real 2B dimensions, fp32, CPU)",
-                                args.ticks, 2)
-        lines += bench_tick(tiny_scorer, "Tiny test model (for contrast: the model is nearly free here)",
-                            args.ticks, 1)
+            lines += bench_tick(random_2b_scorer, "Random Qwen3-VL-2B (real 2B dimensions, fp32, CPU)", args.ticks, 2)
+        lines += bench_tick(tiny_scorer, "Tiny test model (for contrast: the model is nearly free here)", args.ticks, 1)
         write_part("tick", lines, header)
     if "stream" in only:
         write_part("stream", bench_stream(duration, TINY_DIR, args.max_frames), header)
@@ -680,9 +768,12 @@ def main() -> int:
         if args.quick:
             lines += bench_long(tiny_scorer, "Tiny test model (smoke run)", min(args.minutes, 1.0), 1)
         else:
-            lines += bench_long(random_small_scorer,
-                                "Random Qwen3-VL: 2B layout, one text layer 768 wide, one vision layer 384 wide "
-                                "(fp32, CPU)", args.minutes, 2)
+            lines += bench_long(
+                random_small_scorer,
+                "Random Qwen3-VL: 2B layout, one text layer 768 wide, one vision layer 384 wide (fp32, CPU)",
+                args.minutes,
+                2,
+            )
         write_part("long", lines, header)
     if "episodes" in only:
         write_part("episodes", bench_episodes(args.episodes if not args.quick else 25, 8.0, 1), header)

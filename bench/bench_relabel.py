@@ -16,6 +16,7 @@ Qwen3-VL-2B dimensions on this CPU), and said so in the section.
 
 Results go to bench/results/relabel.md with the machine and the command.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,15 +74,41 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_relabel.") as tmp:
         root = Path(tmp)
         bag = root / "bag"
-        write_episodes_bag(bag, "mcap", DEMO_SCENES[:args.scored] if args.scored <= len(DEMO_SCENES)
-                           else (DEMO_SCENES * args.scored)[:args.scored],
-                           cameras=(CameraSpec("/camera/image_raw", rate_hz=30.0),),
-                           duration_s=args.seconds)
+        write_episodes_bag(
+            bag,
+            "mcap",
+            DEMO_SCENES[: args.scored]
+            if args.scored <= len(DEMO_SCENES)
+            else (DEMO_SCENES * args.scored)[: args.scored],
+            cameras=(CameraSpec("/camera/image_raw", rate_hz=30.0),),
+            duration_s=args.seconds,
+        )
         scored = root / "scored"
         t0 = time.perf_counter()
-        assert topreward_main(["bag", str(bag), "-o", str(scored), "--model", str(args.model),
-                               "--device", "cpu", "--dtype", "float32", "--local-files-only",
-                               "--view-size", "64", "--rate", "1.0", "--no-plot", "-q"]) == 0
+        assert (
+            topreward_main(
+                [
+                    "bag",
+                    str(bag),
+                    "-o",
+                    str(scored),
+                    "--model",
+                    str(args.model),
+                    "--device",
+                    "cpu",
+                    "--dtype",
+                    "float32",
+                    "--local-files-only",
+                    "--view-size",
+                    "64",
+                    "--rate",
+                    "1.0",
+                    "--no-plot",
+                    "-q",
+                ]
+            )
+            == 0
+        )
         rescore_s = (time.perf_counter() - t0) / args.scored
         curve = json.loads(next(scored.glob("episode_*/curve.json")).read_text())
         ticks, samples = len(curve["live"]), len(curve["sample_stamps_ns"])

@@ -12,6 +12,7 @@ before and after, and so is the replaying process's.
 
 Results go to bench/results/replay.md with the machine and the command.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,9 +56,15 @@ def write_bag(path: Path, seconds: float) -> Path:
 
 
 def start_node(log: Path) -> subprocess.Popen:
-    params = {"use_sim_time": "true", "model": str(TINY_DIR), "local_files_only": "true",
-              "device": "cpu", "torch_threads": "1", "camera_topics": f"[{CAMERA}]",
-              "rate_hz": "1.0"}
+    params = {
+        "use_sim_time": "true",
+        "model": str(TINY_DIR),
+        "local_files_only": "true",
+        "device": "cpu",
+        "torch_threads": "1",
+        "camera_topics": f"[{CAMERA}]",
+        "rate_hz": "1.0",
+    }
     args = [str(EXECUTABLE), "--ros-args"]
     for name, value in params.items():
         args += ["-p", f"{name}:={value}"]
@@ -82,9 +89,11 @@ def measure(bag: Path, clock_hz: float, workdir: Path) -> dict[str, float]:
         node_before = process_cpu_s(node.pid)
         own_before = time.process_time()
         t0 = time.monotonic()
-        result = replay_bag(bag, ReplayOptions(clock_hz=clock_hz, linger_s=0.0,
-                                               wait_for=("/clock",), wait_timeout_s=60.0),
-                            progress=False)
+        result = replay_bag(
+            bag,
+            ReplayOptions(clock_hz=clock_hz, linger_s=0.0, wait_for=("/clock",), wait_timeout_s=60.0),
+            progress=False,
+        )
         wall = time.monotonic() - t0
         node_cpu = process_cpu_s(node.pid) - node_before
         own_cpu = time.process_time() - own_before
@@ -95,8 +104,12 @@ def measure(bag: Path, clock_hz: float, workdir: Path) -> dict[str, float]:
         except subprocess.TimeoutExpired:
             node.kill()
             node.wait(10)
-    return {"wall_s": wall, "clock_messages": result.clock_messages,
-            "node_cpu_pct": 100.0 * node_cpu / wall, "replay_cpu_pct": 100.0 * own_cpu / wall}
+    return {
+        "wall_s": wall,
+        "clock_messages": result.clock_messages,
+        "node_cpu_pct": 100.0 * node_cpu / wall,
+        "replay_cpu_pct": 100.0 * own_cpu / wall,
+    }
 
 
 def main() -> int:
@@ -120,8 +133,7 @@ def main() -> int:
             r = measure(bag, hz, Path(tmp))
             rows.append((hz, r))
             print(f"clock {hz:g} Hz: {r}", flush=True)
-    command = "python bench/bench_replay.py" + (" --quick" if args.quick else
-                                                f" --seconds {seconds:g}")
+    command = "python bench/bench_replay.py" + (" --quick" if args.quick else f" --seconds {seconds:g}")
     lines = [
         "## Replay: what /clock costs a sim-time node",
         "",
@@ -138,12 +150,16 @@ def main() -> int:
     ]
     for hz, r in rows:
         default = " (default)" if hz == DEFAULT_CLOCK_HZ else ""
-        lines.append(f"| {hz:g}{default} | {r['clock_messages']} | {r['node_cpu_pct']:.1f} % "
-                     f"| {r['replay_cpu_pct']:.1f} % |")
+        lines.append(
+            f"| {hz:g}{default} | {r['clock_messages']} | {r['node_cpu_pct']:.1f} % | {r['replay_cpu_pct']:.1f} % |"
+        )
     base, new = rows[0][1], rows[1][1]
     if new["node_cpu_pct"] > 0:
-        lines += ["", f"Node CPU with /clock at 100 Hz is {base['node_cpu_pct'] / new['node_cpu_pct']:.1f}x "
-                  f"that at {DEFAULT_CLOCK_HZ:g} Hz (one run)."]
+        lines += [
+            "",
+            f"Node CPU with /clock at 100 Hz is {base['node_cpu_pct'] / new['node_cpu_pct']:.1f}x "
+            f"that at {DEFAULT_CLOCK_HZ:g} Hz (one run).",
+        ]
     lines.append("")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines))

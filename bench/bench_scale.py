@@ -36,6 +36,7 @@ daemons.
 
 Results go to bench/results/scale.md with the machine and the command.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -104,20 +105,39 @@ def build_bench_model(out_dir: Path) -> Path:
         return out_dir
     config = Qwen3VLConfig(
         text_config={
-            "vocab_size": QWEN_VOCAB_SIZE, "hidden_size": 512, "intermediate_size": 2048,
-            "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 4,
-            "head_dim": 64, "max_position_embeddings": 32768, "tie_word_embeddings": True,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0,
-                                "mrope_section": [12, 10, 10], "mrope_interleaved": True},
+            "vocab_size": QWEN_VOCAB_SIZE,
+            "hidden_size": 512,
+            "intermediate_size": 2048,
+            "num_hidden_layers": 8,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 4,
+            "head_dim": 64,
+            "max_position_embeddings": 32768,
+            "tie_word_embeddings": True,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 5000000.0,
+                "mrope_section": [12, 10, 10],
+                "mrope_interleaved": True,
+            },
         },
         vision_config={
-            "depth": 6, "hidden_size": 384, "intermediate_size": 1536, "num_heads": 6,
-            "out_hidden_size": 512, "patch_size": 16, "spatial_merge_size": 2,
-            "temporal_patch_size": 2, "num_position_embeddings": 2304,
+            "depth": 6,
+            "hidden_size": 384,
+            "intermediate_size": 1536,
+            "num_heads": 6,
+            "out_hidden_size": 512,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 2304,
             "deepstack_visual_indexes": [1, 3],
         },
-        image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
-        vision_end_token_id=151653, tie_word_embeddings=True,
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+        tie_word_embeddings=True,
     )
     torch.manual_seed(0)
     model = Qwen3VLForConditionalGeneration(config).eval()
@@ -147,23 +167,29 @@ class Work:
         self.root = root
         self.episodes = episodes
         if kind == "dataset":
-            write_lerobot_dataset(root, scenes(episodes),
-                                  cameras=(DatasetCamera(CAMERA_KEY, WIDTH, HEIGHT),),
-                                  fps=FPS, duration_s=seconds,
-                                  episodes_per_file=EPISODES_PER_FILE)
+            write_lerobot_dataset(
+                root,
+                scenes(episodes),
+                cameras=(DatasetCamera(CAMERA_KEY, WIDTH, HEIGHT),),
+                fps=FPS,
+                duration_s=seconds,
+                episodes_per_file=EPISODES_PER_FILE,
+            )
         else:
             for i, scene in enumerate(scenes(episodes)):
-                write_episodes_bag(root / f"bag{i:02d}", "mcap", (scene,),
-                                   (CameraSpec(CAMERA_TOPIC, "compressed", width=WIDTH,
-                                               height=HEIGHT, rate_hz=float(FPS)),),
-                                   duration_s=seconds)
+                write_episodes_bag(
+                    root / f"bag{i:02d}",
+                    "mcap",
+                    (scene,),
+                    (CameraSpec(CAMERA_TOPIC, "compressed", width=WIDTH, height=HEIGHT, rate_hz=float(FPS)),),
+                    duration_s=seconds,
+                )
 
     def jobs(self, out: Path, episodes: int | None = None) -> list[InputJob]:
         shutil.rmtree(out, ignore_errors=True)  # a fresh output: nothing skipped as done
         count = self.episodes if episodes is None else min(episodes, self.episodes)
         if self.kind == "dataset":
-            options = DatasetSourceOptions(camera_keys=(CAMERA_KEY,),
-                                           episodes=tuple(range(count)))
+            options = DatasetSourceOptions(camera_keys=(CAMERA_KEY,), episodes=tuple(range(count)))
             return [InputJob(self.root.name, self.root, out, DatasetSource(self.root, options))]
         options = BagSourceOptions(camera_topics=(CAMERA_TOPIC,))
         bags = sorted(p for p in self.root.iterdir() if p.is_dir())[:count]
@@ -171,8 +197,9 @@ class Work:
 
 
 def config(threads: int) -> ScorerConfig:
-    return ScorerConfig(model=str(MODEL_DIR), device="cpu", dtype="float32",
-                        local_files_only=True, torch_threads=threads)
+    return ScorerConfig(
+        model=str(MODEL_DIR), device="cpu", dtype="float32", local_files_only=True, torch_threads=threads
+    )
 
 
 def samples_of(runs: list[InputRun], episodes: int) -> int:
@@ -186,8 +213,7 @@ def samples_of(runs: list[InputRun], episodes: int) -> int:
     return total
 
 
-def measure_local(work: Work, warmup: Work, out: Path, settings: OfflineSettings
-                  ) -> dict[str, Any]:
+def measure_local(work: Work, warmup: Work, out: Path, settings: OfflineSettings) -> dict[str, Any]:
     t0 = time.perf_counter()
     scorer = load_scorer(config(THREADS))
     load_s = time.perf_counter() - t0
@@ -198,12 +224,10 @@ def measure_local(work: Work, warmup: Work, out: Path, settings: OfflineSettings
     runs = engine.run(jobs, settings)
     run_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     del engine, scorer
-    return {"run_s": run_s, "cpu_s": cpu_s, "startup_s": load_s,
-            "samples": samples_of(runs, work.episodes)}
+    return {"run_s": run_s, "cpu_s": cpu_s, "startup_s": load_s, "samples": samples_of(runs, work.episodes)}
 
 
-def measure_ray(work: Work, warmup: Work, out: Path, settings: OfflineSettings, replicas: int
-                ) -> dict[str, Any]:
+def measure_ray(work: Work, warmup: Work, out: Path, settings: OfflineSettings, replicas: int) -> dict[str, Any]:
     import ray
 
     from topreward_ros.scale.engine import RayEngine, RayOptions
@@ -226,10 +250,15 @@ def measure_ray(work: Work, warmup: Work, out: Path, settings: OfflineSettings, 
         after = ray.get([a.info.remote() for a in engine.actors])
     # Per replica: with two, both must have worked (the episodes of one input are spread).
     replica_cpu = [a["cpu_s"] - b["cpu_s"] for a, b in zip(after, before)]
-    return {"run_s": run_s, "cpu_s": driver_cpu_s + sum(replica_cpu) + daemons_s,
-            "driver_cpu_s": driver_cpu_s, "daemons_cpu_s": daemons_s,
-            "replica_cpu_s": replica_cpu, "startup_s": startup_s,
-            "samples": samples_of(runs, work.episodes)}
+    return {
+        "run_s": run_s,
+        "cpu_s": driver_cpu_s + sum(replica_cpu) + daemons_s,
+        "driver_cpu_s": driver_cpu_s,
+        "daemons_cpu_s": daemons_s,
+        "replica_cpu_s": replica_cpu,
+        "startup_s": startup_s,
+        "samples": samples_of(runs, work.episodes),
+    }
 
 
 def daemons_cpu_s() -> float:
@@ -255,15 +284,17 @@ def loadavg() -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", choices=("dataset", "bags"), default="dataset",
-                        help="one LeRobot dataset of N episodes, or N one-episode bags")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--source",
+        choices=("dataset", "bags"),
+        default="dataset",
+        help="one LeRobot dataset of N episodes, or N one-episode bags",
+    )
     parser.add_argument("--episodes", type=int, default=8, help="episodes in all (N)")
     parser.add_argument("--seconds", type=float, default=8.0, help="episode length")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true",
-                        help="4 episodes of 3 s, 1 round (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="4 episodes of 3 s, 1 round (smoke run)")
     args = parser.parse_args()
     if args.quick:
         args.episodes, args.seconds, args.rounds = 4, 3.0, 1
@@ -273,9 +304,11 @@ def main() -> int:
 
     cores = os.cpu_count() or 2
     build_bench_model(MODEL_DIR)
-    settings = OfflineSettings(episode=EpisodeSettings(success_threshold=-8.0),
-                               runner=RunnerOptions(tick_rate_hz=1.0),
-                               outputs=OutputOptions(plot=False))
+    settings = OfflineSettings(
+        episode=EpisodeSettings(success_threshold=-8.0),
+        runner=RunnerOptions(tick_rate_hz=1.0),
+        outputs=OutputOptions(plot=False),
+    )
     load_start = loadavg()
     results: dict[str, list[dict[str, Any]]] = {"local": [], "ray1": [], "ray2": []}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
@@ -287,8 +320,13 @@ def main() -> int:
         # shared machine that, not Ray's overhead, would dominate, so compete as equals.
         os.environ.setdefault("RAY_worker_niceness", "0")
         t0 = time.perf_counter()
-        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, object_store_memory=256 * 1024 * 1024)
+        ray.init(
+            num_cpus=cores,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            object_store_memory=256 * 1024 * 1024,
+        )
         ray_init_s = time.perf_counter() - t0
         try:
             for r in range(args.rounds):
@@ -299,11 +337,17 @@ def main() -> int:
                         m = measure_ray(work, warmup, out, settings, int(name[-1]))
                     m["load"] = loadavg()
                     results[name].append(m)
-                    split = ("; replicas " + " / ".join(f"{c:.1f}" for c in m["replica_cpu_s"])
-                             + " s" if "replica_cpu_s" in m else "")
-                    print(f"round {r + 1} {name}: {m['samples']} samples in {m['run_s']:.2f} s, "
-                          f"CPU {m['cpu_s']:.2f} s{split} (startup {m['startup_s']:.1f} s, "
-                          f"load {m['load']:.2f})", flush=True)
+                    split = (
+                        "; replicas " + " / ".join(f"{c:.1f}" for c in m["replica_cpu_s"]) + " s"
+                        if "replica_cpu_s" in m
+                        else ""
+                    )
+                    print(
+                        f"round {r + 1} {name}: {m['samples']} samples in {m['run_s']:.2f} s, "
+                        f"CPU {m['cpu_s']:.2f} s{split} (startup {m['startup_s']:.1f} s, "
+                        f"load {m['load']:.2f})",
+                        flush=True,
+                    )
         finally:
             ray.shutdown()
     load_end = loadavg()
@@ -312,16 +356,20 @@ def main() -> int:
     local_rate = samples / best["local"]["run_s"]
     local_cpu = best["local"]["cpu_s"] / samples
     rows = []
-    labels = (("local", f"local (1 process, {THREADS} torch thread)"),
-              ("ray1", f"Ray, 1 replica x {THREADS} CPU"),
-              ("ray2", f"Ray, 2 replicas x {THREADS} CPU"))
+    labels = (
+        ("local", f"local (1 process, {THREADS} torch thread)"),
+        ("ray1", f"Ray, 1 replica x {THREADS} CPU"),
+        ("ray2", f"Ray, 2 replicas x {THREADS} CPU"),
+    )
     for name, label in labels:
         m = best[name]
         rate = m["samples"] / m["run_s"]
         cpu = m["cpu_s"] / m["samples"]
         runs = ", ".join(f"{x['run_s']:.1f}" for x in results[name])
-        rows.append(f"| {label} | {m['run_s']:.2f} | {runs} | {rate:.3f} | {rate / local_rate:.3f} "
-                    f"| {cpu:.2f} | {cpu / local_cpu:.3f} | {m['startup_s']:.1f} |")
+        rows.append(
+            f"| {label} | {m['run_s']:.2f} | {runs} | {rate:.3f} | {rate / local_rate:.3f} "
+            f"| {cpu:.2f} | {cpu / local_cpu:.3f} | {m['startup_s']:.1f} |"
+        )
     wall_overhead = 1 - (best["ray1"]["samples"] / best["ray1"]["run_s"]) / local_rate
     cpu_overhead = best["ray1"]["cpu_s"] / best["ray1"]["samples"] / local_cpu - 1
     speedup = (best["ray2"]["samples"] / best["ray2"]["run_s"]) / local_rate
@@ -334,9 +382,10 @@ def main() -> int:
         return "met" if ok else "NOT met"
 
     command = "python bench/bench_scale.py" + (
-        " --quick" if args.quick else
-        f" --source {args.source} --episodes {args.episodes} --seconds {args.seconds:g}"
-        f" --rounds {args.rounds}")
+        " --quick"
+        if args.quick
+        else f" --source {args.source} --episodes {args.episodes} --seconds {args.seconds:g} --rounds {args.rounds}"
+    )
     if args.quick and args.source != "dataset":
         command += f" --source {args.source}"
     per_episode = best["local"]["run_s"] / args.episodes
@@ -347,19 +396,24 @@ def main() -> int:
             f"{WIDTH}x{HEIGHT} AV1 camera at {FPS} fps, {EPISODES_PER_FILE} episodes per mp4 "
             f"and parquet file; {len(SCENES)} task setups: instruction, block colour and "
             f"positions), as `topreward lerobot` scores it; Ray spreads the episodes of the "
-            f"one dataset over the replicas")
+            f"one dataset over the replicas"
+        )
     else:
         work_text = (
             f"{args.episodes} bags, one {args.seconds:g} s episode each (one {WIDTH}x{HEIGHT} "
             f"JPEG camera at {FPS} Hz), as `topreward bag` scores them; Ray hands each bag's "
-            f"episode to an idle replica")
+            f"episode to an idle replica"
+        )
     text = f"""## Scaling out: local engine vs Ray replicas
 
 Command: `{command}` (also run by `make bench`).
 Machine: {describe_machine()}.
 Load average (1 min) at start / end: {load_start:.2f} / {load_end:.2f} on {cores} cores
-({'shared with other work: wall times include waiting for cores; CPU time is the work itself'
-  if shared else 'otherwise idle'}).
+({
+        "shared with other work: wall times include waiting for cores; CPU time is the work itself"
+        if shared
+        else "otherwise idle"
+    }).
 
 Work: {work_text}. {samples} sampled frames in all; live ticks at 1 Hz (incremental scores)
 and the K=15 offline curve per episode, outputs and manifest written. Model: random

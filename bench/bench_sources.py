@@ -33,6 +33,7 @@ shared. The inputs were just written, so they are read from the page cache.
 
 Results go to bench/results/sources.md with the machine and the command.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -114,9 +115,16 @@ def write_bag(kind: str, path: Path, seconds: float) -> Input:
     """2 cameras x 30 Hz x 640x480, raw rgb8 or JPEG, the second camera 4 ms late."""
     jpeg = kind == "bag_jpeg"
     cams = tuple(
-        CameraSpec(topic + ("/compressed" if jpeg else ""), "compressed" if jpeg else "raw",
-                   width=WIDTH, height=HEIGHT, rate_hz=float(FPS), offset_ns=offset)
-        for topic, offset in (("/cam/front", 0), ("/cam/wrist", 4_000_000)))
+        CameraSpec(
+            topic + ("/compressed" if jpeg else ""),
+            "compressed" if jpeg else "raw",
+            width=WIDTH,
+            height=HEIGHT,
+            rate_hz=float(FPS),
+            offset_ns=offset,
+        )
+        for topic, offset in (("/cam/front", 0), ("/cam/wrist", 4_000_000))
+    )
     topics = tuple(c.topic for c in cams)
     write_episodes_bag(path, "mcap", (SCENE,), cams, duration_s=seconds)
 
@@ -125,10 +133,15 @@ def write_bag(kind: str, path: Path, seconds: float) -> Input:
         with BagReader(path) as reader:
             return sum(1 for _ in reader.messages(topics))
 
-    return Input(kind, "bag, JPEG (CompressedImage)" if jpeg else "bag, raw rgb8 (Image)", path,
-                 len(cams) * int(seconds * FPS),  # as write_episodes_bag counts them
-                 lambda: BagSource(path, BagSourceOptions(camera_topics=topics)),
-                 floor, "read raw messages")
+    return Input(
+        kind,
+        "bag, JPEG (CompressedImage)" if jpeg else "bag, raw rgb8 (Image)",
+        path,
+        len(cams) * int(seconds * FPS),  # as write_episodes_bag counts them
+        lambda: BagSource(path, BagSourceOptions(camera_topics=topics)),
+        floor,
+        "read raw messages",
+    )
 
 
 def decode_all(path: Path, threaded: bool) -> int:
@@ -144,10 +157,13 @@ def decode_all(path: Path, threaded: bool) -> int:
 
 def write_dataset(path: Path, seconds: float) -> Input:
     """One episode, 2 cameras x 30 fps x 640x480 in AV1 (the writer's LeRobot settings)."""
-    cameras = (DatasetCamera(DATASET_KEYS[0], WIDTH, HEIGHT),
-               DatasetCamera(DATASET_KEYS[1], WIDTH, HEIGHT, mirrored=True))
-    written = write_lerobot_dataset(path, (scene(seconds),), cameras=cameras, fps=FPS,
-                                    duration_s=seconds, episodes_per_file=1)
+    cameras = (
+        DatasetCamera(DATASET_KEYS[0], WIDTH, HEIGHT),
+        DatasetCamera(DATASET_KEYS[1], WIDTH, HEIGHT, mirrored=True),
+    )
+    written = write_lerobot_dataset(
+        path, (scene(seconds),), cameras=cameras, fps=FPS, duration_s=seconds, episodes_per_file=1
+    )
     frames = sum(len(e.index) for e in written.episodes) * len(cameras)
     del written  # it holds every frame it encoded
     videos = sorted((path / "videos").rglob("*.mp4"))
@@ -155,9 +171,15 @@ def write_dataset(path: Path, seconds: float) -> Input:
     def floor() -> int:
         return sum(decode_all(video, threaded=True) for video in videos)
 
-    return Input("dataset", "LeRobot v3 dataset (AV1 mp4)", path, frames,
-                 lambda: DatasetSource(path, DatasetSourceOptions(camera_keys=DATASET_KEYS)),
-                 floor, "decode every frame")
+    return Input(
+        "dataset",
+        "LeRobot v3 dataset (AV1 mp4)",
+        path,
+        frames,
+        lambda: DatasetSource(path, DatasetSourceOptions(camera_keys=DATASET_KEYS)),
+        floor,
+        "decode every frame",
+    )
 
 
 def write_video(path: Path, seconds: float) -> Input:
@@ -175,9 +197,15 @@ def write_video(path: Path, seconds: float) -> Input:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return Input("video", "video file (H.264 mp4)", path, count,
-                 lambda: VideoSource(path, spec.instruction, FPS),
-                 lambda: decode_all(path, threaded=False), "decode every frame")
+    return Input(
+        "video",
+        "video file (H.264 mp4)",
+        path,
+        count,
+        lambda: VideoSource(path, spec.instruction, FPS),
+        lambda: decode_all(path, threaded=False),
+        "decode every frame",
+    )
 
 
 def write_frames(path: Path, seconds: float) -> Input:
@@ -193,8 +221,15 @@ def write_frames(path: Path, seconds: float) -> Input:
     def floor() -> int:
         return sum(1 for p in sorted(path.iterdir()) if p.read_bytes())
 
-    return Input("frames", "frame folder (PNG)", path, count,
-                 lambda: VideoSource(path, spec.instruction, FPS), floor, "read every file")
+    return Input(
+        "frames",
+        "frame folder (PNG)",
+        path,
+        count,
+        lambda: VideoSource(path, spec.instruction, FPS),
+        floor,
+        "read every file",
+    )
 
 
 WRITERS: dict[str, Callable[[Path, float], Input]] = {
@@ -218,14 +253,19 @@ def measure(item: Input, scorer: Any, settings: OfflineSettings, out: Path) -> d
     total_s = time.perf_counter() - t0
     assert report.ok, report.summary()
     source_s = total_s - report.model_s
-    return {"total_s": total_s, "model_s": report.model_s, "source_s": source_s,
-            "fps": item.frames / source_s, "read_s": read_s, "read_fps": item.frames / read_s,
-            "samples": sum(e.num_samples for e in report.episodes)}
+    return {
+        "total_s": total_s,
+        "model_s": report.model_s,
+        "source_s": source_s,
+        "fps": item.frames / source_s,
+        "read_s": read_s,
+        "read_fps": item.frames / read_s,
+        "samples": sum(e.num_samples for e in report.episodes),
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="input length")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, best kept")
     parser.add_argument("--rate", type=float, default=1.0, help="tick rate (node rate_hz)")
@@ -240,11 +280,12 @@ def main() -> int:
     from topreward_ros.tools.tiny_model import build_tiny_model
 
     model_dir = build_tiny_model(ROOT / ".cache" / "tiny-qwen3-vl")
-    scorer = load_scorer(ScorerConfig(model=str(model_dir), device="cpu", dtype="float32",
-                                      local_files_only=True))
-    settings = OfflineSettings(episode=EpisodeSettings(success_threshold=-8.0),
-                               runner=RunnerOptions(tick_rate_hz=args.rate),
-                               outputs=OutputOptions(plot=False))
+    scorer = load_scorer(ScorerConfig(model=str(model_dir), device="cpu", dtype="float32", local_files_only=True))
+    settings = OfflineSettings(
+        episode=EpisodeSettings(success_threshold=-8.0),
+        runner=RunnerOptions(tick_rate_hz=args.rate),
+        outputs=OutputOptions(plot=False),
+    )
     cores = os.cpu_count() or 1
     results: dict[str, list[dict[str, float]]] = {name: [] for name in WRITERS}
     with tempfile.TemporaryDirectory(prefix="bench_sources_") as tmp:
@@ -255,24 +296,31 @@ def main() -> int:
             inputs[name] = write(work / name, args.seconds)
             warm = write(work / f"warm_{name}", 1.0)
             measure(warm, scorer, settings, work / "out")
-            print(f"{name}: {inputs[name].frames} frames, {megabytes(inputs[name].size_mb)}, written "
-                  f"and warmed up in {time.perf_counter() - t0:.1f} s", flush=True)
+            print(
+                f"{name}: {inputs[name].frames} frames, {megabytes(inputs[name].size_mb)}, written "
+                f"and warmed up in {time.perf_counter() - t0:.1f} s",
+                flush=True,
+            )
         load_start = os.getloadavg()[0]
         for r in range(args.rounds):
             for name, item in inputs.items():
                 m = measure(item, scorer, settings, work / "out")
                 m["load"] = os.getloadavg()[0]
                 results[name].append(m)
-                print(f"round {r + 1} {name}: {m['fps']:.0f} frames/s (source {m['source_s']:.2f} s, "
-                      f"model {m['model_s']:.2f} s excluded; read only {m['read_fps']:.0f} "
-                      f"frames/s; load {m['load']:.2f})", flush=True)
+                print(
+                    f"round {r + 1} {name}: {m['fps']:.0f} frames/s (source {m['source_s']:.2f} s, "
+                    f"model {m['model_s']:.2f} s excluded; read only {m['read_fps']:.0f} "
+                    f"frames/s; load {m['load']:.2f})",
+                    flush=True,
+                )
         load_end = os.getloadavg()[0]
         sizes = {name: item.size_mb for name, item in inputs.items()}
     best = {name: max(ms, key=lambda m: m["fps"]) for name, ms in results.items()}
     read_best = {name: max(m["read_fps"] for m in ms) for name, ms in results.items()}
     bag_fps = {name: best[name]["fps"] for name in BAGS}
     command = "python bench/bench_sources.py" + (
-        " --quick" if args.quick else f" --seconds {args.seconds:g} --rounds {args.rounds}")
+        " --quick" if args.quick else f" --seconds {args.seconds:g} --rounds {args.rounds}"
+    )
     shared = max(load_start, load_end) > cores
     lines = [
         "## Episode sources: read + decode + schedule throughput (model time excluded)",
@@ -304,7 +352,8 @@ def main() -> int:
             f"| {item.label} | {megabytes(sizes[name])} | {item.frames} | {read_best[name]:.0f} frames/s "
             f"({item.floor_label}) | {r['fps']:.0f} frames/s ({r['source_s']:.2f} s; model "
             f"{r['model_s']:.2f} s excluded) | {args.seconds / r['source_s']:.1f}x "
-            f"| {r['fps'] / bag_fps['bag_raw']:.2f} | {r['fps'] / bag_fps['bag_jpeg']:.2f} |")
+            f"| {r['fps'] / bag_fps['bag_raw']:.2f} | {r['fps'] / bag_fps['bag_jpeg']:.2f} |"
+        )
     lines.append("")
     verdicts = []
     for name, item in inputs.items():
@@ -313,11 +362,12 @@ def main() -> int:
         fps = best[name]["fps"]
         slower = [f"the {BAGS[b]} bag ({bag_fps[b]:.0f})" for b in BAGS if fps < bag_fps[b]]
         if slower:
-            verdicts.append(f"{item.label}: {fps:.0f} frames/s, SLOWER than "
-                            f"{' and '.join(slower)} frames/s.")
+            verdicts.append(f"{item.label}: {fps:.0f} frames/s, SLOWER than {' and '.join(slower)} frames/s.")
         else:
-            verdicts.append(f"{item.label}: {fps:.0f} frames/s, not slower than either bag "
-                            f"(raw {bag_fps['bag_raw']:.0f}, JPEG {bag_fps['bag_jpeg']:.0f} frames/s).")
+            verdicts.append(
+                f"{item.label}: {fps:.0f} frames/s, not slower than either bag "
+                f"(raw {bag_fps['bag_raw']:.0f}, JPEG {bag_fps['bag_jpeg']:.0f} frames/s)."
+            )
     lines.append("Against the bag figures of this run: " + " ".join(verdicts))
     lines.append("")
     text = "\n".join(lines)

@@ -27,6 +27,7 @@ written to ``--output`` if given.
 
     python bench/gpu.py [--sizes 2B,4B,8B] [--quick] [--tiny] [--output FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,9 +91,15 @@ def random_model(size: str, device: str, dtype: Any) -> Any:
     from topreward_ros.scoring.fit import BUILTIN_MODELS
 
     spec = BUILTIN_MODELS[size]
-    config = Qwen3VLConfig(text_config=spec["text_config"], vision_config=spec["vision_config"],
-                           image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
-                           vision_end_token_id=151653, tie_word_embeddings=spec["tie_word_embeddings"])
+    config = Qwen3VLConfig(
+        text_config=spec["text_config"],
+        vision_config=spec["vision_config"],
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+        tie_word_embeddings=spec["tie_word_embeddings"],
+    )
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -111,8 +118,7 @@ def wrap(model: Any, name: str, device: str, dtype: Any) -> Any:
 
     dtype_name = str(dtype).replace("torch.", "")
     config = ScorerConfig(model=name, device=device, dtype=dtype_name)
-    return VideoScorer(model, build_processor(), config, model_id=name, device=device, dtype=dtype,
-                       family="qwen3_vl")
+    return VideoScorer(model, build_processor(), config, model_id=name, device=device, dtype=dtype, family="qwen3_vl")
 
 
 def weight_bytes(model: Any) -> int:
@@ -132,8 +138,11 @@ def tick_rows(scorer: Any, cameras: int, plan: Plan, label: str) -> list[dict[st
     runner.start(INSTRUCTION)
 
     def progress(second: int, runner: Any, wall: float) -> None:
-        print(f"  {label}, {cameras} camera(s): {second} s, {len(runner.window.samples)} samples, "
-              f"tick {wall * 1e3:.0f} ms, rebuilds {runner.cache_rebuilds}", flush=True)
+        print(
+            f"  {label}, {cameras} camera(s): {second} s, {len(runner.window.samples)} samples, "
+            f"tick {wall * 1e3:.0f} ms, rebuilds {runner.cache_rebuilds}",
+            flush=True,
+        )
 
     try:
         ticks = run_ticks(runner, plan.seconds, view_pool(settings.view_size, cameras), progress)
@@ -144,10 +153,20 @@ def tick_rows(scorer: Any, cameras: int, plan: Plan, label: str) -> list[dict[st
     for mark in plan.marks_s:
         window = ticks_before(ticks, mark, plan.span_s)
         walls = [t.wall_s * 1e3 for t in window]
-        rows.append({"model": label, "cameras": cameras, "mark": mark, "samples": window[-1].frames_used,
-                     "ticks": len(window), "p50": statistics.median(walls),
-                     "p99": float(np.percentile(walls, 99)), "rebuilds": window[-1].rebuilds,
-                     "prompt": window[-1].prompt_tokens, "new": statistics.median(t.new_tokens for t in window)})
+        rows.append(
+            {
+                "model": label,
+                "cameras": cameras,
+                "mark": mark,
+                "samples": window[-1].frames_used,
+                "ticks": len(window),
+                "p50": statistics.median(walls),
+                "p99": float(np.percentile(walls, 99)),
+                "rebuilds": window[-1].rebuilds,
+                "prompt": window[-1].prompt_tokens,
+                "new": statistics.median(t.new_tokens for t in window),
+            }
+        )
     return rows
 
 
@@ -158,8 +177,13 @@ def offline_frames(seconds: int, cameras: int, pool: list[tuple[np.ndarray, ...]
     for k in range(2 * seconds):
         stamp = k * NS // 2
         for camera, view in enumerate(pool[k % len(pool)]):
-            yield SourceFrame(camera=camera, stamp_ns=stamp, log_ns=stamp, label=f"/cam{camera} frame {k}",
-                              decode=lambda size, view=view, camera=camera: (view, f"cam{camera}"))
+            yield SourceFrame(
+                camera=camera,
+                stamp_ns=stamp,
+                log_ns=stamp,
+                label=f"/cam{camera} frame {k}",
+                decode=lambda size, view=view, camera=camera: (view, f"cam{camera}"),
+            )
 
 
 def offline_rtf(scorer: Any, cameras: int, plan: Plan) -> dict[str, Any]:
@@ -181,8 +205,13 @@ def offline_rtf(scorer: Any, cameras: int, plan: Plan) -> dict[str, Any]:
         runner.close()
     if result.status != "scored":
         raise RuntimeError(f"offline run: {result.status}: {result.message}")
-    return {"cameras": cameras, "episode_s": plan.offline_s, "wall_s": wall, "ticks": len(result.ticks),
-            "rtf": plan.offline_s / wall}
+    return {
+        "cameras": cameras,
+        "episode_s": plan.offline_s,
+        "wall_s": wall,
+        "ticks": len(result.ticks),
+        "rtf": plan.offline_s / wall,
+    }
 
 
 def cached_minus_independent(scorer: Any, plan: Plan) -> tuple[float, int, int]:
@@ -194,11 +223,12 @@ def cached_minus_independent(scorer: Any, plan: Plan) -> tuple[float, int, int]:
     stamps = [k * NS // 2 for k in range(len(frames))]
     session = scorer.start_episode(INSTRUCTION, plan.max_frames)
     for k in range(0, len(frames), 2):  # two new samples per tick, as live
-        session.extend(frames[k:k + 2], stamps[k:k + 2])
+        session.extend(frames[k : k + 2], stamps[k : k + 2])
         cached = session.score()
     reference = scorer.score(frames, stamps, INSTRUCTION, plan.max_frames)
-    diff = max(abs(cached.log_prob_true - reference.log_prob_true),
-               abs(cached.log_prob_false - reference.log_prob_false))
+    diff = max(
+        abs(cached.log_prob_true - reference.log_prob_true), abs(cached.log_prob_false - reference.log_prob_false)
+    )
     return diff, session.last_reused_tokens, session.last_prompt_tokens
 
 
@@ -251,8 +281,17 @@ def measure(size: str, device: str, plan: Plan, timings: list[tuple[str, float]]
     del scorer
     if cuda:
         torch.cuda.empty_cache()
-    return {"label": label, "rows": rows, "offline": offline, "weights": weights, "peak": peak,
-            "diff_bf16": diff_bf16, "diff_fp32": diff_fp32, "reused": reused, "prompt": prompt}
+    return {
+        "label": label,
+        "rows": rows,
+        "offline": offline,
+        "weights": weights,
+        "peak": peak,
+        "diff_bf16": diff_bf16,
+        "diff_fp32": diff_fp32,
+        "reused": reused,
+        "prompt": prompt,
+    }
 
 
 # ----------------------------------------------------------------------------
@@ -262,8 +301,14 @@ def gib(n: int | None) -> str:
     return "n/a (CPU)" if n is None else f"{n / 2**30:.2f}"
 
 
-def section(results: list[dict[str, Any]], plan: Plan, command: str, setup: str,
-            timings: list[tuple[str, float]], total_s: float) -> str:
+def section(
+    results: list[dict[str, Any]],
+    plan: Plan,
+    command: str,
+    setup: str,
+    timings: list[tuple[str, float]],
+    total_s: float,
+) -> str:
     lines = [
         "## GPU",
         "",
@@ -288,9 +333,11 @@ def section(results: list[dict[str, Any]], plan: Plan, command: str, setup: str,
     ]
     for result in results:
         for row in result["rows"]:
-            lines.append(f"| {row['model']} | {row['cameras']} | {mark_label(row['mark'])} | {row['samples']} | "
-                         f"{row['prompt']} | {row['new']:.0f} | {row['ticks']} | {row['p50']:.1f} | "
-                         f"{row['p99']:.1f} | {row['rebuilds']} |")
+            lines.append(
+                f"| {row['model']} | {row['cameras']} | {mark_label(row['mark'])} | {row['samples']} | "
+                f"{row['prompt']} | {row['new']:.0f} | {row['ticks']} | {row['p50']:.1f} | "
+                f"{row['p99']:.1f} | {row['rebuilds']} |"
+            )
     lines += [
         "",
         "### Offline real-time factor",
@@ -303,8 +350,10 @@ def section(results: list[dict[str, Any]], plan: Plan, command: str, setup: str,
     ]
     for result in results:
         off = result["offline"]
-        lines.append(f"| {result['label']} | {off['cameras']} | {off['episode_s']} | {off['ticks']} | "
-                     f"{off['wall_s']:.1f} | {off['rtf']:.2f} |")
+        lines.append(
+            f"| {result['label']} | {off['cameras']} | {off['episode_s']} | {off['ticks']} | "
+            f"{off['wall_s']:.1f} | {off['rtf']:.2f} |"
+        )
     lines += [
         "",
         "### Memory and cached-vs-independent difference",
@@ -319,23 +368,35 @@ def section(results: list[dict[str, Any]], plan: Plan, command: str, setup: str,
         "|---|---|---|---|---|---|",
     ]
     for result in results:
-        lines.append(f"| {result['label']} | {gib(result['weights'])} | {gib(result['peak'])} | "
-                     f"{result['reused']} / {result['prompt']} | {result['diff_bf16']:.2e} | "
-                     f"{result['diff_fp32']:.2e} |")
-    lines += ["", "Elapsed per part: " + "; ".join(f"{name} {s:.0f} s" for name, s in timings)
-              + f". Total: **{total_s:.0f} s**.", ""]
+        lines.append(
+            f"| {result['label']} | {gib(result['weights'])} | {gib(result['peak'])} | "
+            f"{result['reused']} / {result['prompt']} | {result['diff_bf16']:.2e} | "
+            f"{result['diff_fp32']:.2e} |"
+        )
+    lines += [
+        "",
+        "Elapsed per part: " + "; ".join(f"{name} {s:.0f} s" for name, s in timings) + f". Total: **{total_s:.0f} s**.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default=",".join(DEFAULT_SIZES),
-                        help="comma-separated model sizes of the built-in table (default: %(default)s)")
+    parser.add_argument(
+        "--sizes",
+        default=",".join(DEFAULT_SIZES),
+        help="comma-separated model sizes of the built-in table (default: %(default)s)",
+    )
     parser.add_argument("--quick", action="store_true", help="2-minute episodes, a 1-minute offline run")
-    parser.add_argument("--tiny", action="store_true",
-                        help="run on the CPU with the tiny test model and short episodes (what the suite runs)")
-    parser.add_argument("--output", type=Path, help="write the section here (default: bench/results/gpu.md; "
-                        "with --tiny: print only)")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="run on the CPU with the tiny test model and short episodes (what the suite runs)",
+    )
+    parser.add_argument(
+        "--output", type=Path, help="write the section here (default: bench/results/gpu.md; with --tiny: print only)"
+    )
     args = parser.parse_args()
     import torch
 
@@ -353,16 +414,22 @@ def main() -> int:
         sizes = [s.strip().upper() for s in args.sizes.split(",") if s.strip()]
         unknown = [s for s in sizes if s not in BUILTIN_MODELS]
         if not sizes or unknown:
-            parser.error(f"--sizes: unknown size(s) {', '.join(unknown) or '(none)'}; "
-                         f"known: {', '.join(BUILTIN_MODELS)}")
+            parser.error(
+                f"--sizes: unknown size(s) {', '.join(unknown) or '(none)'}; known: {', '.join(BUILTIN_MODELS)}"
+            )
         if not torch.cuda.is_available():
-            print(f"No CUDA GPU is available here (torch {torch.__version__}, built for CUDA "
-                  f"{torch.version.cuda or 'none'}): nothing measured, nothing written. `topreward check` "
-                  "says why; `--tiny` runs the same code on the CPU with the tiny test model.", file=sys.stderr)
+            print(
+                f"No CUDA GPU is available here (torch {torch.__version__}, built for CUDA "
+                f"{torch.version.cuda or 'none'}): nothing measured, nothing written. `topreward check` "
+                "says why; `--tiny` runs the same code on the CPU with the tiny test model.",
+                file=sys.stderr,
+            )
             return NO_GPU
         plan, device = (QUICK if args.quick else FULL), "cuda"
-        setup = (f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__}, CUDA {torch.version.cuda}, "
-                 f"Python {platform.python_version()}.")
+        setup = (
+            f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__}, CUDA {torch.version.cuda}, "
+            f"Python {platform.python_version()}."
+        )
     output = args.output if args.output is not None else (None if args.tiny else RESULTS / "gpu.md")
     print(setup, flush=True)
     timings: list[tuple[str, float]] = []

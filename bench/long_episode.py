@@ -6,6 +6,7 @@ second of episode time, back to back, timing each tick. ``bench_node.py``
 (the CPU long-episode run) and ``gpu.py`` (the same on a GPU, at the released
 model sizes) both use it, so the two measure the same thing.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,7 +28,7 @@ def scene(index: int) -> np.ndarray:
     img = np.stack([(x + index) % 256, (y * 2) % 256, ((x ^ y) + 3 * index) % 256], axis=-1)
     img = img.astype(np.uint8)
     left = (index * 7) % (W - 80)
-    img[200:280, left:left + 80] = (240, 30, 30)
+    img[200:280, left : left + 80] = (240, 30, 30)
     return img
 
 
@@ -58,8 +59,12 @@ class Tick:
     new_tokens: int = 0
 
 
-def run_ticks(runner: Any, seconds: int, pool: list[tuple[np.ndarray, ...]],
-              progress: Callable[[int, Any, float], None] | None = None) -> list[Tick]:
+def run_ticks(
+    runner: Any,
+    seconds: int,
+    pool: list[tuple[np.ndarray, ...]],
+    progress: Callable[[int, Any, float], None] | None = None,
+) -> list[Tick]:
     """Feed ``seconds`` of 2 fps samples on every camera of ``runner``; tick once per second.
 
     ``runner`` is a started ``EpisodeRunner``. Ticks that find nothing new
@@ -77,8 +82,17 @@ def run_ticks(runner: Any, seconds: int, pool: list[tuple[np.ndarray, ...]],
         result = runner.tick()
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         if result is not None:
-            ticks.append(Tick(float(second), wall, cpu, result.frames_used, runner.cache_rebuilds,
-                              result.prompt_tokens, result.prompt_tokens - result.reused_tokens))
+            ticks.append(
+                Tick(
+                    float(second),
+                    wall,
+                    cpu,
+                    result.frames_used,
+                    runner.cache_rebuilds,
+                    result.prompt_tokens,
+                    result.prompt_tokens - result.reused_tokens,
+                )
+            )
         if progress is not None and second % 30 == 0:
             progress(second, runner, wall)
     return ticks

@@ -3,6 +3,7 @@
 Absolute times mean something only next to the hardware that produced them,
 so every section of BENCHMARKS.md names it the same way.
 """
+
 from __future__ import annotations
 
 import os

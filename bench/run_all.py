@@ -8,6 +8,7 @@ concatenates the sections under a common header, with the GPU section that
 bench/gpu.py writes (``make bench-gpu``). Pass --only NAME to run a subset,
 --assemble-only to rebuild BENCHMARKS.md from existing sections.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -17,6 +17,7 @@ values override the first's:
 The ``launch`` imports sit inside the functions: the module can then be
 imported (and its argument table checked) where launch is not installed.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,22 +28,39 @@ EXECUTABLE = "scorer_node"
 #: (name, default, description) of every launch argument.
 LAUNCH_ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("model", "", "Hub id or local directory of the VLM ('' = params file value)"),
-    ("cameras", "", "Camera topics as a YAML list, e.g. \"[cam/image_raw, wrist/image_raw]\", or "
-     "comma-separated ('' = params file)"),
-    ("instruction_topic", "", "Topic of the std_msgs/String task instruction ('' = params file value, "
-     "else instruction)"),
+    (
+        "cameras",
+        "",
+        'Camera topics as a YAML list, e.g. "[cam/image_raw, wrist/image_raw]", or '
+        "comma-separated ('' = params file)",
+    ),
+    (
+        "instruction_topic",
+        "",
+        "Topic of the std_msgs/String task instruction ('' = params file value, else instruction)",
+    ),
     ("rate", "", "Scoring ticks per second of ROS time ('' = params file value)"),
     ("device", "", "auto | cpu | cuda | cuda:N ('' = params file value)"),
     ("params_file", "", "Parameters file ('' = the package's config/scorer.yaml)"),
-    ("calibration_file", "", "Second parameters file (e.g. calibrated.yaml of topreward eval), "
-     "overriding params_file ('' = none)"),
+    (
+        "calibration_file",
+        "",
+        "Second parameters file (e.g. calibrated.yaml of topreward eval), overriding params_file ('' = none)",
+    ),
     ("use_sim_time", "", "true: follow /clock (bag replay, simulation); '' = params file value, else false"),
     ("namespace", "", "Namespace of the node and its relative topics"),
-    ("managed", "false", "Start the managed (lifecycle) scorer: configure loads the model, "
-     "activate scores, deactivate pauses (and frees the model if release_model_on_deactivate)"),
+    (
+        "managed",
+        "false",
+        "Start the managed (lifecycle) scorer: configure loads the model, "
+        "activate scores, deactivate pauses (and frees the model if release_model_on_deactivate)",
+    ),
     ("autostart", "true", "With managed:=true, configure and activate it at once"),
-    ("release_model_on_deactivate", "", "With managed:=true: true frees the model (and the CUDA cache) on "
-     "deactivate ('' = params file value)"),
+    (
+        "release_model_on_deactivate",
+        "",
+        "With managed:=true: true frees the model (and the CUDA cache) on deactivate ('' = params file value)",
+    ),
 )
 MANAGED_EXECUTABLE = "managed_scorer_node"
 
@@ -86,8 +104,9 @@ def parameter_overrides(args: dict[str, str]) -> dict[str, Any]:
     release = args.get("release_model_on_deactivate", "").strip().lower()
     if release:
         if release not in ("true", "false"):
-            raise ValueError("release_model_on_deactivate must be true or false, got "
-                             f"{args.get('release_model_on_deactivate')!r}")
+            raise ValueError(
+                f"release_model_on_deactivate must be true or false, got {args.get('release_model_on_deactivate')!r}"
+            )
         overrides["release_model_on_deactivate"] = release == "true"
     sim = args.get("use_sim_time", "").strip().lower()
     if sim:
@@ -144,14 +163,15 @@ def _managed(common: dict[str, Any], autostart: bool) -> list[Any]:
         return [node]
 
     def change(transition: int) -> Any:
-        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
-                                           transition_id=transition))
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition))
 
     return [
         node,
-        RegisterEventHandler(OnStateTransition(
-            target_lifecycle_node=node, goal_state="inactive",
-            entities=[change(Transition.TRANSITION_ACTIVATE)])),
+        RegisterEventHandler(
+            OnStateTransition(
+                target_lifecycle_node=node, goal_state="inactive", entities=[change(Transition.TRANSITION_ACTIVATE)]
+            )
+        ),
         change(Transition.TRANSITION_CONFIGURE),
     ]
 

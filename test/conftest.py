@@ -5,6 +5,7 @@ vocabulary, saved to disk once and loaded by every test through the same
 loader users get. Its scores are meaningless; the tests check plumbing,
 exactness and robustness, never score values.
 """
+
 from __future__ import annotations
 
 import fcntl

@@ -7,6 +7,7 @@ directory. CMake refuses imported targets whose include paths do not exist, so
 message generation fails until those two paths name the local ones. The
 rewrite is idempotent: running it again changes nothing.
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,9 +15,7 @@ import sysconfig
 from pathlib import Path
 
 BUILD_PYTHON_INCLUDE = "/opt/python/cp311-cp311/include/python3.11"
-BUILD_NUMPY_INCLUDE = (
-    "/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include"
-)
+BUILD_NUMPY_INCLUDE = "/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include"
 
 
 def main(prefix: str) -> int:

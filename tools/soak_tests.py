@@ -16,6 +16,7 @@ The output of every failed run is kept under ``--log-dir``; the last lines
 printed are a Markdown table (module, runs, failures, burners) for
 docs/verification.md. Exit status 1 when any run failed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def graph_modules() -> list[str]:
     """The test modules holding tests marked ``graph`` (what pytest collects with ``-m graph``)."""
-    out = subprocess.run([sys.executable, "-m", "pytest", "-m", "graph", "--collect-only", "-q", "test"],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "graph", "--collect-only", "-q", "test"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     modules = sorted({line.split("::")[0] for line in out.stdout.splitlines() if "::" in line})
     if not modules:
         raise SystemExit(f"no test marked graph was collected:\n{out.stdout}{out.stderr}")
@@ -58,8 +63,22 @@ def run_once(module: str, log_dir: Path, index: int, pytest_args: Sequence[str])
     name = f"{Path(module).stem}-run{index:03d}"
     basetemp = log_dir / f"{name}-tmp"
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "pytest", module, "-q", "-p", "no:cacheprovider",
-                          f"--basetemp={basetemp}", *pytest_args], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            module,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--basetemp={basetemp}",
+            *pytest_args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     seconds = time.monotonic() - started
     # Exit 5: every test skipped or deselected; the module ran nothing, which is not a failure here.
     passed = out.returncode in (0, 5)
@@ -92,8 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 record[0] += 1
                 record[1] += 0 if passed else 1
                 record[2] += seconds
-                print(f"run {index}/{args.runs} {module}: {'passed' if passed else 'FAILED'} in {seconds:.0f} s",
-                      flush=True)
+                print(
+                    f"run {index}/{args.runs} {module}: {'passed' if passed else 'FAILED'} in {seconds:.0f} s",
+                    flush=True,
+                )
     print("\n| module | runs | failed | burners | mean s |\n|---|---|---|---|---|")
     for module, (runs, failed, seconds) in counts.items():
         print(f"| {Path(module).name} | {runs} | {failed} | {args.burners} | {seconds / runs:.0f} |")

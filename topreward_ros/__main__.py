@@ -1,4 +1,5 @@
 """`python -m topreward_ros` runs the `topreward` command."""
+
 import sys
 
 from topreward_ros.commands.cli import main

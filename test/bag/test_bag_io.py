@@ -4,6 +4,7 @@ Covers the reader (healthy, damaged and odd bags), the cheap header-stamp
 parser, the episode splitter's rules, the manifest / atomic-write logic, the
 frame table schema and the TaskProgress MCAP export.
 """
+
 from __future__ import annotations
 
 import json
@@ -125,8 +126,9 @@ def test_unknown_type_without_definition_is_a_clear_decode_error(tmp_path, bags)
 def test_truncated_mcap_yields_the_readable_part_then_says_where_it_stopped(tmp_path):
     # Frames large enough that the bag spans several 1 MiB MCAP chunks (a
     # truncated file loses its last, incomplete chunk).
-    layout = write_episodes_bag(tmp_path / "big", "mcap", duration_s=2.0,
-                                cameras=(CameraSpec("/cam", width=160, height=120),))
+    layout = write_episodes_bag(
+        tmp_path / "big", "mcap", duration_s=2.0, cameras=(CameraSpec("/cam", width=160, height=120),)
+    )
     data = storage_file(layout.path).read_bytes()
     assert len(data) > 2 * 2**20
     cut = tmp_path / "cut.mcap"
@@ -155,6 +157,7 @@ def _file(name: str, content: bytes):
     def make(d: Path) -> Path:
         (d / name).write_bytes(content)
         return d / name
+
     return make
 
 
@@ -206,8 +209,7 @@ def test_splitter_follows_the_node_rules():
     assert s.on_instruction("   ", 20) == []  # empty: ignored, episode goes on
     assert s.ignored_empty == 1
     events = s.on_instruction("pick", 30)  # same text again: a new episode, like the node
-    assert [(e.action, e.reason) for e in events] == [
-        ("end", "instruction"), ("start", "instruction")]
+    assert [(e.action, e.reason) for e in events] == [("end", "instruction"), ("start", "instruction")]
     events = s.on_reset(40)
     assert [(e.action, e.instruction) for e in events] == [("end", "pick"), ("start", "pick")]
     events = s.on_stamp_cut(50, StampCut("back", 2.5))
@@ -215,7 +217,8 @@ def test_splitter_follows_the_node_rules():
     events = s.on_stamp_cut(55, StampCut("forward", 1_700_000_000.25))
     assert [(e.action, e.instruction, e.reason) for e in events] == [
         ("end", "pick", "camera stamp jumped forward by 1700000000.250 s"),
-        ("start", "pick", "camera stamp jumped forward by 1700000000.250 s")]
+        ("start", "pick", "camera stamp jumped forward by 1700000000.250 s"),
+    ]
     events = s.on_instruction("place", 60)
     assert [(e.action, e.instruction) for e in events] == [("end", "pick"), ("start", "place")]
     assert [(e.action, e.log_time_ns) for e in s.finish(70)] == [("end", 70)]
@@ -255,8 +258,7 @@ def test_manifest_refuses_other_bags_and_settings_and_force_overrides(tmp_path, 
     m = Manifest.open(tmp_path, Path("a"), fp, {"sample_fps": 2.0})
     (tmp_path / "episode_0000").mkdir()
     (tmp_path / "episode_0000" / "curve.json").write_text("{}")
-    m.record_episode(0, {"instruction": "pick", "start_log_ns": 5,
-                         "files": ["episode_0000/curve.json"]})
+    m.record_episode(0, {"instruction": "pick", "start_log_ns": 5, "files": ["episode_0000/curve.json"]})
     again = Manifest.open(tmp_path, Path("a"), fp, {"sample_fps": 2.0})
     assert again.completed(0, "pick", 5)
     assert not again.completed(0, "place", 5)

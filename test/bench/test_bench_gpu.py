@@ -6,6 +6,7 @@ section's numbers are read back and checked against what the episode must
 give (samples at 2 fps, no cache rebuild before the window fills, one tick
 per second offline), never against times.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,7 @@ def table(text: str, header_start: str) -> list[dict[str, str]]:
     start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
     names = [c.strip() for c in lines[start].strip("|").split("|")]
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append(dict(zip(names, (c.strip() for c in line.strip("|").split("|")))))
@@ -43,8 +44,13 @@ def table(text: str, header_start: str) -> list[dict[str, str]]:
 def run(tmp_path_factory, tiny_model_dir) -> tuple[subprocess.CompletedProcess, str, dict[Path, bytes | None]]:
     before = {p: (p.read_bytes() if p.exists() else None) for p in GUARDED}
     out = tmp_path_factory.mktemp("bench_gpu") / "gpu.md"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--output", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--output", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc, out.read_text(), before
 
@@ -53,7 +59,8 @@ def test_tick_latency_rows_for_each_length_and_camera_count(run):
     _, text, _ = run
     rows = table(text, "| Model | Cameras | Episode time")
     assert sorted((r["Cameras"], r["Episode time"]) for r in rows) == sorted(
-        (cams, mark) for cams in ("1", "2") for mark in MARKS)
+        (cams, mark) for cams in ("1", "2") for mark in MARKS
+    )
     for row in rows:
         p50, p99 = float(row["p50 (ms)"]), float(row["p99 (ms)"])
         assert p99 >= p50 > 0, row
@@ -112,8 +119,13 @@ def test_without_a_gpu_it_refuses_and_writes_nothing(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is here: the script would measure it")
     out = tmp_path / "gpu.md"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--sizes", "2B", "--output", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--sizes", "2B", "--output", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "No CUDA GPU is available here" in proc.stderr
     assert not out.exists()

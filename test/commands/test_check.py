@@ -1,4 +1,5 @@
 """``topreward check`` on the tiny model: its figures against the processor and the cache."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -65,8 +66,13 @@ def test_two_default_views_are_sized_for_max_frames(tiny_model_dir):
 
 def test_qwen3_vl_sizes_come_from_the_built_in_table_offline(tmp_path):
     # An empty cache and no hub: the 8B figures come from the table.
-    config = ScorerConfig(model="Qwen/Qwen3-VL-8B-Instruct", device="cpu", dtype="bfloat16",
-                          cache_dir=str(tmp_path), local_files_only=True)
+    config = ScorerConfig(
+        model="Qwen/Qwen3-VL-8B-Instruct",
+        device="cpu",
+        dtype="bfloat16",
+        cache_dir=str(tmp_path),
+        local_files_only=True,
+    )
     report = check_rig(Rig(config, cameras=1, max_frames=256))
     assert report.model.source == "built-in table, Qwen3-VL-8B"
     assert 8.0e9 < report.model.parameters < 9.5e9
@@ -102,7 +108,8 @@ def test_command_prints_the_figures_and_a_verdict(rig, tmp_path, capsys):
         "/**:\n  ros__parameters:\n"
         f"    model: {rig.config.model}\n    device: cpu\n    local_files_only: true\n"
         f"    camera_topics: [cam0/image_raw, cam1/image_raw]\n    view_size: {VIEW}\n"
-        f"    max_frames: {MAX_FRAMES}\n    instruction: {INSTRUCTION}\n")
+        f"    max_frames: {MAX_FRAMES}\n    instruction: {INSTRUCTION}\n"
+    )
     code = main(["check", "--params-file", str(params), "--time"])
     out = capsys.readouterr().out
     report = check_rig(rig)

@@ -1,4 +1,5 @@
 """``topreward score`` end to end on the tiny model: a frame directory and a PyAV video."""
+
 from __future__ import annotations
 
 import argparse
@@ -60,12 +61,29 @@ def video_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_frame_dir_end_to_end(frame_dir: Path, tiny_model_dir: Path, scorer: VideoScorer, tmp_path: Path,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_frame_dir_end_to_end(
+    frame_dir: Path, tiny_model_dir: Path, scorer: VideoScorer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    code = run_score([str(frame_dir), "--instruction", INSTRUCTION, "--model", str(tiny_model_dir),
-                      "--output", str(out), "--num-prefixes", "3", "--view-size", "64", "--device", "cpu",
-                      "--backend", "transformers"])
+    code = run_score(
+        [
+            str(frame_dir),
+            "--instruction",
+            INSTRUCTION,
+            "--model",
+            str(tiny_model_dir),
+            "--output",
+            str(out),
+            "--num-prefixes",
+            "3",
+            "--view-size",
+            "64",
+            "--device",
+            "cpu",
+            "--backend",
+            "transformers",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "score.json").read_text())
     # 2 fps from 30 fps: a frame may fill a slot up to 50 ms (the schedule's
@@ -76,8 +94,10 @@ def test_frame_dir_end_to_end(frame_dir: Path, tiny_model_dir: Path, scorer: Vid
     assert result["prefix_stamps_ns"] == [result["frame_stamps_ns"][n - 1] for n in (1, 2, 4)]
     assert result["model_id"] == str(tiny_model_dir) and result["instruction"] == INSTRUCTION
     # The numbers are the scorer's independent forwards on the same views.
-    views = [prepare_view(np.asarray(Image.open(frame_dir / f"frame_{i:04d}.png").convert("RGB")), 64)
-             for i in (0, 14, 29, 44)]
+    views = [
+        prepare_view(np.asarray(Image.open(frame_dir / f"frame_{i:04d}.png").convert("RGB")), 64)
+        for i in (0, 14, 29, 44)
+    ]
     stamps = result["frame_stamps_ns"]
     expected = [scorer.score(views[:n], stamps[:n], INSTRUCTION) for n in (1, 2, 4)]
     np.testing.assert_allclose(result["log_prob_true"], [s.log_prob_true for s in expected], atol=1e-3)
@@ -92,15 +112,31 @@ def test_frame_dir_end_to_end(frame_dir: Path, tiny_model_dir: Path, scorer: Vid
     assert "45 image frames, 4 sampled at 2 fps" in printed and "success score" in printed
 
 
-def test_video_end_to_end_through_the_topreward_command(video_file: Path, tiny_model_dir: Path,
-                                                        scorer: VideoScorer, tmp_path: Path) -> None:
+def test_video_end_to_end_through_the_topreward_command(
+    video_file: Path, tiny_model_dir: Path, scorer: VideoScorer, tmp_path: Path
+) -> None:
     import av
 
     from topreward_ros.commands.cli import main
 
     out = tmp_path / "out"
-    code = main(["score", str(video_file), "--instruction", INSTRUCTION, "--model", str(tiny_model_dir),
-                 "--output", str(out), "--num-prefixes", "4", "--view-size", "64", "--no-cache"])
+    code = main(
+        [
+            "score",
+            str(video_file),
+            "--instruction",
+            INSTRUCTION,
+            "--model",
+            str(tiny_model_dir),
+            "--output",
+            str(out),
+            "--num-prefixes",
+            "4",
+            "--view-size",
+            "64",
+            "--no-cache",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "score.json").read_text())
     assert result["input_kind"] == "video" and result["source_frames"] == 50
@@ -112,18 +148,19 @@ def test_video_end_to_end_through_the_topreward_command(video_file: Path, tiny_m
     with av.open(str(video_file)) as container:
         decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     views = [prepare_view(decoded[i], 64) for i in (0, 9, 19, 29, 39, 49)]
-    expected = [scorer.score(views[:n], result["frame_stamps_ns"][:n], INSTRUCTION).log_prob_true
-                for n in (1, 3, 4, 6)]
+    expected = [scorer.score(views[:n], result["frame_stamps_ns"][:n], INSTRUCTION).log_prob_true for n in (1, 3, 4, 6)]
     np.testing.assert_allclose(result["log_prob_true"], expected, atol=1e-3)
 
 
-def test_existing_results_are_kept(frame_dir: Path, tiny_model_dir: Path, tmp_path: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_existing_results_are_kept(
+    frame_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "score.json").write_text("keep me")
-    code = run_score([str(frame_dir), "--instruction", INSTRUCTION, "--model", str(tiny_model_dir),
-                      "--output", str(out)])
+    code = run_score(
+        [str(frame_dir), "--instruction", INSTRUCTION, "--model", str(tiny_model_dir), "--output", str(out)]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "already exist" in err and "--force" in err
@@ -141,8 +178,9 @@ def test_existing_results_are_kept(frame_dir: Path, tiny_model_dir: Path, tmp_pa
         (lambda tmp: tmp, ["--device", "tpu"], "device must be one of"),
     ],
 )
-def test_bad_inputs_fail_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                        make_input, extra: list[str], message: str) -> None:
+def test_bad_inputs_fail_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_input, extra: list[str], message: str
+) -> None:
     path = make_input(tmp_path)
     code = run_score([str(path), "--instruction", INSTRUCTION, "--model", str(tmp_path / "no-model"), *extra])
     assert code == 2
@@ -155,21 +193,38 @@ def test_blank_instruction_fails_before_loading(frame_dir: Path, capsys: pytest.
     assert "instruction must contain text" in capsys.readouterr().err
 
 
-def test_missing_model_fails_with_the_load_error(frame_dir: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_model_fails_with_the_load_error(
+    frame_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "no-model"
     assert run_score([str(frame_dir), "--instruction", INSTRUCTION, "--model", str(missing)]) == 1
     assert f"local directory {missing} does not exist" in capsys.readouterr().err
 
 
 def test_the_rig_file_sets_model_sampling_and_view_and_an_option_wins_with_a_note(
-        frame_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frame_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rig = tmp_path / "rig.yaml"
-    rig.write_text(f"/**:\n  ros__parameters:\n    model: {str(tiny_model_dir)!r}\n    device: cpu\n"
-                   "    sample_fps: 1.0\n    view_size: 48\n    camera_topics: [cam/image_raw]\n")
+    rig.write_text(
+        f"/**:\n  ros__parameters:\n    model: {str(tiny_model_dir)!r}\n    device: cpu\n"
+        "    sample_fps: 1.0\n    view_size: 48\n    camera_topics: [cam/image_raw]\n"
+    )
     out = tmp_path / "out"
-    code = run_score([str(frame_dir), "--instruction", INSTRUCTION, "--params-file", str(rig),
-                      "--view-size", "64", "--output", str(out), "--num-prefixes", "2"])
+    code = run_score(
+        [
+            str(frame_dir),
+            "--instruction",
+            INSTRUCTION,
+            "--params-file",
+            str(rig),
+            "--view-size",
+            "64",
+            "--output",
+            str(out),
+            "--num-prefixes",
+            "2",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "score.json").read_text())
     assert (result["model_id"], result["sample_fps"], result["view_size"]) == (str(tiny_model_dir), 1.0, 64)
@@ -177,8 +232,9 @@ def test_the_rig_file_sets_model_sampling_and_view_and_an_option_wins_with_a_not
     assert f"topreward score: note: --view-size 64 overrides view_size: 48 of {rig}" in capsys.readouterr().err
 
 
-def test_a_backend_the_registry_does_not_know_is_refused(frame_dir: Path, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_backend_the_registry_does_not_know_is_refused(
+    frame_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rig = tmp_path / "rig.yaml"
     rig.write_text("/**:\n  ros__parameters:\n    backend: vllm\n")
     assert run_score([str(frame_dir), "--instruction", INSTRUCTION, "--params-file", str(rig)]) == 2

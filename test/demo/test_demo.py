@@ -1,4 +1,5 @@
 """The demo: its drawn scene, and `python -m topreward_ros.demo` end to end."""
+
 from __future__ import annotations
 
 import os
@@ -27,6 +28,7 @@ def test_scene_is_deterministic_and_the_task_visibly_progresses():
     # The block's pixels move from its start position to the bowl.
     def block_x(img):
         return np.nonzero(np.all(img == red, axis=2))[1].mean() / img.shape[1]
+
     assert block_x(first) == pytest.approx(spec.block_x, abs=0.03)
     assert block_x(end) == pytest.approx(spec.bowl_x, abs=0.03)
     frames = render_episode(spec, rate_hz=12.0)
@@ -34,11 +36,14 @@ def test_scene_is_deterministic_and_the_task_visibly_progresses():
     assert sum(not np.array_equal(a, b) for a, b in zip(frames, frames[1:])) > 60
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"instruction": " "}, "instruction must not be empty"),
-    ({"instruction": "x", "block_x": 0.95}, "block_x must lie in"),
-    ({"instruction": "x", "duration_s": 0}, "duration_s must be > 0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"instruction": " "}, "instruction must not be empty"),
+        ({"instruction": "x", "block_x": 0.95}, "block_x must lie in"),
+        ({"instruction": "x", "duration_s": 0}, "duration_s must be > 0"),
+    ],
+)
 def test_scene_spec_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SceneSpec(**kwargs)
@@ -60,7 +65,11 @@ def test_make_demo_entry_point_scores_the_demo_and_says_the_model_is_random(tmp_
     env = dict(os.environ, OMP_NUM_THREADS="2")
     proc = subprocess.run(
         [sys.executable, "-m", "topreward_ros.demo", "--out", str(tmp_path / "demo")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout

@@ -5,6 +5,7 @@ of the same message: the lazy path must give exactly those pixels, convert
 nothing while a frame is added, and leave out (and report once) a frame that
 turns out to be unusable, losing nothing else.
 """
+
 from __future__ import annotations
 
 import io
@@ -38,8 +39,7 @@ ENCODINGS = ("rgb8", "bgr8", "rgba8", "mono8", "mono16", "yuv422", "yuv422_yuy2"
 
 def scene(index: int) -> np.ndarray:
     y, x = np.mgrid[0:H, 0:W]
-    return np.stack([(x * 3 + index) % 256, (y * 5) % 256, ((x ^ y) + 40 * index) % 256],
-                    axis=-1).astype(np.uint8)
+    return np.stack([(x * 3 + index) % 256, (y * 5) % 256, ((x ^ y) + 40 * index) % 256], axis=-1).astype(np.uint8)
 
 
 def message(kind: str, index: int, stamp_ns: int = 0) -> Image | CompressedImage:
@@ -154,13 +154,17 @@ def values(status: DiagnosticStatus) -> dict[str, str]:
 
 
 def test_node_callback_stores_frames_and_the_tick_converts_and_reports_bad_ones(
-        context: Context, tmp_path: Path) -> None:
-    node = ScorerNode(context=context, parameter_overrides=[
-        Parameter("model", value=str(tmp_path / "no-model")),
-        Parameter("model_retry_s", value=3600.0),
-        Parameter("view_size", value=SIZE),
-        Parameter("instruction", value="stack the cups"),
-    ])
+    context: Context, tmp_path: Path
+) -> None:
+    node = ScorerNode(
+        context=context,
+        parameter_overrides=[
+            Parameter("model", value=str(tmp_path / "no-model")),
+            Parameter("model_retry_s", value=3600.0),
+            Parameter("view_size", value=SIZE),
+            Parameter("instruction", value="stack the cups"),
+        ],
+    )
     try:
         bad = message("rgb8", 0, stamp_ns=0)
         bad.encoding = "32FC1"

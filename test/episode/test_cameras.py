@@ -1,4 +1,5 @@
 """The camera-type registry: the one place the node, the bag source and the converter learn a type."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,16 +44,26 @@ def test_a_message_of_either_binding_is_converted_by_its_type(binding: str) -> N
     else:
         store = get_typestore(Stores.ROS2_JAZZY)
         header = store.types["std_msgs/msg/Header"](
-            stamp=store.types["builtin_interfaces/msg/Time"](sec=0, nanosec=0), frame_id="")
-        msg = store.types["sensor_msgs/msg/Image"](header=header, height=2, width=3, encoding="bgr8",
-                                                   is_bigendian=0, step=9,
-                                                   data=np.frombuffer(rgb[:, :, ::-1].tobytes(), np.uint8))
+            stamp=store.types["builtin_interfaces/msg/Time"](sec=0, nanosec=0), frame_id=""
+        )
+        msg = store.types["sensor_msgs/msg/Image"](
+            header=header,
+            height=2,
+            width=3,
+            encoding="bgr8",
+            is_bigendian=0,
+            step=9,
+            data=np.frombuffer(rgb[:, :, ::-1].tobytes(), np.uint8),
+        )
     np.testing.assert_array_equal(to_rgb(msg), rgb)
 
 
 def test_a_message_of_no_registered_type_is_refused_with_the_names() -> None:
-    with pytest.raises(ImageError, match=r"String is not a camera message \(sensor_msgs/Image or "
-                                         r"sensor_msgs/CompressedImage\)"):
+    with pytest.raises(
+        ImageError,
+        match=r"String is not a camera message \(sensor_msgs/Image or "
+        r"sensor_msgs/CompressedImage\)",
+    ):
         from std_msgs.msg import String
 
         to_rgb(String(data="x"))

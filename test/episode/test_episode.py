@@ -1,4 +1,5 @@
 """EpisodeRunner on the real tiny Qwen3-VL: the tick shared by node and bag tools."""
+
 from __future__ import annotations
 
 import threading
@@ -65,9 +66,7 @@ def test_ticks_score_exactly_the_frames_they_name(scorer):
         assert result.frames_used == len(result.frame_stamps_ns)
         # The incremental score equals one independent forward over the same frames.
         chosen = [s for s in samples if s.stamp_ns in set(result.frame_stamps_ns)]
-        reference = scorer.score(
-            [s.image for s in chosen], [s.stamp_ns for s in chosen], INSTRUCTION
-        )
+        reference = scorer.score([s.image for s in chosen], [s.stamp_ns for s in chosen], INSTRUCTION)
         assert result.log_prob_true == pytest.approx(reference.log_prob_true, abs=1e-4)
         assert result.log_prob_false == pytest.approx(reference.log_prob_false, abs=1e-4)
         assert 0.0 <= result.progress <= 1.0
@@ -119,9 +118,7 @@ def test_thinned_window_is_rescored_from_the_kept_frames(scorer):
         result = runner.tick()
     assert result.frame_stamps_ns == (0, 1_000 * MS, 2_000 * MS)
     samples = runner.samples
-    reference = scorer.score(
-        [s.image for s in samples], [s.stamp_ns for s in samples], INSTRUCTION
-    )
+    reference = scorer.score([s.image for s in samples], [s.stamp_ns for s in samples], INSTRUCTION)
     assert result.log_prob_true == pytest.approx(reference.log_prob_true, abs=1e-4)
 
 
@@ -336,8 +333,9 @@ def test_two_camera_episode_keeps_its_cache_to_max_frames_and_rebuilds_once_per_
         first = False
     assert result.frames_used == config.max_frames and window.thinned == 0
     samples = runner.samples
-    reference = scorer.score([s.image for s in samples], [s.stamp_ns for s in samples], INSTRUCTION,
-                             max_frames=config.max_frames)
+    reference = scorer.score(
+        [s.image for s in samples], [s.stamp_ns for s in samples], INSTRUCTION, max_frames=config.max_frames
+    )
     assert result.log_prob_true == pytest.approx(reference.log_prob_true, abs=1e-4)
     while window.thinned < 2:
         advance(2)

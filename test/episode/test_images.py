@@ -6,6 +6,7 @@ a lost padding byte or a wrong colour equation shows up as a pixel mismatch.
 Messages are real ``sensor_msgs`` types (rclpy's, whose ``data`` is an
 ``array.array``) and, where it matters, rosbags-deserialised ones.
 """
+
 from __future__ import annotations
 
 import io
@@ -32,8 +33,9 @@ RGB = [
 ]
 
 
-def make_image(encoding: str, width: int, height: int, rows: list[bytes], step: int | None = None,
-               bigendian: bool = False) -> Image:
+def make_image(
+    encoding: str, width: int, height: int, rows: list[bytes], step: int | None = None, bigendian: bool = False
+) -> Image:
     """A real sensor_msgs/Image; each row is padded with 0xEE up to ``step``."""
     row_len = len(rows[0])
     step = row_len if step is None else step
@@ -59,9 +61,15 @@ def packed_rows(order: str) -> list[bytes]:
     return out
 
 
-@pytest.mark.parametrize("encoding, order", [
-    ("rgb8", "rgb"), ("bgr8", "bgr"), ("rgba8", "rgba"), ("bgra8", "bgra"),
-])
+@pytest.mark.parametrize(
+    "encoding, order",
+    [
+        ("rgb8", "rgb"),
+        ("bgr8", "bgr"),
+        ("rgba8", "rgba"),
+        ("bgra8", "bgra"),
+    ],
+)
 @pytest.mark.parametrize("padding", [0, 5])
 def test_colour_8bit_encodings(encoding: str, order: str, padding: int) -> None:
     rows = packed_rows(order)
@@ -107,8 +115,10 @@ YUV_PAIRS = [  # (Y0, Y1, U, V) per pixel pair, two pairs per row, two rows
 
 def _hand_yuv(y: int, u: int, v: int) -> tuple[int, int, int]:
     """The BT.601 full-range equations, evaluated in plain Python floats."""
+
     def clip(x: float) -> int:
         return max(0, min(255, int(round(x))))
+
     return (
         clip(y + 1.402 * (v - 128)),
         clip(y - 0.344136 * (u - 128) - 0.714136 * (v - 128)),
@@ -123,9 +133,15 @@ def test_hand_yuv_equations_match_worked_examples() -> None:
     assert _hand_yuv(0, 255, 0) == (0, 48, 225)
 
 
-@pytest.mark.parametrize("encoding, layout", [
-    ("yuv422", "UYVY"), ("uyvy", "UYVY"), ("yuv422_yuy2", "YUYV"), ("yuyv", "YUYV"),
-])
+@pytest.mark.parametrize(
+    "encoding, layout",
+    [
+        ("yuv422", "UYVY"),
+        ("uyvy", "UYVY"),
+        ("yuv422_yuy2", "YUYV"),
+        ("yuyv", "YUYV"),
+    ],
+)
 def test_yuv422_layouts(encoding: str, layout: str) -> None:
     rows = []
     expected = []
@@ -154,9 +170,15 @@ def test_yuv422_layouts(encoding: str, layout: str) -> None:
 BAYER_CELLS = [[(10, 20, 30, 40), (200, 100, 51, 0)], [(1, 2, 3, 4), (255, 255, 254, 255)]]
 
 
-@pytest.mark.parametrize("encoding, pattern", [
-    ("bayer_rggb8", "RGGB"), ("bayer_bggr8", "BGGR"), ("bayer_gbrg8", "GBRG"), ("bayer_grbg8", "GRBG"),
-])
+@pytest.mark.parametrize(
+    "encoding, pattern",
+    [
+        ("bayer_rggb8", "RGGB"),
+        ("bayer_bggr8", "BGGR"),
+        ("bayer_gbrg8", "GBRG"),
+        ("bayer_grbg8", "GRBG"),
+    ],
+)
 def test_bayer_cells(encoding: str, pattern: str) -> None:
     rows = []
     for cell_row in BAYER_CELLS:
@@ -188,15 +210,31 @@ def test_rosbags_message_with_numpy_data() -> None:
     rows = packed_rows("bgr")
     msg = RosbagsImage(
         header=Header(stamp=Time(sec=1, nanosec=2), frame_id="cam"),
-        height=2, width=3, encoding="bgr8", is_bigendian=0, step=9,
+        height=2,
+        width=3,
+        encoding="bgr8",
+        is_bigendian=0,
+        step=9,
         data=np.frombuffer(b"".join(rows), dtype=np.uint8),
     )
     np.testing.assert_array_equal(to_rgb(msg), np.array(RGB, dtype=np.uint8))
 
 
 def test_supported_encodings_cover_the_documented_list() -> None:
-    required = {"rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "yuv422", "yuv422_yuy2",
-                "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8"}
+    required = {
+        "rgb8",
+        "bgr8",
+        "rgba8",
+        "bgra8",
+        "mono8",
+        "mono16",
+        "yuv422",
+        "yuv422_yuy2",
+        "bayer_rggb8",
+        "bayer_bggr8",
+        "bayer_gbrg8",
+        "bayer_grbg8",
+    }
     assert required <= set(SUPPORTED_ENCODINGS)
 
 

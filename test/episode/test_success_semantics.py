@@ -14,6 +14,7 @@ The concurrent cases run the real model: a forward pre-hook on the model
 pauses the tick inside the model's forward while the test thread starts a
 new episode, as an instruction callback would.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -149,8 +150,7 @@ def test_success_stays_latched_across_setting_changes(scorer, change, threshold_
     assert [r.success_fired for r in before].count(True) == 1
     # With the threshold unchanged (ALWAYS) a rebuilt detector would fire again;
     # with NEVER a rebuilt detector would report no success. Neither may happen.
-    runner.update_settings(dataclasses.replace(runner.settings, success_threshold=threshold_after,
-                                               **change))
+    runner.update_settings(dataclasses.replace(runner.settings, success_threshold=threshold_after, **change))
     assert runner.settings.success_threshold == threshold_after
     after = [tick(runner, camera) for _ in range(6)]
     assert runner.episode_id == episode
@@ -239,7 +239,8 @@ def test_a_tick_voided_by_a_new_episode_returns_nothing(scorer, rebuild) -> None
     camera.offer(runner)
     holder: dict[str, str] = {}
     result, calls = _tick_concurrently(
-        runner, scorer, lambda: holder.setdefault("new", runner.start("open the drawer")))
+        runner, scorer, lambda: holder.setdefault("new", runner.start("open the drawer"))
+    )
     assert calls >= 1, "the model really ran"
     assert result is None, "a score of the old episode must not come out after a new one started"
     assert runner.episode_id == holder["new"] != old
@@ -259,8 +260,8 @@ def test_a_tick_voided_by_a_window_restart_returns_nothing(scorer) -> None:
         tick(runner, camera)
     camera.offer(runner)
     result, _ = _tick_concurrently(
-        runner, scorer,
-        lambda: runner.update_settings(dataclasses.replace(runner.settings, sample_fps=4.0)))
+        runner, scorer, lambda: runner.update_settings(dataclasses.replace(runner.settings, sample_fps=4.0))
+    )
     assert result is None
     # The next tick scores the new window alone (not the old session plus new frames).
     camera.offer(runner)

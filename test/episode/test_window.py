@@ -1,4 +1,5 @@
 """EpisodeWindow: the schedule, camera pairing and memory bound shared by node and bags."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,9 +61,7 @@ def test_window_matches_offline_schedule_and_wants_is_exact():
         result = window.add(0, stamp, view(i % 250))
         assert wanted == (result is AddResult.KEPT)
     samples = window.finalize()
-    assert [s.stamp_ns for s in samples] == [
-        CAMERA_30HZ_NS[i] for i in sample_indices(CAMERA_30HZ_NS, 2.0)
-    ]
+    assert [s.stamp_ns for s in samples] == [CAMERA_30HZ_NS[i] for i in sample_indices(CAMERA_30HZ_NS, 2.0)]
     assert window.finalize() == []
 
 

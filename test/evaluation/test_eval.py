@@ -7,6 +7,7 @@ the static-video control is recomputed from the bag's own frames through the
 scoring core. Scores of the random model are meaningless: the tests compare
 the command's numbers with independent computations, never with fixed values.
 """
+
 from __future__ import annotations
 
 import io
@@ -51,30 +52,61 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dic
     bag = write_demo_bag(root / "demo_bag", scenes=SCENES, rate_hz=6.0, size=(96, 72))
     frames = root / "clip_green"
     frames.mkdir()
-    for i, rgb in enumerate(render_episode(SceneSpec(FRAMES_INSTRUCTION, (40, 180, 60), 0.7, 0.3, 2.5),
-                                           FRAMES_FPS, 96, 72)):
+    for i, rgb in enumerate(
+        render_episode(SceneSpec(FRAMES_INSTRUCTION, (40, 180, 60), 0.7, 0.3, 2.5), FRAMES_FPS, 96, 72)
+    ):
         Image.fromarray(rgb).save(frames / f"{i:03d}.png")
     labels = root / "labels.csv"
     rows = [f"demo_bag/{i},{y},{t}," for i, (y, t) in enumerate(zip(BAG_LABELS, TASKS))]
     rows.append(f"clip_green,0,green,{FRAMES_INSTRUCTION}")
     labels.write_text("episode,success,task,instruction\n" + "\n".join(rows) + "\n")
     out = root / "out"
-    common = [str(bag), str(frames), "-l", str(labels), "-o", str(out), "--model", str(tiny_model_dir),
-              "--local-files-only", "--view-size", str(VIEW), "--source-fps", str(FRAMES_FPS),
-              "--success-consecutive", "2", "--rate", "4", "-q"]
+    common = [
+        str(bag),
+        str(frames),
+        "-l",
+        str(labels),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--local-files-only",
+        "--view-size",
+        str(VIEW),
+        "--source-fps",
+        str(FRAMES_FPS),
+        "--success-consecutive",
+        "2",
+        "--rate",
+        "4",
+        "-q",
+    ]
     first = run_cli("eval", *common, "--max-episodes", "3")
     assert first[0] == 0, first
     snapshot = {
         "rows": read_csv(out / "episodes.csv"),
-        "records": {n: ((out / "episodes" / record_file_name(n)).stat().st_ino,
-                        (out / "episodes" / record_file_name(n)).read_bytes())
-                    for n in ("demo_bag/0", "demo_bag/1", "demo_bag/2")},
+        "records": {
+            n: (
+                (out / "episodes" / record_file_name(n)).stat().st_ino,
+                (out / "episodes" / record_file_name(n)).read_bytes(),
+            )
+            for n in ("demo_bag/0", "demo_bag/1", "demo_bag/2")
+        },
         "stdout": first[1],
     }
     second = run_cli("eval", *common)
     assert second[0] == 0, second
-    return {"root": root, "bag": bag, "frames": frames, "labels": labels, "out": out, "common": common,
-            "first": snapshot, "second": second, "model": tiny_model_dir}
+    return {
+        "root": root,
+        "bag": bag,
+        "frames": frames,
+        "labels": labels,
+        "out": out,
+        "common": common,
+        "first": snapshot,
+        "second": second,
+        "model": tiny_model_dir,
+    }
 
 
 def test_interrupted_run_is_resumed_and_finished_episodes_are_kept(setup: dict[str, Any]) -> None:
@@ -92,8 +124,14 @@ def test_interrupted_run_is_resumed_and_finished_episodes_are_kept(setup: dict[s
     # The first episodes' values are kept exactly; their records were not rewritten.
     for before in first["rows"]:
         after = next(r for r in rows if r["episode"] == before["episode"])
-        for key in ("voc", "control_voc", "raw_success_score", "two_way_success_score",
-                    "control_raw_success_score", "num_samples"):
+        for key in (
+            "voc",
+            "control_voc",
+            "raw_success_score",
+            "two_way_success_score",
+            "control_raw_success_score",
+            "num_samples",
+        ):
             assert after[key] == before[key], key
     for name, (inode, data) in first["records"].items():
         path = out / "episodes" / record_file_name(name)
@@ -151,9 +189,17 @@ def test_metrics_match_scipy_and_sklearn_on_the_written_csv(setup: dict[str, Any
     # file then pins them over a rig's parameters file (launch calibration_file:=).
     assert params["/**"]["ros__parameters"] == {
         "success_threshold": metrics["overall"]["threshold_raw"]["threshold"],
-        "success_window": 3, "success_consecutive": 2, "model": str(setup["model"]),
-        "camera_topics": [CAMERA_TOPIC], "instruction_topic": "/instruction", "rate_hz": 4.0, "sample_fps": 2.0,
-        "max_frames": 256, "view_size": VIEW, "sync_tolerance_s": 0.05}
+        "success_window": 3,
+        "success_consecutive": 2,
+        "model": str(setup["model"]),
+        "camera_topics": [CAMERA_TOPIC],
+        "instruction_topic": "/instruction",
+        "rate_hz": 4.0,
+        "sample_fps": 2.0,
+        "max_frames": 256,
+        "view_size": VIEW,
+        "sync_tolerance_s": 0.05,
+    }
     predicted = [int(r["predicted_success"]) for r in rows]
     assert predicted == (raw > metrics["overall"]["threshold_raw"]["threshold"]).astype(int).tolist()
 
@@ -186,8 +232,9 @@ def test_vocs_and_success_scores_recomputed_from_the_curves(setup: dict[str, Any
         if rec["kind"] == "bag":
             # topreward bag's own curve.json of the same episode: the same offline curve.
             index = int(row["episode"].split("/")[1])
-            bag_curve = json.loads((out / "bags" / "demo_bag" / f"episode_{index:04d}" / "curve.json")
-                                   .read_text())["offline"]
+            bag_curve = json.loads((out / "bags" / "demo_bag" / f"episode_{index:04d}" / "curve.json").read_text())[
+                "offline"
+            ]
             assert bag_curve["log_prob_true"] == rec["curve"]["log_prob_true"]
             assert bag_curve["log_prob_false"] == rec["curve"]["log_prob_false"]
         t = np.array(rec["curve"]["log_prob_true"])
@@ -200,7 +247,8 @@ def test_vocs_and_success_scores_recomputed_from_the_curves(setup: dict[str, Any
         ct = np.array(rec["control"]["log_prob_true"])
         cf = np.array(rec["control"]["log_prob_false"])
         assert float(row["control_voc"]) == pytest.approx(
-            spearmanr(ct, np.arange(len(ct))).statistic if np.ptp(ct) > 0 else 0.0, abs=1e-12)
+            spearmanr(ct, np.arange(len(ct))).statistic if np.ptp(ct) > 0 else 0.0, abs=1e-12
+        )
         assert float(row["control_raw_success_score"]) == pytest.approx(ct[-3:].mean(), abs=1e-12)
         ctwo = np.array([a - logsumexp([a, b]) for a, b in zip(ct, cf)])
         assert float(row["control_two_way_success_score"]) == pytest.approx(ctwo[-3:].mean(), abs=1e-9)
@@ -227,13 +275,13 @@ def first_frame_of_bag_episode(bag: Path, index: int) -> tuple[int, np.ndarray]:
 def scorer(tiny_model_dir: Path) -> Any:
     from topreward_ros.scoring import ScorerConfig, load_scorer
 
-    return load_scorer(ScorerConfig(model=str(tiny_model_dir), local_files_only=True, view_size=VIEW,
-                                    torch_threads=1))
+    return load_scorer(ScorerConfig(model=str(tiny_model_dir), local_files_only=True, view_size=VIEW, torch_threads=1))
 
 
 @pytest.mark.parametrize("index", [1, 4])
 def test_control_is_the_first_sampled_frame_repeated_at_the_same_stamps(
-        setup: dict[str, Any], scorer: Any, index: int) -> None:
+    setup: dict[str, Any], scorer: Any, index: int
+) -> None:
     from topreward_ros.scoring import prepare_view
 
     rec = record(setup["out"], f"demo_bag/{index}")
@@ -266,39 +314,61 @@ def test_outputs_a_person_reads(setup: dict[str, Any]) -> None:
     out = setup["out"]
     report = (out / "report.md").read_text()
     assert "RANDOM WEIGHTS" in report
-    for text in ("| all | 7 | 4 | 3 |", "| task: blue | 2 |", "Static-video control", "calibrated.yaml",
-                 "params_file:=RIG.yaml calibration_file:=calibrated.yaml",
-                 "![roc.png](roc.png)", "| demo_bag/5 | green | success |"):
+    for text in (
+        "| all | 7 | 4 | 3 |",
+        "| task: blue | 2 |",
+        "Static-video control",
+        "calibrated.yaml",
+        "params_file:=RIG.yaml calibration_file:=calibrated.yaml",
+        "![roc.png](roc.png)",
+        "| demo_bag/5 | green | success |",
+    ):
         assert text in report, text
     assert "Problems" not in report
     for png in ("roc.png", "voc_vs_control.png", "score_distributions.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
     header = (out / "episodes.csv").read_text().splitlines()[0]
-    assert header == ("episode,input,kind,task,instruction,success,num_frames,num_samples,voc,control_voc,"
-                      "raw_success_score,two_way_success_score,control_raw_success_score,"
-                      "control_two_way_success_score,predicted_success,live_success,status,status_detail")
+    assert header == (
+        "episode,input,kind,task,instruction,success,num_frames,num_samples,voc,control_voc,"
+        "raw_success_score,two_way_success_score,control_raw_success_score,"
+        "control_two_way_success_score,predicted_success,live_success,status,status_detail"
+    )
     assert "RANDOMLY INITIALISED" in setup["second"][1]
 
 
 def test_topreward_bag_takes_calibrated_yaml_as_its_params_file(setup: dict[str, Any]) -> None:
     out, root = setup["out"], setup["root"]
     params = yaml.safe_load((out / "calibrated.yaml").read_text())["/**"]["ros__parameters"]
-    base = [str(setup["bag"]), "--params-file", str(out / "calibrated.yaml"), "--view-size", str(VIEW),
-            "--local-files-only", "--max-episodes", "1", "--no-plot", "-q"]
+    base = [
+        str(setup["bag"]),
+        "--params-file",
+        str(out / "calibrated.yaml"),
+        "--view-size",
+        str(VIEW),
+        "--local-files-only",
+        "--max-episodes",
+        "1",
+        "--no-plot",
+        "-q",
+    ]
     code, stdout, stderr = run_cli("bag", *base, "-o", str(root / "bag_from_file"))
     assert code == 0, stderr
     settings = json.loads((root / "bag_from_file" / "manifest.json").read_text())["settings"]
     assert settings["model"] == params["model"]  # no --model given: the file's
     assert (settings["success_threshold"], settings["success_window"], settings["success_consecutive"]) == (
-        params["success_threshold"], 3, 2)
+        params["success_threshold"],
+        3,
+        2,
+    )
     curve = json.loads((root / "bag_from_file" / "episode_0000" / "curve.json").read_text())
     assert curve["success_threshold"] == params["success_threshold"]
     # An option on the command line wins over the file.
     code, _, stderr = run_cli("bag", *base, "--success-window", "2", "-o", str(root / "bag_override"))
     assert code == 0, stderr
-    assert (f"topreward bag: note: --success-window 2 overrides success_window: 3 of "
-            f"{out / 'calibrated.yaml'}") in stderr, stderr
+    assert (
+        f"topreward bag: note: --success-window 2 overrides success_window: 3 of {out / 'calibrated.yaml'}"
+    ) in stderr, stderr
     settings = json.loads((root / "bag_override" / "manifest.json").read_text())["settings"]
     assert (settings["success_window"], settings["success_threshold"]) == (2, params["success_threshold"])
     bad = root / "bad.yaml"
@@ -323,8 +393,7 @@ ALL_LABELS = "".join(f"demo_bag/{i},1,,\n" for i in range(6)) + f"clip_green,1,g
 
 
 def test_one_class_says_auc_is_undefined_and_writes_no_threshold(setup: dict[str, Any]) -> None:
-    code, stdout, stderr, out = rerun_with_labels(
-        setup, "one_class", "episode,success,task,instruction\n" + ALL_LABELS)
+    code, stdout, stderr, out = rerun_with_labels(setup, "one_class", "episode,success,task,instruction\n" + ALL_LABELS)
     assert code == 1
     assert "scored   " not in stdout  # labels changed, nothing rescored
     assert "need both successes and failures" in stderr and "no calibrated.yaml written" in stderr
@@ -337,8 +406,11 @@ def test_one_class_says_auc_is_undefined_and_writes_no_threshold(setup: dict[str
 
 
 def test_label_for_a_missing_bag_episode_and_unlabelled_episode(setup: dict[str, Any]) -> None:
-    text = "episode,success,task,instruction\n" + ALL_LABELS.replace("demo_bag/0,1", "demo_bag/0,0") \
-        .replace("demo_bag/5,1,,\n", "") + "demo_bag/9,1,,\n"
+    text = (
+        "episode,success,task,instruction\n"
+        + ALL_LABELS.replace("demo_bag/0,1", "demo_bag/0,0").replace("demo_bag/5,1,,\n", "")
+        + "demo_bag/9,1,,\n"
+    )
     code, _, stderr, out = rerun_with_labels(setup, "mismatch", text)
     assert code == 1
     assert "the labels name episode 'demo_bag/9' but bag demo_bag has 6 episode(s)" in stderr
@@ -359,10 +431,17 @@ def test_failed_refused_and_missing_episodes_have_rows_without_scores(setup: dic
     root = setup["root"]
     empty = root / "clip_empty"
     empty.mkdir()
-    refused_bag = write_demo_bag(root / "refused_bag", scenes=(
-        SceneSpec("put the block <|im_end|> in the bowl", duration_s=1.0),), rate_hz=4.0, size=(96, 72))
-    text = ("episode,success,task,instruction\n" + ALL_LABELS.replace("demo_bag/0,1", "demo_bag/0,0")
-            + "demo_bag/7,0,,\nclip_empty,1,,stack the cups\nrefused_bag/0,0,,\n")
+    refused_bag = write_demo_bag(
+        root / "refused_bag",
+        scenes=(SceneSpec("put the block <|im_end|> in the bowl", duration_s=1.0),),
+        rate_hz=4.0,
+        size=(96, 72),
+    )
+    text = (
+        "episode,success,task,instruction\n"
+        + ALL_LABELS.replace("demo_bag/0,1", "demo_bag/0,0")
+        + "demo_bag/7,0,,\nclip_empty,1,,stack the cups\nrefused_bag/0,0,,\n"
+    )
     out = root / "unscored"
     shutil.copytree(setup["out"], out)
     labels = root / "unscored.csv"
@@ -374,18 +453,34 @@ def test_failed_refused_and_missing_episodes_have_rows_without_scores(setup: dic
     assert code == 1
     assert "scored   " not in stdout  # nothing new to score
     rows = {r["episode"]: r for r in read_csv(out / "episodes.csv")}
-    assert list(rows) == ["clip_empty", "refused_bag/0", *(f"demo_bag/{i}" for i in (0, 1, 2, 3, 4, 5, 7)),
-                          "clip_green"]  # input order, then episode order
+    assert list(rows) == [
+        "clip_empty",
+        "refused_bag/0",
+        *(f"demo_bag/{i}" for i in (0, 1, 2, 3, 4, 5, 7)),
+        "clip_green",
+    ]  # input order, then episode order
     assert {n: r["status"] for n, r in rows.items() if r["status"] != "scored"} == {
-        "demo_bag/7": "missing", "clip_empty": "failed", "refused_bag/0": "refused"}
+        "demo_bag/7": "missing",
+        "clip_empty": "failed",
+        "refused_bag/0": "refused",
+    }
     assert "holds no images" in rows["clip_empty"]["status_detail"]
     assert "instruction refused" in rows["refused_bag/0"]["status_detail"]
     assert rows["clip_empty"]["instruction"] == "stack the cups"
     for name in ("demo_bag/7", "clip_empty", "refused_bag/0"):
         row = rows[name]
-        for key in ("num_frames", "num_samples", "voc", "control_voc", "raw_success_score", "two_way_success_score",
-                    "control_raw_success_score", "control_two_way_success_score", "predicted_success",
-                    "live_success"):
+        for key in (
+            "num_frames",
+            "num_samples",
+            "voc",
+            "control_voc",
+            "raw_success_score",
+            "two_way_success_score",
+            "control_raw_success_score",
+            "control_two_way_success_score",
+            "predicted_success",
+            "live_success",
+        ):
             assert row[key] == "", (name, key)
     # The metrics are those of the 7 scored episodes alone, exactly as before the extra labels.
     metrics = json.loads((out / "metrics.json").read_text())["overall"]
@@ -406,10 +501,12 @@ def test_errors_before_scoring(setup: dict[str, Any]) -> None:
     code, _, stderr, _ = rerun_with_labels(setup, "broken", "episode,success\ndemo_bag/0,perhaps\n")
     assert code == 2 and "success must be 1/0" in stderr
     code, _, stderr, out = rerun_with_labels(
-        setup, "settings", "episode,success,task,instruction\n" + ALL_LABELS, "--num-prefixes", "5")
+        setup, "settings", "episode,success,task,instruction\n" + ALL_LABELS, "--num-prefixes", "5"
+    )
     assert code == 2 and "other settings (num_prefixes: 15 -> 5)" in stderr
-    code, _, stderr = run_cli("eval", str(setup["bag"]), "-l", str(setup["root"] / "none.csv"), "-o",
-                              str(setup["root"] / "x"))
+    code, _, stderr = run_cli(
+        "eval", str(setup["bag"]), "-l", str(setup["root"] / "none.csv"), "-o", str(setup["root"] / "x")
+    )
     assert code == 2 and "cannot read the labels file" in stderr
 
 
@@ -417,24 +514,54 @@ def test_calibrated_params_hold_the_four_keys_with_node_default_scoring(tmp_path
     from topreward_ros.evaluation.labels import Label
     from topreward_ros.evaluation.report import calibrated_params, evaluate
 
-    records = [{"episode": f"e{i}", "kind": "video", "voc": 0.5, "control_voc": 0.9,
-                "raw_success_score": -10.0 + i, "two_way_success_score": -0.5} for i in range(4)]
+    records = [
+        {
+            "episode": f"e{i}",
+            "kind": "video",
+            "voc": 0.5,
+            "control_voc": 0.9,
+            "raw_success_score": -10.0 + i,
+            "two_way_success_score": -0.5,
+        }
+        for i in range(4)
+    ]
     labels = {f"e{i}": Label(f"e{i}", i >= 2) for i in range(4)}
     evaluation = evaluate(records, labels)
     assert evaluation.overall.threshold_raw.threshold == pytest.approx(-8.5)
-    defaults = {"camera_topics": None, "rate_hz": 1.0, "sample_fps": 2.0, "max_frames": 256, "view_size": 244,
-                "sync_tolerance_s": 0.05}
+    defaults = {
+        "camera_topics": None,
+        "rate_hz": 1.0,
+        "sample_fps": 2.0,
+        "max_frames": 256,
+        "view_size": 244,
+        "sync_tolerance_s": 0.05,
+    }
     # Videos only (no topics): the scoring settings, defaults included.
     assert calibrated_params(evaluation, "Qwen/Qwen3-VL-8B-Instruct", 3, 2, defaults) == {
-        "success_threshold": -8.5, "success_window": 3, "success_consecutive": 2,
-        "model": "Qwen/Qwen3-VL-8B-Instruct", "rate_hz": 1.0, "sample_fps": 2.0, "max_frames": 256,
-        "view_size": 244, "sync_tolerance_s": 0.05}
+        "success_threshold": -8.5,
+        "success_window": 3,
+        "success_consecutive": 2,
+        "model": "Qwen/Qwen3-VL-8B-Instruct",
+        "rate_hz": 1.0,
+        "sample_fps": 2.0,
+        "max_frames": 256,
+        "view_size": 244,
+        "sync_tolerance_s": 0.05,
+    }
     cameras = ["/front/image_raw", "/wrist/image_raw/compressed"]
     got = calibrated_params(evaluation, str(tmp_path), 4, 1, {**defaults, "sample_fps": 1.0, "camera_topics": cameras})
     assert got == {
-        "success_threshold": -8.5, "success_window": 4, "success_consecutive": 1, "model": str(tmp_path.resolve()),
-        "camera_topics": cameras, "rate_hz": 1.0, "sample_fps": 1.0, "max_frames": 256, "view_size": 244,
-        "sync_tolerance_s": 0.05}
+        "success_threshold": -8.5,
+        "success_window": 4,
+        "success_consecutive": 1,
+        "model": str(tmp_path.resolve()),
+        "camera_topics": cameras,
+        "rate_hz": 1.0,
+        "sample_fps": 1.0,
+        "max_frames": 256,
+        "view_size": 244,
+        "sync_tolerance_s": 0.05,
+    }
     with pytest.raises(ValueError, match="not a scoring parameter"):
         calibrated_params(evaluation, "m", 3, 2, {"dtype": "float32"})
     one_class = evaluate(records, {k: Label(k, True) for k in labels})
@@ -445,16 +572,30 @@ def test_labelled_episodes_without_scores_get_a_row_and_stay_out_of_the_metrics(
     from topreward_ros.evaluation.labels import Label
     from topreward_ros.evaluation.report import evaluate
 
-    records = [{"episode": f"e{i}", "kind": "video", "voc": 0.5, "control_voc": 0.9,
-                "raw_success_score": -10.0 + i, "two_way_success_score": -0.5} for i in range(4)]
-    labels = {name: Label(name, success) for name, success in
-              (("e0", False), ("gone", True), ("e1", False), ("e2", True), ("e3", True), ("bad", False))}
+    records = [
+        {
+            "episode": f"e{i}",
+            "kind": "video",
+            "voc": 0.5,
+            "control_voc": 0.9,
+            "raw_success_score": -10.0 + i,
+            "two_way_success_score": -0.5,
+        }
+        for i in range(4)
+    ]
+    labels = {
+        name: Label(name, success)
+        for name, success in (("e0", False), ("gone", True), ("e1", False), ("e2", True), ("e3", True), ("bad", False))
+    }
     order = ["e0", "e1", "gone", "e2", "e3", "bad"]
     evaluation = evaluate(records, labels, unscored={"bad": ("refused", "control token")}, order=order.index)
     rows = {r["episode"]: r for r in evaluation.rows}
     assert list(rows) == order
     assert (rows["gone"]["status"], rows["bad"]["status"], rows["bad"]["status_detail"]) == (
-        "missing", "refused", "control token")
+        "missing",
+        "refused",
+        "control token",
+    )
     assert [r["episode"] for r in evaluation.scored] == ["e0", "e1", "e2", "e3"]
     for name in ("gone", "bad"):
         assert rows[name]["voc"] is None and rows[name]["predicted_success"] == ""
@@ -472,33 +613,71 @@ def test_params_file_sets_the_options_and_calibrated_yaml_carries_them(setup: di
     calibrated.yaml carries what the threshold depends on (camera order, rate, sampling, view, model)."""
     root = setup["root"]
     rig = root / "rig.yaml"
-    rig.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
-        "model": str(setup["model"]), "local_files_only": True, "device": "cpu",
-        "camera_topics": [CAMERA_TOPIC.lstrip("/")],  # relative, as a rig file at the root namespace has it
-        "rate_hz": 3.0, "sample_fps": 1.5, "max_frames": 100, "view_size": 48, "success_threshold": -1.0,
-        "qos_overrides": {CAMERA_TOPIC: {"subscription": {"reliability": "reliable"}}}}}}))
+    rig.write_text(
+        yaml.safe_dump(
+            {
+                "/**": {
+                    "ros__parameters": {
+                        "model": str(setup["model"]),
+                        "local_files_only": True,
+                        "device": "cpu",
+                        "camera_topics": [
+                            CAMERA_TOPIC.lstrip("/")
+                        ],  # relative, as a rig file at the root namespace has it
+                        "rate_hz": 3.0,
+                        "sample_fps": 1.5,
+                        "max_frames": 100,
+                        "view_size": 48,
+                        "success_threshold": -1.0,
+                        "qos_overrides": {CAMERA_TOPIC: {"subscription": {"reliability": "reliable"}}},
+                    }
+                }
+            }
+        )
+    )
     labels = root / "bag_labels.csv"
     labels.write_text("episode,success\n" + "".join(f"demo_bag/{i},{y}\n" for i, y in enumerate(BAG_LABELS)))
     out = root / "out_params_file"
-    code, stdout, stderr = run_cli("eval", str(setup["bag"]), "-l", str(labels), "-o", str(out),
-                                   "--params-file", str(rig), "--view-size", str(VIEW), "--max-episodes", "3", "-q")
+    code, stdout, stderr = run_cli(
+        "eval",
+        str(setup["bag"]),
+        "-l",
+        str(labels),
+        "-o",
+        str(out),
+        "--params-file",
+        str(rig),
+        "--view-size",
+        str(VIEW),
+        "--max-episodes",
+        "3",
+        "-q",
+    )
     assert code == 0, (stdout, stderr)
     metrics = json.loads((out / "metrics.json").read_text())
     params = yaml.safe_load((out / "calibrated.yaml").read_text())["/**"]["ros__parameters"]
     assert params == {
         "success_threshold": metrics["overall"]["threshold_raw"]["threshold"],  # fitted, not the file's
-        "success_window": 3, "success_consecutive": 2, "model": str(setup["model"]),
-        "camera_topics": [CAMERA_TOPIC], "instruction_topic": "/instruction", "rate_hz": 3.0, "sample_fps": 1.5,
-        "max_frames": 100, "view_size": VIEW,  # the option wins over the file's 48, and the run says so
-        "sync_tolerance_s": 0.05}
+        "success_window": 3,
+        "success_consecutive": 2,
+        "model": str(setup["model"]),
+        "camera_topics": [CAMERA_TOPIC],
+        "instruction_topic": "/instruction",
+        "rate_hz": 3.0,
+        "sample_fps": 1.5,
+        "max_frames": 100,
+        "view_size": VIEW,  # the option wins over the file's 48, and the run says so
+        "sync_tolerance_s": 0.05,
+    }
     assert f"topreward eval: note: --view-size {VIEW} overrides view_size: 48 of {rig}" in stderr, stderr
     # The episodes were scored with the file's sampling: 1.5 samples per second of capture time.
     stamps = record(out, "demo_bag/0")["sample_stamps_ns"]
     assert np.mean(np.diff(stamps)) == pytest.approx(1e9 / 1.5, abs=0.05e9)  # 2 fps would give 0.5 s
     bad = root / "bad_rig.yaml"
     bad.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"view_size": "large"}}}))
-    code, _, stderr = run_cli("eval", str(setup["bag"]), "-l", str(labels), "-o", str(root / "out_bad"),
-                              "--params-file", str(bad), "-q")
+    code, _, stderr = run_cli(
+        "eval", str(setup["bag"]), "-l", str(labels), "-o", str(root / "out_bad"), "--params-file", str(bad), "-q"
+    )
     assert code == 2 and "view_size must be a int" in stderr, stderr
 
 
@@ -516,9 +695,14 @@ def test_ctrl_c_keeps_finished_episodes_and_a_rerun_continues(setup: dict[str, A
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # A shell that started this run in the background may have set SIGINT to "ignore",
     # which children inherit: give the command the default, as a terminal would.
-    proc = subprocess.Popen([sys.executable, "-m", "topreward_ros", "eval", *argv], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "topreward_ros", "eval", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 600
         # Two records: the first episode is then complete in the bag manifest too.

@@ -11,6 +11,7 @@ static control recomputed from the video decoded here with PyAV, and the
 node's success rule written out over the recorded ticks. Scores of the
 random model are meaningless; no assertion compares them with fixed values.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,11 +48,24 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dic
     root = tmp_path_factory.mktemp("eval_dataset")
     written = write_lerobot_dataset(root / "ds", SCENES, CAMERAS, fps=8, duration_s=2.0, episodes_per_file=2)
     labels = root / "labels.csv"
-    labels.write_text("episode,success,task\n" + "".join(
-        f"ds/{i},{y},{task}\n" for i, (y, task) in LABELS.items()))
+    labels.write_text("episode,success,task\n" + "".join(f"ds/{i},{y},{task}\n" for i, (y, task) in LABELS.items()))
     out = root / "out"
-    model = ["--model", str(tiny_model_dir), "--local-files-only", "--device", "cpu", "--dtype", "float32",
-             "--view-size", str(VIEW), "--rate", "4", "--camera", FRONT, "-q"]
+    model = [
+        "--model",
+        str(tiny_model_dir),
+        "--local-files-only",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--view-size",
+        str(VIEW),
+        "--rate",
+        "4",
+        "--camera",
+        FRONT,
+        "-q",
+    ]
     common = [str(written.root), "-l", str(labels), "-o", str(out), *model]
     result = run_cli("eval", *common)
     assert result[0] == 0, result
@@ -59,8 +73,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dic
     lerobot = root / "lerobot"
     code, _, stderr = run_cli("lerobot", str(written.root), "-o", str(lerobot), "--no-plot", *model)
     assert code == 0, stderr
-    return {"root": root, "written": written, "out": out, "common": common, "stdout": result[1],
-            "lerobot": lerobot, "model": tiny_model_dir}
+    return {
+        "root": root,
+        "written": written,
+        "out": out,
+        "common": common,
+        "stdout": result[1],
+        "lerobot": lerobot,
+        "model": tiny_model_dir,
+    }
 
 
 def rerun_with_labels(setup: dict[str, Any], name: str, suffix: str, text: str) -> tuple[int, str, str, Path]:
@@ -108,8 +129,12 @@ def test_records_equal_topreward_lerobot_on_the_same_dataset(setup: dict[str, An
         assert rec["sample_stamps_ns"] == independent["sample_stamps_ns"]
         assert rec["instruction"] == independent["instruction"] == episode.task
         assert [t["stamp_ns"] for t in rec["live"]] == [t["stamp_ns"] for t in independent["live"]]
-        np.testing.assert_allclose([t["log_prob_true"] for t in rec["live"]],
-                                   [t["log_prob_true"] for t in independent["live"]], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(
+            [t["log_prob_true"] for t in rec["live"]],
+            [t["log_prob_true"] for t in independent["live"]],
+            rtol=0,
+            atol=1e-5,
+        )
         # The eval's own copy of the offline outputs holds the same curve as its record.
         own = json.loads((out / rec["episode_dir"] / "curve.json").read_text())["offline"]
         assert own["log_prob_true"] == rec["curve"]["log_prob_true"]
@@ -139,8 +164,9 @@ def test_control_is_the_first_decoded_frame_repeated(setup: dict[str, Any]) -> N
     rec = record(setup["out"], "ds/1")
     stamps = rec["sample_stamps_ns"]
     assert stamps[0] == 0 and rec["control"]["stamps_ns"] == rec["curve"]["stamps_ns"]
-    scorer = load_scorer(ScorerConfig(model=str(setup["model"]), device="cpu", dtype="float32",
-                                      local_files_only=True, view_size=VIEW))
+    scorer = load_scorer(
+        ScorerConfig(model=str(setup["model"]), device="cpu", dtype="float32", local_files_only=True, view_size=VIEW)
+    )
     expected = scorer.curve([prepare_view(first, VIEW)] * len(stamps), stamps, episode.task, use_cache=False)
     np.testing.assert_allclose(rec["control"]["log_prob_true"], expected.log_prob_true, atol=1e-3)
     np.testing.assert_allclose(rec["control"]["log_prob_false"], expected.log_prob_false, atol=1e-3)
@@ -167,12 +193,13 @@ def test_a_label_for_a_missing_dataset_episode_is_a_problem(setup: dict[str, Any
     assert code == 1
     assert "scored   " not in stdout
     labels_file = setup["root"] / "missing.csv"
-    assert (f"PROBLEM: {labels_file}:5: the labels name episode 'ds/7' but dataset ds has no episode_index 7; "
-            f"its 3 episode(s): 0-2") in stderr
+    assert (
+        f"PROBLEM: {labels_file}:5: the labels name episode 'ds/7' but dataset ds has no episode_index 7; "
+        f"its 3 episode(s): 0-2"
+    ) in stderr
     rows = {r["episode"]: r for r in read_csv(out / "episodes.csv")}
     assert list(rows) == ["ds/0", "ds/1", "ds/2", "ds/7"]
-    assert (rows["ds/7"]["status"], rows["ds/7"]["status_detail"]) == (
-        "missing", "dataset ds has no episode_index 7")
+    assert (rows["ds/7"]["status"], rows["ds/7"]["status_detail"]) == ("missing", "dataset ds has no episode_index 7")
     assert rows["ds/7"]["voc"] == rows["ds/7"]["predicted_success"] == ""
     metrics = json.loads((out / "metrics.json").read_text())["overall"]
     assert (metrics["episodes"], metrics["successes"]) == (3, 2)

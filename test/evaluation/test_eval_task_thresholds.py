@@ -6,6 +6,7 @@ both, so per-task thresholds must win on held-out episodes. A third
 instruction has too few labels and must fall back to the global threshold.
 The expected thresholds and balanced accuracies are worked out by hand.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,9 +28,13 @@ from topreward_ros.scoring.thresholds import thresholds_from_params
 HIGH, LOW, RARE = "open the drawer", "stack the cups", "wipe the table"
 # (instruction, raw success score, label)
 EPISODES = [
-    *((HIGH, s, True) for s in (-4.0, -4.5, -5.0)), *((HIGH, s, False) for s in (-6.0, -6.5, -7.0)),
-    *((LOW, s, True) for s in (-11.0, -11.5, -12.0)), *((LOW, s, False) for s in (-13.0, -13.5, -14.0)),
-    (RARE, -9.0, True), (RARE, -9.5, True), (RARE, -10.0, False),
+    *((HIGH, s, True) for s in (-4.0, -4.5, -5.0)),
+    *((HIGH, s, False) for s in (-6.0, -6.5, -7.0)),
+    *((LOW, s, True) for s in (-11.0, -11.5, -12.0)),
+    *((LOW, s, False) for s in (-13.0, -13.5, -14.0)),
+    (RARE, -9.0, True),
+    (RARE, -9.5, True),
+    (RARE, -10.0, False),
 ]
 
 
@@ -39,8 +44,17 @@ def records_and_labels() -> tuple[list[dict], dict[str, Label]]:
         name = f"e{i:02d}"
         # Extra whitespace in one record: instructions match with runs of spaces as one.
         text = instruction.replace(" ", "  ") if i == 0 else instruction
-        records.append({"episode": name, "kind": "video", "instruction": text, "voc": 0.5, "control_voc": 0.9,
-                        "raw_success_score": score, "two_way_success_score": -0.5})
+        records.append(
+            {
+                "episode": name,
+                "kind": "video",
+                "instruction": text,
+                "voc": 0.5,
+                "control_voc": 0.9,
+                "raw_success_score": score,
+                "two_way_success_score": -0.5,
+            }
+        )
         labels[name] = Label(name, success)
     return records, labels
 

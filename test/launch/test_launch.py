@@ -7,6 +7,7 @@ into node parameters, and that the parameters file, the node's parameter
 table and the docs agree. The launch file run by launch itself, with the
 node checked on the graph, is test_launch_graph.
 """
+
 from __future__ import annotations
 
 import ast
@@ -147,11 +148,14 @@ def test_arguments_become_parameters(launch_module: ModuleType) -> None:
     assert plain["camera_topics"] == ["a/image_raw", "b/image_raw"]
 
 
-@pytest.mark.parametrize("text", [
-    "[wrist/image_raw/compressed, front/image_raw]",  # YAML flow list, no quotes
-    "['wrist/image_raw/compressed', \"front/image_raw\"]",  # Python literal: valid YAML too
-    "[ wrist/image_raw/compressed ,\n  front/image_raw ]",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[wrist/image_raw/compressed, front/image_raw]",  # YAML flow list, no quotes
+        "['wrist/image_raw/compressed', \"front/image_raw\"]",  # Python literal: valid YAML too
+        "[ wrist/image_raw/compressed ,\n  front/image_raw ]",
+    ],
+)
 def test_cameras_is_parsed_as_a_yaml_list(launch_module: ModuleType, text: str) -> None:
     got = launch_module.parameter_overrides(dict(EXPECTED_ARGUMENTS, cameras=text))
     assert got == {"camera_topics": ["wrist/image_raw/compressed", "front/image_raw"]}
@@ -166,19 +170,24 @@ def test_calibration_file_comes_after_the_params_file(launch_module: ModuleType,
     assert files(dict(EXPECTED_ARGUMENTS), default) == [default]
     assert files(dict(EXPECTED_ARGUMENTS, params_file=str(rig)), default) == [str(rig)]
     assert files(dict(EXPECTED_ARGUMENTS, calibration_file=str(calibrated)), default) == [default, str(calibrated)]
-    assert files(dict(EXPECTED_ARGUMENTS, params_file=str(rig), calibration_file=str(calibrated)),
-                 default) == [str(rig), str(calibrated)]
+    assert files(dict(EXPECTED_ARGUMENTS, params_file=str(rig), calibration_file=str(calibrated)), default) == [
+        str(rig),
+        str(calibrated),
+    ]
     with pytest.raises(ValueError, match="calibration_file: no such file"):
         files(dict(EXPECTED_ARGUMENTS, calibration_file=str(tmp_path / "missing.yaml")), default)
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("rate", "fast", "rate must be a number"),
-    ("cameras", "[1, 2]", "cameras must be a non-empty list of topic names"),
-    ("cameras", "['a'", "cameras must be a list of topic names"),
-    ("use_sim_time", "yes", "use_sim_time must be true or false"),
-    ("release_model_on_deactivate", "1", "release_model_on_deactivate must be true or false"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("rate", "fast", "rate must be a number"),
+        ("cameras", "[1, 2]", "cameras must be a non-empty list of topic names"),
+        ("cameras", "['a'", "cameras must be a list of topic names"),
+        ("use_sim_time", "yes", "use_sim_time must be true or false"),
+        ("release_model_on_deactivate", "1", "release_model_on_deactivate must be true or false"),
+    ],
+)
 def test_bad_arguments_are_named(launch_module: ModuleType, name: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         launch_module.parameter_overrides(dict(EXPECTED_ARGUMENTS, **{name: value}))
@@ -189,8 +198,9 @@ def test_params_file_matches_the_node_parameter_table() -> None:
     assert list(loaded) == ["/**"], "the params file must apply to the node under any name"
     values = loaded["/**"]["ros__parameters"]
     table = {p.name: p.default for p in PARAMETERS}
-    assert set(values) == set(table), f"only in file: {set(values) - set(table)}, " \
-                                      f"only in node: {set(table) - set(values)}"
+    assert set(values) == set(table), (
+        f"only in file: {set(values) - set(table)}, only in node: {set(table) - set(values)}"
+    )
     for name, default in table.items():
         assert values[name] == default, f"{name}: file has {values[name]!r}, node default {default!r}"
         assert type(values[name]) is type(default), f"{name}: type differs from the declared one"

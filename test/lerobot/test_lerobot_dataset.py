@@ -8,6 +8,7 @@ wrote (tasks, indices, timestamps, the RGB frames handed to the encoder) and
 with an independent reference: the file decoded front to back with PyAV in
 this test, the frames picked by position, scored through the scoring core.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,16 +49,25 @@ CODEC_TOLERANCE = 6.0
 
 @pytest.fixture(scope="module")
 def scorer(tiny_model_dir):
-    return load_scorer(ScorerConfig(model=str(tiny_model_dir), device="cpu", dtype="float32",
-                                    local_files_only=True, view_size=VIEW, torch_threads=2,
-                                    num_prefixes=K))
+    return load_scorer(
+        ScorerConfig(
+            model=str(tiny_model_dir),
+            device="cpu",
+            dtype="float32",
+            local_files_only=True,
+            view_size=VIEW,
+            torch_threads=2,
+            num_prefixes=K,
+        )
+    )
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     """Three episodes, two cameras; episodes 0-1 share file-000, episode 2 is in file-001."""
-    return write_lerobot_dataset(tmp_path_factory.mktemp("lerobot") / "ds", SCENES, CAMERAS,
-                                 fps=10, duration_s=3.0, episodes_per_file=2)
+    return write_lerobot_dataset(
+        tmp_path_factory.mktemp("lerobot") / "ds", SCENES, CAMERAS, fps=10, duration_s=3.0, episodes_per_file=2
+    )
 
 
 def test_writing_the_fixture_leaves_this_process_scheduling_as_it_was(tmp_path):
@@ -113,8 +123,7 @@ def options(**kw) -> dict:
 
 
 def mtimes(out: Path) -> dict[str, int]:
-    return {str(p.relative_to(out)): p.stat().st_mtime_ns
-            for p in out.glob("episode_*/*") if p.is_file()}
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.glob("episode_*/*") if p.is_file()}
 
 
 def decode_file(path: Path) -> list[np.ndarray]:
@@ -134,7 +143,10 @@ def test_reader_gives_episodes_tasks_stamps_and_the_encoded_frames(written):
     assert dataset.tasks == {i: s.instruction for i, s in enumerate(SCENES)}
     spans = [dataset.episodes[i].videos[WRIST] for i in range(3)]
     assert [(s.path.name, s.from_s, s.to_s) for s in spans] == [
-        ("file-000.mp4", 0.0, 3.0), ("file-000.mp4", 3.0, 6.0), ("file-001.mp4", 0.0, 3.0)]
+        ("file-000.mp4", 0.0, 3.0),
+        ("file-000.mp4", 3.0, 6.0),
+        ("file-001.mp4", 0.0, 3.0),
+    ]
     for episode in written.episodes:
         frames = dataset.frames(dataset.episodes[episode.episode_index])
         assert frames.index.tolist() == episode.index
@@ -190,14 +202,16 @@ def test_a_gap_in_the_video_is_reported_not_papered_over(written):
 # -- scoring --------------------------------------------------------------------------------
 
 
-def test_every_episode_scored_like_an_independent_scoring_of_the_decoded_frames(
-        tmp_path, written, scorer):
+def test_every_episode_scored_like_an_independent_scoring_of_the_decoded_frames(tmp_path, written, scorer):
     out = tmp_path / "out"
     report = score_dataset(scorer, SETTINGS, options(), written.root, out, progress=False)
     assert report.ok, report.summary()
     assert [e.status for e in report.episodes] == ["scored"] * 3
-    files = {(key, i): decode_file(written.root / f"videos/{key}/chunk-000/file-00{i}.mp4")
-             for key in (FRONT, WRIST) for i in (0, 1)}
+    files = {
+        (key, i): decode_file(written.root / f"videos/{key}/chunk-000/file-00{i}.mp4")
+        for key in (FRONT, WRIST)
+        for i in (0, 1)
+    }
     progress = pq.read_table(out / PROGRESS_FILE)
     for episode in written.episodes:
         ep_dir = out / f"episode_{episode.episode_index:04d}"
@@ -213,8 +227,12 @@ def test_every_episode_scored_like_an_independent_scoring_of_the_decoded_frames(
         assert np.allclose(table["timestamp"], episode.timestamps, atol=1e-6)
         # Reference: the pictures at those positions of the files, scored by the core.
         first = round(episode.from_timestamp * written.fps)
-        views = [np.concatenate([prepare_view(files[(key, episode.file_index)][first + i], VIEW)
-                                 for key in (FRONT, WRIST)], axis=1) for i in picks]
+        views = [
+            np.concatenate(
+                [prepare_view(files[(key, episode.file_index)][first + i], VIEW) for key in (FRONT, WRIST)], axis=1
+            )
+            for i in picks
+        ]
         sample_stamps = [stamps[i] for i in picks]
         reference = scorer.curve(views, sample_stamps, episode.task, num_prefixes=K)
         assert record["offline"]["log_prob_true"] == pytest.approx(reference.log_prob_true, abs=1e-5)
@@ -247,12 +265,10 @@ def test_every_episode_scored_like_an_independent_scoring_of_the_decoded_frames(
 
 def test_selected_episodes_resume_and_other_settings_are_refused(tmp_path, written, scorer):
     out = tmp_path / "out"
-    only_last = score_dataset(scorer, SETTINGS, options(episodes=(2,)),
-                              written.root, out, progress=False)
+    only_last = score_dataset(scorer, SETTINGS, options(episodes=(2,)), written.root, out, progress=False)
     assert [(e.index, e.status) for e in only_last.episodes] == [(2, "scored")]
     assert pq.read_table(out / PROGRESS_FILE).column("index").to_pylist() == list(range(60, 90))
-    first = score_dataset(scorer, SETTINGS, options(max_episodes=1),
-                          written.root, out, progress=False)
+    first = score_dataset(scorer, SETTINGS, options(max_episodes=1), written.root, out, progress=False)
     assert first.stopped_early
     assert [(e.index, e.status) for e in first.episodes] == [(0, "scored")]
     before = mtimes(out)
@@ -264,16 +280,14 @@ def test_selected_episodes_resume_and_other_settings_are_refused(tmp_path, writt
     assert progress["index"] == list(range(90))
     assert progress["episode_index"] == [0] * 30 + [1] * 30 + [2] * 30
     with pytest.raises(ManifestError, match="num_prefixes: 6 -> 5"):
-        score_dataset(scorer, SETTINGS, options(num_prefixes=5),
-                      written.root, out, progress=False)
+        score_dataset(scorer, SETTINGS, options(num_prefixes=5), written.root, out, progress=False)
 
 
 def test_a_broken_video_fails_only_its_episode(tmp_path, written, scorer):
     root = tmp_path / "ds"
     shutil.copytree(written.root, root)
     (root / f"videos/{FRONT}/chunk-000/file-001.mp4").write_bytes(b"not a video")
-    report = score_dataset(scorer, SETTINGS, options(camera_keys=(FRONT,)),
-                           root, tmp_path / "out", progress=False)
+    report = score_dataset(scorer, SETTINGS, options(camera_keys=(FRONT,)), root, tmp_path / "out", progress=False)
     assert [e.status for e in report.episodes] == ["scored", "scored", "failed"]
     assert "file-001.mp4: cannot open the video" in report.episodes[2].message
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -283,11 +297,11 @@ def test_a_broken_video_fails_only_its_episode(tmp_path, written, scorer):
 
 def test_bad_options_are_refused_before_any_work(tmp_path, written, scorer):
     with pytest.raises(DatasetError, match="a 'float32' feature, not a video"):
-        score_dataset(scorer, SETTINGS, options(camera_keys=("observation.state",)), written.root,
-                      tmp_path / "a", progress=False)
+        score_dataset(
+            scorer, SETTINGS, options(camera_keys=("observation.state",)), written.root, tmp_path / "a", progress=False
+        )
     with pytest.raises(DatasetError, match=r"episodes \[7\] are not in the dataset"):
-        score_dataset(scorer, SETTINGS, options(episodes=(1, 7)),
-                      written.root, tmp_path / "b", progress=False)
+        score_dataset(scorer, SETTINGS, options(episodes=(1, 7)), written.root, tmp_path / "b", progress=False)
     old = tmp_path / "old"
     shutil.copytree(written.root, old)
     info = json.loads((old / "meta/info.json").read_text())
@@ -298,16 +312,26 @@ def test_bad_options_are_refused_before_any_work(tmp_path, written, scorer):
     assert not any((tmp_path / d).exists() for d in "abc")
 
 
-def test_cli_scores_a_dataset_and_names_the_cameras_when_unsure(tmp_path, written, tiny_model_dir,
-                                                                capsys):
-    common = ["--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32",
-              "--local-files-only", "--view-size", str(VIEW), "--num-prefixes", str(K), "-q",
-              "--no-plot"]
+def test_cli_scores_a_dataset_and_names_the_cameras_when_unsure(tmp_path, written, tiny_model_dir, capsys):
+    common = [
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--local-files-only",
+        "--view-size",
+        str(VIEW),
+        "--num-prefixes",
+        str(K),
+        "-q",
+        "--no-plot",
+    ]
     assert main(["lerobot", str(written.root), "-o", str(tmp_path / "x"), *common]) == 2
     assert f"several video features ({FRONT}, {WRIST})" in capsys.readouterr().err
     out = tmp_path / "out"
-    code = main(["lerobot", str(written.root), "-o", str(out), "--camera", WRIST,
-                 "--episodes", "1", *common])
+    code = main(["lerobot", str(written.root), "-o", str(out), "--camera", WRIST, "--episodes", "1", *common])
     assert code == 0
     assert "episode    1 scored" in capsys.readouterr().out
     rows = pq.read_table(out / PROGRESS_FILE).to_pydict()
@@ -318,12 +342,12 @@ def test_cli_scores_a_dataset_and_names_the_cameras_when_unsure(tmp_path, writte
 
 
 def test_bag_runs_write_the_progress_parquet_with_a_running_index_keyable_to_a_dataset(
-        tmp_path, written, scorer, capsys):
+    tmp_path, written, scorer, capsys
+):
     # The bag holds the same three 3 s episodes at 10 Hz as the dataset fixture.
     layout = write_episodes_bag(tmp_path / "bag", "mcap", SCENES, duration_s=3.0)
     out = tmp_path / "out"
-    opts = dict(camera_topics=("/camera/image_raw",), tick_rate_hz=2.0, plot=False,
-                num_prefixes=K)
+    opts = dict(camera_topics=("/camera/image_raw",), tick_rate_hz=2.0, plot=False, num_prefixes=K)
     report = score_bag(scorer, SETTINGS, opts, layout.path, out, progress=False)
     assert report.ok, report.summary()
     frames = pq.read_table(out / "frames.parquet")
@@ -357,8 +381,13 @@ def test_bag_runs_write_the_progress_parquet_with_a_running_index_keyable_to_a_d
     with pytest.raises(JoinError, match="episode 0 frame 2: timestamp 0.3000 s in the table"):
         dataset_index(dataset, slow)
     with pytest.raises(JoinError, match="episode 1: 29 frames in the table, 30 in the dataset"):
-        dataset_index(dataset, frames.filter(pc.invert(pc.and_(
-            pc.equal(frames.column("episode_index"), 1), pc.equal(frames.column("frame_index"), 29)))))
-    assert main(["lerobot-progress", str(tmp_path / "nothing"), "--dataset", str(written.root),
-                 "-o", str(keyed)]) == 2
+        dataset_index(
+            dataset,
+            frames.filter(
+                pc.invert(
+                    pc.and_(pc.equal(frames.column("episode_index"), 1), pc.equal(frames.column("frame_index"), 29))
+                )
+            ),
+        )
+    assert main(["lerobot-progress", str(tmp_path / "nothing"), "--dataset", str(written.root), "-o", str(keyed)]) == 2
     assert "no frames.parquet" in capsys.readouterr().err

@@ -18,6 +18,7 @@ lerobot`` with the tiny model. Then:
 The wheels come from the package index with ``pip download --no-deps``;
 where the index cannot be reached the RABCWeights test skips and says so.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,12 +57,34 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     root = tmp_path_factory.mktemp("rabc")
-    written = write_lerobot_dataset(root / "ds", SCENES, (DatasetCamera("observation.images.front", 64, 48),),
-                                    fps=10, duration_s=3.0, episodes_per_file=2)
+    written = write_lerobot_dataset(
+        root / "ds",
+        SCENES,
+        (DatasetCamera("observation.images.front", 64, 48),),
+        fps=10,
+        duration_s=3.0,
+        episodes_per_file=2,
+    )
     out = root / "out"
-    code, stdout, stderr = run_cli("lerobot", str(written.root), "-o", str(out), "--model", str(tiny_model_dir),
-                                   "--device", "cpu", "--dtype", "float32", "--local-files-only",
-                                   "--view-size", "64", "--num-prefixes", "6", "-q", "--no-plot")
+    code, stdout, stderr = run_cli(
+        "lerobot",
+        str(written.root),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--local-files-only",
+        "--view-size",
+        "64",
+        "--num-prefixes",
+        "6",
+        "-q",
+        "--no-plot",
+    )
     assert code == 0, stdout + stderr
     return out
 
@@ -107,12 +130,29 @@ def test_lerobot_episodes_lists_those_that_pass_the_threshold(scored: Path, tmp_
 def rabc_side_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """pandas and lerobot/utils/rabc.py from their wheels, unpacked in a directory of their own."""
     wheels = tmp_path_factory.mktemp("wheels")
-    run = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                          "--disable-pip-version-check", "-q", "-d", str(wheels), LEROBOT, PANDAS],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            str(wheels),
+            LEROBOT,
+            PANDAS,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if run.returncode != 0:
-        pytest.skip(f"`pip download {LEROBOT} {PANDAS}` failed (no package index reachable?): "
-                    f"{run.stderr.strip()[-500:]}")
+        pytest.skip(
+            f"`pip download {LEROBOT} {PANDAS}` failed (no package index reachable?): {run.stderr.strip()[-500:]}"
+        )
     side = tmp_path_factory.mktemp("side")
     for wheel in wheels.glob("*.whl"):
         with zipfile.ZipFile(wheel) as z:
@@ -137,8 +177,9 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def expected_weights(table: dict[str, Any], indices: list[int], chunk: int, kappa: float = 0.01,
-                     epsilon: float = 1e-6) -> np.ndarray:
+def expected_weights(
+    table: dict[str, Any], indices: list[int], chunk: int, kappa: float = 0.01, epsilon: float = 1e-6
+) -> np.ndarray:
     """The paper's Eq. 8-9 over the parquet's rows, written here from the file alone."""
     progress = dict(zip(table["index"], table["progress_sparse"]))
     episode = dict(zip(table["index"], table["episode_index"]))
@@ -164,8 +205,12 @@ def test_lerobots_rabc_weights_read_our_parquet(scored: Path, rabc_side_dir: Pat
     present = list(table["index"])
     absent = max(present) + 1000  # a frame of an episode whose rows are not in the file
     indices = [*present, absent]
-    child = subprocess.run([sys.executable, "-c", CHILD, str(rabc_side_dir), str(parquet), json.dumps(indices),
-                            str(CHUNK)], capture_output=True, text=True, timeout=300)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(rabc_side_dir), str(parquet), json.dumps(indices), str(CHUNK)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert child.returncode == 0, child.stderr[-3000:]
     got = json.loads(child.stdout.strip().splitlines()[-1])
     assert got["frames"] == len(present)
@@ -179,6 +224,5 @@ def test_lerobots_rabc_weights_read_our_parquet(scored: Path, rabc_side_dir: Pat
 def test_ray_without_an_address_before_the_dataset_takes_it_as_the_dataset(tmp_path: Path) -> None:
     """`topreward lerobot --ray DATASET ...` (as `bag` and `eval` allow): the path is the dataset,
     not a cluster address; a bad option is then reported, before Ray or the model start."""
-    code, _, stderr = run_cli("lerobot", "--ray", str(tmp_path), "-o", str(tmp_path / "out"),
-                              "--success-window", "0")
+    code, _, stderr = run_cli("lerobot", "--ray", str(tmp_path), "-o", str(tmp_path / "out"), "--success-window", "0")
     assert code == 2 and "success_window must be >= 1, got 0" in stderr, stderr

@@ -6,6 +6,7 @@ episode. The source says so in a note. The dataset is written by
 ``topreward_ros.demo.synthetic_lerobot`` and the tail of episode 0 relabelled with
 episode 1's task in the data parquet.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,9 @@ FRONT = "observation.images.front"
 
 
 def test_an_episode_with_two_tasks_takes_its_first_frames_task(tmp_path: Path) -> None:
-    written = write_lerobot_dataset(tmp_path / "ds", DEMO_SCENES[:2], (DatasetCamera(FRONT, 64, 48),),
-                                    fps=10, duration_s=2.0, episodes_per_file=2)
+    written = write_lerobot_dataset(
+        tmp_path / "ds", DEMO_SCENES[:2], (DatasetCamera(FRONT, 64, 48),), fps=10, duration_s=2.0, episodes_per_file=2
+    )
     data = written.root / "data" / "chunk-000" / "file-000.parquet"
     table = pq.read_table(data)
     first = table.filter(pc.equal(table["episode_index"], 0))["task_index"].to_pylist()
@@ -35,5 +37,6 @@ def test_an_episode_with_two_tasks_takes_its_first_frames_task(tmp_path: Path) -
 
     specs, notes = DatasetSource(written.root, DatasetSourceOptions(camera_keys=(FRONT,))).plan()
     assert [s.instruction for s in specs] == [DEMO_SCENES[0].instruction, DEMO_SCENES[1].instruction]
-    assert (f"episode 0 has 2 tasks; scored with the task of its first frame: "
-            f"{DEMO_SCENES[0].instruction!r}") in notes.notes
+    assert (
+        f"episode 0 has 2 tasks; scored with the task of its first frame: {DEMO_SCENES[0].instruction!r}"
+    ) in notes.notes

@@ -4,6 +4,7 @@ Times are integer nanoseconds as the middleware gives them; the reorder
 window's clock is a value the test sets (the window is wall-clock time in the
 node), so every check is exact and nothing waits.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -114,8 +115,11 @@ def test_frames_published_after_the_instruction_move_into_its_episode() -> None:
     intake.remember(1, None, object())  # no publication time: cannot be ordered, not kept
     moved = intake.episode_started("e1", INSTRUCTION_NS)
     # Camera by camera, oldest first; the frame published before the instruction stays.
-    assert moved == [Remembered(0, INSTRUCTION_NS, at), Remembered(0, INSTRUCTION_NS + 7, late),
-                     Remembered(1, INSTRUCTION_NS + 5, other)]
+    assert moved == [
+        Remembered(0, INSTRUCTION_NS, at),
+        Remembered(0, INSTRUCTION_NS + 7, late),
+        Remembered(1, INSTRUCTION_NS + 5, other),
+    ]
     assert moved[0].message is at
     assert intake.remembered(1) == [Remembered(1, INSTRUCTION_NS + 5, other)]
     intake.forget()

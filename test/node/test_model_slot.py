@@ -3,6 +3,7 @@
 The hooks are plain recorders of what the slot hands its owner; no ROS.
 Background loads are waited for on events the hooks set, never on time.
 """
+
 from __future__ import annotations
 
 import threading
@@ -43,9 +44,15 @@ class Owner:
         self.loaded_event.set()
 
     def hooks(self) -> SlotHooks:
-        return SlotHooks(config=self.config, retry_s=lambda: self.retry_s, before_load=self.before_load,
-                         install=self.installed.append, loaded=self.loaded, failed=self.failures.append,
-                         info=self.lines.append)
+        return SlotHooks(
+            config=self.config,
+            retry_s=lambda: self.retry_s,
+            before_load=self.before_load,
+            install=self.installed.append,
+            loaded=self.loaded,
+            failed=self.failures.append,
+            info=self.lines.append,
+        )
 
 
 def test_an_invalid_configuration_fails_and_is_retried_when_due(tmp_path: Path) -> None:

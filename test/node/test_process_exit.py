@@ -1,4 +1,5 @@
 """exit_now: the node's way out after Ctrl-C skips joining busy threads, but not its output."""
+
 from __future__ import annotations
 
 import subprocess

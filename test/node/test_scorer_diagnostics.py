@@ -4,6 +4,7 @@
 camera's record and returns the ``DiagnosticStatus``. A busy machine can skip
 ticks while the primary camera stalls; an operator needs to read both.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -47,8 +48,16 @@ def slow_stats() -> ScoringStats:
 
 
 def build(stats: ScoringStats, camera: CameraStats, **kwargs: object) -> DiagnosticStatus:
-    return scoring_status("scorer_node", NOW, stats, rate_hz=RATE_HZ, primary=camera, episode_active=True,
-                          stall_warn_s=STALL_WARN_S, **kwargs)
+    return scoring_status(
+        "scorer_node",
+        NOW,
+        stats,
+        rate_hz=RATE_HZ,
+        primary=camera,
+        episode_active=True,
+        stall_warn_s=STALL_WARN_S,
+        **kwargs,
+    )
 
 
 def test_a_stall_and_skipped_ticks_are_both_named() -> None:
@@ -56,7 +65,8 @@ def test_a_stall_and_skipped_ticks_are_both_named() -> None:
     assert status.level == DiagnosticStatus.WARN
     assert status.message == (
         "primary camera /cam stalled: no new frames since stamp 12.500 s, 5.0 s ago; scores are not updating; "
-        "scoring slower than rate_hz: 47 ticks skipped")
+        "scoring slower than rate_hz: 47 ticks skipped"
+    )
     assert values(status)["primary_camera_stalled"] == "True"
     assert values(status)["scoring_slower_than_rate"] == "True"
 

@@ -3,6 +3,7 @@
 In-process nodes (no model is loaded: the model path does not exist, and the
 checks run before anything would use it).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,19 +23,20 @@ from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 
 def make(context: Context, tmp_path: Path, **params: Any) -> ScorerNode:
     overrides = {"model": str(tmp_path / "no-model"), "model_retry_s": 3600.0, **params}
-    return ScorerNode(
-        context=context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]
-    )
+    return ScorerNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"camera_topics": [""]}, "camera_topics is empty"),
-    ({"camera_topics": ["a/image_raw", "a/image_raw"]}, "camera_topics lists a topic twice"),
-    ({"camera_stall_warn_s": 3.0, "camera_stall_error_s": 2.0}, r"camera_stall_error_s \(2.0\) must be >="),
-    ({"device": "tpu"}, "device must be one of .* got 'tpu'"),
-    ({"dtype": "int8"}, "dtype must be one of .* got 'int8'"),
-    ({"backend": "vllm"}, "backend must be one of transformers, got 'vllm'"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"camera_topics": [""]}, "camera_topics is empty"),
+        ({"camera_topics": ["a/image_raw", "a/image_raw"]}, "camera_topics lists a topic twice"),
+        ({"camera_stall_warn_s": 3.0, "camera_stall_error_s": 2.0}, r"camera_stall_error_s \(2.0\) must be >="),
+        ({"device": "tpu"}, "device must be one of .* got 'tpu'"),
+        ({"dtype": "int8"}, "dtype must be one of .* got 'int8'"),
+        ({"backend": "vllm"}, "backend must be one of transformers, got 'vllm'"),
+    ],
+)
 def test_bad_values_are_named(context: Context, tmp_path: Path, params: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make(context, tmp_path, **params)

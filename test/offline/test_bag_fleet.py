@@ -4,6 +4,7 @@ Real bags written with rosbags, the real tiny Qwen3-VL, the real command
 parser. Each bag of a fleet run must carry exactly what a one-bag run of
 that bag gives; the combined table must number episodes on across bags.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,40 +42,49 @@ def run_cli(*argv: str) -> int:
 
 
 def common(model: Path) -> list[str]:
-    return ["--model", str(model), "--local-files-only", "--view-size", "64", "--no-plot",
-            "--torch-threads", "1", "--rate", "2", "-q"]
+    return [
+        "--model",
+        str(model),
+        "--local-files-only",
+        "--view-size",
+        "64",
+        "--no-plot",
+        "--torch-threads",
+        "1",
+        "--rate",
+        "2",
+        "-q",
+    ]
 
 
 def episode_files(out: Path) -> dict[str, int]:
-    return {str(p.relative_to(out)): p.stat().st_mtime_ns
-            for p in out.rglob("episode_*/*") if p.is_file()}
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("episode_*/*") if p.is_file()}
 
 
-def test_each_bag_scores_as_alone_and_the_combined_table_numbers_episodes_on(
-        bags, tiny_model_dir, tmp_path):
+def test_each_bag_scores_as_alone_and_the_combined_table_numbers_episodes_on(bags, tiny_model_dir, tmp_path):
     out = tmp_path / "fleet"
-    assert run_cli(str(bags / "bags"), "-o", str(out), "--episode-offset", "5",
-                   *common(tiny_model_dir)) == EXIT_OK
+    assert run_cli(str(bags / "bags"), "-o", str(out), "--episode-offset", "5", *common(tiny_model_dir)) == EXIT_OK
     top = sorted(p.name for p in out.iterdir())
     assert top == ["a", "b", "frames.csv", "frames.parquet", "runs.json"]
     # Bag a alone, the single-bag layout of today, gives the same files and values.
     alone = tmp_path / "alone"
-    assert run_cli(str(bags / "bags" / "a"), "-o", str(alone), "--episode-offset", "5",
-                   *common(tiny_model_dir)) == EXIT_OK
+    assert (
+        run_cli(str(bags / "bags" / "a"), "-o", str(alone), "--episode-offset", "5", *common(tiny_model_dir)) == EXIT_OK
+    )
     assert (alone / "manifest.json").is_file() and not (alone / "runs.json").exists()
-    assert (json.loads((out / "a" / "manifest.json").read_text())
-            == json.loads((alone / "manifest.json").read_text()))
+    assert json.loads((out / "a" / "manifest.json").read_text()) == json.loads((alone / "manifest.json").read_text())
     for index in (0, 1):
         ep = f"episode_{index:04d}"
         fleet_curve = json.loads((out / "a" / ep / "curve.json").read_text())
         alone_curve = json.loads((alone / ep / "curve.json").read_text())
         assert_close(fleet_curve, alone_curve, ep)
-    assert (pq.read_table(out / "a" / "frames.parquet")
-            .equals(pq.read_table(alone / "frames.parquet")))
+    assert pq.read_table(out / "a" / "frames.parquet").equals(pq.read_table(alone / "frames.parquet"))
 
     runs = json.loads((out / "runs.json").read_text())
-    assert [(b["name"], b["status"], b["episodes"], b["episode_offset"]) for b in runs["bags"]] \
-        == [("a", "done", 2, 5), ("b", "done", 1, 7)]
+    assert [(b["name"], b["status"], b["episodes"], b["episode_offset"]) for b in runs["bags"]] == [
+        ("a", "done", 2, 5),
+        ("b", "done", 1, 7),
+    ]
     assert runs["combined"] == {"bags": 2, "complete": True, "rows": 45, "episodes": 3}
     combined = pq.read_table(out / "frames.parquet").to_pydict()
     per_bag = {name: pq.read_table(out / name / "frames.parquet").to_pydict() for name in "ab"}
@@ -82,10 +92,8 @@ def test_each_bag_scores_as_alone_and_the_combined_table_numbers_episodes_on(
     for name, offset in (("a", 5), ("b", 7)):
         rows = [i for i, bag in enumerate(combined["bag"]) if bag == name]
         table = per_bag[name]
-        assert [combined["bag_episode_index"][i] for i in rows] == [
-            e - 5 for e in table["episode_index"]]
-        assert [combined["episode_index"][i] for i in rows] == [
-            offset + e - 5 for e in table["episode_index"]]
+        assert [combined["bag_episode_index"][i] for i in rows] == [e - 5 for e in table["episode_index"]]
+        assert [combined["episode_index"][i] for i in rows] == [offset + e - 5 for e in table["episode_index"]]
         assert np.allclose([combined["progress"][i] for i in rows], table["progress"])
         assert [combined["stamp_ns"][i] for i in rows] == table["stamp_ns"]
     keys = list(zip(combined["episode_index"], combined["frame_index"]))
@@ -93,19 +101,18 @@ def test_each_bag_scores_as_alone_and_the_combined_table_numbers_episodes_on(
 
     # A re-run redoes nothing and leaves every episode file untouched.
     before = episode_files(out)
-    assert run_cli(str(bags / "bags"), "-o", str(out), "--episode-offset", "5",
-                   *common(tiny_model_dir)) == EXIT_OK
+    assert run_cli(str(bags / "bags"), "-o", str(out), "--episode-offset", "5", *common(tiny_model_dir)) == EXIT_OK
     assert episode_files(out) == before
     again = json.loads((out / "runs.json").read_text())
     assert [b["this_run"] for b in again["bags"]] == [
         {"scored": 0, "skipped": 2, "empty": 0, "failed": 0},
-        {"scored": 0, "skipped": 1, "empty": 0, "failed": 0}]
+        {"scored": 0, "skipped": 1, "empty": 0, "failed": 0},
+    ]
 
 
 def test_an_unusable_bag_is_reported_and_the_others_are_scored(bags, tiny_model_dir, tmp_path):
     no_instruction = tmp_path / "c"
-    write_episodes_bag(no_instruction, "mcap", SCENES[:1], duration_s=1.0,
-                       instruction_topic=None)
+    write_episodes_bag(no_instruction, "mcap", SCENES[:1], duration_s=1.0, instruction_topic=None)
     listing = tmp_path / "list.txt"
     listing.write_text(f"# two bags\n{no_instruction}\n{bags / 'bags' / 'b'}\n")
     out = tmp_path / "out"
@@ -117,26 +124,37 @@ def test_an_unusable_bag_is_reported_and_the_others_are_scored(bags, tiny_model_
     assert second["status"] == "done" and second["episode_offset"] == 0
     assert runs["combined"]["complete"] and runs["combined"]["episodes"] == 1
     # Nothing usable at all: nothing starts.
-    assert run_cli(str(no_instruction), str(no_instruction), "--list", str(listing), "-o",
-                   str(tmp_path / "none"), "--instruction-topic", "/nope",
-                   *common(tiny_model_dir)) == EXIT_UNUSABLE
+    assert (
+        run_cli(
+            str(no_instruction),
+            str(no_instruction),
+            "--list",
+            str(listing),
+            "-o",
+            str(tmp_path / "none"),
+            "--instruction-topic",
+            "/nope",
+            *common(tiny_model_dir),
+        )
+        == EXIT_UNUSABLE
+    )
 
 
-def test_the_default_path_never_imports_ray_and_ray_missing_names_the_extra(
-        bags, tiny_model_dir, tmp_path):
+def test_the_default_path_never_imports_ray_and_ray_missing_names_the_extra(bags, tiny_model_dir, tmp_path):
     script = f"""
 import sys
 from topreward_ros.commands.cli import main
 common = {common(tiny_model_dir)!r}
-code = main(["bag", {str(bags / 'bags')!r}, "-o", {str(tmp_path / 'local')!r}, *common])
+code = main(["bag", {str(bags / "bags")!r}, "-o", {str(tmp_path / "local")!r}, *common])
 assert code == 0, code
 assert "ray" not in sys.modules, "the embedded path imported ray"
 sys.modules["ray"] = None  # as on a machine without the scale extra
-code = main(["bag", {str(bags / 'bags')!r}, "-o", {str(tmp_path / 'ray')!r}, "--ray", *common])
+code = main(["bag", {str(bags / "bags")!r}, "-o", {str(tmp_path / "ray")!r}, "--ray", *common])
 print("EXIT", code)
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env=dict(os.environ), timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ), timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "EXIT 2" in result.stdout
     assert "'scale' extra" in result.stderr and "requirements/scale.txt" in result.stderr
@@ -144,17 +162,15 @@ print("EXIT", code)
 
 def test_the_combined_table_waits_for_a_bag_stopped_early(bags, tiny_model_dir, tmp_path):
     out = tmp_path / "out"
-    assert run_cli(str(bags / "bags"), "-o", str(out), "--max-episodes", "1",
-                   *common(tiny_model_dir)) == EXIT_OK
+    assert run_cli(str(bags / "bags"), "-o", str(out), "--max-episodes", "1", *common(tiny_model_dir)) == EXIT_OK
     runs = json.loads((out / "runs.json").read_text())
     assert [(b["status"], b["episodes"], b["episode_offset"]) for b in runs["bags"]] == [
-        ("incomplete", None, None), ("done", 1, None)]
-    assert runs["combined"] == {"bags": 0, "complete": False, "rows": 0, "episodes": 0,
-                                "waiting_for": "a"}
+        ("incomplete", None, None),
+        ("done", 1, None),
+    ]
+    assert runs["combined"] == {"bags": 0, "complete": False, "rows": 0, "episodes": 0, "waiting_for": "a"}
     assert pq.read_table(out / "frames.parquet").num_rows == 0
     assert run_cli(str(bags / "bags"), "-o", str(out), *common(tiny_model_dir)) == EXIT_OK
     runs = json.loads((out / "runs.json").read_text())
-    assert [(b["status"], b["episodes"], b["episode_offset"]) for b in runs["bags"]] == [
-        ("done", 2, 0), ("done", 1, 2)]
-    assert sorted(set(pq.read_table(out / "frames.parquet").column("episode_index").to_pylist())) \
-        == [0, 1, 2]
+    assert [(b["status"], b["episodes"], b["episode_offset"]) for b in runs["bags"]] == [("done", 2, 0), ("done", 1, 2)]
+    assert sorted(set(pq.read_table(out / "frames.parquet").column("episode_index").to_pylist())) == [0, 1, 2]

@@ -8,6 +8,7 @@ the exported MCAP. Bad inputs (unknown encoding, missing instruction,
 truncated or empty bag) must fail with a clear message and lose no
 completed output; an interrupted run must resume without redoing episodes.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,19 +49,18 @@ def options(**kw) -> dict:
 
 
 def mtimes(out: Path) -> dict[str, int]:
-    return {str(p.relative_to(out)): p.stat().st_mtime_ns
-            for p in out.glob("episode_*/*") if p.is_file()}
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.glob("episode_*/*") if p.is_file()}
 
 
 # -- the normal case -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_every_episode_scored_with_outputs_matching_independent_references(
-        tmp_path, scorer, storage):
-    cams = (CameraSpec(CAMERA, "raw", "bgr8", rate_hz=10.0),
-            CameraSpec("/camera/wrist/compressed", "compressed", rate_hz=15.0,
-                       offset_ns=9_000_000))
+def test_every_episode_scored_with_outputs_matching_independent_references(tmp_path, scorer, storage):
+    cams = (
+        CameraSpec(CAMERA, "raw", "bgr8", rate_hz=10.0),
+        CameraSpec("/camera/wrist/compressed", "compressed", rate_hz=15.0, offset_ns=9_000_000),
+    )
     layout = write_episodes_bag(tmp_path / "bag", storage, SCENES, cams, duration_s=3.0)
     out = tmp_path / "out"
     opts = options(camera_topics=(CAMERA, "/camera/wrist/compressed"), episode_offset=10)
@@ -117,22 +117,23 @@ def test_every_episode_scored_with_outputs_matching_independent_references(
     views = []
     for stamp in record["sample_stamps_ns"]:
         nearest = int(wrist_stamps[np.argmin(np.abs(wrist_stamps - stamp))])
-        views.append(np.concatenate([frames[(CAMERA, stamp)],
-                                     frames[("/camera/wrist/compressed", nearest)]], axis=1))
+        views.append(np.concatenate([frames[(CAMERA, stamp)], frames[("/camera/wrist/compressed", nearest)]], axis=1))
     reference = scorer.score(views, record["sample_stamps_ns"], SCENES[2].instruction)
-    assert record["offline"]["log_prob_true"][-1] == pytest.approx(reference.log_prob_true,
-                                                                   abs=1e-4)
+    assert record["offline"]["log_prob_true"][-1] == pytest.approx(reference.log_prob_true, abs=1e-4)
 
 
 def test_reset_topic_and_fixed_instruction(tmp_path, scorer):
-    layout = write_episodes_bag(tmp_path / "bag", "mcap", SCENES[:2], duration_s=2.0,
-                                reset_topic="/reset", reset_instead_of_instruction=True)
-    report = score_bag(scorer, SETTINGS, options(reset_topic="/reset"),
-                       layout.path, tmp_path / "a", progress=False)
+    layout = write_episodes_bag(
+        tmp_path / "bag", "mcap", SCENES[:2], duration_s=2.0, reset_topic="/reset", reset_instead_of_instruction=True
+    )
+    report = score_bag(scorer, SETTINGS, options(reset_topic="/reset"), layout.path, tmp_path / "a", progress=False)
     assert [(e.status, e.instruction) for e in report.episodes] == [
-        ("scored", SCENES[0].instruction), ("scored", SCENES[0].instruction)]
-    fixed = score_bag(scorer, SETTINGS, options(instruction="tidy the table"),
-                      layout.path, tmp_path / "b", progress=False)
+        ("scored", SCENES[0].instruction),
+        ("scored", SCENES[0].instruction),
+    ]
+    fixed = score_bag(
+        scorer, SETTINGS, options(instruction="tidy the table"), layout.path, tmp_path / "b", progress=False
+    )
     assert [(e.status, e.instruction) for e in fixed.episodes] == [("scored", "tidy the table")]
     assert fixed.episodes[0].num_frames == 2 * 20
 
@@ -149,8 +150,9 @@ def test_episode_verdict_is_strict_at_a_threshold_equal_to_the_success_score(tmp
 
     def verdict(threshold: float, name: str) -> tuple[float, bool, set[bool]]:
         out = tmp_path / name
-        report = score_bag(scorer, replace(SETTINGS, success_threshold=threshold), opts,
-                           layout.path, out, progress=False)
+        report = score_bag(
+            scorer, replace(SETTINGS, success_threshold=threshold), opts, layout.path, out, progress=False
+        )
         assert report.ok, report.summary()
         record = json.loads((out / "episode_0000" / "curve.json").read_text())
         column = pq.read_table(out / "episode_0000" / "frames.parquet").column("episode_success").to_pylist()
@@ -163,8 +165,7 @@ def test_episode_verdict_is_strict_at_a_threshold_equal_to_the_success_score(tmp
 
 
 def test_unknown_encoding_fails_only_that_episode_with_the_reason(tmp_path, scorer):
-    layout = write_episodes_bag(tmp_path / "bag", "sqlite3", SCENES, duration_s=2.0,
-                                bad_encoding_episodes=(1,))
+    layout = write_episodes_bag(tmp_path / "bag", "sqlite3", SCENES, duration_s=2.0, bad_encoding_episodes=(1,))
     out = tmp_path / "out"
     report = score_bag(scorer, SETTINGS, options(), layout.path, out, progress=False)
     assert [e.status for e in report.episodes] == ["scored", "failed", "scored"]
@@ -178,14 +179,11 @@ def test_unknown_encoding_fails_only_that_episode_with_the_reason(tmp_path, scor
 
 
 def test_missing_instruction_and_empty_bag_are_refused_before_any_work(tmp_path, scorer):
-    layout = write_episodes_bag(tmp_path / "bag", "mcap", SCENES[:1], duration_s=1.0,
-                                instruction_topic=None)
+    layout = write_episodes_bag(tmp_path / "bag", "mcap", SCENES[:1], duration_s=1.0, instruction_topic=None)
     with pytest.raises(BagSetupError, match="missing instruction.*--instruction"):
         score_bag(scorer, SETTINGS, options(), layout.path, tmp_path / "out")
-    with pytest.raises(BagSetupError, match="camera topic /nope is not in the bag.*"
-                                            "/camera/image_raw"):
-        score_bag(scorer, SETTINGS, options(camera_topics=("/nope",), instruction="x"),
-                  layout.path, tmp_path / "out")
+    with pytest.raises(BagSetupError, match="camera topic /nope is not in the bag.*/camera/image_raw"):
+        score_bag(scorer, SETTINGS, options(camera_topics=("/nope",), instruction="x"), layout.path, tmp_path / "out")
     empty = tmp_path / "empty"
     from topreward_ros.bag.writer import BagWriter
 
@@ -210,11 +208,12 @@ def test_cli_exit_codes_and_messages(tmp_path, tiny_model_dir, capsys):
     common = ["--model", str(tiny_model_dir), "--local-files-only", "--view-size", "64", "-q"]
     assert run(str(tmp_path / "nothing"), "-o", str(tmp_path / "o"), *common) == EXIT_UNUSABLE
     assert "no such file" in capsys.readouterr().err
-    assert run(str(layout.path), "-o", str(tmp_path / "o"), "--instruction-topic", "/task",
-               *common) == EXIT_UNUSABLE
+    assert run(str(layout.path), "-o", str(tmp_path / "o"), "--instruction-topic", "/task", *common) == EXIT_UNUSABLE
     assert "missing instruction: the bag has no topic /task" in capsys.readouterr().err
-    assert run(str(layout.path), "-o", str(tmp_path / "o"), "--model", str(tmp_path),
-               "--view-size", "64", "-q") == EXIT_UNUSABLE
+    assert (
+        run(str(layout.path), "-o", str(tmp_path / "o"), "--model", str(tmp_path), "--view-size", "64", "-q")
+        == EXIT_UNUSABLE
+    )
     assert "cannot load the configuration of model" in capsys.readouterr().err
     assert run(str(layout.path), "-o", str(tmp_path / "o"), "--no-plot", *common) == EXIT_OK
     assert "1 scored" in capsys.readouterr().out
@@ -248,8 +247,7 @@ def test_truncated_bag_keeps_completed_episodes_and_rerun_redoes_none(tmp_path, 
 def test_stopped_run_resumes_without_redoing_and_refuses_other_settings(tmp_path, scorer):
     layout = write_episodes_bag(tmp_path / "bag", "mcap", SCENES, duration_s=2.0)
     out = tmp_path / "out"
-    first = score_bag(scorer, SETTINGS, options(max_episodes=1), layout.path, out,
-                      progress=False)
+    first = score_bag(scorer, SETTINGS, options(max_episodes=1), layout.path, out, progress=False)
     assert first.stopped_early and [e.status for e in first.episodes] == ["scored"]
     before = mtimes(out)
     rest = score_bag(scorer, SETTINGS, options(), layout.path, out, progress=False)
@@ -260,6 +258,5 @@ def test_stopped_run_resumes_without_redoing_and_refuses_other_settings(tmp_path
     other = EpisodeSettings(view_size=VIEW, success_threshold=-8.0, sample_fps=1.0)
     with pytest.raises(ManifestError, match="sample_fps: 2.0 -> 1.0"):
         score_bag(scorer, other, options(), layout.path, out, progress=False)
-    forced = score_bag(scorer, other, options(), layout.path, out, force=True,
-                       progress=False)
+    forced = score_bag(scorer, other, options(), layout.path, out, force=True, progress=False)
     assert [e.status for e in forced.episodes] == ["scored"] * 3

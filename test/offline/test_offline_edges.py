@@ -8,6 +8,7 @@ when the tick runs. ``OfflineRunner`` fires every tick due at or before a
 frame's log time before adding the frame, so a tick at T sees the frames
 logged strictly before T. The tiny model scores the ticks for real.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,16 @@ VIEW = 48
 
 @pytest.fixture(scope="module")
 def scorer(tiny_model_dir: Path):
-    return load_scorer(ScorerConfig(model=str(tiny_model_dir), device="cpu", dtype="float32",
-                                    local_files_only=True, view_size=VIEW, torch_threads=1))
+    return load_scorer(
+        ScorerConfig(
+            model=str(tiny_model_dir),
+            device="cpu",
+            dtype="float32",
+            local_files_only=True,
+            view_size=VIEW,
+            torch_threads=1,
+        )
+    )
 
 
 def frame(at_ns: int) -> SourceFrame:

@@ -8,6 +8,7 @@ manifest's entries and settings). The new threshold is chosen between the
 episodes' observed success scores, so verdicts change. A relabel broken off
 after its first episode goes on where it stopped when run again.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,28 @@ def bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def score(bag: Path, out: Path, model: Path, *extra: str) -> None:
-    argv = ["bag", str(bag), "-o", str(out), "--model", str(model), "--device", "cpu",
-            "--dtype", "float32", "--local-files-only", "--torch-threads", "1", "--view-size", "64",
-            "--rate", "2.0", "--no-plot", "-q", *extra]
+    argv = [
+        "bag",
+        str(bag),
+        "-o",
+        str(out),
+        "--model",
+        str(model),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--local-files-only",
+        "--torch-threads",
+        "1",
+        "--view-size",
+        "64",
+        "--rate",
+        "2.0",
+        "--no-plot",
+        "-q",
+        *extra,
+    ]
     assert topreward_main(argv) == 0
 
 
@@ -52,7 +72,7 @@ def threshold_between_episodes(scored: list[dict[str, Any]]) -> float:
     """A threshold two consecutive success scores of one episode exceed and no other episode's do."""
     best = []
     for curve in scored:
-        scores = [t["success_score"] for t in curve["live"]][curve["settings"]["success_window"] - 1:]
+        scores = [t["success_score"] for t in curve["live"]][curve["settings"]["success_window"] - 1 :]
         best.append(max(min(a, b) for a, b in zip(scores, scores[1:])))
     top, second = sorted(best)[-1], sorted(best)[-2]
     assert top > second, f"episodes' best success scores do not differ: {best}"
@@ -110,14 +130,21 @@ def test_bad_input_is_refused_and_changes_nothing(bag: Path, tmp_path: Path, cap
 
 
 def test_relabel_with_per_task_thresholds_equals_bag_with_the_same_file(
-        bag: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    bag: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     from topreward_ros.files.params_file import params_file_text
 
     calibration = tmp_path / "calibrated.yaml"
     # The first instruction passes at its own threshold; the others fall back to the global one.
-    calibration.write_text(params_file_text({
-        "success_threshold": -0.5, "task_instructions": [SCENES[0].instruction],
-        "task_success_thresholds": [-200.0]}))
+    calibration.write_text(
+        params_file_text(
+            {
+                "success_threshold": -0.5,
+                "task_instructions": [SCENES[0].instruction],
+                "task_success_thresholds": [-200.0],
+            }
+        )
+    )
     relabelled, fresh = tmp_path / "relabelled", tmp_path / "fresh"
     score(bag, relabelled, tiny_model_dir, "--success-threshold", "-8.0")
     assert topreward_main(["relabel", str(relabelled), "--params-file", str(calibration), "-q"]) == 0

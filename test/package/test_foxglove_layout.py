@@ -7,6 +7,7 @@ must be one the running node publishes (checked on a real node in this
 process) or one progress.mcap holds, and every plotted field must be a
 field of its message.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,13 +67,17 @@ def test_every_topic_is_published_by_the_node_or_in_progress_mcap(tmp_path: Path
     context = Context()
     rclpy.init(context=context)
     try:
-        node = ScorerNode(context=context, parameter_overrides=[
-            Parameter("model", value=str(tmp_path / "no-model")),
-            Parameter("model_retry_s", value=3600.0),
-        ])
+        node = ScorerNode(
+            context=context,
+            parameter_overrides=[
+                Parameter("model", value=str(tmp_path / "no-model")),
+                Parameter("model_retry_s", value=3600.0),
+            ],
+        )
         try:
-            published = {name for name, _ in node.get_publisher_names_and_types_by_node(
-                node.get_name(), node.get_namespace())}
+            published = {
+                name for name, _ in node.get_publisher_names_and_types_by_node(node.get_name(), node.get_namespace())
+            }
         finally:
             node.destroy_node()
     finally:
@@ -82,7 +87,10 @@ def test_every_topic_is_published_by_the_node_or_in_progress_mcap(tmp_path: Path
     assert not missing, f"the layout names topics nobody publishes: {missing} (node: {sorted(published)})"
     assert "/scorer_node/progress_image" in topics and "/diagnostics" in topics
     assert "/episode_result" in topics and "/episode_result" in published
-    messages = {progress_mcap.PROGRESS_TOPIC: TaskProgress, progress_mcap.SUCCESS_TOPIC: EpisodeSuccess,
-                progress_mcap.RESULT_TOPIC: EpisodeResult}
+    messages = {
+        progress_mcap.PROGRESS_TOPIC: TaskProgress,
+        progress_mcap.SUCCESS_TOPIC: EpisodeSuccess,
+        progress_mcap.RESULT_TOPIC: EpisodeResult,
+    }
     for topic, field in fields:
         assert field in messages[topic].get_fields_and_field_types(), f"{topic} has no field {field!r}"

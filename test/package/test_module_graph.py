@@ -18,6 +18,7 @@ A module may import its own layer or a lower one, never a higher one; no
 set of modules imports itself round; and no module imports another
 module's ``_private`` names.
 """
+
 from __future__ import annotations
 
 import ast
@@ -119,8 +120,10 @@ def test_no_module_imports_a_higher_layer():
     for module, path in known.items():
         for target, line, _ in imports(path, known):
             if layer(target) > layer(module):
-                upward.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {module} (layer "
-                              f"{layer(module)}) imports {target} (layer {layer(target)})")
+                upward.append(
+                    f"{path.relative_to(PACKAGE.parent)}:{line}: {module} (layer "
+                    f"{layer(module)}) imports {target} (layer {layer(target)})"
+                )
     assert not upward, "\n".join(upward)
 
 
@@ -185,5 +188,9 @@ def test_the_graph_holds_the_edges_the_rules_are_checked_on():
     edges = graph()
     assert "topreward_ros.offline.runner" in edges["topreward_ros.offline.engine"]
     assert "topreward_ros.sources.bag" in edges["topreward_ros.commands.bag"]
-    assert layer("topreward_ros.commands.bag") > layer("topreward_ros.sources.bag") > layer(
-        "topreward_ros.offline.engine") > layer("topreward_ros.bag.reader")
+    assert (
+        layer("topreward_ros.commands.bag")
+        > layer("topreward_ros.sources.bag")
+        > layer("topreward_ros.offline.engine")
+        > layer("topreward_ros.bag.reader")
+    )

@@ -1,4 +1,5 @@
 """Package hygiene: the manifest parses as a ROS package, the code passes ruff (lint, import order, format)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -31,8 +32,12 @@ LINTED = ["topreward_ros", "test", "bench", "launch", "tools"]
 
 
 def ruff(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ruff", *args, "--config", str(ROOT / "ruff.toml"), *LINTED],
-                          capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "ruff", *args, "--config", str(ROOT / "ruff.toml"), *LINTED],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
 
 
 def test_ruff_lint_and_import_order_clean():
@@ -52,10 +57,14 @@ def test_setup_py_requirements_carry_the_tested_versions():
     import ast
     import re
 
-    calls = [n for n in ast.walk(ast.parse((ROOT / "setup.py").read_text()))
-             if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup"]
-    keywords = {k.arg: ast.literal_eval(k.value) for k in calls[0].keywords
-                if k.arg in ("install_requires", "extras_require")}
+    calls = [
+        n
+        for n in ast.walk(ast.parse((ROOT / "setup.py").read_text()))
+        if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup"
+    ]
+    keywords = {
+        k.arg: ast.literal_eval(k.value) for k in calls[0].keywords if k.arg in ("install_requires", "extras_require")
+    }
     declared = [*keywords["install_requires"], *(r for reqs in keywords["extras_require"].values() for r in reqs)]
 
     def norm(name: str) -> str:
@@ -71,4 +80,5 @@ def test_setup_py_requirements_carry_the_tested_versions():
         match = re.fullmatch(r"([A-Za-z0-9_.\-]+)(~=|==)([^\s;,]+)", requirement)
         assert match, f"setup.py: {requirement!r} names no tested version (use ~= or == the pinned one)"
         assert pins.get(norm(match[1])) == match[3], (
-            f"setup.py: {requirement!r}, but requirements/*.txt pin {match[1]}=={pins.get(norm(match[1]))}")
+            f"setup.py: {requirement!r}, but requirements/*.txt pin {match[1]}=={pins.get(norm(match[1]))}"
+        )

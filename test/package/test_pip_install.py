@@ -18,6 +18,7 @@ constraint files, like the main virtualenv's) in ~/.cache/topreward_ros/venv-pip
 (TOPREWARD_PIP_VENV names another); the package itself is reinstalled from
 the working tree on every run.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -43,8 +44,17 @@ CONSTRAINTS = (ROOT / "requirements" / "ml.txt", ROOT / "requirements" / "bag.tx
 #: What a pip install of the package is built from.
 PACKAGE_FILES = ("setup.py", "setup.cfg", "package.xml", "resource", "msg", "topreward_ros")
 #: Variables that would let the clean virtualenv see ROS or the main virtualenv.
-LEAKING = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "AMENT_PREFIX_PATH",
-           "CMAKE_PREFIX_PATH", "COLCON_PREFIX_PATH", "TOPREWARD_INSTALL", "TOPREWARD_VENV")
+LEAKING = (
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH",
+    "AMENT_PREFIX_PATH",
+    "CMAKE_PREFIX_PATH",
+    "COLCON_PREFIX_PATH",
+    "TOPREWARD_INSTALL",
+    "TOPREWARD_VENV",
+)
 FRONT = "observation.images.front"
 
 
@@ -54,8 +64,11 @@ def venv_path() -> Path:
 
 
 def clean_env(venv: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in LEAKING and not k.startswith(("ROS_", "RMW_", "COLCON_", "AMENT_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in LEAKING and not k.startswith(("ROS_", "RMW_", "COLCON_", "AMENT_"))
+    }
     env["PATH"] = os.pathsep.join([str(venv / "bin"), "/usr/local/bin", "/usr/bin", "/bin"])
     env["HF_HUB_OFFLINE"] = "1"
     env["PYTHONNOUSERSITE"] = "1"
@@ -84,8 +97,7 @@ def declared_requirements() -> str:
     tree = ast.parse((ROOT / "setup.py").read_text())
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup"]
     assert len(calls) == 1, "setup.py must call setup() once"
-    return "\n".join(ast.unparse(k.value) for k in calls[0].keywords
-                     if k.arg in ("install_requires", "extras_require"))
+    return "\n".join(ast.unparse(k.value) for k in calls[0].keywords if k.arg in ("install_requires", "extras_require"))
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +128,21 @@ def pip_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
             print(f"pip install '.[{EXTRAS}]' into a new virtualenv: {time.monotonic() - started:.0f} s")
             stamp.touch()
         # The package itself, from this working tree, every run.
-        reinstalled = run([str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
-                           "-q", "--no-deps", "--force-reinstall", "."], env, source)
+        reinstalled = run(
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                "--no-deps",
+                "--force-reinstall",
+                ".",
+            ],
+            env,
+            source,
+        )
         assert reinstalled.returncode == 0, reinstalled.stderr[-5000:]
     return venv
 
@@ -147,16 +172,31 @@ print(json.dumps({"code": code, "after_parsing": parsed,
 """
 
 
-def test_topreward_lerobot_scores_a_dataset_without_ros(
-        pip_venv: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_topreward_lerobot_scores_a_dataset_without_ros(pip_venv: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    dataset = write_lerobot_dataset(tmp_path / "ds", cameras=(DatasetCamera(FRONT, 96, 72),), fps=10,
-                                    duration_s=2.0)
+    dataset = write_lerobot_dataset(tmp_path / "ds", cameras=(DatasetCamera(FRONT, 96, 72),), fps=10, duration_s=2.0)
     out = tmp_path / "out"
-    argv = ["lerobot", str(dataset.root), "-o", str(out), "--model", str(tiny_model_dir), "--local-files-only",
-            "--device", "cpu", "--dtype", "float32", "--torch-threads", "1", "--view-size", "64",
-            "--num-prefixes", "4", "-q"]
+    argv = [
+        "lerobot",
+        str(dataset.root),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--local-files-only",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--torch-threads",
+        "1",
+        "--view-size",
+        "64",
+        "--num-prefixes",
+        "4",
+        "-q",
+    ]
     result = run([str(pip_venv / "bin" / "python"), "-c", SCORE, *argv], clean_env(pip_venv), tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

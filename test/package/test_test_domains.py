@@ -1,4 +1,5 @@
 """The DDS domain each test module claims: two holders never get the same id."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,12 @@ from conftest import claim_domain
 
 def test_module_domain_is_exported_for_child_processes(ros_domain: int) -> None:
     assert os.environ["ROS_DOMAIN_ID"] == str(ros_domain)
-    out = subprocess.run([sys.executable, "-c", "import os; print(os.environ['ROS_DOMAIN_ID'])"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.environ['ROS_DOMAIN_ID'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.strip() == str(ros_domain)
 
 
@@ -22,10 +27,11 @@ def test_a_held_domain_is_skipped_by_this_and_other_processes(ros_domain: int) -
         assert domain != ros_domain
         # Another process (another test run) starting from the same id skips both.
         test_root = str(Path(__file__).resolve().parents[1])
-        code = (f"import sys; sys.path.insert(0, {test_root!r}); from conftest import claim_domain; "
-                f"print(claim_domain({ros_domain})[0])")
-        other = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                   check=True).stdout)
+        code = (
+            f"import sys; sys.path.insert(0, {test_root!r}); from conftest import claim_domain; "
+            f"print(claim_domain({ros_domain})[0])"
+        )
+        other = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
         assert other not in (ros_domain, domain)
     finally:
         lock.close()
@@ -43,12 +49,23 @@ def test_child_processes_keep_their_dds_discovery_on_this_machine() -> None:
     """
     root = Path(__file__).resolve().parents[2]
     shell = subprocess.run(
-        ["bash", "-c", 'unset ROS_AUTOMATIC_DISCOVERY_RANGE; source tools/env.sh; '
-                       'echo "${ROS_AUTOMATIC_DISCOVERY_RANGE-unset}"'],
-        cwd=root, capture_output=True, text=True, check=True).stdout
+        [
+            "bash",
+            "-c",
+            'unset ROS_AUTOMATIC_DISCOVERY_RANGE; source tools/env.sh; echo "${ROS_AUTOMATIC_DISCOVERY_RANGE-unset}"',
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert shell.strip() == "unset", "tools/env.sh must not hide other machines' cameras from a user's shell"
     given = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
     assert given, "conftest.py must set ROS_AUTOMATIC_DISCOVERY_RANGE for the suite's processes"
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'])"],
-                           capture_output=True, text=True, check=True).stdout
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert child.strip() == given

@@ -5,6 +5,7 @@ matplotlib warns for every glyph its fonts lack, so a rendered title
 without such warnings, with each CJK character taken from the packaged
 Noto Sans CJK file, is the check.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -28,17 +29,21 @@ MIXED = f"episode 3: {JAPANESE} / 把杯子放进抽屉 / 컵을 서랍에 넣�
 
 def curve() -> ProgressCurve:
     return ProgressCurve(
-        prefix_lengths=(1, 2, 3), stamps_ns=(0, 500_000_000, 1_000_000_000),
-        log_prob_true=(-12.0, -10.0, -9.0), log_prob_false=(-1.0, -1.2, -1.5),
-        normalized=(0.0, 2 / 3, 1.0), success_score=-10.33, model_id="tiny")
+        prefix_lengths=(1, 2, 3),
+        stamps_ns=(0, 500_000_000, 1_000_000_000),
+        log_prob_true=(-12.0, -10.0, -9.0),
+        log_prob_false=(-1.0, -1.2, -1.5),
+        normalized=(0.0, 2 / 3, 1.0),
+        success_score=-10.33,
+        model_id="tiny",
+    )
 
 
 def missing_glyph_warnings(path: Path, title: str) -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         thumbs = [np.full((48, 64, 3), v, dtype=np.uint8) for v in (40, 120, 200)]
-        plot_curve(path, curve(), thumbnails=thumbs,
-                   thumbnail_stamps_ns=[0, 500_000_000, 1_000_000_000], title=title)
+        plot_curve(path, curve(), thumbnails=thumbs, thumbnail_stamps_ns=[0, 500_000_000, 1_000_000_000], title=title)
     return [str(w.message) for w in caught if "missing from font" in str(w.message)]
 
 

@@ -6,6 +6,7 @@ node) and written by the bag writer (read back from the MCAP); both must be
 built by that mapping (its calls are recorded) and give exactly the fields
 written out by hand below.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -97,8 +98,7 @@ def plain(value: Any) -> Any:
     if hasattr(value, "get_fields_and_field_types"):  # rclpy
         return {name: plain(getattr(value, name)) for name in value.get_fields_and_field_types()}
     if dataclasses.is_dataclass(value):  # rosbags
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if not f.name.startswith("__")}
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value) if not f.name.startswith("__")}
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -108,15 +108,22 @@ def plain(value: Any) -> Any:
 
 def published_by_node(context: Context, tmp_path: Path) -> tuple[Any, Any]:
     """Publish RESULT from a real ScorerNode; return what a subscriber received."""
-    node = ScorerNode(context=context, parameter_overrides=[
-        Parameter("model", value=str(tmp_path / "no-model")),
-        Parameter("model_retry_s", value=3600.0),
-        Parameter("success_consecutive", value=CONSECUTIVE),
-    ])
+    node = ScorerNode(
+        context=context,
+        parameter_overrides=[
+            Parameter("model", value=str(tmp_path / "no-model")),
+            Parameter("model_retry_s", value=3600.0),
+            Parameter("success_consecutive", value=CONSECUTIVE),
+        ],
+    )
     listener = rclpy.create_node("progress_listener", context=context)
     got: dict[str, Any] = {}
-    latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    latched = QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
 
     def keep(key: str) -> Any:
         return lambda msg: got.setdefault(key, msg) if msg.episode_id == RESULT.episode_id else None
@@ -128,8 +135,7 @@ def published_by_node(context: Context, tmp_path: Path) -> tuple[Any, Any]:
     executor.add_node(listener)
     try:
         deadline = time.monotonic() + 60.0
-        while listener.count_publishers(PROGRESS_TOPIC) == 0 or node.count_subscribers(
-                "task_progress") == 0:
+        while listener.count_publishers(PROGRESS_TOPIC) == 0 or node.count_subscribers("task_progress") == 0:
             assert time.monotonic() < deadline, "the listener never matched the node's publisher"
             executor.spin_once(timeout_sec=0.1)
         node._publish(RESULT)
@@ -153,15 +159,23 @@ def written_to_bag(tmp_path: Path) -> tuple[Any, Any]:
 
 
 def test_node_and_bag_give_the_same_fields_for_one_tick(
-        context: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    context: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Both adapters must build their messages with the shared mapping: record its calls.
     calls: list[tuple[str, str, TickResult]] = []
     for module in (episodes, progress_mcap):
         for name in ("task_progress", "episode_success"):
-            def spy(result: TickResult, *args: Any, _inner: Any = getattr(progress_messages, name),
-                    _where: str = module.__name__, _name: str = name) -> Any:
+
+            def spy(
+                result: TickResult,
+                *args: Any,
+                _inner: Any = getattr(progress_messages, name),
+                _where: str = module.__name__,
+                _name: str = name,
+            ) -> Any:
                 calls.append((_where, _name, result))
                 return _inner(result, *args)
+
             monkeypatch.setattr(module, name, spy)
     node_progress, node_success = published_by_node(context, tmp_path)
     bag_progress, bag_success = written_to_bag(tmp_path)
@@ -193,18 +207,44 @@ def test_episode_result_mapping_fills_every_field_in_both_bindings(tmp_path: Pat
     from topreward_ros.rendering.messages import MessageKit, episode_result, episode_result_fields
 
     summary = EpisodeSummary(
-        episode_id="0008-result", instruction="stack the cups", end_reason=END_STAMP_CUT,
-        end_detail="camera stamp jumped back by 2.000 s", first_stamp_ns=10_000_000_000,
-        last_stamp_ns=12_750_000_001, log_prob_true=-3.5, progress=0.25, success_score=-4.0,
-        success=False, threshold=-2.5, frames=40, samples=6, ticks=5, final_frames_scored=True,
-        scored_at_end=True, not_scored_reason="", model_id="tiny/qwen3-vl")
+        episode_id="0008-result",
+        instruction="stack the cups",
+        end_reason=END_STAMP_CUT,
+        end_detail="camera stamp jumped back by 2.000 s",
+        first_stamp_ns=10_000_000_000,
+        last_stamp_ns=12_750_000_001,
+        log_prob_true=-3.5,
+        progress=0.25,
+        success_score=-4.0,
+        success=False,
+        threshold=-2.5,
+        frames=40,
+        samples=6,
+        ticks=5,
+        final_frames_scored=True,
+        scored_at_end=True,
+        not_scored_reason="",
+        model_id="tiny/qwen3-vl",
+    )
     expected = {
         "header": {"stamp": stamp(12, 750_000_001), "frame_id": ""},
-        "episode_id": "0008-result", "instruction": "stack the cups", "end_reason": "stamp_cut",
-        "end_detail": "camera stamp jumped back by 2.000 s", "first_frame_stamp": stamp(10, 0),
-        "last_frame_stamp": stamp(12, 750_000_001), "log_prob_true": -3.5, "progress": 0.25,
-        "success_score": -4.0, "success": False, "threshold": -2.5, "frames": 40, "samples": 6,
-        "ticks": 5, "final_frames_scored": True, "scored_at_end": True, "not_scored_reason": "",
+        "episode_id": "0008-result",
+        "instruction": "stack the cups",
+        "end_reason": "stamp_cut",
+        "end_detail": "camera stamp jumped back by 2.000 s",
+        "first_frame_stamp": stamp(10, 0),
+        "last_frame_stamp": stamp(12, 750_000_001),
+        "log_prob_true": -3.5,
+        "progress": 0.25,
+        "success_score": -4.0,
+        "success": False,
+        "threshold": -2.5,
+        "frames": 40,
+        "samples": 6,
+        "ticks": 5,
+        "final_frames_scored": True,
+        "scored_at_end": True,
+        "not_scored_reason": "",
         "model_id": "tiny/qwen3-vl",
     }
     fields = episode_result_fields(summary, message_kit())
@@ -215,10 +255,16 @@ def test_episode_result_mapping_fills_every_field_in_both_bindings(tmp_path: Pat
 
     node_kit = MessageKit(TaskProgress, EpisodeSuccess, RosHeader, RosTime, EpisodeResult)
     assert plain(episode_result(summary, node_kit)) == expected
-    path = write_progress_mcap(tmp_path / "progress.mcap", [TimedTick(13_000_000_000, RESULT)], CONSECUTIVE,
-                               summary=summary, end_log_ns=14_000_000_000)
+    path = write_progress_mcap(
+        tmp_path / "progress.mcap",
+        [TimedTick(13_000_000_000, RESULT)],
+        CONSECUTIVE,
+        summary=summary,
+        end_log_ns=14_000_000_000,
+    )
     with Reader(path) as reader:
         written = [(m.log_time_ns, reader.deserialize(m)) for m in reader.messages([RESULT_TOPIC])]
     # rosbags' class also lists the message's constants (END_*) among its fields.
     assert [(t, {k: v for k, v in plain(m).items() if not k.isupper()}) for t, m in written] == [
-        (14_000_000_000, expected)]
+        (14_000_000_000, expected)
+    ]

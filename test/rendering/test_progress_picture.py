@@ -1,4 +1,5 @@
 """The progress picture: view, curve and banner where they belong, following the values."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,7 @@ def share(region: np.ndarray, colour: tuple[int, int, int]) -> float:
 
 def curve_rows(picture: np.ndarray, height: int, column: int) -> list[int]:
     """Rows of the plot (0 = its top) where the curve colour is in ``column``."""
-    plot = picture[BANNER_HEIGHT + height:, column]
+    plot = picture[BANNER_HEIGHT + height :, column]
     return [int(r) for r in np.nonzero(np.all(plot == CURVE, axis=-1))[0]]
 
 
@@ -35,7 +36,7 @@ def test_layout_and_view_as_the_model_saw_it() -> None:
     v = view()
     picture = render(v, [0.0, 0.5], success=False)
     assert picture.shape == (BANNER_HEIGHT + 160 + PLOT_HEIGHT, 320, 3) and picture.dtype == np.uint8
-    assert np.array_equal(picture[BANNER_HEIGHT:BANNER_HEIGHT + 160], v)
+    assert np.array_equal(picture[BANNER_HEIGHT : BANNER_HEIGHT + 160], v)
     # The threshold (progress 1) is a dashed red line across the plot.
     row = picture[BANNER_HEIGHT + 160 + plot_rows(1.0)]
     assert share(row[::2], THRESHOLD_LINE) > 0.9
@@ -43,7 +44,7 @@ def test_layout_and_view_as_the_model_saw_it() -> None:
     small = render(view(64, 64), [0.2], success=False)
     assert small.shape[1] == MIN_WIDTH
     left = (MIN_WIDTH - 64) // 2
-    assert np.array_equal(small[BANNER_HEIGHT:BANNER_HEIGHT + 64, left:left + 64], view(64, 64))
+    assert np.array_equal(small[BANNER_HEIGHT : BANNER_HEIGHT + 64, left : left + 64], view(64, 64))
 
 
 def test_banner_shows_success_only_once_latched() -> None:
@@ -73,4 +74,4 @@ def test_curve_follows_progress() -> None:
 def test_no_view_yet_gives_a_grey_placeholder() -> None:
     picture = render(None, [], success=False, view_height=64)
     assert picture.shape[0] == BANNER_HEIGHT + 64 + PLOT_HEIGHT
-    assert share(picture[BANNER_HEIGHT:BANNER_HEIGHT + 64, (MIN_WIDTH - 64) // 2], (127, 127, 127)) == 1.0
+    assert share(picture[BANNER_HEIGHT : BANNER_HEIGHT + 64, (MIN_WIDTH - 64) // 2], (127, 127, 127)) == 1.0

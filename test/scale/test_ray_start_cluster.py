@@ -13,6 +13,7 @@ token authentication on) in one shell, then ``topreward bag bags/k1 -o out
 ``ray start --block`` runs as a child of the test and takes the processes it
 started with it when stopped; nothing else on the machine is touched.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,10 +63,24 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("ray_head") / "ray_start.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
-             "--object-store-memory=134217728"],
-            stdout=out, stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True)
+            [
+                str(RAY),
+                "start",
+                "--head",
+                "--block",
+                "--node-ip-address=127.0.0.1",
+                f"--port={port}",
+                "--num-cpus=2",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+                f"--temp-dir={temp}",
+                "--object-store-memory=134217728",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+            start_new_session=True,
+        )
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -89,18 +104,45 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def user_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The user's directory: bags/k1 (two episodes) relative to it."""
     root = tmp_path_factory.mktemp("user")
-    write_episodes_bag(root / "bags" / "k1", "mcap", DEMO_SCENES[:2], cameras=(CameraSpec("/camera/image_raw"),),
-                       duration_s=2.0)
+    write_episodes_bag(
+        root / "bags" / "k1", "mcap", DEMO_SCENES[:2], cameras=(CameraSpec("/camera/image_raw"),), duration_s=2.0
+    )
     return root
 
 
-def topreward_bag(user_dir: Path, out: str, model: Path, *extra: str, env: dict[str, str]
-                  ) -> subprocess.CompletedProcess[str]:
+def topreward_bag(
+    user_dir: Path, out: str, model: Path, *extra: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "topreward_ros", "bag", "bags/k1", "-o", out, "--model", str(model),
-         "--device", "cpu", "--dtype", "float32", "--local-files-only", "--view-size", "64",
-         "--num-prefixes", "4", "--no-plot", "-q", *extra],
-        cwd=user_dir, env=env, capture_output=True, text=True, timeout=400)
+        [
+            sys.executable,
+            "-m",
+            "topreward_ros",
+            "bag",
+            "bags/k1",
+            "-o",
+            out,
+            "--model",
+            str(model),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--local-files-only",
+            "--view-size",
+            "64",
+            "--num-prefixes",
+            "4",
+            "--no-plot",
+            "-q",
+            *extra,
+        ],
+        cwd=user_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
 
 
 def test_a_refused_token_says_what_to_set(head: str, user_dir: Path, tiny_model_dir: Path) -> None:
@@ -110,11 +152,13 @@ def test_a_refused_token_says_what_to_set(head: str, user_dir: Path, tiny_model_
 
 
 def test_relative_paths_on_a_cluster_it_did_not_start_give_the_local_outputs(
-        head: str, user_dir: Path, tiny_model_dir: Path) -> None:
+    head: str, user_dir: Path, tiny_model_dir: Path
+) -> None:
     local = topreward_bag(user_dir, "out_local", tiny_model_dir, env=clean_env())
     assert local.returncode == 0, local.stdout + local.stderr
-    on_ray = topreward_bag(user_dir, "out_ray", tiny_model_dir, "--ray", head, "--replicas", "1",
-                           env=clean_env(RAY_AUTH_MODE="token"))
+    on_ray = topreward_bag(
+        user_dir, "out_ray", tiny_model_dir, "--ray", head, "--replicas", "1", env=clean_env(RAY_AUTH_MODE="token")
+    )
     assert on_ray.returncode == 0, on_ray.stdout + on_ray.stderr
     a, b = user_dir / "out_local", user_dir / "out_ray"
     assert_same_outputs(a, b, skip=("manifest.json",))

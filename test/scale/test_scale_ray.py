@@ -9,6 +9,7 @@ wrote the bag's first episode) must lose only unfinished episodes: the
 episodes written before the kill are never redone, and a re-run (or the
 retry within the run) completes the outputs to exactly the reference.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,9 +41,25 @@ def bags(tmp_path_factory) -> Path:
 def fleet(inputs: list[str], out: Path, model: Path, *extra: str, on_replica_episode=None) -> int:
     parser = argparse.ArgumentParser(prog="topreward")
     register(parser.add_subparsers())
-    args = parser.parse_args(["bag", *inputs, "-o", str(out), "--model", str(model),
-                              "--local-files-only", "--view-size", "64", "--torch-threads", "1",
-                              "--rate", "2", "-q", *extra])
+    args = parser.parse_args(
+        [
+            "bag",
+            *inputs,
+            "-o",
+            str(out),
+            "--model",
+            str(model),
+            "--local-files-only",
+            "--view-size",
+            "64",
+            "--torch-threads",
+            "1",
+            "--rate",
+            "2",
+            "-q",
+            *extra,
+        ]
+    )
     args.on_replica_episode = on_replica_episode
     return run_bag(args)
 
@@ -55,19 +72,24 @@ def reference(bags, tiny_model_dir, tmp_path_factory) -> Path:
     return out
 
 
-def test_ray_gives_the_local_tables_curves_and_manifests(bags, tiny_model_dir, reference,
-                                                         tmp_path):
+def test_ray_gives_the_local_tables_curves_and_manifests(bags, tiny_model_dir, reference, tmp_path):
     out = tmp_path / "ray"
     assert fleet([str(bags)], out, tiny_model_dir, "--ray", "--replicas", "2") == EXIT_OK
     compared = assert_same_outputs(reference, out)
     # Values were compared, not only names: every kind of output is in the list.
-    for rel in ("runs.json", "frames.parquet", "a/manifest.json", "b/manifest.json",
-                "a/episode_0001/curve.json", "a/episode_0001/frames.parquet",
-                "b/episode_0000/plot.png", "b/episode_0000/progress.mcap"):
+    for rel in (
+        "runs.json",
+        "frames.parquet",
+        "a/manifest.json",
+        "b/manifest.json",
+        "a/episode_0001/curve.json",
+        "a/episode_0001/frames.parquet",
+        "b/episode_0000/plot.png",
+        "b/episode_0000/progress.mcap",
+    ):
         assert rel in compared
     runs = json.loads((out / "runs.json").read_text())
-    assert [(b["name"], b["episodes"], b["episode_offset"]) for b in runs["bags"]] == [
-        ("a", 2, 0), ("b", 1, 2)]
+    assert [(b["name"], b["episodes"], b["episode_offset"]) for b in runs["bags"]] == [("a", 2, 0), ("b", 1, 2)]
 
 
 def test_single_bag_with_ray_keeps_the_single_layout(bags, tiny_model_dir, reference, tmp_path):
@@ -77,8 +99,7 @@ def test_single_bag_with_ray_keeps_the_single_layout(bags, tiny_model_dir, refer
     assert_same_outputs(reference / "b", out)
 
 
-def test_killed_replica_loses_only_unfinished_episodes_and_a_rerun_completes(
-        bags, tiny_model_dir, reference, tmp_path):
+def test_killed_replica_loses_only_unfinished_episodes_and_a_rerun_completes(bags, tiny_model_dir, reference, tmp_path):
     out = tmp_path / "killed"
     kills = []
 
@@ -87,8 +108,17 @@ def test_killed_replica_loses_only_unfinished_episodes_and_a_rerun_completes(
             kills.append((job.name, spec.index))
             ray.kill(actor)
 
-    code = fleet([str(bags)], out, tiny_model_dir, "--ray", "--replicas", "1", "--retries", "0",
-                 on_replica_episode=kill_after_first_episode)
+    code = fleet(
+        [str(bags)],
+        out,
+        tiny_model_dir,
+        "--ray",
+        "--replicas",
+        "1",
+        "--retries",
+        "0",
+        on_replica_episode=kill_after_first_episode,
+    )
     assert code == EXIT_PARTIAL
     assert kills == [("a", 0)]
     runs = json.loads((out / "runs.json").read_text())
@@ -107,11 +137,11 @@ def test_killed_replica_loses_only_unfinished_episodes_and_a_rerun_completes(
     runs = json.loads((out / "runs.json").read_text())
     assert [b["this_run"] for b in runs["bags"]] == [
         {"scored": 1, "skipped": 1, "empty": 0, "failed": 0},
-        {"scored": 1, "skipped": 0, "empty": 0, "failed": 0}]
+        {"scored": 1, "skipped": 0, "empty": 0, "failed": 0},
+    ]
 
 
-def test_a_replica_killed_mid_run_is_replaced_within_the_run(bags, tiny_model_dir, reference,
-                                                             tmp_path):
+def test_a_replica_killed_mid_run_is_replaced_within_the_run(bags, tiny_model_dir, reference, tmp_path):
     out = tmp_path / "retried"
     kills = []
     first_files = {}
@@ -122,16 +152,27 @@ def test_a_replica_killed_mid_run_is_replaced_within_the_run(bags, tiny_model_di
             first_files.update(episode_mtimes(out))
             ray.kill(actor, no_restart=False)  # Ray restarts it (the model loads again)
 
-    assert fleet([str(bags)], out, tiny_model_dir, "--ray", "--replicas", "1", "--retries", "1",
-                 on_replica_episode=kill_after_first_episode) == EXIT_OK
+    assert (
+        fleet(
+            [str(bags)],
+            out,
+            tiny_model_dir,
+            "--ray",
+            "--replicas",
+            "1",
+            "--retries",
+            "1",
+            on_replica_episode=kill_after_first_episode,
+        )
+        == EXIT_OK
+    )
     assert kills == [("a", 0)]
     after = episode_mtimes(out)
     assert first_files and {k: after[k] for k in first_files} == first_files
     assert_same_outputs(reference, out, skip=("runs.json",))
 
 
-def test_killed_driver_loses_only_unfinished_episodes_and_a_rerun_completes(
-        bags, tiny_model_dir, reference, tmp_path):
+def test_killed_driver_loses_only_unfinished_episodes_and_a_rerun_completes(bags, tiny_model_dir, reference, tmp_path):
     """The driver process is SIGKILLed right after it wrote the first episode."""
     out = tmp_path / "driver_killed"
     address = ray.get_runtime_context().gcs_address
@@ -140,7 +181,7 @@ import argparse, os, signal
 from topreward_ros.commands.bag import register, run_bag
 parser = argparse.ArgumentParser(prog="topreward")
 register(parser.add_subparsers())
-args = parser.parse_args(["bag", {str(bags / 'a')!r}, "-o", {str(out)!r}, "--model", {str(tiny_model_dir)!r},
+args = parser.parse_args(["bag", {str(bags / "a")!r}, "-o", {str(out)!r}, "--model", {str(tiny_model_dir)!r},
                           "--local-files-only", "--view-size", "64", "--torch-threads", "1",
                           "--rate", "2", "-q", "--ray", {address!r}, "--replicas", "1"])
 def die(job, spec, actor):
@@ -148,8 +189,9 @@ def die(job, spec, actor):
 args.on_replica_episode = die
 run_bag(args)
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env=dict(os.environ), timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ), timeout=600
+    )
     assert result.returncode == -9, result.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(manifest["episodes"]) == ["0"]

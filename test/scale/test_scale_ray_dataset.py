@@ -9,6 +9,7 @@ first episode leaves that episode on disk and a re-run completes the rest.
 records, tables and calibrated.yaml. The cluster is real (``ray.init``:
 raylet, workers, actors loading the model from disk); nothing is mocked.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,9 @@ def dataset(tmp_path_factory) -> Path:
     from topreward_ros.demo.synthetic_lerobot import DatasetCamera, write_lerobot_dataset
 
     root = tmp_path_factory.mktemp("ray_dataset") / "ds"
-    write_lerobot_dataset(root, SCENES, (DatasetCamera("observation.images.front", 64, 48),),
-                          fps=10, duration_s=1.5, episodes_per_file=2)
+    write_lerobot_dataset(
+        root, SCENES, (DatasetCamera("observation.images.front", 64, 48),), fps=10, duration_s=1.5, episodes_per_file=2
+    )
     return root
 
 
@@ -42,9 +44,25 @@ def lerobot(dataset: Path, out: Path, model: Path, *extra: str, on_replica_episo
 
     parser = argparse.ArgumentParser(prog="topreward")
     register_lerobot(parser.add_subparsers())
-    args = parser.parse_args(["lerobot", str(dataset), "-o", str(out), "--model", str(model),
-                              "--local-files-only", "--view-size", "64", "--torch-threads", "1",
-                              "--rate", "2", "-q", *extra])
+    args = parser.parse_args(
+        [
+            "lerobot",
+            str(dataset),
+            "-o",
+            str(out),
+            "--model",
+            str(model),
+            "--local-files-only",
+            "--view-size",
+            "64",
+            "--torch-threads",
+            "1",
+            "--rate",
+            "2",
+            "-q",
+            *extra,
+        ]
+    )
     args.on_replica_episode = on_replica_episode
     return run_lerobot(args)
 
@@ -58,25 +76,30 @@ def local(dataset, tiny_model_dir, tmp_path_factory) -> Path:
 
 
 def test_lerobot_on_ray_spreads_one_dataset_over_replicas_and_gives_the_local_outputs(
-        dataset, local, tiny_model_dir, tmp_path):
+    dataset, local, tiny_model_dir, tmp_path
+):
     out = tmp_path / "ray"
     scored_by: dict[int, int] = {}
 
     def note_replica(job, spec, actor):
         scored_by[spec.index] = ray.get(actor.info.remote())["pid"]
 
-    assert lerobot(dataset, out, tiny_model_dir, "--ray", "--replicas", "2",
-                   on_replica_episode=note_replica) == EXIT_OK
+    assert lerobot(dataset, out, tiny_model_dir, "--ray", "--replicas", "2", on_replica_episode=note_replica) == EXIT_OK
     compared = assert_same_outputs(local, out)
-    for rel in ("manifest.json", "frames.parquet", "topreward_progress.parquet",
-                "episode_0002/curve.json", "episode_0002/progress.mcap", "episode_0000/plot.png"):
+    for rel in (
+        "manifest.json",
+        "frames.parquet",
+        "topreward_progress.parquet",
+        "episode_0002/curve.json",
+        "episode_0002/progress.mcap",
+        "episode_0000/plot.png",
+    ):
         assert rel in compared
     # One input, several replicas: its episodes went to both.
     assert sorted(scored_by) == [0, 1, 2] and len(set(scored_by.values())) == 2
 
 
-def test_lerobot_on_ray_with_a_killed_replica_resumes_to_the_local_outputs(
-        dataset, local, tiny_model_dir, tmp_path):
+def test_lerobot_on_ray_with_a_killed_replica_resumes_to_the_local_outputs(dataset, local, tiny_model_dir, tmp_path):
     out = tmp_path / "killed"
     kills = []
 
@@ -85,8 +108,20 @@ def test_lerobot_on_ray_with_a_killed_replica_resumes_to_the_local_outputs(
             kills.append(spec.index)
             ray.kill(actor)
 
-    assert lerobot(dataset, out, tiny_model_dir, "--ray", "--replicas", "1",
-                   "--retries", "0", on_replica_episode=kill_after_first_episode) == EXIT_PARTIAL
+    assert (
+        lerobot(
+            dataset,
+            out,
+            tiny_model_dir,
+            "--ray",
+            "--replicas",
+            "1",
+            "--retries",
+            "0",
+            on_replica_episode=kill_after_first_episode,
+        )
+        == EXIT_PARTIAL
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert kills == [0] and sorted(manifest["episodes"]) == ["0"]
     before = episode_mtimes(out)
@@ -96,8 +131,7 @@ def test_lerobot_on_ray_with_a_killed_replica_resumes_to_the_local_outputs(
     assert_same_outputs(local, out)
 
 
-def test_eval_on_ray_scores_a_dataset_and_a_bag_as_the_local_engine_does(
-        dataset, tiny_model_dir, tmp_path):
+def test_eval_on_ray_scores_a_dataset_and_a_bag_as_the_local_engine_does(dataset, tiny_model_dir, tmp_path):
     """`topreward eval --ray`: every episode record (curve, control, live ticks) and the report."""
     from topreward_ros.commands.cli import main
 
@@ -106,14 +140,32 @@ def test_eval_on_ray_scores_a_dataset_and_a_bag_as_the_local_engine_does(
 
     labels = tmp_path / "labels.csv"
     labels.write_text("episode,success\nds/0,1\nds/1,0\nds/2,1\na/0,1\na/1,0\n")
-    common = [str(dataset), str(bags / "a"), "-l", str(labels), "--model", str(tiny_model_dir),
-              "--local-files-only", "--view-size", "64", "--torch-threads", "1", "--rate", "2",
-              "-q"]
+    common = [
+        str(dataset),
+        str(bags / "a"),
+        "-l",
+        str(labels),
+        "--model",
+        str(tiny_model_dir),
+        "--local-files-only",
+        "--view-size",
+        "64",
+        "--torch-threads",
+        "1",
+        "--rate",
+        "2",
+        "-q",
+    ]
     assert main(["eval", *common, "-o", str(tmp_path / "local")]) == EXIT_OK
     assert main(["eval", *common, "-o", str(tmp_path / "ray"), "--ray", "--replicas", "2"]) == EXIT_OK
     compared = assert_same_outputs(tmp_path / "local", tmp_path / "ray", skip=("report.md",))
     records = [rel for rel in compared if rel.startswith("episodes/")]
     assert len(records) == 5  # every labelled episode, both inputs
-    for rel in ("episodes.csv", "metrics.json", "calibrated.yaml", "datasets/ds/manifest.json",
-                "bags/a/episode_0001/curve.json"):
+    for rel in (
+        "episodes.csv",
+        "metrics.json",
+        "calibrated.yaml",
+        "datasets/ds/manifest.json",
+        "bags/a/episode_0001/curve.json",
+    ):
         assert rel in compared

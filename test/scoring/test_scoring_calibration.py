@@ -1,4 +1,5 @@
 """The two-way score, threshold choice and set metrics, against scipy and scikit-learn."""
+
 from __future__ import annotations
 
 import math
@@ -114,12 +115,15 @@ def test_one_class_leaves_auc_and_threshold_undefined_with_the_reason() -> None:
     assert evaluate_set([], [], [], [], []).undefined_reason == "no labelled episode"
 
 
-@pytest.mark.parametrize(("scores", "fires"), [
-    ([-9.0, -9.0, -5.0, -5.0, -5.0, -5.0], True),    # means -7.67, -6.33, -5, -5: two in a row above -7
-    ([-9.0, -9.0, -5.0, -5.0, -12.0, -5.0, -5.0], False),  # the dip breaks every streak
-    ([-5.0, -5.0], False),                            # fewer scores than the window: no decision
-    ([-5.0, -5.0, -5.0, -5.0], True),
-])
+@pytest.mark.parametrize(
+    ("scores", "fires"),
+    [
+        ([-9.0, -9.0, -5.0, -5.0, -5.0, -5.0], True),  # means -7.67, -6.33, -5, -5: two in a row above -7
+        ([-9.0, -9.0, -5.0, -5.0, -12.0, -5.0, -5.0], False),  # the dip breaks every streak
+        ([-5.0, -5.0], False),  # fewer scores than the window: no decision
+        ([-5.0, -5.0, -5.0, -5.0], True),
+    ],
+)
 def test_live_success_follows_the_node_detector(scores: list[float], fires: bool) -> None:
     from topreward_ros.evaluation.report import live_success
 
@@ -133,8 +137,17 @@ def test_eval_predicts_failure_for_a_score_equal_to_the_threshold() -> None:
 
     low, high = tied_midpoint_scores()
     scores = {"a": low, "b": high}
-    records = [{"episode": name, "kind": "video", "voc": 0.5, "control_voc": 0.9, "raw_success_score": score,
-                "two_way_success_score": score} for name, score in scores.items()]
+    records = [
+        {
+            "episode": name,
+            "kind": "video",
+            "voc": 0.5,
+            "control_voc": 0.9,
+            "raw_success_score": score,
+            "two_way_success_score": score,
+        }
+        for name, score in scores.items()
+    ]
     evaluation = evaluate(records, {"a": Label("a", False), "b": Label("b", True)})
     threshold = evaluation.overall.threshold_raw.threshold
     at = next(r for r in evaluation.rows if r["raw_success_score"] == threshold)

@@ -1,4 +1,5 @@
 """ScorerConfig validation: one test per rule, the error names the bad value."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,10 +25,21 @@ def test_config_is_immutable() -> None:
 
 
 def test_valid_values_are_accepted() -> None:
-    config = ScorerConfig(model="/models/qwen", revision="main", cache_dir="/tmp/hf", local_files_only=True,
-                          device="cuda:1", dtype="float16", attn_implementation="eager", sample_fps=4,
-                          num_prefixes=2, view_size=32, success_window=1, success_threshold=-3,
-                          torch_threads=2)
+    config = ScorerConfig(
+        model="/models/qwen",
+        revision="main",
+        cache_dir="/tmp/hf",
+        local_files_only=True,
+        device="cuda:1",
+        dtype="float16",
+        attn_implementation="eager",
+        sample_fps=4,
+        num_prefixes=2,
+        view_size=32,
+        success_window=1,
+        success_threshold=-3,
+        torch_threads=2,
+    )
     assert config.device == "cuda:1"
 
 
@@ -69,8 +81,9 @@ def test_dtype_must_be_known() -> None:
 
 
 def test_attn_implementation_must_be_known() -> None:
-    with pytest.raises(ValueError,
-                       match="attn_implementation must be one of sdpa, eager, flash_attention_2, got 'flex'"):
+    with pytest.raises(
+        ValueError, match="attn_implementation must be one of sdpa, eager, flash_attention_2, got 'flex'"
+    ):
         ScorerConfig(attn_implementation="flex")
 
 

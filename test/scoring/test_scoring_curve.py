@@ -1,4 +1,5 @@
 """Min-max normalisation, success score, dense rewards, curve assembly."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """prepare_view / compose_views: sizes, layout and input checks."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """load_scorer: the real loader on the tiny model, and its error messages."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,8 +49,7 @@ def test_offline_hub_id_not_in_cache(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_local_files_only_counts_as_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(ModelLoadError, match="offline"):
-        load_scorer(ScorerConfig(model="Qwen/Qwen3-VL-2B-Instruct", cache_dir=str(tmp_path),
-                                 local_files_only=True))
+        load_scorer(ScorerConfig(model="Qwen/Qwen3-VL-2B-Instruct", cache_dir=str(tmp_path), local_files_only=True))
 
 
 def test_unsupported_model_family(tmp_path: Path) -> None:

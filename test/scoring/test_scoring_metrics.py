@@ -1,4 +1,5 @@
 """VOC, success ROC-AUC and threshold choice, against scipy and scikit-learn."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Causal progress and the success detector."""
+
 from __future__ import annotations
 
 import math
@@ -83,11 +84,14 @@ def test_success_fires_once_until_reset() -> None:
     assert d.update(-1.0).fired
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"window": 0}, "window must be an integer >= 1, got 0"),
-    ({"consecutive": 0}, "consecutive must be an integer >= 1, got 0"),
-    ({"threshold": float("nan")}, "threshold must be a finite number"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"window": 0}, "window must be an integer >= 1, got 0"),
+        ({"consecutive": 0}, "consecutive must be an integer >= 1, got 0"),
+        ({"threshold": float("nan")}, "threshold must be a finite number"),
+    ],
+)
 def test_success_detector_validates(kwargs: dict, message: str) -> None:
     args = {"threshold": -8.0, **kwargs}
     with pytest.raises(ValueError, match=message):

@@ -1,4 +1,5 @@
 """The paper's prompt text and instruction validation (no model needed)."""
+
 from __future__ import annotations
 
 import pytest

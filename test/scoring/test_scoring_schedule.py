@@ -1,4 +1,5 @@
 """The 2 fps prefix-stable schedule and the paper's prefix lengths."""
+
 from __future__ import annotations
 
 import numpy as np

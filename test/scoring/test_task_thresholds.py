@@ -9,6 +9,7 @@ each rule gives a different verdict with the tiny model's scores (about
 -20 nats): the global one (-100) and one task's (-200) pass, the other
 task's (-0.5) does not.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,19 +33,24 @@ THRESHOLDS = {STRICT: -0.5, LENIENT: -200.0}
 
 
 def write_calibration(path: Path) -> Path:
-    path.write_text(params_file_text({
-        "success_threshold": GLOBAL,
-        # Extra spaces: instructions match with whitespace runs as one space.
-        "task_instructions": [f"  {STRICT} ", LENIENT.replace(" ", "  ")],
-        "task_success_thresholds": [THRESHOLDS[STRICT], THRESHOLDS[LENIENT]],
-    }))
+    path.write_text(
+        params_file_text(
+            {
+                "success_threshold": GLOBAL,
+                # Extra spaces: instructions match with whitespace runs as one space.
+                "task_instructions": [f"  {STRICT} ", LENIENT.replace(" ", "  ")],
+                "task_success_thresholds": [THRESHOLDS[STRICT], THRESHOLDS[LENIENT]],
+            }
+        )
+    )
     return path
 
 
 def test_lookup_falls_back_to_the_global_threshold() -> None:
     thresholds = thresholds_from_params(
-        {"success_threshold": -9.0, "task_instructions": ["open  the drawer"],
-         "task_success_thresholds": [-7.0]}, default=-8.0)
+        {"success_threshold": -9.0, "task_instructions": ["open  the drawer"], "task_success_thresholds": [-7.0]},
+        default=-8.0,
+    )
     assert thresholds.for_instruction(" open the  drawer") == -7.0
     assert thresholds.for_instruction("Open the drawer") == -9.0  # case counts: the model sees it
     assert thresholds.for_instruction("wipe the table") == -9.0
@@ -62,10 +68,34 @@ def test_bag_judges_each_episode_with_its_instruction_threshold(tmp_path: Path, 
     write_episodes_bag(bag, "mcap", SCENES, duration_s=3.0)
     calibration = write_calibration(tmp_path / "calibrated.yaml")
     out = tmp_path / "out"
-    assert topreward_main(["bag", str(bag), "-o", str(out), "--model", str(tiny_model_dir), "--device", "cpu",
-                           "--dtype", "float32", "--local-files-only", "--torch-threads", "1",
-                           "--view-size", "64", "--rate", "2.0", "--no-plot", "-q",
-                           "--params-file", str(calibration)]) == 0
+    assert (
+        topreward_main(
+            [
+                "bag",
+                str(bag),
+                "-o",
+                str(out),
+                "--model",
+                str(tiny_model_dir),
+                "--device",
+                "cpu",
+                "--dtype",
+                "float32",
+                "--local-files-only",
+                "--torch-threads",
+                "1",
+                "--view-size",
+                "64",
+                "--rate",
+                "2.0",
+                "--no-plot",
+                "-q",
+                "--params-file",
+                str(calibration),
+            ]
+        )
+        == 0
+    )
     curves = {c["instruction"]: c for c in (json.loads(p.read_text()) for p in out.glob("episode_*/curve.json"))}
     expected = {STRICT: (-0.5, False), LENIENT: (-200.0, True), UNKNOWN: (GLOBAL, True)}
     for instruction, (threshold, success) in expected.items():
@@ -102,15 +132,22 @@ def test_node_names_the_threshold_of_each_episode(node_context: Any, tmp_path: P
     from topreward_ros.msg import EpisodeResult
     from topreward_ros.node.scorer_node import ScorerNode
 
-    node = ScorerNode(context=node_context, parameter_overrides=[
-        Parameter("model", value=str(tmp_path / "no-model")),  # no model: the thresholds are what counts
-        Parameter("model_retry_s", value=3600.0),
-        Parameter("rate_hz", value=20.0),
-    ])
+    node = ScorerNode(
+        context=node_context,
+        parameter_overrides=[
+            Parameter("model", value=str(tmp_path / "no-model")),  # no model: the thresholds are what counts
+            Parameter("model_retry_s", value=3600.0),
+            Parameter("rate_hz", value=20.0),
+        ],
+    )
     listener = rclpy.create_node("threshold_listener", context=node_context)
     results: list[Any] = []
-    listener.create_subscription(EpisodeResult, "episode_result", results.append, QoSProfile(
-        depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    listener.create_subscription(
+        EpisodeResult,
+        "episode_result",
+        results.append,
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    )
     executor = SingleThreadedExecutor(context=node_context)
     executor.add_node(node)
     executor.add_node(listener)
@@ -124,8 +161,7 @@ def test_node_names_the_threshold_of_each_episode(node_context: Any, tmp_path: P
         for instruction in (STRICT, UNKNOWN, LENIENT):
             node.set_parameters([Parameter("instruction", value=instruction)])
             values = episode_status()
-            seen.append((values["instruction"], float(values["success_threshold"]),
-                         values["success_threshold_source"]))
+            seen.append((values["instruction"], float(values["success_threshold"]), values["success_threshold_source"]))
         assert seen == [(STRICT, -0.5, "task"), (UNKNOWN, GLOBAL, "global"), (LENIENT, -200.0, "task")]
         deadline = time.monotonic() + 60.0
         while len(results) < 2:

@@ -4,6 +4,7 @@ Real bag files and directories are laid out on disk (small rosbags bags
 and storage files); the checks compare the resolved bags and names with
 what was written.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,8 +50,7 @@ def test_several_paths_and_list_files_with_comments_and_relative_paths(fleet, tm
     several = expand_inputs([fleet / "rig2", fleet / "rig1"])
     assert not several.single and names(several) == [("rig2", "rig2"), ("rig1", "rig1")]
     listing = fleet / "bags.txt"
-    listing.write_text("# fleet of the day\n\nrig2\n   # indented comment\nloose.mcap\n"
-                       f"{fleet / 'rig1'}\n")
+    listing.write_text(f"# fleet of the day\n\nrig2\n   # indented comment\nloose.mcap\n{fleet / 'rig1'}\n")
     for inputs in (expand_inputs([f"@{listing}"]), expand_inputs([], [listing])):
         assert not inputs.single
         assert names(inputs) == [("rig2", "rig2"), ("loose", "loose.mcap"), ("rig1", "rig1")]
@@ -89,8 +89,7 @@ def test_a_recording_without_metadata_is_one_bag_not_a_directory_of_bags(tmp_pat
     # Loose files under other names are bags of their own.
     (bag / "other.mcap").write_bytes((bag / "rec_0.mcap").read_bytes())
     assert not is_bag_directory(bag)
-    assert names(expand_inputs([bag])) == [("other", "other.mcap"), ("rec_0", "rec_0.mcap"),
-                                           ("rec_1", "rec_1.mcap")]
+    assert names(expand_inputs([bag])) == [("other", "other.mcap"), ("rec_0", "rec_0.mcap"), ("rec_1", "rec_1.mcap")]
 
 
 def test_bad_inputs_are_refused_with_the_reason(fleet, tmp_path):

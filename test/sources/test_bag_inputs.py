@@ -9,6 +9,7 @@ sync misses per camera in curve.json), header stamps that do not increase
 stamps that jump forward (zero, then real: a new episode at the gap), and
 topics with no messages (exit codes as README's table says).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,7 @@ def frame(stamp_ns: int, t_s: float) -> object:
 
 
 @pytest.mark.parametrize("bad", ["put the block <|im_end|> in the bowl", "stack <|video_pad|> cups"])
-def test_control_token_instruction_refuses_that_episode_and_scores_the_rest(
-        tmp_path, scorer, bad):
+def test_control_token_instruction_refuses_that_episode_and_scores_the_rest(tmp_path, scorer, bad):
     scenes = (DEMO_SCENES[0], SceneSpec(bad, (200, 40, 40), 0.3, 0.7), DEMO_SCENES[1])
     layout = write_episodes_bag(tmp_path / "bag", "mcap", scenes, duration_s=1.5)
     out = tmp_path / "out"
@@ -78,8 +78,9 @@ def test_control_token_instruction_refuses_that_episode_and_scores_the_rest(
     # The record states the interval not scored: from its instruction to the next one.
     start, end = layout.episodes[1].start_log_ns, layout.episodes[2].start_log_ns
     assert (refused.start_log_ns, refused.end_log_ns) == (start, end)
-    assert refused.message.endswith(f"; {refused.num_frames} primary camera frames from log time {start} "
-                                    f"to {end} ns not scored")
+    assert refused.message.endswith(
+        f"; {refused.num_frames} primary camera frames from log time {start} to {end} ns not scored"
+    )
     assert refused.message in report.summary()
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(manifest["episodes"]) == ["0", "2"]
@@ -87,7 +88,11 @@ def test_control_token_instruction_refuses_that_episode_and_scores_the_rest(
     assert bad in manifest["failures"][0]["instruction"]
     failure = manifest["failures"][0]
     assert (failure["start_log_ns"], failure["end_log_ns"], failure["end_reason"], failure["frames_not_scored"]) == (
-        start, end, "instruction", refused.num_frames)
+        start,
+        end,
+        "instruction",
+        refused.num_frames,
+    )
     # No frame of the refused interval counts toward an episode: the neighbours hold their own frames only.
     assert [e.num_frames for e in report.episodes] == [len(e.primary_stamps_ns) for e in layout.episodes]
     for index in (0, 2):
@@ -101,16 +106,25 @@ def test_control_token_instruction_refuses_that_episode_and_scores_the_rest(
     # A re-run keeps the scored episodes and refuses the bad one again, without a traceback.
     again = score_bag(scorer, SETTINGS, options(), layout.path, out, progress=False)
     assert [e.status for e in again.episodes] == ["skipped", "refused", "skipped"]
-    assert [f["episode_index"] for f in json.loads((out / "manifest.json").read_text())
-            ["failures"]] == [1]
+    assert [f["episode_index"] for f in json.loads((out / "manifest.json").read_text())["failures"]] == [1]
 
 
-def test_control_token_instruction_from_the_cli_exits_1_with_the_rest_scored(
-        tmp_path, tiny_model_dir, capsys):
+def test_control_token_instruction_from_the_cli_exits_1_with_the_rest_scored(tmp_path, tiny_model_dir, capsys):
     scenes = (SceneSpec("open <|im_start|> the drawer", (200, 40, 40), 0.3, 0.7), DEMO_SCENES[0])
     layout = write_episodes_bag(tmp_path / "bag", "mcap", scenes, duration_s=1.0)
-    code = cli("bag", str(layout.path), "-o", str(tmp_path / "out"), "--no-plot", "-q",
-               "--model", str(tiny_model_dir), "--local-files-only", "--view-size", "64")
+    code = cli(
+        "bag",
+        str(layout.path),
+        "-o",
+        str(tmp_path / "out"),
+        "--no-plot",
+        "-q",
+        "--model",
+        str(tiny_model_dir),
+        "--local-files-only",
+        "--view-size",
+        "64",
+    )
     assert code == EXIT_PARTIAL
     out = capsys.readouterr().out
     assert "1 scored" in out and "1 refused" in out and "<|im_start|>" in out
@@ -120,9 +134,18 @@ def test_fixed_control_token_instruction_is_refused_before_the_model_loads(tmp_p
     layout = write_episodes_bag(tmp_path / "bag", "mcap", DEMO_SCENES[:1], duration_s=1.0)
     # The model path does not exist: had the check come after loading, the
     # message would be the model's.
-    code = cli("bag", str(layout.path), "-o", str(tmp_path / "out"), "-q",
-               "--model", str(tmp_path / "no-model"), "--local-files-only",
-               "--instruction", "pick up the cup<|im_end|>")
+    code = cli(
+        "bag",
+        str(layout.path),
+        "-o",
+        str(tmp_path / "out"),
+        "-q",
+        "--model",
+        str(tmp_path / "no-model"),
+        "--local-files-only",
+        "--instruction",
+        "pick up the cup<|im_end|>",
+    )
     assert code == EXIT_UNUSABLE
     err = capsys.readouterr().err
     assert "control-token syntax '<|im_end|>'" in err and "no-model" not in err
@@ -148,18 +171,15 @@ def test_stalled_secondary_camera_counts_sync_misses_per_camera_in_curve_json(tm
                 writer.write(WRIST, frame(stamp + 5 * MS, k / 10), stamp + 3 * MS)
                 wrist.append(stamp + 5 * MS)
     out = tmp_path / "out"
-    report = score_bag(scorer, SETTINGS, options(camera_topics=(CAMERA, WRIST)),
-                       bag, out, progress=False)
+    report = score_bag(scorer, SETTINGS, options(camera_topics=(CAMERA, WRIST)), bag, out, progress=False)
     assert report.ok, report.summary()
     record = json.loads((out / "episode_0000" / "curve.json").read_text())
     tol = int(SETTINGS.sync_tolerance_s * 1e9)
-    expected = sum(1 for s in record["sample_stamps_ns"]
-                   if min(abs(w - s) for w in wrist) > tol)
+    expected = sum(1 for s in record["sample_stamps_ns"] if min(abs(w - s) for w in wrist) > tol)
     assert expected == 4  # samples at 1.0, 1.5, 2.0, 2.5 s
     assert record["sync_misses"] == {WRIST: expected}
     assert record["stamps_not_increasing"] == {CAMERA: 0, WRIST: 0}
-    assert f"{expected} of {len(record['sample_stamps_ns'])} samples have no {WRIST}" \
-        in report.summary()
+    assert f"{expected} of {len(record['sample_stamps_ns'])} samples have no {WRIST}" in report.summary()
 
 
 # -- header stamps that do not increase ----------------------------------------------------------
@@ -183,8 +203,7 @@ def test_all_zero_stamps_are_counted_and_only_the_seen_frame_is_sampled(tmp_path
     table = pq.read_table(out / "episode_0000" / "frames.parquet").to_pydict()
     assert table["sampled"] == [True] + [False] * 19
     assert report.episodes[0].stamps_not_increasing == {CAMERA: 19}
-    assert f"WARNING: episode 0: 19 of {CAMERA}'s frames have a header stamp that does not " \
-           f"increase" in report.summary()
+    assert f"WARNING: episode 0: 19 of {CAMERA}'s frames have a header stamp that does not increase" in report.summary()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["episodes"]["0"]["stamps_not_increasing"] == {CAMERA: 19}
 
@@ -215,7 +234,9 @@ def test_zero_stamps_then_real_ones_start_a_new_episode_at_the_gap(tmp_path, sco
     out = tmp_path / "out"
     report = score_bag(scorer, SETTINGS, options(), bag, out, progress=False)
     assert [(e.status, e.instruction, e.num_frames) for e in report.episodes] == [
-        ("scored", SCENE.instruction, 10), ("scored", SCENE.instruction, 20)]
+        ("scored", SCENE.instruction, 10),
+        ("scored", SCENE.instruction, 20),
+    ]
     reason = f"camera stamp jumped forward by {START_NS / 1e9:.3f} s"
     first, second = (json.loads((out / f"episode_000{i}" / "curve.json").read_text()) for i in (0, 1))
     gap_log_ns = START_NS + 11 * 100 * MS  # the log time of the first real frame
@@ -227,8 +248,10 @@ def test_zero_stamps_then_real_ones_start_a_new_episode_at_the_gap(tmp_path, sco
     table = pq.read_table(out / "episode_0001" / "frames.parquet").to_pydict()
     assert table["stamp_ns"] == stamps[10:]
     note = next(n for n in report.notes if "jumped forward" in n)
-    assert note.startswith(f"episode 0 ended at log time {gap_log_ns}: the primary camera stamp jumped "
-                           f"forward by {START_NS / 1e9:.3f} s (from 0 to {START_NS} ns")
+    assert note.startswith(
+        f"episode 0 ended at log time {gap_log_ns}: the primary camera stamp jumped "
+        f"forward by {START_NS / 1e9:.3f} s (from 0 to {START_NS} ns"
+    )
     assert note in report.summary()
 
 
@@ -239,8 +262,9 @@ def test_a_stamp_gap_below_stamp_gap_restart_keeps_the_episode(tmp_path, scorer)
     report = score_bag(scorer, SETTINGS, options(tick_rate_hz=0.5), bag, tmp_path / "a", progress=False)
     assert [e.num_frames for e in report.episodes] == [20]
     assert not any("jumped forward" in n for n in report.notes)
-    report = score_bag(scorer, SETTINGS, options(tick_rate_hz=0.5, stamp_gap_restart_s=20.0),
-                       bag, tmp_path / "b", progress=False)
+    report = score_bag(
+        scorer, SETTINGS, options(tick_rate_hz=0.5, stamp_gap_restart_s=20.0), bag, tmp_path / "b", progress=False
+    )
     assert [e.num_frames for e in report.episodes] == [10, 10]
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["episodes"]["0"]["end_reason"] == "camera stamp jumped forward by 29.100 s"
@@ -258,13 +282,25 @@ def test_stamp_gap_restart_from_the_command_line_and_the_params_file(tmp_path, t
     bag = _bag_with_stamps(tmp_path / "bag", stamps)
     params = tmp_path / "params.yaml"
     params.write_text("/**:\n  ros__parameters:\n    stamp_gap_restart_s: 2000000000.0\n")
-    base = [str(bag), "--model", str(tiny_model_dir), "--local-files-only", "--view-size", str(VIEW),
-            "--rate", "0.5", "--no-plot", "-q"]
+    base = [
+        str(bag),
+        "--model",
+        str(tiny_model_dir),
+        "--local-files-only",
+        "--view-size",
+        str(VIEW),
+        "--rate",
+        "0.5",
+        "--no-plot",
+        "-q",
+    ]
     assert cli("bag", *base, "--params-file", str(params), "-o", str(tmp_path / "file")) == EXIT_OK
     manifest = json.loads((tmp_path / "file" / "manifest.json").read_text())
     assert (manifest["settings"]["stamp_gap_restart_s"], sorted(manifest["episodes"])) == (2.0e9, ["0"])
-    assert cli("bag", *base, "--params-file", str(params), "--stamp-gap-restart", "60",
-               "-o", str(tmp_path / "option")) == EXIT_OK  # the option wins over the file
+    assert (
+        cli("bag", *base, "--params-file", str(params), "--stamp-gap-restart", "60", "-o", str(tmp_path / "option"))
+        == EXIT_OK
+    )  # the option wins over the file
     manifest = json.loads((tmp_path / "option" / "manifest.json").read_text())
     assert (manifest["settings"]["stamp_gap_restart_s"], sorted(manifest["episodes"])) == (60.0, ["0", "1"])
     capsys.readouterr()
@@ -285,15 +321,27 @@ def _bag_with_silent_topic(path: Path, silent: str, msgtype: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("silent, msgtype, message", [
-    (CAMERA, "sensor_msgs/msg/Image", f"camera topic {CAMERA} has no messages"),
-    ("/instruction", "std_msgs/msg/String", "instruction topic /instruction has no messages"),
-])
-def test_a_topic_without_messages_exits_2_before_the_model_loads(
-        tmp_path, capsys, silent, msgtype, message):
+@pytest.mark.parametrize(
+    "silent, msgtype, message",
+    [
+        (CAMERA, "sensor_msgs/msg/Image", f"camera topic {CAMERA} has no messages"),
+        ("/instruction", "std_msgs/msg/String", "instruction topic /instruction has no messages"),
+    ],
+)
+def test_a_topic_without_messages_exits_2_before_the_model_loads(tmp_path, capsys, silent, msgtype, message):
     bag = _bag_with_silent_topic(tmp_path / "bag", silent, msgtype)
-    code = cli("bag", str(bag), "-o", str(tmp_path / "out"), "-q", "--camera", CAMERA,
-               "--model", str(tmp_path / "no-model"), "--local-files-only")
+    code = cli(
+        "bag",
+        str(bag),
+        "-o",
+        str(tmp_path / "out"),
+        "-q",
+        "--camera",
+        CAMERA,
+        "--model",
+        str(tmp_path / "no-model"),
+        "--local-files-only",
+    )
     assert code == EXIT_UNUSABLE
     err = capsys.readouterr().err
     assert message in err and "no-model" not in err
@@ -309,8 +357,19 @@ def test_frames_outside_every_episode_exit_1_with_a_manifest(tmp_path, tiny_mode
             writer.write(CAMERA, frame(stamp, k / 10), stamp + MS)
         writer.write("/instruction", string_msg(SCENE.instruction), START_NS + 900 * MS)
     out = tmp_path / "out"
-    code = cli("bag", str(bag), "-o", str(out), "--no-plot", "-q", "--model",
-               str(tiny_model_dir), "--local-files-only", "--view-size", "64")
+    code = cli(
+        "bag",
+        str(bag),
+        "-o",
+        str(out),
+        "--no-plot",
+        "-q",
+        "--model",
+        str(tiny_model_dir),
+        "--local-files-only",
+        "--view-size",
+        "64",
+    )
     assert code == EXIT_PARTIAL
     printed = capsys.readouterr().out
     assert "NOTHING SCORED" in printed and "0 scored, 0 skipped, 1 empty" in printed
@@ -322,16 +381,28 @@ def test_frames_outside_every_episode_exit_1_with_a_manifest(tmp_path, tiny_mode
 
 def test_a_normal_bag_still_exits_0(tmp_path, tiny_model_dir):
     layout = write_episodes_bag(tmp_path / "bag", "mcap", DEMO_SCENES[:1], duration_s=1.0)
-    assert cli("bag", str(layout.path), "-o", str(tmp_path / "out"), "--no-plot", "-q",
-               "--model", str(tiny_model_dir), "--local-files-only",
-               "--view-size", "64") == EXIT_OK
+    assert (
+        cli(
+            "bag",
+            str(layout.path),
+            "-o",
+            str(tmp_path / "out"),
+            "--no-plot",
+            "-q",
+            "--model",
+            str(tiny_model_dir),
+            "--local-files-only",
+            "--view-size",
+            "64",
+        )
+        == EXIT_OK
+    )
 
 
 def test_setup_errors_name_the_silent_topic_through_the_api(tmp_path, scorer):
     bag = _bag_with_silent_topic(tmp_path / "bag", WRIST, "sensor_msgs/msg/Image")
     with pytest.raises(BagSetupError, match=f"camera topic {WRIST} has no messages.*{CAMERA}"):
-        score_bag(scorer, SETTINGS, options(camera_topics=(CAMERA, WRIST)),
-                  bag, tmp_path / "out", progress=False)
+        score_bag(scorer, SETTINGS, options(camera_topics=(CAMERA, WRIST)), bag, tmp_path / "out", progress=False)
 
 
 # -- replay defaults for a small machine ---------------------------------------------------------

@@ -8,6 +8,7 @@ a stamp jump or gap that cuts an episode at a frame, a reset, a fixed
 instruction, several storage formats. No model is involved: these are the
 frames the runner would see, compared one by one.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,15 @@ def picture(k: int) -> np.ndarray:
 
 
 def spec_key(spec: EpisodeSpec) -> tuple:
-    return (spec.index, spec.instruction, spec.start_ns, spec.end_ns, spec.end_reason,
-            spec.tick_phase_ns, spec.episode_index)
+    return (
+        spec.index,
+        spec.instruction,
+        spec.start_ns,
+        spec.end_ns,
+        spec.end_reason,
+        spec.tick_phase_ns,
+        spec.episode_index,
+    )
 
 
 def frame_list(frames) -> list[tuple]:
@@ -104,8 +112,7 @@ def write_touching_bag(path: Path, storage: str) -> None:
 def test_a_bag_episode_read_by_its_range_is_the_episode_of_the_whole_walk(tmp_path, storage):
     bag = tmp_path / "bag"
     write_touching_bag(bag, storage)
-    source = BagSource(bag, BagSourceOptions(camera_topics=(CAM, WRIST), reset_topic="/reset",
-                                             episode_offset=3))
+    source = BagSource(bag, BagSourceOptions(camera_topics=(CAM, WRIST), reset_topic="/reset", episode_offset=3))
     whole = walked(source)
     assert [(s[1], s[4]) for s, _ in whole] == [
         ("pick up the cup", "instruction"),
@@ -145,18 +152,25 @@ def test_the_plan_counts_frames_outside_episodes_and_each_episodes_frames(tmp_pa
     specs, notes = BagSource(bag, BagSourceOptions(camera_topics=(CAM,))).plan()
     assert notes.frames_outside_episodes == 3
     assert [(s.instruction, s.num_frames, s.start_ns, s.end_ns) for s in specs] == [
-        ("wave", 4, START + 300 * MS, START + 600 * MS)]
+        ("wave", 4, START + 300 * MS, START + 600 * MS)
+    ]
 
 
 def test_a_dataset_plan_gives_each_episode_its_index_task_span_and_frames(tmp_path):
     scenes = (*DEMO_SCENES, SceneSpec("push the green block to the left", (40, 160, 60), 0.6, 0.3))
-    written = write_lerobot_dataset(tmp_path / "ds", scenes,
-                                    cameras=(DatasetCamera("observation.images.front", 64, 48),),
-                                    fps=10, duration_s=0.5, episodes_per_file=2)
+    written = write_lerobot_dataset(
+        tmp_path / "ds",
+        scenes,
+        cameras=(DatasetCamera("observation.images.front", 64, 48),),
+        fps=10,
+        duration_s=0.5,
+        episodes_per_file=2,
+    )
     source = DatasetSource(written.root, DatasetSourceOptions(("observation.images.front",), episodes=(0, 2)))
     specs, _ = source.plan()
     assert [(s.index, s.instruction) for s in specs] == [
-        (e.episode_index, e.task) for e in written.episodes if e.episode_index in (0, 2)]
+        (e.episode_index, e.task) for e in written.episodes if e.episode_index in (0, 2)
+    ]
     for spec in specs:
         episode = written.episodes[spec.index]
         stamps = [round(t * 1e9) for t in episode.timestamps]
@@ -184,7 +198,7 @@ def test_a_frame_folder_is_one_episode_stamped_at_the_source_rate(tmp_path):
     source = VideoSource(folder, "open the drawer", source_fps=4.0)
     whole = walked(source)
     assert whole == ranged(source)
-    (key, frames), = whole
+    ((key, frames),) = whole
     assert key[1:4] == ("open the drawer", 0, 1_000_000_000)
     assert [f[1] for f in frames] == [0, 250_000_000, 500_000_000, 750_000_000, 1_000_000_000]
     specs, _ = source.plan()
@@ -203,8 +217,9 @@ def test_a_truncated_bag_plans_its_whole_episodes_and_marks_the_one_cut_short(tm
     from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag
 
     scenes = (*DEMO_SCENES, SceneSpec("push the green block to the left", (40, 160, 60), 0.6, 0.3))
-    layout = write_episodes_bag(tmp_path / "bag", "mcap", scenes,
-                                (CameraSpec("/camera/image_raw", width=160, height=120),), duration_s=2.0)
+    layout = write_episodes_bag(
+        tmp_path / "bag", "mcap", scenes, (CameraSpec("/camera/image_raw", width=160, height=120),), duration_s=2.0
+    )
     (mcap_file,) = layout.path.glob("*.mcap")
     data = mcap_file.read_bytes()
     cut = tmp_path / "cut.mcap"

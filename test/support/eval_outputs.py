@@ -1,4 +1,5 @@
 """Running `topreward` in-process from an eval test, reading what it wrote, and the node's success rule."""
+
 from __future__ import annotations
 
 import contextlib
@@ -36,7 +37,7 @@ def node_would_fire(scores: list[float], threshold: float, window: int, consecut
     """The node's rule, written out: mean of the last `window` scores > threshold, `consecutive` in a row."""
     streak = 0
     for i in range(window - 1, len(scores)):
-        streak = streak + 1 if np.mean(scores[i - window + 1:i + 1]) > threshold else 0
+        streak = streak + 1 if np.mean(scores[i - window + 1 : i + 1]) > threshold else 0
         if streak >= consecutive:
             return True
     return False

@@ -4,6 +4,7 @@
 install-DISTRO/ for another) and tools/env.sh exports its path as
 TOPREWARD_INSTALL; without it the default tree REPO/install is used.
 """
+
 from __future__ import annotations
 
 import os

@@ -9,6 +9,7 @@ process and signal it like a user at a terminal.
 
     python test/support/launch_runner.py topreward_ros scorer.launch.py namespace:=robot1
 """
+
 from __future__ import annotations
 
 import os
@@ -35,9 +36,13 @@ def main(argv: list[str]) -> int:
             return 2
         parsed.append((name, value))
     service = LaunchService(argv=arguments, noninteractive=True)
-    service.include_launch_description(LaunchDescription([
-        IncludeLaunchDescription(AnyLaunchDescriptionSource(path), launch_arguments=parsed),
-    ]))
+    service.include_launch_description(
+        LaunchDescription(
+            [
+                IncludeLaunchDescription(AnyLaunchDescriptionSource(path), launch_arguments=parsed),
+            ]
+        )
+    )
     return service.run()
 
 

@@ -5,6 +5,7 @@ The tests name options as the command line does, all in one place
 into the source, runner and output options and runs the real in-process
 engine (``offline.engine.run_local``).
 """
+
 from __future__ import annotations
 
 from dataclasses import fields
@@ -23,8 +24,16 @@ from topreward_ros.sources.lerobot import DatasetSource, DatasetSourceOptions
 
 def tiny_scorer(model_dir: Path, view_size: int, torch_threads: int = 2) -> Any:
     """The tiny model loaded as the offline tests score with it: CPU, float32, no hub."""
-    return load_scorer(ScorerConfig(model=str(model_dir), device="cpu", dtype="float32", local_files_only=True,
-                                    view_size=view_size, torch_threads=torch_threads))
+    return load_scorer(
+        ScorerConfig(
+            model=str(model_dir),
+            device="cpu",
+            dtype="float32",
+            local_files_only=True,
+            view_size=view_size,
+            torch_threads=torch_threads,
+        )
+    )
 
 
 def bag_options(camera: str, **kw: Any) -> dict[str, Any]:
@@ -44,20 +53,47 @@ def _split(kw: dict[str, Any], source_type: type) -> tuple[dict[str, Any], Offli
     return kw, parts[0], (parts[1], parts[2], max_episodes)
 
 
-def offline_settings(settings: EpisodeSettings, runner: RunnerOptions, outputs: OutputOptions,
-                     max_episodes: int | None) -> OfflineSettings:
+def offline_settings(
+    settings: EpisodeSettings, runner: RunnerOptions, outputs: OutputOptions, max_episodes: int | None
+) -> OfflineSettings:
     return OfflineSettings(episode=settings, runner=runner, outputs=outputs, max_episodes=max_episodes)
 
 
-def score_bag(scorer: Any, settings: EpisodeSettings, options: dict[str, Any], bag: Path, out: Path,
-              force: bool = False, progress: bool = False) -> RunReport:
+def score_bag(
+    scorer: Any,
+    settings: EpisodeSettings,
+    options: dict[str, Any],
+    bag: Path,
+    out: Path,
+    force: bool = False,
+    progress: bool = False,
+) -> RunReport:
     _, source_options, rest = _split(options, BagSourceOptions)
-    return run_local(scorer, offline_settings(settings, *rest), BagSource(bag, source_options),
-                     Path(out), force=force, progress=progress)
+    return run_local(
+        scorer,
+        offline_settings(settings, *rest),
+        BagSource(bag, source_options),
+        Path(out),
+        force=force,
+        progress=progress,
+    )
 
 
-def score_dataset(scorer: Any, settings: EpisodeSettings, options: dict[str, Any], root: Path,
-                  out: Path, force: bool = False, progress: bool = False) -> RunReport:
+def score_dataset(
+    scorer: Any,
+    settings: EpisodeSettings,
+    options: dict[str, Any],
+    root: Path,
+    out: Path,
+    force: bool = False,
+    progress: bool = False,
+) -> RunReport:
     _, source_options, rest = _split(options, DatasetSourceOptions)
-    return run_local(scorer, offline_settings(settings, *rest), DatasetSource(root, source_options),
-                     Path(out), force=force, progress=progress)
+    return run_local(
+        scorer,
+        offline_settings(settings, *rest),
+        DatasetSource(root, source_options),
+        Path(out),
+        force=force,
+        progress=progress,
+    )

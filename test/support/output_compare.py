@@ -10,6 +10,7 @@ files row by row (numbers within it); progress.mcap message by message
 decoded pixels. Any other file kind fails the comparison, so a new output is
 never waved through unread.
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,8 +49,7 @@ def assert_tables_close(a: Path, b: Path) -> None:
     assert ta.schema == tb.schema, f"{a}: schema differs"
     assert ta.num_rows == tb.num_rows, f"{a}: {ta.num_rows} rows != {tb.num_rows}"
     for name in ta.column_names:
-        x, y = ta.column(name).to_numpy(zero_copy_only=False), tb.column(name).to_numpy(
-            zero_copy_only=False)
+        x, y = ta.column(name).to_numpy(zero_copy_only=False), tb.column(name).to_numpy(zero_copy_only=False)
         if x.dtype.kind == "f":
             assert np.allclose(x, y, atol=TOLERANCE, equal_nan=True), f"{a}: column {name}"
         else:
@@ -104,8 +104,9 @@ def assert_csv_close(a: Path, b: Path) -> None:
         for c, (u, v) in enumerate(zip(x, y)):
             nu, nv = _number(u), _number(v)
             if nu is not None and nv is not None and (u != v):
-                assert (math.isnan(nu) and math.isnan(nv)) or abs(nu - nv) <= TOLERANCE, \
+                assert (math.isnan(nu) and math.isnan(nv)) or abs(nu - nv) <= TOLERANCE, (
                     f"{a} row {r} column {c}: {u} != {v}"
+                )
             else:
                 assert u == v, f"{a} row {r} column {c}: {u!r} != {v!r}"
 

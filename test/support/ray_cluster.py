@@ -4,6 +4,7 @@
 starts one real local Ray instance for its tests (raylet, GCS, worker
 processes) and shuts it down after them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -21,13 +22,17 @@ def cluster() -> Iterator[None]:
     """Two CPUs, a small object store: the machine the tests run on, shared with other work."""
     import ray
 
-    ray.init(num_cpus=2, object_store_memory=128 * 1024 * 1024, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+    ray.init(
+        num_cpus=2,
+        object_store_memory=128 * 1024 * 1024,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     yield
     ray.shutdown()
 
 
 def episode_mtimes(out: Path) -> dict[str, int]:
     """When each episode file under ``out`` was last written (a redone episode changes it)."""
-    return {str(p.relative_to(out)): p.stat().st_mtime_ns
-            for p in out.rglob("episode_*/*") if p.is_file()}
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("episode_*/*") if p.is_file()}

@@ -9,6 +9,7 @@ node's log.
 Every test written on these helpers follows the two rules in ``ros_process.py``'s
 docstring: wait on a condition, never on a time; assert no outcome of a race.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,11 +49,11 @@ class Probe:
         self.results: list[Any] = []
         self.diagnostics: dict[str, dict[str, str]] = {}
         reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self.node.create_subscription(TaskProgress, "/task_progress", self._keep(self.progress), reliable)
-        self.node.create_subscription(EpisodeSuccess, "/episode_success", self._keep(self.successes),
-                                      latched)
+        self.node.create_subscription(EpisodeSuccess, "/episode_success", self._keep(self.successes), latched)
         self.node.create_subscription(EpisodeResult, "/episode_result", self._keep(self.results), latched)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -70,6 +71,7 @@ class Probe:
         def callback(msg: Any) -> None:
             with self.lock:
                 bucket.append(msg)
+
         return callback
 
     def _on_diag(self, msg: Any) -> None:
@@ -105,8 +107,7 @@ def wait_or_fail(predicate: Callable[[], Any], timeout: float, what: str, log: P
         if predicate():
             return
         time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}\nnode log:\n"
-                f"{log.read_text(errors='replace')[-3000:]}")
+    pytest.fail(f"timed out after {timeout} s waiting for {what}\nnode log:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def replay_node_params(model_dir: Path, camera: str, view_size: int, **params: str) -> dict[str, str]:
@@ -144,8 +145,12 @@ def scorer_node(params: dict[str, str], log: Path, load_timeout: float = 120.0) 
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
         try:
-            wait_or_fail(lambda: "loaded" in probe.status(": model").get("_message", ""),
-                         load_timeout, "the node to load the model", log)
+            wait_or_fail(
+                lambda: "loaded" in probe.status(": model").get("_message", ""),
+                load_timeout,
+                "the node to load the model",
+                log,
+            )
             yield probe
         finally:
             stop_child(proc)

@@ -13,6 +13,7 @@ command then reads the same view, which already holds the node.
 
 The rules every graph test follows are in ``ros_process.py``'s docstring.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,14 +26,16 @@ from contextlib import contextmanager
 COMMAND_TIMEOUT_S = 60.0
 
 
-def ros2(*argv: str, env: Mapping[str, str] | None = None,
-         timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+def ros2(
+    *argv: str, env: Mapping[str, str] | None = None, timeout: float = COMMAND_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
     """``ros2 ARGV...`` to its end, output captured, in this process's domain."""
     exe = shutil.which("ros2")
     if exe is None:
         raise RuntimeError("the ros2 command line is not installed (make test installs it from ros-extras)")
-    return subprocess.run([exe, *argv], capture_output=True, text=True, timeout=timeout,
-                          env=dict(env if env is not None else os.environ))
+    return subprocess.run(
+        [exe, *argv], capture_output=True, text=True, timeout=timeout, env=dict(env if env is not None else os.environ)
+    )
 
 
 @contextmanager

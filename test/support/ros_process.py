@@ -18,6 +18,7 @@ them fails at random on a busy machine, and CI rejects the work):
 ``make test-soak MODULES=... RUNS=... BURNERS=...`` runs a module many times,
 beside busy processes, to show a new test holds.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,16 +49,27 @@ class RosProcess:
         self.workdir = workdir
         self.log_path = workdir / f"{name}.out"
         self.ros_log_dir = workdir / f"{name}_ros_log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", RCUTILS_COLORIZED_OUTPUT="0",
-                   ROS_LOG_DIR=str(self.ros_log_dir))
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            OMP_NUM_THREADS="1",
+            RCUTILS_COLORIZED_OUTPUT="0",
+            ROS_LOG_DIR=str(self.ros_log_dir),
+        )
         self._out = open(self.log_path, "wb")
         # A shell starting us in the background may have set SIGINT to "ignore",
         # which children inherit: give the command the default, as a terminal would.
         # Its own process group (= its pid): Ctrl-C reaches all of it, and a failed
         # test can take everything it started down with it.
-        self.proc = subprocess.Popen(list(argv), stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                     start_new_session=True,
-                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        self.proc = subprocess.Popen(
+            list(argv),
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -124,8 +136,10 @@ def wait_for(what: str, predicate: Callable[[], T | None], process: RosProcess, 
         if value:
             return value
         if not process.alive():
-            pytest.fail(f"{process.proc.args[:3]} exited (rc {process.proc.returncode}) while waiting for "
-                        f"{what}:\n{process.log()}")
+            pytest.fail(
+                f"{process.proc.args[:3]} exited (rc {process.proc.returncode}) while waiting for "
+                f"{what}:\n{process.log()}"
+            )
         time.sleep(0.1)
     pytest.fail(f"timed out after {timeout} s waiting for {what}; output:\n{process.log()[-4000:]}")
 
@@ -143,8 +157,9 @@ def assert_clean_exit(launch: RosProcess, returncode: int, expected_errors: Sequ
     assert re.search(rf"\[{NODE}-1\]: process has finished cleanly", out), out
     assert "SIGTERM" not in out, f"launch escalated to SIGTERM:\n{out}"
     assert "SIGKILL" not in out, out
-    unexpected = [line for line in out.splitlines()
-                  if "[ERROR]" in line and not any(re.search(p, line) for p in expected_errors)]
+    unexpected = [
+        line for line in out.splitlines() if "[ERROR]" in line and not any(re.search(p, line) for p in expected_errors)
+    ]
     assert not unexpected, out
     assert "Traceback" not in out, out
     print(f"shutdown after SIGINT, from launch's log: {shutdown_seconds(launch.launch_log()):.2f} s")
@@ -183,8 +198,11 @@ class GraphProbe:
 
     def topics_of(self, namespace: str, kind: str) -> dict[str, list[str]]:
         self.spin()
-        get = (self.node.get_subscriber_names_and_types_by_node if kind == "sub"
-               else self.node.get_publisher_names_and_types_by_node)
+        get = (
+            self.node.get_subscriber_names_and_types_by_node
+            if kind == "sub"
+            else self.node.get_publisher_names_and_types_by_node
+        )
         try:
             return dict(get(NODE, namespace))
         except Exception:  # the node left the graph between the two calls
@@ -192,8 +210,9 @@ class GraphProbe:
 
     def parameters(self, full_name: str, names: list[str], process: RosProcess) -> dict[str, Any]:
         client = AsyncParameterClient(self.node, full_name)
-        wait_for(f"the parameter services of {full_name}", lambda: (self.spin(), client.services_are_ready())[1],
-                 process)
+        wait_for(
+            f"the parameter services of {full_name}", lambda: (self.spin(), client.services_are_ready())[1], process
+        )
         future = client.get_parameters(names)
         wait_for("the get_parameters answer", lambda: (self.spin(0.05), future.done())[1], process, timeout=30)
         return {n: parameter_value_to_python(v) for n, v in zip(names, future.result().values)}

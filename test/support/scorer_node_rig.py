@@ -13,6 +13,7 @@ Every wait is bounded, matched on content, and fails with the node's log.
 Every test written on these helpers follows the two rules in ``ros_process.py``'s
 docstring: wait on a condition, never on a time; assert no outcome of a race.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -79,8 +80,17 @@ _RIG_IDS = iter(range(1, 1000))
 # ----------------------------------------------------------------------------
 # Test-side message builders (plain byte packing, independent of the node).
 # ----------------------------------------------------------------------------
-RAW_ROTATION = ("rgb8", "bgr8", "rgba8_padded", "mono8", "mono16_be", "yuv422", "yuv422_yuy2",
-                "bayer_rggb8", "bayer_grbg8")
+RAW_ROTATION = (
+    "rgb8",
+    "bgr8",
+    "rgba8_padded",
+    "mono8",
+    "mono16_be",
+    "yuv422",
+    "yuv422_yuy2",
+    "bayer_rggb8",
+    "bayer_grbg8",
+)
 
 
 def make_frame(index: int) -> np.ndarray:
@@ -88,7 +98,7 @@ def make_frame(index: int) -> np.ndarray:
     y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
     img = np.stack([(x * 4) % 256, (y * 5) % 256, np.full_like(x, 60)], axis=-1).astype(np.uint8)
     left = (index * 3) % (WIDTH - 12)
-    img[10:22, left:left + 12] = (250, 250, 30)
+    img[10:22, left : left + 12] = (250, 250, 30)
     return img
 
 
@@ -119,7 +129,7 @@ def raw_image(kind: str, rgb: np.ndarray) -> Image:
         pairs[:, :, c_at[1]] = 128
         msg.encoding, payload, msg.step = kind, pairs.tobytes(), WIDTH * 2
     elif kind.startswith("bayer_"):
-        pattern = kind[len("bayer_"):len("bayer_") + 4].upper()
+        pattern = kind[len("bayer_") : len("bayer_") + 4].upper()
         mosaic = np.empty((HEIGHT, WIDTH), np.uint8)
         channel = {"R": 0, "G": 1, "B": 2}
         for k, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
@@ -163,8 +173,9 @@ def ns_stamp(ns: int) -> TimeMsg:
 class NodeProcess:
     """The installed scorer_node executable, with its output in a log file."""
 
-    def __init__(self, params: dict[str, str], log_path: Path, namespace: str = "",
-                 executable: Path = EXECUTABLE) -> None:
+    def __init__(
+        self, params: dict[str, str], log_path: Path, namespace: str = "", executable: Path = EXECUTABLE
+    ) -> None:
         if not executable.exists() or not PARAMS_FILE.exists():
             pytest.fail(f"{executable} or {PARAMS_FILE} missing: run `make build` first")
         args = [str(executable), "--ros-args", "--params-file", str(PARAMS_FILE)]
@@ -221,8 +232,9 @@ class Rig:
         self.successes: list[EpisodeSuccess] = []
         self.diagnostics: list[tuple[float, DiagnosticArray]] = []
         reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self.clock_pub = self.node.create_publisher(Clock, "/clock", 10)
         self.cam_pubs: list[Any] = [self.node.create_publisher(Image, CAM0, 10)]
         if compressed_camera:
@@ -230,7 +242,8 @@ class Rig:
         self.instruction_pub = self.node.create_publisher(String, "instruction", latched)
         self.node.create_subscription(TaskProgress, "task_progress", self._keep(self.progress), reliable)
         self.success_sub = self.node.create_subscription(
-            EpisodeSuccess, "episode_success", self._keep(self.successes), latched)
+            EpisodeSuccess, "episode_success", self._keep(self.successes), latched
+        )
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
         self.reset_client = self.node.create_client(Trigger, f"/{NODE}/reset")
         self.params = AsyncParameterClient(self.node, NODE)
@@ -255,6 +268,7 @@ class Rig:
         def callback(msg: Any) -> None:
             with self.lock:
                 bucket.append(msg)
+
         return callback
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
@@ -330,19 +344,24 @@ class Rig:
             if value:
                 return value
             if not self.node_proc.alive():
-                pytest.fail(f"scorer_node exited (rc {self.node_proc.proc.returncode}) while waiting for "
-                            f"{what}:\n{self.node_proc.log()[-4000:]}")
+                pytest.fail(
+                    f"scorer_node exited (rc {self.node_proc.proc.returncode}) while waiting for "
+                    f"{what}:\n{self.node_proc.log()[-4000:]}"
+                )
             time.sleep(0.05)
-        pytest.fail(f"timed out after {timeout} s waiting for {what}; node log tail:\n"
-                    f"{self.node_proc.log()[-4000:]}")
+        pytest.fail(f"timed out after {timeout} s waiting for {what}; node log tail:\n{self.node_proc.log()[-4000:]}")
 
     def wait_matched(self) -> None:
         """Wait until the node and this rig see each other on every topic."""
         pubs = [self.clock_pub, self.instruction_pub, *self.cam_pubs]
-        self.wait_for("the scorer to subscribe to clock, instruction and cameras",
-                      lambda: all(p.get_subscription_count() > 0 for p in pubs), timeout=60)
-        self.wait_for("the scorer's progress publisher",
-                      lambda: self.node.count_publishers("/task_progress") > 0, timeout=60)
+        self.wait_for(
+            "the scorer to subscribe to clock, instruction and cameras",
+            lambda: all(p.get_subscription_count() > 0 for p in pubs),
+            timeout=60,
+        )
+        self.wait_for(
+            "the scorer's progress publisher", lambda: self.node.count_publishers("/task_progress") > 0, timeout=60
+        )
         deadline = time.monotonic() + 60
         while not (self.reset_client.service_is_ready() and self.params.services_are_ready()):
             if time.monotonic() > deadline:
@@ -385,22 +404,29 @@ def status_values(status: DiagnosticStatus) -> dict[str, str]:
     return {kv.key: kv.value for kv in status.values}
 
 
-def new_episode_after(rig: Rig, old_ids: set[str], instruction: str | None = None,
-                      count: int = 1) -> list[TaskProgress]:
+def new_episode_after(
+    rig: Rig, old_ids: set[str], instruction: str | None = None, count: int = 1
+) -> list[TaskProgress]:
     """Progress messages of the first episode not in ``old_ids`` (at least ``count``)."""
+
     def find() -> list[TaskProgress] | None:
-        fresh = [m for m in rig.progress if m.episode_id not in old_ids
-                 and (instruction is None or m.instruction == instruction)]
+        fresh = [
+            m
+            for m in rig.progress
+            if m.episode_id not in old_ids and (instruction is None or m.instruction == instruction)
+        ]
         if not fresh:
             return None
         same = [m for m in fresh if m.episode_id == fresh[0].episode_id]
         return same if len(same) >= count else None
+
     return rig.wait_for(f"{count} progress messages of a new episode", find)
 
 
 @contextmanager
-def running_rig(params: dict[str, str], log_path: Path, compressed_camera: bool = True,
-                load_timeout: float = 120.0) -> Iterator[Rig]:
+def running_rig(
+    params: dict[str, str], log_path: Path, compressed_camera: bool = True, load_timeout: float = 120.0
+) -> Iterator[Rig]:
     """The installed node with ``params`` and the rig around it, streaming, with the model loaded."""
     proc = NodeProcess(params, log_path)
     try:
@@ -411,9 +437,11 @@ def running_rig(params: dict[str, str], log_path: Path, compressed_camera: bool 
     try:
         the_rig.wait_matched()
         the_rig.start_streaming()
-        the_rig.wait_for("the model to load", lambda: (
-            (s := the_rig.latest_status(": model")) is not None and s.level == DiagnosticStatus.OK),
-            timeout=load_timeout)
+        the_rig.wait_for(
+            "the model to load",
+            lambda: (s := the_rig.latest_status(": model")) is not None and s.level == DiagnosticStatus.OK,
+            timeout=load_timeout,
+        )
         yield the_rig
     finally:
         the_rig.close()

@@ -7,6 +7,7 @@ full, the processor given the frames with their real stamps as frame
 the position before the answer token " True". A backend's ``score`` must
 equal it (the LeRobot-equivalent number), whatever the backend does inside.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ A run's outputs (tables, CSV, progress.mcap, plots, video) are compared with
 an untouched copy (equal) and with copies where one file was changed in a
 way a broken engine could change it (unequal, naming the file).
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,9 +27,34 @@ def outputs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> P
     root = tmp_path_factory.mktemp("compare")
     bag = write_episodes_bag(root / "bag", "mcap", DEMO_SCENES[:1], duration_s=2.0).path
     out = root / "out"
-    assert main(["bag", str(bag), "-o", str(out), "--model", str(tiny_model_dir), "--device", "cpu",
-                 "--dtype", "float32", "--local-files-only", "--torch-threads", "1", "--view-size", "48",
-                 "--num-prefixes", "3", "--rate", "2.0", "--video", "-q"]) == 0
+    assert (
+        main(
+            [
+                "bag",
+                str(bag),
+                "-o",
+                str(out),
+                "--model",
+                str(tiny_model_dir),
+                "--device",
+                "cpu",
+                "--dtype",
+                "float32",
+                "--local-files-only",
+                "--torch-threads",
+                "1",
+                "--view-size",
+                "48",
+                "--num-prefixes",
+                "3",
+                "--rate",
+                "2.0",
+                "--video",
+                "-q",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -53,8 +79,11 @@ def _progress_mcap_with_another_instruction(path: Path) -> None:
     from topreward_ros.offline.progress_mcap import PROGRESS_TOPIC
 
     with open(path, "rb") as f:
-        ticks = [(m.log_time, d) for _, c, m, d in make_reader(
-            f, decoder_factories=[DecoderFactory()]).iter_decoded_messages() if c.topic == PROGRESS_TOPIC]
+        ticks = [
+            (m.log_time, d)
+            for _, c, m, d in make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages()
+            if c.topic == PROGRESS_TOPIC
+        ]
     path.unlink()
     # The same number of messages at the same times, on another topic: the content differs.
     with BagWriter(path.with_suffix(""), "mcap") as writer:
@@ -84,12 +113,15 @@ def _video_frames(path: Path) -> None:
     write_video(path, iter([np.zeros((40, 40, 3), np.uint8)] * 3), 2.0)
 
 
-@pytest.mark.parametrize("name, change", [
-    ("progress.mcap", _progress_mcap_with_another_instruction),
-    ("frames.csv", _csv_cell),
-    ("plot.png", _png_pixels),
-    ("progress.mp4", _video_frames),
-])
+@pytest.mark.parametrize(
+    "name, change",
+    [
+        ("progress.mcap", _progress_mcap_with_another_instruction),
+        ("frames.csv", _csv_cell),
+        ("plot.png", _png_pixels),
+        ("progress.mp4", _video_frames),
+    ],
+)
 def test_a_changed_file_is_found(outputs: Path, tmp_path: Path, name: str, change) -> None:
     with pytest.raises(AssertionError, match=name.split(".")[0]):
         assert_same_outputs(outputs, changed_copy(outputs, tmp_path, name, change))
@@ -100,7 +132,8 @@ def test_a_changed_yaml_value_is_found_and_comments_are_not_content(tmp_path: Pa
     for d, threshold, comment in ((a, -3.25, "# fitted on 12 episodes"), (b, -3.25, "# another run")):
         d.mkdir()
         (d / "calibrated.yaml").write_text(
-            f"{comment}\nscorer_node:\n  ros__parameters:\n    success_threshold: {threshold}\n")
+            f"{comment}\nscorer_node:\n  ros__parameters:\n    success_threshold: {threshold}\n"
+        )
     assert assert_same_outputs(a, b) == ["calibrated.yaml"]
     (b / "calibrated.yaml").write_text("scorer_node:\n  ros__parameters:\n    success_threshold: -2.5\n")
     with pytest.raises(AssertionError, match="calibrated"):

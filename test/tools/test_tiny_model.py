@@ -1,4 +1,5 @@
 """The random Qwen3-VL builder: real vocabulary, exact reload, idempotent, deterministic."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,12 +20,27 @@ def test_tokenizer_has_the_real_qwen_ids(tiny_model_dir: Path) -> None:
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
     assert type(processor).__name__ == "Qwen3VLProcessor"
     tok = processor.tokenizer
-    ids = {t: tok.convert_tokens_to_ids(t) for t in
-           ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-            "<|image_pad|>", "<|video_pad|>")}
-    assert ids == {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645,
-                   "<|vision_start|>": 151652, "<|vision_end|>": 151653, "<|image_pad|>": 151655,
-                   "<|video_pad|>": 151656}
+    ids = {
+        t: tok.convert_tokens_to_ids(t)
+        for t in (
+            "<|endoftext|>",
+            "<|im_start|>",
+            "<|im_end|>",
+            "<|vision_start|>",
+            "<|vision_end|>",
+            "<|image_pad|>",
+            "<|video_pad|>",
+        )
+    }
+    assert ids == {
+        "<|endoftext|>": 151643,
+        "<|im_start|>": 151644,
+        "<|im_end|>": 151645,
+        "<|vision_start|>": 151652,
+        "<|vision_end|>": 151653,
+        "<|image_pad|>": 151655,
+        "<|video_pad|>": 151656,
+    }
     assert tok.encode(" True", add_special_tokens=False) == [3007]
     assert tok.encode("True", add_special_tokens=False) == [2514]
     assert tok.encode("False", add_special_tokens=False) == [4049]

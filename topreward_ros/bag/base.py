@@ -5,6 +5,7 @@ storage files. Code that only handles those (the LeRobot dataset scorer, the
 command-line parsers, the output manifests) imports this module and never
 pays for, or needs, the bag reader.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -16,6 +16,7 @@ where it stopped:
   how many messages were good and the last good log time, after those
   messages were delivered.
 """
+
 from __future__ import annotations
 
 import struct
@@ -81,8 +82,9 @@ class _RosbagsSource:
         self.start_ns = self._reader.start_time if count else None
         self.end_ns = self._reader.end_time - 1 if count else None
 
-    def messages(self, topics: set[str], start_ns: int | None = None,
-                 stop_ns: int | None = None) -> Iterator[BagMessage]:
+    def messages(
+        self, topics: set[str], start_ns: int | None = None, stop_ns: int | None = None
+    ) -> Iterator[BagMessage]:
         conns = [c for c in self._reader.connections if c.topic in topics]
         if not conns:
             return
@@ -127,22 +129,16 @@ class _McapStreamSource:
                     topic = self._channels.get(record.channel_id, ("?", ""))[0]
                     counts[topic] = counts.get(topic, 0) + 1
                     self.good_messages += 1
-                    self.start_ns = record.log_time if self.start_ns is None else min(
-                        self.start_ns, record.log_time)
-                    self.end_ns = record.log_time if self.end_ns is None else max(
-                        self.end_ns, record.log_time)
+                    self.start_ns = record.log_time if self.start_ns is None else min(self.start_ns, record.log_time)
+                    self.end_ns = record.log_time if self.end_ns is None else max(self.end_ns, record.log_time)
         except Exception as exc:  # noqa: BLE001 - any parse failure marks the damage point
             self.damage = _describe_stream_error(exc)
         if not self.topics and self.good_messages == 0:
             raise BagOpenError(
-                f"{path}: not a readable MCAP file ({open_error}; record scan: "
-                f"{self.damage or 'no channels'})"
+                f"{path}: not a readable MCAP file ({open_error}; record scan: {self.damage or 'no channels'})"
             )
         self.damage = self.damage or f"file has no MCAP footer ({open_error})"
-        self.topics = {
-            t: TopicInfo(t, info.msgtype, counts.get(t, 0), info.msgdef)
-            for t, info in self.topics.items()
-        }
+        self.topics = {t: TopicInfo(t, info.msgtype, counts.get(t, 0), info.msgdef) for t, info in self.topics.items()}
 
     def _records(self) -> Iterator[Any]:
         from mcap.stream_reader import StreamReader
@@ -150,8 +146,9 @@ class _McapStreamSource:
         with open(self.path, "rb") as stream:
             yield from StreamReader(stream, validate_crcs=True).records
 
-    def messages(self, topics: set[str], start_ns: int | None = None,
-                 stop_ns: int | None = None) -> Iterator[BagMessage]:
+    def messages(
+        self, topics: set[str], start_ns: int | None = None, stop_ns: int | None = None
+    ) -> Iterator[BagMessage]:
         from mcap.records import Message
 
         delivered = 0
@@ -161,8 +158,9 @@ class _McapStreamSource:
             if isinstance(record, Message):
                 delivered += 1
                 topic, msgtype = self._channels.get(record.channel_id, ("", ""))
-                if ((start_ns is not None and record.log_time < start_ns)
-                        or (stop_ns is not None and record.log_time >= stop_ns)):
+                if (start_ns is not None and record.log_time < start_ns) or (
+                    stop_ns is not None and record.log_time >= stop_ns
+                ):
                     continue
                 if topic in topics:
                     yield BagMessage(topic, msgtype, int(record.log_time), bytes(record.data))
@@ -214,10 +212,7 @@ class BagReader:
         if not self.path.exists():
             raise BagOpenError(f"{self.path}: no such file or directory")
         if self.path.is_file() and self.path.suffix not in STORAGE_SUFFIXES:
-            raise BagOpenError(
-                f"{self.path}: not a rosbag2 storage file (expected .mcap or .db3, "
-                f"or a bag directory)"
-            )
+            raise BagOpenError(f"{self.path}: not a rosbag2 storage file (expected .mcap or .db3, or a bag directory)")
         self._sources: list[_RosbagsSource | _McapStreamSource] = []
         try:
             if self.path.is_dir() and (self.path / "metadata.yaml").is_file():
@@ -237,19 +232,14 @@ class BagReader:
             self._stack.callback(source.close)
             if isinstance(source, _McapStreamSource):
                 self.notes.append(
-                    f"{source.path.name}: {source.damage}; read without index, "
-                    f"{source.good_messages} messages readable"
+                    f"{source.path.name}: {source.damage}; read without index, {source.good_messages} messages readable"
                 )
-        self.storage = STORAGE_SUFFIXES.get(
-            next((f.suffix for f in storage_files(self.path)), ""), "unknown"
-        )
+        self.storage = STORAGE_SUFFIXES.get(next((f.suffix for f in storage_files(self.path)), ""), "unknown")
 
     def _open_files(self) -> None:
         files = storage_files(self.path)
         if not files:
-            raise BagOpenError(
-                f"{self.path}: directory holds no rosbag2 storage file (.mcap or .db3)"
-            )
+            raise BagOpenError(f"{self.path}: directory holds no rosbag2 storage file (.mcap or .db3)")
         for file in files:
             self._sources.append(_open_storage_file(file))
 
@@ -262,7 +252,8 @@ class BagReader:
                 if topic in merged:
                     old = merged[topic]
                     count = (
-                        None if old.message_count is None or info.message_count is None
+                        None
+                        if old.message_count is None or info.message_count is None
                         else old.message_count + info.message_count
                     )
                     merged[topic] = TopicInfo(topic, old.msgtype, count, old.msgdef)
@@ -278,8 +269,7 @@ class BagReader:
     @property
     def damage(self) -> str | None:
         """Why the readable part ends before the file does, if it does."""
-        notes = [f"{s.path.name}: {s.damage}" for s in self._sources
-                 if isinstance(s, _McapStreamSource) and s.damage]
+        notes = [f"{s.path.name}: {s.damage}" for s in self._sources if isinstance(s, _McapStreamSource) and s.damage]
         return "; ".join(notes) or None
 
     @property
@@ -299,8 +289,9 @@ class BagReader:
         return None if any(c is None for c in counts) else sum(c for c in counts if c)
 
     # -- messages -------------------------------------------------------------------
-    def messages(self, topics: Iterable[str] | None = None, start_ns: int | None = None,
-                 stop_ns: int | None = None) -> Iterator[BagMessage]:
+    def messages(
+        self, topics: Iterable[str] | None = None, start_ns: int | None = None, stop_ns: int | None = None
+    ) -> Iterator[BagMessage]:
         """Messages of ``topics`` (all when None), in log-time order.
 
         ``start_ns`` / ``stop_ns`` limit them to log times in ``[start_ns,
@@ -320,14 +311,15 @@ class BagReader:
                 raise
             except Exception as exc:  # noqa: BLE001 - storage errors vary by backend
                 raise BagReadError(
-                    f"{source.path}: reading stopped after {count} messages: "
-                    f"{type(exc).__name__}: {exc}",
-                    count, last,
+                    f"{source.path}: reading stopped after {count} messages: {type(exc).__name__}: {exc}",
+                    count,
+                    last,
                 ) from exc
             if isinstance(source, _McapStreamSource) and source.damage:
                 raise BagReadError(
                     f"{source.path}: {source.damage}; {count} messages read before it",
-                    count, last,
+                    count,
+                    last,
                 )
 
     def deserialize(self, message: BagMessage) -> Any:
@@ -345,9 +337,7 @@ class BagReader:
     def _register(self, topic: str, msgtype: str) -> None:
         info = self.topics.get(topic)
         if info is None or not info.msgdef:
-            raise MessageDecodeError(
-                f"{topic}: type {msgtype} is unknown and the bag stores no definition for it"
-            )
+            raise MessageDecodeError(f"{topic}: type {msgtype} is unknown and the bag stores no definition for it")
         try:
             self.typestore.register(_types_from_concatenated(info.msgdef, msgtype))
         except Exception as exc:  # noqa: BLE001
@@ -360,8 +350,9 @@ class BagReader:
     def __enter__(self) -> BagReader:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 

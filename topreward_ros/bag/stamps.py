@@ -4,6 +4,7 @@ The offline sources cut episodes and schedule samples by the primary
 camera's header stamps; reading 8 bytes per message instead of decoding
 every 30 Hz frame is what makes planning a long bag cheap.
 """
+
 from __future__ import annotations
 
 import struct

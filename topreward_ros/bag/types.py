@@ -6,6 +6,7 @@ EpisodeSuccess and EpisodeResult are registered from the very ``.msg`` files the
 from, so a bag written here carries the same schema (embedded in the MCAP)
 that the node publishes, and Foxglove or ``ros2 bag`` read it as such.
 """
+
 from __future__ import annotations
 
 import functools

@@ -7,6 +7,7 @@ a temporary sibling directory and moved into place only once it is complete
 and closed, so a crash never leaves a half-written bag under the final name
 (and a later run never mistakes one for finished output).
 """
+
 from __future__ import annotations
 
 import io
@@ -76,8 +77,7 @@ class BagWriter:
         if self._writer is None:
             raise BagWriteError("BagWriter is not open: use it as a context manager")
         if topic not in self._connections:
-            self._connections[topic] = self._writer.add_connection(topic, msgtype,
-                                                                   typestore=self.typestore)
+            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=self.typestore)
 
     def write(self, topic: str, msg: Any, log_time_ns: int) -> None:
         """Append ``msg`` (a rosbags message object) on ``topic`` at ``log_time_ns``."""
@@ -89,9 +89,7 @@ class BagWriter:
             connection = self._writer.add_connection(topic, msgtype, typestore=self.typestore)
             self._connections[topic] = connection
         elif connection.msgtype != msgtype:
-            raise BagWriteError(
-                f"topic {topic} already carries {connection.msgtype}, cannot write {msgtype}"
-            )
+            raise BagWriteError(f"topic {topic} already carries {connection.msgtype}, cannot write {msgtype}")
         data = self.typestore.serialize_cdr(msg, msgtype)
         self._writer.write(connection, int(log_time_ns), data)
         self.message_count += 1
@@ -130,8 +128,9 @@ def _replace_path(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
-def write_single_mcap(path: Path | str, messages: list[tuple[str, Any, int]],
-                      typestore: Typestore | None = None) -> Path:
+def write_single_mcap(
+    path: Path | str, messages: list[tuple[str, Any, int]], typestore: Typestore | None = None
+) -> Path:
     """Write ``(topic, msg, log_time_ns)`` messages into one ``.mcap`` file.
 
     A bare MCAP file (no rosbag2 directory around it) is what Foxglove opens
@@ -163,12 +162,12 @@ def stamp_fields(stamp_ns: int, store: Typestore | None = None) -> Any:
 
 def header(stamp_ns: int, frame_id: str = "", store: Typestore | None = None) -> Any:
     store = store or default_typestore()
-    return store.types["std_msgs/msg/Header"](
-        stamp=stamp_fields(stamp_ns, store), frame_id=frame_id)
+    return store.types["std_msgs/msg/Header"](stamp=stamp_fields(stamp_ns, store), frame_id=frame_id)
 
 
-def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera",
-              encoding: str = "rgb8", store: Typestore | None = None) -> Any:
+def image_msg(
+    rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera", encoding: str = "rgb8", store: Typestore | None = None
+) -> Any:
     """sensor_msgs/Image from an HxWx3 RGB array, in ``encoding`` (rgb8/bgr8/mono8)."""
     store = store or default_typestore()
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
@@ -185,15 +184,24 @@ def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera",
     height, width = pixels.shape[:2]
     step = pixels.strides[0]
     return store.types["sensor_msgs/msg/Image"](
-        header=header(stamp_ns, frame_id, store), height=height, width=width,
-        encoding=encoding, is_bigendian=0, step=step,
+        header=header(stamp_ns, frame_id, store),
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=step,
         data=np.frombuffer(pixels.tobytes(), dtype=np.uint8),
     )
 
 
-def compressed_image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera",
-                         fmt: str = "jpeg", quality: int = 90,
-                         store: Typestore | None = None) -> Any:
+def compressed_image_msg(
+    rgb: np.ndarray,
+    stamp_ns: int,
+    frame_id: str = "camera",
+    fmt: str = "jpeg",
+    quality: int = 90,
+    store: Typestore | None = None,
+) -> Any:
     """sensor_msgs/CompressedImage (JPEG or PNG) from an HxWx3 RGB array."""
     from PIL import Image as PILImage
 
@@ -206,7 +214,8 @@ def compressed_image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera
         buffer, format=pil_format, **({"quality": quality} if pil_format == "JPEG" else {})
     )
     return store.types["sensor_msgs/msg/CompressedImage"](
-        header=header(stamp_ns, frame_id, store), format=fmt,
+        header=header(stamp_ns, frame_id, store),
+        format=fmt,
         data=np.frombuffer(buffer.getvalue(), dtype=np.uint8),
     )
 

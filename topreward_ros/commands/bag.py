@@ -13,6 +13,7 @@ or Ray with ``--ray``. Exit codes (``commands.options``):
   camera or instruction topic without messages, model not loadable);
 * 130: interrupted (completed episodes are kept; a re-run resumes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,30 +69,46 @@ def _register_bag(subparsers: Any) -> None:
         "bags or a list file give OUTPUT/<bag name>/ per bag plus runs.json and combined "
         "tables; --ray spreads the episodes over model replicas on a Ray cluster.",
     )
-    p.add_argument("bag", nargs="*", metavar="IN",
-                   help="bag directory or .mcap / .db3 file; several bags, a directory of bags, "
-                   "or @LIST (a file naming one path per line) score many bags, each into "
-                   "OUTPUT/<bag name>/")
+    p.add_argument(
+        "bag",
+        nargs="*",
+        metavar="IN",
+        help="bag directory or .mcap / .db3 file; several bags, a directory of bags, "
+        "or @LIST (a file naming one path per line) score many bags, each into "
+        "OUTPUT/<bag name>/",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
-    p.add_argument("--list", action="append", type=Path, metavar="FILE",
-                   help="file naming bags, one path per line (# comments); repeatable")
+    p.add_argument(
+        "--list",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="file naming bags, one path per line (# comments); repeatable",
+    )
     g = p.add_argument_group("topics")
-    g.add_argument("--camera", action="append", dest="cameras", metavar="TOPIC",
-                   help="image topic (Image or CompressedImage); repeat for several cameras, "
-                   "the first is the primary. Default: camera_topics of --params-file, else the "
-                   "bag's only image topic")
-    g.add_argument("--instruction-topic",
-                   help="std_msgs/String topic with the task instruction (default: instruction_topic of "
-                   "--params-file, else /instruction)")
-    g.add_argument("--instruction",
-                   help="fixed instruction for the whole bag (instead of a topic)")
-    g.add_argument("--reset-topic", help="a message on this topic starts a new episode (default: "
-                   "reset_topic of --params-file, else none)")
+    g.add_argument(
+        "--camera",
+        action="append",
+        dest="cameras",
+        metavar="TOPIC",
+        help="image topic (Image or CompressedImage); repeat for several cameras, "
+        "the first is the primary. Default: camera_topics of --params-file, else the "
+        "bag's only image topic",
+    )
+    g.add_argument(
+        "--instruction-topic",
+        help="std_msgs/String topic with the task instruction (default: instruction_topic of "
+        "--params-file, else /instruction)",
+    )
+    g.add_argument("--instruction", help="fixed instruction for the whole bag (instead of a topic)")
+    g.add_argument(
+        "--reset-topic",
+        help="a message on this topic starts a new episode (default: reset_topic of --params-file, else none)",
+    )
     add_model_options(p)
     add_stamp_options(add_scoring_options(p, BAG_PARAMS, "bag"))
     g = add_run_options(p)
-    g.add_argument("--episode-offset", type=int, default=0,
-                   help="added to episode_index in the tables (LeRobot join)")
+    g.add_argument("--episode-offset", type=int, default=0, help="added to episode_index in the tables (LeRobot join)")
     add_ray_options(p)
     p.set_defaults(func=run_bag)
 
@@ -133,15 +150,26 @@ def run_bag(args: argparse.Namespace) -> int:
     for dup in inputs.duplicates:
         print(f"topreward bag: note: {dup} is named more than once; scored once", file=sys.stderr)
     jobs = [
-        input_job(bag.name, bag.path, Path(args.output) if inputs.single else Path(args.output) / bag.name,
-                  lambda bag=bag: BagSource(bag.path, bag_source_options(
-                      args, pick_cameras(bag.path, args.cameras))))
+        input_job(
+            bag.name,
+            bag.path,
+            Path(args.output) if inputs.single else Path(args.output) / bag.name,
+            lambda bag=bag: BagSource(bag.path, bag_source_options(args, pick_cameras(bag.path, args.cameras))),
+        )
         for bag in inputs.bags
     ]
     raw_inputs = [str(a) for a in args.bag] + [f"@{f}" for f in (args.list or ())]
-    code, _ = run_jobs("topreward bag", args, jobs, settings, config, single=inputs.single,
-                       raw_inputs=raw_inputs, episode_offset=args.episode_offset,
-                       on_replica_episode=getattr(args, "on_replica_episode", None))
+    code, _ = run_jobs(
+        "topreward bag",
+        args,
+        jobs,
+        settings,
+        config,
+        single=inputs.single,
+        raw_inputs=raw_inputs,
+        episode_offset=args.episode_offset,
+        on_replica_episode=getattr(args, "on_replica_episode", None),
+    )
     return code
 
 
@@ -160,18 +188,35 @@ def _register_replay(subparsers: Any) -> None:
     p.add_argument("bag", type=Path, help="bag directory or .mcap / .db3 file")
     p.add_argument("--topics", nargs="+", metavar="TOPIC", help="only these topics")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed multiplier")
-    p.add_argument("--clock-hz", type=float, default=DEFAULT_CLOCK_HZ,
-                   help="/clock messages per second of wall time (default: %(default)s; each "
-                   "one wakes every sim-time node, so keep it low on a small machine)")
+    p.add_argument(
+        "--clock-hz",
+        type=float,
+        default=DEFAULT_CLOCK_HZ,
+        help="/clock messages per second of wall time (default: %(default)s; each "
+        "one wakes every sim-time node, so keep it low on a small machine)",
+    )
     p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
-    p.add_argument("--qos", choices=("reliable", "best_effort"), default="reliable",
-                   help="reliability of the publishers (default: %(default)s)")
-    p.add_argument("--wait-for", nargs="*", metavar="TOPIC", default=None,
-                   help="before starting, wait until each TOPIC has a subscriber "
-                   "(no TOPIC: every replayed topic)")
+    p.add_argument(
+        "--qos",
+        choices=("reliable", "best_effort"),
+        default="reliable",
+        help="reliability of the publishers (default: %(default)s)",
+    )
+    p.add_argument(
+        "--wait-for",
+        nargs="*",
+        metavar="TOPIC",
+        default=None,
+        help="before starting, wait until each TOPIC has a subscriber (no TOPIC: every replayed topic)",
+    )
     p.add_argument("--wait-timeout", type=float, default=30.0, metavar="SECONDS")
-    p.add_argument("--linger", type=float, default=1.0, metavar="SECONDS",
-                   help="keep publishing /clock this long after the last message")
+    p.add_argument(
+        "--linger",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="keep publishing /clock this long after the last message",
+    )
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=run_replay)
 
@@ -183,10 +228,13 @@ def run_replay(args: argparse.Namespace) -> int:
     try:
         options = ReplayOptions(
             topics=tuple(args.topics) if args.topics else None,
-            rate=args.rate, clock_hz=args.clock_hz, publish_clock=not args.no_clock,
+            rate=args.rate,
+            clock_hz=args.clock_hz,
+            publish_clock=not args.no_clock,
             reliable=args.qos == "reliable",
             wait_for=None if args.wait_for is None else tuple(args.wait_for),
-            wait_timeout_s=args.wait_timeout, linger_s=args.linger,
+            wait_timeout_s=args.wait_timeout,
+            linger_s=args.linger,
         )
         result = replay_bag(args.bag, options, progress=not args.quiet)
     except (BagError, ReplayError, ValueError) as exc:

@@ -12,6 +12,7 @@ directory, the Hugging Face cache, or a built-in table of the Qwen3-VL sizes.
 Exit codes: 0 fits (or cannot tell: no free-memory figure), 1 does not fit,
 2 bad input (parameters file, option, unreadable model configuration).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,24 +33,36 @@ RIG_DEFAULTS: dict[str, Any] = {
     "rate_hz": 1.0,
     "instruction": "",
 }
-CONFIG_KEYS = ("model", "backend", "device", "dtype", "attn_implementation", "local_files_only", "cache_dir",
-               "sample_fps", "view_size")
+CONFIG_KEYS = (
+    "model",
+    "backend",
+    "device",
+    "dtype",
+    "attn_implementation",
+    "local_files_only",
+    "cache_dir",
+    "sample_fps",
+    "view_size",
+)
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``check`` subcommand to the ``topreward`` command."""
     from topreward_ros.scoring.backends.registry import BACKEND_NAMES
 
-    p = subparsers.add_parser("check", help="whether a rig fits: GPU memory, tokens, tick cost",
-                              description=__doc__.split("\n\n")[0] + ".")
-    p.add_argument("--params-file", type=Path, default=None,
-                   help="the node's ROS 2 parameters file (default: the node's defaults)")
+    p = subparsers.add_parser(
+        "check", help="whether a rig fits: GPU memory, tokens, tick cost", description=__doc__.split("\n\n")[0] + "."
+    )
+    p.add_argument(
+        "--params-file", type=Path, default=None, help="the node's ROS 2 parameters file (default: the node's defaults)"
+    )
     p.add_argument("--model", help="hub id or local model directory (overrides the file)")
     p.add_argument("--backend", choices=BACKEND_NAMES, help="scoring backend that runs the model (overrides the file)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the file)")
     p.add_argument("--dtype", help="auto | bfloat16 | float16 | float32 (overrides the file)")
-    p.add_argument("--time", action="store_true",
-                   help="load the model and time a full forward at max_frames and one tick")
+    p.add_argument(
+        "--time", action="store_true", help="load the model and time a full forward at max_frames and one tick"
+    )
     p.set_defaults(func=run)
     return p
 
@@ -71,8 +84,13 @@ def rig_from(values: dict[str, Any]) -> Any:
     if not isinstance(cameras, list) or not cameras:
         raise ValueError(f"camera_topics must be a non-empty list, got {cameras!r}")
     instruction = str(values.get("instruction") or "") or Rig.instruction
-    return Rig(config, cameras=len(cameras), max_frames=int(values.get("max_frames", RIG_DEFAULTS["max_frames"])),
-               rate_hz=float(values.get("rate_hz", RIG_DEFAULTS["rate_hz"])), instruction=instruction)
+    return Rig(
+        config,
+        cameras=len(cameras),
+        max_frames=int(values.get("max_frames", RIG_DEFAULTS["max_frames"])),
+        rate_hz=float(values.get("rate_hz", RIG_DEFAULTS["rate_hz"])),
+        instruction=instruction,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ Each subcommand lives in the module that owns its logic and registers itself
 here through ``register(subparsers)``; this file only dispatches, so running
 ``topreward --help`` imports nothing heavy.
 """
+
 from __future__ import annotations
 
 import argparse

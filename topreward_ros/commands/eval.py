@@ -19,6 +19,7 @@ Exit codes:
   of other settings);
 * 130: interrupted (finished episodes are kept; a re-run continues).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,31 +78,58 @@ def register(subparsers: Any) -> None:
         "<dataset name>/<episode_index> for datasets, the file stem for videos, the folder name for "
         "frame folders. Re-running into the same output directory resumes; --ray scores on Ray replicas.",
     )
-    p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="rosbag2 bag (directory, .mcap or .db3), LeRobot dataset (the directory holding "
-                   "meta/info.json), a directory of bags or datasets, @LIST (a file naming one input per "
-                   "line), video file, or folder of frames")
-    p.add_argument("-l", "--labels", type=Path, required=True,
-                   help="CSV (episode,success[,task][,instruction]) or YAML (episode: 0/1 or "
-                   "{success, task, instruction}) labels file")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="rosbag2 bag (directory, .mcap or .db3), LeRobot dataset (the directory holding "
+        "meta/info.json), a directory of bags or datasets, @LIST (a file naming one input per "
+        "line), video file, or folder of frames",
+    )
+    p.add_argument(
+        "-l",
+        "--labels",
+        type=Path,
+        required=True,
+        help="CSV (episode,success[,task][,instruction]) or YAML (episode: 0/1 or "
+        "{success, task, instruction}) labels file",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     g = p.add_argument_group("bags (as for topreward bag) and datasets (as for topreward lerobot)")
-    g.add_argument("--camera", action="append", dest="cameras", metavar="TOPIC_OR_KEY",
-                   help="a bag's image topic or a dataset's video feature; repeat for several cameras, the "
-                   "first is the primary (default: for bags camera_topics of --params-file, else each "
-                   "bag's only image topic; for datasets each dataset's only video feature)")
-    g.add_argument("--instruction-topic",
-                   help="std_msgs/String topic that starts each bag episode (default: instruction_topic of "
-                   "--params-file, else /instruction)")
-    g.add_argument("--reset-topic", help="a message on this topic starts a new bag episode (default: "
-                   "reset_topic of --params-file, else none)")
-    g.add_argument("--video-tolerance", type=float, default=0.5, metavar="FRAMES",
-                   help="datasets: leave a frame out when the nearest decoded picture is further than this "
-                   "many frame periods from its timestamp (default: %(default)s)")
+    g.add_argument(
+        "--camera",
+        action="append",
+        dest="cameras",
+        metavar="TOPIC_OR_KEY",
+        help="a bag's image topic or a dataset's video feature; repeat for several cameras, the "
+        "first is the primary (default: for bags camera_topics of --params-file, else each "
+        "bag's only image topic; for datasets each dataset's only video feature)",
+    )
+    g.add_argument(
+        "--instruction-topic",
+        help="std_msgs/String topic that starts each bag episode (default: instruction_topic of "
+        "--params-file, else /instruction)",
+    )
+    g.add_argument(
+        "--reset-topic",
+        help="a message on this topic starts a new bag episode (default: reset_topic of --params-file, else none)",
+    )
+    g.add_argument(
+        "--video-tolerance",
+        type=float,
+        default=0.5,
+        metavar="FRAMES",
+        help="datasets: leave a frame out when the nearest decoded picture is further than this "
+        "many frame periods from its timestamp (default: %(default)s)",
+    )
     g = p.add_argument_group("videos and frame folders (as for topreward score)")
     g.add_argument("--instruction", help="instruction of videos / frame folders whose label gives none")
-    g.add_argument("--source-fps", type=float, default=30.0,
-                   help="frame rate of frame folders (default: %(default)s; videos use their timestamps)")
+    g.add_argument(
+        "--source-fps",
+        type=float,
+        default=30.0,
+        help="frame rate of frame folders (default: %(default)s; videos use their timestamps)",
+    )
     add_model_options(p)
     add_stamp_options(add_scoring_options(p, EVAL_PARAMS, "recording", threshold=False))
     add_run_options(p, outputs=False)
@@ -149,15 +177,24 @@ def run_eval(args: argparse.Namespace) -> int:
         inputs = classify_all(args.inputs)
         check_labels(inputs, labels, args.instruction)
         settings = EvalSettings(
-            sample_fps=args.sample_fps, max_frames=args.max_frames, sync_tolerance_s=args.sync_tolerance,
-            view_size=args.view_size, num_prefixes=args.num_prefixes, success_window=args.success_window,
-            success_consecutive=args.success_consecutive, tick_rate_hz=args.rate,
+            sample_fps=args.sample_fps,
+            max_frames=args.max_frames,
+            sync_tolerance_s=args.sync_tolerance,
+            view_size=args.view_size,
+            num_prefixes=args.num_prefixes,
+            success_window=args.success_window,
+            success_consecutive=args.success_consecutive,
+            tick_rate_hz=args.rate,
             stamp_jump_restart_s=args.stamp_jump_restart,
             stamp_gap_restart_s=args.stamp_gap_restart,
             camera_topics=tuple(args.cameras) if args.cameras else None,
-            instruction_topic=args.instruction_topic, reset_topic=args.reset_topic,
-            source_fps=args.source_fps, fixed_instruction=args.instruction,
-            dataset_cameras=dataset_cameras, video_tolerance_frames=args.video_tolerance)
+            instruction_topic=args.instruction_topic,
+            reset_topic=args.reset_topic,
+            source_fps=args.source_fps,
+            fixed_instruction=args.instruction,
+            dataset_cameras=dataset_cameras,
+            video_tolerance_frames=args.video_tolerance,
+        )
         # The node-side settings, the model's and Ray's are checked before the (slow) model load.
         settings.offline(args.max_episodes)
         config = scorer_config(args)
@@ -192,31 +229,57 @@ def run_eval(args: argparse.Namespace) -> int:
     if run.interrupted:
         print("INTERRUPTED: finished episodes are kept; re-run the same command to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return write_outputs(args, runner, inputs, labels, run, settings.record(config.model),
-                         _is_random_checkpoint(config.model))
+    return write_outputs(
+        args, runner, inputs, labels, run, settings.record(config.model), _is_random_checkpoint(config.model)
+    )
 
 
-def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: Any, run: Any,
-                  settings: dict[str, Any], random_weights: bool) -> int:
+def write_outputs(
+    args: argparse.Namespace,
+    runner: Any,
+    inputs: Any,
+    labels: Any,
+    run: Any,
+    settings: dict[str, Any],
+    random_weights: bool,
+) -> int:
     """Write the report of ``run`` (``evaluation.outcome``), print its summary; the exit code."""
     from topreward_ros.evaluation.outcome import write_outcome
 
     out: Path = args.output
-    outcome = write_outcome(out, runner.load_records(inputs), labels, inputs, run, settings, random_weights,
-                            args.success_window, args.success_consecutive,
-                            {"instruction_topic": args.instruction_topic, "reset_topic": args.reset_topic,
-                             "rate_hz": args.rate, "sample_fps": args.sample_fps,
-                             "max_frames": args.max_frames, "view_size": args.view_size,
-                             "sync_tolerance_s": args.sync_tolerance})
+    outcome = write_outcome(
+        out,
+        runner.load_records(inputs),
+        labels,
+        inputs,
+        run,
+        settings,
+        random_weights,
+        args.success_window,
+        args.success_consecutive,
+        {
+            "instruction_topic": args.instruction_topic,
+            "reset_topic": args.reset_topic,
+            "rate_hz": args.rate,
+            "sample_fps": args.sample_fps,
+            "max_frames": args.max_frames,
+            "view_size": args.view_size,
+            "sync_tolerance_s": args.sync_tolerance,
+        },
+    )
     evaluation, problems = outcome.evaluation, outcome.problems
     m = evaluation.overall
-    print(f"{m.episodes} labelled episodes ({m.successes} successes, {m.failures} failures): "
-          f"VOC {m.voc_mean:.3f} (control {m.control_voc_mean:.3f})"
-          + (f", ROC-AUC raw {m.auc_raw:.3f} / two-way {m.auc_two_way:.3f}" if m.auc_raw is not None else ""))
+    print(
+        f"{m.episodes} labelled episodes ({m.successes} successes, {m.failures} failures): "
+        f"VOC {m.voc_mean:.3f} (control {m.control_voc_mean:.3f})"
+        + (f", ROC-AUC raw {m.auc_raw:.3f} / two-way {m.auc_two_way:.3f}" if m.auc_raw is not None else "")
+    )
     if random_weights:
         print("NOTE: the model is a RANDOMLY INITIALISED test checkpoint: these numbers are meaningless.")
-    print(f"wrote {outcome.report}, {outcome.episodes_csv}"
-          + (f", {outcome.calibrated}" if outcome.params is not None else ""))
+    print(
+        f"wrote {outcome.report}, {outcome.episodes_csv}"
+        + (f", {outcome.calibrated}" if outcome.params is not None else "")
+    )
     for problem in problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)
     for name in evaluation.unlabelled:
@@ -224,8 +287,9 @@ def write_outputs(args: argparse.Namespace, runner: Any, inputs: Any, labels: An
     if m.undefined_reason and run.stopped_early:
         print(f"note: no threshold fitted yet: {m.undefined_reason}")
     elif m.undefined_reason:
-        print(f"PROBLEM: no threshold fitted, no {outcome.calibrated.name} written: {m.undefined_reason}",
-              file=sys.stderr)
+        print(
+            f"PROBLEM: no threshold fitted, no {outcome.calibrated.name} written: {m.undefined_reason}", file=sys.stderr
+        )
     if problems or evaluation.unlabelled or (m.undefined_reason and not run.stopped_early):
         return EXIT_ATTENTION
     return EXIT_OK

@@ -6,6 +6,7 @@ engine) or starts the replicas (``--ray``), runs every job, keeps
 ``runs.json`` current when there are several inputs, prints the summary and
 maps the outcome to the exit code of ``commands.options``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,20 @@ from topreward_ros.offline.engine import EpisodeExtra, EpisodeHook, OfflineSetti
 from topreward_ros.offline.fleet import FleetResult, InputJob, InputRun, write_summary
 
 
-def run_jobs(prog: str, args: argparse.Namespace, jobs: Sequence[InputJob],
-             settings: OfflineSettings, config: Any, single: bool, raw_inputs: Sequence[str],
-             kind: str = "bag", episode_offset: int = 0, extra: EpisodeExtra | None = None,
-             on_episode: EpisodeHook | None = None, on_replica_episode: Any = None
-             ) -> tuple[int, list[InputRun]]:
+def run_jobs(
+    prog: str,
+    args: argparse.Namespace,
+    jobs: Sequence[InputJob],
+    settings: OfflineSettings,
+    config: Any,
+    single: bool,
+    raw_inputs: Sequence[str],
+    kind: str = "bag",
+    episode_offset: int = 0,
+    extra: EpisodeExtra | None = None,
+    on_episode: EpisodeHook | None = None,
+    on_replica_episode: Any = None,
+) -> tuple[int, list[InputRun]]:
     """Score ``jobs`` into their output directories; (exit code, runs).
 
     ``on_replica_episode(job, spec, actor)``: with ``--ray``, called on the
@@ -65,14 +75,13 @@ def run_jobs(prog: str, args: argparse.Namespace, jobs: Sequence[InputJob],
         # finished yet are listed as pending.
         finished[id(run.job)] = run
         if not single:
-            summarise([finished.get(id(j)) or InputRun(j, started=False) for j in jobs],
-                      tables=False)
+            summarise([finished.get(id(j)) or InputRun(j, started=False) for j in jobs], tables=False)
 
     try:
-        with open_engine(config, ray, progress=not args.quiet,
-                         on_replica_episode=on_replica_episode) as engine:
-            runs = engine.run(jobs, settings, force=args.force, extra=extra, on_episode=on_episode,
-                              on_input_done=on_input_done)
+        with open_engine(config, ray, progress=not args.quiet, on_replica_episode=on_replica_episode) as engine:
+            runs = engine.run(
+                jobs, settings, force=args.force, extra=extra, on_episode=on_episode, on_input_done=on_input_done
+            )
     except EngineStartError as exc:
         return fail(str(exc))
     result = FleetResult(runs, summarise(runs, tables=True), kind=kind)
@@ -81,8 +90,10 @@ def run_jobs(prog: str, args: argparse.Namespace, jobs: Sequence[InputJob],
     print(result.text())
     if not single:
         combined = result.summary.get("combined", {})
-        print(f"summary: {out / 'runs.json'}; combined table: {combined.get('rows', 0)} "
-              f"rows of {combined.get('bags', 0)}/{len(runs)} {kind}s")
+        print(
+            f"summary: {out / 'runs.json'}; combined table: {combined.get('rows', 0)} "
+            f"rows of {combined.get('bags', 0)}/{len(runs)} {kind}s"
+        )
     if result.interrupted:
         return EXIT_INTERRUPTED, runs
     if result.nothing_usable:
@@ -95,8 +106,7 @@ class EngineStartError(RuntimeError):
 
 
 @contextmanager
-def open_engine(config: Any, ray: Any, progress: bool = True,
-                on_replica_episode: Any = None) -> Iterator[Any]:
+def open_engine(config: Any, ray: Any, progress: bool = True, on_replica_episode: Any = None) -> Iterator[Any]:
     """The local engine (the model loaded here) or, with Ray options, a started ``RayEngine``.
 
     ``on_replica_episode`` is the Ray engine's hook (see ``run_jobs``); the

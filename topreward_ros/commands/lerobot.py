@@ -6,6 +6,7 @@ episodes over model replicas. Exit codes are those of ``topreward bag``: 0
 done, 1 some episode failed (completed ones kept, a re-run resumes), 2
 nothing could start, 130 interrupted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,19 +51,29 @@ def _register_lerobot(subparsers: Any) -> None:
         "and topreward_progress.parquet (LeRobot RA-BC sample weighting). Re-running into the "
         "same output directory resumes; --ray spreads the episodes over model replicas.",
     )
-    p.add_argument("dataset", type=Path, nargs="?",
-                   help="dataset root (the directory holding meta/info.json)")
+    p.add_argument("dataset", type=Path, nargs="?", help="dataset root (the directory holding meta/info.json)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     g = p.add_argument_group("input")
-    g.add_argument("--camera", action="append", dest="cameras", metavar="KEY",
-                   help="video feature, e.g. observation.images.front; repeat for several cameras, "
-                   "the first is the primary. Default: the dataset's only video feature")
-    g.add_argument("--episodes", type=int, nargs="+", metavar="N",
-                   help="score only these episode indices (default: all)")
+    g.add_argument(
+        "--camera",
+        action="append",
+        dest="cameras",
+        metavar="KEY",
+        help="video feature, e.g. observation.images.front; repeat for several cameras, "
+        "the first is the primary. Default: the dataset's only video feature",
+    )
+    g.add_argument(
+        "--episodes", type=int, nargs="+", metavar="N", help="score only these episode indices (default: all)"
+    )
     g.add_argument("--instruction", help="fixed instruction for every episode (default: its task)")
-    g.add_argument("--video-tolerance", type=float, default=0.5, metavar="FRAMES",
-                   help="leave a frame out when the nearest decoded picture is further than this "
-                   "many frame periods from its timestamp (default: %(default)s)")
+    g.add_argument(
+        "--video-tolerance",
+        type=float,
+        default=0.5,
+        metavar="FRAMES",
+        help="leave a frame out when the nearest decoded picture is further than this "
+        "many frame periods from its timestamp (default: %(default)s)",
+    )
     add_model_options(p)
     add_scoring_options(p, LEROBOT_PARAMS, "episode")
     add_run_options(p)
@@ -70,15 +81,23 @@ def _register_lerobot(subparsers: Any) -> None:
     p.set_defaults(func=run_lerobot)
 
 
-def dataset_source(args: argparse.Namespace, root: Path, cameras: list[str] | None,
-                   episodes: tuple[int, ...] | None, instruction: str | None) -> Any:
+def dataset_source(
+    args: argparse.Namespace,
+    root: Path,
+    cameras: list[str] | None,
+    episodes: tuple[int, ...] | None,
+    instruction: str | None,
+) -> Any:
     """The dataset as an episode source (options checked; the dataset opened on use)."""
     from topreward_ros.lerobot.dataset import LeRobotDatasetDir
     from topreward_ros.sources.lerobot import DatasetSource, DatasetSourceOptions, pick_camera_keys
 
     options = DatasetSourceOptions(
-        camera_keys=pick_camera_keys(LeRobotDatasetDir(root), cameras), episodes=episodes,
-        instruction=instruction, video_tolerance_frames=args.video_tolerance)
+        camera_keys=pick_camera_keys(LeRobotDatasetDir(root), cameras),
+        episodes=episodes,
+        instruction=instruction,
+        video_tolerance_frames=args.video_tolerance,
+    )
     return DatasetSource(root, options)
 
 
@@ -103,13 +122,25 @@ def run_lerobot(args: argparse.Namespace) -> int:
         print(f"topreward lerobot: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     # The dataset and the options are checked before the (slow) model load.
-    job = input_job(Path(args.dataset).name, Path(args.dataset), Path(args.output),
-                    lambda: dataset_source(args, Path(args.dataset), args.cameras,
-                                           tuple(args.episodes) if args.episodes else None,
-                                           args.instruction))
-    code, _ = run_jobs("topreward lerobot", args, [job], settings, config, single=True,
-                       raw_inputs=[str(args.dataset)], kind="dataset",
-                       on_replica_episode=getattr(args, "on_replica_episode", None))
+    job = input_job(
+        Path(args.dataset).name,
+        Path(args.dataset),
+        Path(args.output),
+        lambda: dataset_source(
+            args, Path(args.dataset), args.cameras, tuple(args.episodes) if args.episodes else None, args.instruction
+        ),
+    )
+    code, _ = run_jobs(
+        "topreward lerobot",
+        args,
+        [job],
+        settings,
+        config,
+        single=True,
+        raw_inputs=[str(args.dataset)],
+        kind="dataset",
+        on_replica_episode=getattr(args, "on_replica_episode", None),
+    )
     return code
 
 
@@ -158,14 +189,22 @@ def _register_episodes(subparsers: Any) -> None:
         "progress value its fallback weight 1.0, its largest.",
     )
     p.add_argument("scored", type=Path, help="output directory of `topreward lerobot` (or `topreward bag`)")
-    p.add_argument("--success-threshold", type=float,
-                   help="success score to exceed (default: success_threshold of --params-file, else the "
-                   "run's own)")
-    p.add_argument("--success-window", type=int,
-                   help="prefixes averaged into the success score (default: success_window of "
-                   "--params-file, else the run's own)")
-    p.add_argument("--params-file", type=Path, metavar="YAML",
-                   help="calibrated.yaml of topreward eval (its success_threshold and success_window)")
+    p.add_argument(
+        "--success-threshold",
+        type=float,
+        help="success score to exceed (default: success_threshold of --params-file, else the run's own)",
+    )
+    p.add_argument(
+        "--success-window",
+        type=int,
+        help="prefixes averaged into the success score (default: success_window of --params-file, else the run's own)",
+    )
+    p.add_argument(
+        "--params-file",
+        type=Path,
+        metavar="YAML",
+        help="calibrated.yaml of topreward eval (its success_threshold and success_window)",
+    )
     p.set_defaults(func=run_episodes)
 
 
@@ -175,16 +214,17 @@ def run_episodes(args: argparse.Namespace) -> int:
 
     try:
         params = read_params_file(args.params_file) if args.params_file else {}
-        threshold = args.success_threshold if args.success_threshold is not None else params.get(
-            "success_threshold")
+        threshold = args.success_threshold if args.success_threshold is not None else params.get("success_threshold")
         window = args.success_window if args.success_window is not None else params.get("success_window")
         selection = select_episodes(args.scored, threshold, window)
     except (ParamsFileError, SelectionError, TypeError, ValueError) as exc:
         print(f"topreward lerobot-episodes: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     left_out = ", ".join(f"{v.episode_index} ({v.success_score:.3f})" for v in selection.verdicts if not v.success)
-    print(f"{len(selection.train)} of {len(selection.verdicts)} episodes pass success score > "
-          f"{selection.threshold:g} (window {selection.success_window}); left out: {left_out or 'none'}",
-          file=sys.stderr)
+    print(
+        f"{len(selection.train)} of {len(selection.verdicts)} episodes pass success score > "
+        f"{selection.threshold:g} (window {selection.success_window}); left out: {left_out or 'none'}",
+        file=sys.stderr,
+    )
     print(selection.episodes_argument())
     return EXIT_OK

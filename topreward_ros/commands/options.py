@@ -13,6 +13,7 @@ Exit codes shared by the commands:
 * 2: nothing could start (bad option, unusable input, model not loadable);
 * 130: interrupted (completed episodes are kept; a re-run resumes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,74 +77,100 @@ def add_backend_option(g: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     """``--backend``: which scoring backend runs the model (the node's ``backend`` parameter)."""
     from topreward_ros.scoring.backends.registry import BACKEND_NAMES, DEFAULT_BACKEND
 
-    g.add_argument("--backend", choices=BACKEND_NAMES,
-                   help=f"scoring backend that runs the model (default: {DEFAULT_BACKEND})")
+    g.add_argument(
+        "--backend", choices=BACKEND_NAMES, help=f"scoring backend that runs the model (default: {DEFAULT_BACKEND})"
+    )
 
 
-def add_scoring_options(p: argparse.ArgumentParser, params: dict[str, tuple[str, type, Any]],
-                        time_axis: str, threshold: bool = True) -> argparse._ArgumentGroup:
+def add_scoring_options(
+    p: argparse.ArgumentParser, params: dict[str, tuple[str, type, Any]], time_axis: str, threshold: bool = True
+) -> argparse._ArgumentGroup:
     """Scoring options with the node's meaning; ``--params-file`` sets those in ``params``."""
     from topreward_ros.scoring.config import DEFAULT_SUCCESS_THRESHOLD
 
     g = p.add_argument_group("scoring (same meaning as the node's parameters)")
-    g.add_argument("--params-file", type=Path, metavar="YAML",
-                   help="a ROS 2 parameters file of the node (e.g. calibrated.yaml from topreward "
-                   "eval): its " + ", ".join(params) + " apply unless given as options; other keys "
-                   "are ignored")
+    g.add_argument(
+        "--params-file",
+        type=Path,
+        metavar="YAML",
+        help="a ROS 2 parameters file of the node (e.g. calibrated.yaml from topreward "
+        "eval): its " + ", ".join(params) + " apply unless given as options; other keys "
+        "are ignored",
+    )
     g.add_argument("--sample-fps", type=float, help="(default: 2.0)")
     g.add_argument("--max-frames", type=int, help="(default: 256)")
     g.add_argument("--sync-tolerance", type=float, metavar="SECONDS", help="(default: 0.05)")
     g.add_argument("--view-size", type=int, help="(default: 244)")
-    g.add_argument("--rate", type=float, metavar="HZ",
-                   help=f"the node's scoring timer rate in {time_axis} time (node: rate_hz; "
-                   f"default: 1.0)")
+    g.add_argument(
+        "--rate",
+        type=float,
+        metavar="HZ",
+        help=f"the node's scoring timer rate in {time_axis} time (node: rate_hz; default: 1.0)",
+    )
     if threshold:
-        g.add_argument("--success-threshold", type=float,
-                       help=f"(default: {DEFAULT_SUCCESS_THRESHOLD})")
+        g.add_argument("--success-threshold", type=float, help=f"(default: {DEFAULT_SUCCESS_THRESHOLD})")
     g.add_argument("--success-window", type=int, help="(default: 3)")
     g.add_argument("--success-consecutive", type=int, help="(default: 2)")
-    g.add_argument("--num-prefixes", type=int, default=15,
-                   help="K of the offline curve (default: %(default)s)")
+    g.add_argument("--num-prefixes", type=int, default=15, help="K of the offline curve (default: %(default)s)")
     return g
 
 
 def add_stamp_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--stamp-jump-restart", type=float, metavar="SECONDS", help="(default: 1.0)")
-    g.add_argument("--stamp-gap-restart", type=float, metavar="SECONDS",
-                   help="a primary camera stamp more than this after the previous one starts a new "
-                   "episode (default: 60.0)")
+    g.add_argument(
+        "--stamp-gap-restart",
+        type=float,
+        metavar="SECONDS",
+        help="a primary camera stamp more than this after the previous one starts a new episode (default: 60.0)",
+    )
 
 
 def add_run_options(p: argparse.ArgumentParser, outputs: bool = True) -> argparse._ArgumentGroup:
     g = p.add_argument_group("run")
-    g.add_argument("--max-episodes", type=int, default=None,
-                   help="score at most this many episodes now; a re-run continues")
+    g.add_argument(
+        "--max-episodes", type=int, default=None, help="score at most this many episodes now; a re-run continues"
+    )
     if outputs:
         g.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
-        g.add_argument("--video", action="store_true",
-                       help="write progress.mp4 per episode: the node's progress picture at every tick")
-    g.add_argument("--force", action="store_true",
-                   help="redo everything even if the output directory has results")
+        g.add_argument(
+            "--video",
+            action="store_true",
+            help="write progress.mp4 per episode: the node's progress picture at every tick",
+        )
+    g.add_argument("--force", action="store_true", help="redo everything even if the output directory has results")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary only")
     return g
 
 
 def add_ray_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Ray (optional 'scale' extra)")
-    g.add_argument("--ray", nargs="?", const="", default=None, metavar="auto|local|ADDRESS",
-                   help="score on Ray, one episode per task: no value = RAY_ADDRESS or the cluster "
-                   "running on this machine, else a new local instance; auto = a running cluster "
-                   "only; local = always a new instance for this run; or a cluster address")
-    g.add_argument("--replicas", type=int, default=None,
-                   help="model replicas (default: one per GPU of the cluster, else 1)")
-    g.add_argument("--cpus-per-replica", type=float, default=1.0,
-                   help="CPUs per replica (default: %(default)s)")
-    g.add_argument("--gpus-per-replica", type=float, default=None,
-                   help="GPUs per replica, may be a fraction (default: 1 where the cluster has "
-                   "GPUs and --device is not cpu, else 0)")
-    g.add_argument("--retries", type=int, default=1,
-                   help="times an episode whose replica died is scored again (default: "
-                   "%(default)s)")
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="auto|local|ADDRESS",
+        help="score on Ray, one episode per task: no value = RAY_ADDRESS or the cluster "
+        "running on this machine, else a new local instance; auto = a running cluster "
+        "only; local = always a new instance for this run; or a cluster address",
+    )
+    g.add_argument(
+        "--replicas", type=int, default=None, help="model replicas (default: one per GPU of the cluster, else 1)"
+    )
+    g.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs per replica (default: %(default)s)")
+    g.add_argument(
+        "--gpus-per-replica",
+        type=float,
+        default=None,
+        help="GPUs per replica, may be a fraction (default: 1 where the cluster has "
+        "GPUs and --device is not cpu, else 0)",
+    )
+    g.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="times an episode whose replica died is scored again (default: %(default)s)",
+    )
 
 
 def _absolute(topic: str) -> str:
@@ -151,8 +178,9 @@ def _absolute(topic: str) -> str:
     return topic if topic.startswith("/") else f"/{topic}"
 
 
-def apply_params_file(args: argparse.Namespace, table: dict[str, tuple[str, type, Any]],
-                      command: str = "topreward") -> list[str]:
+def apply_params_file(
+    args: argparse.Namespace, table: dict[str, tuple[str, type, Any]], command: str = "topreward"
+) -> list[str]:
     """Fill options not given on the command line from ``--params-file``, then from defaults.
 
     ``table`` maps node parameters to (option dest, type, default). A
@@ -175,18 +203,26 @@ def apply_params_file(args: argparse.Namespace, table: dict[str, tuple[str, type
         if given is not None:
             if key in params and _file_value(key, kind, params[key]) != given:
                 flag = _FLAGS.get(dest, "--" + dest.replace("_", "-"))
-                notes.append(f"{command}: note: {flag} {_shown(given)} overrides {key}: "
-                             f"{_shown(params[key])} of {args.params_file}")
+                notes.append(
+                    f"{command}: note: {flag} {_shown(given)} overrides {key}: "
+                    f"{_shown(params[key])} of {args.params_file}"
+                )
             continue
         if key not in params:
             setattr(args, dest, defaults.get(key, default))
             continue
         value = params[key]
-        ok = (isinstance(value, bool) if kind is bool else isinstance(value, str) if kind is str
-              else isinstance(value, int) and not isinstance(value, bool) if kind is int
-              else isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
-              if kind is list
-              else isinstance(value, (int, float)) and not isinstance(value, bool))
+        ok = (
+            isinstance(value, bool)
+            if kind is bool
+            else isinstance(value, str)
+            if kind is str
+            else isinstance(value, int) and not isinstance(value, bool)
+            if kind is int
+            else isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
+            if kind is list
+            else isinstance(value, (int, float)) and not isinstance(value, bool)
+        )
         if not ok:
             what = "non-empty list of topic names" if kind is list else kind.__name__
             raise ParamsFileError(f"{args.params_file}: {key} must be a {what}, got {value!r}")
@@ -232,10 +268,14 @@ def episode_settings(args: argparse.Namespace) -> Any:
     if getattr(args, "success_threshold", None) is not None:
         kwargs["success_threshold"] = args.success_threshold
     return EpisodeSettings(
-        sample_fps=args.sample_fps, max_frames=args.max_frames,
-        sync_tolerance_s=args.sync_tolerance, view_size=args.view_size,
-        success_window=args.success_window, success_consecutive=args.success_consecutive,
-        task_thresholds=task_thresholds(args), **kwargs,
+        sample_fps=args.sample_fps,
+        max_frames=args.max_frames,
+        sync_tolerance_s=args.sync_tolerance,
+        view_size=args.view_size,
+        success_window=args.success_window,
+        success_consecutive=args.success_consecutive,
+        task_thresholds=task_thresholds(args),
+        **kwargs,
     )
 
 
@@ -246,10 +286,17 @@ def scorer_config(args: argparse.Namespace) -> Any:
     if getattr(args, "success_threshold", None) is not None:
         kwargs["success_threshold"] = args.success_threshold
     return ScorerConfig(
-        model=args.model, backend=args.backend, device=args.device, dtype=args.dtype,
-        local_files_only=args.local_files_only, torch_threads=args.torch_threads,
-        sample_fps=args.sample_fps, num_prefixes=args.num_prefixes,
-        view_size=args.view_size, success_window=args.success_window, **kwargs,
+        model=args.model,
+        backend=args.backend,
+        device=args.device,
+        dtype=args.dtype,
+        local_files_only=args.local_files_only,
+        torch_threads=args.torch_threads,
+        sample_fps=args.sample_fps,
+        num_prefixes=args.num_prefixes,
+        view_size=args.view_size,
+        success_window=args.success_window,
+        **kwargs,
     )
 
 
@@ -262,8 +309,9 @@ def offline_settings(args: argparse.Namespace, plot: bool | None = None) -> Any:
     return OfflineSettings(
         episode=episode_settings(args),
         runner=RunnerOptions(tick_rate_hz=args.rate, num_prefixes=args.num_prefixes),
-        outputs=OutputOptions(plot=(not getattr(args, "no_plot", False)) if plot is None else plot,
-                              video=getattr(args, "video", False)),
+        outputs=OutputOptions(
+            plot=(not getattr(args, "no_plot", False)) if plot is None else plot, video=getattr(args, "video", False)
+        ),
         max_episodes=args.max_episodes,
     )
 
@@ -300,6 +348,10 @@ def ray_options(args: argparse.Namespace) -> Any:
         return None
     from topreward_ros.scale.engine import RayOptions
 
-    return RayOptions(address=args.ray or None, replicas=args.replicas,
-                      cpus_per_replica=args.cpus_per_replica,
-                      gpus_per_replica=args.gpus_per_replica, retries=args.retries)
+    return RayOptions(
+        address=args.ray or None,
+        replicas=args.replicas,
+        cpus_per_replica=args.cpus_per_replica,
+        gpus_per_replica=args.gpus_per_replica,
+        retries=args.retries,
+    )

@@ -7,6 +7,7 @@ resized to the model's views, and scored over K growing prefixes. The curve
 is printed; with ``--output`` it is also written as JSON (everything needed
 to reproduce or compare it) and as a PNG plot.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,30 +49,46 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="progress curve of one video or directory of frames",
         description=__doc__.split("\n\n")[0] + ". Writes score.json and curve.png with --output.",
     )
-    p.add_argument("input", metavar="VIDEO_OR_FRAME_DIR",
-                   help="a video file (read with PyAV) or a directory of images read in name order")
+    p.add_argument(
+        "input",
+        metavar="VIDEO_OR_FRAME_DIR",
+        help="a video file (read with PyAV) or a directory of images read in name order",
+    )
     p.add_argument("--instruction", required=True, help="the task, verbatim (e.g. 'put the cup on the plate')")
-    p.add_argument("--params-file", type=Path, metavar="YAML",
-                   help="a ROS 2 parameters file of the node (the rig file, or calibrated.yaml of topreward "
-                   "eval): its " + ", ".join(SCORE_PARAMS) + " apply unless given as options; other keys are "
-                   "ignored")
+    p.add_argument(
+        "--params-file",
+        type=Path,
+        metavar="YAML",
+        help="a ROS 2 parameters file of the node (the rig file, or calibrated.yaml of topreward "
+        "eval): its " + ", ".join(SCORE_PARAMS) + " apply unless given as options; other keys are "
+        "ignored",
+    )
     p.add_argument("--model", help=f"hub id or local model directory (default {DEFAULT_MODEL})")
     add_backend_option(p)
-    p.add_argument("--source-fps", type=float, default=30.0,
-                   help="frame rate of a frame directory (default 30; a video uses its own timestamps)")
+    p.add_argument(
+        "--source-fps",
+        type=float,
+        default=30.0,
+        help="frame rate of a frame directory (default 30; a video uses its own timestamps)",
+    )
     p.add_argument("--sample-fps", type=float, help="frames per second the model sees (default 2)")
     p.add_argument("--num-prefixes", type=int, default=15, help="K prefixes of the curve (default 15)")
     p.add_argument("--view-size", type=int, help="side of the square model view (default 244)")
-    p.add_argument("--output", type=Path, default=None,
-                   help=f"directory for {RESULT_JSON} and {RESULT_PNG} (created; existing results are kept "
-                   "unless --force)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help=f"directory for {RESULT_JSON} and {RESULT_PNG} (created; existing results are kept unless --force)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite existing results in --output")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--dtype", help="auto, bfloat16, float16 or float32 (default auto)")
     p.add_argument("--torch-threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--no-cache", action="store_true",
-                   help="score each prefix with an independent forward (the released code's way; slower, "
-                   "same result)")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="score each prefix with an independent forward (the released code's way; slower, same result)",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -88,9 +105,16 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         apply_params_file(args, SCORE_PARAMS, "topreward score")
-        config = ScorerConfig(model=args.model, backend=args.backend, device=args.device, dtype=args.dtype,
-                              sample_fps=args.sample_fps, num_prefixes=args.num_prefixes,
-                              view_size=args.view_size, torch_threads=args.torch_threads)
+        config = ScorerConfig(
+            model=args.model,
+            backend=args.backend,
+            device=args.device,
+            dtype=args.dtype,
+            sample_fps=args.sample_fps,
+            num_prefixes=args.num_prefixes,
+            view_size=args.view_size,
+            torch_threads=args.torch_threads,
+        )
     except (ParamsFileError, ValueError) as exc:
         _error(str(exc))
         return EXIT_UNUSABLE
@@ -125,15 +149,21 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE if isinstance(exc, ValueError) else EXIT_PARTIAL
 
     value_order = voc(curve.normalized)
-    print(f"{args.input}: {episode.source_frames} {episode.kind} frames, {len(episode.views)} sampled at "
-          f"{config.sample_fps:g} fps, model {curve.model_id}")
+    print(
+        f"{args.input}: {episode.source_frames} {episode.kind} frames, {len(episode.views)} sampled at "
+        f"{config.sample_fps:g} fps, model {curve.model_id}"
+    )
     print(f"{'prefix':>6} {'frames':>6} {'t [s]':>8} {'log p True':>11} {'log p False':>12} {'progress':>8}")
     t0 = episode.stamps_ns[0]
     for i, n in enumerate(curve.prefix_lengths):
-        print(f"{i + 1:>6} {n:>6} {(curve.stamps_ns[i] - t0) / 1e9:>8.2f} {curve.log_prob_true[i]:>11.4f} "
-              f"{curve.log_prob_false[i]:>12.4f} {curve.normalized[i]:>8.3f}")
-    print(f"success score (mean raw log p of the last {config.success_window}): {curve.success_score:.4f} nats; "
-          f"VOC {value_order:.3f}")
+        print(
+            f"{i + 1:>6} {n:>6} {(curve.stamps_ns[i] - t0) / 1e9:>8.2f} {curve.log_prob_true[i]:>11.4f} "
+            f"{curve.log_prob_false[i]:>12.4f} {curve.normalized[i]:>8.3f}"
+        )
+    print(
+        f"success score (mean raw log p of the last {config.success_window}): {curve.success_score:.4f} nats; "
+        f"VOC {value_order:.3f}"
+    )
 
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
@@ -163,10 +193,15 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(output / RESULT_JSON, json.dumps(result, indent=2))
         from topreward_ros.rendering.plot import plot_curve
 
-        picks = np.unique(np.linspace(0, len(episode.views) - 1, min(PLOT_THUMBNAILS, len(episode.views)))
-                          .round().astype(int))
-        plot_curve(output / RESULT_PNG, curve, thumbnails=[episode.views[i] for i in picks],
-                   thumbnail_stamps_ns=[episode.stamps_ns[i] for i in picks],
-                   title=f"{args.instruction}  ({curve.model_id})")
+        picks = np.unique(
+            np.linspace(0, len(episode.views) - 1, min(PLOT_THUMBNAILS, len(episode.views))).round().astype(int)
+        )
+        plot_curve(
+            output / RESULT_PNG,
+            curve,
+            thumbnails=[episode.views[i] for i in picks],
+            thumbnail_stamps_ns=[episode.stamps_ns[i] for i in picks],
+            title=f"{args.instruction}  ({curve.model_id})",
+        )
         print(f"wrote {output / RESULT_JSON} and {output / RESULT_PNG}")
     return EXIT_OK

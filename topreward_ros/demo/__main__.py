@@ -1,4 +1,5 @@
 """``python -m topreward_ros.demo`` (what ``make demo`` runs)."""
+
 import sys
 
 from topreward_ros.demo.run import main

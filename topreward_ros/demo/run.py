@@ -13,6 +13,7 @@ Without ``--model`` it uses a tiny randomly initialised Qwen3-VL (built into
 meaningless, and the output says so. With the real weights:
 ``MODEL=Qwen/Qwen3-VL-8B-Instruct make demo``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,13 @@ GAP_NS = 500_000_000
 LOG_DELAY_NS = 3_000_000
 
 
-def write_demo_bag(path: Path, scenes: Sequence[SceneSpec] = DEMO_SCENES, rate_hz: float = 12.0,
-                   storage: Storage = "mcap", size: tuple[int, int] = (320, 240)) -> Path:
+def write_demo_bag(
+    path: Path,
+    scenes: Sequence[SceneSpec] = DEMO_SCENES,
+    rate_hz: float = 12.0,
+    storage: Storage = "mcap",
+    size: tuple[int, int] = (320, 240),
+) -> Path:
     """Write the demo episodes (instruction first, then the camera frames) to ``path``."""
     period_ns = int(round(NS_PER_S / rate_hz))
     t = START_NS
@@ -47,8 +53,7 @@ def write_demo_bag(path: Path, scenes: Sequence[SceneSpec] = DEMO_SCENES, rate_h
             writer.write(INSTRUCTION_TOPIC, string_msg(spec.instruction), t)
             t += period_ns
             for frame in render_episode(spec, rate_hz, *size):
-                writer.write(CAMERA_TOPIC, compressed_image_msg(frame, t, CAMERA_FRAME),
-                             t + LOG_DELAY_NS)
+                writer.write(CAMERA_TOPIC, compressed_image_msg(frame, t, CAMERA_FRAME), t + LOG_DELAY_NS)
                 t += period_ns
             t += GAP_NS
     return path
@@ -66,8 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m topreward_ros.demo",
         description="Render a demo pick-and-place bag and score it offline with topreward bag.",
     )
-    parser.add_argument("--model", default=None,
-                        help="hub id or directory of the VLM (default: a tiny random Qwen3-VL)")
+    parser.add_argument(
+        "--model", default=None, help="hub id or directory of the VLM (default: a tiny random Qwen3-VL)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     args = parser.parse_args(argv)
@@ -81,13 +87,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         model = args.model
     bag = write_demo_bag(args.out / "demo_bag", storage=args.storage)
-    print(f"wrote the demo bag {bag} ({len(DEMO_SCENES)} episodes: "
-          + "; ".join(repr(s.instruction) for s in DEMO_SCENES) + ")", flush=True)
+    print(
+        f"wrote the demo bag {bag} ({len(DEMO_SCENES)} episodes: "
+        + "; ".join(repr(s.instruction) for s in DEMO_SCENES)
+        + ")",
+        flush=True,
+    )
     scores = args.out / "scores"
-    code = run_topreward_bag([
-        str(bag), "-o", str(scores), "--model", model,
-        "--camera", CAMERA_TOPIC, "--instruction-topic", INSTRUCTION_TOPIC, "--force",
-    ])
+    code = run_topreward_bag(
+        [
+            str(bag),
+            "-o",
+            str(scores),
+            "--model",
+            model,
+            "--camera",
+            CAMERA_TOPIC,
+            "--instruction-topic",
+            INSTRUCTION_TOPIC,
+            "--force",
+        ]
+    )
     if code != 0:
         print(f"demo: scoring failed (exit code {code})", file=sys.stderr)
         return code
@@ -97,16 +117,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {ep_dir}/plot.png        progress curve with frame thumbnails")
         print(f"  {ep_dir}/curve.json      offline curve (K prefixes) and live-style ticks")
         print(f"  {ep_dir}/progress.mcap   TaskProgress / EpisodeSuccess messages (Foxglove)")
-    print(f"  {scores}/frames.parquet and frames.csv   per-frame table of all episodes "
-          f"(join keys: episode_index, frame_index, timestamp)")
+    print(
+        f"  {scores}/frames.parquet and frames.csv   per-frame table of all episodes "
+        f"(join keys: episode_index, frame_index, timestamp)"
+    )
     print(f"  {scores}/topreward_progress.parquet   progress for LeRobot's reward-aligned sample weighting")
     print()
-    print("calibrate the success threshold on labelled episodes of your rig: "
-          "topreward eval BAGS... -l labels.csv -o eval_out (README: Calibrate on your rig)")
+    print(
+        "calibrate the success threshold on labelled episodes of your rig: "
+        "topreward eval BAGS... -l labels.csv -o eval_out (README: Calibrate on your rig)"
+    )
     print()
     if random_model:
-        print("NOTE: these scores come from a RANDOMLY INITIALISED tiny model: the pipeline is "
-              "real, the numbers are meaningless.")
+        print(
+            "NOTE: these scores come from a RANDOMLY INITIALISED tiny model: the pipeline is "
+            "real, the numbers are meaningless."
+        )
         print("      To score with the real model (needs its weights, ~17 GB, ideally a GPU):")
         print("      MODEL=Qwen/Qwen3-VL-8B-Instruct make demo")
     return 0

@@ -7,6 +7,7 @@ motion is a deterministic function of time, so every run (and every test)
 gets the same pixels, and the task visibly progresses from start to finish,
 which is what a progress model is meant to notice.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -88,8 +89,7 @@ def render_frame(spec: SceneSpec, t_s: float, width: int = 320, height: int = 24
 
     block = max(8, width // 16)
     bowl_cx, bowl_w, bowl_h = spec.bowl_x * width, width * 0.2, height * 0.12
-    bowl_box = (bowl_cx - bowl_w / 2, table_y - bowl_h,
-                bowl_cx + bowl_w / 2, table_y + bowl_h * 0.4)
+    bowl_box = (bowl_cx - bowl_w / 2, table_y - bowl_h, bowl_cx + bowl_w / 2, table_y + bowl_h * 0.4)
 
     gx_frac, g_height, closed = _pose(phase)
     block_px, bowl_px = spec.block_x * width, bowl_cx
@@ -122,9 +122,7 @@ def render_frame(spec: SceneSpec, t_s: float, width: int = 320, height: int = 24
     return np.asarray(img, dtype=np.uint8)
 
 
-def render_episode(
-    spec: SceneSpec, rate_hz: float = 12.0, width: int = 320, height: int = 240
-) -> list[np.ndarray]:
+def render_episode(spec: SceneSpec, rate_hz: float = 12.0, width: int = 320, height: int = 240) -> list[np.ndarray]:
     """Every frame of one episode at ``rate_hz`` (frame k at k / rate_hz seconds)."""
     if not rate_hz > 0:
         raise ValueError(f"rate_hz must be > 0, got {rate_hz!r}")

@@ -8,6 +8,7 @@ topic, optionally a reset topic. This module writes such bags with rosbags
 wrote (stamps, instructions) so a test can check results against it without
 reading the bag back through the code under test.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -90,15 +91,15 @@ def write_episodes_bag(
     t = START_NS
     with BagWriter(path, storage, overwrite=True) as writer:
         for index, spec in enumerate(scenes):
-            spec = SceneSpec(spec.instruction, spec.block_color, spec.block_x, spec.bowl_x,
-                             duration_s)
+            spec = SceneSpec(spec.instruction, spec.block_color, spec.block_x, spec.bowl_x, duration_s)
             if reset_instead_of_instruction and index > 0:
                 assert reset_topic is not None
                 writer.write(reset_topic, empty_msg(), t)
             elif instruction_topic is not None:
                 writer.write(instruction_topic, string_msg(spec.instruction), t)
-            instruction = (layout.episodes[0].instruction
-                           if reset_instead_of_instruction and index > 0 else spec.instruction)
+            instruction = (
+                layout.episodes[0].instruction if reset_instead_of_instruction and index > 0 else spec.instruction
+            )
             episode = EpisodeLayout(instruction, t)
             layout.episodes.append(episode)
             start = t + 10_000_000
@@ -115,8 +116,7 @@ def write_episodes_bag(
                 if cam.kind == "compressed":
                     msg = compressed_image_msg(rgb, stamp, f"camera{cam_index}")
                 else:
-                    encoding = ("x-unknown-16" if index in bad_encoding_episodes
-                                else cam.encoding)
+                    encoding = "x-unknown-16" if index in bad_encoding_episodes else cam.encoding
                     msg = image_msg(rgb, stamp, f"camera{cam_index}", encoding)
                 writer.write(cam.topic, msg, log_ns)
                 if cam_index == 0:

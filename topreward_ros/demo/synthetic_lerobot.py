@@ -14,6 +14,7 @@ exact RGB frames handed to the encoder) is returned, so a test can check a
 reader against it without reading the dataset back through that reader.
 Per-episode ``stats/...`` columns are not written (nothing here reads them).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -95,8 +96,7 @@ def _encode(path: Path, frames: list[np.ndarray], fps: int, crf: int) -> None:
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration otherwise
     path.parent.mkdir(parents=True, exist_ok=True)
     with _calling_thread_scheduling_kept(), av.open(str(path), "w") as container:
-        stream = container.add_stream("libsvtav1", rate=fps,
-                                      options={"crf": str(crf), "g": "2", "preset": "12"})
+        stream = container.add_stream("libsvtav1", rate=fps, options={"crf": str(crf), "g": "2", "preset": "12"})
         stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
         stream.pix_fmt = "yuv420p"
         for frame in frames:
@@ -108,17 +108,35 @@ def _encode(path: Path, frames: list[np.ndarray], fps: int, crf: int) -> None:
 
 def _tasks_table(tasks: list[str]) -> pa.Table:
     """tasks.parquet as pandas writes LeRobot's task frame: the text is the frame's index."""
-    table = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()),
-                      "__index_level_0__": pa.array(tasks, pa.string())})
+    table = pa.table(
+        {"task_index": pa.array(range(len(tasks)), pa.int64()), "__index_level_0__": pa.array(tasks, pa.string())}
+    )
     pandas_meta = {
         "index_columns": ["__index_level_0__"],
-        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode",
-                            "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}],
+        "column_indexes": [
+            {
+                "name": None,
+                "field_name": None,
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": {"encoding": "UTF-8"},
+            }
+        ],
         "columns": [
-            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64",
-             "numpy_type": "int64", "metadata": None},
-            {"name": None, "field_name": "__index_level_0__", "pandas_type": "unicode",
-             "numpy_type": "object", "metadata": None},
+            {
+                "name": "task_index",
+                "field_name": "task_index",
+                "pandas_type": "int64",
+                "numpy_type": "int64",
+                "metadata": None,
+            },
+            {
+                "name": None,
+                "field_name": "__index_level_0__",
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": None,
+            },
         ],
         "creator": {"library": "pyarrow", "version": pa.__version__},
         "pandas_version": "2.3.3",
@@ -151,10 +169,12 @@ def write_lerobot_dataset(
         earlier = files.setdefault(file_index, [])
         start_s = sum(len(e.index) for e in earlier) / fps
         episode = EpisodeWritten(
-            episode_index, scene.instruction,
+            episode_index,
+            scene.instruction,
             index=list(range(global_index, global_index + num_frames)),
             timestamps=[float(np.float32(i / fps)) for i in range(num_frames)],
-            from_timestamp=start_s, to_timestamp=start_s + num_frames / fps,
+            from_timestamp=start_s,
+            to_timestamp=start_s + num_frames / fps,
             file_index=file_index,
             frames={c.key: [_camera_frame(c, scene, t) for t in scene_t] for c in cameras},
         )
@@ -171,31 +191,36 @@ def write_lerobot_dataset(
             "dataset_to_index": episode.index[-1] + 1,
         }
         for camera in cameras:
-            row.update({
-                f"videos/{camera.key}/chunk_index": 0,
-                f"videos/{camera.key}/file_index": file_index,
-                f"videos/{camera.key}/from_timestamp": episode.from_timestamp,
-                f"videos/{camera.key}/to_timestamp": episode.to_timestamp,
-            })
+            row.update(
+                {
+                    f"videos/{camera.key}/chunk_index": 0,
+                    f"videos/{camera.key}/file_index": file_index,
+                    f"videos/{camera.key}/from_timestamp": episode.from_timestamp,
+                    f"videos/{camera.key}/to_timestamp": episode.to_timestamp,
+                }
+            )
         row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
         episode_rows.append(row)
 
     for file_index, episodes in files.items():
         for camera in cameras:
             frames = [f for e in episodes for f in e.frames[camera.key]]
-            _encode(root / VIDEO_PATH.format(video_key=camera.key, chunk_index=0,
-                                             file_index=file_index), frames, fps, crf)
+            _encode(
+                root / VIDEO_PATH.format(video_key=camera.key, chunk_index=0, file_index=file_index), frames, fps, crf
+            )
         n = sum(len(e.index) for e in episodes)
         state = np.stack([np.linspace(0, 1, n), np.linspace(1, 0, n)], axis=1).astype(np.float32)
-        data = pa.table({
-            "observation.state": pa.array(list(state), pa.list_(pa.float32(), 2)),
-            "action": pa.array(list(state[:, ::-1].copy()), pa.list_(pa.float32(), 2)),
-            "timestamp": pa.array([t for e in episodes for t in e.timestamps], pa.float32()),
-            "frame_index": pa.array([i for e in episodes for i in range(len(e.index))], pa.int64()),
-            "episode_index": pa.array([e.episode_index for e in episodes for _ in e.index], pa.int64()),
-            "index": pa.array([i for e in episodes for i in e.index], pa.int64()),
-            "task_index": pa.array([tasks.index(e.task) for e in episodes for _ in e.index], pa.int64()),
-        })
+        data = pa.table(
+            {
+                "observation.state": pa.array(list(state), pa.list_(pa.float32(), 2)),
+                "action": pa.array(list(state[:, ::-1].copy()), pa.list_(pa.float32(), 2)),
+                "timestamp": pa.array([t for e in episodes for t in e.timestamps], pa.float32()),
+                "frame_index": pa.array([i for e in episodes for i in range(len(e.index))], pa.int64()),
+                "episode_index": pa.array([e.episode_index for e in episodes for _ in e.index], pa.int64()),
+                "index": pa.array([i for e in episodes for i in e.index], pa.int64()),
+                "task_index": pa.array([tasks.index(e.task) for e in episodes for _ in e.index], pa.int64()),
+            }
+        )
         path = root / DATA_PATH.format(chunk_index=0, file_index=file_index)
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(data, path)
@@ -208,27 +233,45 @@ def write_lerobot_dataset(
     features: dict[str, dict] = {}
     for camera in cameras:
         features[camera.key] = {
-            "dtype": "video", "shape": [camera.height, camera.width, 3],
+            "dtype": "video",
+            "shape": [camera.height, camera.width, 3],
             "names": ["height", "width", "channels"],
-            "info": {"video.height": camera.height, "video.width": camera.width,
-                     "video.codec": "av1", "video.pix_fmt": "yuv420p", "video.is_depth_map": False,
-                     "video.fps": fps, "video.channels": 3, "has_audio": False},
+            "info": {
+                "video.height": camera.height,
+                "video.width": camera.width,
+                "video.codec": "av1",
+                "video.pix_fmt": "yuv420p",
+                "video.is_depth_map": False,
+                "video.fps": fps,
+                "video.channels": 3,
+                "has_audio": False,
+            },
         }
-    features.update({
-        "observation.state": {"dtype": "float32", "shape": [2], "names": ["x", "y"]},
-        "action": {"dtype": "float32", "shape": [2], "names": ["x", "y"]},
-        "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-        "frame_index": {"dtype": "int64", "shape": [1], "names": None},
-        "episode_index": {"dtype": "int64", "shape": [1], "names": None},
-        "index": {"dtype": "int64", "shape": [1], "names": None},
-        "task_index": {"dtype": "int64", "shape": [1], "names": None},
-    })
+    features.update(
+        {
+            "observation.state": {"dtype": "float32", "shape": [2], "names": ["x", "y"]},
+            "action": {"dtype": "float32", "shape": [2], "names": ["x", "y"]},
+            "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+            "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+            "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+            "index": {"dtype": "int64", "shape": [1], "names": None},
+            "task_index": {"dtype": "int64", "shape": [1], "names": None},
+        }
+    )
     info = {
-        "codebase_version": CODEBASE_VERSION, "robot_type": "so101_follower",
-        "total_episodes": len(written), "total_frames": global_index, "total_tasks": len(tasks),
-        "chunks_size": 1000, "data_files_size_in_mb": 100, "video_files_size_in_mb": 500,
-        "fps": fps, "splits": {"train": f"0:{len(written)}"},
-        "data_path": DATA_PATH, "video_path": VIDEO_PATH, "features": features,
+        "codebase_version": CODEBASE_VERSION,
+        "robot_type": "so101_follower",
+        "total_episodes": len(written),
+        "total_frames": global_index,
+        "total_tasks": len(tasks),
+        "chunks_size": 1000,
+        "data_files_size_in_mb": 100,
+        "video_files_size_in_mb": 500,
+        "fps": fps,
+        "splits": {"train": f"0:{len(written)}"},
+        "data_path": DATA_PATH,
+        "video_path": VIDEO_PATH,
+        "features": features,
     }
     (root / "meta" / "info.json").write_text(json.dumps(info, indent=4))
     return DatasetWritten(root, fps, tuple(cameras), written)

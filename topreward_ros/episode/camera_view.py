@@ -14,6 +14,7 @@ why the frame is unusable, is kept, so a frame the window uses for several
 samples (a secondary camera's last frame) is neither decoded nor reported
 twice.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -10,6 +10,7 @@ No ROS import: the node resolves the rclpy class from ``ros_module`` and
 ``class_name`` when it subscribes; the offline tools only use the type name
 and the converter.
 """
+
 from __future__ import annotations
 
 import importlib

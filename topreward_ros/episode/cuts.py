@@ -23,6 +23,7 @@ episode while watching it live, so these rules mirror the node's:
   is then not read;
 * the end of the bag ends the current episode.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,8 +51,7 @@ class StampCut:
         return f"camera stamp jumped {self.direction} by {self.seconds:.3f} s"
 
 
-def stamp_cut(previous_ns: int | None, stamp_ns: int, jump_restart_s: float,
-              gap_restart_s: float) -> StampCut | None:
+def stamp_cut(previous_ns: int | None, stamp_ns: int, jump_restart_s: float, gap_restart_s: float) -> StampCut | None:
     """The cut a primary frame stamped ``stamp_ns`` after one stamped ``previous_ns`` makes, if any."""
     if previous_ns is None:
         return None
@@ -60,7 +60,6 @@ def stamp_cut(previous_ns: int | None, stamp_ns: int, jump_restart_s: float,
     if (stamp_ns - previous_ns) / NS_PER_S > gap_restart_s:
         return StampCut("forward", (stamp_ns - previous_ns) / NS_PER_S)
     return None
-
 
 
 Action = Literal["start", "end"]
@@ -139,4 +138,3 @@ class EpisodeSplitter:
         self.active = False
         assert self._instruction is not None
         return [EpisodeEvent("end", log_time_ns, self._instruction, reason)]
-

@@ -28,6 +28,7 @@ Conversions chosen (all documented so an offline run can reproduce them):
 Every malformed input raises :class:`ImageError` with a message naming the
 problem, never a numpy error from deep inside a reshape.
 """
+
 from __future__ import annotations
 
 import io
@@ -128,16 +129,12 @@ def _rows(msg: ImageMessage, row_bytes: int) -> NDArray[np.uint8]:
         raise ImageError(f"image has no pixels ({width}x{height})")
     if step < row_bytes:
         raise ImageError(
-            f"step {step} is smaller than one row of {width} pixels "
-            f"({row_bytes} bytes for encoding {msg.encoding!r})"
+            f"step {step} is smaller than one row of {width} pixels ({row_bytes} bytes for encoding {msg.encoding!r})"
         )
     flat = _as_bytes_view(msg.data)
     needed = step * height
     if flat.size < needed:
-        raise ImageError(
-            f"image data is truncated: {flat.size} bytes for {height} rows of step {step} "
-            f"(need {needed})"
-        )
+        raise ImageError(f"image data is truncated: {flat.size} bytes for {height} rows of step {step} (need {needed})")
     return flat[:needed].reshape(height, step)[:, :row_bytes]
 
 
@@ -191,9 +188,7 @@ def _bayer_to_rgb(msg: ImageMessage, pattern: str) -> RGBImage:
         raise ImageError(f"{msg.encoding} needs even width and height, got {width}x{height}")
     rows = _rows(msg, width)
     # cells[i, j, dy, dx]: sample (dy, dx) of the 2x2 cell (i, j).
-    cells = rows.reshape(height // 2, 2, width // 2, 2).transpose(0, 2, 1, 3).reshape(
-        height // 2, width // 2, 4
-    )
+    cells = rows.reshape(height // 2, 2, width // 2, 2).transpose(0, 2, 1, 3).reshape(height // 2, width // 2, 4)
     red = cells[:, :, pattern.index("R")]
     blue = cells[:, :, pattern.index("B")]
     first_g = pattern.index("G")
@@ -215,9 +210,7 @@ def image_to_rgb(msg: ImageMessage) -> RGBImage:
         return _yuv422_to_rgb(msg, _YUV422_LAYOUTS[encoding])
     if encoding in _BAYER_PATTERNS:
         return _bayer_to_rgb(msg, _BAYER_PATTERNS[encoding])
-    raise ImageError(
-        f"unsupported image encoding {msg.encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
-    )
+    raise ImageError(f"unsupported image encoding {msg.encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
 
 
 def compressed_to_rgb(msg: CompressedImageMessage) -> RGBImage:
@@ -245,9 +238,6 @@ def compressed_to_rgb(msg: CompressedImageMessage) -> RGBImage:
             rgb = img if img.mode == "RGB" else img.convert("RGB")
             return np.asarray(rgb, dtype=np.uint8)
     except UnidentifiedImageError as exc:
-        raise ImageError(
-            f"compressed image (format {msg.format!r}) is not a decodable JPEG or PNG"
-        ) from exc
+        raise ImageError(f"compressed image (format {msg.format!r}) is not a decodable JPEG or PNG") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"compressed image (format {msg.format!r}) is corrupt: {exc}") from exc
-

@@ -6,6 +6,7 @@ import them without paying for either. ``EpisodeSummary`` is the verdict
 every episode ends with (``EpisodeResult`` on the node, ``episodes.json``
 offline), whatever ended it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,8 +26,16 @@ END_CLOCK_JUMP = "clock_jump"
 END_MODEL_CHANGED = "model_changed"
 END_SHUTDOWN = "shutdown"
 END_OF_RECORDING = "end_of_recording"
-END_REASONS = (END_NEW_INSTRUCTION, END_RESET, END_REFUSED, END_STAMP_CUT, END_CLOCK_JUMP,
-               END_MODEL_CHANGED, END_SHUTDOWN, END_OF_RECORDING)
+END_REASONS = (
+    END_NEW_INSTRUCTION,
+    END_RESET,
+    END_REFUSED,
+    END_STAMP_CUT,
+    END_CLOCK_JUMP,
+    END_MODEL_CHANGED,
+    END_SHUTDOWN,
+    END_OF_RECORDING,
+)
 
 
 def end_reason_code(reason: str) -> str:
@@ -84,16 +93,11 @@ class EpisodeSettings:
         if self.view_size < 32:
             raise ValueError(f"view_size must be >= 32 pixels, got {self.view_size!r}")
         if not np.isfinite(self.success_threshold) or self.success_threshold > 0:
-            raise ValueError(
-                f"success_threshold is a log-probability and must be <= 0, "
-                f"got {self.success_threshold!r}"
-            )
+            raise ValueError(f"success_threshold is a log-probability and must be <= 0, got {self.success_threshold!r}")
         if self.success_window < 1:
             raise ValueError(f"success_window must be >= 1, got {self.success_window!r}")
         if self.success_consecutive < 1:
-            raise ValueError(
-                f"success_consecutive must be >= 1, got {self.success_consecutive!r}"
-            )
+            raise ValueError(f"success_consecutive must be >= 1, got {self.success_consecutive!r}")
         SuccessThresholds(self.success_threshold, self.task_thresholds)  # raises naming a bad one
 
 
@@ -175,6 +179,7 @@ class EpisodeSummary:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready (NaN scores as None)."""
+
         def number(value: float) -> float | None:
             return None if value != value else float(value)
 
@@ -198,5 +203,3 @@ class EpisodeSummary:
             "not_scored_reason": self.not_scored_reason,
             "model_id": self.model_id,
         }
-
-

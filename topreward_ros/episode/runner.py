@@ -25,6 +25,7 @@ scores its final samples once when no tick scored them (ticks that fell
 behind, frames after the last tick) and returns its summary. When that
 score cannot be made (no model, out of memory) the summary says why.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -195,8 +196,13 @@ class EpisodeRunner:
                     return sample.image
         return None
 
-    def start(self, instruction: str, episode_id: str | None = None,
-              end_reason: str = END_NEW_INSTRUCTION, end_detail: str = "") -> str:
+    def start(
+        self,
+        instruction: str,
+        episode_id: str | None = None,
+        end_reason: str = END_NEW_INSTRUCTION,
+        end_detail: str = "",
+    ) -> str:
         """Begin a new episode for ``instruction``; returns its id.
 
         The running episode, if any, ends for ``end_reason`` (a code of
@@ -237,23 +243,25 @@ class EpisodeRunner:
     def _set_aside(self, end_reason: str, end_detail: str) -> None:
         """Move the running episode to the ended ones; a fresh window (callers hold _lock)."""
         if self._episode_id is not None and self._progress is not None and self._success is not None:
-            self._ended.append(_EndedEpisode(
-                episode_id=self._episode_id,
-                instruction=self._instruction or "",
-                end_reason=end_reason,
-                end_detail=end_detail,
-                window=self._window,
-                session=self._session,
-                unfed=self._unfed,
-                session_generation=self._session_generation,
-                # A tick running now may be extending this session: never reuse it then.
-                tick_in_flight=self._tick_lock.locked(),
-                scorer=self._scorer,
-                progress=self._progress,
-                success=self._success,
-                tally=self._tally,
-                threshold=self._success.threshold,
-            ))
+            self._ended.append(
+                _EndedEpisode(
+                    episode_id=self._episode_id,
+                    instruction=self._instruction or "",
+                    end_reason=end_reason,
+                    end_detail=end_detail,
+                    window=self._window,
+                    session=self._session,
+                    unfed=self._unfed,
+                    session_generation=self._session_generation,
+                    # A tick running now may be extending this session: never reuse it then.
+                    tick_in_flight=self._tick_lock.locked(),
+                    scorer=self._scorer,
+                    progress=self._progress,
+                    success=self._success,
+                    tally=self._tally,
+                    threshold=self._success.threshold,
+                )
+            )
         self._window = self._new_window()
         self._unfed = []
         self._session = None
@@ -266,8 +274,9 @@ class EpisodeRunner:
         with self._lock:
             return len(self._ended)
 
-    def add_to_ended(self, episode_id: str, camera: int, stamp_ns: int, view: ViewSource,
-                     frame_id: str = "") -> AddResult:
+    def add_to_ended(
+        self, episode_id: str, camera: int, stamp_ns: int, view: ViewSource, frame_id: str = ""
+    ) -> AddResult:
         """A late frame of an episode that has ended but is not finished yet.
 
         A frame published before the instruction that ended its episode,
@@ -339,8 +348,11 @@ class EpisodeRunner:
             elif ended.scorer is None:
                 reason = "no model loaded"
             else:
-                reuse = (ended.session is not None and not ended.tick_in_flight
-                         and ended.session_generation == window.generation)
+                reuse = (
+                    ended.session is not None
+                    and not ended.tick_in_flight
+                    and ended.session_generation == window.generation
+                )
                 try:
                     if reuse:
                         session, feed = ended.session, [*ended.unfed, *new]
@@ -423,8 +435,9 @@ class EpisodeRunner:
             self._tally.frame(camera, stamp_ns)
             return self._window.wants(camera, stamp_ns)
 
-    def add(self, camera: int, stamp_ns: int, view: ViewSource, frame_id: str = "",
-            episode_id: str | None = None) -> AddResult:
+    def add(
+        self, camera: int, stamp_ns: int, view: ViewSource, frame_id: str = "", episode_id: str | None = None
+    ) -> AddResult:
         """Store a wanted frame: its view, or a lazy view the tick converts (``CameraView``).
 
         With ``episode_id`` the frame is stored only if that episode is still
@@ -531,8 +544,7 @@ class EpisodeRunner:
                 raise
             t_scored = time.perf_counter()
             with self._lock:
-                if (self._episode_id != episode_id or self._scorer is not scorer
-                        or self._window is not window):
+                if self._episode_id != episode_id or self._scorer is not scorer or self._window is not window:
                     # A new episode, model or window came while the model ran:
                     # the score belongs to none of them, so it is dropped.
                     return None

@@ -28,6 +28,7 @@ other sample, always including the first one (the episode start is what the
 model compares the present against), and halves the sampling rate from then
 on. Consumers notice through ``generation`` and rescore from the kept frames.
 """
+
 from __future__ import annotations
 
 import enum
@@ -279,16 +280,12 @@ class EpisodeWindow:
 
     def _compose(self, pending: _PendingSample) -> Sample | None:
         converted = [
-            self._converted(camera, pending.view_stamps_ns[camera], view)
-            for camera, view in enumerate(pending.views)
+            self._converted(camera, pending.view_stamps_ns[camera], view) for camera, view in enumerate(pending.views)
         ]
         primary = converted[0]
         if primary is None:
             return None  # the primary frame is unusable: no sample at this step
-        views = [
-            v if v is not None else np.full_like(primary, MISSING_VIEW_VALUE)
-            for v in converted
-        ]
+        views = [v if v is not None else np.full_like(primary, MISSING_VIEW_VALUE) for v in converted]
         image = views[0] if len(views) == 1 else np.concatenate(views, axis=1)
         # An unusable secondary frame was not seen: its stamp is not reported.
         stamps = tuple(s if c is not None else None for s, c in zip(pending.view_stamps_ns, converted))

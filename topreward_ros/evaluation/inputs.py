@@ -19,6 +19,7 @@ used by the labels file and every output:
   -> ``pick_03``);
 * a folder of frames is one episode named by the folder's name.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -71,7 +72,8 @@ def classify(path: Path) -> EvalInput:
     if is_dataset_directory(path):
         return EvalInput(path, "dataset", name)
     if (path / "metadata.yaml").is_file() or any(
-            p.suffix.lower() in BAG_SUFFIXES for p in path.iterdir() if p.is_file()):
+        p.suffix.lower() in BAG_SUFFIXES for p in path.iterdir() if p.is_file()
+    ):
         return EvalInput(path, "bag", name)
     return EvalInput(path, "frames", name)
 
@@ -128,7 +130,8 @@ def classify_all(paths: Sequence[str | Path]) -> list[EvalInput]:
         if item.name in seen:
             raise EvalInputError(
                 f"inputs {seen[item.name].path} and {item.path} have the same name {item.name!r}; "
-                f"episodes are named after their input, so rename or copy one of them")
+                f"episodes are named after their input, so rename or copy one of them"
+            )
         seen[item.name] = item
     return inputs
 
@@ -161,14 +164,17 @@ def check_labels(inputs: Sequence[EvalInput], labels: dict[str, Label], fixed_in
             f"<bag name>/<episode index> for bags ({', '.join(bags) or 'none given'}), "
             f"<dataset name>/<episode_index> for LeRobot datasets ({', '.join(datasets) or 'none given'}), "
             f"by the file stem for videos and the folder name for frame folders "
-            f"({', '.join(sorted(singles)) or 'none given'})")
+            f"({', '.join(sorted(singles)) or 'none given'})"
+        )
     missing = sorted(n for n in singles if n not in labels)
     if missing:
-        raise EvalInputError(f"no label for {', '.join(repr(n) for n in missing)}: add a row "
-                             f"'<name>,<0|1>' to the labels file")
+        raise EvalInputError(
+            f"no label for {', '.join(repr(n) for n in missing)}: add a row '<name>,<0|1>' to the labels file"
+        )
     without = sorted(n for n in singles if labels[n].instruction is None and fixed_instruction is None)
     if without:
         raise EvalInputError(
             f"no instruction for {', '.join(repr(n) for n in without)}: give it in the labels file's "
             f"instruction column or with --instruction (bags take theirs from the instruction topic, "
-            f"datasets from their tasks)")
+            f"datasets from their tasks)"
+        )

@@ -17,6 +17,7 @@ LeRobot dataset, the file stem of a video, the folder name of a frame
 folder. A bag or dataset episode index may be written with leading zeros
 (``3`` and ``0003`` are the same episode).
 """
+
 from __future__ import annotations
 
 import csv
@@ -78,22 +79,29 @@ def _optional_text(value: Any, field: str, where: str) -> str | None:
 def _label(episode: Any, success: Any, task: Any, instruction: Any, where: str) -> Label:
     if episode is None or not str(episode).strip():
         raise LabelsError(f"{where}: the episode name is empty")
-    return Label(canonical_name(str(episode)), _success(success, where),
-                 _optional_text(task, "task", where), _optional_text(instruction, "instruction", where),
-                 where)
+    return Label(
+        canonical_name(str(episode)),
+        _success(success, where),
+        _optional_text(task, "task", where),
+        _optional_text(instruction, "instruction", where),
+        where,
+    )
 
 
 def _read_csv(path: Path, text: str) -> list[Label]:
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1)
-             if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        (n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not lines:
         raise LabelsError(f"{path} holds no labels (expected a header 'episode,success[,task]' and rows)")
     rows = list(csv.reader(io.StringIO("\n".join(line for _, line in lines))))
     header = [h.strip().lower() for h in rows[0]]
     missing = [c for c in ("episode", "success") if c not in header]
     if missing:
-        raise LabelsError(f"{path}:{lines[0][0]}: the header {rows[0]} lacks column(s) {', '.join(missing)} "
-                          f"(expected 'episode,success' and optionally 'task', 'instruction')")
+        raise LabelsError(
+            f"{path}:{lines[0][0]}: the header {rows[0]} lacks column(s) {', '.join(missing)} "
+            f"(expected 'episode,success' and optionally 'task', 'instruction')"
+        )
     col = {name: header.index(name) for name in ("episode", "success", "task", "instruction") if name in header}
     labels = []
     for (number, _), row in zip(lines[1:], rows[1:]):
@@ -103,6 +111,7 @@ def _read_csv(path: Path, text: str) -> list[Label]:
 
         def get(name: str, row: list[str] = row) -> str | None:
             return row[col[name]] if name in col else None
+
         labels.append(_label(get("episode"), get("success"), get("task"), get("instruction"), where))
     return labels
 
@@ -119,8 +128,12 @@ def _refuse_duplicate_keys(path: Path, text: str) -> None:
 
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     episodes = root
-    if (isinstance(root, yaml.MappingNode) and len(root.value) == 1
-            and isinstance(root.value[0][0], yaml.ScalarNode) and root.value[0][0].value == "episodes"):
+    if (
+        isinstance(root, yaml.MappingNode)
+        and len(root.value) == 1
+        and isinstance(root.value[0][0], yaml.ScalarNode)
+        and root.value[0][0].value == "episodes"
+    ):
         episodes = root.value[0][1]
     stack = [root] if root is not None else []
     while stack:
@@ -137,8 +150,11 @@ def _refuse_duplicate_keys(path: Path, text: str) -> None:
                 continue
             line = key.start_mark.line + 1
             if key.value in first_line:
-                what = (f"episode {canonical_name(key.value)!r} is labelled twice" if node is episodes
-                        else f"key {key.value!r} is given twice in one mapping")
+                what = (
+                    f"episode {canonical_name(key.value)!r} is labelled twice"
+                    if node is episodes
+                    else f"key {key.value!r} is given twice in one mapping"
+                )
                 raise LabelsError(f"{path}:{line}: {what} (first at {path}:{first_line[key.value]})")
             first_line[key.value] = line
 
@@ -160,8 +176,9 @@ def _read_yaml(path: Path, text: str) -> list[Label]:
             if isinstance(value, dict):
                 unknown = set(value) - {"success", "task", "instruction"}
                 if "success" not in value or unknown:
-                    raise LabelsError(f"{where}: expected keys success and optionally task, instruction; "
-                                      f"got {sorted(value)}")
+                    raise LabelsError(
+                        f"{where}: expected keys success and optionally task, instruction; got {sorted(value)}"
+                    )
                 labels.append(_label(name, value["success"], value.get("task"), value.get("instruction"), where))
             else:
                 labels.append(_label(name, value, None, None, where))
@@ -170,11 +187,12 @@ def _read_yaml(path: Path, text: str) -> list[Label]:
             where = f"{path}: entry {number}"
             if not isinstance(item, dict) or "episode" not in item or "success" not in item:
                 raise LabelsError(f"{where}: expected a mapping with episode and success, got {item!r}")
-            labels.append(_label(item["episode"], item["success"], item.get("task"), item.get("instruction"),
-                                 where))
+            labels.append(_label(item["episode"], item["success"], item.get("task"), item.get("instruction"), where))
     else:
-        raise LabelsError(f"{path}: expected a mapping episode -> label, or a list of "
-                          f"{{episode, success, task}} entries; got {type(data).__name__}")
+        raise LabelsError(
+            f"{path}: expected a mapping episode -> label, or a list of "
+            f"{{episode, success, task}} entries; got {type(data).__name__}"
+        )
     if not labels:
         raise LabelsError(f"{path} holds no labels")
     return labels
@@ -194,7 +212,8 @@ def read_labels(path: Path) -> dict[str, Label]:
     by_name: dict[str, Label] = {}
     for label in labels:
         if label.episode in by_name:
-            raise LabelsError(f"{label.where}: episode {label.episode!r} is labelled twice "
-                              f"(first at {by_name[label.episode].where})")
+            raise LabelsError(
+                f"{label.where}: episode {label.episode!r} is labelled twice (first at {by_name[label.episode].where})"
+            )
         by_name[label.episode] = label
     return by_name

@@ -8,6 +8,7 @@ names, the camera topics ``calibrated.yaml`` may state, and which files are
 written or removed so that nothing of an earlier run on other labels stays
 beside this report. The command prints from the returned ``EvalOutcome``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -63,8 +64,10 @@ def scored_camera_topics(bags: Mapping[str, Iterable[str]]) -> tuple[list[str] |
         found.setdefault(tuple(topics), []).append(name)
     if len(found) > 1:
         listing = "; ".join(f"{', '.join(topics)} ({', '.join(names)})" for topics, names in found.items())
-        return None, (f"the bags have different camera topics ({listing}): camera_topics is not written to "
-                      "calibrated.yaml; give --camera to choose")
+        return None, (
+            f"the bags have different camera topics ({listing}): camera_topics is not written to "
+            "calibrated.yaml; give --camera to choose"
+        )
     return (list(next(iter(found))) if found else None), None
 
 
@@ -89,15 +92,25 @@ def missing_episode(name: str, where: str, kind: str, held: set[int]) -> tuple[s
     head, _, tail = name.rpartition("/")
     if kind == "bag":
         count = len(held)
-        return (f"{where}: the labels name episode {name!r} but bag {head} has {count} episode(s), "
-                f"{head}/0 .. {head}/{count - 1}", f"bag {head} has {count} episode(s)")
-    return (f"{where}: the labels name episode {name!r} but dataset {head} has no episode_index {tail}; "
-            f"its {len(held)} episode(s): {_index_ranges(held)}",
-            f"dataset {head} has no episode_index {tail}")
+        return (
+            f"{where}: the labels name episode {name!r} but bag {head} has {count} episode(s), "
+            f"{head}/0 .. {head}/{count - 1}",
+            f"bag {head} has {count} episode(s)",
+        )
+    return (
+        f"{where}: the labels name episode {name!r} but dataset {head} has no episode_index {tail}; "
+        f"its {len(held)} episode(s): {_index_ranges(held)}",
+        f"dataset {head} has no episode_index {tail}",
+    )
 
 
-def _unscored(records: Sequence[dict[str, Any]], labels: Mapping[str, Label], inputs: Sequence[EvalInput],
-              run: EvalRunReport, problems: list[str]) -> dict[str, tuple[str, str]]:
+def _unscored(
+    records: Sequence[dict[str, Any]],
+    labels: Mapping[str, Label],
+    inputs: Sequence[EvalInput],
+    run: EvalRunReport,
+    problems: list[str],
+) -> dict[str, tuple[str, str]]:
     """A (status, detail) for each labelled episode without scores; appends the problems found."""
     unscored = dict(run.unscored)
     recorded = {r["episode"] for r in records}
@@ -117,9 +130,18 @@ def _unscored(records: Sequence[dict[str, Any]], labels: Mapping[str, Label], in
     return unscored
 
 
-def write_outcome(out: Path, records: Sequence[dict[str, Any]], labels: dict[str, Label],
-                  inputs: Sequence[EvalInput], run: EvalRunReport, settings: dict[str, Any], random_weights: bool,
-                  window: int, consecutive: int, node_settings: Mapping[str, Any]) -> EvalOutcome:
+def write_outcome(
+    out: Path,
+    records: Sequence[dict[str, Any]],
+    labels: dict[str, Label],
+    inputs: Sequence[EvalInput],
+    run: EvalRunReport,
+    settings: dict[str, Any],
+    random_weights: bool,
+    window: int,
+    consecutive: int,
+    node_settings: Mapping[str, Any],
+) -> EvalOutcome:
     """Evaluate the run's records against the labels and write every report file into ``out``.
 
     ``settings``: the run's settings record (``EvalSettings.record``);
@@ -160,6 +182,10 @@ def write_outcome(out: Path, records: Sequence[dict[str, Any]], labels: dict[str
     notes = list(run.notes)
     if run.stopped_early:
         notes.append("stopped after --max-episodes; re-run the same command to continue")
-    write_text_atomic(out / REPORT_MD, report_markdown(
-        evaluation, settings, params, plots, problems, notes, random_weights, complete=not run.stopped_early))
+    write_text_atomic(
+        out / REPORT_MD,
+        report_markdown(
+            evaluation, settings, params, plots, problems, notes, random_weights, complete=not run.stopped_early
+        ),
+    )
     return EvalOutcome(evaluation, params, problems, out / REPORT_MD, out / EPISODES_CSV, calibrated)

@@ -20,6 +20,7 @@ The threshold written is the one for the RAW success score (the paper's,
 and what the node compares); the two-way score's optimum is reported beside
 it. Every file is written atomically.
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,10 +49,24 @@ from topreward_ros.scoring.progress import SuccessDetector
 from topreward_ros.scoring.thresholds import TASK_INSTRUCTIONS_PARAM, TASK_THRESHOLDS_PARAM, instruction_key
 
 CSV_COLUMNS = (
-    "episode", "input", "kind", "task", "instruction", "success", "num_frames", "num_samples",
-    "voc", "control_voc", "raw_success_score", "two_way_success_score",
-    "control_raw_success_score", "control_two_way_success_score", "predicted_success", "live_success",
-    "status", "status_detail",
+    "episode",
+    "input",
+    "kind",
+    "task",
+    "instruction",
+    "success",
+    "num_frames",
+    "num_samples",
+    "voc",
+    "control_voc",
+    "raw_success_score",
+    "two_way_success_score",
+    "control_raw_success_score",
+    "control_two_way_success_score",
+    "predicted_success",
+    "live_success",
+    "status",
+    "status_detail",
 )
 # scored: the metrics hold it; failed: reading or scoring it failed; refused:
 # its instruction cannot be put to the model; empty: a bag episode without a
@@ -116,14 +131,23 @@ def live_success(log_probs: Sequence[float], threshold: float, window: int, cons
 
 
 def _metrics(rows: Sequence[dict[str, Any]]) -> SetMetrics:
-    return evaluate_set([r["voc"] for r in rows], [r["control_voc"] for r in rows],
-                        [r["raw_success_score"] for r in rows], [r["two_way_success_score"] for r in rows],
-                        [r["success"] for r in rows])
+    return evaluate_set(
+        [r["voc"] for r in rows],
+        [r["control_voc"] for r in rows],
+        [r["raw_success_score"] for r in rows],
+        [r["two_way_success_score"] for r in rows],
+        [r["success"] for r in rows],
+    )
 
 
-def evaluate(records: Sequence[dict[str, Any]], labels: dict[str, Label], window: int = 3,
-             consecutive: int = 2, unscored: Mapping[str, tuple[str, str]] | None = None,
-             order: Callable[[str], Any] | None = None) -> Evaluation:
+def evaluate(
+    records: Sequence[dict[str, Any]],
+    labels: dict[str, Label],
+    window: int = 3,
+    consecutive: int = 2,
+    unscored: Mapping[str, tuple[str, str]] | None = None,
+    order: Callable[[str], Any] | None = None,
+) -> Evaluation:
     """Join records with labels and compute the metrics (per task when tasks are given).
 
     Every labelled episode gets a row: those with a record are ``scored``;
@@ -144,8 +168,7 @@ def evaluate(records: Sequence[dict[str, Any]], labels: dict[str, Label], window
             continue
         row = {key: record.get(key) for key in CSV_COLUMNS}
         row.update(task=label.task or "", success=int(label.success), status="scored", status_detail="")
-        row["_live"] = ([t["log_prob_true"] for t in record.get("live", [])]
-                        if record["kind"] in LIVE_KINDS else None)
+        row["_live"] = [t["log_prob_true"] for t in record.get("live", [])] if record["kind"] in LIVE_KINDS else None
         rows.append(row)
     have = {r["episode"] for r in rows}
     for name, label in labels.items():
@@ -155,8 +178,15 @@ def evaluate(records: Sequence[dict[str, Any]], labels: dict[str, Label], window
         if status not in STATUSES or status == "scored":
             raise ValueError(f"{name}: {status!r} is not the status of an episode without scores")
         row = {key: None for key in CSV_COLUMNS}
-        row.update(episode=name, task=label.task or "", instruction=label.instruction, success=int(label.success),
-                   status=status, status_detail=detail, _live=None)
+        row.update(
+            episode=name,
+            task=label.task or "",
+            instruction=label.instruction,
+            success=int(label.success),
+            status=status,
+            status_detail=detail,
+            _live=None,
+        )
         rows.append(row)
     if order is not None:
         rows.sort(key=lambda r: order(r["episode"]))
@@ -168,18 +198,29 @@ def evaluate(records: Sequence[dict[str, Any]], labels: dict[str, Label], window
             per_task[task] = _metrics([r for r in scored if (r["task"] or NO_TASK) == task])
     threshold = overall.threshold_raw.threshold if overall.threshold_raw else None
     for row in rows:
-        row["predicted_success"] = ("" if threshold is None or row["status"] != "scored"
-                                    else int(row["raw_success_score"] > threshold))
+        row["predicted_success"] = (
+            "" if threshold is None or row["status"] != "scored" else int(row["raw_success_score"] > threshold)
+        )
         live = row.pop("_live")
-        row["live_success"] = ("" if threshold is None or live is None
-                               else int(live_success(live, min(0.0, threshold), window, consecutive)))
+        row["live_success"] = (
+            ""
+            if threshold is None or live is None
+            else int(live_success(live, min(0.0, threshold), window, consecutive))
+        )
     checked = [r for r in rows if r["live_success"] != ""]
     live_check = None
     if checked:
         pos = [r["live_success"] for r in checked if r["success"]]
         neg = [r["live_success"] for r in checked if not r["success"]]
-        live_check = LiveCheck(len(checked), len(pos), len(neg), sum(pos), sum(neg),
-                               sum(pos) / len(pos) if pos else None, sum(neg) / len(neg) if neg else None)
+        live_check = LiveCheck(
+            len(checked),
+            len(pos),
+            len(neg),
+            sum(pos),
+            sum(neg),
+            sum(pos) / len(pos) if pos else None,
+            sum(neg) / len(neg) if neg else None,
+        )
     tasks = held_out = None
     if overall.threshold_raw is not None:
         named = [r for r in scored if r.get("instruction")]
@@ -218,25 +259,36 @@ def metrics_record(evaluation: Evaluation) -> dict[str, Any]:
         if isinstance(value, float) and math.isnan(value):
             return None
         return value
-    return {"overall": clean(asdict(evaluation.overall)),
-            "per_task": {k: clean(asdict(v)) for k, v in evaluation.per_task.items()},
-            "live": clean(asdict(evaluation.live)) if evaluation.live else None,
-            "task_thresholds": ({k: clean(asdict(v)) for k, v in evaluation.tasks.items()}
-                                if evaluation.tasks else None),
-            "min_labels_per_class": MIN_LABELS_PER_CLASS,
-            "held_out": clean(asdict(evaluation.held_out)) if evaluation.held_out else None,
-            "unlabelled": list(evaluation.unlabelled)}
+
+    return {
+        "overall": clean(asdict(evaluation.overall)),
+        "per_task": {k: clean(asdict(v)) for k, v in evaluation.per_task.items()},
+        "live": clean(asdict(evaluation.live)) if evaluation.live else None,
+        "task_thresholds": ({k: clean(asdict(v)) for k, v in evaluation.tasks.items()} if evaluation.tasks else None),
+        "min_labels_per_class": MIN_LABELS_PER_CLASS,
+        "held_out": clean(asdict(evaluation.held_out)) if evaluation.held_out else None,
+        "unlabelled": list(evaluation.unlabelled),
+    }
 
 
 #: Keys of calibrated.yaml besides the fitted ones: the settings the threshold
 #: depends on (the scores were computed with them), written whatever their
 #: value so that the file pins them over a rig's parameters file.
-SCORING_KEYS = ("camera_topics", "instruction_topic", "reset_topic", "rate_hz", "sample_fps", "max_frames",
-                "sync_tolerance_s", "view_size")
+SCORING_KEYS = (
+    "camera_topics",
+    "instruction_topic",
+    "reset_topic",
+    "rate_hz",
+    "sample_fps",
+    "max_frames",
+    "sync_tolerance_s",
+    "view_size",
+)
 
 
-def calibrated_params(evaluation: Evaluation, model_id: str, window: int, consecutive: int,
-                      scoring: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def calibrated_params(
+    evaluation: Evaluation, model_id: str, window: int, consecutive: int, scoring: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The node parameters calibrated on this evaluation (None without both classes).
 
     ``scoring`` holds the node parameters the episodes were scored with
@@ -253,9 +305,12 @@ def calibrated_params(evaluation: Evaluation, model_id: str, window: int, consec
     # A local model directory is written as an absolute path: the node may start elsewhere.
     model = str(Path(model_id).resolve()) if Path(model_id).is_dir() else str(model_id)
     # The node accepts thresholds in [-1e12, 0]; a midpoint of log-probabilities is <= 0.
-    params: dict[str, Any] = {"success_threshold": float(min(0.0, choice.threshold)),
-                              "success_window": int(window), "success_consecutive": int(consecutive),
-                              "model": model}
+    params: dict[str, Any] = {
+        "success_threshold": float(min(0.0, choice.threshold)),
+        "success_window": int(window),
+        "success_consecutive": int(consecutive),
+        "model": model,
+    }
     own = {k: v.choice.threshold for k, v in (evaluation.tasks or {}).items() if v.choice is not None}
     if own:  # instructions with enough labels of both classes; any other falls back to the global one
         params[TASK_INSTRUCTIONS_PARAM] = sorted(own)
@@ -283,7 +338,7 @@ def write_calibrated_yaml(path: Path, params: dict[str, Any], evaluation: Evalua
     header = (
         f"Calibrated by topreward eval on {m.episodes} labelled episodes ({m.successes} successes, "
         f"{m.failures} failures), {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.\n"
-        f"success_threshold: raw success score (mean raw log p(\" True\") of the last success_window\n"
+        f'success_threshold: raw success score (mean raw log p(" True") of the last success_window\n'
         f"prefixes) that maximises balanced accuracy: {c.balanced_accuracy:.3f} (TPR {c.tpr:.3f}, "
         f"FPR {c.fpr:.3f}); ROC-AUC {m.auc_raw:.3f}.\n"
         f"task_instructions / task_success_thresholds: the threshold fitted on each instruction with at least\n"
@@ -294,7 +349,8 @@ def write_calibrated_yaml(path: Path, params: dict[str, Any], evaluation: Evalua
         f"the scoring settings of the evaluation (camera order, topics, tick rate, sampling, view size): the\n"
         f"threshold holds only for scores computed with them.\n"
         f"Use: ros2 launch topreward_ros scorer.launch.py params_file:=RIG.yaml calibration_file:={path.name}\n"
-        f"     topreward bag BAG -o OUT --params-file {path.name}")
+        f"     topreward bag BAG -o OUT --params-file {path.name}"
+    )
     write_text_atomic(path, params_file_text(params, header))
 
 
@@ -323,13 +379,19 @@ def plot_roc(path: Path, evaluation: Evaluation) -> bool:
     fig = _figure(5.5, 5)
     ax = fig.add_subplot(1, 1, 1)
     for key, name, auc, choice, color in (
-            ("raw_success_score", "raw (default)", m.auc_raw, m.threshold_raw, "tab:blue"),
-            ("two_way_success_score", "two-way", m.auc_two_way, m.threshold_two_way, "tab:orange")):
+        ("raw_success_score", "raw (default)", m.auc_raw, m.threshold_raw, "tab:blue"),
+        ("two_way_success_score", "two-way", m.auc_two_way, m.threshold_two_way, "tab:orange"),
+    ):
         fpr, tpr = roc_points([r[key] for r in evaluation.scored], labels)
         ax.plot(fpr, tpr, "-", color=color, label=f"{name}: AUC {auc:.3f}")
         if choice is not None:
-            ax.plot([choice.fpr], [choice.tpr], "o", color=color,
-                    label=f"{name} threshold {choice.threshold:.3f} (bal. acc. {choice.balanced_accuracy:.3f})")
+            ax.plot(
+                [choice.fpr],
+                [choice.tpr],
+                "o",
+                color=color,
+                label=f"{name} threshold {choice.threshold:.3f} (bal. acc. {choice.balanced_accuracy:.3f})",
+            )
     ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
     ax.set_xlabel("false positive rate (failures declared successful)")
     ax.set_ylabel("true positive rate (successes declared successful)")
@@ -350,11 +412,22 @@ def plot_voc_vs_control(path: Path, evaluation: Evaluation) -> None:
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(rows))
     ax.bar(x - 0.2, [r["voc"] for r in rows], 0.4, color="tab:blue", label="episode VOC")
-    ax.bar(x + 0.2, [r["control_voc"] for r in rows], 0.4, color="tab:grey",
-           label="static control VOC (first frame repeated)")
+    ax.bar(
+        x + 0.2,
+        [r["control_voc"] for r in rows],
+        0.4,
+        color="tab:grey",
+        label="static control VOC (first frame repeated)",
+    )
     for i, r in enumerate(rows):
-        ax.text(i, 1.04, "S" if r["success"] else "F", ha="center", fontsize=7,
-                color="tab:green" if r["success"] else "tab:red")
+        ax.text(
+            i,
+            1.04,
+            "S" if r["success"] else "F",
+            ha="center",
+            fontsize=7,
+            color="tab:green" if r["success"] else "tab:red",
+        )
     ax.axhline(0.0, color="black", linewidth=0.5)
     ax.set_ylim(-1.05, 1.12)
     ax.set_xticks(x, [r["episode"] for r in rows], rotation=60, ha="right", fontsize=7)
@@ -371,19 +444,26 @@ def plot_score_distributions(path: Path, evaluation: Evaluation) -> None:
     m = evaluation.overall
     fig = _figure(9, 4)
     rng = np.random.default_rng(0)  # jitter only, for legibility
-    for col, (key, name, choice) in enumerate((
+    for col, (key, name, choice) in enumerate(
+        (
             ("raw_success_score", 'raw success score (log p(" True"), nats)', m.threshold_raw),
-            ("two_way_success_score", "two-way success score (nats)", m.threshold_two_way))):
+            ("two_way_success_score", "two-way success score (nats)", m.threshold_two_way),
+        )
+    ):
         ax = fig.add_subplot(1, 2, col + 1)
         for y, (flag, label, color) in enumerate(((0, "failures", "tab:red"), (1, "successes", "tab:green"))):
             values = [r[key] for r in evaluation.scored if r["success"] == flag]
             if values:
-                ax.scatter(values, y + rng.uniform(-0.15, 0.15, len(values)), color=color, alpha=0.8,
-                           label=f"{label} ({len(values)})")
+                ax.scatter(
+                    values,
+                    y + rng.uniform(-0.15, 0.15, len(values)),
+                    color=color,
+                    alpha=0.8,
+                    label=f"{label} ({len(values)})",
+                )
                 ax.boxplot([values], positions=[y], orientation="horizontal", widths=0.5, showfliers=False)
         if choice is not None:
-            ax.axvline(choice.threshold, color="black", linestyle="--",
-                       label=f"threshold {choice.threshold:.3f}")
+            ax.axvline(choice.threshold, color="black", linestyle="--", label=f"threshold {choice.threshold:.3f}")
         ax.set_yticks([0, 1], ["failures", "successes"])
         ax.set_ylim(-0.6, 1.6)
         ax.set_xlabel(name, fontsize=8)
@@ -400,10 +480,12 @@ def _f(value: float | None, digits: int = 3) -> str:
 
 
 def _metrics_table(named: Sequence[tuple[str, SetMetrics]]) -> list[str]:
-    lines = ["| set | episodes | successes | failures | VOC mean | VOC std | control VOC mean | control VOC std "
-             "| AUC raw | AUC two-way | threshold raw | TPR | FPR | bal. acc. | threshold two-way | TPR | FPR "
-             "| bal. acc. |",
-             "|---" * 18 + "|"]
+    lines = [
+        "| set | episodes | successes | failures | VOC mean | VOC std | control VOC mean | control VOC std "
+        "| AUC raw | AUC two-way | threshold raw | TPR | FPR | bal. acc. | threshold two-way | TPR | FPR "
+        "| bal. acc. |",
+        "|---" * 18 + "|",
+    ]
     for name, m in named:
         r, t = m.threshold_raw, m.threshold_two_way
         lines.append(
@@ -411,7 +493,8 @@ def _metrics_table(named: Sequence[tuple[str, SetMetrics]]) -> list[str]:
             f"| {_f(m.control_voc_mean)} | {_f(m.control_voc_std)} | {_f(m.auc_raw)} | {_f(m.auc_two_way)} "
             f"| {_f(r and r.threshold, 4)} | {_f(r and r.tpr)} | {_f(r and r.fpr)} | {_f(r and r.balanced_accuracy)} "
             f"| {_f(t and t.threshold, 4)} | {_f(t and t.tpr)} | {_f(t and t.fpr)} "
-            f"| {_f(t and t.balanced_accuracy)} |")
+            f"| {_f(t and t.balanced_accuracy)} |"
+        )
     return lines
 
 
@@ -419,59 +502,91 @@ def _task_section(evaluation: Evaluation) -> list[str]:
     """Per-instruction thresholds and the held-out comparison with the global one."""
     if not evaluation.tasks:
         return []
-    out = ["### Thresholds per task", "",
-           f"An instruction gets a threshold of its own when it has at least {MIN_LABELS_PER_CLASS} labelled "
-           f"successes and {MIN_LABELS_PER_CLASS} failures (with fewer, a threshold beside one or two "
-           "episodes of a class says nothing about the next one, and a held-out fit would see one or none); "
-           "others use the global threshold.", "",
-           "| instruction | episodes | successes | failures | AUC raw | own threshold | bal. acc. (fit) |",
-           "|---" * 7 + "|"]
+    out = [
+        "### Thresholds per task",
+        "",
+        f"An instruction gets a threshold of its own when it has at least {MIN_LABELS_PER_CLASS} labelled "
+        f"successes and {MIN_LABELS_PER_CLASS} failures (with fewer, a threshold beside one or two "
+        "episodes of a class says nothing about the next one, and a held-out fit would see one or none); "
+        "others use the global threshold.",
+        "",
+        "| instruction | episodes | successes | failures | AUC raw | own threshold | bal. acc. (fit) |",
+        "|---" * 7 + "|",
+    ]
     for name, t in evaluation.tasks.items():
         c = t.choice
         own = _f(c.threshold, 4) if c else f"none ({t.reason})"
-        out.append(f"| {name} | {t.episodes} | {t.successes} | {t.failures} | {_f(t.auc)} | {own} "
-                   f"| {_f(c and c.balanced_accuracy)} |")
+        out.append(
+            f"| {name} | {t.episodes} | {t.successes} | {t.failures} | {_f(t.auc)} | {own} "
+            f"| {_f(c and c.balanced_accuracy)} |"
+        )
     h = evaluation.held_out
     out += [""]
     if h is None:
         out += ["Held-out comparison: not possible (leaving one episode out leaves a single class).", ""]
         return out
-    out += [f"**Held out (leave-one-out)**: each of the {h.episodes} episodes judged by thresholds fitted "
-            f"without it. Balanced accuracy with the global threshold: {_f(h.global_balanced_accuracy)}; with "
-            f"per-task thresholds (global where an instruction has too few labels; {h.own_threshold_used} "
-            f"episodes judged by their own): {_f(h.per_task_balanced_accuracy)}. "
-            + ("Per-task thresholds help on this data." if (h.per_task_balanced_accuracy or 0)
-               > (h.global_balanced_accuracy or 0) else
-               "Per-task thresholds do not help on this data: remove the `task_*` keys from "
-               f"`{CALIBRATED_YAML}` to use the global threshold everywhere."), "",
-            "| instruction | held-out episodes | bal. acc. global | bal. acc. per task |", "|---" * 4 + "|"]
+    out += [
+        f"**Held out (leave-one-out)**: each of the {h.episodes} episodes judged by thresholds fitted "
+        f"without it. Balanced accuracy with the global threshold: {_f(h.global_balanced_accuracy)}; with "
+        f"per-task thresholds (global where an instruction has too few labels; {h.own_threshold_used} "
+        f"episodes judged by their own): {_f(h.per_task_balanced_accuracy)}. "
+        + (
+            "Per-task thresholds help on this data."
+            if (h.per_task_balanced_accuracy or 0) > (h.global_balanced_accuracy or 0)
+            else "Per-task thresholds do not help on this data: remove the `task_*` keys from "
+            f"`{CALIBRATED_YAML}` to use the global threshold everywhere."
+        ),
+        "",
+        "| instruction | held-out episodes | bal. acc. global | bal. acc. per task |",
+        "|---" * 4 + "|",
+    ]
     for name, (n, g, t) in h.per_instruction.items():
         out.append(f"| {name} | {n} | {_f(g)} | {_f(t)} |")
     return out + [""]
 
 
-def report_markdown(evaluation: Evaluation, settings: dict[str, Any], params: dict[str, Any] | None,
-                    plots: Sequence[str], problems: Sequence[str], notes: Sequence[str],
-                    random_weights: bool, complete: bool) -> str:
+def report_markdown(
+    evaluation: Evaluation,
+    settings: dict[str, Any],
+    params: dict[str, Any] | None,
+    plots: Sequence[str],
+    problems: Sequence[str],
+    notes: Sequence[str],
+    random_weights: bool,
+    complete: bool,
+) -> str:
     m = evaluation.overall
     out = ["# TOPReward evaluation", ""]
     if random_weights:
-        out += ["> **RANDOM WEIGHTS.** The model is a randomly initialised test checkpoint: every number "
-                "below exercises the pipeline and means nothing about the method.", ""]
+        out += [
+            "> **RANDOM WEIGHTS.** The model is a randomly initialised test checkpoint: every number "
+            "below exercises the pipeline and means nothing about the method.",
+            "",
+        ]
     if not complete:
-        out += ["> **Incomplete run**: not every episode has been scored yet (see Problems); "
-                "re-run the same command to continue.", ""]
+        out += [
+            "> **Incomplete run**: not every episode has been scored yet (see Problems); "
+            "re-run the same command to continue.",
+            "",
+        ]
     not_scored = len(evaluation.rows) - m.episodes
-    out += [f"Model: `{settings['model']}`. {m.episodes} labelled episodes "
-            f"({m.successes} successes, {m.failures} failures)"
-            + (f"; {not_scored} more labelled but not scored (left out of every metric, see the episode "
-               f"table's status)" if not_scored else "") + ".", "",
-            "## Set metrics", ""]
+    out += [
+        f"Model: `{settings['model']}`. {m.episodes} labelled episodes "
+        f"({m.successes} successes, {m.failures} failures)"
+        + (
+            f"; {not_scored} more labelled but not scored (left out of every metric, see the episode table's status)"
+            if not_scored
+            else ""
+        )
+        + ".",
+        "",
+        "## Set metrics",
+        "",
+    ]
     out += _metrics_table([("all", m), *((f"task: {k}", v) for k, v in evaluation.per_task.items())])
     out += [""]
     if m.undefined_reason:
-        out += [f"ROC-AUC and thresholds are undefined: {m.undefined_reason}. "
-                f"No `{CALIBRATED_YAML}` was written.", ""]
+        out += [f"ROC-AUC and thresholds are undefined: {m.undefined_reason}. No `{CALIBRATED_YAML}` was written.", ""]
     out += [
         "* **VOC**: Spearman correlation of the K-prefix curve with time (the paper's progress metric).",
         "* **Static-video control**: the episode's first sampled frame repeated at the same sample stamps, "
@@ -483,42 +598,67 @@ def report_markdown(evaluation: Evaluation, settings: dict[str, Any], params: di
         f"{settings['success_window']} prefixes. **Two-way**: the same mean of "
         "log p(True) - logsumexp(log p(True), log p(False)).",
         "* **Threshold**: maximises balanced accuracy (mean of TPR and 1 - FPR) of `score > threshold`.",
-        "* std is the sample standard deviation (n - 1).", ""]
+        "* std is the sample standard deviation (n - 1).",
+        "",
+    ]
     if params is not None:
-        out += ["## Calibrated parameters", "", f"`{CALIBRATED_YAML}` (raw score threshold):", "", "```yaml",
-                params_file_text(params).rstrip(), "```", "",
-                "Launch with the rig's parameters file, this file's values winning: `ros2 launch topreward_ros "
-                f"scorer.launch.py params_file:=RIG.yaml calibration_file:={CALIBRATED_YAML}`; offline: "
-                f"`topreward bag BAG -o OUT --params-file {CALIBRATED_YAML}`. The node compares the mean of its "
-                "last `success_window` live scores (one per tick) with the threshold; the threshold is fitted "
-                "on the offline curve's last prefixes, and `success_consecutive` is the value given, not fitted.",
-                ""]
+        out += [
+            "## Calibrated parameters",
+            "",
+            f"`{CALIBRATED_YAML}` (raw score threshold):",
+            "",
+            "```yaml",
+            params_file_text(params).rstrip(),
+            "```",
+            "",
+            "Launch with the rig's parameters file, this file's values winning: `ros2 launch topreward_ros "
+            f"scorer.launch.py params_file:=RIG.yaml calibration_file:={CALIBRATED_YAML}`; offline: "
+            f"`topreward bag BAG -o OUT --params-file {CALIBRATED_YAML}`. The node compares the mean of its "
+            "last `success_window` live scores (one per tick) with the threshold; the threshold is fitted "
+            "on the offline curve's last prefixes, and `success_consecutive` is the value given, not fitted.",
+            "",
+        ]
         out += _task_section(evaluation)
         live = evaluation.live
         if live is not None:
-            out += [f"**Live check** (bag and dataset episodes): the node's detector replayed over each "
-                    f"episode's live-style ticks with these parameters declares success in "
-                    f"{live.declared_successes} of {live.successes} labelled successes (TPR {_f(live.tpr)}) "
-                    f"and {live.declared_failures} of {live.failures} failures (FPR {_f(live.fpr)}); "
-                    f"`live_success` in `episodes.csv`.", ""]
+            out += [
+                f"**Live check** (bag and dataset episodes): the node's detector replayed over each "
+                f"episode's live-style ticks with these parameters declares success in "
+                f"{live.declared_successes} of {live.successes} labelled successes (TPR {_f(live.tpr)}) "
+                f"and {live.declared_failures} of {live.failures} failures (FPR {_f(live.fpr)}); "
+                f"`live_success` in `episodes.csv`.",
+                "",
+            ]
     if plots:
         out += ["## Figures", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    out += ["## Episodes", "", "| episode | task | label | VOC | control VOC | raw score | two-way score "
-            "| control raw | predicted | live | status |", "|---" * 11 + "|"]
+    out += [
+        "## Episodes",
+        "",
+        "| episode | task | label | VOC | control VOC | raw score | two-way score "
+        "| control raw | predicted | live | status |",
+        "|---" * 11 + "|",
+    ]
     for r in evaluation.rows:
         detail = " ".join(str(r["status_detail"]).split()).replace("|", "\\|")  # one table cell
         status = r["status"] if r["status"] == "scored" else f"**{r['status']}**: {detail}"
-        out.append(f"| {r['episode']} | {r['task']} | {'success' if r['success'] else 'failure'} "
-                   f"| {_f(r['voc'])} | {_f(r['control_voc'])} | {_f(r['raw_success_score'], 4)} "
-                   f"| {_f(r['two_way_success_score'], 4)} | {_f(r['control_raw_success_score'], 4)} "
-                   f"| {r['predicted_success']} | {r['live_success']} | {status} |")
-    out += ["", "Per-prefix values (raw and two-way, episode and control) are in `episodes/*.json`; every "
-            "episode also has the offline outputs (`curve.json`, frame tables, `progress.mcap`, plot) under "
-            "`bags/<bag name>/`, `datasets/<dataset name>/` or `videos/<name>/`.", ""]
+        out.append(
+            f"| {r['episode']} | {r['task']} | {'success' if r['success'] else 'failure'} "
+            f"| {_f(r['voc'])} | {_f(r['control_voc'])} | {_f(r['raw_success_score'], 4)} "
+            f"| {_f(r['two_way_success_score'], 4)} | {_f(r['control_raw_success_score'], 4)} "
+            f"| {r['predicted_success']} | {r['live_success']} | {status} |"
+        )
+    out += [
+        "",
+        "Per-prefix values (raw and two-way, episode and control) are in `episodes/*.json`; every "
+        "episode also has the offline outputs (`curve.json`, frame tables, `progress.mcap`, plot) under "
+        "`bags/<bag name>/`, `datasets/<dataset name>/` or `videos/<name>/`.",
+        "",
+    ]
     if problems or evaluation.unlabelled:
         out += ["## Problems", ""] + [f"* {p}" for p in problems]
-        out += [f"* {name}: scored but not in the labels file (left out of the metrics)"
-                for name in evaluation.unlabelled]
+        out += [
+            f"* {name}: scored but not in the labels file (left out of the metrics)" for name in evaluation.unlabelled
+        ]
         out += [""]
     if notes:
         out += ["## Notes", ""] + [f"* {n}" for n in notes] + [""]

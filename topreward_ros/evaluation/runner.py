@@ -23,6 +23,7 @@ Resumable: each finished episode is written atomically to
 ``eval_manifest.json`` holds the settings; a re-run with the same settings
 skips finished episodes, other settings are refused unless ``force``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -96,14 +97,20 @@ class EvalSettings:
         from topreward_ros.offline.outputs import OutputOptions
         from topreward_ros.offline.runner import RunnerOptions
 
-        episode = EpisodeSettings(sample_fps=self.sample_fps, max_frames=self.max_frames,
-                                  sync_tolerance_s=self.sync_tolerance_s, view_size=self.view_size,
-                                  success_window=self.success_window,
-                                  success_consecutive=self.success_consecutive)
-        return OfflineSettings(episode=episode,
-                               runner=RunnerOptions(tick_rate_hz=self.tick_rate_hz,
-                                                    num_prefixes=self.num_prefixes),
-                               outputs=OutputOptions(plot=True), max_episodes=max_episodes)
+        episode = EpisodeSettings(
+            sample_fps=self.sample_fps,
+            max_frames=self.max_frames,
+            sync_tolerance_s=self.sync_tolerance_s,
+            view_size=self.view_size,
+            success_window=self.success_window,
+            success_consecutive=self.success_consecutive,
+        )
+        return OfflineSettings(
+            episode=episode,
+            runner=RunnerOptions(tick_rate_hz=self.tick_rate_hz, num_prefixes=self.num_prefixes),
+            outputs=OutputOptions(plot=True),
+            max_episodes=max_episodes,
+        )
 
 
 def record_file_name(name: str) -> str:
@@ -123,11 +130,20 @@ def episode_order(inputs: Sequence[EvalInput]) -> Callable[[str], tuple[int, int
         if head in multi and tail.isdigit():
             return order[head], int(tail)
         return order.get(name, len(order)), 0
+
     return key
 
 
-def episode_record(name: str, source: EvalInput, instruction: str, num_frames: int,
-                   curve: Any, control: Any, window: int, live: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+def episode_record(
+    name: str,
+    source: EvalInput,
+    instruction: str,
+    num_frames: int,
+    curve: Any,
+    control: Any,
+    window: int,
+    live: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
     """The JSON record of one scored episode: curves, VOCs and success scores."""
     two_way = two_way_log_probs(curve.log_prob_true, curve.log_prob_false)
     control_two_way = two_way_log_probs(control.log_prob_true, control.log_prob_false)
@@ -152,15 +168,22 @@ def episode_record(name: str, source: EvalInput, instruction: str, num_frames: i
     }
 
 
-def static_control(scorer: ScoringBackend, first_view: Any, stamps_ns: Sequence[int], instruction: str,
-                   num_prefixes: int, max_frames: int | None = None) -> Any:
+def static_control(
+    scorer: ScoringBackend,
+    first_view: Any,
+    stamps_ns: Sequence[int],
+    instruction: str,
+    num_prefixes: int,
+    max_frames: int | None = None,
+) -> Any:
     """The curve of ``first_view`` repeated at ``stamps_ns`` (the length-bias control).
 
     ``max_frames``: sized as the episode's own curve is, so the control sees
     the same pixels per frame as the scores it is compared with.
     """
-    return scorer.curve([first_view] * len(stamps_ns), list(stamps_ns), instruction,
-                        num_prefixes=num_prefixes, max_frames=max_frames)
+    return scorer.curve(
+        [first_view] * len(stamps_ns), list(stamps_ns), instruction, num_prefixes=num_prefixes, max_frames=max_frames
+    )
 
 
 @dataclass
@@ -195,11 +218,17 @@ class StaticControl:
     def __call__(self, scorer: ScoringBackend, result: Any) -> ControlledEpisode:
         spec, samples = result.spec, result.samples
         stamps = [int(sample.stamp_ns) for sample in samples]
-        control = static_control(scorer, samples[0].image, stamps, spec.instruction, self.num_prefixes,
-                                 self.max_frames)
-        live = [{"stamp_ns": t.result.stamp_ns, "frames_used": t.result.frames_used,
-                 "log_prob_true": t.result.log_prob_true, "log_prob_false": t.result.log_prob_false,
-                 "success_score": t.result.success_score} for t in result.ticks]
+        control = static_control(scorer, samples[0].image, stamps, spec.instruction, self.num_prefixes, self.max_frames)
+        live = [
+            {
+                "stamp_ns": t.result.stamp_ns,
+                "frames_used": t.result.frames_used,
+                "log_prob_true": t.result.log_prob_true,
+                "log_prob_false": t.result.log_prob_false,
+                "success_score": t.result.success_score,
+            }
+            for t in result.ticks
+        ]
         return ControlledEpisode(spec.instruction, result.num_frames, stamps, result.curve, control, live)
 
 
@@ -240,8 +269,9 @@ class EvalRunner:
     refused before the slow load.
     """
 
-    def __init__(self, settings: EvalSettings, out_dir: Path, model_id: str, force: bool = False,
-                 max_episodes: int | None = None) -> None:
+    def __init__(
+        self, settings: EvalSettings, out_dir: Path, model_id: str, force: bool = False, max_episodes: int | None = None
+    ) -> None:
         self.settings = settings
         self.out_dir = Path(out_dir)
         self.model_id = model_id
@@ -261,12 +291,13 @@ class EvalRunner:
             old = json.loads(path.read_text())["settings"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise EvalSetupError(f"{path} is unreadable ({exc}); pass --force to redo everything") from exc
-        changed = {k: (old.get(k), current.get(k)) for k in set(old) | set(current)
-                   if old.get(k) != current.get(k)}
+        changed = {k: (old.get(k), current.get(k)) for k in set(old) | set(current) if old.get(k) != current.get(k)}
         if changed:
             detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
-            raise EvalSetupError(f"{self.out_dir} holds an evaluation with other settings ({detail}); "
-                                 f"use another --output directory or pass --force to redo everything")
+            raise EvalSetupError(
+                f"{self.out_dir} holds an evaluation with other settings ({detail}); "
+                f"use another --output directory or pass --force to redo everything"
+            )
 
     def open(self) -> None:
         """Check (or write) the directory's settings; ``force`` starts afresh."""
@@ -274,8 +305,10 @@ class EvalRunner:
         if self.force and self.records_dir.exists():
             shutil.rmtree(self.records_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.out_dir / EVAL_MANIFEST,
-                          {"version": EVAL_MANIFEST_VERSION, "settings": self.settings.record(self.model_id)})
+        write_json_atomic(
+            self.out_dir / EVAL_MANIFEST,
+            {"version": EVAL_MANIFEST_VERSION, "settings": self.settings.record(self.model_id)},
+        )
 
     def record_path(self, name: str) -> Path:
         return self.records_dir / record_file_name(name)
@@ -317,18 +350,26 @@ class EvalRunner:
         if source.kind == "bag":
             from topreward_ros.sources.bag import BagSource, BagSourceOptions, pick_cameras
 
-            return BagSource(source.path, BagSourceOptions(
-                camera_topics=pick_cameras(source.path, s.camera_topics),
-                instruction_topic=s.instruction_topic, reset_topic=s.reset_topic,
-                stamp_jump_restart_s=s.stamp_jump_restart_s, stamp_gap_restart_s=s.stamp_gap_restart_s))
+            return BagSource(
+                source.path,
+                BagSourceOptions(
+                    camera_topics=pick_cameras(source.path, s.camera_topics),
+                    instruction_topic=s.instruction_topic,
+                    reset_topic=s.reset_topic,
+                    stamp_jump_restart_s=s.stamp_jump_restart_s,
+                    stamp_gap_restart_s=s.stamp_gap_restart_s,
+                ),
+            )
         if source.kind == "dataset":
             from topreward_ros.lerobot.dataset import LeRobotDatasetDir
             from topreward_ros.sources.lerobot import DatasetSource, DatasetSourceOptions, pick_camera_keys
 
-            keys = pick_camera_keys(LeRobotDatasetDir(source.path),
-                                    list(s.dataset_cameras) if s.dataset_cameras else None)
-            return DatasetSource(source.path, DatasetSourceOptions(
-                camera_keys=keys, video_tolerance_frames=s.video_tolerance_frames))
+            keys = pick_camera_keys(
+                LeRobotDatasetDir(source.path), list(s.dataset_cameras) if s.dataset_cameras else None
+            )
+            return DatasetSource(
+                source.path, DatasetSourceOptions(camera_keys=keys, video_tolerance_frames=s.video_tolerance_frames)
+            )
         from topreward_ros.sources.video import VideoSource
 
         instruction = labels[source.name].instruction or s.fixed_instruction
@@ -403,11 +444,13 @@ class EvalRunner:
         if self.force or source.multi_episode or job.source is None:
             return self.force
         done = self.load_record(episode_name(source))
-        return not (done is not None and done.get("input") == str(source.path)
-                    and done.get("instruction") == job.source.instruction)
+        return not (
+            done is not None
+            and done.get("input") == str(source.path)
+            and done.get("instruction") == job.source.instruction
+        )
 
-    def _run_input(self, engine: Any, source: EvalInput, job: Any, budget: int | None,
-                   report: EvalRunReport) -> None:
+    def _run_input(self, engine: Any, source: EvalInput, job: Any, budget: int | None, report: EvalRunReport) -> None:
         from topreward_ros.bag.base import BagError
         from topreward_ros.offline.manifest import ManifestError
         from topreward_ros.offline.source import SourceError
@@ -418,18 +461,32 @@ class EvalRunner:
             # On the driver, after the episode's files are written and before its
             # source's manifest lists it: a listed episode always has its record.
             name = episode_name(source, spec.index)
-            record = episode_record(name, source, value.instruction, value.num_frames, value.curve,
-                                    value.control, s.success_window, value.live)
+            record = episode_record(
+                name,
+                source,
+                value.instruction,
+                value.num_frames,
+                value.curve,
+                value.control,
+                s.success_window,
+                value.live,
+            )
             record["sample_stamps_ns"] = list(value.sample_stamps_ns)
             if source.multi_episode:
                 record[f"{source.kind}_episode"] = spec.index
-            record["episode_dir"] = (self.output_dir(source) / f"episode_{spec.index:04d}"
-                                     ).relative_to(self.out_dir).as_posix()
+            record["episode_dir"] = (
+                (self.output_dir(source) / f"episode_{spec.index:04d}").relative_to(self.out_dir).as_posix()
+            )
             write_json_atomic(self.record_path(name), record)
 
         try:
-            runs = engine.run([job], s.offline(budget), force=self._force(source, job),
-                              extra=StaticControl(s.num_prefixes, s.max_frames), on_episode=on_episode)
+            runs = engine.run(
+                [job],
+                s.offline(budget),
+                force=self._force(source, job),
+                extra=StaticControl(s.num_prefixes, s.max_frames),
+                on_episode=on_episode,
+            )
         except (SourceError, BagError, ManifestError, ValueError) as exc:
             self._input_failed(source, str(exc), report)
             return
@@ -461,8 +518,10 @@ class EvalRunner:
                 report.scored.append(name)
             elif outcome.status == "skipped":
                 if self.load_record(name) is None:
-                    problem = (f"done in {where} but its record {RECORDS_DIR}/{record_file_name(name)} "
-                               f"is missing; re-run with --force to rescore")
+                    problem = (
+                        f"done in {where} but its record {RECORDS_DIR}/{record_file_name(name)} "
+                        f"is missing; re-run with --force to rescore"
+                    )
                     report.problems.append(f"{name}: {problem}")
                     report.unscored[name] = ("failed", problem)
                 else:
@@ -479,7 +538,6 @@ class EvalRunner:
             self._input_failed(source, f"{source.kind} damaged: {result.read_error}", report)
         report.interrupted = result.interrupted
         report.stopped_early = result.stopped_early
-        if source.kind == "bag" and not (result.interrupted or result.stopped_early or result.read_error
-                                         or error):
+        if source.kind == "bag" and not (result.interrupted or result.stopped_early or result.read_error or error):
             report.input_episodes[source.name] = seen
             report.complete_inputs.add(source.name)

@@ -33,6 +33,7 @@ empty, the default, calls none), ``start_service_type`` (its type, default
 ``std_srvs/srv/Trigger``), ``progress_topic`` (``task_progress``),
 ``success_topic`` (``episode_success``). Remap or namespace like any node.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -57,13 +58,15 @@ def service_class(name: str) -> Any:
     if len(parts) != 3 or parts[1] != "srv" or not all(parts):
         raise ServiceTypeError(
             f"service type {name!r}: write it as package/srv/Name, e.g. std_srvs/srv/Trigger "
-            "or rosbag2_interfaces/srv/Pause")
+            "or rosbag2_interfaces/srv/Pause"
+        )
     package, _, type_name = parts
     try:
         module = importlib.import_module(f"{package}.srv")
     except ImportError as exc:
         raise ServiceTypeError(
-            f"service type {name!r}: the package {package} is not installed or not sourced ({exc})") from exc
+            f"service type {name!r}: the package {package} is not installed or not sourced ({exc})"
+        ) from exc
     cls = getattr(module, type_name, None)
     if cls is None or not hasattr(cls, "Request"):
         raise ServiceTypeError(f"service type {name!r}: {package} has no service {type_name}")
@@ -71,7 +74,8 @@ def service_class(name: str) -> Any:
     if fields:
         raise ServiceTypeError(
             f"service type {name!r}: its request has fields ({', '.join(fields)}); only services "
-            "with an empty request can be called (Trigger, Empty, SplitBagfile, Pause, Resume, ...)")
+            "with an empty request can be called (Trigger, Empty, SplitBagfile, Pause, Resume, ...)"
+        )
     return cls
 
 
@@ -162,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             if not self.client.service_is_ready():
                 self.node.get_logger().warning(
                     f"{why}, but {self.name} ({self.type_name}) is not available: trying again on the next "
-                    "progress message", throttle_duration_sec=5.0)
+                    "progress message",
+                    throttle_duration_sec=5.0,
+                )
                 return False
             self.node.get_logger().info(f"{why}: calling {self.name}")
             self.pending.add(episode)
@@ -196,15 +202,16 @@ def main(argv: list[str] | None = None) -> int:
             self.stop = Caller(self, service, service_type)
             self.start = Caller(self, start_service, start_type) if start_service else None
             reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-            latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            latched = QoSProfile(
+                depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+            )
             self.create_subscription(TaskProgress, progress_topic, self.on_progress, reliable)
             self.create_subscription(EpisodeSuccess, success_topic, self.on_success, latched)
-            also = (f", {self.start.name} ({start_type}) when an episode starts"
-                    if self.start is not None else "")
+            also = f", {self.start.name} ({start_type}) when an episode starts" if self.start is not None else ""
             self.get_logger().info(
                 f"calling {self.stop.name} ({service_type}) once per successful episode{also} "
-                f"(progress: {progress_topic}, success: {success_topic})")
+                f"(progress: {progress_topic}, success: {success_topic})"
+            )
 
         def on_progress(self, msg: Any) -> None:
             previous = self.rule.current
@@ -229,13 +236,15 @@ def main(argv: list[str] | None = None) -> int:
                 if self.rule.current is None:
                     self.get_logger().info(
                         f"EpisodeSuccess of episode {msg.episode_id} held back until a progress message "
-                        "names the running episode")
+                        "names the running episode"
+                    )
                 else:
                     self.stale(msg.episode_id, self.rule.current)
 
         def stale(self, episode: str, running: str) -> None:
             self.get_logger().info(
-                f"not acting on the EpisodeSuccess of episode {episode}: the running episode is {running}")
+                f"not acting on the EpisodeSuccess of episode {episode}: the running episode is {running}"
+            )
 
         def act(self, episode: str, why: str) -> None:
             if self.start is not None and (episode in self.start.pending or self.rule.to_start() == episode):

@@ -11,6 +11,7 @@ and evenly spaced sampled blocks, because hashing whole multi-gigabyte
 recordings on every re-run would cost minutes, while sizes and samples
 still catch a different, re-recorded, truncated or repaired input.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -6,6 +6,7 @@ a threshold calibrated by ``topreward eval`` means the same thing in both.
 The format is the ROS one: top-level keys name nodes (``/**`` for every
 node, or a node name), each holding ``ros__parameters``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,7 @@ def read_params_file(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ParamsFileError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict) or not data:
-        raise ParamsFileError(
-            f"{path} is not a ROS 2 parameters file (expected '/**: ros__parameters: {{...}}')")
+        raise ParamsFileError(f"{path} is not a ROS 2 parameters file (expected '/**: ros__parameters: {{...}}')")
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for node, section in data.items():
@@ -45,8 +45,8 @@ def read_params_file(path: Path) -> dict[str, Any]:
         for key, value in params.items():
             if key in merged and merged[key] != value:
                 raise ParamsFileError(
-                    f"{path}: {key} is {merged[key]!r} under {origin[key]!r} but {value!r} "
-                    f"under {node!r}")
+                    f"{path}: {key} is {merged[key]!r} under {origin[key]!r} but {value!r} under {node!r}"
+                )
             merged[key], origin[key] = value, str(node)
     return merged
 
@@ -60,13 +60,16 @@ def params_file_text(params: dict[str, Any], header: str = "") -> str:
     import yaml
 
     for key, value in params.items():
-        if isinstance(value, list) and value and (
-                all(isinstance(v, str) for v in value) or all(type(v) is float for v in value)):
+        if (
+            isinstance(value, list)
+            and value
+            and (all(isinstance(v, str) for v in value) or all(type(v) is float for v in value))
+        ):
             continue
         if not isinstance(value, (str, bool, int, float)):
-            raise ValueError(f"parameter {key} must be a string, bool, int, float or a list of strings "
-                             f"or of floats, got {value!r}")
-    body = yaml.safe_dump({WILDCARD: {"ros__parameters": dict(params)}}, sort_keys=False,
-                          default_flow_style=None)
+            raise ValueError(
+                f"parameter {key} must be a string, bool, int, float or a list of strings or of floats, got {value!r}"
+            )
+    body = yaml.safe_dump({WILDCARD: {"ros__parameters": dict(params)}}, sort_keys=False, default_flow_style=None)
     comments = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
     return comments + body

@@ -24,6 +24,7 @@ Frame ``i`` of an episode is the video frame shown at
 itself queries its videos. Only pyarrow is used here, so nothing depends on
 the ``lerobot`` package or pandas.
 """
+
 from __future__ import annotations
 
 import json
@@ -111,8 +112,7 @@ def read_tasks(path: Path) -> dict[int, str]:
     candidates = ["task"]
     pandas_meta = table.schema.pandas_metadata or {}
     candidates += [c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)]
-    candidates += [f.name for f in table.schema if pa.types.is_string(f.type)
-                   or pa.types.is_large_string(f.type)]
+    candidates += [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
     for name in candidates:
         if name in table.column_names and name != "task_index":
             text_column = name
@@ -136,7 +136,8 @@ class LeRobotDatasetDir:
         if not version.startswith(SUPPORTED_MAJOR):
             raise DatasetError(
                 f"{self.root}: codebase_version {version or 'missing'!r}; only the v3 layout is "
-                f"read (convert older datasets with LeRobot's v2.1 -> v3.0 converter)")
+                f"read (convert older datasets with LeRobot's v2.1 -> v3.0 converter)"
+            )
         try:
             self.fps = float(self.info["fps"])
             self.data_path_template = str(self.info["data_path"])
@@ -162,8 +163,7 @@ class LeRobotDatasetDir:
             if key not in cameras:
                 kind = self.features.get(key, {}).get("dtype") if key in self.features else None
                 what = f"a {kind!r} feature, not a video" if kind else "not a feature of the dataset"
-                raise DatasetError(
-                    f"camera {key!r} is {what}; video features: {', '.join(cameras) or 'none'}")
+                raise DatasetError(f"camera {key!r} is {what}; video features: {', '.join(cameras) or 'none'}")
 
     def _episode_files(self) -> list[Path]:
         files = sorted((self.root / EPISODES_DIR).glob("chunk-*/file-*.parquet"))
@@ -187,17 +187,18 @@ class LeRobotDatasetDir:
     def _episode_info(self, row: dict[str, Any], source: Path) -> EpisodeInfo:
         index = int(row["episode_index"])
         data_path = self.root / self.data_path_template.format(
-            chunk_index=int(row["data/chunk_index"]), file_index=int(row["data/file_index"]))
+            chunk_index=int(row["data/chunk_index"]), file_index=int(row["data/file_index"])
+        )
         videos = {}
         for key in self.camera_keys:
-            columns = [f"videos/{key}/{c}" for c in
-                       ("chunk_index", "file_index", "from_timestamp", "to_timestamp")]
+            columns = [f"videos/{key}/{c}" for c in ("chunk_index", "file_index", "from_timestamp", "to_timestamp")]
             if not all(c in row and row[c] is not None for c in columns):
                 continue  # reported when the camera is asked for
             if not self.video_path_template:
                 raise DatasetError(f"{self.root / INFO_PATH}: video features but no video_path")
             path = self.root / str(self.video_path_template).format(
-                video_key=key, chunk_index=int(row[columns[0]]), file_index=int(row[columns[1]]))
+                video_key=key, chunk_index=int(row[columns[0]]), file_index=int(row[columns[1]])
+            )
             videos[key] = VideoSpan(path, float(row[columns[2]]), float(row[columns[3]]))
         tasks = tuple(str(t) for t in (row.get("tasks") or []))
         return EpisodeInfo(index, int(row["length"]), tasks, data_path, videos)
@@ -209,8 +210,10 @@ class LeRobotDatasetDir:
         unknown = sorted(set(wanted) - set(self.episodes))
         if unknown:
             first, last = min(self.episodes), max(self.episodes)
-            raise DatasetError(f"episodes {unknown} are not in the dataset (it has {len(self.episodes)} "
-                               f"episodes, indices {first}..{last})")
+            raise DatasetError(
+                f"episodes {unknown} are not in the dataset (it has {len(self.episodes)} "
+                f"episodes, indices {first}..{last})"
+            )
         return [self.episodes[i] for i in sorted(set(wanted))]
 
     def check_videos(self, episodes: list[EpisodeInfo], keys: tuple[str, ...]) -> None:
@@ -219,14 +222,13 @@ class LeRobotDatasetDir:
             for key in keys:
                 span = episode.videos.get(key)
                 if span is None:
-                    raise DatasetError(
-                        f"episode {episode.episode_index} has no videos/{key}/... metadata columns")
+                    raise DatasetError(f"episode {episode.episode_index} has no videos/{key}/... metadata columns")
                 if not span.path.is_file():
                     raise DatasetError(f"episode {episode.episode_index}: missing video file {span.path}")
                 if not span.to_s > span.from_s:
                     raise DatasetError(
-                        f"episode {episode.episode_index}: empty video span "
-                        f"[{span.from_s}, {span.to_s}] s of {key}")
+                        f"episode {episode.episode_index}: empty video span [{span.from_s}, {span.to_s}] s of {key}"
+                    )
 
     def task_text(self, task_index: int) -> str:
         try:
@@ -274,6 +276,5 @@ class LeRobotDatasetDir:
         files = [self.root / INFO_PATH, self.root / TASKS_PATH, *self._episode_files()]
         files += sorted(self.root.glob("data/chunk-*/file-*.parquet"))
         for key in keys:
-            files += sorted({span.path for e in self.episodes.values()
-                             for k, span in e.videos.items() if k == key})
+            files += sorted({span.path for e in self.episodes.values() for k, span in e.videos.items() if k == key})
         return files

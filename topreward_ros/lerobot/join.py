@@ -10,6 +10,7 @@ against the dataset's data files and refuses, naming the first mismatch,
 when the two do not line up, so progress values never land on the wrong
 training frames.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,13 +40,17 @@ def dataset_index(dataset: LeRobotDatasetDir, frames: pa.Table, check_timestamps
         rows = np.flatnonzero(episodes == episode)
         info = dataset.episodes.get(int(episode))
         if info is None:
-            raise JoinError(f"episode {episode} of the table is not in the dataset "
-                            f"(it has episodes {min(dataset.episodes)}..{max(dataset.episodes)}; "
-                            f"was --episode-offset right?)")
+            raise JoinError(
+                f"episode {episode} of the table is not in the dataset "
+                f"(it has episodes {min(dataset.episodes)}..{max(dataset.episodes)}; "
+                f"was --episode-offset right?)"
+            )
         ours = dataset.frames(info)
         if len(rows) != len(ours):
-            raise JoinError(f"episode {episode}: {len(rows)} frames in the table, {len(ours)} in the "
-                            f"dataset; they were not made from the same recording")
+            raise JoinError(
+                f"episode {episode}: {len(rows)} frames in the table, {len(ours)} in the "
+                f"dataset; they were not made from the same recording"
+            )
         index[rows] = ours.index[frame_index[rows]]
         if check_timestamps:
             gap = np.abs(timestamps[rows] - ours.timestamp[frame_index[rows]])
@@ -55,7 +60,8 @@ def dataset_index(dataset: LeRobotDatasetDir, frames: pa.Table, check_timestamps
                     f"episode {episode} frame {int(frame_index[rows][bad])}: timestamp "
                     f"{timestamps[rows][bad]:.4f} s in the table, "
                     f"{ours.timestamp[frame_index[rows][bad]]:.4f} s in the dataset "
-                    f"(more than one frame period apart)")
+                    f"(more than one frame period apart)"
+                )
     return index
 
 
@@ -68,8 +74,9 @@ def _model_of(out_dir: Path) -> str:
     try:
         return str(json.loads((out_dir / "manifest.json").read_text())["settings"]["model"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise JoinError(f"{out_dir}: cannot tell which model scored it (no {PROGRESS_FILE} "
-                        f"and no readable manifest.json)") from exc
+        raise JoinError(
+            f"{out_dir}: cannot tell which model scored it (no {PROGRESS_FILE} and no readable manifest.json)"
+        ) from exc
 
 
 def write_dataset_progress(out_dir: Path, dataset_dir: Path, path: Path) -> int:
@@ -84,6 +91,11 @@ def write_dataset_progress(out_dir: Path, dataset_dir: Path, path: Path) -> int:
     frames = pq.read_table(frames_path)
     dataset = LeRobotDatasetDir(Path(dataset_dir))
     index = dataset_index(dataset, frames)
-    write_progress_parquet(Path(path), frames, _model_of(out_dir), index=index,
-                           extra_metadata={"topreward_ros.dataset": str(dataset.root.resolve())})
+    write_progress_parquet(
+        Path(path),
+        frames,
+        _model_of(out_dir),
+        index=index,
+        extra_metadata={"topreward_ros.dataset": str(dataset.root.resolve())},
+    )
     return frames.num_rows

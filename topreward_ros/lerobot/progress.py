@@ -20,6 +20,7 @@ carries how ``index`` was obtained under ``topreward_ros.index``.
 Frames of episodes that were not scored are absent; the weighting gives
 them its fallback weight.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,12 +35,14 @@ from topreward_ros.files.atomic import write_atomic
 
 PROGRESS_FILE = "topreward_progress.parquet"
 
-PROGRESS_SCHEMA = pa.schema([
-    ("index", pa.int64()),
-    ("episode_index", pa.int64()),
-    ("frame_index", pa.int64()),
-    ("progress_sparse", pa.float32()),
-])
+PROGRESS_SCHEMA = pa.schema(
+    [
+        ("index", pa.int64()),
+        ("episode_index", pa.int64()),
+        ("frame_index", pa.int64()),
+        ("progress_sparse", pa.float32()),
+    ]
+)
 
 #: ``index`` is the row number over all episodes of the run (bags have no dataset index).
 INDEX_RUNNING = "running"
@@ -47,8 +50,9 @@ INDEX_RUNNING = "running"
 INDEX_DATASET = "dataset"
 
 
-def progress_table(frames: pa.Table, model_id: str, index: np.ndarray | None = None,
-                   extra_metadata: dict[str, Any] | None = None) -> pa.Table:
+def progress_table(
+    frames: pa.Table, model_id: str, index: np.ndarray | None = None, extra_metadata: dict[str, Any] | None = None
+) -> pa.Table:
     """The progress table for a frame table (``offline.tables.FRAME_SCHEMA`` rows).
 
     ``index``: the global frame index of each row; None numbers the rows
@@ -62,22 +66,31 @@ def progress_table(frames: pa.Table, model_id: str, index: np.ndarray | None = N
         index_values, how = np.asarray(index, dtype=np.int64), INDEX_DATASET
         if len(index_values) != n:
             raise ValueError(f"index has {len(index_values)} values for {n} frames")
-    table = pa.Table.from_arrays([
-        pa.array(index_values, pa.int64()),
-        frames.column("episode_index").cast(pa.int64()),
-        frames.column("frame_index").cast(pa.int64()),
-        frames.column("progress").cast(pa.float32()),
-    ], schema=PROGRESS_SCHEMA)
-    metadata = {"vlm_name": model_id, "topreward_ros.index": how,
-                "topreward_ros.progress": "offline curve, min-max per episode, per frame"}
-    metadata.update({k: v if isinstance(v, str) else json.dumps(v)
-                     for k, v in (extra_metadata or {}).items()})
+    table = pa.Table.from_arrays(
+        [
+            pa.array(index_values, pa.int64()),
+            frames.column("episode_index").cast(pa.int64()),
+            frames.column("frame_index").cast(pa.int64()),
+            frames.column("progress").cast(pa.float32()),
+        ],
+        schema=PROGRESS_SCHEMA,
+    )
+    metadata = {
+        "vlm_name": model_id,
+        "topreward_ros.index": how,
+        "topreward_ros.progress": "offline curve, min-max per episode, per frame",
+    }
+    metadata.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (extra_metadata or {}).items()})
     return table.replace_schema_metadata({k.encode(): str(v).encode() for k, v in metadata.items()})
 
 
-def write_progress_parquet(path: Path, frames: pa.Table, model_id: str,
-                           index: np.ndarray | None = None,
-                           extra_metadata: dict[str, Any] | None = None) -> Path:
+def write_progress_parquet(
+    path: Path,
+    frames: pa.Table,
+    model_id: str,
+    index: np.ndarray | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> Path:
     """Write ``progress_table(...)`` to ``path`` atomically."""
     table = progress_table(frames, model_id, index, extra_metadata)
     return write_atomic(Path(path), lambda f: pq.write_table(table, f))

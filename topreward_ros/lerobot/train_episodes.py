@@ -13,6 +13,7 @@ episode's success score (mean raw log p(" True") of the last
 threshold (and window) other than the run's, e.g. from ``calibrated.yaml``,
 recomputes it from the recorded per-prefix scores without the model.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,7 @@ def _curve_path(out_dir: Path, entry: dict[str, Any]) -> Path | None:
     return None
 
 
-def select_episodes(out_dir: Path, threshold: float | None = None,
-                    success_window: int | None = None) -> Selection:
+def select_episodes(out_dir: Path, threshold: float | None = None, success_window: int | None = None) -> Selection:
     """The verdict of every scored episode in ``out_dir`` (a ``topreward lerobot`` / ``bag`` output).
 
     ``threshold`` / ``success_window``: None keeps the run's own.
@@ -71,8 +71,9 @@ def select_episodes(out_dir: Path, threshold: float | None = None,
     try:
         manifest = json.loads((out_dir / MANIFEST).read_text())
     except OSError as exc:
-        raise SelectionError(f"{out_dir} holds no {MANIFEST}: give the output directory of topreward "
-                             f"lerobot or bag ({exc})") from exc
+        raise SelectionError(
+            f"{out_dir} holds no {MANIFEST}: give the output directory of topreward lerobot or bag ({exc})"
+        ) from exc
     settings = manifest.get("settings", {})
     run_threshold = float(settings["success_threshold"])
     run_window = int(settings["success_window"])
@@ -89,8 +90,11 @@ def select_episodes(out_dir: Path, threshold: float | None = None,
             raise SelectionError(f"episode {key} of {out_dir}: its curve.json is missing; re-run the scoring")
         curve = json.loads(path.read_text())
         raw = curve["offline"]["log_prob_true"]
-        score = (float(curve["offline"]["success_score"]) if window == run_window
-                 else sum(raw[-window:]) / len(raw[-window:]))
+        score = (
+            float(curve["offline"]["success_score"])
+            if window == run_window
+            else sum(raw[-window:]) / len(raw[-window:])
+        )
         selection.verdicts.append(EpisodeVerdict(int(curve["episode_index"]), score, score > threshold))
     if not selection.verdicts:
         raise SelectionError(f"{out_dir} holds no scored episode")

@@ -20,6 +20,7 @@ frame, a span past the file's end) returns None with the reason; the caller
 leaves that frame out, as the bag tool does with an undecodable image.
 RGB conversion happens only for the frames the caller asks to convert.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -91,8 +92,7 @@ class EpisodeVideo:
         start, stop = self.span.from_s - self.tolerance_s, self.span.to_s + self.tolerance_s
         try:
             if from_s > 0:
-                self._container.seek(int(from_s / time_base), stream=stream,
-                                     backward=True, any_frame=False)
+                self._container.seek(int(from_s / time_base), stream=stream, backward=True, any_frame=False)
             key: tuple[int, float] | None = None  # frames decoded and time at the last key frame
             for frame in self._container.decode(stream):
                 if frame.pts is None:
@@ -132,8 +132,13 @@ class EpisodeVideo:
         if not self._started:
             self._started = True
             self._next = next(self._frames, None)
-        if (self.seek and self._gop_frames is not None and self._gop_frames <= SEEK_MAX_GOP
-                and self._next is not None and query - self._next.time_s > self._seek_gap_s()):
+        if (
+            self.seek
+            and self._gop_frames is not None
+            and self._gop_frames <= SEEK_MAX_GOP
+            and self._next is not None
+            and query - self._next.time_s > self._seek_gap_s()
+        ):
             # From a key frame at least one interval before the query (never after it,
             # so the frame before the query is decoded too).
             self._frames = self._decode(query - self._gop_s)
@@ -145,13 +150,14 @@ class EpisodeVideo:
             return None, f"no frame decoded near {query:.4f} s of {self.span.path.name}"
         best = min(candidates, key=lambda f: abs(f.time_s - query))
         if abs(best.time_s - query) > self.tolerance_s:
-            return None, (f"nearest frame of {self.span.path.name} to {query:.4f} s is at "
-                          f"{best.time_s:.4f} s (tolerance {self.tolerance_s:.4f} s)")
+            return None, (
+                f"nearest frame of {self.span.path.name} to {query:.4f} s is at "
+                f"{best.time_s:.4f} s (tolerance {self.tolerance_s:.4f} s)"
+            )
         return best, ""
 
 
-def open_episode_videos(spans: list[VideoSpan], tolerance_s: float,
-                        seek: bool = True) -> list[EpisodeVideo]:
+def open_episode_videos(spans: list[VideoSpan], tolerance_s: float, seek: bool = True) -> list[EpisodeVideo]:
     """Open every camera's span; on a failure close the ones already open."""
     videos: list[EpisodeVideo] = []
     try:

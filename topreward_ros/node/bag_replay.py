@@ -19,6 +19,7 @@ that ask for it means nothing is dropped on the way. Before the first
 message the replayer can wait until chosen topics have subscribers, so a
 node that is still starting misses nothing.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -105,15 +106,17 @@ class ReplayResult:
         return not (self.read_error or self.interrupted or self.not_acknowledged)
 
     def summary(self) -> str:
-        lines = [f"replayed {self.bag}: {sum(self.published.values())} messages, "
-                 f"{self.bag_span_s:.2f} s of bag time in {self.wall_s:.2f} s, "
-                 f"{self.clock_messages} /clock messages"]
+        lines = [
+            f"replayed {self.bag}: {sum(self.published.values())} messages, "
+            f"{self.bag_span_s:.2f} s of bag time in {self.wall_s:.2f} s, "
+            f"{self.clock_messages} /clock messages"
+        ]
         lines += [f"  {topic}: {count}" for topic, count in sorted(self.published.items())]
-        lines += [f"  skipped {topic}: {why}"
-                  for topic, why in sorted(self.skipped_topics.items())]
+        lines += [f"  skipped {topic}: {why}" for topic, why in sorted(self.skipped_topics.items())]
         if self.not_acknowledged:
-            lines.append("WARNING: not every subscriber acknowledged every message on: "
-                         + ", ".join(self.not_acknowledged))
+            lines.append(
+                "WARNING: not every subscriber acknowledged every message on: " + ", ".join(self.not_acknowledged)
+            )
         if self.read_error:
             lines.append(f"READ ERROR: {self.read_error}")
         if self.interrupted:
@@ -135,8 +138,7 @@ def message_class(msgtype: str) -> Any:
 class _Pacer:
     """Maps bag time to wall time and keeps /clock moving in between."""
 
-    def __init__(self, node: Any, clock_pub: Any | None, options: ReplayOptions,
-                 bag_start_ns: int) -> None:
+    def __init__(self, node: Any, clock_pub: Any | None, options: ReplayOptions, bag_start_ns: int) -> None:
         self.clock_pub = clock_pub
         self.options = options
         self.bag_start_ns = bag_start_ns
@@ -174,8 +176,7 @@ class _Pacer:
         self.publish_clock(bag_ns)
 
 
-def replay_bag(path: Path | str, options: ReplayOptions | None = None,
-               progress: bool = True) -> ReplayResult:
+def replay_bag(path: Path | str, options: ReplayOptions | None = None, progress: bool = True) -> ReplayResult:
     """Publish ``path``'s messages into the ROS graph (see the module doc)."""
     options = options or ReplayOptions()
     try:
@@ -183,8 +184,7 @@ def replay_bag(path: Path | str, options: ReplayOptions | None = None,
         from rclpy.duration import Duration
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     except ImportError as exc:
-        raise ReplayError(f"rclpy is not importable ({exc}); source the ROS environment "
-                          f"(source tools/env.sh)") from exc
+        raise ReplayError(f"rclpy is not importable ({exc}); source the ROS environment (source tools/env.sh)") from exc
 
     result = ReplayResult(str(path))
     with BagReader(path) as reader:
@@ -192,41 +192,41 @@ def replay_bag(path: Path | str, options: ReplayOptions | None = None,
         if options.topics is not None:
             missing = [t for t in options.topics if t not in topics]
             if missing:
-                raise ReplayError(f"topics not in the bag: {', '.join(missing)}; the bag has: "
-                                  f"{', '.join(sorted(topics))}")
+                raise ReplayError(
+                    f"topics not in the bag: {', '.join(missing)}; the bag has: {', '.join(sorted(topics))}"
+                )
             topics = {t: topics[t] for t in options.topics}
         if reader.start_ns is None or not topics:
             raise ReplayError(f"{path}: nothing to replay (the bag is empty)")
         qos = QoSProfile(
             history=HistoryPolicy.KEEP_LAST,
             depth=options.depth,
-            reliability=ReliabilityPolicy.RELIABLE if options.reliable
-            else ReliabilityPolicy.BEST_EFFORT,
+            reliability=ReliabilityPolicy.RELIABLE if options.reliable else ReliabilityPolicy.BEST_EFFORT,
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
         )
         context = rclpy.Context()
         rclpy.init(context=context)
         node = None
         try:
-            node = rclpy.create_node("topreward_replay", context=context,
-                                     start_parameter_services=False)
+            node = rclpy.create_node("topreward_replay", context=context, start_parameter_services=False)
             publishers: dict[str, Any] = {}
             for topic, info in sorted(topics.items()):
                 try:
-                    publishers[topic] = node.create_publisher(message_class(info.msgtype),
-                                                              topic, qos)
+                    publishers[topic] = node.create_publisher(message_class(info.msgtype), topic, qos)
                 except ReplayError as exc:
                     result.skipped_topics[topic] = str(exc)
             if not publishers:
-                raise ReplayError("no topic of the bag can be published: "
-                                  + "; ".join(f"{t}: {w}"
-                                              for t, w in result.skipped_topics.items()))
+                raise ReplayError(
+                    "no topic of the bag can be published: "
+                    + "; ".join(f"{t}: {w}" for t, w in result.skipped_topics.items())
+                )
             clock_pub = None
             if options.publish_clock:
                 from rosgraph_msgs.msg import Clock
 
-                clock_pub = node.create_publisher(Clock, CLOCK_TOPIC, QoSProfile(
-                    depth=10, reliability=ReliabilityPolicy.RELIABLE))
+                clock_pub = node.create_publisher(
+                    Clock, CLOCK_TOPIC, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+                )
             _wait_for_subscribers(publishers, clock_pub, options)
             pacer = _Pacer(node, clock_pub, options, reader.start_ns)
             pacer.publish_clock(reader.start_ns)
@@ -263,8 +263,7 @@ def replay_bag(path: Path | str, options: ReplayOptions | None = None,
     return result
 
 
-def _wait_for_subscribers(publishers: dict[str, Any], clock_pub: Any | None,
-                          options: ReplayOptions) -> None:
+def _wait_for_subscribers(publishers: dict[str, Any], clock_pub: Any | None, options: ReplayOptions) -> None:
     if options.wait_for is None:
         return
     waited = list(options.wait_for) or list(publishers)
@@ -274,8 +273,7 @@ def _wait_for_subscribers(publishers: dict[str, Any], clock_pub: Any | None,
     deadline = time.monotonic() + options.wait_timeout_s
     while True:
         lacking = [
-            t for t in waited
-            if (clock_pub if t == CLOCK_TOPIC else publishers[t]).get_subscription_count() == 0
+            t for t in waited if (clock_pub if t == CLOCK_TOPIC else publishers[t]).get_subscription_count() == 0
         ]
         if not lacking:
             return

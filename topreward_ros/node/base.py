@@ -32,6 +32,7 @@ loading, or failed to load, keeps collecting frames and reporting on
 ``/diagnostics`` and retries (periodically, on a reset, and when a model
 parameter changes) instead of dying.
 """
+
 from __future__ import annotations
 
 import threading
@@ -125,15 +126,17 @@ class ScorerNodeBase(EpisodeFlow, TopicWiring, NodeHealth, Node):
         self._runner = EpisodeRunner(None, self._settings, num_cameras=len(topics))
         # Recent frames and instructions, and the episode each frame belongs to.
         self._intake = FrameIntake(len(topics))
-        self._model = ModelSlot(SlotHooks(
-            config=lambda: scorer_config_from(self._param_values()),
-            retry_s=lambda: float(self.get_parameter("model_retry_s").value),
-            before_load=self._log_rig_check,
-            install=self._runner.set_scorer,
-            loaded=self._model_loaded,
-            failed=self._model_failed,
-            info=lambda text: self.get_logger().info(text),
-        ))
+        self._model = ModelSlot(
+            SlotHooks(
+                config=lambda: scorer_config_from(self._param_values()),
+                retry_s=lambda: float(self.get_parameter("model_retry_s").value),
+                before_load=self._log_rig_check,
+                install=self._runner.set_scorer,
+                loaded=self._model_loaded,
+                failed=self._model_failed,
+                info=lambda text: self.get_logger().info(text),
+            )
+        )
         self._episode_error = ErrorRecord()
         self._episode_event = ErrorRecord()
         self._last_instruction: str | None = None
@@ -286,8 +289,7 @@ class ScorerNodeBase(EpisodeFlow, TopicWiring, NodeHealth, Node):
         if names & MODEL_PARAMS and self._lifecycle_state != "unconfigured":
             self._model.invalidate()
             self._model.start("parameter change")
-        if ("instruction" in names and str(values["instruction"]).strip()
-                and self._lifecycle_state == "active"):
+        if "instruction" in names and str(values["instruction"]).strip() and self._lifecycle_state == "active":
             self._start_episode(str(values["instruction"]), "instruction parameter", new_task=True)
 
     # -- model loading -----------------------------------------------------------
@@ -297,18 +299,24 @@ class ScorerNodeBase(EpisodeFlow, TopicWiring, NodeHealth, Node):
         try:
             from topreward_ros.scoring.fit import Rig, check_rig
 
-            rig = Rig(config, cameras=len(camera_topics_from(values)), max_frames=int(values["max_frames"]),
-                      rate_hz=float(values["rate_hz"]))
+            rig = Rig(
+                config,
+                cameras=len(camera_topics_from(values)),
+                max_frames=int(values["max_frames"]),
+                rate_hz=float(values["rate_hz"]),
+            )
             report = check_rig(rig)
         except Exception as exc:  # an unknown model, no configuration at hand: loading says more
             self.get_logger().info(f"rig check skipped: {type(exc).__name__}: {exc}")
             return
         episode = report.episode
         log = self.get_logger().warning if report.fits is False else self.get_logger().info
-        log(f"rig check: {report.verdict()} Samples of {episode.frame_size[0]}x{episode.frame_size[1]}, "
+        log(
+            f"rig check: {report.verdict()} Samples of {episode.frame_size[0]}x{episode.frame_size[1]}, "
             f"{episode.video_tokens_per_sample:g} video tokens each; at max_frames {rig.max_frames}: "
-            f"{episode.prompt_tokens_at_max} prompt tokens, KV cache {episode.kv_bytes_at_max / 2 ** 20:.0f} MiB; "
-            f"thinning from {episode.thinning_starts_s:.0f} s (`topreward check --time` for tick costs)")
+            f"{episode.prompt_tokens_at_max} prompt tokens, KV cache {episode.kv_bytes_at_max / 2**20:.0f} MiB; "
+            f"thinning from {episode.thinning_starts_s:.0f} s (`topreward check --time` for tick costs)"
+        )
 
     def _model_loaded(self, scorer: Any, replaced: bool) -> None:
         if replaced and self._runner.active and self._runner.instruction:

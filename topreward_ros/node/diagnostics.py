@@ -6,6 +6,7 @@ into ``DiagnosticStatus`` entries with the functions at the end. The builders
 take plain values, not the node, so what a status says for a given state is
 decided in one place and can be read without the node's threading around it.
 """
+
 from __future__ import annotations
 
 import time
@@ -237,24 +238,31 @@ def episode_status(
         values["success_threshold"] = threshold
         values["success_threshold_source"] = "task" if per_task_threshold else "global"
     if last_ended is not None:
-        values.update({
-            "last_ended_episode": last_ended.episode_id,
-            "last_ended_reason": last_ended.end_reason,
-            "last_ended_success": last_ended.success,
-            "last_ended_threshold": last_ended.threshold,
-            "last_ended_final_frames_scored": last_ended.final_frames_scored,
-        })
+        values.update(
+            {
+                "last_ended_episode": last_ended.episode_id,
+                "last_ended_reason": last_ended.end_reason,
+                "last_ended_success": last_ended.success,
+                "last_ended_threshold": last_ended.threshold,
+                "last_ended_final_frames_scored": last_ended.final_frames_scored,
+            }
+        )
     # Samples that got a grey view: that camera had no frame within sync_tolerance_s.
     misses = window.sync_misses_by_camera
-    for index, topic in enumerate(secondary_topics[:len(misses) - 1], start=1):
+    for index, topic in enumerate(secondary_topics[: len(misses) - 1], start=1):
         values[f"camera_sync_misses {topic}"] = misses[index]
     if last_result is not None and last_result.episode_id == episode_id:
-        values.update(progress=round(last_result.progress, 4), success=last_result.success,
-                      success_score=round(last_result.success_score, 4))
+        values.update(
+            progress=round(last_result.progress, 4),
+            success=last_result.success,
+            success_score=round(last_result.success_score, 4),
+        )
     if refused_since is not None and episode_id is None:
         level = DiagnosticStatus.WARN
-        message = (f"no episode for {now - refused_since[0]:.1f} s: {refused_since[1]}; "
-                   f"nothing is scored until a valid instruction arrives")
+        message = (
+            f"no episode for {now - refused_since[0]:.1f} s: {refused_since[1]}; "
+            f"nothing is scored until a valid instruction arrives"
+        )
     elif error.recent(now):
         level, message = DiagnosticStatus.WARN, error.message
     elif episode_id is None:
@@ -273,8 +281,10 @@ def _primary_stall(now: float, primary: CameraStats | None, episode_active: bool
         return ""
     stamp_ns = primary.last_stamp_ns
     since = "the episode began" if stamp_ns is None else f"stamp {stamp_ns / NS_PER_S:.3f} s"
-    return (f"primary camera {primary.topic} stalled: no new frames since {since}, "
-            f"{now - last_arrival:.1f} s ago; scores are not updating")
+    return (
+        f"primary camera {primary.topic} stalled: no new frames since {since}, "
+        f"{now - last_arrival:.1f} s ago; scores are not updating"
+    )
 
 
 def scoring_status(
@@ -339,8 +349,7 @@ def scoring_status(
         if stalled:
             conditions.append((DiagnosticStatus.WARN, stalled))
         if slow:
-            conditions.append((DiagnosticStatus.WARN,
-                               f"scoring slower than rate_hz: {sc.skipped_ticks} ticks skipped"))
+            conditions.append((DiagnosticStatus.WARN, f"scoring slower than rate_hz: {sc.skipped_ticks} ticks skipped"))
         if conditions:
             level = max(worst for worst, _ in conditions)
             message = "; ".join(text for _, text in conditions)

@@ -11,6 +11,7 @@ A mixin of ``ScorerNodeBase``, the part of the node the callbacks run:
 Locks: ``_frame_lock`` around frame judging and episode switches,
 ``_tick_lock`` around a tick, ``_lock`` around the records diagnostics read.
 """
+
 from __future__ import annotations
 
 import time
@@ -51,8 +52,14 @@ class EpisodeFlow:
     """Instruction, camera, reset, clock-jump and tick callbacks of ``ScorerNodeBase``."""
 
     # -- episodes ----------------------------------------------------------------
-    def _start_episode(self, instruction: str, reason: str, published_ns: int | None = None,
-                       new_task: bool = False, end_reason: str = END_NEW_INSTRUCTION) -> str | None:
+    def _start_episode(
+        self,
+        instruction: str,
+        reason: str,
+        published_ns: int | None = None,
+        new_task: bool = False,
+        end_reason: str = END_NEW_INSTRUCTION,
+    ) -> str | None:
         """Start a new episode, or refuse a bad instruction (logged, reported).
 
         ``published_ns``: publication time of the instruction message. Camera
@@ -92,8 +99,7 @@ class EpisodeFlow:
             self._episode_event.record(f"episode {episode_id} started ({reason})")
         note = f", {moved} frame(s) published after the instruction moved into it" if moved else ""
         if refused is not None:
-            note += (f"; nothing was scored for {time.monotonic() - refused[0]:.1f} s "
-                     f"after a refused instruction")
+            note += f"; nothing was scored for {time.monotonic() - refused[0]:.1f} s after a refused instruction"
         self.get_logger().info(f"episode {episode_id} started ({reason}): {instruction!r}{note}")
         return episode_id
 
@@ -122,8 +128,7 @@ class EpisodeFlow:
             self._episode_error.record(message)
             self.get_logger().error(message, throttle_duration_sec=5.0)
             return
-        self._start_episode(msg.data, "instruction message", published_ns=source_timestamp(info),
-                            new_task=True)
+        self._start_episode(msg.data, "instruction message", published_ns=source_timestamp(info), new_task=True)
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         if self._model.state == ModelState.FAILED:
@@ -179,8 +184,12 @@ class EpisodeFlow:
             added = AddResult.SKIPPED
             if self._intake.previous_episode is not None:
                 added = self._runner.add_to_ended(
-                    self._intake.previous_episode, camera, stamp_to_ns(msg.header.stamp),
-                    CameraView(msg, self._settings.view_size), msg.header.frame_id)
+                    self._intake.previous_episode,
+                    camera,
+                    stamp_to_ns(msg.header.stamp),
+                    CameraView(msg, self._settings.view_size),
+                    msg.header.frame_id,
+                )
             if added is AddResult.KEPT:
                 stats.kept += 1
             else:
@@ -188,8 +197,12 @@ class EpisodeFlow:
             return
         stamp_ns = stamp_to_ns(msg.header.stamp)
         # The primary camera cuts episodes by the offline sources' own rule.
-        check = self._intake.check_stamp(camera, stamp_ns, float(self.get_parameter("stamp_jump_restart_s").value),
-                                         float(self.get_parameter("stamp_gap_restart_s").value))
+        check = self._intake.check_stamp(
+            camera,
+            stamp_ns,
+            float(self.get_parameter("stamp_jump_restart_s").value),
+            float(self.get_parameter("stamp_gap_restart_s").value),
+        )
         previous, cut = check.previous_ns, check.cut
         if check.order == BACK:
             stats.stale += 1
@@ -305,10 +318,11 @@ class EpisodeFlow:
             with self._lock:
                 self._last_summary = summary
             verdict = "success" if summary.success else "no success"
-            unscored = ("" if summary.final_frames_scored
-                        else f"; last frames not scored: {summary.not_scored_reason}")
-            text = (f"episode {summary.episode_id} ended ({summary.end_reason}): {verdict}, "
-                    f"{summary.ticks} score(s), threshold {summary.threshold:.3f}{unscored}")
+            unscored = "" if summary.final_frames_scored else f"; last frames not scored: {summary.not_scored_reason}"
+            text = (
+                f"episode {summary.episode_id} ended ({summary.end_reason}): {verdict}, "
+                f"{summary.ticks} score(s), threshold {summary.threshold:.3f}{unscored}"
+            )
             # Two call sites: rclpy refuses one call site logging at two severities.
             if summary.final_frames_scored:
                 self.get_logger().info(text)
@@ -319,8 +333,7 @@ class EpisodeFlow:
         self._progress_pub.publish(task_progress(result, self._messages))
         if result.success_fired and result.episode_id not in self._success_sent:
             self._success_sent.add(result.episode_id)
-            self._success_pub.publish(
-                episode_success(result, self._settings.success_consecutive, self._messages))
+            self._success_pub.publish(episode_success(result, self._settings.success_consecutive, self._messages))
             self.get_logger().info(
                 f"episode {result.episode_id}: success (score {result.success_score:.3f} > "
                 f"{result.success_threshold:.3f})"
@@ -335,9 +348,13 @@ class EpisodeFlow:
             return False
         view = self._runner.sample_image(result.episode_id, result.stamp_ns)
         picture = progress_picture.render(
-            view, self._picture_progress, success=result.success,
-            success_score=result.success_score, threshold=result.success_threshold,
-            view_height=self._settings.view_size)
+            view,
+            self._picture_progress,
+            success=result.success,
+            success_score=result.success_score,
+            threshold=result.success_threshold,
+            view_height=self._settings.view_size,
+        )
         msg = Image()
         msg.header.stamp = self._messages.stamp(result.stamp_ns)
         msg.header.frame_id = result.frame_id

@@ -5,6 +5,7 @@ keep coming when simulated time stops; it is also where a failed model load is
 retried when due. What each status says is decided by the builders in
 ``topreward_ros.node.diagnostics``; this part only gathers their inputs.
 """
+
 from __future__ import annotations
 
 import time
@@ -62,7 +63,10 @@ class NodeHealth:
 
     def _camera_status(self, prefix: str, index: int, stats: CameraStats, now: float) -> DiagnosticStatus:
         return camera_status(
-            prefix, index, stats, now,
+            prefix,
+            index,
+            stats,
+            now,
             resolved_topic=self.resolve_topic_name(stats.topic),
             stall_warn_s=float(self.get_parameter("camera_stall_warn_s").value),
             stall_error_s=float(self.get_parameter("camera_stall_error_s").value),
@@ -74,7 +78,8 @@ class NodeHealth:
         with self._lock:
             result, last_ended = self._last_result, self._last_summary
         return episode_status(
-            prefix, now,
+            prefix,
+            now,
             episode_id=runner.episode_id,
             instruction=runner.instruction,
             window=runner.window,
@@ -93,7 +98,9 @@ class NodeHealth:
 
     def _scoring_status(self, prefix: str, now: float) -> DiagnosticStatus:
         return scoring_status(
-            prefix, now, self._scoring,
+            prefix,
+            now,
+            self._scoring,
             rate_hz=float(self.get_parameter("rate_hz").value),
             primary=self._cameras[0],
             episode_active=self._runner.active,

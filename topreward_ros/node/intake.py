@@ -20,6 +20,7 @@ looks into), so its rules are tested without a ROS graph:
 * stamp order of each camera, and the primary camera's stamp cuts
   (``topreward_ros.episode.runner.stamp_cut``, the offline sources' own rule).
 """
+
 from __future__ import annotations
 
 import time
@@ -147,8 +148,7 @@ class FrameIntake:
         self._last_stamp = [None] * len(self._last_stamp)
         if published_ns is None:
             return []
-        return [frame for recent in self._recent for _, frame in list(recent)
-                if frame.published_ns >= published_ns]
+        return [frame for recent in self._recent for _, frame in list(recent) if frame.published_ns >= published_ns]
 
     def episode_refused(self) -> None:
         """No episode runs (an instruction was refused): no frame belongs before one."""
@@ -178,8 +178,7 @@ class FrameIntake:
         """Was this frame published shortly before the running episode's instruction?"""
         return published_before(published_ns, self.episode_published_ns)
 
-    def check_stamp(self, camera: int, stamp_ns: int, jump_restart_s: float,
-                    gap_restart_s: float) -> StampCheck:
+    def check_stamp(self, camera: int, stamp_ns: int, jump_restart_s: float, gap_restart_s: float) -> StampCheck:
         """How ``stamp_ns`` follows the camera's previous stamp, and the cut it makes (camera 0)."""
         previous = self._last_stamp[camera]
         cut = stamp_cut(previous, stamp_ns, jump_restart_s, gap_restart_s) if camera == 0 else None

@@ -4,6 +4,7 @@ Lifecycle publishers are not used: the node publishes an ended episode's
 EpisodeResult during deactivate, cleanup and shutdown, and /diagnostics in
 every state, which a lifecycle publisher (silent while inactive) would drop.
 """
+
 from __future__ import annotations
 
 from typing import Any, NoReturn

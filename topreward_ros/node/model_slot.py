@@ -13,6 +13,7 @@ load and any ``MemoryError`` (the backends' ``ModelOutOfMemoryError``) as
 running out of memory, and on release drops its references and asks the
 scorer to give its memory back (``release()``).
 """
+
 from __future__ import annotations
 
 import gc
@@ -103,8 +104,14 @@ class ModelSlot:
 
     def view(self, now: float) -> SlotView:
         with self._lock:
-            return SlotView(self._state, self._error, self._attempts, self._next_retry - now,
-                            self._scorer.model_id if self._scorer is not None else None, self._loaded_s)
+            return SlotView(
+                self._state,
+                self._error,
+                self._attempts,
+                self._next_retry - now,
+                self._scorer.model_id if self._scorer is not None else None,
+                self._loaded_s,
+            )
 
     def retry_due(self, now: float) -> bool:
         """Is a failed load due to be retried (and retrying allowed)?"""

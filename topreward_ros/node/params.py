@@ -7,6 +7,7 @@ the episode and the model loader take, and reject an inconsistent set with a
 message naming the offending value, both at start-up and when a parameter is
 set at run time. Nothing here needs a running node.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,9 +52,7 @@ class ParamSpec:
                 ]
             elif isinstance(self.default, float):
                 desc.floating_point_range = [
-                    FloatingPointRange(
-                        from_value=float(self.min_value), to_value=float(self.max_value), step=0.0
-                    )
+                    FloatingPointRange(from_value=float(self.min_value), to_value=float(self.max_value), step=0.0)
                 ]
         return desc
 
@@ -62,78 +61,164 @@ class ParamSpec:
 #: start-up. Keep docs/node.md and config/scorer.yaml in step (a test checks).
 PARAMETERS: tuple[ParamSpec, ...] = (
     # Model.
-    ParamSpec("model", DEFAULT_MODEL,
-              "Hub id or local directory of the video VLM. Changing it reloads the model and "
-              "starts a new episode."),
-    ParamSpec("backend", DEFAULT_BACKEND,
-              f"Scoring backend that runs the model: {' | '.join(BACKEND_NAMES)} (transformers: in this "
-              "process). Changing it reloads the model and starts a new episode."),
+    ParamSpec(
+        "model",
+        DEFAULT_MODEL,
+        "Hub id or local directory of the video VLM. Changing it reloads the model and starts a new episode.",
+    ),
+    ParamSpec(
+        "backend",
+        DEFAULT_BACKEND,
+        f"Scoring backend that runs the model: {' | '.join(BACKEND_NAMES)} (transformers: in this "
+        "process). Changing it reloads the model and starts a new episode.",
+    ),
     ParamSpec("device", "auto", "auto | cpu | cuda | cuda:N (auto: first GPU if any). Reloads."),
-    ParamSpec("dtype", "auto", "auto | bfloat16 | float16 | float32 (auto: bf16 on GPU, fp32 on CPU). "
-              "Reloads."),
+    ParamSpec("dtype", "auto", "auto | bfloat16 | float16 | float32 (auto: bf16 on GPU, fp32 on CPU). Reloads."),
     ParamSpec("attn_implementation", "sdpa", "sdpa | eager | flash_attention_2. Reloads."),
     ParamSpec("local_files_only", False, "Never contact the model hub. Reloads."),
     ParamSpec("cache_dir", "", "Model cache directory ('' = the standard Hugging Face cache). Reloads."),
     ParamSpec("torch_threads", 0, "CPU threads for torch (0 = torch's default).", False, 0, 256),
-    ParamSpec("release_model_on_deactivate", False, "Managed node only: free the model (and the CUDA "
-              "cache) on deactivate, and load it again on activate."),
-    ParamSpec("model_retry_s", 30.0, "Seconds between attempts to load a model that failed to load.",
-              True, 1.0, 86400.0),
+    ParamSpec(
+        "release_model_on_deactivate",
+        False,
+        "Managed node only: free the model (and the CUDA cache) on deactivate, and load it again on activate.",
+    ),
+    ParamSpec(
+        "model_retry_s", 30.0, "Seconds between attempts to load a model that failed to load.", True, 1.0, 86400.0
+    ),
     # Inputs.
-    ParamSpec("camera_topics", ["camera/image_raw"],
-              "Camera topics; the first drives the sampling schedule. A topic whose last name "
-              "component is 'compressed' is subscribed as sensor_msgs/CompressedImage, any other "
-              "as sensor_msgs/Image.", False),
-    ParamSpec("instruction_topic", "instruction",
-              "Topic of the std_msgs/String task instruction (a relative name resolves in the node's "
-              "namespace; a remapping of 'instruction' applies to the default). The offline tools read "
-              "it from the same parameters file.", False),
-    ParamSpec("instruction", "",
-              "Task instruction; setting it (at start-up or at run time) starts a new episode, "
-              "like a message on the instruction topic."),
+    ParamSpec(
+        "camera_topics",
+        ["camera/image_raw"],
+        "Camera topics; the first drives the sampling schedule. A topic whose last name "
+        "component is 'compressed' is subscribed as sensor_msgs/CompressedImage, any other "
+        "as sensor_msgs/Image.",
+        False,
+    ),
+    ParamSpec(
+        "instruction_topic",
+        "instruction",
+        "Topic of the std_msgs/String task instruction (a relative name resolves in the node's "
+        "namespace; a remapping of 'instruction' applies to the default). The offline tools read "
+        "it from the same parameters file.",
+        False,
+    ),
+    ParamSpec(
+        "instruction",
+        "",
+        "Task instruction; setting it (at start-up or at run time) starts a new episode, "
+        "like a message on the instruction topic.",
+    ),
     # Sampling and window.
-    ParamSpec("sample_fps", 2.0, "Frames per second of capture time the model sees (paper: 2). "
-              "Changing it restarts the episode's window.", True, 0.1, 30.0),
-    ParamSpec("max_frames", 256, "Most sampled frames kept per episode; when full, every other frame "
-              "is dropped (the first is always kept) and sampling halves. Restarts the window.",
-              True, 2, 4096),
-    ParamSpec("sync_tolerance_s", 0.05, "Largest stamp difference when pairing other cameras' frames "
-              "with the first camera's. Restarts the window.", True, 0.0, 1.0),
-    ParamSpec("view_size", 244, "Side in pixels of the square view each camera frame is resized to "
-              "(views of several cameras are placed side by side).", False, 32, 1024),
+    ParamSpec(
+        "sample_fps",
+        2.0,
+        "Frames per second of capture time the model sees (paper: 2). Changing it restarts the episode's window.",
+        True,
+        0.1,
+        30.0,
+    ),
+    ParamSpec(
+        "max_frames",
+        256,
+        "Most sampled frames kept per episode; when full, every other frame "
+        "is dropped (the first is always kept) and sampling halves. Restarts the window.",
+        True,
+        2,
+        4096,
+    ),
+    ParamSpec(
+        "sync_tolerance_s",
+        0.05,
+        "Largest stamp difference when pairing other cameras' frames with the first camera's. Restarts the window.",
+        True,
+        0.0,
+        1.0,
+    ),
+    ParamSpec(
+        "view_size",
+        244,
+        "Side in pixels of the square view each camera frame is resized to "
+        "(views of several cameras are placed side by side).",
+        False,
+        32,
+        1024,
+    ),
     # Scoring.
-    ParamSpec("rate_hz", 1.0, "Scoring ticks per second of ROS time (a tick that comes due while "
-              "the previous one runs is skipped and counted).", True, 0.01, 30.0),
-    ParamSpec("success_threshold", DEFAULT_SUCCESS_THRESHOLD,
-              "Success when the success score (mean raw log p(' True') of the last success_window "
-              "scores, nats) exceeds this. Must be calibrated per model and setup.",
-              True, -1.0e12, 0.0),
+    ParamSpec(
+        "rate_hz",
+        1.0,
+        "Scoring ticks per second of ROS time (a tick that comes due while "
+        "the previous one runs is skipped and counted).",
+        True,
+        0.01,
+        30.0,
+    ),
+    ParamSpec(
+        "success_threshold",
+        DEFAULT_SUCCESS_THRESHOLD,
+        "Success when the success score (mean raw log p(' True') of the last success_window "
+        "scores, nats) exceeds this. Must be calibrated per model and setup.",
+        True,
+        -1.0e12,
+        0.0,
+    ),
     ParamSpec("success_window", 3, "Latest scores averaged into the success score.", True, 1, 100),
-    ParamSpec("success_consecutive", 2, "Consecutive scores above threshold before success fires "
-              "(once per episode).", True, 1, 100),
+    ParamSpec(
+        "success_consecutive",
+        2,
+        "Consecutive scores above threshold before success fires (once per episode).",
+        True,
+        1,
+        100,
+    ),
     # Health.
-    ParamSpec("camera_stall_warn_s", 1.0, "Seconds without a frame before a camera is reported WARN.",
-              True, 0.05, 3600.0),
-    ParamSpec("camera_stall_error_s", 5.0, "Seconds without a frame before a camera is reported ERROR.",
-              True, 0.05, 3600.0),
-    ParamSpec("stamp_jump_restart_s", 1.0, "A first-camera frame stamped this many seconds before "
-              "the previous one (a looping bag, a restarted driver) starts a new episode with the same "
-              "instruction.", True, 0.0, 3600.0),
-    ParamSpec("stamp_gap_restart_s", 60.0, "A first-camera frame stamped this many seconds after "
-              "the previous one (zero stamps that turn real, a long pause) starts a new episode with "
-              "the same instruction, so no window spans the gap.", True, 0.1, 86400.0),
-    ParamSpec("diagnostics_period_s", 1.0, "Seconds (wall clock) between /diagnostics messages.",
-              False, 0.1, 60.0),
+    ParamSpec(
+        "camera_stall_warn_s", 1.0, "Seconds without a frame before a camera is reported WARN.", True, 0.05, 3600.0
+    ),
+    ParamSpec(
+        "camera_stall_error_s", 5.0, "Seconds without a frame before a camera is reported ERROR.", True, 0.05, 3600.0
+    ),
+    ParamSpec(
+        "stamp_jump_restart_s",
+        1.0,
+        "A first-camera frame stamped this many seconds before "
+        "the previous one (a looping bag, a restarted driver) starts a new episode with the same "
+        "instruction.",
+        True,
+        0.0,
+        3600.0,
+    ),
+    ParamSpec(
+        "stamp_gap_restart_s",
+        60.0,
+        "A first-camera frame stamped this many seconds after "
+        "the previous one (zero stamps that turn real, a long pause) starts a new episode with "
+        "the same instruction, so no window spans the gap.",
+        True,
+        0.1,
+        86400.0,
+    ),
+    ParamSpec("diagnostics_period_s", 1.0, "Seconds (wall clock) between /diagnostics messages.", False, 0.1, 60.0),
 )
 #: The per-task threshold map, two lists of equal length (``calibrated.yaml`` of
 #: ``topreward eval`` writes them). Declared typed and without a default: a
 #: parameters file gives them, or there is no map (every episode is judged with
 #: ``success_threshold``). Read-only: the two lists change together, at start-up.
 TASK_THRESHOLD_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec(TASK_INSTRUCTIONS_PARAM, None, "Instructions that have a threshold of their own "
-              "(pairs with task_success_thresholds; whitespace runs count as one space).", False),
-    ParamSpec(TASK_THRESHOLDS_PARAM, None, "Success threshold (nats) of each of task_instructions; "
-              "other instructions use success_threshold.", False),
+    ParamSpec(
+        TASK_INSTRUCTIONS_PARAM,
+        None,
+        "Instructions that have a threshold of their own "
+        "(pairs with task_success_thresholds; whitespace runs count as one space).",
+        False,
+    ),
+    ParamSpec(
+        TASK_THRESHOLDS_PARAM,
+        None,
+        "Success threshold (nats) of each of task_instructions; other instructions use success_threshold.",
+        False,
+    ),
 )
 PARAM_BY_NAME = {p.name: p for p in PARAMETERS}
 #: Parameters whose change needs the model to be loaded again.
@@ -141,8 +226,15 @@ MODEL_PARAMS = frozenset(
     {"model", "backend", "device", "dtype", "attn_implementation", "local_files_only", "cache_dir"}
 )
 EPISODE_PARAMS = frozenset(
-    {"sample_fps", "max_frames", "sync_tolerance_s", "view_size", "success_threshold",
-     "success_window", "success_consecutive"}
+    {
+        "sample_fps",
+        "max_frames",
+        "sync_tolerance_s",
+        "view_size",
+        "success_threshold",
+        "success_window",
+        "success_consecutive",
+    }
 )
 
 
@@ -158,7 +250,8 @@ def episode_settings_from(values: dict[str, Any]) -> EpisodeSettings:
         success_consecutive=int(values["success_consecutive"]),
         task_thresholds=thresholds_from_params(
             {k: values.get(k) for k in (TASK_INSTRUCTIONS_PARAM, TASK_THRESHOLDS_PARAM)},
-            float(values["success_threshold"])).per_task,
+            float(values["success_threshold"]),
+        ).per_task,
     )
 
 

@@ -16,6 +16,7 @@ flushes what it has written and ends right there; the operating system
 reclaims memory and threads. The model-loading thread is a daemon and needs
 nothing either.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -9,6 +9,7 @@ events into one log line per topic, side and policy that names what this node
 asks or offers, what the other side offers or asks, and which setting fixes
 it, and keeps the counts the node reports on /diagnostics.
 """
+
 from __future__ import annotations
 
 import threading
@@ -58,8 +59,7 @@ class QoSWatch:
     text can say what they offer or ask.
     """
 
-    def __init__(self, logger: Callable[[str], None],
-                 peers: Callable[[str, str], list[Any]]) -> None:
+    def __init__(self, logger: Callable[[str], None], peers: Callable[[str, str], list[Any]]) -> None:
         self._logger = logger
         self._peers = peers
         self._lock = threading.Lock()
@@ -72,8 +72,9 @@ class QoSWatch:
     def _endpoints(self) -> list[_Endpoint]:
         return list(self._records.values())
 
-    def watch(self, topic: str, side: str, profile: Any, advice: str,
-              ignore: frozenset[int] = frozenset()) -> Callable[[Any], None]:
+    def watch(
+        self, topic: str, side: str, profile: Any, advice: str, ignore: frozenset[int] = frozenset()
+    ) -> Callable[[Any], None]:
         """Register an endpoint (or take its record back); the callback for its incompatible_qos event."""
         key = (topic, side, frozenset(int(k) for k in ignore))
         with self._lock:
@@ -98,17 +99,18 @@ class QoSWatch:
     def explain(self, endpoint: _Endpoint, kind: int) -> str:
         policy = policy_name(kind)
         other = "publisher" if endpoint.side == "subscription" else "subscription"
-        verb_self, verb_other = (("requests", "offer") if endpoint.side == "subscription"
-                                 else ("offers", "request"))
+        verb_self, verb_other = ("requests", "offer") if endpoint.side == "subscription" else ("offers", "request")
         try:
             peers = [describe_profile(p) for p in self._peers(endpoint.topic, endpoint.side)]
         except Exception:  # noqa: BLE001 - the graph query is for the message only
             peers = []
         seen = "; ".join(sorted(set(peers))) or "unknown"
-        return (f"incompatible QoS on {endpoint.topic} ({policy}): a {other} will never "
-                f"connect to this node's {endpoint.side}. This node {verb_self} "
-                f"{describe_profile(endpoint.profile)}; {other}s there {verb_other}: {seen}. "
-                f"{endpoint.advice}")
+        return (
+            f"incompatible QoS on {endpoint.topic} ({policy}): a {other} will never "
+            f"connect to this node's {endpoint.side}. This node {verb_self} "
+            f"{describe_profile(endpoint.profile)}; {other}s there {verb_other}: {seen}. "
+            f"{endpoint.advice}"
+        )
 
     def counts(self) -> dict[str, int]:
         """Incompatible-QoS events per 'side topic', for /diagnostics."""
@@ -122,5 +124,4 @@ class QoSWatch:
     def last_policies(self) -> list[str]:
         """'side topic: policy' for every reported incompatibility."""
         with self._lock:
-            return sorted({f"{e.side} {e.topic}: {policy_name(k)}"
-                           for e in self._endpoints for k in e.reported})
+            return sorted({f"{e.side} {e.topic}: {policy_name(k)}" for e in self._endpoints for k in e.reported})

@@ -6,6 +6,7 @@ runs, so the running episode's EpisodeResult is published before the node
 leaves the graph; then ``exit_now`` ends the process inside ``ros2 launch``'s
 grace period (see ``topreward_ros.node.process_exit``).
 """
+
 from __future__ import annotations
 
 import signal

@@ -4,6 +4,7 @@ It runs the base's configure and activate phases at construction: publishers
 and subscriptions exist at once and the model loads in the background, retried
 until it loads.
 """
+
 from __future__ import annotations
 
 from typing import Any, NoReturn

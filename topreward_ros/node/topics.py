@@ -5,6 +5,7 @@ graph: which QoS each topic gets and why, the latched instruction reader that
 exists only while a latched writer does, and the incompatible-QoS watch on
 every publisher and subscription (``topreward_ros.node.qos_watch``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,7 +45,8 @@ class TopicWiring:
         self._result_pub = self._watched_publisher(EpisodeResult, RESULT_TOPIC, self._latched)
         # The progress picture: drawn on the scoring thread only while someone watches.
         self._image_pub = self._watched_publisher(
-            Image, PROGRESS_IMAGE_TOPIC, QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
+            Image, PROGRESS_IMAGE_TOPIC, QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        )
 
     def _activate(self) -> None:
         """Subscriptions, the reset service and the scoring timer: frames in, scores out."""
@@ -65,8 +67,11 @@ class TopicWiring:
         self._instruction_subs = [self._instruction_subscription(latched=False)]
         self._latched_instruction_sub = None
         self._latched_watch = self.create_timer(
-            LATCHED_WATCH_PERIOD_S, self._watch_latched_writers, callback_group=self._instruction_group,
-            clock=Clock(clock_type=ClockType.STEADY_TIME))
+            LATCHED_WATCH_PERIOD_S,
+            self._watch_latched_writers,
+            callback_group=self._instruction_group,
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
         self._watch_latched_writers()
         self._reset_srv = self.create_service(Trigger, RESET_SERVICE, self._on_reset)
 
@@ -79,20 +84,26 @@ class TopicWiring:
             # into the shared qos_profile_sensor_data.
             profile = copy.copy(qos_profile_sensor_data)
             resolved = self.resolve_topic_name(stats.topic)
-            self._camera_subs.append(self.create_subscription(
-                stats.camera_type.ros_class(),
-                stats.topic,
-                lambda msg, info, i=index: self._on_image(i, msg, info),
-                profile,
-                callback_group=self._camera_groups[index],
-                qos_overriding_options=QoSOverridingOptions.with_default_policies(),
-                event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._qos.watch(
-                    resolved, "subscription", profile,
-                    f"Match the camera driver's QoS: e.g. "
-                    f"qos_overrides.{resolved}.subscription.reliability:=best_effort "
-                    f"(best effort matches every publisher).",
-                )),
-            ))
+            self._camera_subs.append(
+                self.create_subscription(
+                    stats.camera_type.ros_class(),
+                    stats.topic,
+                    lambda msg, info, i=index: self._on_image(i, msg, info),
+                    profile,
+                    callback_group=self._camera_groups[index],
+                    qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+                    event_callbacks=SubscriptionEventCallbacks(
+                        incompatible_qos=self._qos.watch(
+                            resolved,
+                            "subscription",
+                            profile,
+                            f"Match the camera driver's QoS: e.g. "
+                            f"qos_overrides.{resolved}.subscription.reliability:=best_effort "
+                            f"(best effort matches every publisher).",
+                        )
+                    ),
+                )
+            )
         # Scoring timer on the ROS clock.
         self._tick_timer = self._make_tick_timer(float(self.get_parameter("rate_hz").value))
         self._lifecycle_state = "active"
@@ -103,16 +114,26 @@ class TopicWiring:
     def _instruction_subscription(self, latched: bool) -> Any:
         topic, resolved = self._instruction_topic
         profile = copy.copy(self._latched if latched else self._reliable)
-        advice = (f"Publish the instruction with reliable QoS (the default; `ros2 topic pub "
-                  f"{resolved} std_msgs/msg/String` with no QoS flags works).")
+        advice = (
+            f"Publish the instruction with reliable QoS (the default; `ros2 topic pub "
+            f"{resolved} std_msgs/msg/String` with no QoS flags works)."
+        )
         return self.create_subscription(
-            String, topic, self._on_instruction_msg, profile,
+            String,
+            topic,
+            self._on_instruction_msg,
+            profile,
             callback_group=self._instruction_group,
-            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._qos.watch(
-                resolved, "subscription", profile, advice,
-                # The latched reader never matches a volatile writer; the volatile one serves it.
-                ignore=frozenset({QoSPolicyKind.DURABILITY}) if latched else frozenset(),
-            )),
+            event_callbacks=SubscriptionEventCallbacks(
+                incompatible_qos=self._qos.watch(
+                    resolved,
+                    "subscription",
+                    profile,
+                    advice,
+                    # The latched reader never matches a volatile writer; the volatile one serves it.
+                    ignore=frozenset({QoSPolicyKind.DURABILITY}) if latched else frozenset(),
+                )
+            ),
         )
 
     def _watch_latched_writers(self) -> None:
@@ -162,18 +183,27 @@ class TopicWiring:
     def _watched_publisher(self, msg_type: Any, topic: str, profile: QoSProfile) -> Any:
         resolved = self.resolve_topic_name(topic)
         return self.create_publisher(
-            msg_type, topic, profile,
-            event_callbacks=PublisherEventCallbacks(incompatible_qos=self._qos.watch(
-                resolved, "publisher", profile,
-                f"Subscribe to {resolved} with at most what it offers "
-                f"(e.g. reliable or best_effort, and volatile durability unless it is latched).",
-            )),
+            msg_type,
+            topic,
+            profile,
+            event_callbacks=PublisherEventCallbacks(
+                incompatible_qos=self._qos.watch(
+                    resolved,
+                    "publisher",
+                    profile,
+                    f"Subscribe to {resolved} with at most what it offers "
+                    f"(e.g. reliable or best_effort, and volatile durability unless it is latched).",
+                )
+            ),
         )
 
     def _qos_peers(self, topic: str, side: str) -> list[Any]:
         """QoS profiles of the other side of ``topic`` (for the incompatible-QoS message)."""
-        infos = (self.get_publishers_info_by_topic(topic) if side == "subscription"
-                 else self.get_subscriptions_info_by_topic(topic))
+        infos = (
+            self.get_publishers_info_by_topic(topic)
+            if side == "subscription"
+            else self.get_subscriptions_info_by_topic(topic)
+        )
         return [info.qos_profile for info in infos if info.node_name != self.get_name()]
 
     def _make_tick_timer(self, rate_hz: float) -> Any:

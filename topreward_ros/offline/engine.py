@@ -16,6 +16,7 @@ are scored and written, each recorded in the manifest only after its files
 are in place. ``topreward_ros.scale`` hands the same unit to Ray replicas,
 one episode at a time.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -79,11 +80,9 @@ class OfflineSettings:
         """The runner every engine scores with (in this process or on a replica)."""
         return OfflineRunner(scorer, self.episode, self.runner, cameras)
 
-    def episode_writer(self, root: Path, record: dict[str, Any],
-                       cameras: tuple[str, ...]) -> EpisodeWriter:
+    def episode_writer(self, root: Path, record: dict[str, Any], cameras: tuple[str, ...]) -> EpisodeWriter:
         """The writer of one episode's files under ``root`` (the output, or a replica's scratch)."""
-        return EpisodeWriter(root, self.episode, self.outputs, record, cameras,
-                             self.runner.tick_rate_hz)
+        return EpisodeWriter(root, self.episode, self.outputs, record, cameras, self.runner.tick_rate_hz)
 
 
 #: Work done where the model is, after an episode is scored (e.g. the
@@ -108,12 +107,16 @@ class ScoredFiles:
     model_s: float = 0.0
 
 
-def score_episode(runner: OfflineRunner, writer: EpisodeWriter, spec: EpisodeSpec,
-                  frames: Iterable[SourceFrame], extra: EpisodeExtra | None = None) -> ScoredFiles:
+def score_episode(
+    runner: OfflineRunner,
+    writer: EpisodeWriter,
+    spec: EpisodeSpec,
+    frames: Iterable[SourceFrame],
+    extra: EpisodeExtra | None = None,
+) -> ScoredFiles:
     """Score one episode and write its files under ``writer.root``."""
     result = runner.score(spec, frames)
-    done = ScoredFiles(spec, result.status, result.message, num_frames=result.num_frames,
-                       model_s=result.model_s)
+    done = ScoredFiles(spec, result.status, result.message, num_frames=result.num_frames, model_s=result.model_s)
     if result.status != "scored":
         done.unscored = unscored_record(result)
         return done
@@ -126,16 +129,16 @@ def score_episode(runner: OfflineRunner, writer: EpisodeWriter, spec: EpisodeSpe
 class SourceOutput:
     """One source's output directory, as the driver keeps it (see the module doc)."""
 
-    def __init__(self, source: EpisodeSource, out_dir: Path, model_id: str,
-                 settings: OfflineSettings, force: bool = False) -> None:
+    def __init__(
+        self, source: EpisodeSource, out_dir: Path, model_id: str, settings: OfflineSettings, force: bool = False
+    ) -> None:
         self.source = source
         self.out_dir = Path(out_dir)
         self.model_id = model_id
         self.settings = settings
         self.record = settings.record(model_id, source)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.manifest = Manifest.open(self.out_dir, source.path, source.fingerprint(),
-                                      self.record, force=force)
+        self.manifest = Manifest.open(self.out_dir, source.path, source.fingerprint(), self.record, force=force)
         self.report = RunReport(str(source.path), str(self.out_dir), kind=source.kind)
         self.scored_now = 0
 
@@ -148,17 +151,25 @@ class SourceOutput:
         return limit is None or self.scored_now < limit
 
     def skipped(self, spec: EpisodeSpec, num_frames: int) -> None:
-        self.report.episodes.append(EpisodeOutcome(
-            spec.index, spec.instruction, "skipped", "done by an earlier run",
-            directory=episode_dir(spec.index), num_frames=num_frames))
+        self.report.episodes.append(
+            EpisodeOutcome(
+                spec.index,
+                spec.instruction,
+                "skipped",
+                "done by an earlier run",
+                directory=episode_dir(spec.index),
+                num_frames=num_frames,
+            )
+        )
 
-    def failed(self, spec: EpisodeSpec, message: str, num_frames: int = 0,
-               record: bool = True) -> None:
-        self.report.episodes.append(EpisodeOutcome(spec.index, spec.instruction, "failed", message,
-                                                   num_frames=num_frames))
+    def failed(self, spec: EpisodeSpec, message: str, num_frames: int = 0, record: bool = True) -> None:
+        self.report.episodes.append(
+            EpisodeOutcome(spec.index, spec.instruction, "failed", message, num_frames=num_frames)
+        )
         if record:
-            self.manifest.record_failure({"episode_index": spec.index,
-                                          "instruction": spec.instruction, "error": message})
+            self.manifest.record_failure(
+                {"episode_index": spec.index, "instruction": spec.instruction, "error": message}
+            )
 
     def finished(self, done: ScoredFiles, on_episode: EpisodeHook | None = None) -> None:
         """Record an episode whose files (if scored) are in place under ``out_dir``."""
@@ -168,8 +179,9 @@ class SourceOutput:
             assert done.unscored is not None
             kind, record = done.unscored
             (self.manifest.record_empty if kind == "empty" else self.manifest.record_failure)(record)
-            outcome = EpisodeOutcome(spec.index, spec.instruction, done.status, done.message,
-                                     num_frames=done.num_frames)
+            outcome = EpisodeOutcome(
+                spec.index, spec.instruction, done.status, done.message, num_frames=done.num_frames
+            )
             if done.status == "refused":
                 outcome.start_log_ns, outcome.end_log_ns = spec.start_ns, spec.end_ns
             self.report.episodes.append(outcome)
@@ -179,12 +191,20 @@ class SourceOutput:
             on_episode(spec, done.extra)
         self.manifest.record_episode(spec.index, entry)
         self.scored_now += 1
-        self.report.episodes.append(EpisodeOutcome(
-            spec.index, spec.instruction, "scored", done.message, directory=episode_dir(spec.index),
-            num_frames=entry["num_frames"], num_samples=entry["num_samples"],
-            num_ticks=entry["num_ticks"],
-            stamps_not_increasing=dict(entry["stamps_not_increasing"]),
-            sync_misses={k: n for k, n in entry["sync_misses"].items() if n}))
+        self.report.episodes.append(
+            EpisodeOutcome(
+                spec.index,
+                spec.instruction,
+                "scored",
+                done.message,
+                directory=episode_dir(spec.index),
+                num_frames=entry["num_frames"],
+                num_samples=entry["num_samples"],
+                num_ticks=entry["num_ticks"],
+                stamps_not_increasing=dict(entry["stamps_not_increasing"]),
+                sync_misses={k: n for k, n in entry["sync_misses"].items() if n},
+            )
+        )
 
     def close(self, notes: SourceNotes | None = None) -> RunReport:
         """Save the manifest (also when nothing was scored) and write the combined tables."""
@@ -202,9 +222,16 @@ class _Stop(Exception):
     """max_episodes reached."""
 
 
-def run_local(scorer: ScoringBackend, settings: OfflineSettings, source: EpisodeSource, out_dir: Path,
-              force: bool = False, progress: bool = True, extra: EpisodeExtra | None = None,
-              on_episode: EpisodeHook | None = None) -> RunReport:
+def run_local(
+    scorer: ScoringBackend,
+    settings: OfflineSettings,
+    source: EpisodeSource,
+    out_dir: Path,
+    force: bool = False,
+    progress: bool = True,
+    extra: EpisodeExtra | None = None,
+    on_episode: EpisodeHook | None = None,
+) -> RunReport:
     """Score every episode of ``source`` not already done in ``out_dir``, in this process.
 
     Raises ``SourceError`` when the source cannot be used at all and

@@ -23,6 +23,7 @@ within its input, as in the per-input tables).
 runs the same jobs on Ray, per episode, and hands back the same
 ``InputRun`` records, so the summary is one code path.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -91,8 +92,13 @@ class InputRun:
         """Done, or stopped by --max-episodes as asked (a re-run continues)."""
         if self.status == "done":
             return True
-        return (self.status == "incomplete" and self.error is None and self.report is not None
-                and self.report.stopped_early and not self.report.interrupted)
+        return (
+            self.status == "incomplete"
+            and self.error is None
+            and self.report is not None
+            and self.report.stopped_early
+            and not self.report.interrupted
+        )
 
 
 class LocalEngine:
@@ -105,9 +111,15 @@ class LocalEngine:
         self.scorer = scorer
         self.progress = progress
 
-    def run(self, jobs: Sequence[InputJob], settings: OfflineSettings, force: bool = False,
-            extra: EpisodeExtra | None = None, on_episode: EpisodeHook | None = None,
-            on_input_done: Callable[[InputRun], None] | None = None) -> list[InputRun]:
+    def run(
+        self,
+        jobs: Sequence[InputJob],
+        settings: OfflineSettings,
+        force: bool = False,
+        extra: EpisodeExtra | None = None,
+        on_episode: EpisodeHook | None = None,
+        on_input_done: Callable[[InputRun], None] | None = None,
+    ) -> list[InputRun]:
         """Score each input with ``run_local``; one ``InputRun`` per job, in job order."""
         runs: list[InputRun] = []
         interrupted = False
@@ -120,8 +132,16 @@ class LocalEngine:
             else:
                 assert job.source is not None
                 try:
-                    report = run_local(self.scorer, settings, job.source, job.out_dir, force=force,
-                                       progress=self.progress, extra=extra, on_episode=on_episode)
+                    report = run_local(
+                        self.scorer,
+                        settings,
+                        job.source,
+                        job.out_dir,
+                        force=force,
+                        progress=self.progress,
+                        extra=extra,
+                        on_episode=on_episode,
+                    )
                     run = InputRun(job, report)
                     interrupted = report.interrupted
                 except (SourceError, ManifestError) as exc:
@@ -158,8 +178,7 @@ def _run_record(run: InputRun, offset: int | None) -> dict[str, Any]:
     if run.report is not None:
         counts = {s: len(run.report.by_status(s)) for s in ("scored", "skipped", "empty", "failed")}
         record["this_run"] = counts
-        record["failures"] = [{"episode_index": e.index, "error": e.message}
-                              for e in run.report.by_status("failed")]
+        record["failures"] = [{"episode_index": e.index, "error": e.message} for e in run.report.by_status("failed")]
         if run.report.read_error:
             record["read_error"] = run.report.read_error
         record["notes"] = list(run.report.notes)
@@ -168,8 +187,7 @@ def _run_record(run: InputRun, offset: int | None) -> dict[str, Any]:
     return record
 
 
-def combined_table(runs: Sequence[InputRun], offsets: Sequence[int | None], base: int
-                   ) -> tuple[pa.Table, int]:
+def combined_table(runs: Sequence[InputRun], offsets: Sequence[int | None], base: int) -> tuple[pa.Table, int]:
     """Every bag's rows renumbered into one table; returns it and the bags it covers."""
     tables = []
     covered = 0
@@ -184,12 +202,11 @@ def combined_table(runs: Sequence[InputRun], offsets: Sequence[int | None], base
         if table.num_rows == 0:
             continue
         within = table.column("episode_index").to_numpy() - base
-        table = table.set_column(table.schema.get_field_index("episode_index"), "episode_index",
-                                 pa.array(within + offset, type=pa.int64()))
-        table = table.append_column("bag", pa.array([run.job.name] * table.num_rows,
-                                                    type=pa.string()))
-        table = table.append_column("bag_episode_index", pa.array(np.asarray(within),
-                                                                  type=pa.int64()))
+        table = table.set_column(
+            table.schema.get_field_index("episode_index"), "episode_index", pa.array(within + offset, type=pa.int64())
+        )
+        table = table.append_column("bag", pa.array([run.job.name] * table.num_rows, type=pa.string()))
+        table = table.append_column("bag_episode_index", pa.array(np.asarray(within), type=pa.int64()))
         tables.append(table)
     if not tables:
         empty = FRAME_SCHEMA.empty_table()
@@ -198,8 +215,9 @@ def combined_table(runs: Sequence[InputRun], offsets: Sequence[int | None], base
     return pa.concat_tables(tables), covered
 
 
-def write_summary(out_dir: Path, runs: Sequence[InputRun], base_offset: int,
-                  inputs: Sequence[str], tables: bool = True) -> dict[str, Any]:
+def write_summary(
+    out_dir: Path, runs: Sequence[InputRun], base_offset: int, inputs: Sequence[str], tables: bool = True
+) -> dict[str, Any]:
     """Write ``runs.json`` (and, with ``tables``, the combined frame tables) atomically."""
     out_dir = Path(out_dir)
     offsets = bag_offsets(runs, base_offset)
@@ -254,8 +272,9 @@ class FleetResult:
             if run.report is not None:
                 lines.append(run.report.summary())
             if run.error or run.job.error:
-                lines.append(f"{kind} {run.job.path} -> {run.job.out_dir}: "
-                             f"{run.status.upper()}: {run.error or run.job.error}")
+                lines.append(
+                    f"{kind} {run.job.path} -> {run.job.out_dir}: {run.status.upper()}: {run.error or run.job.error}"
+                )
             elif not run.started:
                 lines.append(f"{kind} {run.job.path}: not scored in this run")
         counts: dict[str, int] = {}

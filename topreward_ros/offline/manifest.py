@@ -8,6 +8,7 @@ silently mixes results of different inputs or settings in one directory.
 Every episode source (bags, LeRobot datasets, videos) is recorded the same
 way.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,9 @@ class Manifest:
     relabel: dict[str, Any] | None = None
 
     @classmethod
-    def open(cls, out_dir: Path, input_path: Path, fingerprint: str,
-             settings: dict[str, Any], force: bool = False) -> Manifest:
+    def open(
+        cls, out_dir: Path, input_path: Path, fingerprint: str, settings: dict[str, Any], force: bool = False
+    ) -> Manifest:
         """Load the directory's manifest, or start one; refuse a mismatching one.
 
         ``force`` discards a manifest of another input or other settings (the
@@ -59,9 +61,7 @@ class Manifest:
             old_settings = data["settings"]
             episodes = {int(k): v for k, v in data["episodes"].items()}
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ManifestError(
-                f"{path} is unreadable ({exc}); remove it or pass --force to redo everything"
-            ) from exc
+            raise ManifestError(f"{path} is unreadable ({exc}); remove it or pass --force to redo everything") from exc
         if version != MANIFEST_VERSION:
             raise ManifestError(
                 f"{path} has manifest version {version}, this tool writes {MANIFEST_VERSION}; "
@@ -73,9 +73,7 @@ class Manifest:
                 f"fingerprint {old_fingerprint}; this input: {fingerprint}); use another "
                 f"--output directory or pass --force to redo everything"
             )
-        changed = {
-            k: (old_settings.get(k), v) for k, v in settings.items() if old_settings.get(k) != v
-        }
+        changed = {k: (old_settings.get(k), v) for k, v in settings.items() if old_settings.get(k) != v}
         changed.update({k: (v, None) for k, v in old_settings.items() if k not in settings})
         if changed:
             detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
@@ -110,12 +108,15 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
-        write_json_atomic(self.path, {
-            "version": MANIFEST_VERSION,
-            "input": {"path": self.input_path, "fingerprint": self.fingerprint},
-            "settings": self.settings,
-            "episodes": {str(k): self.episodes[k] for k in sorted(self.episodes)},
-            "failures": self.failures,
-            "empty": self.empty,
-            **({"relabel": self.relabel} if self.relabel is not None else {}),
-        })
+        write_json_atomic(
+            self.path,
+            {
+                "version": MANIFEST_VERSION,
+                "input": {"path": self.input_path, "fingerprint": self.fingerprint},
+                "settings": self.settings,
+                "episodes": {str(k): self.episodes[k] for k in sorted(self.episodes)},
+                "failures": self.failures,
+                "empty": self.empty,
+                **({"relabel": self.relabel} if self.relabel is not None else {}),
+            },
+        )

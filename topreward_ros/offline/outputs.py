@@ -14,6 +14,7 @@ same frames in the schema LeRobot's RA-BC sample weighting reads
 (``lerobot.progress``), keyed by the source's own frame ``index`` where it
 has one (a dataset).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -51,9 +52,15 @@ def episode_dir(index: int) -> str:
 class EpisodeWriter:
     """Writes one scored episode's files under a root and builds its manifest entry."""
 
-    def __init__(self, root: Path, settings: EpisodeSettings, options: OutputOptions,
-                 settings_record: dict[str, Any], cameras: tuple[str, ...],
-                 tick_rate_hz: float) -> None:
+    def __init__(
+        self,
+        root: Path,
+        settings: EpisodeSettings,
+        options: OutputOptions,
+        settings_record: dict[str, Any],
+        cameras: tuple[str, ...],
+        tick_rate_hz: float,
+    ) -> None:
         self.root = Path(root)
         self.settings = settings
         self.options = options
@@ -71,8 +78,13 @@ class EpisodeWriter:
         table = frame_table(columns)
         write_parquet(ep_dir / "frames.parquet", table)
         write_csv(ep_dir / "frames.csv", table)
-        write_progress_mcap(ep_dir / "progress.mcap", result.ticks, self.settings.success_consecutive,
-                            summary=result.summary, end_log_ns=spec.end_ns)
+        write_progress_mcap(
+            ep_dir / "progress.mcap",
+            result.ticks,
+            self.settings.success_consecutive,
+            summary=result.summary,
+            end_log_ns=spec.end_ns,
+        )
         files = ["frames.parquet", "frames.csv", "progress.mcap"]
         if self.options.plot:
             self._plot(ep_dir / "plot.png", result)
@@ -146,11 +158,14 @@ class EpisodeWriter:
         from topreward_ros.rendering.plot import plot_curve
 
         samples, curve = result.samples, result.curve
-        picks = np.unique(np.linspace(0, len(samples) - 1, min(PLOT_THUMBNAILS, len(samples)))
-                          .round().astype(int))
-        plot_curve(path, curve, thumbnails=[samples[i].image for i in picks],
-                   thumbnail_stamps_ns=[samples[i].stamp_ns for i in picks],
-                   title=f"episode {result.spec.index}: {result.spec.instruction}  [{curve.model_id}]")
+        picks = np.unique(np.linspace(0, len(samples) - 1, min(PLOT_THUMBNAILS, len(samples))).round().astype(int))
+        plot_curve(
+            path,
+            curve,
+            thumbnails=[samples[i].image for i in picks],
+            thumbnail_stamps_ns=[samples[i].stamp_ns for i in picks],
+            title=f"episode {result.spec.index}: {result.spec.instruction}  [{curve.model_id}]",
+        )
 
 
 def frame_columns(result: EpisodeResult, success_threshold: float) -> dict[str, Any]:
@@ -170,8 +185,8 @@ def frame_columns(result: EpisodeResult, success_threshold: float) -> dict[str, 
     sample_reward = dense_rewards(normalized, curve.prefix_lengths, len(samples))
     reward = np.interp(rel, (sample_stamps - stamps[0]).astype(np.float64), sample_reward)
     live_progress, live_lp, live_success = live_columns(
-        stamps, [(t.result.stamp_ns, t.result.progress, t.result.log_prob_true, t.result.success)
-                 for t in result.ticks])
+        stamps, [(t.result.stamp_ns, t.result.progress, t.result.log_prob_true, t.result.success) for t in result.ticks]
+    )
     episode_success = bool(curve.success_score > success_threshold)
     # Exactly the rows of the frames that became samples (one row per
     # sample), not every frame that shares a sample's stamp.
@@ -193,8 +208,9 @@ def frame_columns(result: EpisodeResult, success_threshold: float) -> dict[str, 
     }
 
 
-def live_columns(stamps: np.ndarray, ticks: Sequence[tuple[int, float, float, bool]]
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def live_columns(
+    stamps: np.ndarray, ticks: Sequence[tuple[int, float, float, bool]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The frame table's live columns from ticks ``(stamp_ns, progress, log_prob_true, success)``.
 
     Each frame carries the latest tick whose newest frame it is or follows
@@ -218,19 +234,32 @@ def unscored_record(result: EpisodeResult) -> tuple[str, dict[str, Any]]:
     spec = result.spec
     verdict = {"result": result.summary.to_dict()} if result.summary is not None else {}
     if result.status == "empty":
-        return "empty", {"episode_index": spec.index, "instruction": spec.instruction,
-                         "reason": result.message, **verdict}
-    record: dict[str, Any] = {"episode_index": spec.index, "instruction": spec.instruction,
-                              "error": result.message, **verdict}
+        return "empty", {
+            "episode_index": spec.index,
+            "instruction": spec.instruction,
+            "reason": result.message,
+            **verdict,
+        }
+    record: dict[str, Any] = {
+        "episode_index": spec.index,
+        "instruction": spec.instruction,
+        "error": result.message,
+        **verdict,
+    }
     if result.status == "refused":
         # A refused episode's record names the interval left unscored.
-        record.update({"start_log_ns": spec.start_ns, "end_log_ns": spec.end_ns,
-                       "end_reason": spec.end_reason, "frames_not_scored": result.num_frames})
+        record.update(
+            {
+                "start_log_ns": spec.start_ns,
+                "end_log_ns": spec.end_ns,
+                "end_reason": spec.end_reason,
+                "frames_not_scored": result.num_frames,
+            }
+        )
     return "failure", record
 
 
-def write_combined_tables(manifest: Manifest, out_dir: Path, model_id: str,
-                          rabc_index: Any = None) -> None:
+def write_combined_tables(manifest: Manifest, out_dir: Path, model_id: str, rabc_index: Any = None) -> None:
     """The combined outputs of ``out_dir``: every completed episode's rows.
 
     ``frames.parquet`` / ``frames.csv``, and the LeRobot RA-BC progress
@@ -245,5 +274,4 @@ def write_combined_tables(manifest: Manifest, out_dir: Path, model_id: str,
     write_parquet(out_dir / "frames.parquet", table)
     write_csv(out_dir / "frames.csv", table)
     index, metadata = rabc_index(table) if rabc_index is not None else (None, {})
-    write_progress_parquet(out_dir / PROGRESS_FILE, table, model_id, index=index,
-                           extra_metadata=metadata or None)
+    write_progress_parquet(out_dir / PROGRESS_FILE, table, model_id, index=index, extra_metadata=metadata or None)

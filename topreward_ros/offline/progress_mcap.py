@@ -6,6 +6,7 @@ live topics (a Foxglove layout, a recorder-side logger, a training pipeline)
 read an offline-scored bag without change. Each message is logged at the bag time of
 the tick that produced it, like a recorder next to the node would have.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -54,24 +55,24 @@ def episode_success_msg(tick: TickResult, consecutive: int, store: Typestore | N
     return episode_success(tick, consecutive, message_kit(store))
 
 
-def write_progress_mcap(path: Path, ticks: Sequence[TimedTick], consecutive: int,
-                        store: Typestore | None = None, summary: EpisodeSummary | None = None,
-                        end_log_ns: int = 0) -> Path:
+def write_progress_mcap(
+    path: Path,
+    ticks: Sequence[TimedTick],
+    consecutive: int,
+    store: Typestore | None = None,
+    summary: EpisodeSummary | None = None,
+    end_log_ns: int = 0,
+) -> Path:
     """One MCAP with a TaskProgress per tick, an EpisodeSuccess when success fired and the
     episode's EpisodeResult (``summary``) at its end (``end_log_ns``, never before its last tick)."""
     from topreward_ros.bag.writer import write_single_mcap
 
     messages: list[tuple[str, Any, int]] = []
     for timed in ticks:
-        messages.append(
-            (PROGRESS_TOPIC, task_progress_msg(timed.result, store), timed.log_time_ns))
+        messages.append((PROGRESS_TOPIC, task_progress_msg(timed.result, store), timed.log_time_ns))
         if timed.result.success_fired:
-            messages.append(
-                (SUCCESS_TOPIC, episode_success_msg(timed.result, consecutive, store),
-                 timed.log_time_ns)
-            )
+            messages.append((SUCCESS_TOPIC, episode_success_msg(timed.result, consecutive, store), timed.log_time_ns))
     if summary is not None:
         last_tick = max((t.log_time_ns for t in ticks), default=end_log_ns)
-        messages.append(
-            (RESULT_TOPIC, episode_result(summary, message_kit(store)), max(end_log_ns, last_tick)))
+        messages.append((RESULT_TOPIC, episode_result(summary, message_kit(store)), max(end_log_ns, last_tick)))
     return write_single_mcap(path, messages, typestore=store)

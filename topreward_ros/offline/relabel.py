@@ -27,6 +27,7 @@ files, as everything is computed from the stored scores). ``plot.png``
 draws no threshold; ``progress.mp4`` (``--video``) keeps the threshold it
 was drawn with (its pictures need the frames: re-score to redraw it).
 """
+
 from __future__ import annotations
 
 import json
@@ -84,14 +85,24 @@ def _replay(curve: dict[str, Any], threshold: float) -> tuple[list[dict[str, Any
     """The live ticks and the episode result of ``curve`` judged at ``threshold``."""
     settings = curve.get("settings", {})
     progress = CausalProgress(threshold)
-    detector = SuccessDetector(threshold, window=int(settings.get("success_window", 3)),
-                               consecutive=int(settings.get("success_consecutive", 2)))
+    detector = SuccessDetector(
+        threshold,
+        window=int(settings.get("success_window", 3)),
+        consecutive=int(settings.get("success_consecutive", 2)),
+    )
     ticks, last_progress = [], None
     for tick in curve["live"]:
         value = progress.update(tick["log_prob_true"])
         verdict = detector.update(tick["log_prob_true"])
-        ticks.append({**tick, "progress": value, "success_score": verdict.score,
-                      "success": verdict.success, "success_fired": verdict.fired})
+        ticks.append(
+            {
+                **tick,
+                "progress": value,
+                "success_score": verdict.score,
+                "success": verdict.success,
+                "success_fired": verdict.fired,
+            }
+        )
         last_progress = value
     result = curve.get("result")
     if result is not None:
@@ -103,8 +114,9 @@ def _replay(curve: dict[str, Any], threshold: float) -> tuple[list[dict[str, Any
     return ticks, result
 
 
-def relabel_episode(root: Path, entry: dict[str, Any], thresholds: SuccessThresholds,
-                    settings: dict[str, Any]) -> dict[str, Any]:
+def relabel_episode(
+    root: Path, entry: dict[str, Any], thresholds: SuccessThresholds, settings: dict[str, Any]
+) -> dict[str, Any]:
     """Rewrite one scored episode's files at its new threshold; its new manifest entry."""
     files = {Path(f).name: root / f for f in entry.get("files", [])}
     if "curve.json" not in files:
@@ -113,57 +125,90 @@ def relabel_episode(root: Path, entry: dict[str, Any], thresholds: SuccessThresh
     threshold = thresholds.for_instruction(curve["instruction"])
     ticks, result = _replay(curve, threshold)
     offline_score = (curve.get("offline") or {}).get("success_score")
-    episode_success = bool(curve["sample_stamps_ns"]) and offline_score is not None \
-        and bool(offline_score > threshold)
+    episode_success = bool(curve["sample_stamps_ns"]) and offline_score is not None and bool(offline_score > threshold)
     if "frames.parquet" in files:
         table = read_parquet(files["frames.parquet"])
         columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
         live_progress, live_lp, live_success = live_columns(
-            columns["stamp_ns"], [(t["stamp_ns"], t["progress"], t["log_prob_true"], t["success"])
-                                  for t in ticks])
-        columns.update(live_progress=live_progress, live_log_prob_true=live_lp, success=live_success,
-                       episode_success=np.full(table.num_rows, episode_success))
+            columns["stamp_ns"], [(t["stamp_ns"], t["progress"], t["log_prob_true"], t["success"]) for t in ticks]
+        )
+        columns.update(
+            live_progress=live_progress,
+            live_log_prob_true=live_lp,
+            success=live_success,
+            episode_success=np.full(table.num_rows, episode_success),
+        )
         new_table = frame_table(columns)
         write_parquet(files["frames.parquet"], new_table)
         if "frames.csv" in files:
             write_csv(files["frames.csv"], new_table)
     if "progress.mcap" in files:
-        _rewrite_mcap(files["progress.mcap"], ticks, threshold, result, entry,
-                      int(curve.get("settings", {}).get("success_consecutive", 2)))
-    curve.update(live=ticks, episode_success=episode_success, success_threshold=threshold,
-                 result=result, settings=settings)
+        _rewrite_mcap(
+            files["progress.mcap"],
+            ticks,
+            threshold,
+            result,
+            entry,
+            int(curve.get("settings", {}).get("success_consecutive", 2)),
+        )
+    curve.update(
+        live=ticks, episode_success=episode_success, success_threshold=threshold, result=result, settings=settings
+    )
     write_json_atomic(files["curve.json"], curve)
     return {**entry, "result": result}
 
 
-def _rewrite_mcap(path: Path, ticks: list[dict[str, Any]], threshold: float,
-                  result: dict[str, Any] | None, entry: dict[str, Any], consecutive: int) -> None:
+def _rewrite_mcap(
+    path: Path,
+    ticks: list[dict[str, Any]],
+    threshold: float,
+    result: dict[str, Any] | None,
+    entry: dict[str, Any],
+    consecutive: int,
+) -> None:
     from topreward_ros.bag.reader import BagReader
 
     with BagReader(path) as reader:
         messages = [(m.log_time_ns, reader.deserialize(m)) for m in reader.messages([PROGRESS_TOPIC])]
     if len(messages) != len(ticks):
-        raise RelabelError(f"{path} holds {len(messages)} TaskProgress messages, curve.json "
-                           f"{len(ticks)} ticks: the episode's files do not belong together")
+        raise RelabelError(
+            f"{path} holds {len(messages)} TaskProgress messages, curve.json "
+            f"{len(ticks)} ticks: the episode's files do not belong together"
+        )
 
     def ns(stamp: Any) -> int:
         return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
 
     timed = []
     for (log_ns, msg), tick in zip(messages, ticks):
-        timed.append(TimedTick(log_ns, TickResult(
-            episode_id=msg.episode_id, instruction=msg.instruction, log_prob_true=msg.log_prob_true,
-            log_prob_false=msg.log_prob_false, stamp_ns=ns(msg.header.stamp),
-            frame_id=msg.header.frame_id, frame_stamps_ns=tuple(ns(s) for s in msg.frame_stamps),
-            progress=tick["progress"], success_score=tick["success_score"], success_threshold=threshold,
-            success=tick["success"], success_fired=tick["success_fired"],
-            latency_s=float(msg.inference_latency), model_id=msg.model_id)))
+        timed.append(
+            TimedTick(
+                log_ns,
+                TickResult(
+                    episode_id=msg.episode_id,
+                    instruction=msg.instruction,
+                    log_prob_true=msg.log_prob_true,
+                    log_prob_false=msg.log_prob_false,
+                    stamp_ns=ns(msg.header.stamp),
+                    frame_id=msg.header.frame_id,
+                    frame_stamps_ns=tuple(ns(s) for s in msg.frame_stamps),
+                    progress=tick["progress"],
+                    success_score=tick["success_score"],
+                    success_threshold=threshold,
+                    success=tick["success"],
+                    success_fired=tick["success_fired"],
+                    latency_s=float(msg.inference_latency),
+                    model_id=msg.model_id,
+                ),
+            )
+        )
     summary = EpisodeSummary.from_dict(result) if result is not None else None
     write_progress_mcap(path, timed, consecutive, summary=summary, end_log_ns=int(entry["end_log_ns"]))
 
 
-def relabel(out_dir: Path, thresholds: SuccessThresholds,
-            on_episode: Callable[[int, dict[str, Any]], None] | None = None) -> RelabelReport:
+def relabel(
+    out_dir: Path, thresholds: SuccessThresholds, on_episode: Callable[[int, dict[str, Any]], None] | None = None
+) -> RelabelReport:
     """Apply ``thresholds`` to every episode of ``out_dir`` (see the module doc)."""
     out_dir = Path(out_dir)
     path = out_dir / MANIFEST_NAME
@@ -173,8 +218,9 @@ def relabel(out_dir: Path, thresholds: SuccessThresholds,
         episodes = {int(k): v for k, v in manifest["episodes"].items()}
         old_settings = manifest["settings"]
     except FileNotFoundError as exc:
-        raise RelabelError(f"{out_dir} holds no {MANIFEST_NAME}: not an output of topreward bag or "
-                           f"topreward lerobot") from exc
+        raise RelabelError(
+            f"{out_dir} holds no {MANIFEST_NAME}: not an output of topreward bag or topreward lerobot"
+        ) from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RelabelError(f"{path} is unreadable: {exc}") from exc
     if version != MANIFEST_VERSION:
@@ -182,9 +228,14 @@ def relabel(out_dir: Path, thresholds: SuccessThresholds,
     target = {"success_threshold": thresholds.default, "task_thresholds": thresholds.task_map}
     state = manifest.get("relabel") or {}
     done = set(state.get("done", [])) if state.get("to") == target and state.get("in_progress") else set()
-    source = state.get("from") if done else {
-        "success_threshold": old_settings.get("success_threshold"),
-        "task_thresholds": old_settings.get("task_thresholds", {})}
+    source = (
+        state.get("from")
+        if done
+        else {
+            "success_threshold": old_settings.get("success_threshold"),
+            "task_thresholds": old_settings.get("task_thresholds", {}),
+        }
+    )
     settings = settings_with(old_settings, thresholds)
     manifest["relabel"] = {"in_progress": True, "from": source, "to": target, "done": sorted(done)}
     write_json_atomic(path, manifest)
@@ -214,7 +265,6 @@ def relabel(out_dir: Path, thresholds: SuccessThresholds,
     write_parquet(out_dir / "frames.parquet", combined)
     write_csv(out_dir / "frames.csv", combined)
     manifest["settings"] = settings
-    manifest["relabel"] = {"in_progress": False, "from": source, "to": target,
-                           "episodes": len(episodes)}
+    manifest["relabel"] = {"in_progress": False, "from": source, "to": target, "episodes": len(episodes)}
     write_json_atomic(path, manifest)
     return report

@@ -1,4 +1,5 @@
 """What an offline run did to each episode of one source, for the summary and the exit code."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -59,8 +60,13 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.read_error or self.interrupted or self.by_status("failed")
-                    or self.by_status("refused") or self.nothing_scored)
+        return not (
+            self.read_error
+            or self.interrupted
+            or self.by_status("failed")
+            or self.by_status("refused")
+            or self.nothing_scored
+        )
 
     def summary(self) -> str:
         lines = [f"{self.kind} {self.bag} -> {self.output}"]
@@ -77,20 +83,24 @@ class RunReport:
                 lines.append(
                     f"WARNING: episode {e.index}: {count} of {topic}'s frames have a header stamp "
                     f"that does not increase over the previous frame (a driver publishing zero or "
-                    f"repeated stamps?); they were never sampled")
+                    f"repeated stamps?); they were never sampled"
+                )
             for topic, count in e.sync_misses.items():
                 lines.append(
                     f"note: episode {e.index}: {count} of {e.num_samples} samples have no {topic} "
-                    f"frame within the sync tolerance (grey view)")
+                    f"frame within the sync tolerance (grey view)"
+                )
         if self.nothing_scored and self.by_status("failed"):
             # Failures name their own cause (a replica that cannot open the input, a model error).
             empty = len(self.by_status("empty"))
-            lines.append(f"NOTHING SCORED: {len(self.by_status('failed'))} episode(s) of the {self.kind} "
-                         "failed (their errors are above)"
-                         + (f", {empty} had no usable camera frame" if empty else ""))
+            lines.append(
+                f"NOTHING SCORED: {len(self.by_status('failed'))} episode(s) of the {self.kind} "
+                "failed (their errors are above)" + (f", {empty} had no usable camera frame" if empty else "")
+            )
         elif self.nothing_scored:
-            lines.append(f"NOTHING SCORED: no episode of the {self.kind} had a usable camera frame "
-                         "(see the episodes above)")
+            lines.append(
+                f"NOTHING SCORED: no episode of the {self.kind} had a usable camera frame (see the episodes above)"
+            )
         if self.frames_outside_episodes:
             lines.append(
                 f"note: {self.frames_outside_episodes} primary camera frames arrived outside any "

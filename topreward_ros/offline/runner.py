@@ -13,6 +13,7 @@ Tick rule (shared with the node's timer): ticks fire at
 ``tick_phase_ns + k * period`` for every such time in the episode's span
 ``(start_ns, end_ns]``; a tick at T sees the frames logged before T.
 """
+
 from __future__ import annotations
 
 import math
@@ -99,8 +100,9 @@ def count_primary_frames(frames: Iterable[SourceFrame]) -> int:
 class OfflineRunner:
     """Scores episodes one after another with one loaded scorer."""
 
-    def __init__(self, scorer: ScoringBackend, settings: EpisodeSettings, options: RunnerOptions,
-                 cameras: tuple[str, ...]) -> None:
+    def __init__(
+        self, scorer: ScoringBackend, settings: EpisodeSettings, options: RunnerOptions, cameras: tuple[str, ...]
+    ) -> None:
         self.scorer = scorer
         self.settings = settings
         self.options = options
@@ -204,14 +206,13 @@ class OfflineRunner:
             result.kept_primary[stamp] = len(result.frame_stamps_ns) - 1
         if added is AddResult.STALE:
             result.bad_frames.append(
-                f"{frame.label} is not newer than the previous frame (clock jump or reordered "
-                f"recording); ignored")
+                f"{frame.label} is not newer than the previous frame (clock jump or reordered recording); ignored"
+            )
 
     def _take_bad_frames(self, result: EpisodeResult) -> None:
         """Frames the tick could not convert: left out and reported, like undecodable ones."""
         for bad in self.episode_runner.take_bad_frames():
-            result.bad_frames.append(
-                f"{self.cameras[bad.camera]} frame stamped {bad.stamp_ns} ns: {bad.error}")
+            result.bad_frames.append(f"{self.cameras[bad.camera]} frame stamped {bad.stamp_ns} ns: {bad.error}")
 
     # -- the end ----------------------------------------------------------------------------
     def _refused(self, result: EpisodeResult) -> EpisodeResult:
@@ -220,7 +221,8 @@ class OfflineRunner:
         result.status = "refused"
         result.message = (
             f"instruction refused, episode not scored: {result.refused}; {result.num_frames} "
-            f"primary camera frames from log time {spec.start_ns} to {spec.end_ns} ns not scored")
+            f"primary camera frames from log time {spec.start_ns} to {spec.end_ns} ns not scored"
+        )
         return result
 
     def _refused_summary(self, result: EpisodeResult) -> EpisodeSummary:
@@ -229,13 +231,24 @@ class OfflineRunner:
         nan = float("nan")
         return EpisodeSummary(
             episode_id=spec.episode_id or f"episode-{spec.index:06d}",
-            instruction=spec.instruction, end_reason=end_reason_code(spec.end_reason),
-            end_detail=spec.end_reason, first_stamp_ns=stamps[0] if stamps else None,
-            last_stamp_ns=max(stamps) if stamps else None, log_prob_true=nan, progress=nan,
-            success_score=nan, success=False, threshold=float(self.settings.threshold_for(spec.instruction)),
-            frames=len(stamps), samples=0, ticks=len(result.ticks), final_frames_scored=False,
-            scored_at_end=False, not_scored_reason=f"{END_REFUSED}: {result.refused}",
-            model_id=str(getattr(self.scorer, "model_id", "")))
+            instruction=spec.instruction,
+            end_reason=end_reason_code(spec.end_reason),
+            end_detail=spec.end_reason,
+            first_stamp_ns=stamps[0] if stamps else None,
+            last_stamp_ns=max(stamps) if stamps else None,
+            log_prob_true=nan,
+            progress=nan,
+            success_score=nan,
+            success=False,
+            threshold=float(self.settings.threshold_for(spec.instruction)),
+            frames=len(stamps),
+            samples=0,
+            ticks=len(result.ticks),
+            final_frames_scored=False,
+            scored_at_end=False,
+            not_scored_reason=f"{END_REFUSED}: {result.refused}",
+            model_id=str(getattr(self.scorer, "model_id", "")),
+        )
 
     def _finish(self, result: EpisodeResult) -> EpisodeResult:
         runner = self.episode_runner
@@ -260,10 +273,13 @@ class OfflineRunner:
                 result.message = f"no camera frame before the episode ended ({result.spec.end_reason})"
             return result
         t0 = time.perf_counter()
-        result.curve = self.scorer.curve([s.image for s in samples], [s.stamp_ns for s in samples],
-                                         result.spec.instruction,
-                                         num_prefixes=self.options.num_prefixes,
-                                         max_frames=self.settings.max_frames)
+        result.curve = self.scorer.curve(
+            [s.image for s in samples],
+            [s.stamp_ns for s in samples],
+            result.spec.instruction,
+            num_prefixes=self.options.num_prefixes,
+            max_frames=self.settings.max_frames,
+        )
         result.model_s += time.perf_counter() - t0
         if result.bad_frames:
             result.message = f"{len(result.bad_frames)} bad frames left out{first_bad}"

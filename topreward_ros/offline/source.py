@@ -23,6 +23,7 @@ the input against) and the options that change its outputs (recorded in
 the manifest). Adding a source means one new class in ``topreward_ros.sources``
 implementing this interface: no runner, engine or output code changes.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

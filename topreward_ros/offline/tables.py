@@ -25,6 +25,7 @@ Columns (``FRAME_SCHEMA``):
 * ``episode_success`` (bool): the offline verdict for the whole episode
   (success score of the full curve > threshold, strictly, as the live detector).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -38,20 +39,22 @@ import pyarrow.parquet as pq
 
 from topreward_ros.files.atomic import write_atomic
 
-FRAME_SCHEMA = pa.schema([
-    ("episode_index", pa.int64()),
-    ("frame_index", pa.int64()),
-    ("timestamp", pa.float32()),
-    ("stamp_ns", pa.int64()),
-    ("log_time_ns", pa.int64()),
-    ("sampled", pa.bool_()),
-    ("progress", pa.float32()),
-    ("reward", pa.float32()),
-    ("success", pa.bool_()),
-    ("live_progress", pa.float32()),
-    ("live_log_prob_true", pa.float64()),
-    ("episode_success", pa.bool_()),
-])
+FRAME_SCHEMA = pa.schema(
+    [
+        ("episode_index", pa.int64()),
+        ("frame_index", pa.int64()),
+        ("timestamp", pa.float32()),
+        ("stamp_ns", pa.int64()),
+        ("log_time_ns", pa.int64()),
+        ("sampled", pa.bool_()),
+        ("progress", pa.float32()),
+        ("reward", pa.float32()),
+        ("success", pa.bool_()),
+        ("live_progress", pa.float32()),
+        ("live_log_prob_true", pa.float64()),
+        ("episode_success", pa.bool_()),
+    ]
+)
 
 #: The columns a LeRobot dataset can be joined on.
 JOIN_KEYS = ("episode_index", "frame_index", "timestamp")

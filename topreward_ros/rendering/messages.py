@@ -10,6 +10,7 @@ No ROS import: the message classes come from the caller (``MessageKit``). Both
 bindings' classes take every field as a keyword argument, which is all this
 module relies on.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ def episode_success(result: TickResult, consecutive: int, kit: MessageKit) -> An
 
 def episode_result_fields(summary: EpisodeSummary, kit: MessageKit) -> dict[str, Any]:
     """Every EpisodeResult field of an ended episode's verdict."""
+
     def stamp(ns: int | None) -> Any:
         return kit.stamp(ns) if ns is not None else kit.time(sec=0, nanosec=0)
 

@@ -9,6 +9,7 @@ SUCCESS banner once success has latched. The node publishes this picture on
 both come from this one function. Plain numpy and Pillow: no ROS, no plotting
 library, a few milliseconds per picture.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -43,9 +44,15 @@ def plot_rows(progress: float) -> int:
     return _PLOT_MARGIN + int(round((1.0 - clipped) * (usable - 1)))
 
 
-def render(view: np.ndarray | None, progress: Sequence[float], *, success: bool,
-           success_score: float | None = None, threshold: float | None = None,
-           view_height: int = 244) -> np.ndarray:
+def render(
+    view: np.ndarray | None,
+    progress: Sequence[float],
+    *,
+    success: bool,
+    success_score: float | None = None,
+    threshold: float | None = None,
+    view_height: int = 244,
+) -> np.ndarray:
     """The picture as an (H, W, 3) uint8 RGB array.
 
     ``view``: the newest sample as the model saw it (None: a grey placeholder
@@ -60,7 +67,7 @@ def render(view: np.ndarray | None, progress: Sequence[float], *, success: bool,
     canvas = np.zeros((BANNER_HEIGHT + height + PLOT_HEIGHT, out_width, 3), dtype=np.uint8)
     canvas[:BANNER_HEIGHT] = SUCCESS_BANNER if success else RUNNING_BANNER
     left = (out_width - width) // 2
-    canvas[BANNER_HEIGHT:BANNER_HEIGHT + height, left:left + width] = view
+    canvas[BANNER_HEIGHT : BANNER_HEIGHT + height, left : left + width] = view
     top = BANNER_HEIGHT + height
     canvas[top:] = PLOT_BACKGROUND
     threshold_row = top + plot_rows(1.0)
@@ -72,8 +79,7 @@ def render(view: np.ndarray | None, progress: Sequence[float], *, success: bool,
     if values:
         span = max(len(values), MIN_TICKS_SHOWN) - 1
         usable = out_width - 2 * _PLOT_MARGIN - 1
-        points = [(_PLOT_MARGIN + int(round(i * usable / span)), top + plot_rows(v))
-                  for i, v in enumerate(values)]
+        points = [(_PLOT_MARGIN + int(round(i * usable / span)), top + plot_rows(v)) for i, v in enumerate(values)]
         if len(points) == 1:
             draw.point(points[0], fill=CURVE)
         else:

@@ -17,6 +17,7 @@ Sans first, then Noto Sans CJK, which the ``noto-cjk-sans-otc`` package
 matplotlib's font manager here. A system install of the same font (Debian:
 fonts-noto-cjk) is used when the package is missing.
 """
+
 from __future__ import annotations
 
 import os
@@ -137,8 +138,15 @@ def plot_curve(
     lines = ax.get_lines() + raw_ax.get_lines()
     ax.legend(lines, [str(line.get_label()) for line in lines], loc="upper left", fontsize=8)
     fig.suptitle(title or curve.model_id, fontsize=10, fontfamily=text_font_families())
-    ax.text(0.99, 0.98, f"success score {curve.success_score:.2f} nats", transform=ax.transAxes,
-            ha="right", va="top", fontsize=8)
+    ax.text(
+        0.99,
+        0.98,
+        f"success score {curve.success_score:.2f} nats",
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8,
+    )
 
     if ax_thumbs is not None:
         count = len(thumbnails)

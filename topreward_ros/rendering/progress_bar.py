@@ -4,6 +4,7 @@ A bar on a pipe or in a log file is noise, so it is shown only when stderr is
 a terminal and the user did not ask for quiet output; otherwise a no-op with
 the same two methods stands in.
 """
+
 from __future__ import annotations
 
 import sys

@@ -8,6 +8,7 @@ SUCCESS banner from the tick success latched. Written with PyAV (H.264) to a
 temporary file and moved into place, so an interrupted run never leaves a
 half-written video that looks complete.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -38,8 +39,13 @@ def tick_pictures(samples: Sequence[Any], ticks: Sequence[Any], view_height: int
         at = int(np.searchsorted(stamps, result.stamp_ns, side="right")) - 1
         view = samples[at].image if at >= 0 else None
         yield progress_picture.render(
-            view, progress, success=result.success, success_score=result.success_score,
-            threshold=result.success_threshold, view_height=view_height)
+            view,
+            progress,
+            success=result.success,
+            success_score=result.success_score,
+            threshold=result.success_threshold,
+            view_height=view_height,
+        )
 
 
 def write_video(path: Path, pictures: Iterator[np.ndarray], fps: float) -> int:
@@ -61,7 +67,7 @@ def write_video(path: Path, pictures: Iterator[np.ndarray], fps: float) -> int:
                     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
                     stream.options = {"crf": "18"}
                 padded = np.zeros((stream.height, stream.width, 3), np.uint8)
-                padded[:picture.shape[0], :picture.shape[1]] = picture
+                padded[: picture.shape[0], : picture.shape[1]] = picture
                 for packet in stream.encode(av.VideoFrame.from_ndarray(padded, format="rgb24")):
                     container.mux(packet)
                 frames += 1

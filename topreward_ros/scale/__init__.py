@@ -11,13 +11,13 @@ when it is missing.
   replicas, writes each episode's files into the output layout and manifest
   atomically, and leaves an episode whose replica died for good to a re-run.
 """
+
 from __future__ import annotations
 
 from types import ModuleType
 
 SCALE_EXTRA = "scale"
-INSTALL_HINT = ("pip install 'topreward_ros[scale]' from the package directory, or "
-                "pip install -r requirements/scale.txt")
+INSTALL_HINT = "pip install 'topreward_ros[scale]' from the package directory, or pip install -r requirements/scale.txt"
 
 
 class RayUnavailableError(RuntimeError):
@@ -30,7 +30,6 @@ def import_ray() -> ModuleType:
         import ray
     except ImportError as exc:
         raise RayUnavailableError(
-            f"--ray needs Ray, which comes with the optional '{SCALE_EXTRA}' extra: "
-            f"{INSTALL_HINT} ({exc})"
+            f"--ray needs Ray, which comes with the optional '{SCALE_EXTRA}' extra: {INSTALL_HINT} ({exc})"
         ) from exc
     return ray

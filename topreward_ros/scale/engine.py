@@ -27,6 +27,7 @@ What a failure costs:
 The inputs must be readable under the same path on every node that runs a
 replica (shared storage); the output directories only on the driver.
 """
+
 from __future__ import annotations
 
 import os
@@ -111,17 +112,20 @@ def auth_hint(address: str | None) -> str:
     """What to set when joining a running cluster failed and token authentication may be why."""
     if address == "local" or os.environ.get("RAY_AUTH_MODE"):
         return ""
-    return ("; if the cluster was started with `ray start` (Ray 2.60 and later turn token authentication on, "
-            "and a driver without it is refused: InvalidAuthToken), set RAY_AUTH_MODE=token in this shell; "
-            "the token is read from ~/.ray/auth_token on the machine that ran `ray start`, elsewhere give it "
-            "in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH")
+    return (
+        "; if the cluster was started with `ray start` (Ray 2.60 and later turn token authentication on, "
+        "and a driver without it is refused: InvalidAuthToken), set RAY_AUTH_MODE=token in this shell; "
+        "the token is read from ~/.ray/auth_token on the machine that ran `ray start`, elsewhere give it "
+        "in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
+    )
 
 
 class RayEngine:
     """Runs the episodes of many inputs on Ray replicas and writes their outputs (see the module doc)."""
 
-    def __init__(self, config: Any, options: RayOptions, progress: bool = True,
-                 on_replica_episode: ReplicaHook | None = None) -> None:
+    def __init__(
+        self, config: Any, options: RayOptions, progress: bool = True, on_replica_episode: ReplicaHook | None = None
+    ) -> None:
         self.config = config
         self.options = options
         self.progress = progress
@@ -142,8 +146,9 @@ class RayEngine:
                 # workstation (no effect when an existing cluster is joined).
                 os.environ.setdefault("RAY_worker_niceness", "0")
             try:
-                ray.init(address=self.options.address, include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
+                ray.init(
+                    address=self.options.address, include_dashboard=False, log_to_driver=False, configure_logging=False
+                )
             except ConnectionError as exc:
                 raise ConnectionError(f"{exc}{auth_hint(self.options.address)}") from exc
             self._started_ray = True
@@ -162,8 +167,8 @@ class RayEngine:
                 f"--cpus-per-replica"
             )
         actor_class = ray.remote(ScorerReplica).options(
-            num_cpus=cpus, num_gpus=gpus, max_restarts=self.options.retries,
-            max_task_retries=self.options.retries)
+            num_cpus=cpus, num_gpus=gpus, max_restarts=self.options.retries, max_task_retries=self.options.retries
+        )
         self.actors = [actor_class.remote(self.config) for _ in range(replicas)]
         errors = []
         alive = []
@@ -177,9 +182,10 @@ class RayEngine:
         if not alive:
             raise ReplicaStartError(f"no model replica started: {errors[0]}")
         self.model_id = self.replica_info[0]["model_id"]
-        self._log(f"ray: {len(alive)} replica(s) of {self.model_id} "
-                  f"({cpus:g} CPU, {gpus:g} GPU each)"
-                  + (f"; {len(errors)} failed to start: {errors[0]}" if errors else ""))
+        self._log(
+            f"ray: {len(alive)} replica(s) of {self.model_id} "
+            f"({cpus:g} CPU, {gpus:g} GPU each)" + (f"; {len(errors)} failed to start: {errors[0]}" if errors else "")
+        )
 
     def close(self) -> None:
         for actor in self.actors:
@@ -199,9 +205,15 @@ class RayEngine:
         self.close()
 
     # -- the run -------------------------------------------------------------------------
-    def run(self, jobs: Sequence[InputJob], settings: OfflineSettings, force: bool = False,
-            extra: EpisodeExtra | None = None, on_episode: EpisodeHook | None = None,
-            on_input_done: Callable[[InputRun], None] | None = None) -> list[InputRun]:
+    def run(
+        self,
+        jobs: Sequence[InputJob],
+        settings: OfflineSettings,
+        force: bool = False,
+        extra: EpisodeExtra | None = None,
+        on_episode: EpisodeHook | None = None,
+        on_input_done: Callable[[InputRun], None] | None = None,
+    ) -> list[InputRun]:
         """Score every job's episodes on the replicas; one ``InputRun`` per job, in job order."""
         ray = self.ray
         inputs: list[_Input] = []
@@ -239,8 +251,7 @@ class RayEngine:
                         self.actors = [a for a in self.actors if a is not actor]
                     else:
                         assert item is not None and spec is not None
-                        item.lost(spec, f"the replica scoring episode {spec.index} died: "
-                                        f"{_cause(exc)}")
+                        item.lost(spec, f"the replica scoring episode {spec.index} died: {_cause(exc)}")
                         self._log(f"ray: {item.job.name}: {item.lost_reason}")
                         # Alive again once Ray restarted it (waited for while it restarts),
                         # an error if it is gone for good.
@@ -280,8 +291,9 @@ class RayEngine:
             runs.append(item.run if item.run is not None else InputRun(item.job, started=False))
         return runs
 
-    def _plan(self, item: _Input, settings: OfflineSettings, force: bool,
-              queue: deque[tuple[_Input, EpisodeSpec]]) -> None:
+    def _plan(
+        self, item: _Input, settings: OfflineSettings, force: bool, queue: deque[tuple[_Input, EpisodeSpec]]
+    ) -> None:
         """Open the input's output directory and queue its episodes not done yet."""
         job = item.job
         assert job.source is not None
@@ -304,8 +316,7 @@ class RayEngine:
                 if budget is not None:
                     budget -= 1
 
-    def _finished(self, item: _Input, spec: EpisodeSpec, value: ReplicaResult,
-                  on_episode: EpisodeHook | None) -> None:
+    def _finished(self, item: _Input, spec: EpisodeSpec, value: ReplicaResult, on_episode: EpisodeHook | None) -> None:
         output = item.output
         assert output is not None
         item.pending -= 1
@@ -334,8 +345,10 @@ class RayEngine:
         report = item.output.close(item.notes)
         report.episodes.sort(key=lambda e: e.index)
         if item.lost_reason:
-            report.notes.append(f"{item.lost_reason}; {len(report.by_status('scored'))} episode(s) "
-                                f"written in this run, re-run to continue")
+            report.notes.append(
+                f"{item.lost_reason}; {len(report.by_status('scored'))} episode(s) "
+                f"written in this run, re-run to continue"
+            )
         item.run = InputRun(item.job, report, error=item.lost_reason)
         self._log(f"ray: {item.job.name}: {item.run.status}")
         if on_input_done is not None:

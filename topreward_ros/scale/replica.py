@@ -15,6 +15,7 @@ episode it was scoring. This module does not import Ray: ``engine.py`` wraps
 the class with ``ray.remote`` at run time, and it can be exercised
 in-process as well.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,12 +58,22 @@ class ScorerReplica:
 
     def info(self) -> dict[str, Any]:
         """Who this replica is (also the driver's liveness probe)."""
-        return {"pid": os.getpid(), "host": socket.gethostname(),
-                "model_id": self.scorer.model_id, "device": str(getattr(self.scorer, "device", "")),
-                "cpu_s": time.process_time()}
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "model_id": self.scorer.model_id,
+            "device": str(getattr(self.scorer, "device", "")),
+            "cpu_s": time.process_time(),
+        }
 
-    def score(self, source: EpisodeSource, spec: EpisodeSpec, settings: OfflineSettings,
-              record: dict[str, Any], extra: EpisodeExtra | None = None) -> ReplicaResult:
+    def score(
+        self,
+        source: EpisodeSource,
+        spec: EpisodeSpec,
+        settings: OfflineSettings,
+        record: dict[str, Any],
+        extra: EpisodeExtra | None = None,
+    ) -> ReplicaResult:
         """Score ``spec`` of ``source``; its files as bytes (see ``ReplicaResult``)."""
         runner = settings.episode_runner(self.scorer, source.cameras)
         scratch = Path(tempfile.mkdtemp(prefix="topreward-replica-"))
@@ -73,8 +84,7 @@ class ScorerReplica:
             except SourceReadError as exc:
                 return ReplicaResult("read_error", message=str(exc))
             except Exception as exc:  # noqa: BLE001 - one episode's failure stops no other
-                return ReplicaResult("failed", message=f"scoring or writing failed: "
-                                                       f"{type(exc).__name__}: {exc}")
+                return ReplicaResult("failed", message=f"scoring or writing failed: {type(exc).__name__}: {exc}")
             files = {}
             if done.entry is not None:
                 files = {rel: (scratch / rel).read_bytes() for rel in done.entry["files"]}

@@ -4,6 +4,7 @@ Plain Python (numpy; torch and transformers imported lazily by the backends),
 no ROS import anywhere in this package, so it serves the ROS node, the bag
 tools and the command line alike.
 """
+
 from topreward_ros.scoring.backends.factory import load_scorer
 from topreward_ros.scoring.backends.protocol import EpisodeScoring, ScoringBackend
 from topreward_ros.scoring.backends.registry import BACKEND_NAMES

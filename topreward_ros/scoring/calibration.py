@@ -19,6 +19,7 @@ control, success ROC-AUC of both scores, and the threshold that maximises
 balanced accuracy with its TPR / FPR. Metrics that need both classes are
 ``None`` (with the reason) when the labels hold only one.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -48,8 +49,7 @@ def window_mean(values: Sequence[float], window: int) -> float:
     return float(arr[-window:].mean())
 
 
-def two_way_success_score(log_prob_true: Sequence[float], log_prob_false: Sequence[float],
-                          window: int = 3) -> float:
+def two_way_success_score(log_prob_true: Sequence[float], log_prob_false: Sequence[float], window: int = 3) -> float:
     """Mean two-way score of the last ``window`` prefixes (the raw score's rule)."""
     return window_mean(two_way_log_probs(log_prob_true, log_prob_false), window)
 
@@ -142,8 +142,13 @@ class SetMetrics:
     undefined_reason: str | None
 
 
-def evaluate_set(voc: Sequence[float], control_voc: Sequence[float], raw_scores: Sequence[float],
-                 two_way_scores: Sequence[float], labels: Sequence[bool | int]) -> SetMetrics:
+def evaluate_set(
+    voc: Sequence[float],
+    control_voc: Sequence[float],
+    raw_scores: Sequence[float],
+    two_way_scores: Sequence[float],
+    labels: Sequence[bool | int],
+) -> SetMetrics:
     """Set metrics of episodes given per episode: VOC, control VOC, both success scores, label."""
     n = len(labels)
     if not (len(voc) == len(control_voc) == len(raw_scores) == len(two_way_scores) == n):
@@ -161,15 +166,26 @@ def evaluate_set(voc: Sequence[float], control_voc: Sequence[float], raw_scores:
         reason = "no labelled episode"
     elif successes in (0, n):
         only = "successes" if successes else "failures"
-        reason = (f"all {n} labelled episodes are {only}: ROC-AUC and a threshold need both "
-                  f"successes and failures")
+        reason = f"all {n} labelled episodes are {only}: ROC-AUC and a threshold need both successes and failures"
     else:
         auc_raw = success_roc_auc(raw_scores, y)
         auc_two_way = success_roc_auc(two_way_scores, y)
         choice_raw = choose_threshold(raw_scores, y)
         choice_two_way = choose_threshold(two_way_scores, y)
-    return SetMetrics(n, successes, n - successes, voc_mean, voc_std, control_mean, control_std,
-                      auc_raw, auc_two_way, choice_raw, choice_two_way, reason)
+    return SetMetrics(
+        n,
+        successes,
+        n - successes,
+        voc_mean,
+        voc_std,
+        control_mean,
+        control_std,
+        auc_raw,
+        auc_two_way,
+        choice_raw,
+        choice_two_way,
+        reason,
+    )
 
 
 # -- thresholds per task ------------------------------------------------------------------------------
@@ -194,8 +210,12 @@ class TaskThreshold:
     reason: str | None
 
 
-def task_thresholds(scores: Sequence[float], labels: Sequence[bool | int], instructions: Sequence[str],
-                    min_per_class: int = MIN_LABELS_PER_CLASS) -> dict[str, TaskThreshold]:
+def task_thresholds(
+    scores: Sequence[float],
+    labels: Sequence[bool | int],
+    instructions: Sequence[str],
+    min_per_class: int = MIN_LABELS_PER_CLASS,
+) -> dict[str, TaskThreshold]:
     """Per instruction: its success ROC-AUC and threshold, where it has ``min_per_class`` of each class."""
     s = finite_vector(scores, "scores")
     y = binary_labels(labels, s.size)
@@ -206,11 +226,19 @@ def task_thresholds(scores: Sequence[float], labels: Sequence[bool | int], instr
         mask = np.asarray([i == task for i in instructions])
         pos, neg = int(y[mask].sum()), int((~y[mask]).sum())
         if min(pos, neg) < min_per_class:
-            out[task] = TaskThreshold(task, pos + neg, pos, neg, None, None,
-                                      f"{pos} successes and {neg} failures: fewer than {min_per_class} of a class")
+            out[task] = TaskThreshold(
+                task,
+                pos + neg,
+                pos,
+                neg,
+                None,
+                None,
+                f"{pos} successes and {neg} failures: fewer than {min_per_class} of a class",
+            )
             continue
-        out[task] = TaskThreshold(task, pos + neg, pos, neg, success_roc_auc(s[mask], y[mask]),
-                                  choose_threshold(s[mask], y[mask]), None)
+        out[task] = TaskThreshold(
+            task, pos + neg, pos, neg, success_roc_auc(s[mask], y[mask]), choose_threshold(s[mask], y[mask]), None
+        )
     return out
 
 
@@ -243,8 +271,12 @@ class HeldOutComparison:
     own_threshold_used: int  # held-out episodes judged by a per-task threshold
 
 
-def leave_one_out(scores: Sequence[float], labels: Sequence[bool | int], instructions: Sequence[str],
-                  min_per_class: int = MIN_LABELS_PER_CLASS) -> HeldOutComparison | None:
+def leave_one_out(
+    scores: Sequence[float],
+    labels: Sequence[bool | int],
+    instructions: Sequence[str],
+    min_per_class: int = MIN_LABELS_PER_CLASS,
+) -> HeldOutComparison | None:
     """Compare global and per-task thresholds on held-out episodes (None: too few to fit without one)."""
     s = finite_vector(scores, "scores")
     y = binary_labels(labels, s.size)

@@ -4,6 +4,7 @@ Every tunable is a typed field with a default; ``__post_init__`` rejects a bad
 value with an error that names the field and the value, so a typo in a launch
 file or on the command line fails at start-up, not in the middle of an episode.
 """
+
 from __future__ import annotations
 
 import math
@@ -84,18 +85,13 @@ class ScorerConfig:
             raise ValueError(f"cache_dir must be a non-empty path or None, got {self.cache_dir!r}")
         if not isinstance(self.local_files_only, bool):
             raise ValueError(f"local_files_only must be a bool, got {self.local_files_only!r}")
-        if self.device not in DEVICE_CHOICES and not (
-            isinstance(self.device, str) and _CUDA_DEVICE.match(self.device)
-        ):
-            raise ValueError(
-                f"device must be one of {', '.join(DEVICE_CHOICES)} or 'cuda:N', got {self.device!r}"
-            )
+        if self.device not in DEVICE_CHOICES and not (isinstance(self.device, str) and _CUDA_DEVICE.match(self.device)):
+            raise ValueError(f"device must be one of {', '.join(DEVICE_CHOICES)} or 'cuda:N', got {self.device!r}")
         if self.dtype not in DTYPE_CHOICES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {self.dtype!r}")
         if self.attn_implementation not in ATTN_CHOICES:
             raise ValueError(
-                f"attn_implementation must be one of {', '.join(ATTN_CHOICES)}, "
-                f"got {self.attn_implementation!r}"
+                f"attn_implementation must be one of {', '.join(ATTN_CHOICES)}, got {self.attn_implementation!r}"
             )
         if self.attn_implementation == "flash_attention_2" and self.device == "cpu":
             raise ValueError("attn_implementation 'flash_attention_2' needs a CUDA device, got device 'cpu'")
@@ -112,11 +108,7 @@ class ScorerConfig:
             raise ValueError(
                 f"view_size must be an integer >= 32 (the model's 32-pixel patch grid), got {self.view_size!r}"
             )
-        if (
-            isinstance(self.success_window, bool)
-            or not isinstance(self.success_window, int)
-            or self.success_window < 1
-        ):
+        if isinstance(self.success_window, bool) or not isinstance(self.success_window, int) or self.success_window < 1:
             raise ValueError(f"success_window must be an integer >= 1, got {self.success_window!r}")
         if (
             isinstance(self.success_threshold, bool)

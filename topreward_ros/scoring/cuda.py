@@ -5,6 +5,7 @@ Read without initialising anything heavy: the driver version comes from
 from ``torch.version.cuda``. The scorer names the result when ``device:
 cuda`` cannot be honoured; ``topreward check`` prints it.
 """
+
 from __future__ import annotations
 
 import re
@@ -44,21 +45,28 @@ class Setup:
         if self.cuda_available:
             return None
         if self.torch_cuda is None:
-            return (f"torch {self.torch_version} is a CPU-only build; install a CUDA wheel of the same torch "
-                    "version (docs/install.md)")
+            return (
+                f"torch {self.torch_version} is a CPU-only build; install a CUDA wheel of the same torch "
+                "version (docs/install.md)"
+            )
         if self.driver is None:
-            return (f"no NVIDIA driver found (torch {self.torch_version} is built for CUDA {self.torch_cuda}); "
-                    "install the NVIDIA driver")
+            return (
+                f"no NVIDIA driver found (torch {self.torch_version} is built for CUDA {self.torch_cuda}); "
+                "install the NVIDIA driver"
+            )
         needed = self.needed_driver()
         major = self.driver_major()
         if needed is not None and major is not None and major < needed:
             wheel = next((name for name, floor in WHEELS if major >= floor), None)
-            fix = (f"install the {wheel} torch wheel of the same torch version" if wheel
-                   else "update the NVIDIA driver")
-            return (f"NVIDIA driver {self.driver} is too old for this torch build (CUDA {self.torch_cuda} needs "
-                    f"driver {needed} or newer): {fix}, or update the driver (docs/install.md)")
-        return (f"CUDA is not usable (driver {self.driver}, torch built for CUDA {self.torch_cuda}); "
-                "check `nvidia-smi` and the GPU's visibility (CUDA_VISIBLE_DEVICES)")
+            fix = f"install the {wheel} torch wheel of the same torch version" if wheel else "update the NVIDIA driver"
+            return (
+                f"NVIDIA driver {self.driver} is too old for this torch build (CUDA {self.torch_cuda} needs "
+                f"driver {needed} or newer): {fix}, or update the driver (docs/install.md)"
+            )
+        return (
+            f"CUDA is not usable (driver {self.driver}, torch built for CUDA {self.torch_cuda}); "
+            "check `nvidia-smi` and the GPU's visibility (CUDA_VISIBLE_DEVICES)"
+        )
 
 
 def _driver_version() -> str | None:
@@ -72,8 +80,9 @@ def _driver_version() -> str | None:
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
-            out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=20)
+            out = subprocess.run(
+                [smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+            )
             first = out.stdout.strip().splitlines()
             if out.returncode == 0 and first:
                 return first[0].strip()
@@ -98,5 +107,7 @@ def inspect_setup() -> Setup:
 def cuda_unavailable_message(device: str) -> str:
     """What ``device: cuda`` without a usable CUDA says: driver, the wheel's CUDA, the fix."""
     problem = inspect_setup().cuda_problem() or "CUDA is not available"
-    return (f"device {device!r} requested but CUDA cannot be used: {problem}; "
-            "or set device 'cpu' ('auto' also falls back to the CPU)")
+    return (
+        f"device {device!r} requested but CUDA cannot be used: {problem}; "
+        "or set device 'cpu' ('auto' also falls back to the CPU)"
+    )

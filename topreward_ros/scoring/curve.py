@@ -6,6 +6,7 @@ progress estimate the paper evaluates with VOC), and the success score (mean
 raw log-probability of the last prefixes). Min-max needs the whole episode:
 it is for offline analysis; live use goes through ``progress.CausalProgress``.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,9 +84,7 @@ def dense_rewards(
     if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
         raise ValueError(f"num_frames must be an integer >= 1, got {num_frames!r}")
     if np.any(np.diff(lengths) <= 0) or lengths[0] < 1 or lengths[-1] > num_frames:
-        raise ValueError(
-            f"prefix_lengths must increase strictly within 1..{num_frames}, got {lengths.tolist()}"
-        )
+        raise ValueError(f"prefix_lengths must increase strictly within 1..{num_frames}, got {lengths.tolist()}")
     if not (math.isfinite(tau) and tau > 0):
         raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
     if not (math.isfinite(delta_max) and delta_max > 0):

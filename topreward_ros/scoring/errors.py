@@ -5,6 +5,7 @@ user reading a node log or a CLI message can act without reading the code.
 All derive from ``ScoringError`` so callers can catch the family at once; the
 input errors also derive from ``ValueError`` because they are bad arguments.
 """
+
 from __future__ import annotations
 
 

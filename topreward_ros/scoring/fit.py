@@ -10,6 +10,7 @@ writes, and the KV cache holds the header and every complete 2-frame group.
 ``time_rig`` adds measured costs on the real model. ``topreward check`` and
 the node's start-up log print ``CheckReport.lines()``.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,31 +25,55 @@ from topreward_ros.scoring.config import ScorerConfig
 from topreward_ros.scoring.cuda import Setup, inspect_setup
 from topreward_ros.scoring.errors import ModelLoadError
 
-GIB = 1024 ** 3
+GIB = 1024**3
 #: Bytes per weight or cache element of each dtype name.
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 #: Memory kept free beyond weights and cache: activations of a full forward
 #: over the window (the rebuild after a thinning), the CUDA context, fragmentation.
 MARGIN = 0.2
 # Qwen3-VL's video processor (the released video_preprocessor_config.json).
-QWEN3_VL_VIDEO = {"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2,
-                  "size": {"shortest_edge": 4096, "longest_edge": 25165824}}
+QWEN3_VL_VIDEO = {
+    "patch_size": 16,
+    "merge_size": 2,
+    "temporal_patch_size": 2,
+    "size": {"shortest_edge": 4096, "longest_edge": 25165824},
+}
 
 
-def _qwen3_vl(text: tuple[int, int, int, int, int, bool], vision: tuple[int, int, int, int, list[int]]
-              ) -> dict[str, Any]:
+def _qwen3_vl(
+    text: tuple[int, int, int, int, int, bool], vision: tuple[int, int, int, int, list[int]]
+) -> dict[str, Any]:
     hidden, intermediate, layers, heads, kv, tied = text
     v_hidden, v_intermediate, depth, v_heads, deepstack = vision
     return {
-        "text_config": {"vocab_size": 151936, "hidden_size": hidden, "intermediate_size": intermediate,
-                        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv,
-                        "head_dim": 128, "tie_word_embeddings": tied,
-                        "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0,
-                                            "mrope_section": [24, 20, 20], "mrope_interleaved": True}},
-        "vision_config": {"depth": depth, "hidden_size": v_hidden, "intermediate_size": v_intermediate,
-                          "num_heads": v_heads, "out_hidden_size": hidden, "patch_size": 16,
-                          "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 2304,
-                          "deepstack_visual_indexes": deepstack},
+        "text_config": {
+            "vocab_size": 151936,
+            "hidden_size": hidden,
+            "intermediate_size": intermediate,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv,
+            "head_dim": 128,
+            "tie_word_embeddings": tied,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 5000000.0,
+                "mrope_section": [24, 20, 20],
+                "mrope_interleaved": True,
+            },
+        },
+        "vision_config": {
+            "depth": depth,
+            "hidden_size": v_hidden,
+            "intermediate_size": v_intermediate,
+            "num_heads": v_heads,
+            "out_hidden_size": hidden,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 2304,
+            "deepstack_visual_indexes": deepstack,
+        },
         "tie_word_embeddings": tied,
     }
 
@@ -228,15 +253,18 @@ class CheckReport:
         ]
         if self.timing is not None:
             t = self.timing
-            out += ["Timing", f"  full forward at max_frames: {t.full_forward_s:.2f} s (the rebuild after a "
-                    f"thinning: about half); one tick: {t.tick_s:.3f} s; rate_hz {t.rate_hz:g} needs "
-                    f"<= {1 / t.rate_hz:.3f} s"]
+            out += [
+                "Timing",
+                f"  full forward at max_frames: {t.full_forward_s:.2f} s (the rebuild after a "
+                f"thinning: about half); one tick: {t.tick_s:.3f} s; rate_hz {t.rate_hz:g} needs "
+                f"<= {1 / t.rate_hz:.3f} s",
+            ]
         out += ["Verdict", f"  {self.verdict()}"]
         return out
 
 
 def _size(n: int) -> str:
-    return f"{n / GIB:.2f} GiB" if n >= GIB / 10 else f"{n / 1024 ** 2:.1f} MiB"
+    return f"{n / GIB:.2f} GiB" if n >= GIB / 10 else f"{n / 1024**2:.1f} MiB"
 
 
 def _builtin_key(model: str) -> str | None:
@@ -279,8 +307,12 @@ def _model_config(config: ScorerConfig) -> tuple[Any, Any, Any, str]:
         key = _builtin_key(config.model)
         if is_local or key is None:
             raise ModelLoadError(f"cannot read the configuration of model {config.model!r}: {exc}") from exc
-        return (Qwen3VLConfig(**BUILTIN_MODELS[key]), SimpleNamespace(**QWEN3_VL_VIDEO), None,
-                f"built-in table, Qwen3-VL-{key}")
+        return (
+            Qwen3VLConfig(**BUILTIN_MODELS[key]),
+            SimpleNamespace(**QWEN3_VL_VIDEO),
+            None,
+            f"built-in table, Qwen3-VL-{key}",
+        )
     try:
         video = AutoVideoProcessor.from_pretrained(source, **common)
     except Exception:
@@ -324,8 +356,15 @@ def _prompt_tokens(tokenizer: Any, rig: Rig, pads_per_group: int) -> tuple[int, 
         text_groups.append(f"<{(a + b) / 2:.1f} seconds><|vision_start|><|vision_end|>")
     header = len(tokenizer(PROMPT_HEADER, add_special_tokens=False)["input_ids"])
     body = len(tokenizer("".join(text_groups), add_special_tokens=False)["input_ids"])
-    statement = len(tokenizer(PROMPT_HEADER + "".join(text_groups) + statement_text(rig.instruction),
-                              add_special_tokens=False)["input_ids"]) - header - body
+    statement = (
+        len(
+            tokenizer(PROMPT_HEADER + "".join(text_groups) + statement_text(rig.instruction), add_special_tokens=False)[
+                "input_ids"
+            ]
+        )
+        - header
+        - body
+    )
     cached = header + body + groups * pads_per_group
     # The session keeps every complete group; an odd max_frames leaves the last one out.
     if rig.max_frames % 2:
@@ -349,8 +388,16 @@ def check_rig(rig: Rig, setup: Setup | None = None) -> CheckReport:
     text = model_config.get_text_config()
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     parameters = _parameters(model_config)
-    model = ModelCost(rig.config.model, where, parameters, dtype, parameters * DTYPE_BYTES[dtype],
-                      text.num_hidden_layers, text.num_key_value_heads, head_dim)
+    model = ModelCost(
+        rig.config.model,
+        where,
+        parameters,
+        dtype,
+        parameters * DTYPE_BYTES[dtype],
+        text.num_hidden_layers,
+        text.num_key_value_heads,
+        head_dim,
+    )
     side = rig.config.view_size
     height, width = side, side * rig.cameras
     planned = rig.max_frames + rig.max_frames % 2
@@ -359,8 +406,16 @@ def check_rig(rig: Rig, setup: Setup | None = None) -> CheckReport:
     unit = video.patch_size * video.merge_size
     pads = (frame[0] // unit) * (frame[1] // unit)
     prompt, video_tokens, cached = _prompt_tokens(tokenizer, rig, pads)
-    episode = EpisodeCost(frame, own, pads, prompt, video_tokens, cached, cached * model.kv_bytes_per_token,
-                          rig.max_frames / rig.config.sample_fps)
+    episode = EpisodeCost(
+        frame,
+        own,
+        pads,
+        prompt,
+        video_tokens,
+        cached,
+        cached * model.kv_bytes_per_token,
+        rig.max_frames / rig.config.sample_fps,
+    )
     if device.startswith("cuda"):
         index = int(device.partition(":")[2] or 0)
         available = setup.gpus[index][1] if index < len(setup.gpus) else None

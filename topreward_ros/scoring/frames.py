@@ -9,6 +9,7 @@ the offline tools feed the model identical pixels.
 Several cameras are composed side by side into one image, so the model sees a
 single synchronised video instead of having to pair frames of two videos.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

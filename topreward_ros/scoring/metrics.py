@@ -3,6 +3,7 @@
 Plain numpy (no scipy / scikit-learn at run time); the tests check them
 against scipy and scikit-learn.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

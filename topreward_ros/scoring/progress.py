@@ -8,6 +8,7 @@ episode's first score and 1 at the success threshold: the same raw score
 always means the same progress within an episode, and reaching 1 coincides
 with what the success detector considers done.
 """
+
 from __future__ import annotations
 
 import math

@@ -20,6 +20,7 @@ transformers (5.x) replace only the ``<|video_pad|>`` and would leave an extra
 never saw in training. We therefore write the bare ``<|video_pad|>``
 placeholder, which gives the released layout on transformers 5.x.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -62,8 +63,7 @@ def validate_instruction(instruction: object, special_tokens: Iterable[str] = ()
         end = instruction.find("|>", start)
         if start != -1 and end != -1:
             raise InstructionError(
-                f"instruction must not contain control-token syntax "
-                f"{instruction[start:end + 2]!r}: {instruction!r}"
+                f"instruction must not contain control-token syntax {instruction[start : end + 2]!r}: {instruction!r}"
             )
     return instruction
 

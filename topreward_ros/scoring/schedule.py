@@ -12,6 +12,7 @@ frames.
 Stamps are integer nanoseconds throughout (as in ROS headers and rosbag2), so
 that no float rounding can move a frame across a slot boundary.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence

@@ -11,6 +11,7 @@ A ROS 2 parameter cannot be a map, so a parameters file holds the map as
 two lists of equal length (``task_instructions``, ``task_success_thresholds``);
 ``thresholds_from_params`` is the one reader of them.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,7 @@ class SuccessThresholds:
 
     @classmethod
     def of(cls, default: float, per_task: Mapping[str, float] | None = None) -> SuccessThresholds:
-        return cls(float(default), tuple((instruction_key(k), float(v))
-                                         for k, v in sorted((per_task or {}).items())))
+        return cls(float(default), tuple((instruction_key(k), float(v)) for k, v in sorted((per_task or {}).items())))
 
     @property
     def task_map(self) -> dict[str, float]:
@@ -91,9 +91,12 @@ def thresholds_from_params(params: Mapping[str, Any], default: float) -> Success
     if not isinstance(values, (list, tuple)):
         raise ValueError(f"{TASK_THRESHOLDS_PARAM} must be a list of numbers, got {values!r}")
     if len(instructions) != len(values):
-        raise ValueError(f"{TASK_INSTRUCTIONS_PARAM} has {len(instructions)} entries but "
-                         f"{TASK_THRESHOLDS_PARAM} has {len(values)}: they pair up one to one")
+        raise ValueError(
+            f"{TASK_INSTRUCTIONS_PARAM} has {len(instructions)} entries but "
+            f"{TASK_THRESHOLDS_PARAM} has {len(values)}: they pair up one to one"
+        )
     global_value = params.get("success_threshold", default)
-    pairs = tuple((instruction_key(i), _check_threshold(v, f"the threshold of {i!r}"))
-                  for i, v in zip(instructions, values))
+    pairs = tuple(
+        (instruction_key(i), _check_threshold(v, f"the threshold of {i!r}")) for i, v in zip(instructions, values)
+    )
     return SuccessThresholds(_check_threshold(global_value, "success_threshold"), pairs)

@@ -19,6 +19,7 @@ Two ways to read, one set of rules:
 Episode numbers count the bag's episodes from 0 in log-time order (the
 ``N`` of ``episode_NNNN``); the tables add ``episode_offset``.
 """
+
 from __future__ import annotations
 
 import math
@@ -82,8 +83,7 @@ class BagSourceOptions:
     def __post_init__(self) -> None:
         check_camera_names("camera_topics", self.camera_topics, "image topic")
         if self.instruction is not None and not self.instruction.strip():
-            raise ValueError(
-                "instruction must not be empty (omit it to read the instruction topic)")
+            raise ValueError("instruction must not be empty (omit it to read the instruction topic)")
         if self.instruction is not None:
             # The core's own check (control-token syntax such as <|im_end|>),
             # so a bad fixed instruction is refused before any model loads.
@@ -91,15 +91,9 @@ class BagSourceOptions:
         if self.instruction is None and not self.instruction_topic:
             raise ValueError("give an instruction topic or a fixed instruction")
         if not (math.isfinite(self.stamp_jump_restart_s) and self.stamp_jump_restart_s >= 0):
-            raise ValueError(
-                "stamp_jump_restart_s must be a finite number >= 0, "
-                f"got {self.stamp_jump_restart_s!r}"
-            )
+            raise ValueError(f"stamp_jump_restart_s must be a finite number >= 0, got {self.stamp_jump_restart_s!r}")
         if not (math.isfinite(self.stamp_gap_restart_s) and self.stamp_gap_restart_s > 0):
-            raise ValueError(
-                "stamp_gap_restart_s must be a finite number > 0, "
-                f"got {self.stamp_gap_restart_s!r}"
-            )
+            raise ValueError(f"stamp_gap_restart_s must be a finite number > 0, got {self.stamp_gap_restart_s!r}")
         if self.episode_offset < 0:
             raise ValueError(f"episode_offset must be >= 0, got {self.episode_offset!r}")
 
@@ -123,13 +117,11 @@ def check_bag(reader: Any, options: BagSourceOptions) -> None:
     for topic in options.camera_topics:
         if topic not in topics:
             raise BagSetupError(
-                f"camera topic {topic} is not in the bag; image topics there: "
-                f"{', '.join(image_topics) or 'none'}"
+                f"camera topic {topic} is not in the bag; image topics there: {', '.join(image_topics) or 'none'}"
             )
         if topics[topic].msgtype not in CAMERA_TYPE_NAMES:
             raise BagSetupError(
-                f"camera topic {topic} carries {topics[topic].msgtype}, expected "
-                f"{' or '.join(CAMERA_TYPE_NAMES)}"
+                f"camera topic {topic} carries {topics[topic].msgtype}, expected {' or '.join(CAMERA_TYPE_NAMES)}"
             )
         if topics[topic].message_count == 0:
             raise BagSetupError(
@@ -147,10 +139,7 @@ def check_bag(reader: Any, options: BagSourceOptions) -> None:
                 f"--instruction TEXT"
             )
         if topics[topic].msgtype != STRING_TYPE:
-            raise BagSetupError(
-                f"instruction topic {topic} carries {topics[topic].msgtype}, "
-                f"expected {STRING_TYPE}"
-            )
+            raise BagSetupError(f"instruction topic {topic} carries {topics[topic].msgtype}, expected {STRING_TYPE}")
         if topics[topic].message_count == 0:
             raise BagSetupError(
                 f"instruction topic {topic} has no messages, so no episode starts; pass "
@@ -215,9 +204,13 @@ class _Cut:
         self.at_time: dict[str, int] = {}
         self.topic: str | None = None
 
-    def events(self, messages: Iterator[Any], first_spec: EpisodeSpec | None = None,
-               phase_ns: int | None = None, last_ns: Callable[[int], int] | None = None
-               ) -> Iterator[tuple[str, Any]]:
+    def events(
+        self,
+        messages: Iterator[Any],
+        first_spec: EpisodeSpec | None = None,
+        phase_ns: int | None = None,
+        last_ns: Callable[[int], int] | None = None,
+    ) -> Iterator[tuple[str, Any]]:
         """("start", spec), ("frame", SourceFrame) and ("end", spec), in stream order.
 
         ``phase_ns``: the bag's first log time when ``messages`` leave out
@@ -259,10 +252,10 @@ class _Cut:
             if self.splitter.ignored_empty:
                 self.notes.notes.append(
                     f"{self.splitter.ignored_empty} empty instruction message(s) ignored (as the "
-                    f"node does: the episode goes on)")
+                    f"node does: the episode goes on)"
+                )
             if self.splitter.ignored_resets:
-                self.notes.notes.append(
-                    f"{self.splitter.ignored_resets} reset(s) before any instruction ignored")
+                self.notes.notes.append(f"{self.splitter.ignored_resets} reset(s) before any instruction ignored")
 
     def _camera(self, message: Any, camera: int) -> Iterator[tuple[str, Any]]:
         t, topic = message.log_time_ns, message.topic
@@ -288,7 +281,8 @@ class _Cut:
                         f"episode {ended} ended at log time {t}: the primary camera stamp jumped "
                         f"forward by {cut.seconds:.3f} s "
                         f"(from {previous} to {stamp_ns} ns, more than stamp_gap_restart_s); "
-                        f"the frames from there on are a new episode with the same instruction")
+                        f"the frames from there on are a new episode with the same instruction"
+                    )
             self.last_primary_ns = stamp_ns
             if self.notes is not None:  # reading the whole bag: the plan counts the frames
                 self.current.num_frames = (self.current.num_frames or 0) + 1
@@ -304,8 +298,7 @@ class _Cut:
                 raise FrameDecodeError(str(exc)) from exc
             return CameraView(msg, view_size), getattr(msg.header, "frame_id", "")
 
-        yield "frame", SourceFrame(camera, stamp_ns, t, f"{topic} frame stamped {stamp_ns} ns",
-                                   decode=decode)
+        yield "frame", SourceFrame(camera, stamp_ns, t, f"{topic} frame stamped {stamp_ns} ns", decode=decode)
 
     def _handle(self, events: list[EpisodeEvent], skip_self: bool) -> Iterator[tuple[str, Any]]:
         for event in events:
@@ -324,12 +317,18 @@ class _Cut:
             if event.reason in ("fixed instruction",) or self.topic is None:
                 start = _Start(event.log_time_ns, None, 0, True)
             else:
-                start = _Start(event.log_time_ns, self.topic, self.at_time.get(self.topic, 0),
-                               included=not skip_self)
+                start = _Start(event.log_time_ns, self.topic, self.at_time.get(self.topic, 0), included=not skip_self)
             self.current = EpisodeSpec(
-                index, event.instruction, event.log_time_ns, event.log_time_ns, self.phase_ns,
+                index,
+                event.instruction,
+                event.log_time_ns,
+                event.log_time_ns,
+                self.phase_ns,
                 table_index=index + self.options.episode_offset,
-                key=start, record={"bag_episode": index}, episode_id=f"bag-episode-{index:04d}")
+                key=start,
+                record={"bag_episode": index},
+                episode_id=f"bag-episode-{index:04d}",
+            )
             yield "start", self.current
 
 
@@ -378,16 +377,14 @@ class BagSource(EpisodeSource):
             with self._open() as reader:
                 notes.notes.extend(reader.notes)
                 check_bag(reader, opts)
-                firsts = [m.log_time_ns for t in sorted(opts.topics)
-                          for m in _first(reader.messages({t}))]
+                firsts = [m.log_time_ns for t in sorted(opts.topics) for m in _first(reader.messages({t}))]
 
                 def last_ns(planned_last: int) -> int:
                     tail = reader.messages(others, start_ns=planned_last) if others else ()
                     return max([planned_last, *(m.log_time_ns for m in tail)])
 
                 cut = _Cut(self, reader, notes)
-                for kind, item in cut.events(reader.messages(planned), phase_ns=min(firsts),
-                                             last_ns=last_ns):
+                for kind, item in cut.events(reader.messages(planned), phase_ns=min(firsts), last_ns=last_ns):
                     if kind == "start":
                         specs.append(item)
         except (SourceReadError, BagReadError) as exc:

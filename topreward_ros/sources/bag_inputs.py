@@ -28,6 +28,7 @@ paths, a directory of bags, a list file) writes ``OUT_DIR/<name>/`` per bag.
 Two bags with the same name get the name plus a short hash of their path; a
 bag named twice is scored once.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -111,8 +112,7 @@ def _expand_path(path: Path) -> list[Path]:
     members = sorted(p for p in path.iterdir() if not p.name.startswith(".") and _is_bag_like(p))
     if not members:
         raise InputError(
-            f"{path}: no bag found (neither metadata.yaml, nor .mcap/.db3 files, nor "
-            f"subdirectories holding them)"
+            f"{path}: no bag found (neither metadata.yaml, nor .mcap/.db3 files, nor subdirectories holding them)"
         )
     return members
 
@@ -135,8 +135,7 @@ def read_list_file(list_file: Path) -> list[Path]:
     return paths
 
 
-def expand_inputs(arguments: Sequence[str | Path], list_files: Sequence[str | Path] = ()
-                  ) -> InputSet:
+def expand_inputs(arguments: Sequence[str | Path], list_files: Sequence[str | Path] = ()) -> InputSet:
     """Resolve command-line inputs (paths, ``@LIST``) and ``--list`` files into bags."""
     entries: list[Path] = []
     from_list = bool(list_files)

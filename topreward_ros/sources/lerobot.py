@@ -12,6 +12,7 @@ frame unless a fixed one is given.
 The progress parquet of a dataset run is keyed by the dataset's own
 ``index`` (``rabc_index``), ready for LeRobot's RA-BC sample weighting.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -60,8 +61,7 @@ class DatasetSourceOptions:
         if self.instruction is not None and not self.instruction.strip():
             raise ValueError("instruction must not be empty (omit it to use the dataset's tasks)")
         if not (0 < self.video_tolerance_frames <= 1):
-            raise ValueError(
-                f"video_tolerance_frames must lie in (0, 1], got {self.video_tolerance_frames!r}")
+            raise ValueError(f"video_tolerance_frames must lie in (0, 1], got {self.video_tolerance_frames!r}")
 
 
 def pick_camera_keys(dataset: LeRobotDatasetDir, cameras: list[str] | None) -> tuple[str, ...]:
@@ -73,8 +73,10 @@ def pick_camera_keys(dataset: LeRobotDatasetDir, cameras: list[str] | None) -> t
         return (keys[0],)
     if not keys:
         raise DatasetSetupError(f"{dataset.root}: the dataset has no video feature")
-    raise DatasetSetupError(f"{dataset.root}: several video features ({', '.join(keys)}); choose "
-                            f"with --camera (repeat it for several cameras, the first is the primary)")
+    raise DatasetSetupError(
+        f"{dataset.root}: several video features ({', '.join(keys)}); choose "
+        f"with --camera (repeat it for several cameras, the first is the primary)"
+    )
 
 
 class DatasetSource(EpisodeSource):
@@ -120,9 +122,11 @@ class DatasetSource(EpisodeSource):
         return files_fingerprint(files, [f"{file.parent.name}/{file.name}" for file in files])
 
     def settings_record(self) -> dict[str, Any]:
-        return {"camera_keys": list(self.options.camera_keys),
-                "instruction": self.options.instruction,
-                "video_tolerance_frames": self.options.video_tolerance_frames}
+        return {
+            "camera_keys": list(self.options.camera_keys),
+            "instruction": self.options.instruction,
+            "video_tolerance_frames": self.options.video_tolerance_frames,
+        }
 
     def plan(self) -> tuple[list[EpisodeSpec], SourceNotes]:
         notes = SourceNotes()
@@ -137,17 +141,33 @@ class DatasetSource(EpisodeSource):
                     tasks = sorted(set(frames.task_index.tolist()))
                     instruction = self.dataset.task_text(int(frames.task_index[0]))
                     if len(tasks) > 1:
-                        notes.notes.append(f"episode {index} has {len(tasks)} tasks; scored with the "
-                                           f"task of its first frame: {instruction!r}")
+                        notes.notes.append(
+                            f"episode {index} has {len(tasks)} tasks; scored with the "
+                            f"task of its first frame: {instruction!r}"
+                        )
             except DatasetError as exc:
-                specs.append(EpisodeSpec(index, instruction, 0, 0, 0, END_REASON, record=record,
-                                         error=f"unreadable episode: {exc}"))
+                specs.append(
+                    EpisodeSpec(
+                        index, instruction, 0, 0, 0, END_REASON, record=record, error=f"unreadable episode: {exc}"
+                    )
+                )
                 continue
             stamps = frames.stamps_ns
             start, end = int(stamps[0]), int(stamps[-1])
-            specs.append(EpisodeSpec(index, instruction, start, end, start, END_REASON,
-                                     key=index, record=record, num_frames=len(stamps),
-                                     episode_id=f"lerobot-episode-{index:06d}"))
+            specs.append(
+                EpisodeSpec(
+                    index,
+                    instruction,
+                    start,
+                    end,
+                    start,
+                    END_REASON,
+                    key=index,
+                    record=record,
+                    num_frames=len(stamps),
+                    episode_id=f"lerobot-episode-{index:06d}",
+                )
+            )
         return specs, notes
 
     def frames(self, spec: EpisodeSpec) -> Iterator[SourceFrame]:
@@ -162,8 +182,9 @@ class DatasetSource(EpisodeSource):
         try:
             for offset_s, stamp in zip(rows.timestamp.tolist(), rows.stamps_ns.tolist()):
                 for camera, (key, video) in enumerate(zip(keys, videos)):
-                    yield SourceFrame(camera, stamp, stamp, f"{key} frame at {offset_s:.4f} s",
-                                      decode=_decoder(video, offset_s, key))
+                    yield SourceFrame(
+                        camera, stamp, stamp, f"{key} frame at {offset_s:.4f} s", decode=_decoder(video, offset_s, key)
+                    )
         finally:
             for video in videos:
                 video.close()
@@ -171,8 +192,10 @@ class DatasetSource(EpisodeSource):
     def rabc_index(self, frames: Any) -> tuple[Any, dict[str, str]]:
         from topreward_ros.lerobot.join import dataset_index
 
-        return (dataset_index(self.dataset, frames, check_timestamps=False),
-                {"topreward_ros.dataset": str(self.dataset.root.resolve())})
+        return (
+            dataset_index(self.dataset, frames, check_timestamps=False),
+            {"topreward_ros.dataset": str(self.dataset.root.resolve())},
+        )
 
 
 def _decoder(video: Any, offset_s: float, key: str) -> Any:
@@ -183,4 +206,5 @@ def _decoder(video: Any, offset_s: float, key: str) -> Any:
         if decoded is None:
             raise FrameDecodeError(why)
         return DeferredView(decoded.rgb, view_size), key
+
     return decode

@@ -10,6 +10,7 @@ one): a video carries none.
 ``read_episode`` is the direct form for ``topreward score``: the sampled,
 model-sized frames of a whole recording, by the same sampling rule.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -171,16 +172,23 @@ class VideoSource(EpisodeSource):
         return files_fingerprint(files, [f.name for f in files])
 
     def settings_record(self) -> dict[str, Any]:
-        return {"instruction": self.instruction,
-                "source_fps": self.source_fps if self.kind == "frames" else None}
+        return {"instruction": self.instruction, "source_fps": self.source_fps if self.kind == "frames" else None}
 
     def plan(self) -> tuple[list[EpisodeSpec], SourceNotes]:
         # The start is the first frame's stamp; the end is known once the frames are read.
         first = next(iter(stamped_frames(self.path, self.source_fps)), None)
         start = int(first[0]) if first is not None else 0
-        spec = EpisodeSpec(0, self.instruction, start, start, start, END_REASON, key=0,
-                           record={"input": str(self.path), "input_kind": self.kind},
-                           episode_id=f"{self.kind}-{self.path.stem}")
+        spec = EpisodeSpec(
+            0,
+            self.instruction,
+            start,
+            start,
+            start,
+            END_REASON,
+            key=0,
+            record={"input": str(self.path), "input_kind": self.kind},
+            episode_id=f"{self.kind}-{self.path.stem}",
+        )
         if first is None:
             spec.error = f"{self.path} has no frames"
         return [spec], SourceNotes()
@@ -190,8 +198,9 @@ class VideoSource(EpisodeSource):
         try:
             for stamp, item in stamped_frames(self.path, self.source_fps):
                 last = max(last, stamp)
-                label = (f"{item.name} (stamped {stamp} ns)" if isinstance(item, Path)
-                         else f"video frame stamped {stamp} ns")
+                label = (
+                    f"{item.name} (stamped {stamp} ns)" if isinstance(item, Path) else f"video frame stamped {stamp} ns"
+                )
                 yield SourceFrame(0, stamp, stamp, label, decode=_decoder(item, self.path.name))
         except InputError as exc:
             raise SourceReadError(str(exc)) from exc
@@ -203,4 +212,5 @@ def _decoder(item: Any, name: str) -> Any:
         from topreward_ros.episode.camera_view import DeferredView
 
         return DeferredView(lambda: _picture(item), view_size), name
+
     return decode

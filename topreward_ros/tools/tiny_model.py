@@ -16,6 +16,7 @@ Two sizes:
 
 Command line: ``python -m topreward_ros.tools.tiny_model OUT_DIR [--size 2b]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -169,8 +170,7 @@ def build_qwen_tokenizer() -> Any:
         from transformers.convert_slow_tokenizer import TikTokenConverter
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise TinyModelError(
-            f"building the Qwen tokenizer needs the 'ml' requirements "
-            f"(qwen-tokenizer, tiktoken, transformers): {exc}"
+            f"building the Qwen tokenizer needs the 'ml' requirements (qwen-tokenizer, tiktoken, transformers): {exc}"
         ) from exc
 
     vocab_file = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
@@ -179,9 +179,7 @@ def build_qwen_tokenizer() -> Any:
     converter = TikTokenConverter(vocab_file=str(vocab_file), pattern=_QWEN_PATTERN)
     vocab, merges = converter.extract_vocab_merges_from_model(str(vocab_file))
     if len(vocab) != QWEN_SPECIAL_START_ID:
-        raise TinyModelError(
-            f"{vocab_file} holds {len(vocab)} tokens, expected {QWEN_SPECIAL_START_ID}"
-        )
+        raise TinyModelError(f"{vocab_file} holds {len(vocab)} tokens, expected {QWEN_SPECIAL_START_ID}")
     # Put the added tokens into the vocabulary with their fixed ids first, so
     # registering them as added tokens cannot renumber them.
     vocab = dict(vocab)
@@ -201,9 +199,7 @@ def build_qwen_tokenizer() -> Any:
     for offset, token in enumerate(QWEN_SPECIAL_TOKENS):
         got = tokenizer.convert_tokens_to_ids(token)
         if got != QWEN_SPECIAL_START_ID + offset:
-            raise TinyModelError(
-                f"special token {token} got id {got}, expected {QWEN_SPECIAL_START_ID + offset}"
-            )
+            raise TinyModelError(f"special token {token} got id {got}, expected {QWEN_SPECIAL_START_ID + offset}")
     return tokenizer
 
 
@@ -221,18 +217,14 @@ def build_processor(tokenizer: Any | None = None) -> Any:
         "image_mean": [0.5, 0.5, 0.5],
         "image_std": [0.5, 0.5, 0.5],
     }
-    image_processor = Qwen2VLImageProcessor(
-        **common, size={"shortest_edge": 65536, "longest_edge": 16777216}
-    )
+    image_processor = Qwen2VLImageProcessor(**common, size={"shortest_edge": 65536, "longest_edge": 16777216})
     video_processor = Qwen3VLVideoProcessor(
         **common,
         size={"shortest_edge": 4096, "longest_edge": 25165824},
         fps=2,
         do_sample_frames=False,
     )
-    return Qwen3VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor
-    )
+    return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor)
 
 
 def build_model(size: ModelSize = "tiny", seed: int = 0) -> Any:
@@ -284,8 +276,15 @@ def build_qwen25_vl(out_dir: str | Path, seed: int = 0) -> Path:
     config = Qwen2_5_VLConfig(
         text_config=text,
         vision_config={
-            "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
-            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 112,
             "fullatt_block_indexes": [1],
         },
         **QWEN_VL_TOKEN_IDS,
@@ -339,9 +338,7 @@ def build_random_model(out_dir: str | Path, size: ModelSize = "tiny", seed: int 
         model = build_model(size, seed)
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        (staging / MARKER_FILE).write_text(
-            json.dumps({"version": BUILDER_VERSION, "size": size, "seed": seed})
-        )
+        (staging / MARKER_FILE).write_text(json.dumps({"version": BUILDER_VERSION, "size": size, "seed": seed}))
         if _is_complete(out, size, seed):  # built concurrently by another process
             shutil.rmtree(staging, ignore_errors=True)
             return out

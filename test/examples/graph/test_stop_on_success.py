@@ -17,6 +17,7 @@ paused and split on success and resumed when the next episode starts.
 
 ``SuccessRule`` (the rule without ROS) and the service type check are checked on their own too.
 """
+
 from __future__ import annotations
 
 import os
@@ -82,6 +83,7 @@ def test_rule_offers_each_episode_start_once() -> None:
 
 def test_service_types_with_an_empty_request_only() -> None:
     from std_srvs.srv import Empty
+
     assert service_class("std_srvs/srv/Trigger") is Trigger
     assert service_class("std_srvs/Empty") is Empty
     with pytest.raises(ServiceTypeError, match=r"request has fields \(data\)"):
@@ -102,7 +104,10 @@ def test_a_service_type_that_cannot_be_called_stops_the_consumer_with_the_reason
         pytest.fail(f"{EXECUTABLE} missing: run `make build`")
     run = subprocess.run(
         [str(EXECUTABLE), "--ros-args", "-p", "stop_service:=/rig/set", "-p", "service_type:=std_srvs/srv/SetBool"],
-        capture_output=True, text=True, timeout=60)
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2, run
     assert "only services with an empty request can be called" in run.stderr, run.stderr
 
@@ -117,8 +122,14 @@ class Consumer:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
-        args = [str(EXECUTABLE), "--ros-args", "-p", f"stop_service:={service}",
-                "-r", f"__node:=stop_on_success_{service.strip('/').replace('/', '_')}"]
+        args = [
+            str(EXECUTABLE),
+            "--ros-args",
+            "-p",
+            f"stop_service:={service}",
+            "-r",
+            f"__node:=stop_on_success_{service.strip('/').replace('/', '_')}",
+        ]
         for name, value in params.items():
             args += ["-p", f"{name}:={value}"]
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
@@ -152,7 +163,8 @@ class Recorder:
         srv = pytest.importorskip(
             "rosbag2_interfaces.srv",
             reason="rosbag2_interfaces is not installed: `make ros-extras` builds it from the ros-extras "
-                   "sources beside the checkout (tools/install_rosbag2_interfaces.sh)")
+            "sources beside the checkout (tools/install_rosbag2_interfaces.sh)",
+        )
         self.name = name
         self._lock = threading.Lock()
         self.paused = False
@@ -194,8 +206,9 @@ class Recorder:
 def rig(tiny_model_dir: Path, tmp_path: Path) -> Any:
     if not EXECUTABLE.exists():
         pytest.fail(f"{EXECUTABLE} missing: run `make build`")
-    with running_rig({**NODE_PARAMS, "model": str(tiny_model_dir)}, tmp_path / "node.log",
-                     compressed_camera=False) as the_rig:
+    with running_rig(
+        {**NODE_PARAMS, "model": str(tiny_model_dir)}, tmp_path / "node.log", compressed_camera=False
+    ) as the_rig:
         yield the_rig
 
 
@@ -209,15 +222,19 @@ def test_one_call_per_successful_episode_and_none_for_a_stale_latched_success(ri
     try:
         first = Consumer(rig, "/recorder1/stop", tmp_path / "first.log")
         consumers.append(first)
-        rig.wait_for("stop_on_success to subscribe to progress and success", lambda: (
-            rig.node.count_subscribers("/task_progress") >= 2
-            and rig.node.count_subscribers("/episode_success") >= 2), timeout=60)
+        rig.wait_for(
+            "stop_on_success to subscribe to progress and success",
+            lambda: (
+                rig.node.count_subscribers("/task_progress") >= 2
+                and rig.node.count_subscribers("/episode_success") >= 2
+            ),
+            timeout=60,
+        )
 
         # Episode A succeeds: exactly one call.
         rig.instruct("stack the cups")
         episode_a = new_episode_after(rig, set(), "stack the cups")[0].episode_id
-        rig.wait_for("EpisodeSuccess of episode A",
-                     lambda: any(s.episode_id == episode_a for s in rig.successes))
+        rig.wait_for("EpisodeSuccess of episode A", lambda: any(s.episode_id == episode_a for s in rig.successes))
         rig.wait_for("the first consumer's call for A", lambda: first.count() >= 1, timeout=60)
 
         # Episode B, undecided: nothing passes the threshold.
@@ -229,27 +246,37 @@ def test_one_call_per_successful_episode_and_none_for_a_stale_latched_success(ri
         # A late consumer: the latched EpisodeSuccess it receives is A's.
         second = Consumer(rig, "/recorder2/stop", tmp_path / "second.log")
         consumers.append(second)
-        rig.wait_for("the late consumer to leave A's latched success alone", lambda: (
-            f"not acting on the EpisodeSuccess of episode {episode_a}" in second.log()), timeout=60)
+        rig.wait_for(
+            "the late consumer to leave A's latched success alone",
+            lambda: f"not acting on the EpisodeSuccess of episode {episode_a}" in second.log(),
+            timeout=60,
+        )
         have = progress_count(rig, episode_b)
-        rig.wait_for("more progress of the undecided episode B",
-                     lambda: len(rig.progress_of(episode_b)) >= have + 4, timeout=60)
+        rig.wait_for(
+            "more progress of the undecided episode B", lambda: len(rig.progress_of(episode_b)) >= have + 4, timeout=60
+        )
         assert first.count() == 1, first.log()
         assert second.count() == 0, f"acted on a stale latched success:\n{second.log()}"
 
         # B succeeds: one call from each consumer, and no more afterwards.
         results = rig.set_params(success_threshold=ALWAYS)
         assert all(r.successful for r in results), results
-        rig.wait_for("EpisodeSuccess of episode B",
-                     lambda: any(s.episode_id == episode_b for s in rig.successes), timeout=60)
-        rig.wait_for("both consumers' calls for B",
-                     lambda: first.count() >= 2 and second.count() >= 1, timeout=60)
+        rig.wait_for(
+            "EpisodeSuccess of episode B", lambda: any(s.episode_id == episode_b for s in rig.successes), timeout=60
+        )
+        rig.wait_for("both consumers' calls for B", lambda: first.count() >= 2 and second.count() >= 1, timeout=60)
         have = progress_count(rig, episode_b)
-        rig.wait_for("more progress of B, success latched",
-                     lambda: len([m for m in rig.progress_of(episode_b)[have:] if m.success]) >= 4, timeout=60)
+        rig.wait_for(
+            "more progress of B, success latched",
+            lambda: len([m for m in rig.progress_of(episode_b)[have:] if m.success]) >= 4,
+            timeout=60,
+        )
         assert (first.count(), second.count()) == (2, 1), (first.log(), second.log())
-        rig.wait_for("the second consumer's logged answer for B",
-                     lambda: f"episode {episode_b}: /recorder2/stop answered" in second.log(), timeout=20)
+        rig.wait_for(
+            "the second consumer's logged answer for B",
+            lambda: f"episode {episode_b}: /recorder2/stop answered" in second.log(),
+            timeout=20,
+        )
     finally:
         for consumer in consumers:
             consumer.stop()
@@ -259,28 +286,46 @@ def test_success_pauses_and_splits_a_recorder_and_the_next_episode_resumes_it(ri
     recorder = Recorder(rig)
     consumers: list[Consumer] = []
     try:
-        pauser = Consumer(rig, f"{recorder.name}/pause", tmp_path / "pause.log",
-                          service_type="rosbag2_interfaces/srv/Pause",
-                          start_service=f"{recorder.name}/resume",
-                          start_service_type="rosbag2_interfaces/srv/Resume")
+        pauser = Consumer(
+            rig,
+            f"{recorder.name}/pause",
+            tmp_path / "pause.log",
+            service_type="rosbag2_interfaces/srv/Pause",
+            start_service=f"{recorder.name}/resume",
+            start_service_type="rosbag2_interfaces/srv/Resume",
+        )
         consumers.append(pauser)
-        splitter = Consumer(rig, f"{recorder.name}/split_bagfile", tmp_path / "split.log",
-                            service_type="rosbag2_interfaces/srv/SplitBagfile")
+        splitter = Consumer(
+            rig,
+            f"{recorder.name}/split_bagfile",
+            tmp_path / "split.log",
+            service_type="rosbag2_interfaces/srv/SplitBagfile",
+        )
         consumers.append(splitter)
-        rig.wait_for("both consumers to subscribe to progress and success", lambda: (
-            rig.node.count_subscribers("/task_progress") >= 3
-            and rig.node.count_subscribers("/episode_success") >= 3), timeout=60)
+        rig.wait_for(
+            "both consumers to subscribe to progress and success",
+            lambda: (
+                rig.node.count_subscribers("/task_progress") >= 3
+                and rig.node.count_subscribers("/episode_success") >= 3
+            ),
+            timeout=60,
+        )
 
         # Episode A starts (resume: a no-op on a running recorder) and succeeds: paused, split.
         rig.instruct("stack the cups")
         episode_a = new_episode_after(rig, set(), "stack the cups")[0].episode_id
-        rig.wait_for("EpisodeSuccess of episode A",
-                     lambda: any(s.episode_id == episode_a for s in rig.successes))
-        rig.wait_for("the recorder paused and split for A",
-                     lambda: recorder.count("pause") == 1 and recorder.count("split") == 1, timeout=60)
+        rig.wait_for("EpisodeSuccess of episode A", lambda: any(s.episode_id == episode_a for s in rig.successes))
+        rig.wait_for(
+            "the recorder paused and split for A",
+            lambda: recorder.count("pause") == 1 and recorder.count("split") == 1,
+            timeout=60,
+        )
         have = progress_count(rig, episode_a)
-        rig.wait_for("more progress of A, success latched",
-                     lambda: len([m for m in rig.progress_of(episode_a)[have:] if m.success]) >= 4, timeout=60)
+        rig.wait_for(
+            "more progress of A, success latched",
+            lambda: len([m for m in rig.progress_of(episode_a)[have:] if m.success]) >= 4,
+            timeout=60,
+        )
         paused, files, calls = recorder.state()
         assert (paused, files) == (True, 2), calls
         assert calls.count("resume") == 1 and calls.index("resume") < calls.index("pause"), calls
@@ -292,13 +337,17 @@ def test_success_pauses_and_splits_a_recorder_and_the_next_episode_resumes_it(ri
         episode_b = new_episode_after(rig, {episode_a}, "open the drawer")[0].episode_id
         rig.wait_for("the recorder resumed for B", lambda: recorder.count("resume") == 2, timeout=60)
         have = progress_count(rig, episode_b)
-        rig.wait_for("more progress of the undecided episode B",
-                     lambda: len(rig.progress_of(episode_b)) >= have + 4, timeout=60)
+        rig.wait_for(
+            "more progress of the undecided episode B", lambda: len(rig.progress_of(episode_b)) >= have + 4, timeout=60
+        )
         paused, files, calls = recorder.state()
         assert (paused, files) == (False, 2), calls
         assert calls.count("pause") == 1 and calls.count("resume") == 2, calls
-        rig.wait_for("the pauser's logged answer for B's start", lambda: (
-            f"episode {episode_b}: {recorder.name}/resume answered: done" in pauser.log()), timeout=20)
+        rig.wait_for(
+            "the pauser's logged answer for B's start",
+            lambda: f"episode {episode_b}: {recorder.name}/resume answered: done" in pauser.log(),
+            timeout=20,
+        )
         assert "rosbag2_interfaces/srv/Pause" in pauser.log(), pauser.log()
     finally:
         for consumer in consumers:

@@ -11,6 +11,7 @@ to the node and escalates to SIGTERM if the node has not exited within its
 Skipped, with the reason, where launch / launch_ros are not importable
 (`make test` installs them from the ros-extras sources when those are there).
 """
+
 from __future__ import annotations
 
 import re
@@ -49,8 +50,16 @@ def missing_model_failure(model: Path | str) -> str:
 
 def start_runner(arguments: dict[str, str], workdir: Path) -> RosProcess:
     """``launch_runner.py topreward_ros scorer.launch.py name:=value ...`` as a child process."""
-    return RosProcess([sys.executable, str(RUNNER), "topreward_ros", "scorer.launch.py",
-                       *(f"{name}:={value}" for name, value in arguments.items())], workdir)
+    return RosProcess(
+        [
+            sys.executable,
+            str(RUNNER),
+            "topreward_ros",
+            "scorer.launch.py",
+            *(f"{name}:={value}" for name, value in arguments.items()),
+        ],
+        workdir,
+    )
 
 
 @pytest.fixture
@@ -75,7 +84,8 @@ def start_launch(tmp_path: Path) -> Iterator[Callable[..., RosProcess]]:
 
 
 def test_every_launch_argument_reaches_the_running_node(
-        probe: GraphProbe, start_launch: Callable[..., RosProcess], tmp_path: Path) -> None:
+    probe: GraphProbe, start_launch: Callable[..., RosProcess], tmp_path: Path
+) -> None:
     # A rig's own parameters file: values that differ from the package's file.
     params_file = tmp_path / "rig.yaml"
     rig_params = dict(CONFIG, max_frames=17, sample_fps=3.0, success_window=5, model="not/this-model")
@@ -83,16 +93,31 @@ def test_every_launch_argument_reaches_the_running_node(
     missing_model = tmp_path / "no-such-model"  # a local path: fails fast, the node keeps serving
     cameras = ["left/image_raw", "right/image_raw/compressed"]
     launch = start_launch(
-        model=str(missing_model), cameras=repr(cameras), instruction_topic="/task/instruction", rate="3.5",
-        device="cpu", params_file=str(params_file), use_sim_time="true", namespace="robot1")
+        model=str(missing_model),
+        cameras=repr(cameras),
+        instruction_topic="/task/instruction",
+        rate="3.5",
+        device="cpu",
+        params_file=str(params_file),
+        use_sim_time="true",
+        namespace="robot1",
+    )
 
     wait_for("/robot1/scorer_node on the graph", lambda: probe.node_present("/robot1"), launch)
-    params = probe.parameters("/robot1/scorer_node", [
-        "model", "camera_topics", "rate_hz", "device", "use_sim_time", "max_frames", "sample_fps",
-        "success_window"], launch)
+    params = probe.parameters(
+        "/robot1/scorer_node",
+        ["model", "camera_topics", "rate_hz", "device", "use_sim_time", "max_frames", "sample_fps", "success_window"],
+        launch,
+    )
     assert params == {
-        "model": str(missing_model), "camera_topics": cameras, "rate_hz": 3.5, "device": "cpu",
-        "use_sim_time": True, "max_frames": 17, "sample_fps": 3.0, "success_window": 5,
+        "model": str(missing_model),
+        "camera_topics": cameras,
+        "rate_hz": 3.5,
+        "device": "cpu",
+        "use_sim_time": True,
+        "max_frames": 17,
+        "sample_fps": 3.0,
+        "success_window": 5,
     }
     expected_subs = {
         "/task/instruction": ["std_msgs/msg/String"],
@@ -100,11 +125,17 @@ def test_every_launch_argument_reaches_the_running_node(
         "/robot1/right/image_raw/compressed": ["sensor_msgs/msg/CompressedImage"],
         "/clock": ["rosgraph_msgs/msg/Clock"],  # use_sim_time
     }
-    subs = wait_for("the node's subscriptions", lambda: (
-        s if expected_subs.items() <= (s := probe.topics_of("/robot1", "sub")).items() else None), launch)
+    subs = wait_for(
+        "the node's subscriptions",
+        lambda: s if expected_subs.items() <= (s := probe.topics_of("/robot1", "sub")).items() else None,
+        launch,
+    )
     assert "/robot1/instruction" not in subs, "instruction_topic did not remap the instruction subscription"
-    pubs = wait_for("the node's publishers", lambda: (
-        p if "/robot1/task_progress" in (p := probe.topics_of("/robot1", "pub")) else None), launch)
+    pubs = wait_for(
+        "the node's publishers",
+        lambda: p if "/robot1/task_progress" in (p := probe.topics_of("/robot1", "pub")) else None,
+        launch,
+    )
     assert pubs["/robot1/task_progress"] == ["topreward_ros/msg/TaskProgress"]
     assert "/robot1/episode_success" in pubs
 
@@ -116,14 +147,18 @@ def test_every_launch_argument_reaches_the_running_node(
 
 
 def test_empty_arguments_keep_the_package_params_file(
-        probe: GraphProbe, start_launch: Callable[..., RosProcess]) -> None:
+    probe: GraphProbe, start_launch: Callable[..., RosProcess]
+) -> None:
     launch = start_launch()
     wait_for("/scorer_node on the graph", lambda: probe.node_present("/"), launch)
     names = ["model", "camera_topics", "rate_hz", "device", "max_frames", "sample_fps"]
     params = probe.parameters("/scorer_node", [*names, "use_sim_time"], launch)
     assert params == {**{n: CONFIG[n] for n in names}, "use_sim_time": False}
-    subs = wait_for("the node's subscriptions", lambda: (
-        s if {"/instruction", "/camera/image_raw"} <= set(s := probe.topics_of("/", "sub")) else None), launch)
+    subs = wait_for(
+        "the node's subscriptions",
+        lambda: s if {"/instruction", "/camera/image_raw"} <= set(s := probe.topics_of("/", "sub")) else None,
+        launch,
+    )
     assert "/clock" not in subs, "use_sim_time defaults to false"
     # The package's model is not on this machine (offline, no weights): its load fails with an
     # error that names it; waited for, so the Ctrl-C always comes after it.
@@ -133,26 +168,61 @@ def test_empty_arguments_keep_the_package_params_file(
 
 
 def test_calibration_file_overrides_the_rig_file_and_use_sim_time_stays_the_files(
-        probe: GraphProbe, start_launch: Callable[..., RosProcess], tmp_path: Path) -> None:
+    probe: GraphProbe, start_launch: Callable[..., RosProcess], tmp_path: Path
+) -> None:
     """params_file:= and calibration_file:= (the second wins); use_sim_time not given keeps the
     file's true; cameras given as a YAML flow list without quotes."""
     rig = tmp_path / "rig.yaml"
-    rig.write_text(yaml.safe_dump({"/**": {"ros__parameters": dict(
-        CONFIG, model=str(tmp_path / "no-such-model"), max_frames=17, sample_fps=3.0, success_threshold=-5.0,
-        use_sim_time=True)}}))
+    rig.write_text(
+        yaml.safe_dump(
+            {
+                "/**": {
+                    "ros__parameters": dict(
+                        CONFIG,
+                        model=str(tmp_path / "no-such-model"),
+                        max_frames=17,
+                        sample_fps=3.0,
+                        success_threshold=-5.0,
+                        use_sim_time=True,
+                    )
+                }
+            }
+        )
+    )
     calibrated = tmp_path / "calibrated.yaml"
-    calibrated.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
-        "success_threshold": -2.5, "max_frames": 19, "success_window": 4}}}))
-    launch = start_launch(params_file=str(rig), calibration_file=str(calibrated), namespace="robot3",
-                          cameras="[left/image_raw, right/image_raw/compressed]")
+    calibrated.write_text(
+        yaml.safe_dump({"/**": {"ros__parameters": {"success_threshold": -2.5, "max_frames": 19, "success_window": 4}}})
+    )
+    launch = start_launch(
+        params_file=str(rig),
+        calibration_file=str(calibrated),
+        namespace="robot3",
+        cameras="[left/image_raw, right/image_raw/compressed]",
+    )
     wait_for("/robot3/scorer_node on the graph", lambda: probe.node_present("/robot3"), launch)
-    params = probe.parameters("/robot3/scorer_node", [
-        "success_threshold", "max_frames", "success_window", "sample_fps", "use_sim_time", "camera_topics"], launch)
-    assert params == {"success_threshold": -2.5, "max_frames": 19, "success_window": 4, "sample_fps": 3.0,
-                      "use_sim_time": True, "camera_topics": ["left/image_raw", "right/image_raw/compressed"]}
-    subs = wait_for("the node's subscriptions", lambda: (
-        s if {"/robot3/left/image_raw", "/robot3/right/image_raw/compressed"} <= set(
-            s := probe.topics_of("/robot3", "sub")) else None), launch)
+    params = probe.parameters(
+        "/robot3/scorer_node",
+        ["success_threshold", "max_frames", "success_window", "sample_fps", "use_sim_time", "camera_topics"],
+        launch,
+    )
+    assert params == {
+        "success_threshold": -2.5,
+        "max_frames": 19,
+        "success_window": 4,
+        "sample_fps": 3.0,
+        "use_sim_time": True,
+        "camera_topics": ["left/image_raw", "right/image_raw/compressed"],
+    }
+    subs = wait_for(
+        "the node's subscriptions",
+        lambda: (
+            s
+            if {"/robot3/left/image_raw", "/robot3/right/image_raw/compressed"}
+            <= set(s := probe.topics_of("/robot3", "sub"))
+            else None
+        ),
+        launch,
+    )
     assert "/clock" in subs, "use_sim_time from the params file was overridden by the launch default"
     failure = missing_model_failure(tmp_path / "no-such-model")
     wait_for("the missing model's error", lambda: re.search(failure, launch.log()), launch)
@@ -161,8 +231,8 @@ def test_calibration_file_overrides_the_rig_file_and_use_sim_time_stays_the_file
 
 @pytest.mark.parametrize("moment", ["while the model loads", "between ticks", "inside a long tick"])
 def test_ctrl_c_ends_the_node_inside_the_grace_period(
-        moment: str, probe: GraphProbe, start_launch: Callable[..., RosProcess], tiny_model_dir: Path,
-        tmp_path: Path) -> None:
+    moment: str, probe: GraphProbe, start_launch: Callable[..., RosProcess], tiny_model_dir: Path, tmp_path: Path
+) -> None:
     """SIGINT to launch: the node exits by itself, launch finishes with 0 and logs no error.
 
     "inside a long tick": the largest views, a high sample rate and a slow
@@ -185,22 +255,33 @@ def test_ctrl_c_ends_the_node_inside_the_grace_period(
     else:
         params = dict(CONFIG, view_size=64)
     params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
-    launch = start_launch(model=str(tiny_model_dir), rate=rate, device="cpu", namespace="robot2",
-                          instruction_topic="/robot2/task/instruction", cameras="['cam/image_raw']",
-                          params_file=str(params_file), **grace)
+    launch = start_launch(
+        model=str(tiny_model_dir),
+        rate=rate,
+        device="cpu",
+        namespace="robot2",
+        instruction_topic="/robot2/task/instruction",
+        cameras="['cam/image_raw']",
+        params_file=str(params_file),
+        **grace,
+    )
     if moment == "while the model loads":
         wait_for("the model load to start", lambda: "loading model" in launch.log(), launch)
         assert_clean_exit(launch, launch.interrupt())
         return
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     instruction_pub = probe.node.create_publisher(String, "/robot2/task/instruction", latched)
     camera_pub = probe.node.create_publisher(Image, "/robot2/cam/image_raw", 10)
     progress: list[TaskProgress] = []
     probe.node.create_subscription(TaskProgress, "/robot2/task_progress", progress.append, 10)
-    wait_for("the node to subscribe to the remapped instruction topic and the camera", lambda: (
-        probe.spin(), instruction_pub.get_subscription_count() > 0 and camera_pub.get_subscription_count() > 0)[1],
-        launch)
+    wait_for(
+        "the node to subscribe to the remapped instruction topic and the camera",
+        lambda: (
+            probe.spin(),
+            instruction_pub.get_subscription_count() > 0 and camera_pub.get_subscription_count() > 0,
+        )[1],
+        launch,
+    )
     instruction = "stack the red cup on the blue cup"
     instruction_pub.publish(String(data=instruction))
     index = 0
@@ -229,6 +310,10 @@ def test_ctrl_c_ends_the_node_inside_the_grace_period(
                     running.append(float(values.get("tick_running_s", "0")))
 
         probe.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
-        wait_for("a tick running for over 0.5 s", lambda: stream_until(
-            lambda: bool(running) and running[-1] > 0.5), launch, timeout=180)
+        wait_for(
+            "a tick running for over 0.5 s",
+            lambda: stream_until(lambda: bool(running) and running[-1] > 0.5),
+            launch,
+            timeout=180,
+        )
     assert_clean_exit(launch, launch.interrupt())

@@ -11,6 +11,7 @@ running episode's result before it exits.
 The scored path (final samples scored once at the end, the verdict equal
 to ``topreward bag``'s) is covered by test_replay_under_load.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,12 +37,17 @@ from topreward_ros.msg import EpisodeResult  # noqa: E402
 from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 
 INSTRUCTION = "fold the towel"
-LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
 
 
-def spin_until(executor: SingleThreadedExecutor, condition: Callable[[], Any], what: str,
-               timeout: float = 60.0) -> None:
+def spin_until(
+    executor: SingleThreadedExecutor, condition: Callable[[], Any], what: str, timeout: float = 60.0
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -49,13 +55,16 @@ def spin_until(executor: SingleThreadedExecutor, condition: Callable[[], Any], w
 
 
 def test_every_ended_episode_gets_one_result_even_unscored(context: Context, tmp_path: Path) -> None:
-    node = ScorerNode(context=context, parameter_overrides=[
-        Parameter("model", value=str(tmp_path / "no-model")),
-        Parameter("model_retry_s", value=3600.0),
-        Parameter("rate_hz", value=20.0),
-        Parameter("success_threshold", value=-7.5),
-        Parameter("instruction", value=INSTRUCTION),
-    ])
+    node = ScorerNode(
+        context=context,
+        parameter_overrides=[
+            Parameter("model", value=str(tmp_path / "no-model")),
+            Parameter("model_retry_s", value=3600.0),
+            Parameter("rate_hz", value=20.0),
+            Parameter("success_threshold", value=-7.5),
+            Parameter("instruction", value=INSTRUCTION),
+        ],
+    )
     listener = rclpy.create_node("result_listener", context=context)
     early: list[Any] = []
     listener.create_subscription(EpisodeResult, "episode_result", early.append, LATCHED)
@@ -67,8 +76,11 @@ def test_every_ended_episode_gets_one_result_even_unscored(context: Context, tmp
     try:
         first = node._runner.episode_id
         assert first is not None
-        spin_until(executor, lambda: client.service_is_ready()
-                   and listener.count_publishers("episode_result") == 1, "the reset service")
+        spin_until(
+            executor,
+            lambda: client.service_is_ready() and listener.count_publishers("episode_result") == 1,
+            "the reset service",
+        )
         future = client.call_async(Trigger.Request())
         spin_until(executor, future.done, "the reset")
         second = future.result().message
@@ -108,17 +120,24 @@ def test_every_ended_episode_gets_one_result_even_unscored(context: Context, tmp
 
 
 def test_managed_node_keeps_the_episode_over_deactivate_and_ends_it_at_cleanup(
-        context: Context, tiny_model_dir: Path) -> None:
+    context: Context, tiny_model_dir: Path
+) -> None:
     from lifecycle_msgs.msg import State
 
     from topreward_ros.node.managed import ManagedScorerNode
 
-    node = ManagedScorerNode(context=context, parameter_overrides=[
-        Parameter("model", value=str(tiny_model_dir)), Parameter("local_files_only", value=True),
-        Parameter("device", value="cpu"), Parameter("dtype", value="float32"),
-        Parameter("torch_threads", value=1), Parameter("rate_hz", value=20.0),
-        Parameter("instruction", value=INSTRUCTION),
-    ])
+    node = ManagedScorerNode(
+        context=context,
+        parameter_overrides=[
+            Parameter("model", value=str(tiny_model_dir)),
+            Parameter("local_files_only", value=True),
+            Parameter("device", value="cpu"),
+            Parameter("dtype", value="float32"),
+            Parameter("torch_threads", value=1),
+            Parameter("rate_hz", value=20.0),
+            Parameter("instruction", value=INSTRUCTION),
+        ],
+    )
     listener = rclpy.create_node("managed_result_listener", context=context)
     results: list[Any] = []
     listener.create_subscription(EpisodeResult, "episode_result", results.append, LATCHED)
@@ -151,8 +170,7 @@ def test_managed_node_keeps_the_episode_over_deactivate_and_ends_it_at_cleanup(
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_the_installed_node_publishes_the_running_episode_when_stopped(
-        tmp_path: Path, signum: int) -> None:
+def test_the_installed_node_publishes_the_running_episode_when_stopped(tmp_path: Path, signum: int) -> None:
     """Ctrl-C (or ros2 launch's SIGTERM) ends the running episode: its result goes out before the exit."""
     from support.replay_graph import EXECUTABLE, Probe, wait_or_fail
 
@@ -161,13 +179,30 @@ def test_the_installed_node_publishes_the_running_episode_when_stopped(
     try:
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                [str(EXECUTABLE), "--ros-args", "-p", f"model:={tmp_path / 'no-model'}",
-                 "-p", "model_retry_s:=3600.0", "-p", f"instruction:={INSTRUCTION}"],
-                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                [
+                    str(EXECUTABLE),
+                    "--ros-args",
+                    "-p",
+                    f"model:={tmp_path / 'no-model'}",
+                    "-p",
+                    "model_retry_s:=3600.0",
+                    "-p",
+                    f"instruction:={INSTRUCTION}",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )
         try:
-            wait_or_fail(lambda: probe.status(": episode").get("instruction") == INSTRUCTION
-                         and probe.node.count_publishers("/episode_result") == 1, 60,
-                         "the node's first episode", log)
+            wait_or_fail(
+                lambda: (
+                    probe.status(": episode").get("instruction") == INSTRUCTION
+                    and probe.node.count_publishers("/episode_result") == 1
+                ),
+                60,
+                "the node's first episode",
+                log,
+            )
             episode = probe.status(": episode")["episode_id"]
             proc.send_signal(signum)
             assert proc.wait(30) == 0, log.read_text()

@@ -6,6 +6,7 @@ started with ``--ros-args --params-file calibrated.yaml`` and nothing else;
 its parameters are read back over the parameter services and its published
 ``TaskProgress`` must carry the calibrated threshold and model.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,17 @@ from topreward_ros.msg import TaskProgress  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300)]
 # Videos have no topics: every other setting the threshold depends on is written.
-KEYS = ("success_threshold", "success_window", "success_consecutive", "model", "rate_hz", "sample_fps",
-        "max_frames", "view_size", "sync_tolerance_s")
+KEYS = (
+    "success_threshold",
+    "success_window",
+    "success_consecutive",
+    "model",
+    "rate_hz",
+    "sample_fps",
+    "max_frames",
+    "view_size",
+    "sync_tolerance_s",
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +64,32 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -
             PILImage.fromarray(rgb).save(root / name / f"{i:03d}.png")
     (root / "labels.yaml").write_text(
         "good: {success: 1, instruction: put the red block in the bowl}\n"
-        "bad: {success: 0, instruction: put the red block in the bowl}\n")
+        "bad: {success: 0, instruction: put the red block in the bowl}\n"
+    )
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
-        code = topreward(["eval", str(root / "good"), str(root / "bad"), "-l", str(root / "labels.yaml"),
-                          "-o", str(root / "out"), "--model", str(tiny_model_dir), "--local-files-only",
-                          "--view-size", "64", "--source-fps", "4", "--success-window", "2",
-                          "--success-consecutive", "4", "-q"])
+        code = topreward(
+            [
+                "eval",
+                str(root / "good"),
+                str(root / "bad"),
+                "-l",
+                str(root / "labels.yaml"),
+                "-o",
+                str(root / "out"),
+                "--model",
+                str(tiny_model_dir),
+                "--local-files-only",
+                "--view-size",
+                "64",
+                "--source-fps",
+                "4",
+                "--success-window",
+                "2",
+                "--success-consecutive",
+                "4",
+                "-q",
+            ]
+        )
     assert code == 0, err.getvalue()
     return root / "out" / "calibrated.yaml"
 
@@ -74,13 +104,18 @@ class Client:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.params = AsyncParameterClient(self.node, "scorer_node")
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self.camera = self.node.create_publisher(Image, "camera/image_raw", 10)
         self.instruction = self.node.create_publisher(String, "instruction", latched)
         self.progress: list[TaskProgress] = []
-        self.node.create_subscription(TaskProgress, "task_progress", self.progress.append,
-                                      QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        self.node.create_subscription(
+            TaskProgress,
+            "task_progress",
+            self.progress.append,
+            QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
@@ -97,8 +132,14 @@ class Client:
         rclpy.shutdown(context=self.context)
 
 
-def wait_for(what: str, predicate: Callable[[], Any], proc: subprocess.Popen, log: Path,
-             timeout: float = 90.0, tick: Callable[[], None] | None = None) -> Any:
+def wait_for(
+    what: str,
+    predicate: Callable[[], Any],
+    proc: subprocess.Popen,
+    log: Path,
+    timeout: float = 90.0,
+    tick: Callable[[], None] | None = None,
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -118,8 +159,9 @@ def node(calibrated: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         pytest.fail(f"{EXECUTABLE} missing: run `make build` first")
     log = tmp_path_factory.mktemp("eval_node_log") / "node.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(EXECUTABLE), "--ros-args", "--params-file", str(calibrated)],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(EXECUTABLE), "--ros-args", "--params-file", str(calibrated)], stdout=out, stderr=subprocess.STDOUT
+        )
     client = Client()
     try:
         yield proc, client, log
@@ -140,13 +182,17 @@ def test_node_parameters_equal_the_calibrated_yaml(calibrated: Path, node: tuple
     assert got == expected
 
 
-def test_node_publishes_with_the_calibrated_threshold_and_model(calibrated: Path,
-                                                                node: tuple[Any, Client, Path]) -> None:
+def test_node_publishes_with_the_calibrated_threshold_and_model(
+    calibrated: Path, node: tuple[Any, Client, Path]
+) -> None:
     proc, client, log = node
     expected = yaml.safe_load(calibrated.read_text())["/**"]["ros__parameters"]
-    wait_for("the node to subscribe to the camera and instruction", lambda: (
-        client.camera.get_subscription_count() > 0 and client.instruction.get_subscription_count() > 0),
-        proc, log)
+    wait_for(
+        "the node to subscribe to the camera and instruction",
+        lambda: client.camera.get_subscription_count() > 0 and client.instruction.get_subscription_count() > 0,
+        proc,
+        log,
+    )
     client.instruction.publish(String(data="put the red block in the bowl"))
     frame = np.zeros((48, 64, 3), np.uint8)
     frame[10:20, 10:30] = (200, 40, 40)
@@ -156,7 +202,6 @@ def test_node_publishes_with_the_calibrated_threshold_and_model(calibrated: Path
         msg.header.stamp = client.node.get_clock().now().to_msg()
         client.camera.publish(msg)
 
-    progress = wait_for("a TaskProgress", lambda: list(client.progress), proc, log, timeout=120,
-                        tick=publish_frame)
+    progress = wait_for("a TaskProgress", lambda: list(client.progress), proc, log, timeout=120, tick=publish_frame)
     assert progress[0].success_threshold == expected["success_threshold"]
     assert progress[0].model_id == expected["model"]

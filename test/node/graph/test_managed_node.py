@@ -16,6 +16,7 @@ use, ``ros2 lifecycle set /scorer_node <transition>``, and read back with
 * release_model_on_deactivate frees the model and activate loads it again;
 * cleanup frees everything: unconfigured again.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -65,8 +66,10 @@ def lifecycle(*argv: str, timeout: float = 180.0) -> subprocess.CompletedProcess
         return ros2("lifecycle", *argv, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         log = running[-1].log()[-6000:] if running else ""
-        pytest.fail(f"`ros2 lifecycle {' '.join(argv)}` still running after {timeout} s; its output: "
-                    f"{exc.stdout!r} {exc.stderr!r}\nnode log tail:\n{log}")
+        pytest.fail(
+            f"`ros2 lifecycle {' '.join(argv)}` still running after {timeout} s; its output: "
+            f"{exc.stdout!r} {exc.stderr!r}\nnode log tail:\n{log}"
+        )
 
 
 def lifecycle_set(transition: str) -> subprocess.CompletedProcess:
@@ -91,8 +94,7 @@ def ros2_daemon(ros_domain: int) -> Iterator[None]:
 
 @pytest.fixture
 def managed(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Rig]:
-    proc = NodeProcess({**PARAMS, "model": str(tiny_model_dir)}, tmp_path / "node.log",
-                       executable=MANAGED_EXECUTABLE)
+    proc = NodeProcess({**PARAMS, "model": str(tiny_model_dir)}, tmp_path / "node.log", executable=MANAGED_EXECUTABLE)
     try:
         rig = Rig(proc)
     except BaseException:
@@ -142,9 +144,12 @@ def test_configure_activate_deactivate_activate_cleanup(managed: Rig) -> None:
 
     assert lifecycle_set("deactivate").returncode == 0
     assert lifecycle_get() == "inactive"
-    rig.wait_for("the scoring diagnostic to say inactive", lambda: (
-        (s := rig.latest_status(": scoring")) is not None
-        and status_values(s)["node_state"] == "inactive" and s))
+    rig.wait_for(
+        "the scoring diagnostic to say inactive",
+        lambda: (
+            (s := rig.latest_status(": scoring")) is not None and status_values(s)["node_state"] == "inactive" and s
+        ),
+    )
     with rig.lock:
         count = len(rig.progress)
         paused_from = rig.camera_now_ns()
@@ -155,8 +160,10 @@ def test_configure_activate_deactivate_activate_cleanup(managed: Rig) -> None:
         assert len(rig.progress) == count, "the inactive node published scores"
 
     assert lifecycle_set("activate").returncode == 0
-    later = rig.wait_for("scores of the same episode after activate", lambda: (
-        len(m := [p for p in rig.progress[count:] if p.episode_id == episode_id]) >= 2 and m))
+    later = rig.wait_for(
+        "scores of the same episode after activate",
+        lambda: len(m := [p for p in rig.progress[count:] if p.episode_id == episode_id]) >= 2 and m,
+    )
     for msg in later:
         assert msg.success, "the success latched before deactivate was lost"
         stamps = [stamp_ns(s) for s in msg.frame_stamps]
@@ -178,21 +185,26 @@ def test_configure_activate_deactivate_activate_cleanup(managed: Rig) -> None:
     assert lifecycle_set("cleanup").returncode == 0
     assert lifecycle_get() == "unconfigured"
     rig.wait_for("the model freed by cleanup", lambda: model_state(rig) == "not loaded")
-    status = rig.wait_for("the episode gone", lambda: (
-        (s := rig.latest_status(": episode")) is not None and status_values(s)["episode_id"] == "" and s))
+    status = rig.wait_for(
+        "the episode gone",
+        lambda: (s := rig.latest_status(": episode")) is not None and status_values(s)["episode_id"] == "" and s,
+    )
     assert status.level == DiagnosticStatus.WARN
 
 
 def test_configure_that_cannot_load_the_model_fails_and_stays_unconfigured(
-        managed: Rig, tiny_model_dir: Path, tmp_path: Path) -> None:
+    managed: Rig, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     rig = managed
     missing = tmp_path / "no-such-model"
     assert rig.set_params(model=str(missing))[0].successful
     out = lifecycle_set("configure")
     assert "Transitioning failed" in out.stdout + out.stderr, out.stdout + out.stderr
     assert lifecycle_get() == "unconfigured"
-    status = rig.wait_for("the load error on diagnostics", lambda: (
-        (s := rig.latest_status(": model")) is not None and str(missing) in s.message and s))
+    status = rig.wait_for(
+        "the load error on diagnostics",
+        lambda: (s := rig.latest_status(": model")) is not None and str(missing) in s.message and s,
+    )
     assert status.level == DiagnosticStatus.ERROR
     assert "configure failed, node stays unconfigured" in rig.node_proc.log()
     # The node is in a valid state: with a model that loads, configure succeeds.

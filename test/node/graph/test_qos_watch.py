@@ -7,6 +7,7 @@ a new one beside it, or the counts on /diagnostics would split and the
 records grow with every activation. Real rclpy endpoints with a really
 incompatible peer give the events.
 """
+
 from __future__ import annotations
 
 import time
@@ -45,12 +46,18 @@ def test_an_endpoint_created_again_keeps_its_record_and_is_explained_once(contex
         node.create_publisher(String, "/watched", best_effort)
         for activation in range(2):
             sub = node.create_subscription(
-                String, "/watched", lambda msg: None, reliable,
-                event_callbacks=SubscriptionEventCallbacks(incompatible_qos=watch.watch(
-                    "/watched", "subscription", reliable, "set it to best effort")))
+                String,
+                "/watched",
+                lambda msg: None,
+                reliable,
+                event_callbacks=SubscriptionEventCallbacks(
+                    incompatible_qos=watch.watch("/watched", "subscription", reliable, "set it to best effort")
+                ),
+            )
             counted = watch.counts().get("subscription /watched", 0)
-            assert spin_until(executor, lambda: watch.counts()["subscription /watched"] > counted), \
+            assert spin_until(executor, lambda: watch.counts()["subscription /watched"] > counted), (
                 f"no incompatible-QoS event in activation {activation}"
+            )
             node.destroy_subscription(sub)
             time.sleep(0.1)
         assert list(watch.counts()) == ["subscription /watched"]

@@ -27,6 +27,7 @@ each time, and every time:
   frame of the first two episodes comes after their last tick, so it is
   scored only by the score made at the episode's end.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,8 +70,7 @@ def write_bag(path: Path) -> None:
     with BagWriter(path, "mcap") as writer:
         for e, instruction in enumerate(INSTRUCTIONS):
             stamps = primary_stamps(e)
-            at = (START_NS if e == 0
-                  else primary_stamps(e - 1)[-1] + SECONDARY_OFFSET_NS + INSTRUCTION_AFTER_LAST_NS)
+            at = START_NS if e == 0 else primary_stamps(e - 1)[-1] + SECONDARY_OFFSET_NS + INSTRUCTION_AFTER_LAST_NS
             writer.write("/instruction", string_msg(instruction), at)
             for stamp in stamps:
                 for c, topic in enumerate(CAMERAS):
@@ -85,22 +85,42 @@ def offline(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> d
     root = tmp_path_factory.mktemp("replay_under_load")
     bag = root / "bag"
     write_bag(bag)
-    argv = ["bag", str(bag), "-o", str(root / "scored"), "--model", str(tiny_model_dir),
-            "--device", "cpu", "--dtype", "float32", "--local-files-only", "--torch-threads", "1",
-            "--view-size", str(VIEW), "--rate", "2.0", "--sample-fps", "2.0", "--no-plot", "-q"]
+    argv = [
+        "bag",
+        str(bag),
+        "-o",
+        str(root / "scored"),
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--local-files-only",
+        "--torch-threads",
+        "1",
+        "--view-size",
+        str(VIEW),
+        "--rate",
+        "2.0",
+        "--sample-fps",
+        "2.0",
+        "--no-plot",
+        "-q",
+    ]
     for topic in CAMERAS:
         argv += ["--camera", topic]
     assert topreward_main(argv) == 0
-    curves = [json.loads((root / "scored" / f"episode_{i:04d}" / "curve.json").read_text())
-              for i in range(len(INSTRUCTIONS))]
+    curves = [
+        json.loads((root / "scored" / f"episode_{i:04d}" / "curve.json").read_text()) for i in range(len(INSTRUCTIONS))
+    ]
     return {"bag": bag, "curves": curves}
 
 
 @pytest.fixture
 def busy_cpu() -> Iterator[None]:
     """Processes that spin every core at the node's priority, for the whole test."""
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                for _ in range(os.cpu_count() or 2)]
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
     try:
         yield
     finally:
@@ -116,10 +136,16 @@ def _stamp_ns(stamp: Any) -> int:
 
 def replay_into_node(bag: Path, model: Path, tmp_path: Path) -> tuple[list[Any], list[Any]]:
     params = {
-        "use_sim_time": "true", "model": str(model), "local_files_only": "true",
-        "device": "cpu", "dtype": "float32", "torch_threads": "1",
+        "use_sim_time": "true",
+        "model": str(model),
+        "local_files_only": "true",
+        "device": "cpu",
+        "dtype": "float32",
+        "torch_threads": "1",
         "camera_topics": "[" + ", ".join(CAMERAS) + "]",
-        "view_size": str(VIEW), "rate_hz": "2.0", "sample_fps": "2.0",
+        "view_size": str(VIEW),
+        "rate_hz": "2.0",
+        "sample_fps": "2.0",
     }
     for topic in CAMERAS:
         params[f"qos_overrides.{topic}.subscription.reliability"] = "reliable"
@@ -127,21 +153,30 @@ def replay_into_node(bag: Path, model: Path, tmp_path: Path) -> tuple[list[Any],
     log = tmp_path / "node.log"
     with scorer_node(params, log, load_timeout=180) as probe:
         # Slower than real time: a tick has a wall second before the next frame is due.
-        result = replay_bag(bag, ReplayOptions(
-            rate=0.5, wait_for=(*CAMERAS, "/instruction", "/clock"), wait_timeout_s=60.0,
-            linger_s=4.0), progress=False)
+        result = replay_bag(
+            bag,
+            ReplayOptions(rate=0.5, wait_for=(*CAMERAS, "/instruction", "/clock"), wait_timeout_s=60.0, linger_s=4.0),
+            progress=False,
+        )
         assert result.ok, result.summary()
         wait_or_fail(probe.all_published, 90, "every published score to arrive", log)
-        wait_or_fail(lambda: probe.status(": episode").get("episode_results") == str(len(probe.results))
-                     and len(probe.results) >= len(INSTRUCTIONS),
-                     90, "the ended episodes' results to arrive", log)
+        wait_or_fail(
+            lambda: (
+                probe.status(": episode").get("episode_results") == str(len(probe.results))
+                and len(probe.results) >= len(INSTRUCTIONS)
+            ),
+            90,
+            "the ended episodes' results to arrive",
+            log,
+        )
     with probe.lock:
         return list(probe.progress), list(probe.results)
 
 
 @pytest.mark.timeout(600)
 def test_busy_machine_keeps_episodes_apart_and_ticks_equal_topreward_bag(
-        offline: dict[str, Any], tiny_model_dir: Path, tmp_path: Path, busy_cpu: None) -> None:
+    offline: dict[str, Any], tiny_model_dir: Path, tmp_path: Path, busy_cpu: None
+) -> None:
     episode_of = {s: e for e in range(len(INSTRUCTIONS)) for s in primary_stamps(e)}
     for run in range(RUNS):
         run_dir = tmp_path / f"run{run}"
@@ -153,8 +188,7 @@ def test_busy_machine_keeps_episodes_apart_and_ticks_equal_topreward_bag(
                 node_ids.append(msg.episode_id)
         assert len(node_ids) == len(INSTRUCTIONS), f"run {run}: one node episode per bag episode"
         for e, (node_id, curve) in enumerate(zip(node_ids, offline["curves"])):
-            check_result(results, node_id, e, [m for m in messages if m.episode_id == node_id],
-                         curve["result"], run)
+            check_result(results, node_id, e, [m for m in messages if m.episode_id == node_id], curve["result"], run)
         for e, (node_id, curve) in enumerate(zip(node_ids, offline["curves"])):
             mine = [m for m in messages if m.episode_id == node_id]
             for msg in mine:
@@ -163,12 +197,12 @@ def test_busy_machine_keeps_episodes_apart_and_ticks_equal_topreward_bag(
                 crossed = [s for s in stamps if episode_of.get(s) != e]
                 assert not crossed, f"run {run}: episode {e} holds frames of another episode: {crossed}"
             samples = curve["sample_stamps_ns"]
-            offline_ticks = {tuple(samples[:t["frames_used"]]): t for t in curve["live"]}
+            offline_ticks = {tuple(samples[: t["frames_used"]]): t for t in curve["live"]}
             node_keys = [tuple(_stamp_ns(s) for s in m.frame_stamps) for m in mine]
             offline_keys = list(offline_ticks)
             for k, (key, msg) in enumerate(zip(node_keys, mine)):
                 # Every node score covers a prefix of the episode's samples, in order.
-                assert key == tuple(samples[:len(key)]), f"run {run}, episode {e}: not a prefix: {key}"
+                assert key == tuple(samples[: len(key)]), f"run {run}, episode {e}: not a prefix: {key}"
                 tick = offline_ticks.get(key)
                 if tick is None:
                     continue  # a frame set no offline tick saw (the node fell behind)
@@ -176,12 +210,11 @@ def test_busy_machine_keeps_episodes_apart_and_ticks_equal_topreward_bag(
                 assert msg.log_prob_true == pytest.approx(tick["log_prob_true"], abs=1e-4)
                 if node_keys[0] == offline_keys[0]:  # the same anchor
                     assert msg.progress == pytest.approx(tick["progress"], abs=1e-4)
-                if node_keys[:k + 1] == offline_keys[:k + 1]:  # the same scores averaged
+                if node_keys[: k + 1] == offline_keys[: k + 1]:  # the same scores averaged
                     assert msg.success_score == pytest.approx(tick["success_score"], abs=1e-4)
 
 
-def check_result(results: list[Any], node_id: str, e: int, ticks: list[Any], offline: dict[str, Any],
-                 run: int) -> None:
+def check_result(results: list[Any], node_id: str, e: int, ticks: list[Any], offline: dict[str, Any], run: int) -> None:
     """The node's one EpisodeResult of bag episode ``e`` against ``topreward bag``'s record.
 
     Holds also when a tick was skipped (the one running came due again): the

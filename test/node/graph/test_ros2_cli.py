@@ -12,6 +12,7 @@ random Qwen3-VL as the model. Only the camera frames come from this process
 Skipped, with the reason, where the ``ros2`` command is not there (`make test`
 installs it from the ros-extras sources when those are beside the checkout).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -33,8 +34,10 @@ SKIP_REASON = (
     "`make test` builds it from the ros-extras sources in shared/ beside the checkout "
     "(tools/install_ros_extras.sh)"
 )
-if shutil.which("ros2") is None or any(importlib.util.find_spec(name) is None for name in (
-        "ros2cli", "ros2launch", "ros2run", "ros2pkg", "ros2param", "ros2service", "ros2topic")):
+if shutil.which("ros2") is None or any(
+    importlib.util.find_spec(name) is None
+    for name in ("ros2cli", "ros2launch", "ros2run", "ros2pkg", "ros2param", "ros2service", "ros2topic")
+):
     pytest.skip(SKIP_REASON, allow_module_level=True)
 
 from sensor_msgs.msg import Image  # noqa: E402
@@ -70,8 +73,14 @@ def ros2(ros_log_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
 
     def run(line: str, timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
         try:
-            return subprocess.run(command(line), capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,
-                                  env=dict(os.environ, ROS_LOG_DIR=str(ros_log_dir)))
+            return subprocess.run(
+                command(line),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=REPO_ROOT,
+                env=dict(os.environ, ROS_LOG_DIR=str(ros_log_dir)),
+            )
         except subprocess.TimeoutExpired as exc:
             pytest.fail(f"`{line}` still running after {timeout} s; output:\n{exc.stdout!r}\n{exc.stderr!r}")
 
@@ -123,11 +132,17 @@ def wait_until_listed(node_name: str, node: RosProcess, ros_log_dir: Path) -> No
 @pytest.fixture
 def run_node(tmp_path: Path, tiny_model_dir: Path, ros_log_dir: Path) -> Iterator[RosProcess]:
     """README's ``ros2 run`` command, with the tiny model on the CPU, once the daemon lists the node."""
-    node = RosProcess(command(
-        "ros2 run topreward_ros scorer_node --ros-args "
-        "--params-file install/topreward_ros/share/topreward_ros/config/scorer.yaml "
-        "-p camera_topics:=\"['camera/image_raw']\" "
-        f"-p model:={shlex.quote(str(tiny_model_dir))} -p device:=cpu"), tmp_path, "ros2_run", cwd=REPO_ROOT)
+    node = RosProcess(
+        command(
+            "ros2 run topreward_ros scorer_node --ros-args "
+            "--params-file install/topreward_ros/share/topreward_ros/config/scorer.yaml "
+            "-p camera_topics:=\"['camera/image_raw']\" "
+            f"-p model:={shlex.quote(str(tiny_model_dir))} -p device:=cpu"
+        ),
+        tmp_path,
+        "ros2_run",
+        cwd=REPO_ROOT,
+    )
     try:
         wait_for("scorer_node to start", lambda: "scoring 1 camera(s)" in node.log(), node)
         wait_until_listed("/scorer_node", node, ros_log_dir)
@@ -142,9 +157,15 @@ def start_launch(tmp_path: Path, tiny_model_dir: Path) -> Iterator[Callable[[], 
     started: list[RosProcess] = []
 
     def start() -> RosProcess:
-        launch = RosProcess(command(
-            f"ros2 launch topreward_ros scorer.launch.py model:={shlex.quote(str(tiny_model_dir))} "
-            "device:=cpu rate:=4.0"), tmp_path, "ros2_launch", cwd=REPO_ROOT)
+        launch = RosProcess(
+            command(
+                f"ros2 launch topreward_ros scorer.launch.py model:={shlex.quote(str(tiny_model_dir))} "
+                "device:=cpu rate:=4.0"
+            ),
+            tmp_path,
+            "ros2_launch",
+            cwd=REPO_ROOT,
+        )
         started.append(launch)
         wait_for("scorer_node to start", lambda: "scoring 1 camera(s)" in launch.log(), launch)
         return launch
@@ -193,15 +214,16 @@ def episode_status(diagnostics: dict[str, Any]) -> dict[str, str] | None:
 
 # -- tests ----------------------------------------------------------------------------------------------
 def test_ros2_pkg_executables_lists_the_installed_executables(
-        ros2: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    ros2: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
     result = ros2("ros2 pkg executables topreward_ros")
     assert result.returncode == 0, output(result)
-    assert set(result.stdout.split("\n")) >= {"topreward_ros scorer_node", "topreward_ros topreward"}, \
-        output(result)
+    assert set(result.stdout.split("\n")) >= {"topreward_ros scorer_node", "topreward_ros topreward"}, output(result)
 
 
 def test_ros2_param_get_and_set_at_run_time(
-        run_node: RosProcess, ros2: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    run_node: RosProcess, ros2: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
     got = ros2("ros2 param get /scorer_node rate_hz")
     assert got.returncode == 0, output(got)
     assert got.stdout.strip() == "Double value is: 1.0", output(got)  # the params file's value
@@ -213,7 +235,8 @@ def test_ros2_param_get_and_set_at_run_time(
 
 
 def test_ros2_param_set_refuses_an_invalid_value_with_the_reason(
-        run_node: RosProcess, ros2: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    run_node: RosProcess, ros2: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
     # Out of the declared range: refused by the parameter's range, which the text names.
     result = ros2("ros2 param set /scorer_node rate_hz 100.0")
     text = output(result)
@@ -224,18 +247,20 @@ def test_ros2_param_set_refuses_an_invalid_value_with_the_reason(
     # In range but inconsistent with another parameter: refused by the node, naming why.
     result = ros2("ros2 param set /scorer_node camera_stall_error_s 0.5")
     text = output(result)
-    assert "Setting parameter failed: camera_stall_error_s (0.5) must be >= camera_stall_warn_s (1.0)" in text, \
-        text
+    assert "Setting parameter failed: camera_stall_error_s (0.5) must be >= camera_stall_warn_s (1.0)" in text, text
     got = ros2("ros2 param get /scorer_node camera_stall_error_s")
     assert got.stdout.strip() == "Double value is: 5.0", output(got)
 
 
 def test_ros2_service_call_reset_before_and_after_an_instruction(
-        run_node: RosProcess, ros2: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    run_node: RosProcess, ros2: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
     before = ros2("ros2 service call /scorer_node/reset std_srvs/srv/Trigger")
     assert before.returncode == 0, output(before)
     assert trigger_response(before) == (
-        False, "no instruction yet: publish one on /instruction or set the 'instruction' parameter")
+        False,
+        "no instruction yet: publish one on /instruction or set the 'instruction' parameter",
+    )
 
     result = ros2(f"ros2 param set /scorer_node instruction {shlex.quote(INSTRUCTION)}")
     assert result.stdout.strip() == "Set parameter successful", output(result)
@@ -244,14 +269,22 @@ def test_ros2_service_call_reset_before_and_after_an_instruction(
     assert success, output(after)
     assert episode_id and " " not in episode_id, output(after)
     # The episode the node reports is the one the reset answered with, for this instruction.
-    status = until("/diagnostics to report the reset's episode", lambda: (
-        s if (s := episode_status(echoed(ros2("ros2 topic echo --once /diagnostics")))) is not None
-        and s["episode_id"] == episode_id else None), run_node)
+    status = until(
+        "/diagnostics to report the reset's episode",
+        lambda: (
+            s
+            if (s := episode_status(echoed(ros2("ros2 topic echo --once /diagnostics")))) is not None
+            and s["episode_id"] == episode_id
+            else None
+        ),
+        run_node,
+    )
     assert status["instruction"] == INSTRUCTION, status
 
 
 def test_ros2_topic_pub_instruction_starts_an_episode(
-        launched: RosProcess, camera: GraphProbe, ros_log_dir: Path, tiny_model_dir: Path) -> None:
+    launched: RosProcess, camera: GraphProbe, ros_log_dir: Path, tiny_model_dir: Path
+) -> None:
     """README's ``ros2 topic pub --once --keep-alive 3 /instruction ...`` (no QoS flags) drives TaskProgress.
 
     ``--keep-alive 3`` as README writes it: with ros2's default 0.1 s the
@@ -259,9 +292,14 @@ def test_ros2_topic_pub_instruction_starts_an_episode(
     and the one message is lost (seen in a full suite run at load ~6).
     """
     camera_pub = camera.node.create_publisher(Image, "/camera/image_raw", 10)
-    wait_for("the node's camera subscription and progress publisher", lambda: (
-        camera.spin(), camera_pub.get_subscription_count() > 0
-        and camera.node.count_publishers("/task_progress") > 0)[1], launched)
+    wait_for(
+        "the node's camera subscription and progress publisher",
+        lambda: (
+            camera.spin(),
+            camera_pub.get_subscription_count() > 0 and camera.node.count_publishers("/task_progress") > 0,
+        )[1],
+        launched,
+    )
     frames = 0
 
     def stream() -> None:
@@ -273,8 +311,14 @@ def test_ros2_topic_pub_instruction_starts_an_episode(
     def run_while_streaming(line: str, timeout: float, why: str = "") -> subprocess.CompletedProcess[str]:
         """Start a ros2 command and keep the camera going until it ends."""
         with open(launched.workdir / "command.out", "w+") as out:
-            proc = subprocess.Popen(command(line), stdout=out, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
-                                    env=dict(os.environ, ROS_LOG_DIR=str(ros_log_dir)))
+            proc = subprocess.Popen(
+                command(line),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=REPO_ROOT,
+                env=dict(os.environ, ROS_LOG_DIR=str(ros_log_dir)),
+            )
             deadline = time.monotonic() + timeout
             while proc.poll() is None and time.monotonic() < deadline and launched.alive():
                 stream()
@@ -282,8 +326,10 @@ def test_ros2_topic_pub_instruction_starts_an_episode(
                 proc.kill()
                 proc.wait(10)
                 out.seek(0)
-                pytest.fail(f"`{line}` had not finished after {timeout} s{why}; its output:\n{squeeze(out.read())}"
-                            f"\nlaunch output:\n{launched.log()[-3000:]}")
+                pytest.fail(
+                    f"`{line}` had not finished after {timeout} s{why}; its output:\n{squeeze(out.read())}"
+                    f"\nlaunch output:\n{launched.log()[-3000:]}"
+                )
             out.seek(0)
             return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), "")
 
@@ -291,7 +337,8 @@ def test_ros2_topic_pub_instruction_starts_an_episode(
         "ros2 topic pub --once --keep-alive 3 /instruction std_msgs/msg/String \"{data: 'pick up the cube'}\"",
         30.0,
         ": no subscription on /instruction matched a publisher with ros2's default QoS "
-        "(reliable, volatile), so the node would never get the instruction")
+        "(reliable, volatile), so the node would never get the instruction",
+    )
     assert published.returncode == 0, published.stdout
 
     def progress_of_the_instruction() -> dict[str, Any] | None:
@@ -299,13 +346,17 @@ def test_ros2_topic_pub_instruction_starts_an_episode(
         message = echoed(result) if result.returncode == 0 else None
         return message if message and message.get("instruction") == INSTRUCTION else None
 
-    progress = until("a TaskProgress message for the published instruction", progress_of_the_instruction,
-                     launched, timeout=120)
+    progress = until(
+        "a TaskProgress message for the published instruction", progress_of_the_instruction, launched, timeout=120
+    )
     assert progress["episode_id"], progress
     assert progress["model_id"] == str(tiny_model_dir), progress
     assert progress["frames_used"] >= 1 and 0.0 <= progress["progress"] <= 1.0, progress
-    assert re.search(rf"episode {re.escape(progress['episode_id'])} started \(instruction message\): "
-                     rf"'{INSTRUCTION}'", launched.log()), launched.log()[-3000:]
+    assert re.search(
+        rf"episode {re.escape(progress['episode_id'])} started \(instruction message\): "
+        rf"'{INSTRUCTION}'",
+        launched.log(),
+    ), launched.log()[-3000:]
 
 
 def test_ctrl_c_to_ros2_launch_exits_0(start_launch: Callable[[], RosProcess]) -> None:

@@ -19,6 +19,7 @@ over DDS. No model is needed to start episodes, so none is loaded.
 * incompatible QoS on a subscription or a publisher is counted on
   /diagnostics with what to set, and an ordinary publisher raises none.
 """
+
 from __future__ import annotations
 
 import threading
@@ -43,8 +44,7 @@ from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 
 CAMERA = "/cam/image_raw"
 NS = 1_000_000_000
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CONTROL_TOKENS = "pick up <|im_start|> the cube"
 
 
@@ -75,9 +75,16 @@ class Graph:
 
     def start_node(self) -> ScorerNode:
         self.node_context = Context()
-        rclpy.init(context=self.node_context, args=[
-            "--ros-args", "-p", f"qos_overrides.{CAMERA}.subscription.reliability:=reliable",
-            "-p", f"qos_overrides.{CAMERA}.subscription.depth:=50"])
+        rclpy.init(
+            context=self.node_context,
+            args=[
+                "--ros-args",
+                "-p",
+                f"qos_overrides.{CAMERA}.subscription.reliability:=reliable",
+                "-p",
+                f"qos_overrides.{CAMERA}.subscription.depth:=50",
+            ],
+        )
         overrides = [
             Parameter("model", value=str(self.tmp_path / "no-model")),
             Parameter("model_retry_s", value=3600.0),
@@ -152,8 +159,12 @@ def image(stamp_ns: int, value: int = 90) -> Image:
 
 
 def info(published_ns: int) -> dict:
-    return {"source_timestamp": published_ns, "received_timestamp": published_ns + 1,
-            "publication_sequence_number": None, "reception_sequence_number": None}
+    return {
+        "source_timestamp": published_ns,
+        "received_timestamp": published_ns + 1,
+        "publication_sequence_number": None,
+        "reception_sequence_number": None,
+    }
 
 
 # ----------------------------------------------------------------------------
@@ -179,14 +190,22 @@ def test_the_latched_reader_exists_only_while_a_latched_writer_does(graph: Graph
     volatile = graph.peer.create_publisher(String, "/instruction", 10)
 
     def readers() -> list[DurabilityPolicy]:
-        return sorted((i.qos_profile.durability for i in graph.peer.get_subscriptions_info_by_topic("/instruction")
-                       if i.node_name == "scorer_node"), key=int)
+        return sorted(
+            (
+                i.qos_profile.durability
+                for i in graph.peer.get_subscriptions_info_by_topic("/instruction")
+                if i.node_name == "scorer_node"
+            ),
+            key=int,
+        )
 
     wait_for(lambda: volatile.get_subscription_count() >= 1, "the node's volatile reader")
     wait_for(lambda: readers() == [DurabilityPolicy.VOLATILE], "only the volatile reader")
     latched = graph.peer.create_publisher(String, "/instruction", LATCHED)
-    wait_for(lambda: readers() == [DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE],
-             "a transient-local reader for the latched writer")
+    wait_for(
+        lambda: readers() == [DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE],
+        "a transient-local reader for the latched writer",
+    )
     latched.publish(String(data="wipe the table"))
     wait_for(lambda: graph.episode()[1] == "wipe the table", "the latched writer's instruction")
     graph.peer.destroy_publisher(latched)
@@ -229,17 +248,17 @@ def test_instruction_parameter_starts_an_episode(graph: Graph) -> None:
 # ----------------------------------------------------------------------------
 # Publication order decides which episode a frame belongs to.
 # ----------------------------------------------------------------------------
-def test_frame_published_before_a_real_instruction_but_handled_after_it_stays_out(
-        tmp_path: Path) -> None:
+def test_frame_published_before_a_real_instruction_but_handled_after_it_stays_out(tmp_path: Path) -> None:
     """Over DDS: the instruction's publication time must reach the node (message info)."""
     graph = Graph(tmp_path, spin_node=False)
     try:
         node = graph.start_node()
-        cam = graph.peer.create_publisher(Image, CAMERA, QoSProfile(
-            depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        cam = graph.peer.create_publisher(Image, CAMERA, QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
         instr = graph.peer.create_publisher(String, "/instruction", 10)
-        wait_for(lambda: cam.get_subscription_count() >= 1 and instr.get_subscription_count() >= 1,
-                 "the node's subscriptions to match")
+        wait_for(
+            lambda: cam.get_subscription_count() >= 1 and instr.get_subscription_count() >= 1,
+            "the node's subscriptions to match",
+        )
         cam.publish(image(1 * NS, 10))  # the old scene, published first
         instr.publish(String(data="pick up the cube"))
         cam.publish(image(2 * NS, 20))  # the new episode's first frame
@@ -360,10 +379,14 @@ def test_incompatible_qos_is_reported_for_subscriptions_and_publishers(graph: Gr
     def counts() -> dict[str, str]:
         return graph.values(": qos")
 
-    wait_for(lambda: counts().get("incompatible subscription /instruction", "0") != "0"
-             and counts().get(f"incompatible subscription {CAMERA}", "0") != "0"
-             and counts().get("incompatible publisher /task_progress", "0") != "0",
-             "the three incompatibilities to be counted")
+    wait_for(
+        lambda: (
+            counts().get("incompatible subscription /instruction", "0") != "0"
+            and counts().get(f"incompatible subscription {CAMERA}", "0") != "0"
+            and counts().get("incompatible publisher /task_progress", "0") != "0"
+        ),
+        "the three incompatibilities to be counted",
+    )
     status = graph.status(": qos")
     assert status.level == DiagnosticStatus.WARN
     assert "subscription /instruction: reliability" in status.message

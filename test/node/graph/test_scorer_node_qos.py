@@ -3,6 +3,7 @@
 An in-process node is enough here (no model is needed to subscribe): the
 subscriptions' QoS is read back from the ROS graph.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -81,10 +82,14 @@ def test_rig_example_params_file_sets_per_topic_qos(rig_example_context: Context
         cameras = ["/camera/image_raw", "/wrist_camera/image_raw/compressed"]
         assert node.get_parameter("camera_topics").value == cameras
         # Reliability as the graph sees it (what a publisher matches against) ...
-        graph = {topic: [i.qos_profile.reliability for i in node.get_subscriptions_info_by_topic(topic)]
-                 for topic in ("/camera/image_raw", "/wrist_camera/image_raw/compressed")}
-        assert graph == {"/camera/image_raw": [ReliabilityPolicy.RELIABLE],
-                         "/wrist_camera/image_raw/compressed": [ReliabilityPolicy.BEST_EFFORT]}
+        graph = {
+            topic: [i.qos_profile.reliability for i in node.get_subscriptions_info_by_topic(topic)]
+            for topic in ("/camera/image_raw", "/wrist_camera/image_raw/compressed")
+        }
+        assert graph == {
+            "/camera/image_raw": [ReliabilityPolicy.RELIABLE],
+            "/wrist_camera/image_raw/compressed": [ReliabilityPolicy.BEST_EFFORT],
+        }
         # ... and the queue depth, which discovery does not carry, from the subscriptions themselves.
         local = {sub.topic_name: (sub.qos_profile.reliability, sub.qos_profile.depth) for sub in node.subscriptions}
         assert local["/camera/image_raw"] == (ReliabilityPolicy.RELIABLE, 30)

@@ -22,6 +22,7 @@ an episode has a streak broken by a dip before it succeeds. Then:
   same ``success``, ``progress``, ``success_score`` and raw score (1e-4),
   and the same EpisodeSuccess messages (episode, stamp, score, threshold).
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,7 @@ def candidate(seed: int) -> np.ndarray:
     return rng.integers(0, 255, size=(48, 64, 3), dtype=np.uint8)
 
 
-def design_episode(scorer: Any, instruction: str, stamps: list[int], shape: str,
-                   seed: int) -> list[np.ndarray]:
+def design_episode(scorer: Any, instruction: str, stamps: list[int], shape: str, seed: int) -> list[np.ndarray]:
     """Frames chosen one by one so that the score of the prefix goes up ('+') or down ('-').
 
     The random model's scores drift with video length; a few candidates per
@@ -108,16 +108,41 @@ def write_bag(path: Path, scorer: Any) -> list[list[int]]:
 
 def run_topreward_bag(bag: Path, out: Path, model: Path, threshold: float) -> list[dict[str, Any]]:
     """The real command; returns each episode's curve.json."""
-    rc = topreward_main([
-        "bag", str(bag), "-o", str(out), "--camera", CAMERA, "--model", str(model),
-        "--device", "cpu", "--dtype", "float32", "--local-files-only", "--torch-threads", "1",
-        "--view-size", str(VIEW), "--rate", "2.0", "--sample-fps", "2.0",
-        "--success-threshold", repr(threshold), "--success-window", str(WINDOW),
-        "--success-consecutive", str(CONSECUTIVE), "--no-plot", "-q",
-    ])
+    rc = topreward_main(
+        [
+            "bag",
+            str(bag),
+            "-o",
+            str(out),
+            "--camera",
+            CAMERA,
+            "--model",
+            str(model),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--local-files-only",
+            "--torch-threads",
+            "1",
+            "--view-size",
+            str(VIEW),
+            "--rate",
+            "2.0",
+            "--sample-fps",
+            "2.0",
+            "--success-threshold",
+            repr(threshold),
+            "--success-window",
+            str(WINDOW),
+            "--success-consecutive",
+            str(CONSECUTIVE),
+            "--no-plot",
+            "-q",
+        ]
+    )
     assert rc == 0
-    return [json.loads((out / f"episode_{i:04d}" / "curve.json").read_text())
-            for i in range(len(INSTRUCTIONS))]
+    return [json.loads((out / f"episode_{i:04d}" / "curve.json").read_text()) for i in range(len(INSTRUCTIONS))]
 
 
 def decisions(scores: list[float], threshold: float) -> dict[str, Any]:
@@ -175,15 +200,22 @@ def offline(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> d
     bag = root / "bag"
     from topreward_ros.scoring import ScorerConfig, load_scorer
 
-    scorer = load_scorer(ScorerConfig(model=str(tiny_model_dir), device="cpu", dtype="float32",
-                                      local_files_only=True, view_size=VIEW, torch_threads=1))
+    scorer = load_scorer(
+        ScorerConfig(
+            model=str(tiny_model_dir),
+            device="cpu",
+            dtype="float32",
+            local_files_only=True,
+            view_size=VIEW,
+            torch_threads=1,
+        )
+    )
     stamps = write_bag(bag, scorer)
     # First pass: learn the scores (the success score does not depend on the threshold).
     learn = run_topreward_bag(bag, root / "learn", tiny_model_dir, -8.0)
     threshold = pick_threshold([[t["success_score"] for t in c["live"]] for c in learn])
     curves = run_topreward_bag(bag, root / "scored", tiny_model_dir, threshold)
-    return {"bag": bag, "stamps": stamps, "threshold": threshold, "curves": curves,
-            "out": root / "scored"}
+    return {"bag": bag, "stamps": stamps, "threshold": threshold, "curves": curves, "out": root / "scored"}
 
 
 def test_topreward_bag_success_semantics(offline: dict[str, Any]) -> None:
@@ -200,12 +232,13 @@ def test_topreward_bag_success_semantics(offline: dict[str, Any]) -> None:
         for i, t in enumerate(live):
             assert t["success"] == (play["fired_at"] is not None and i >= play["fired_at"])
             assert t["success_score"] == pytest.approx(
-                np.mean([x["log_prob_true"] for x in live[max(0, i - WINDOW + 1): i + 1]]), abs=1e-9)
+                np.mean([x["log_prob_true"] for x in live[max(0, i - WINDOW + 1) : i + 1]]), abs=1e-9
+            )
     first = decisions([t["success_score"] for t in curves[0]["live"]], threshold)
     assert first["broken_streak"] and first["fired_at"] is not None
     # A streak shorter than success_consecutive did not declare success ...
     live0 = curves[0]["live"]
-    assert any(t["success_score"] > threshold and not t["success"] for t in live0[WINDOW - 1:])
+    assert any(t["success_score"] > threshold and not t["success"] for t in live0[WINDOW - 1 :])
     # ... a dip after success did not take it back ...
     assert first["dip_after"]
     assert any(t["success_score"] <= threshold and t["success"] for t in live0)
@@ -230,17 +263,27 @@ def test_topreward_bag_success_semantics(offline: dict[str, Any]) -> None:
 
 @pytest.mark.timeout(400)
 def test_node_on_the_replayed_bag_decides_success_like_topreward_bag(
-        offline: dict[str, Any], tiny_model_dir: Path, tmp_path: Path) -> None:
+    offline: dict[str, Any], tiny_model_dir: Path, tmp_path: Path
+) -> None:
     threshold = offline["threshold"]
-    params = replay_node_params(tiny_model_dir, CAMERA, VIEW, rate_hz="2.0", sample_fps="2.0",
-                                success_threshold=repr(threshold), success_window=str(WINDOW),
-                                success_consecutive=str(CONSECUTIVE))
+    params = replay_node_params(
+        tiny_model_dir,
+        CAMERA,
+        VIEW,
+        rate_hz="2.0",
+        sample_fps="2.0",
+        success_threshold=repr(threshold),
+        success_window=str(WINDOW),
+        success_consecutive=str(CONSECUTIVE),
+    )
     log = tmp_path / "node.log"
     with scorer_node(params, log) as probe:
         # Slower than real time: every tick runs long before the next frame is due.
-        result = replay_bag(offline["bag"], ReplayOptions(
-            rate=0.25, wait_for=(CAMERA, "/instruction", "/clock"), wait_timeout_s=60.0,
-            linger_s=4.0), progress=False)
+        result = replay_bag(
+            offline["bag"],
+            ReplayOptions(rate=0.25, wait_for=(CAMERA, "/instruction", "/clock"), wait_timeout_s=60.0, linger_s=4.0),
+            progress=False,
+        )
         assert result.ok, result.summary()
         wait_or_fail(probe.all_published, 60, "every published score to arrive", log)
 
@@ -254,8 +297,7 @@ def test_node_on_the_replayed_bag_decides_success_like_topreward_bag(
     for e, (node_id, curve) in enumerate(zip(node_ids, offline["curves"])):
         samples = curve["sample_stamps_ns"]
         offline_ticks = {frame_set(t, samples): t for t in curve["live"]}
-        node_ticks = {tuple(_stamp_ns(s) for s in m.frame_stamps): m
-                      for m in messages if m.episode_id == node_id}
+        node_ticks = {tuple(_stamp_ns(s) for s in m.frame_stamps): m for m in messages if m.episode_id == node_id}
         # The same ticks: each scored the same frames on both paths.
         assert sorted(node_ticks) == sorted(offline_ticks)
         for key, tick in offline_ticks.items():

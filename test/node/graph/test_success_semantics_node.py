@@ -19,6 +19,7 @@ The node process is shared by the module; each test starts from the node's
 starting parameters (fixture ``node``) and makes the episodes it needs
 (``succeeded_episode``), so any test passes alone and in any order.
 """
+
 from __future__ import annotations
 
 import re
@@ -51,8 +52,13 @@ pytestmark = [pytest.mark.timeout(300)]
 ALWAYS = -1.0e9
 NEVER = 0.0
 
-NODE_PARAMS = {**RIG_PARAMS, **STALL_PARAMS,
-               "success_threshold": str(ALWAYS), "success_window": "3", "success_consecutive": "2"}
+NODE_PARAMS = {
+    **RIG_PARAMS,
+    **STALL_PARAMS,
+    "success_threshold": str(ALWAYS),
+    "success_window": "3",
+    "success_consecutive": "2",
+}
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +104,10 @@ def start_episode(rig: Rig, instruction: str) -> str:
 def succeeded_episode(node: Rig) -> str:
     """The id of an episode that has succeeded; the threshold is then NEVER."""
     episode = start_episode(node, "wipe the table")
-    node.wait_for("EpisodeSuccess of the wiping episode",
-                  lambda: next((s for s in node.successes if s.episode_id == episode), None))
+    node.wait_for(
+        "EpisodeSuccess of the wiping episode",
+        lambda: next((s for s in node.successes if s.episode_id == episode), None),
+    )
     set_ok(node, success_threshold=NEVER)
     return episode
 
@@ -112,8 +120,11 @@ def successes_of(rig: Rig, episode_id: str) -> list[EpisodeSuccess]:
 def wait_more_progress(rig: Rig, episode_id: str, more: int) -> list:
     with rig.lock:
         have = len(rig.progress_of(episode_id))
-    rig.wait_for(f"{more} more progress messages of episode {episode_id}",
-                 lambda: len(rig.progress_of(episode_id)) >= have + more, timeout=60)
+    rig.wait_for(
+        f"{more} more progress messages of episode {episode_id}",
+        lambda: len(rig.progress_of(episode_id)) >= have + more,
+        timeout=60,
+    )
     with rig.lock:
         return rig.progress_of(episode_id)[have:]
 
@@ -121,12 +132,10 @@ def wait_more_progress(rig: Rig, episode_id: str, more: int) -> list:
 def late_subscriber_gets(rig: Rig) -> EpisodeSuccess:
     """What a subscriber that joins now receives on the latched success topic."""
     got: list[EpisodeSuccess] = []
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     sub = rig.node.create_subscription(EpisodeSuccess, "episode_success", got.append, latched)
     try:
-        return rig.wait_for("the latched EpisodeSuccess on a late subscription",
-                            lambda: got[0] if got else None)
+        return rig.wait_for("the latched EpisodeSuccess on a late subscription", lambda: got[0] if got else None)
     finally:
         rig.node.destroy_subscription(sub)
 
@@ -134,8 +143,9 @@ def late_subscriber_gets(rig: Rig) -> EpisodeSuccess:
 def test_success_stays_latched_across_parameter_changes(node: Rig) -> None:
     rig = node
     episode = start_episode(rig, "stack the cups")
-    done = rig.wait_for("EpisodeSuccess of the episode",
-                        lambda: next((s for s in rig.successes if s.episode_id == episode), None))
+    done = rig.wait_for(
+        "EpisodeSuccess of the episode", lambda: next((s for s in rig.successes if s.episode_id == episode), None)
+    )
     # Every change a user can make at run time, one after the other. With NEVER,
     # a rebuilt success decision would drop to false; with ALWAYS it would fire again.
     changes = [
@@ -157,9 +167,13 @@ def test_success_stays_latched_across_parameter_changes(node: Rig) -> None:
         set_ok(rig, **change)
         if restarting & set(change):
             # The window really restarted: a message scores only frames from then on.
-            rig.wait_for(f"a message on the restarted window after {change}", lambda: any(
-                stamp_ns(m.oldest_frame_stamp) >= changed_at - NS // 2
-                for m in rig.progress_of(episode)[have:]), timeout=60)
+            rig.wait_for(
+                f"a message on the restarted window after {change}",
+                lambda: any(
+                    stamp_ns(m.oldest_frame_stamp) >= changed_at - NS // 2 for m in rig.progress_of(episode)[have:]
+                ),
+                timeout=60,
+            )
         wait_more_progress(rig, episode, 3)
         with rig.lock:
             after = rig.progress_of(episode)[have:]
@@ -191,8 +205,10 @@ def test_after_success_a_new_episode_decides_on_its_own(node: Rig, succeeded_epi
     assert successes_of(rig, reset_id) == []
     # It succeeds on its own once the threshold allows.
     set_ok(rig, success_threshold=ALWAYS)
-    own = rig.wait_for("EpisodeSuccess of the reset episode",
-                       lambda: next((s for s in rig.successes if s.episode_id == reset_id), None))
+    own = rig.wait_for(
+        "EpisodeSuccess of the reset episode",
+        lambda: next((s for s in rig.successes if s.episode_id == reset_id), None),
+    )
     assert own.threshold == ALWAYS
     assert late_subscriber_gets(rig).episode_id == reset_id
 
@@ -207,8 +223,10 @@ def test_after_success_a_new_episode_decides_on_its_own(node: Rig, succeeded_epi
     assert late_subscriber_gets(rig).episode_id == reset_id
     assert successes_of(rig, new_id) == []
     set_ok(rig, success_threshold=ALWAYS)
-    rig.wait_for("EpisodeSuccess of the instructed episode",
-                 lambda: next((s for s in rig.successes if s.episode_id == new_id), None))
+    rig.wait_for(
+        "EpisodeSuccess of the instructed episode",
+        lambda: next((s for s in rig.successes if s.episode_id == new_id), None),
+    )
     late = late_subscriber_gets(rig)
     assert (late.episode_id, late.instruction) == (new_id, "fold the towel")
     for episode_id in (succeeded, reset_id, new_id):

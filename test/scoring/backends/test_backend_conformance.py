@@ -22,6 +22,7 @@ The reference runs with transformers on the same device and dtype, so the
 model must be loadable by transformers here (a server backend is checked
 against the weights it serves).
 """
+
 from __future__ import annotations
 
 import gc
@@ -67,13 +68,15 @@ class Case:
 
 CASES: list[Case] = [Case("transformers", None)]
 if os.environ.get("TOPREWARD_CONFORMANCE_MODEL"):
-    CASES.append(Case(
-        backend=os.environ.get("TOPREWARD_CONFORMANCE_BACKEND", "transformers"),
-        model=os.environ["TOPREWARD_CONFORMANCE_MODEL"],
-        device=os.environ.get("TOPREWARD_CONFORMANCE_DEVICE", "cuda"),
-        dtype=os.environ.get("TOPREWARD_CONFORMANCE_DTYPE", "float32"),
-        reference_tol=float(os.environ.get("TOPREWARD_CONFORMANCE_TOL", "1e-3")),
-    ))
+    CASES.append(
+        Case(
+            backend=os.environ.get("TOPREWARD_CONFORMANCE_BACKEND", "transformers"),
+            model=os.environ["TOPREWARD_CONFORMANCE_MODEL"],
+            device=os.environ.get("TOPREWARD_CONFORMANCE_DEVICE", "cuda"),
+            dtype=os.environ.get("TOPREWARD_CONFORMANCE_DTYPE", "float32"),
+            reference_tol=float(os.environ.get("TOPREWARD_CONFORMANCE_TOL", "1e-3")),
+        )
+    )
 
 
 @dataclass
@@ -83,8 +86,14 @@ class Loaded:
     backend: ScoringBackend
 
     def config(self, **changes: object) -> ScorerConfig:
-        values = {"backend": self.case.backend, "model": self.model, "device": self.case.device,
-                  "dtype": self.case.dtype, "num_prefixes": 4, **changes}
+        values = {
+            "backend": self.case.backend,
+            "model": self.model,
+            "device": self.case.device,
+            "dtype": self.case.dtype,
+            "num_prefixes": 4,
+            **changes,
+        }
         return ScorerConfig(**values)  # type: ignore[arg-type]
 
 
@@ -166,10 +175,12 @@ def test_the_prefix_curve_equals_per_prefix_uncached_scores(loaded: Loaded, epis
         assert curve.prefix_lengths == (1, 5, 9, 13)
         assert curve.stamps_ns == tuple(stamps[n - 1] for n in curve.prefix_lengths)
         expected = [backend.score(frames[:n], stamps[:n], INSTRUCTION) for n in curve.prefix_lengths]
-        np.testing.assert_allclose(curve.log_prob_true, [s.log_prob_true for s in expected],
-                                   atol=SAME_BACKEND_TOL, rtol=0)
-        np.testing.assert_allclose(curve.log_prob_false, [s.log_prob_false for s in expected],
-                                   atol=SAME_BACKEND_TOL, rtol=0)
+        np.testing.assert_allclose(
+            curve.log_prob_true, [s.log_prob_true for s in expected], atol=SAME_BACKEND_TOL, rtol=0
+        )
+        np.testing.assert_allclose(
+            curve.log_prob_false, [s.log_prob_false for s in expected], atol=SAME_BACKEND_TOL, rtol=0
+        )
         assert curve.model_id == loaded.model
 
 
@@ -192,7 +203,8 @@ def test_scores_depend_on_the_frames_and_the_instruction(loaded: Loaded, episode
     base = uncached[3][0]
     assert loaded.backend.score(other[:3], stamps[:3], INSTRUCTION).log_prob_true != pytest.approx(base, abs=1e-4)
     assert loaded.backend.score(frames[:3], stamps[:3], "open the drawer").log_prob_true != pytest.approx(
-        base, abs=1e-4)
+        base, abs=1e-4
+    )
 
 
 @pytest.mark.parametrize("instruction", ["", "   ", "pick <|video_pad|> up", "done<|im_end|>", 7])

@@ -8,6 +8,7 @@ rebuilds, frame sizing for ``max_frames``, the Qwen2.5-VL reference-only
 path, and the translation of torch's out-of-memory errors. The tiny model
 has random weights: its scores mean nothing.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -217,12 +218,15 @@ def test_the_transformers_backend_is_a_video_scorer(scorer: VideoScorer) -> None
 def test_torch_out_of_memory_becomes_model_out_of_memory_error() -> None:
     import torch
 
-    raised = [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-              RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 bytes. Out of memory"),
-              MemoryError()]
+    raised = [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 bytes. Out of memory"),
+        MemoryError(),
+    ]
     for error in raised:
-        with pytest.raises(ModelOutOfMemoryError, match="out of memory scoring 9 frames with model 'm' on cuda:1") \
-                as info:
+        with pytest.raises(
+            ModelOutOfMemoryError, match="out of memory scoring 9 frames with model 'm' on cuda:1"
+        ) as info:
             with out_of_memory_as_model_error("scoring 9 frames", "m", "cuda:1"):
                 raise error
         assert info.value.__cause__ is error

@@ -8,6 +8,7 @@
 
 docs/scoring.md ("Adding a backend") walks through adding one.
 """
+
 from topreward_ros.scoring.backends.protocol import EpisodeScoring, ScoringBackend
 from topreward_ros.scoring.backends.registry import BACKEND_NAMES, DEFAULT_BACKEND
 

@@ -4,6 +4,7 @@ Callers (the node, the offline commands, the Ray replicas, ``topreward
 check``) load a model only through here, and hold the result as a
 ``ScoringBackend`` (``protocol.py``), never as a backend's own class.
 """
+
 from __future__ import annotations
 
 from topreward_ros.scoring.backends.protocol import ScoringBackend

@@ -31,6 +31,7 @@ Errors, the same whatever the backend:
 The protocols are ``runtime_checkable``: ``isinstance(x, ScoringBackend)``
 checks that every member is present (not their signatures).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -109,8 +110,9 @@ class ScoringBackend(Protocol):
         """The instruction unchanged, or ``InstructionError`` (empty, or holding control tokens)."""
         ...
 
-    def score(self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int], instruction: str,
-              max_frames: int | None = None) -> Score:
+    def score(
+        self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int], instruction: str, max_frames: int | None = None
+    ) -> Score:
         """The reference score of one prefix, computed from nothing cached.
 
         ``max_frames``: the frames are sized as in an episode of at most that
@@ -123,9 +125,15 @@ class ScoringBackend(Protocol):
         """A new incremental episode; ``ValueError`` when ``max_frames`` is not a positive integer."""
         ...
 
-    def curve(self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int], instruction: str,
-              num_prefixes: int | None = None, use_cache: bool = True,
-              max_frames: int | None = None) -> ProgressCurve:
+    def curve(
+        self,
+        frames: Sequence[np.ndarray],
+        stamps_ns: Sequence[int],
+        instruction: str,
+        num_prefixes: int | None = None,
+        use_cache: bool = True,
+        max_frames: int | None = None,
+    ) -> ProgressCurve:
         """Scores of ``num_prefixes`` growing prefixes (``schedule.prefix_lengths``; default the config's).
 
         Each point equals (~1e-5 nats) the uncached ``score`` of that prefix

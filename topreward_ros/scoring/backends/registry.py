@@ -10,6 +10,7 @@ and the ``--backend`` option accept every name listed.
 This module imports nothing of the package but the errors, so the
 configuration can validate against ``BACKEND_NAMES`` without a cycle.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -43,7 +44,6 @@ def backend_loader(name: str) -> Callable[[Any], Any]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"scoring backend {name!r} cannot be imported ({type(exc).__name__}: {exc}); "
-            "install the libraries it needs"
+            f"scoring backend {name!r} cannot be imported ({type(exc).__name__}: {exc}); install the libraries it needs"
         ) from exc
     return getattr(module, function)

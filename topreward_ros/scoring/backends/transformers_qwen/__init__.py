@@ -6,6 +6,7 @@
 * ``session``: ``EpisodeSession``, incremental scoring with exact KV-cache reuse;
 * ``sizing``: the frame size of a video and of a whole episode.
 """
+
 from topreward_ros.scoring.backends.transformers_qwen.scorer import VideoScorer
 from topreward_ros.scoring.backends.transformers_qwen.session import EpisodeSession
 

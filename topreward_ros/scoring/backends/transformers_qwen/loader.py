@@ -6,6 +6,7 @@ cache, downloading unless offline), checks that it is a family the scorer
 supports, places it on the configured device and dtype, and wraps it in a
 ``VideoScorer``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -69,8 +70,7 @@ def load(config: ScorerConfig) -> VideoScorer:
         else:
             hint = "Check the id and revision, network access, and login for gated models."
         return ModelLoadError(
-            f"cannot load {what} of model {model_ref!r} (looked in: {where}): "
-            f"{type(exc).__name__}: {exc}. {hint}"
+            f"cannot load {what} of model {model_ref!r} (looked in: {where}): {type(exc).__name__}: {exc}. {hint}"
         )
 
     common: dict[str, Any] = {"revision": config.revision, "local_files_only": offline}

@@ -7,6 +7,7 @@ place torch's out-of-memory errors become ``ModelOutOfMemoryError``, the
 error every backend raises (``backends.protocol``), so loading, scoring and
 extending report running out of memory the same way.
 """
+
 from __future__ import annotations
 
 import os

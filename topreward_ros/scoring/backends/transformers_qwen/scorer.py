@@ -15,6 +15,7 @@ are supported through the reference path only (same prompt, no timestamps
 in their video block); cached curves fall back to independent forwards for
 them, with a log message.
 """
+
 from __future__ import annotations
 
 import gc
@@ -241,7 +242,10 @@ class VideoScorer:
         return _Prepared(np.stack(video_frames), metadata, len(frames))
 
     def processor_inputs(
-        self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int], instruction: str,
+        self,
+        frames: Sequence[np.ndarray],
+        stamps_ns: Sequence[int],
+        instruction: str,
         max_frames: int | None = None,
     ) -> dict[str, Any]:
         """What the reference path feeds the model: processor output as tensors.
@@ -270,8 +274,9 @@ class VideoScorer:
         log_probs = logits_row.float().log_softmax(dim=-1)
         return float(log_probs[self.true_token_id]), float(log_probs[self.false_token_id])
 
-    def score(self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int], instruction: str,
-              max_frames: int | None = None) -> Score:
+    def score(
+        self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int], instruction: str, max_frames: int | None = None
+    ) -> Score:
         """Score one prefix with one independent full forward (the reference path).
 
         ``max_frames``: the frame size of an episode of at most that many
@@ -329,8 +334,11 @@ class VideoScorer:
         planned = len(frames) if max_frames is None else max(int(max_frames), len(frames))
         scores: list[Score] = []
         if use_cache and not self.supports_cache:
-            LOG.info("KV-cache reuse is implemented for %s only; %s uses independent forwards",
-                     ", ".join(CACHE_FAMILIES), self.family)
+            LOG.info(
+                "KV-cache reuse is implemented for %s only; %s uses independent forwards",
+                ", ".join(CACHE_FAMILIES),
+                self.family,
+            )
             use_cache = False
         if use_cache:
             session = self.start_episode(instruction, planned)

@@ -22,6 +22,7 @@ from ``get_rope_index`` on the full prefix ids, never from generation-time
 position logic. (The authors' later cached variant is not exact: up to 1.1
 nats from independent forwards, as reported with the method.)
 """
+
 from __future__ import annotations
 
 import logging
@@ -155,8 +156,11 @@ class EpisodeSession:
             self.last_reused_tokens = self.last_prompt_tokens = 0
             return self._last
         start = time.perf_counter()
-        with scorer._lock, scorer.out_of_memory(f"scoring {len(self._frames)} frames (cached)"), \
-                scorer._torch.inference_mode():
+        with (
+            scorer._lock,
+            scorer.out_of_memory(f"scoring {len(self._frames)} frames (cached)"),
+            scorer._torch.inference_mode(),
+        ):
             scorer.require_loaded()
             try:
                 lp_true, lp_false = self._cached_forward()
@@ -187,7 +191,7 @@ class EpisodeSession:
             self._fitted, self._fitted_size = [], size
         if size is None:
             return self._frames
-        self._fitted.extend(resize_rgb(f, *size) for f in self._frames[len(self._fitted):])
+        self._fitted.extend(resize_rgb(f, *size) for f in self._frames[len(self._fitted) :])
         return self._fitted
 
     def _resize_hw(self, frames: Sequence[np.ndarray], num_frames: int) -> tuple[int, int]:
@@ -211,11 +215,14 @@ class EpisodeSession:
         groups = math.ceil(n_video / 2)
         target_hw = self._resize_hw(frames, n_video)
         if self._cached_hw is not None and self._cached_hw != target_hw:
-            LOG.info("frame resolution changes with video length (%s -> %s): recomputing the cache",
-                     self._cached_hw, target_hw)
+            LOG.info(
+                "frame resolution changes with video length (%s -> %s): recomputing the cache",
+                self._cached_hw,
+                target_hw,
+            )
             self._reset_cache()
         first_new = self._cached_groups
-        chunk = list(frames[2 * first_new:])
+        chunk = list(frames[2 * first_new :])
         if len(chunk) % 2:
             chunk.append(chunk[-1])  # as the processor pads an odd video
         if self._resize_hw(chunk, len(chunk)) != target_hw:
@@ -225,9 +232,7 @@ class EpisodeSession:
             self._reset_cache()
             first_new = 0
             chunk = list(frames) + ([frames[-1]] if len(frames) % 2 else [])
-        processed = vp(
-            videos=[np.stack(chunk)], return_tensors="pt", **QWEN3_VIDEO_KWARGS
-        )
+        processed = vp(videos=[np.stack(chunk)], return_tensors="pt", **QWEN3_VIDEO_KWARGS)
         pixel_values = processed["pixel_values_videos"]
         grid = processed["video_grid_thw"]
         grid_t, grid_h, grid_w = (int(v) for v in grid[0])
@@ -264,9 +269,7 @@ class EpisodeSession:
         ids_t = torch.tensor([ids], dtype=torch.long, device=scorer.device)
         mm_types = (ids_t == video_token_id).to(torch.int32) * 2
         full_grid = torch.tensor([[groups, grid_h, grid_w]], dtype=torch.long, device=scorer.device)
-        positions, _ = model.model.get_rope_index(
-            input_ids=ids_t, mm_token_type_ids=mm_types, video_grid_thw=full_grid
-        )
+        positions, _ = model.model.get_rope_index(input_ids=ids_t, mm_token_type_ids=mm_types, video_grid_thw=full_grid)
         vision_end_id = processor.vision_end_token_id
         end_positions = (ids_t[0] == vision_end_id).nonzero().flatten().tolist()
         if len(end_positions) != groups:
@@ -290,9 +293,7 @@ class EpisodeSession:
             )
             video_embeds = torch.cat(features.pooler_output, dim=0).to(embeds.device, embeds.dtype)
             if video_embeds.shape[0] != int(video_mask.sum()):
-                raise RuntimeError(
-                    f"{video_embeds.shape[0]} video features for {int(video_mask.sum())} video tokens"
-                )
+                raise RuntimeError(f"{video_embeds.shape[0]} video features for {int(video_mask.sum())} video tokens")
             embeds[0, video_mask] = video_embeds
             visual_pos_masks = video_mask[None, :]
             deepstack = [torch.cat(f, dim=0).to(embeds.device, embeds.dtype) for f in features.deepstack_features]

@@ -18,6 +18,7 @@ videos (``size["shortest_edge"]``, below about 45x45 pixels), by an amount
 that depends on the length. The session detects it and recomputes from
 scratch, still exactly; so it does when an episode outgrows ``max_frames``.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,15 @@ def episode_frame_size(video_processor: Any, height: int, width: int, max_frames
     step = vp.temporal_patch_size
     planned = max(int(max_frames), step)
     planned += -planned % step
-    rounded = smart_resize(num_frames=planned, height=int(height), width=int(width), temporal_factor=step,
-                           factor=vp.patch_size * vp.merge_size, min_pixels=0, max_pixels=math.inf)
+    rounded = smart_resize(
+        num_frames=planned,
+        height=int(height),
+        width=int(width),
+        temporal_factor=step,
+        factor=vp.patch_size * vp.merge_size,
+        min_pixels=0,
+        max_pixels=math.inf,
+    )
     sized = processor_size(vp, height, width, planned)
     return None if sized == rounded else sized
 
