@@ -2,7 +2,7 @@
 
 What it does, on a fresh machine with no downloads:
 
-1. renders two episodes of a drawn scene (``demo_scene``), each with its own
+1. renders two episodes of a drawn scene (``demo.scene``), each with its own
    instruction, into a rosbag2 MCAP bag (CompressedImage camera at 12 Hz and
    an instruction topic), exactly as a robot recorder would lay them out;
 2. scores the bag with ``topreward bag`` (the same code as any real bag);

@@ -2,7 +2,7 @@
 
 Someone relabelling a batch of episodes wants to look over them quickly: the
 video shows, tick by tick, what the node would have shown on
-``~/progress_image`` (the same ``progress_picture.render``): the newest sample
+``~/progress_image`` (the same ``rendering.picture.render``): the newest sample
 the model had seen, the causal progress so far, the threshold, and the
 SUCCESS banner from the tick success latched. Written with PyAV (H.264) to a
 temporary file and moved into place, so an interrupted run never leaves a

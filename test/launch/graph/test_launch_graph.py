@@ -39,7 +39,7 @@ from support.ros_process import GraphProbe, RosProcess, assert_clean_exit, rgb_f
 from topreward_ros.msg import TaskProgress  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
-RUNNER = ROOT / "test" / "launch_runner.py"
+RUNNER = ROOT / "test" / "support" / "launch_runner.py"
 CONFIG = yaml.safe_load((ROOT / "config" / "scorer.yaml").read_text())["/**"]["ros__parameters"]
 
 

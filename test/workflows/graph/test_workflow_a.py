@@ -50,7 +50,7 @@ from topreward_ros.msg import TaskProgress  # noqa: E402
 pytestmark = [pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[3]
-RUNNER = ROOT / "test" / "launch_runner.py"
+RUNNER = ROOT / "test" / "support" / "launch_runner.py"
 INSTRUCTION_TOPIC = "/task/instruction"
 #: The rig file's order (relative names, as a rig file holds them): wrist first.
 CAMERAS = ["wrist_camera/color/image_raw/compressed", "front_camera/color/image_raw"]
