@@ -59,6 +59,6 @@ setup(
             "scorer_node = topreward_ros.node.scorer_node:main",
             "managed_scorer_node = topreward_ros.node.managed:main_managed",
             "stop_on_success = topreward_ros.examples.stop_on_success:main",
-        ],
+        ]
     },
 )

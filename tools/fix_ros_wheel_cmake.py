@@ -21,10 +21,7 @@ BUILD_NUMPY_INCLUDE = "/opt/python/cp311-cp311/lib/python3.11/site-packages/nump
 def main(prefix: str) -> int:
     import numpy
 
-    replacements = {
-        BUILD_NUMPY_INCLUDE: numpy.get_include(),
-        BUILD_PYTHON_INCLUDE: sysconfig.get_paths()["include"],
-    }
+    replacements = {BUILD_NUMPY_INCLUDE: numpy.get_include(), BUILD_PYTHON_INCLUDE: sysconfig.get_paths()["include"]}
     changed = 0
     for path in Path(prefix, "share").glob("*/cmake/*.cmake"):
         text = path.read_text()

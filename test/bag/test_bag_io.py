@@ -17,13 +17,7 @@ import pytest
 from topreward_ros.bag.base import bag_fingerprint
 from topreward_ros.bag.reader import BagOpenError, BagReader, BagReadError, MessageDecodeError
 from topreward_ros.bag.stamps import StampError, header_stamp_ns
-from topreward_ros.bag.writer import (
-    BagWriteError,
-    BagWriter,
-    compressed_image_msg,
-    image_msg,
-    string_msg,
-)
+from topreward_ros.bag.writer import BagWriteError, BagWriter, compressed_image_msg, image_msg, string_msg
 from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag
 from topreward_ros.episode.cuts import EpisodeSplitter, StampCut
 from topreward_ros.files.atomic import write_atomic

@@ -103,11 +103,7 @@ def test_new_episode_resets_window_and_ids(scorer):
     # Stamps may restart (a new recording): the new episode accepts them.
     feed(runner, [100 * MS])
     result = runner.tick()
-    assert (result.episode_id, result.instruction, result.frames_used) == (
-        second,
-        "open the drawer",
-        1,
-    )
+    assert (result.episode_id, result.instruction, result.frames_used) == (second, "open the drawer", 1)
 
 
 def test_thinned_window_is_rescored_from_the_kept_frames(scorer):

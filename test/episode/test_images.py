@@ -19,18 +19,10 @@ from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CompressedImage, Image
 
 from topreward_ros.episode.cameras import to_rgb
-from topreward_ros.episode.images import (
-    SUPPORTED_ENCODINGS,
-    ImageError,
-    compressed_to_rgb,
-    image_to_rgb,
-)
+from topreward_ros.episode.images import SUPPORTED_ENCODINGS, ImageError, compressed_to_rgb, image_to_rgb
 
 # A 2-row x 3-column RGB test pattern with distinct values per channel.
-RGB = [
-    [(255, 0, 0), (0, 255, 0), (0, 0, 255)],
-    [(10, 20, 30), (40, 50, 60), (200, 100, 7)],
-]
+RGB = [[(255, 0, 0), (0, 255, 0), (0, 0, 255)], [(10, 20, 30), (40, 50, 60), (200, 100, 7)]]
 
 
 def make_image(
@@ -61,15 +53,7 @@ def packed_rows(order: str) -> list[bytes]:
     return out
 
 
-@pytest.mark.parametrize(
-    "encoding, order",
-    [
-        ("rgb8", "rgb"),
-        ("bgr8", "bgr"),
-        ("rgba8", "rgba"),
-        ("bgra8", "bgra"),
-    ],
-)
+@pytest.mark.parametrize("encoding, order", [("rgb8", "rgb"), ("bgr8", "bgr"), ("rgba8", "rgba"), ("bgra8", "bgra")])
 @pytest.mark.parametrize("padding", [0, 5])
 def test_colour_8bit_encodings(encoding: str, order: str, padding: int) -> None:
     rows = packed_rows(order)
@@ -134,13 +118,7 @@ def test_hand_yuv_equations_match_worked_examples() -> None:
 
 
 @pytest.mark.parametrize(
-    "encoding, layout",
-    [
-        ("yuv422", "UYVY"),
-        ("uyvy", "UYVY"),
-        ("yuv422_yuy2", "YUYV"),
-        ("yuyv", "YUYV"),
-    ],
+    "encoding, layout", [("yuv422", "UYVY"), ("uyvy", "UYVY"), ("yuv422_yuy2", "YUYV"), ("yuyv", "YUYV")]
 )
 def test_yuv422_layouts(encoding: str, layout: str) -> None:
     rows = []
@@ -172,12 +150,7 @@ BAYER_CELLS = [[(10, 20, 30, 40), (200, 100, 51, 0)], [(1, 2, 3, 4), (255, 255, 
 
 @pytest.mark.parametrize(
     "encoding, pattern",
-    [
-        ("bayer_rggb8", "RGGB"),
-        ("bayer_bggr8", "BGGR"),
-        ("bayer_gbrg8", "GBRG"),
-        ("bayer_grbg8", "GRBG"),
-    ],
+    [("bayer_rggb8", "RGGB"), ("bayer_bggr8", "BGGR"), ("bayer_gbrg8", "GBRG"), ("bayer_grbg8", "GRBG")],
 )
 def test_bayer_cells(encoding: str, pattern: str) -> None:
     rows = []

@@ -15,12 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from topreward_ros.rendering.plot import (
-    TEXT_FONT_FAMILIES,
-    cjk_font_path,
-    plot_curve,
-    text_font_families,
-)
+from topreward_ros.rendering.plot import TEXT_FONT_FAMILIES, cjk_font_path, plot_curve, text_font_families
 from topreward_ros.scoring.curve import ProgressCurve
 
 JAPANESE = "赤いブロックをボウルに入れる"

@@ -29,12 +29,7 @@ from topreward_ros.msg import EpisodeSuccess, TaskProgress  # noqa: E402
 from topreward_ros.node import episodes  # noqa: E402
 from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 from topreward_ros.offline import progress_mcap  # noqa: E402
-from topreward_ros.offline.progress_mcap import (  # noqa: E402
-    PROGRESS_TOPIC,
-    SUCCESS_TOPIC,
-    message_kit,
-    write_progress_mcap,
-)
+from topreward_ros.offline.progress_mcap import PROGRESS_TOPIC, SUCCESS_TOPIC, message_kit, write_progress_mcap  # noqa: E402
 from topreward_ros.offline.runner import TimedTick  # noqa: E402
 from topreward_ros.rendering import messages as progress_messages  # noqa: E402
 from topreward_ros.rendering.messages import task_progress_fields  # noqa: E402

@@ -37,11 +37,7 @@ def main(argv: list[str]) -> int:
         parsed.append((name, value))
     service = LaunchService(argv=arguments, noninteractive=True)
     service.include_launch_description(
-        LaunchDescription(
-            [
-                IncludeLaunchDescription(AnyLaunchDescriptionSource(path), launch_arguments=parsed),
-            ]
-        )
+        LaunchDescription([IncludeLaunchDescription(AnyLaunchDescriptionSource(path), launch_arguments=parsed)])
     )
     return service.run()
 

@@ -311,16 +311,10 @@ class BagReader:
                 raise
             except Exception as exc:  # noqa: BLE001 - storage errors vary by backend
                 raise BagReadError(
-                    f"{source.path}: reading stopped after {count} messages: {type(exc).__name__}: {exc}",
-                    count,
-                    last,
+                    f"{source.path}: reading stopped after {count} messages: {type(exc).__name__}: {exc}", count, last
                 ) from exc
             if isinstance(source, _McapStreamSource) and source.damage:
-                raise BagReadError(
-                    f"{source.path}: {source.damage}; {count} messages read before it",
-                    count,
-                    last,
-                )
+                raise BagReadError(f"{source.path}: {source.damage}; {count} messages read before it", count, last)
 
     def deserialize(self, message: BagMessage) -> Any:
         """The message as a rosbags object (same field names as rclpy messages)."""

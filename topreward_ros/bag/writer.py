@@ -46,11 +46,7 @@ class BagWriter:
     """
 
     def __init__(
-        self,
-        path: Path | str,
-        storage: Storage = "mcap",
-        typestore: Typestore | None = None,
-        overwrite: bool = False,
+        self, path: Path | str, storage: Storage = "mcap", typestore: Typestore | None = None, overwrite: bool = False
     ) -> None:
         if storage not in STORAGES:
             raise BagWriteError(f"storage must be one of {STORAGES}, got {storage!r}")
@@ -95,10 +91,7 @@ class BagWriter:
         self.message_count += 1
 
     def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         writer, tmpdir = self._writer, self._tmpdir
         self._writer = None
@@ -214,9 +207,7 @@ def compressed_image_msg(
         buffer, format=pil_format, **({"quality": quality} if pil_format == "JPEG" else {})
     )
     return store.types["sensor_msgs/msg/CompressedImage"](
-        header=header(stamp_ns, frame_id, store),
-        format=fmt,
-        data=np.frombuffer(buffer.getvalue(), dtype=np.uint8),
+        header=header(stamp_ns, frame_id, store), format=fmt, data=np.frombuffer(buffer.getvalue(), dtype=np.uint8)
     )
 
 

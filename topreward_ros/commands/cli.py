@@ -25,8 +25,7 @@ SUBCOMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="topreward",
-        description="Zero-shot task progress and success from a video VLM (TOPReward).",
+        prog="topreward", description="Zero-shot task progress and success from a video VLM (TOPReward)."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:

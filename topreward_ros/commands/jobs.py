@@ -16,13 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from topreward_ros.commands.options import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    EXIT_UNUSABLE,
-    ray_options,
-)
+from topreward_ros.commands.options import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, ray_options
 from topreward_ros.offline.engine import EpisodeExtra, EpisodeHook, OfflineSettings
 from topreward_ros.offline.fleet import FleetResult, InputJob, InputRun, write_summary
 

@@ -18,14 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from topreward_ros.bag.writer import (
-    BagWriter,
-    Storage,
-    compressed_image_msg,
-    empty_msg,
-    image_msg,
-    string_msg,
-)
+from topreward_ros.bag.writer import BagWriter, Storage, compressed_image_msg, empty_msg, image_msg, string_msg
 from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec, render_frame
 from topreward_ros.scoring.stamps import NS_PER_S
 

@@ -37,13 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from topreward_ros.episode.records import (
-    END_NEW_INSTRUCTION,
-    END_SHUTDOWN,
-    EpisodeSettings,
-    EpisodeSummary,
-    TickResult,
-)
+from topreward_ros.episode.records import END_NEW_INSTRUCTION, END_SHUTDOWN, EpisodeSettings, EpisodeSummary, TickResult
 from topreward_ros.episode.window import AddResult, BadFrame, EpisodeWindow, Sample, ViewSource
 from topreward_ros.scoring.progress import CausalProgress, SuccessDetector
 from topreward_ros.scoring.stamps import NS_PER_S
@@ -101,10 +95,7 @@ class EpisodeRunner:
     _counter = itertools.count(1)
 
     def __init__(
-        self,
-        scorer: ScoringBackend | None,
-        settings: EpisodeSettings | None = None,
-        num_cameras: int = 1,
+        self, scorer: ScoringBackend | None, settings: EpisodeSettings | None = None, num_cameras: int = 1
     ) -> None:
         # ``scorer`` may be None while a model is still loading: frames are
         # collected and ticks return None until ``set_scorer`` is called.
@@ -419,9 +410,7 @@ class EpisodeRunner:
                 self._progress.threshold = threshold
             if self._success is not None:
                 self._success.reconfigure(
-                    threshold=threshold,
-                    window=settings.success_window,
-                    consecutive=settings.success_consecutive,
+                    threshold=threshold, window=settings.success_window, consecutive=settings.success_consecutive
                 )
                 if restart:
                     self._success.restart_evidence()

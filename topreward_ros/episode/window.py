@@ -103,11 +103,7 @@ class EpisodeWindow:
     """Sampled, camera-synchronised frames of one episode."""
 
     def __init__(
-        self,
-        num_cameras: int = 1,
-        sample_fps: float = 2.0,
-        max_frames: int = 256,
-        sync_tolerance_ns: int = 50_000_000,
+        self, num_cameras: int = 1, sample_fps: float = 2.0, max_frames: int = 256, sync_tolerance_ns: int = 50_000_000
     ) -> None:
         if num_cameras < 1:
             raise ValueError(f"num_cameras must be >= 1, got {num_cameras}")
@@ -252,11 +248,7 @@ class EpisodeWindow:
                 )
                 if not settled:
                     continue
-                best = min(
-                    buffer.frames,
-                    key=lambda item: abs(item[0] - pending.stamp_ns),
-                    default=None,
-                )
+                best = min(buffer.frames, key=lambda item: abs(item[0] - pending.stamp_ns), default=None)
                 if best is None or abs(best[0] - pending.stamp_ns) > tol:
                     # A frame from another moment would show the model a scene
                     # that is not the primary's: grey says "no view" instead.

@@ -165,10 +165,7 @@ class ScorerNodeBase(EpisodeFlow, TopicWiring, NodeHealth, Node):
         self._picture_progress: list[float] = []  # the episode's progress so far, for the picture
         self._picture_episode: str | None = None
 
-        self._qos = QoSWatch(
-            lambda text: self.get_logger().warning(text),
-            self._qos_peers,
-        )
+        self._qos = QoSWatch(lambda text: self.get_logger().warning(text), self._qos_peers)
         self._reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self._latched = QoSProfile(
             history=HistoryPolicy.KEEP_LAST,
@@ -184,9 +181,7 @@ class ScorerNodeBase(EpisodeFlow, TopicWiring, NodeHealth, Node):
 
         # Diagnostics on the steady clock, so they keep coming when simulated time stops.
         self._diag_timer = self.create_timer(
-            float(values["diagnostics_period_s"]),
-            self._on_diagnostics,
-            clock=Clock(clock_type=ClockType.STEADY_TIME),
+            float(values["diagnostics_period_s"]), self._on_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME)
         )
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),

@@ -129,12 +129,7 @@ def model_status(
     retry_in_s: float,
 ) -> DiagnosticStatus:
     """The model entry: OK once loaded, ERROR after a failed load, WARN while none is ready."""
-    values: dict[str, Any] = {
-        "model": model,
-        "state": state,
-        "attempts": attempts,
-        "last_error": error.message,
-    }
+    values: dict[str, Any] = {"model": model, "state": state, "attempts": attempts, "last_error": error.message}
     if state == ModelState.LOADED and loaded_model_id is not None:
         level, message = DiagnosticStatus.OK, f"loaded {loaded_model_id}"
         values["load_time_s"] = round(load_time_s, 2)

@@ -19,11 +19,7 @@ from topreward_ros.episode.records import EpisodeSettings
 from topreward_ros.scoring.backends.registry import BACKEND_NAMES, DEFAULT_BACKEND
 from topreward_ros.scoring.config import DEFAULT_MODEL, DEFAULT_SUCCESS_THRESHOLD, ScorerConfig
 from topreward_ros.scoring.prompt import validate_instruction
-from topreward_ros.scoring.thresholds import (
-    TASK_INSTRUCTIONS_PARAM,
-    TASK_THRESHOLDS_PARAM,
-    thresholds_from_params,
-)
+from topreward_ros.scoring.thresholds import TASK_INSTRUCTIONS_PARAM, TASK_THRESHOLDS_PARAM, thresholds_from_params
 
 
 @dataclass(frozen=True)
@@ -38,11 +34,7 @@ class ParamSpec:
     max_value: float | int | None = None
 
     def descriptor(self) -> ParameterDescriptor:
-        desc = ParameterDescriptor(
-            name=self.name,
-            description=self.description,
-            read_only=not self.runtime,
-        )
+        desc = ParameterDescriptor(name=self.name, description=self.description, read_only=not self.runtime)
         if self.min_value is not None and self.max_value is not None:
             if isinstance(self.default, bool):
                 pass

@@ -34,19 +34,8 @@ from topreward_ros.offline.outputs import (
     write_combined_tables,
 )
 from topreward_ros.offline.report import EpisodeOutcome, RunReport
-from topreward_ros.offline.runner import (
-    EpisodeResult,
-    OfflineRunner,
-    RunnerOptions,
-    count_primary_frames,
-)
-from topreward_ros.offline.source import (
-    EpisodeSource,
-    EpisodeSpec,
-    SourceFrame,
-    SourceNotes,
-    SourceReadError,
-)
+from topreward_ros.offline.runner import EpisodeResult, OfflineRunner, RunnerOptions, count_primary_frames
+from topreward_ros.offline.source import EpisodeSource, EpisodeSpec, SourceFrame, SourceNotes, SourceReadError
 from topreward_ros.rendering.progress_bar import progress_bar
 from topreward_ros.scoring.backends.protocol import ScoringBackend
 

@@ -28,14 +28,8 @@ RESULT_TOPIC = "/episode_result"
 
 def message_kit(store: Typestore | None = None) -> MessageKit:
     """The typestore's message classes, for the mapping the node uses too."""
-    from topreward_ros.bag.types import (
-        EPISODE_RESULT,
-        EPISODE_SUCCESS,
-        TASK_PROGRESS,
-    )
-    from topreward_ros.bag.types import (
-        typestore as default_typestore,
-    )
+    from topreward_ros.bag.types import EPISODE_RESULT, EPISODE_SUCCESS, TASK_PROGRESS
+    from topreward_ros.bag.types import typestore as default_typestore
 
     store = store or default_typestore()
     return MessageKit(

@@ -44,13 +44,7 @@ from topreward_ros.offline.manifest import MANIFEST_NAME, MANIFEST_VERSION
 from topreward_ros.offline.outputs import live_columns
 from topreward_ros.offline.progress_mcap import PROGRESS_TOPIC, write_progress_mcap
 from topreward_ros.offline.runner import TimedTick
-from topreward_ros.offline.tables import (
-    concat_frame_tables,
-    frame_table,
-    read_parquet,
-    write_csv,
-    write_parquet,
-)
+from topreward_ros.offline.tables import concat_frame_tables, frame_table, read_parquet, write_csv, write_parquet
 from topreward_ros.scoring.progress import CausalProgress, SuccessDetector
 from topreward_ros.scoring.stamps import NS_PER_S
 from topreward_ros.scoring.thresholds import SuccessThresholds

@@ -106,10 +106,7 @@ class SuccessDetector:
         self._streak = 0
 
     def reconfigure(
-        self,
-        threshold: float | None = None,
-        window: int | None = None,
-        consecutive: int | None = None,
+        self, threshold: float | None = None, window: int | None = None, consecutive: int | None = None
     ) -> None:
         """Apply new settings from the next update on, keeping the verdict.
 

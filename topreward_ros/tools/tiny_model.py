@@ -219,10 +219,7 @@ def build_processor(tokenizer: Any | None = None) -> Any:
     }
     image_processor = Qwen2VLImageProcessor(**common, size={"shortest_edge": 65536, "longest_edge": 16777216})
     video_processor = Qwen3VLVideoProcessor(
-        **common,
-        size={"shortest_edge": 4096, "longest_edge": 25165824},
-        fps=2,
-        do_sample_frames=False,
+        **common, size={"shortest_edge": 4096, "longest_edge": 25165824}, fps=2, do_sample_frames=False
     )
     return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor)
 

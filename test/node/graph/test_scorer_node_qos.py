@@ -27,8 +27,7 @@ CAMERAS = ["cam0/image_raw", "cam1/image_raw/compressed"]
 def context() -> Iterator[Context]:
     ctx = Context()
     rclpy.init(
-        context=ctx,
-        args=["--ros-args", "-p", "qos_overrides./cam0/image_raw.subscription.reliability:=reliable"],
+        context=ctx, args=["--ros-args", "-p", "qos_overrides./cam0/image_raw.subscription.reliability:=reliable"]
     )
     yield ctx
     rclpy.shutdown(context=ctx)

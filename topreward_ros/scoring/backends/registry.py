@@ -20,9 +20,7 @@ from typing import Any
 from topreward_ros.scoring.errors import BackendUnavailableError, ModelLoadError
 
 #: Backend name -> "module:function" of its loader.
-BACKENDS: dict[str, str] = {
-    "transformers": "topreward_ros.scoring.backends.transformers_qwen.loader:load",
-}
+BACKENDS: dict[str, str] = {"transformers": "topreward_ros.scoring.backends.transformers_qwen.loader:load"}
 #: The names ``ScorerConfig.backend`` accepts, in registry order.
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
 #: The backend used when none is named.

@@ -89,15 +89,7 @@ class VideoScorer:
     """
 
     def __init__(
-        self,
-        model: Any,
-        processor: Any,
-        config: ScorerConfig,
-        *,
-        model_id: str,
-        device: str,
-        dtype: Any,
-        family: str,
+        self, model: Any, processor: Any, config: ScorerConfig, *, model_id: str, device: str, dtype: Any, family: str
     ) -> None:
         self.model = model
         self.processor = processor
@@ -242,11 +234,7 @@ class VideoScorer:
         return _Prepared(np.stack(video_frames), metadata, len(frames))
 
     def processor_inputs(
-        self,
-        frames: Sequence[np.ndarray],
-        stamps_ns: Sequence[int],
-        instruction: str,
-        max_frames: int | None = None,
+        self, frames: Sequence[np.ndarray], stamps_ns: Sequence[int], instruction: str, max_frames: int | None = None
     ) -> dict[str, Any]:
         """What the reference path feeds the model: processor output as tensors.
 
