@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.command_line import command_line
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "gpu.py"
@@ -120,7 +121,7 @@ def test_without_a_gpu_it_refuses_and_writes_nothing(tmp_path):
         pytest.skip("a CUDA GPU is here: the script would measure it")
     out = tmp_path / "gpu.md"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--sizes", "2B", "--output", str(out)],
+        command_line("{} {} --sizes 2B --output {}", sys.executable, SCRIPT, out),
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support.command_line import command_line
 
 from topreward_ros.commands import score as cli_score
 from topreward_ros.scoring import ScorerConfig, VideoScorer, load_scorer, prepare_view
@@ -66,23 +67,14 @@ def test_frame_dir_end_to_end(
 ) -> None:
     out = tmp_path / "out"
     code = run_score(
-        [
-            str(frame_dir),
-            "--instruction",
+        command_line(
+            "{} --instruction {} --model {} --output {} --num-prefixes 3 "
+            "--view-size 64 --device cpu --backend transformers",
+            frame_dir,
             INSTRUCTION,
-            "--model",
-            str(tiny_model_dir),
-            "--output",
-            str(out),
-            "--num-prefixes",
-            "3",
-            "--view-size",
-            "64",
-            "--device",
-            "cpu",
-            "--backend",
-            "transformers",
-        ]
+            tiny_model_dir,
+            out,
+        )
     )
     assert code == 0
     result = json.loads((out / "score.json").read_text())
@@ -121,21 +113,13 @@ def test_video_end_to_end_through_the_topreward_command(
 
     out = tmp_path / "out"
     code = main(
-        [
-            "score",
-            str(video_file),
-            "--instruction",
+        command_line(
+            "score {} --instruction {} --model {} --output {} --num-prefixes 4 --view-size 64 --no-cache",
+            video_file,
             INSTRUCTION,
-            "--model",
-            str(tiny_model_dir),
-            "--output",
-            str(out),
-            "--num-prefixes",
-            "4",
-            "--view-size",
-            "64",
-            "--no-cache",
-        ]
+            tiny_model_dir,
+            out,
+        )
     )
     assert code == 0
     result = json.loads((out / "score.json").read_text())
@@ -159,7 +143,7 @@ def test_existing_results_are_kept(
     out.mkdir()
     (out / "score.json").write_text("keep me")
     code = run_score(
-        [str(frame_dir), "--instruction", INSTRUCTION, "--model", str(tiny_model_dir), "--output", str(out)]
+        command_line("{} --instruction {} --model {} --output {}", frame_dir, INSTRUCTION, tiny_model_dir, out)
     )
     assert code == 2
     err = capsys.readouterr().err
@@ -182,7 +166,9 @@ def test_bad_inputs_fail_with_a_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], make_input, extra: list[str], message: str
 ) -> None:
     path = make_input(tmp_path)
-    code = run_score([str(path), "--instruction", INSTRUCTION, "--model", str(tmp_path / "no-model"), *extra])
+    code = run_score(
+        [*command_line("{} --instruction {} --model {}", path, INSTRUCTION, tmp_path / "no-model"), *extra]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("topreward score: error: ") and message in err
@@ -211,19 +197,13 @@ def test_the_rig_file_sets_model_sampling_and_view_and_an_option_wins_with_a_not
     )
     out = tmp_path / "out"
     code = run_score(
-        [
-            str(frame_dir),
-            "--instruction",
+        command_line(
+            "{} --instruction {} --params-file {} --view-size 64 --output {} --num-prefixes 2",
+            frame_dir,
             INSTRUCTION,
-            "--params-file",
-            str(rig),
-            "--view-size",
-            "64",
-            "--output",
-            str(out),
-            "--num-prefixes",
-            "2",
-        ]
+            rig,
+            out,
+        )
     )
     assert code == 0
     result = json.loads((out / "score.json").read_text())

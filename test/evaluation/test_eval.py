@@ -23,6 +23,7 @@ from PIL import Image
 from scipy.special import logsumexp
 from scipy.stats import spearmanr
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
+from support.command_line import command_line
 from support.eval_outputs import node_would_fire, read_csv, record, run_cli
 
 from topreward_ros.demo.run import CAMERA_TOPIC, write_demo_bag
@@ -61,26 +62,17 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dic
     rows.append(f"clip_green,0,green,{FRAMES_INSTRUCTION}")
     labels.write_text("episode,success,task,instruction\n" + "\n".join(rows) + "\n")
     out = root / "out"
-    common = [
-        str(bag),
-        str(frames),
-        "-l",
-        str(labels),
-        "-o",
-        str(out),
-        "--model",
-        str(tiny_model_dir),
-        "--local-files-only",
-        "--view-size",
-        str(VIEW),
-        "--source-fps",
-        str(FRAMES_FPS),
-        "--success-consecutive",
-        "2",
-        "--rate",
-        "4",
-        "-q",
-    ]
+    common = command_line(
+        "{} {} -l {} -o {} --model {} --local-files-only --view-size {} "
+        "--source-fps {} --success-consecutive 2 --rate 4 -q",
+        bag,
+        frames,
+        labels,
+        out,
+        tiny_model_dir,
+        VIEW,
+        FRAMES_FPS,
+    )
     first = run_cli("eval", *common, "--max-episodes", "3")
     assert first[0] == 0, first
     snapshot = {
@@ -340,18 +332,12 @@ def test_outputs_a_person_reads(setup: dict[str, Any]) -> None:
 def test_topreward_bag_takes_calibrated_yaml_as_its_params_file(setup: dict[str, Any]) -> None:
     out, root = setup["out"], setup["root"]
     params = yaml.safe_load((out / "calibrated.yaml").read_text())["/**"]["ros__parameters"]
-    base = [
-        str(setup["bag"]),
-        "--params-file",
-        str(out / "calibrated.yaml"),
-        "--view-size",
-        str(VIEW),
-        "--local-files-only",
-        "--max-episodes",
-        "1",
-        "--no-plot",
-        "-q",
-    ]
+    base = command_line(
+        "{} --params-file {} --view-size {} --local-files-only --max-episodes 1 --no-plot -q",
+        setup["bag"],
+        out / "calibrated.yaml",
+        VIEW,
+    )
     code, stdout, stderr = run_cli("bag", *base, "-o", str(root / "bag_from_file"))
     assert code == 0, stderr
     settings = json.loads((root / "bag_from_file" / "manifest.json").read_text())["settings"]

@@ -23,6 +23,7 @@ import av
 import numpy as np
 import pytest
 import yaml
+from support.command_line import command_line
 from support.eval_outputs import node_would_fire, read_csv, record, run_cli
 
 from topreward_ros.demo.scene import SceneSpec
@@ -50,22 +51,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dic
     labels = root / "labels.csv"
     labels.write_text("episode,success,task\n" + "".join(f"ds/{i},{y},{task}\n" for i, (y, task) in LABELS.items()))
     out = root / "out"
-    model = [
-        "--model",
-        str(tiny_model_dir),
-        "--local-files-only",
-        "--device",
-        "cpu",
-        "--dtype",
-        "float32",
-        "--view-size",
-        str(VIEW),
-        "--rate",
-        "4",
-        "--camera",
+    model = command_line(
+        "--model {} --local-files-only --device cpu --dtype float32 --view-size {} --rate 4 --camera {} -q",
+        tiny_model_dir,
+        VIEW,
         FRONT,
-        "-q",
-    ]
+    )
     common = [str(written.root), "-l", str(labels), "-o", str(out), *model]
     result = run_cli("eval", *common)
     assert result[0] == 0, result

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from support.command_line import command_line
 from support.offline_run import score_bag, score_dataset
 
 from topreward_ros.commands.cli import main
@@ -313,25 +314,16 @@ def test_bad_options_are_refused_before_any_work(tmp_path, written, scorer):
 
 
 def test_cli_scores_a_dataset_and_names_the_cameras_when_unsure(tmp_path, written, tiny_model_dir, capsys):
-    common = [
-        "--model",
-        str(tiny_model_dir),
-        "--device",
-        "cpu",
-        "--dtype",
-        "float32",
-        "--local-files-only",
-        "--view-size",
-        str(VIEW),
-        "--num-prefixes",
-        str(K),
-        "-q",
-        "--no-plot",
-    ]
+    common = command_line(
+        "--model {} --device cpu --dtype float32 --local-files-only --view-size {} --num-prefixes {} -q --no-plot",
+        tiny_model_dir,
+        VIEW,
+        K,
+    )
     assert main(["lerobot", str(written.root), "-o", str(tmp_path / "x"), *common]) == 2
     assert f"several video features ({FRONT}, {WRIST})" in capsys.readouterr().err
     out = tmp_path / "out"
-    code = main(["lerobot", str(written.root), "-o", str(out), "--camera", WRIST, "--episodes", "1", *common])
+    code = main([*command_line("lerobot {} -o {} --camera {} --episodes 1", written.root, out, WRIST), *common])
     assert code == 0
     assert "episode    1 scored" in capsys.readouterr().out
     rows = pq.read_table(out / PROGRESS_FILE).to_pydict()

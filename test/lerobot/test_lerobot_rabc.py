@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from support.command_line import command_line
 
 from topreward_ros.commands.cli import main as topreward
 from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
@@ -131,20 +132,13 @@ def rabc_side_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """pandas and lerobot/utils/rabc.py from their wheels, unpacked in a directory of their own."""
     wheels = tmp_path_factory.mktemp("wheels")
     run = subprocess.run(
-        [
+        command_line(
+            "{} -m pip download --no-deps --only-binary=:all: --disable-pip-version-check -q -d {} {} {}",
             sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--disable-pip-version-check",
-            "-q",
-            "-d",
-            str(wheels),
+            wheels,
             LEROBOT,
             PANDAS,
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=300,

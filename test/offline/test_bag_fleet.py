@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from support.command_line import command_line
 from support.output_compare import assert_close
 
 from topreward_ros.commands.bag import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, register
@@ -42,19 +43,7 @@ def run_cli(*argv: str) -> int:
 
 
 def common(model: Path) -> list[str]:
-    return [
-        "--model",
-        str(model),
-        "--local-files-only",
-        "--view-size",
-        "64",
-        "--no-plot",
-        "--torch-threads",
-        "1",
-        "--rate",
-        "2",
-        "-q",
-    ]
+    return command_line("--model {} --local-files-only --view-size 64 --no-plot --torch-threads 1 --rate 2 -q", model)
 
 
 def episode_files(out: Path) -> dict[str, int]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from support.command_line import command_line
 from support.offline_run import bag_options, score_bag, tiny_scorer
 
 from topreward_ros.bag.reader import BagReader
@@ -205,7 +206,7 @@ def test_cli_exit_codes_and_messages(tmp_path, tiny_model_dir, capsys):
         args = parser.parse_args(["bag", *argv])
         return args.func(args)
 
-    common = ["--model", str(tiny_model_dir), "--local-files-only", "--view-size", "64", "-q"]
+    common = command_line("--model {} --local-files-only --view-size 64 -q", tiny_model_dir)
     assert run(str(tmp_path / "nothing"), "-o", str(tmp_path / "o"), *common) == EXIT_UNUSABLE
     assert "no such file" in capsys.readouterr().err
     assert run(str(layout.path), "-o", str(tmp_path / "o"), "--instruction-topic", "/task", *common) == EXIT_UNUSABLE

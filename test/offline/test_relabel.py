@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.command_line import command_line
 from support.output_compare import assert_close, assert_same_outputs
 
 from topreward_ros.commands.cli import main as topreward_main
@@ -36,25 +37,14 @@ def bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def score(bag: Path, out: Path, model: Path, *extra: str) -> None:
     argv = [
-        "bag",
-        str(bag),
-        "-o",
-        str(out),
-        "--model",
-        str(model),
-        "--device",
-        "cpu",
-        "--dtype",
-        "float32",
-        "--local-files-only",
-        "--torch-threads",
-        "1",
-        "--view-size",
-        "64",
-        "--rate",
-        "2.0",
-        "--no-plot",
-        "-q",
+        *command_line(
+            "bag {} -o {} --model {} --device cpu --dtype float32 "
+            "--local-files-only --torch-threads 1 --view-size 64 --rate 2.0 "
+            "--no-plot -q",
+            bag,
+            out,
+            model,
+        ),
         *extra,
     ]
     assert topreward_main(argv) == 0

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.command_line import command_line
 
 from topreward_ros.demo.synthetic_lerobot import DatasetCamera, write_lerobot_dataset
 
@@ -129,17 +130,10 @@ def pip_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
             stamp.touch()
         # The package itself, from this working tree, every run.
         reinstalled = run(
-            [
-                str(venv / "bin" / "python"),
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "-q",
-                "--no-deps",
-                "--force-reinstall",
-                ".",
-            ],
+            command_line(
+                "{} -m pip install --disable-pip-version-check -q --no-deps --force-reinstall .",
+                venv / "bin" / "python",
+            ),
             env,
             source,
         )
@@ -177,26 +171,14 @@ def test_topreward_lerobot_scores_a_dataset_without_ros(pip_venv: Path, tiny_mod
 
     dataset = write_lerobot_dataset(tmp_path / "ds", cameras=(DatasetCamera(FRONT, 96, 72),), fps=10, duration_s=2.0)
     out = tmp_path / "out"
-    argv = [
-        "lerobot",
-        str(dataset.root),
-        "-o",
-        str(out),
-        "--model",
-        str(tiny_model_dir),
-        "--local-files-only",
-        "--device",
-        "cpu",
-        "--dtype",
-        "float32",
-        "--torch-threads",
-        "1",
-        "--view-size",
-        "64",
-        "--num-prefixes",
-        "4",
-        "-q",
-    ]
+    argv = command_line(
+        "lerobot {} -o {} --model {} --local-files-only --device cpu "
+        "--dtype float32 --torch-threads 1 --view-size 64 "
+        "--num-prefixes 4 -q",
+        dataset.root,
+        out,
+        tiny_model_dir,
+    )
     result = run([str(pip_venv / "bin" / "python"), "-c", SCORE, *argv], clean_env(pip_venv), tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

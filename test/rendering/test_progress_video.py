@@ -15,6 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from support.command_line import command_line
 
 from topreward_ros.commands.cli import main
 from topreward_ros.demo.scene import DEMO_SCENES
@@ -26,23 +27,12 @@ from topreward_ros.rendering.video import VIDEO_FILE
 VIEW = 64
 # Mean absolute RGB error H.264 (crf 18) may add to the flat plot region.
 CODEC_TOLERANCE = 4.0
-COMMON = [
-    "--device",
-    "cpu",
-    "--dtype",
-    "float32",
-    "--local-files-only",
-    "--view-size",
-    str(VIEW),
-    "--num-prefixes",
-    "4",
-    "--no-plot",
-    "-q",
-    "--success-threshold=-1e9",
-    "--success-consecutive",
-    "2",
-    "--video",
-]
+COMMON = command_line(
+    "--device cpu --dtype float32 --local-files-only --view-size {} "
+    "--num-prefixes 4 --no-plot -q --success-threshold=-1e9 "
+    "--success-consecutive 2 --video",
+    VIEW,
+)
 
 
 def decode(path: Path) -> list[np.ndarray]:
@@ -70,19 +60,7 @@ def check_episode(ep_dir: Path) -> None:
 def test_bag_video_shows_every_tick_and_resumes(tmp_path: Path, tiny_model_dir: Path) -> None:
     bag = write_episodes_bag(tmp_path / "bag", "mcap", DEMO_SCENES[:1], duration_s=3.0).path
     out = tmp_path / "out"
-    argv = [
-        "bag",
-        str(bag),
-        "-o",
-        str(out),
-        "--model",
-        str(tiny_model_dir),
-        "--rate",
-        "2.0",
-        "--torch-threads",
-        "1",
-        *COMMON,
-    ]
+    argv = [*command_line("bag {} -o {} --model {} --rate 2.0 --torch-threads 1", bag, out, tiny_model_dir), *COMMON]
     assert main(argv) == 0
     check_episode(out / "episode_0000")
     before = (out / "episode_0000" / VIDEO_FILE).stat().st_mtime_ns
@@ -95,8 +73,7 @@ def test_lerobot_video(tmp_path: Path, tiny_model_dir: Path) -> None:
     written = write_lerobot_dataset(tmp_path / "ds", DEMO_SCENES[:1], (camera,), fps=10, duration_s=3.0)
     out = tmp_path / "out"
     assert (
-        main(["lerobot", str(written.root), "-o", str(out), "--model", str(tiny_model_dir), "--rate", "2.0", *COMMON])
-        == 0
+        main([*command_line("lerobot {} -o {} --model {} --rate 2.0", written.root, out, tiny_model_dir), *COMMON]) == 0
     )
     (ep_dir,) = [p for p in out.iterdir() if p.is_dir() and (p / VIDEO_FILE).exists()]
     check_episode(ep_dir)

@@ -31,6 +31,7 @@ import pytest
 
 pytest.importorskip("ray")
 
+from support.command_line import command_line
 from support.output_compare import assert_close, assert_same_outputs  # noqa: E402
 
 from topreward_ros.demo.scene import DEMO_SCENES  # noqa: E402
@@ -63,19 +64,14 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("ray_head") / "ray_start.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [
-                str(RAY),
-                "start",
-                "--head",
-                "--block",
-                "--node-ip-address=127.0.0.1",
-                f"--port={port}",
-                "--num-cpus=2",
-                "--include-dashboard=false",
-                "--disable-usage-stats",
-                f"--temp-dir={temp}",
+            command_line(
+                "{} start --head --block --node-ip-address=127.0.0.1 {} "
+                "--num-cpus=2 --include-dashboard=false --disable-usage-stats {} "
                 "--object-store-memory=134217728",
-            ],
+                RAY,
+                f"--port={port}",
+                f"--temp-dir={temp}",
+            ),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=clean_env(),
@@ -115,26 +111,14 @@ def topreward_bag(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "topreward_ros",
-            "bag",
-            "bags/k1",
-            "-o",
-            out,
-            "--model",
-            str(model),
-            "--device",
-            "cpu",
-            "--dtype",
-            "float32",
-            "--local-files-only",
-            "--view-size",
-            "64",
-            "--num-prefixes",
-            "4",
-            "--no-plot",
-            "-q",
+            *command_line(
+                "{} -m topreward_ros bag bags/k1 -o {} --model {} --device cpu "
+                "--dtype float32 --local-files-only --view-size 64 "
+                "--num-prefixes 4 --no-plot -q",
+                sys.executable,
+                out,
+                model,
+            ),
             *extra,
         ],
         cwd=user_dir,

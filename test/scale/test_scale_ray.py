@@ -23,6 +23,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray (the optional 'scale' extra) is not installed")
 
+from support.command_line import command_line  # noqa: E402
 from support.output_compare import assert_same_outputs  # noqa: E402
 from support.ray_cluster import SCENES, cluster, episode_mtimes  # noqa: E402,F401 (cluster: the module's Ray)
 
@@ -43,20 +44,11 @@ def fleet(inputs: list[str], out: Path, model: Path, *extra: str, on_replica_epi
     register(parser.add_subparsers())
     args = parser.parse_args(
         [
-            "bag",
+            *command_line("bag"),
             *inputs,
-            "-o",
-            str(out),
-            "--model",
-            str(model),
-            "--local-files-only",
-            "--view-size",
-            "64",
-            "--torch-threads",
-            "1",
-            "--rate",
-            "2",
-            "-q",
+            *command_line(
+                "-o {} --model {} --local-files-only --view-size 64 --torch-threads 1 --rate 2 -q", out, model
+            ),
             *extra,
         ]
     )

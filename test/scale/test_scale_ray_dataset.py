@@ -20,6 +20,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray (the optional 'scale' extra) is not installed")
 
+from support.command_line import command_line  # noqa: E402
 from support.output_compare import assert_same_outputs  # noqa: E402
 from support.ray_cluster import SCENES, cluster, episode_mtimes  # noqa: E402,F401 (cluster: the module's Ray)
 
@@ -46,20 +47,12 @@ def lerobot(dataset: Path, out: Path, model: Path, *extra: str, on_replica_episo
     register_lerobot(parser.add_subparsers())
     args = parser.parse_args(
         [
-            "lerobot",
-            str(dataset),
-            "-o",
-            str(out),
-            "--model",
-            str(model),
-            "--local-files-only",
-            "--view-size",
-            "64",
-            "--torch-threads",
-            "1",
-            "--rate",
-            "2",
-            "-q",
+            *command_line(
+                "lerobot {} -o {} --model {} --local-files-only --view-size 64 --torch-threads 1 --rate 2 -q",
+                dataset,
+                out,
+                model,
+            ),
             *extra,
         ]
     )
@@ -140,24 +133,17 @@ def test_eval_on_ray_scores_a_dataset_and_a_bag_as_the_local_engine_does(dataset
 
     labels = tmp_path / "labels.csv"
     labels.write_text("episode,success\nds/0,1\nds/1,0\nds/2,1\na/0,1\na/1,0\n")
-    common = [
-        str(dataset),
-        str(bags / "a"),
-        "-l",
-        str(labels),
-        "--model",
-        str(tiny_model_dir),
-        "--local-files-only",
-        "--view-size",
-        "64",
-        "--torch-threads",
-        "1",
-        "--rate",
-        "2",
-        "-q",
-    ]
+    common = command_line(
+        "{} {} -l {} --model {} --local-files-only --view-size 64 --torch-threads 1 --rate 2 -q",
+        dataset,
+        bags / "a",
+        labels,
+        tiny_model_dir,
+    )
     assert main(["eval", *common, "-o", str(tmp_path / "local")]) == EXIT_OK
-    assert main(["eval", *common, "-o", str(tmp_path / "ray"), "--ray", "--replicas", "2"]) == EXIT_OK
+    assert (
+        main([*command_line("eval"), *common, *command_line("-o {} --ray --replicas 2", tmp_path / "ray")]) == EXIT_OK
+    )
     compared = assert_same_outputs(tmp_path / "local", tmp_path / "ray", skip=("report.md",))
     records = [rel for rel in compared if rel.startswith("episodes/")]
     assert len(records) == 5  # every labelled episode, both inputs

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.command_line import command_line
 
 from topreward_ros.commands.cli import main as topreward_main
 from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
@@ -70,29 +71,15 @@ def test_bag_judges_each_episode_with_its_instruction_threshold(tmp_path: Path, 
     out = tmp_path / "out"
     assert (
         topreward_main(
-            [
-                "bag",
-                str(bag),
-                "-o",
-                str(out),
-                "--model",
-                str(tiny_model_dir),
-                "--device",
-                "cpu",
-                "--dtype",
-                "float32",
-                "--local-files-only",
-                "--torch-threads",
-                "1",
-                "--view-size",
-                "64",
-                "--rate",
-                "2.0",
-                "--no-plot",
-                "-q",
-                "--params-file",
-                str(calibration),
-            ]
+            command_line(
+                "bag {} -o {} --model {} --device cpu --dtype float32 "
+                "--local-files-only --torch-threads 1 --view-size 64 --rate 2.0 "
+                "--no-plot -q --params-file {}",
+                bag,
+                out,
+                tiny_model_dir,
+                calibration,
+            )
         )
         == 0
     )

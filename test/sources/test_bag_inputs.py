@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from support.command_line import command_line
 from support.offline_run import bag_options, score_bag, tiny_scorer
 
 from topreward_ros.bag.writer import BagWriter, image_msg, string_msg
@@ -282,18 +283,9 @@ def test_stamp_gap_restart_from_the_command_line_and_the_params_file(tmp_path, t
     bag = _bag_with_stamps(tmp_path / "bag", stamps)
     params = tmp_path / "params.yaml"
     params.write_text("/**:\n  ros__parameters:\n    stamp_gap_restart_s: 2000000000.0\n")
-    base = [
-        str(bag),
-        "--model",
-        str(tiny_model_dir),
-        "--local-files-only",
-        "--view-size",
-        str(VIEW),
-        "--rate",
-        "0.5",
-        "--no-plot",
-        "-q",
-    ]
+    base = command_line(
+        "{} --model {} --local-files-only --view-size {} --rate 0.5 --no-plot -q", bag, tiny_model_dir, VIEW
+    )
     assert cli("bag", *base, "--params-file", str(params), "-o", str(tmp_path / "file")) == EXIT_OK
     manifest = json.loads((tmp_path / "file" / "manifest.json").read_text())
     assert (manifest["settings"]["stamp_gap_restart_s"], sorted(manifest["episodes"])) == (2.0e9, ["0"])

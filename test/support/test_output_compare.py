@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from support.command_line import command_line
 from support.output_compare import assert_same_outputs
 from topreward_ros.bag.writer import BagWriter, string_msg
 from topreward_ros.commands.cli import main
@@ -29,29 +30,14 @@ def outputs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> P
     out = root / "out"
     assert (
         main(
-            [
-                "bag",
-                str(bag),
-                "-o",
-                str(out),
-                "--model",
-                str(tiny_model_dir),
-                "--device",
-                "cpu",
-                "--dtype",
-                "float32",
-                "--local-files-only",
-                "--torch-threads",
-                "1",
-                "--view-size",
-                "48",
-                "--num-prefixes",
-                "3",
-                "--rate",
-                "2.0",
-                "--video",
-                "-q",
-            ]
+            command_line(
+                "bag {} -o {} --model {} --device cpu --dtype float32 "
+                "--local-files-only --torch-threads 1 --view-size 48 "
+                "--num-prefixes 3 --rate 2.0 --video -q",
+                bag,
+                out,
+                tiny_model_dir,
+            )
         )
         == 0
     )

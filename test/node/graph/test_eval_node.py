@@ -33,6 +33,7 @@ from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
+from support.command_line import command_line
 from support.ros_process import stop_child  # noqa: E402
 from support.scorer_node_rig import EXECUTABLE  # noqa: E402
 
@@ -68,27 +69,16 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -
     )
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
         code = topreward(
-            [
-                "eval",
-                str(root / "good"),
-                str(root / "bad"),
-                "-l",
-                str(root / "labels.yaml"),
-                "-o",
-                str(root / "out"),
-                "--model",
-                str(tiny_model_dir),
-                "--local-files-only",
-                "--view-size",
-                "64",
-                "--source-fps",
-                "4",
-                "--success-window",
-                "2",
-                "--success-consecutive",
-                "4",
-                "-q",
-            ]
+            command_line(
+                "eval {} {} -l {} -o {} --model {} --local-files-only "
+                "--view-size 64 --source-fps 4 --success-window 2 "
+                "--success-consecutive 4 -q",
+                root / "good",
+                root / "bad",
+                root / "labels.yaml",
+                root / "out",
+                tiny_model_dir,
+            )
         )
     assert code == 0, err.getvalue()
     return root / "out" / "calibrated.yaml"

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.command_line import command_line
 from support.replay_graph import scorer_node, wait_or_fail
 
 from topreward_ros.bag.writer import BagWriter, image_msg, string_msg
@@ -85,29 +86,15 @@ def offline(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> d
     root = tmp_path_factory.mktemp("replay_under_load")
     bag = root / "bag"
     write_bag(bag)
-    argv = [
-        "bag",
-        str(bag),
-        "-o",
-        str(root / "scored"),
-        "--model",
-        str(tiny_model_dir),
-        "--device",
-        "cpu",
-        "--dtype",
-        "float32",
-        "--local-files-only",
-        "--torch-threads",
-        "1",
-        "--view-size",
-        str(VIEW),
-        "--rate",
-        "2.0",
-        "--sample-fps",
-        "2.0",
-        "--no-plot",
-        "-q",
-    ]
+    argv = command_line(
+        "bag {} -o {} --model {} --device cpu --dtype float32 "
+        "--local-files-only --torch-threads 1 --view-size {} --rate 2.0 "
+        "--sample-fps 2.0 --no-plot -q",
+        bag,
+        root / "scored",
+        tiny_model_dir,
+        VIEW,
+    )
     for topic in CAMERAS:
         argv += ["--camera", topic]
     assert topreward_main(argv) == 0

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.command_line import command_line
 from support.replay_graph import replay_node_params, scorer_node, wait_or_fail
 
 from topreward_ros.bag.reader import BagReader
@@ -109,37 +110,20 @@ def write_bag(path: Path, scorer: Any) -> list[list[int]]:
 def run_topreward_bag(bag: Path, out: Path, model: Path, threshold: float) -> list[dict[str, Any]]:
     """The real command; returns each episode's curve.json."""
     rc = topreward_main(
-        [
-            "bag",
-            str(bag),
-            "-o",
-            str(out),
-            "--camera",
+        command_line(
+            "bag {} -o {} --camera {} --model {} --device cpu --dtype float32 "
+            "--local-files-only --torch-threads 1 --view-size {} --rate 2.0 "
+            "--sample-fps 2.0 --success-threshold {} --success-window {} "
+            "--success-consecutive {} --no-plot -q",
+            bag,
+            out,
             CAMERA,
-            "--model",
-            str(model),
-            "--device",
-            "cpu",
-            "--dtype",
-            "float32",
-            "--local-files-only",
-            "--torch-threads",
-            "1",
-            "--view-size",
-            str(VIEW),
-            "--rate",
-            "2.0",
-            "--sample-fps",
-            "2.0",
-            "--success-threshold",
+            model,
+            VIEW,
             repr(threshold),
-            "--success-window",
-            str(WINDOW),
-            "--success-consecutive",
-            str(CONSECUTIVE),
-            "--no-plot",
-            "-q",
-        ]
+            WINDOW,
+            CONSECUTIVE,
+        )
     )
     assert rc == 0
     return [json.loads((out / f"episode_{i:04d}" / "curve.json").read_text()) for i in range(len(INSTRUCTIONS))]
