@@ -73,7 +73,7 @@ $(DEPS_STAMP): $(REQS)
 	  echo "could not create a virtualenv with $(PYTHON) (Debian/Ubuntu: sudo apt install python3-venv)" >&2; exit 1; }
 	$(VPY) -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(REQS)) 2>&1 \
 	  | { grep -v "is neither a file nor a directory" || true; }
-	$(VPY) -m pip check >/dev/null || { $(VPY) -m pip check; exit 1; }
+	ROS_DISTRO=$(ROS_DISTRO) $(VPY) tools/check_requirements.py
 	$(VPY) tools/fix_ros_wheel_cmake.py $(VENV)
 	@touch $@
 

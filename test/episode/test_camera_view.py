@@ -20,8 +20,8 @@ rclpy = pytest.importorskip("rclpy")
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.context import Context  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from support.modelless_node import modelless_node  # noqa: E402
 
 from topreward_ros.episode.camera_view import CameraView  # noqa: E402
 from topreward_ros.episode.cameras import to_rgb  # noqa: E402
@@ -156,15 +156,7 @@ def values(status: DiagnosticStatus) -> dict[str, str]:
 def test_node_callback_stores_frames_and_the_tick_converts_and_reports_bad_ones(
     context: Context, tmp_path: Path
 ) -> None:
-    node = ScorerNode(
-        context=context,
-        parameter_overrides=[
-            Parameter("model", value=str(tmp_path / "no-model")),
-            Parameter("model_retry_s", value=3600.0),
-            Parameter("view_size", value=SIZE),
-            Parameter("instruction", value="stack the cups"),
-        ],
-    )
+    node = modelless_node(context, tmp_path, view_size=SIZE, instruction="stack the cups")
     try:
         bad = message("rgb8", 0, stamp_ns=0)
         bad.encoding = "32FC1"

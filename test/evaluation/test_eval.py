@@ -625,19 +625,14 @@ def test_params_file_sets_the_options_and_calibrated_yaml_carries_them(setup: di
     labels.write_text("episode,success\n" + "".join(f"demo_bag/{i},{y}\n" for i, y in enumerate(BAG_LABELS)))
     out = root / "out_params_file"
     code, stdout, stderr = run_cli(
-        "eval",
-        str(setup["bag"]),
-        "-l",
-        str(labels),
-        "-o",
-        str(out),
-        "--params-file",
-        str(rig),
-        "--view-size",
-        str(VIEW),
-        "--max-episodes",
-        "3",
-        "-q",
+        *command_line(
+            "eval {} -l {} -o {} --params-file {} --view-size {} --max-episodes 3 -q",
+            setup["bag"],
+            labels,
+            out,
+            rig,
+            VIEW,
+        )
     )
     assert code == 0, (stdout, stderr)
     metrics = json.loads((out / "metrics.json").read_text())

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from support.command_line import command_line
-from support.offline_run import score_bag, score_dataset
+from support.offline_run import score_bag, score_dataset, tiny_scorer
 
 from topreward_ros.commands.cli import main
 from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
@@ -34,7 +34,7 @@ from topreward_ros.lerobot.join import JoinError, dataset_index
 from topreward_ros.lerobot.progress import PROGRESS_FILE, PROGRESS_SCHEMA, read_model_id
 from topreward_ros.lerobot.video import EpisodeVideo
 from topreward_ros.offline.manifest import ManifestError
-from topreward_ros.scoring import ScorerConfig, load_scorer, prepare_view
+from topreward_ros.scoring import prepare_view
 from topreward_ros.scoring.schedule import sample_indices
 
 VIEW = 64
@@ -50,17 +50,7 @@ CODEC_TOLERANCE = 6.0
 
 @pytest.fixture(scope="module")
 def scorer(tiny_model_dir):
-    return load_scorer(
-        ScorerConfig(
-            model=str(tiny_model_dir),
-            device="cpu",
-            dtype="float32",
-            local_files_only=True,
-            view_size=VIEW,
-            torch_threads=2,
-            num_prefixes=K,
-        )
-    )
+    return tiny_scorer(tiny_model_dir, VIEW, num_prefixes=K)
 
 
 @pytest.fixture(scope="module")

@@ -68,23 +68,14 @@ def scored(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Pa
     )
     out = root / "out"
     code, stdout, stderr = run_cli(
-        "lerobot",
-        str(written.root),
-        "-o",
-        str(out),
-        "--model",
-        str(tiny_model_dir),
-        "--device",
-        "cpu",
-        "--dtype",
-        "float32",
-        "--local-files-only",
-        "--view-size",
-        "64",
-        "--num-prefixes",
-        "6",
-        "-q",
-        "--no-plot",
+        *command_line(
+            "lerobot {} -o {} --model {} --device cpu --dtype float32 "
+            "--local-files-only --view-size 64 --num-prefixes 6 -q "
+            "--no-plot",
+            written.root,
+            out,
+            tiny_model_dir,
+        )
     )
     assert code == 0, stdout + stderr
     return out
@@ -218,5 +209,5 @@ def test_lerobots_rabc_weights_read_our_parquet(scored: Path, rabc_side_dir: Pat
 def test_ray_without_an_address_before_the_dataset_takes_it_as_the_dataset(tmp_path: Path) -> None:
     """`topreward lerobot --ray DATASET ...` (as `bag` and `eval` allow): the path is the dataset,
     not a cluster address; a bad option is then reported, before Ray or the model start."""
-    code, _, stderr = run_cli("lerobot", "--ray", str(tmp_path), "-o", str(tmp_path / "out"), "--success-window", "0")
+    code, _, stderr = run_cli(*command_line("lerobot --ray {} -o {} --success-window 0", tmp_path, tmp_path / "out"))
     assert code == 2 and "success_window must be >= 1, got 0" in stderr, stderr

@@ -7,7 +7,6 @@ checks run before anything would use it).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,15 +14,11 @@ rclpy = pytest.importorskip("rclpy")
 
 from rclpy.context import Context  # noqa: E402
 from rclpy.exceptions import ParameterException  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
+from support.modelless_node import modelless_node  # noqa: E402
 
 from topreward_ros.node.params import MODEL_PARAMS, PARAM_BY_NAME, PARAMETERS  # noqa: E402
-from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 
-
-def make(context: Context, tmp_path: Path, **params: Any) -> ScorerNode:
-    overrides = {"model": str(tmp_path / "no-model"), "model_retry_s": 3600.0, **params}
-    return ScorerNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+make = modelless_node
 
 
 @pytest.mark.parametrize(

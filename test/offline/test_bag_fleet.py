@@ -115,14 +115,13 @@ def test_an_unusable_bag_is_reported_and_the_others_are_scored(bags, tiny_model_
     # Nothing usable at all: nothing starts.
     assert (
         run_cli(
-            str(no_instruction),
-            str(no_instruction),
-            "--list",
-            str(listing),
-            "-o",
-            str(tmp_path / "none"),
-            "--instruction-topic",
-            "/nope",
+            *command_line(
+                "{} {} --list {} -o {} --instruction-topic /nope",
+                no_instruction,
+                no_instruction,
+                listing,
+                tmp_path / "none",
+            ),
             *common(tiny_model_dir),
         )
         == EXIT_UNUSABLE

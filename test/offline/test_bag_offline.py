@@ -212,7 +212,7 @@ def test_cli_exit_codes_and_messages(tmp_path, tiny_model_dir, capsys):
     assert run(str(layout.path), "-o", str(tmp_path / "o"), "--instruction-topic", "/task", *common) == EXIT_UNUSABLE
     assert "missing instruction: the bag has no topic /task" in capsys.readouterr().err
     assert (
-        run(str(layout.path), "-o", str(tmp_path / "o"), "--model", str(tmp_path), "--view-size", "64", "-q")
+        run(*command_line("{} -o {} --model {} --view-size 64 -q", layout.path, tmp_path / "o", tmp_path))
         == EXIT_UNUSABLE
     )
     assert "cannot load the configuration of model" in capsys.readouterr().err

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.offline_run import tiny_scorer
 
 from topreward_ros.episode.records import EpisodeSettings
 from topreward_ros.offline.runner import OfflineRunner, RunnerOptions
 from topreward_ros.offline.source import EpisodeSpec, SourceFrame
-from topreward_ros.scoring import ScorerConfig, load_scorer
 
 NS = 1_000_000_000
 VIEW = 48
@@ -27,16 +27,7 @@ VIEW = 48
 
 @pytest.fixture(scope="module")
 def scorer(tiny_model_dir: Path):
-    return load_scorer(
-        ScorerConfig(
-            model=str(tiny_model_dir),
-            device="cpu",
-            dtype="float32",
-            local_files_only=True,
-            view_size=VIEW,
-            torch_threads=1,
-        )
-    )
+    return tiny_scorer(tiny_model_dir, VIEW, torch_threads=1)
 
 
 def frame(at_ns: int) -> SourceFrame:

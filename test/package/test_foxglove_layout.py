@@ -18,10 +18,9 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from rclpy.context import Context  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
+from support.modelless_node import modelless_node  # noqa: E402
 
 from topreward_ros.msg import EpisodeResult, EpisodeSuccess, TaskProgress  # noqa: E402
-from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 from topreward_ros.offline import progress_mcap  # noqa: E402
 
 LAYOUT = Path(__file__).resolve().parents[2] / "config" / "foxglove_layout.json"
@@ -67,13 +66,7 @@ def test_every_topic_is_published_by_the_node_or_in_progress_mcap(tmp_path: Path
     context = Context()
     rclpy.init(context=context)
     try:
-        node = ScorerNode(
-            context=context,
-            parameter_overrides=[
-                Parameter("model", value=str(tmp_path / "no-model")),
-                Parameter("model_retry_s", value=3600.0),
-            ],
-        )
+        node = modelless_node(context, tmp_path)
         try:
             published = {
                 name for name, _ in node.get_publisher_names_and_types_by_node(node.get_name(), node.get_namespace())

@@ -20,14 +20,13 @@ rclpy = pytest.importorskip("rclpy")
 
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from support.modelless_node import modelless_node  # noqa: E402
 
 from topreward_ros.bag.reader import BagReader  # noqa: E402
 from topreward_ros.episode.records import TickResult  # noqa: E402
 from topreward_ros.msg import EpisodeSuccess, TaskProgress  # noqa: E402
 from topreward_ros.node import episodes  # noqa: E402
-from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 from topreward_ros.offline import progress_mcap  # noqa: E402
 from topreward_ros.offline.progress_mcap import PROGRESS_TOPIC, SUCCESS_TOPIC, message_kit, write_progress_mcap  # noqa: E402
 from topreward_ros.offline.runner import TimedTick  # noqa: E402
@@ -103,14 +102,7 @@ def plain(value: Any) -> Any:
 
 def published_by_node(context: Context, tmp_path: Path) -> tuple[Any, Any]:
     """Publish RESULT from a real ScorerNode; return what a subscriber received."""
-    node = ScorerNode(
-        context=context,
-        parameter_overrides=[
-            Parameter("model", value=str(tmp_path / "no-model")),
-            Parameter("model_retry_s", value=3600.0),
-            Parameter("success_consecutive", value=CONSECUTIVE),
-        ],
-    )
+    node = modelless_node(context, tmp_path, success_consecutive=CONSECUTIVE)
     listener = rclpy.create_node("progress_listener", context=context)
     got: dict[str, Any] = {}
     latched = QoSProfile(

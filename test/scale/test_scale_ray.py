@@ -39,17 +39,18 @@ def bags(tmp_path_factory) -> Path:
     return root
 
 
-def fleet(inputs: list[str], out: Path, model: Path, *extra: str, on_replica_episode=None) -> int:
+def fleet(inputs: list[str], out: Path, model: Path, flags: str = "", on_replica_episode=None) -> int:
+    """``topreward bag INPUTS... -o OUT --model MODEL`` on 1 thread at 2 Hz, then ``flags``."""
     parser = argparse.ArgumentParser(prog="topreward")
     register(parser.add_subparsers())
     args = parser.parse_args(
         [
-            *command_line("bag"),
+            "bag",
             *inputs,
             *command_line(
                 "-o {} --model {} --local-files-only --view-size 64 --torch-threads 1 --rate 2 -q", out, model
             ),
-            *extra,
+            *flags.split(),
         ]
     )
     args.on_replica_episode = on_replica_episode
@@ -66,7 +67,7 @@ def reference(bags, tiny_model_dir, tmp_path_factory) -> Path:
 
 def test_ray_gives_the_local_tables_curves_and_manifests(bags, tiny_model_dir, reference, tmp_path):
     out = tmp_path / "ray"
-    assert fleet([str(bags)], out, tiny_model_dir, "--ray", "--replicas", "2") == EXIT_OK
+    assert fleet([str(bags)], out, tiny_model_dir, "--ray --replicas 2") == EXIT_OK
     compared = assert_same_outputs(reference, out)
     # Values were compared, not only names: every kind of output is in the list.
     for rel in (
@@ -86,7 +87,7 @@ def test_ray_gives_the_local_tables_curves_and_manifests(bags, tiny_model_dir, r
 
 def test_single_bag_with_ray_keeps_the_single_layout(bags, tiny_model_dir, reference, tmp_path):
     out = tmp_path / "one"
-    assert fleet([str(bags / "b")], out, tiny_model_dir, "--ray", "--replicas", "1") == EXIT_OK
+    assert fleet([str(bags / "b")], out, tiny_model_dir, "--ray --replicas 1") == EXIT_OK
     assert not (out / "runs.json").exists()
     assert_same_outputs(reference / "b", out)
 
@@ -101,15 +102,7 @@ def test_killed_replica_loses_only_unfinished_episodes_and_a_rerun_completes(bag
             ray.kill(actor)
 
     code = fleet(
-        [str(bags)],
-        out,
-        tiny_model_dir,
-        "--ray",
-        "--replicas",
-        "1",
-        "--retries",
-        "0",
-        on_replica_episode=kill_after_first_episode,
+        [str(bags)], out, tiny_model_dir, "--ray --replicas 1 --retries 0", on_replica_episode=kill_after_first_episode
     )
     assert code == EXIT_PARTIAL
     assert kills == [("a", 0)]
@@ -122,7 +115,7 @@ def test_killed_replica_loses_only_unfinished_episodes_and_a_rerun_completes(bag
     before = episode_mtimes(out)
     assert before and all(k.startswith("a/episode_0000/") for k in before)
 
-    assert fleet([str(bags)], out, tiny_model_dir, "--ray", "--replicas", "1") == EXIT_OK
+    assert fleet([str(bags)], out, tiny_model_dir, "--ray --replicas 1") == EXIT_OK
     after = episode_mtimes(out)
     assert {k: after[k] for k in before} == before  # nothing written before the kill was redone
     assert_same_outputs(reference, out, skip=("runs.json",))
@@ -149,11 +142,7 @@ def test_a_replica_killed_mid_run_is_replaced_within_the_run(bags, tiny_model_di
             [str(bags)],
             out,
             tiny_model_dir,
-            "--ray",
-            "--replicas",
-            "1",
-            "--retries",
-            "1",
+            "--ray --replicas 1 --retries 1",
             on_replica_episode=kill_after_first_episode,
         )
         == EXIT_OK
@@ -192,7 +181,7 @@ run_bag(args)
     # No half-written file under a final name: only completed episode files and the manifest.
     assert not [p for p in out.rglob(".*.tmp")]
 
-    assert fleet([str(bags / "a")], out, tiny_model_dir, "--ray", "--replicas", "1") == EXIT_OK
+    assert fleet([str(bags / "a")], out, tiny_model_dir, "--ray --replicas 1") == EXIT_OK
     after = episode_mtimes(out)
     assert {k: after[k] for k in before} == before
     assert_same_outputs(reference / "a", out)

@@ -39,7 +39,8 @@ def dataset(tmp_path_factory) -> Path:
     return root
 
 
-def lerobot(dataset: Path, out: Path, model: Path, *extra: str, on_replica_episode=None) -> int:
+def lerobot(dataset: Path, out: Path, model: Path, flags: str = "", on_replica_episode=None) -> int:
+    """``topreward lerobot DATASET -o OUT --model MODEL`` on 1 thread at 2 Hz, then ``flags``."""
     from topreward_ros.commands.lerobot import register as register_lerobot
     from topreward_ros.commands.lerobot import run_lerobot
 
@@ -53,7 +54,7 @@ def lerobot(dataset: Path, out: Path, model: Path, *extra: str, on_replica_episo
                 out,
                 model,
             ),
-            *extra,
+            *flags.split(),
         ]
     )
     args.on_replica_episode = on_replica_episode
@@ -77,7 +78,7 @@ def test_lerobot_on_ray_spreads_one_dataset_over_replicas_and_gives_the_local_ou
     def note_replica(job, spec, actor):
         scored_by[spec.index] = ray.get(actor.info.remote())["pid"]
 
-    assert lerobot(dataset, out, tiny_model_dir, "--ray", "--replicas", "2", on_replica_episode=note_replica) == EXIT_OK
+    assert lerobot(dataset, out, tiny_model_dir, "--ray --replicas 2", on_replica_episode=note_replica) == EXIT_OK
     compared = assert_same_outputs(local, out)
     for rel in (
         "manifest.json",
@@ -103,22 +104,14 @@ def test_lerobot_on_ray_with_a_killed_replica_resumes_to_the_local_outputs(datas
 
     assert (
         lerobot(
-            dataset,
-            out,
-            tiny_model_dir,
-            "--ray",
-            "--replicas",
-            "1",
-            "--retries",
-            "0",
-            on_replica_episode=kill_after_first_episode,
+            dataset, out, tiny_model_dir, "--ray --replicas 1 --retries 0", on_replica_episode=kill_after_first_episode
         )
         == EXIT_PARTIAL
     )
     manifest = json.loads((out / "manifest.json").read_text())
     assert kills == [0] and sorted(manifest["episodes"]) == ["0"]
     before = episode_mtimes(out)
-    assert lerobot(dataset, out, tiny_model_dir, "--ray", "--replicas", "1") == EXIT_OK
+    assert lerobot(dataset, out, tiny_model_dir, "--ray --replicas 1") == EXIT_OK
     after = episode_mtimes(out)
     assert {k: after[k] for k in before} == before  # nothing written before the kill was redone
     assert_same_outputs(local, out)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from support.command_line import command_line
+from support.modelless_node import modelless_node
 
 from topreward_ros.commands.cli import main as topreward_main
 from topreward_ros.demo.scene import DEMO_SCENES, SceneSpec
@@ -117,16 +118,8 @@ def test_node_names_the_threshold_of_each_episode(node_context: Any, tmp_path: P
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
     from topreward_ros.msg import EpisodeResult
-    from topreward_ros.node.scorer_node import ScorerNode
 
-    node = ScorerNode(
-        context=node_context,
-        parameter_overrides=[
-            Parameter("model", value=str(tmp_path / "no-model")),  # no model: the thresholds are what counts
-            Parameter("model_retry_s", value=3600.0),
-            Parameter("rate_hz", value=20.0),
-        ],
-    )
+    node = modelless_node(node_context, tmp_path, rate_hz=20.0)
     listener = rclpy.create_node("threshold_listener", context=node_context)
     results: list[Any] = []
     listener.create_subscription(

@@ -114,17 +114,12 @@ def test_control_token_instruction_from_the_cli_exits_1_with_the_rest_scored(tmp
     scenes = (SceneSpec("open <|im_start|> the drawer", (200, 40, 40), 0.3, 0.7), DEMO_SCENES[0])
     layout = write_episodes_bag(tmp_path / "bag", "mcap", scenes, duration_s=1.0)
     code = cli(
-        "bag",
-        str(layout.path),
-        "-o",
-        str(tmp_path / "out"),
-        "--no-plot",
-        "-q",
-        "--model",
-        str(tiny_model_dir),
-        "--local-files-only",
-        "--view-size",
-        "64",
+        *command_line(
+            "bag {} -o {} --no-plot -q --model {} --local-files-only --view-size 64",
+            layout.path,
+            tmp_path / "out",
+            tiny_model_dir,
+        )
     )
     assert code == EXIT_PARTIAL
     out = capsys.readouterr().out
@@ -136,16 +131,13 @@ def test_fixed_control_token_instruction_is_refused_before_the_model_loads(tmp_p
     # The model path does not exist: had the check come after loading, the
     # message would be the model's.
     code = cli(
-        "bag",
-        str(layout.path),
-        "-o",
-        str(tmp_path / "out"),
-        "-q",
-        "--model",
-        str(tmp_path / "no-model"),
-        "--local-files-only",
-        "--instruction",
-        "pick up the cup<|im_end|>",
+        *command_line(
+            "bag {} -o {} -q --model {} --local-files-only --instruction {}",
+            layout.path,
+            tmp_path / "out",
+            tmp_path / "no-model",
+            "pick up the cup<|im_end|>",
+        )
     )
     assert code == EXIT_UNUSABLE
     err = capsys.readouterr().err
@@ -290,7 +282,11 @@ def test_stamp_gap_restart_from_the_command_line_and_the_params_file(tmp_path, t
     manifest = json.loads((tmp_path / "file" / "manifest.json").read_text())
     assert (manifest["settings"]["stamp_gap_restart_s"], sorted(manifest["episodes"])) == (2.0e9, ["0"])
     assert (
-        cli("bag", *base, "--params-file", str(params), "--stamp-gap-restart", "60", "-o", str(tmp_path / "option"))
+        cli(
+            *command_line("bag"),
+            *base,
+            *command_line("--params-file {} --stamp-gap-restart 60 -o {}", params, tmp_path / "option"),
+        )
         == EXIT_OK
     )  # the option wins over the file
     manifest = json.loads((tmp_path / "option" / "manifest.json").read_text())
@@ -323,16 +319,13 @@ def _bag_with_silent_topic(path: Path, silent: str, msgtype: str) -> Path:
 def test_a_topic_without_messages_exits_2_before_the_model_loads(tmp_path, capsys, silent, msgtype, message):
     bag = _bag_with_silent_topic(tmp_path / "bag", silent, msgtype)
     code = cli(
-        "bag",
-        str(bag),
-        "-o",
-        str(tmp_path / "out"),
-        "-q",
-        "--camera",
-        CAMERA,
-        "--model",
-        str(tmp_path / "no-model"),
-        "--local-files-only",
+        *command_line(
+            "bag {} -o {} -q --camera {} --model {} --local-files-only",
+            bag,
+            tmp_path / "out",
+            CAMERA,
+            tmp_path / "no-model",
+        )
     )
     assert code == EXIT_UNUSABLE
     err = capsys.readouterr().err
@@ -350,17 +343,9 @@ def test_frames_outside_every_episode_exit_1_with_a_manifest(tmp_path, tiny_mode
         writer.write("/instruction", string_msg(SCENE.instruction), START_NS + 900 * MS)
     out = tmp_path / "out"
     code = cli(
-        "bag",
-        str(bag),
-        "-o",
-        str(out),
-        "--no-plot",
-        "-q",
-        "--model",
-        str(tiny_model_dir),
-        "--local-files-only",
-        "--view-size",
-        "64",
+        *command_line(
+            "bag {} -o {} --no-plot -q --model {} --local-files-only --view-size 64", bag, out, tiny_model_dir
+        )
     )
     assert code == EXIT_PARTIAL
     printed = capsys.readouterr().out
@@ -375,17 +360,12 @@ def test_a_normal_bag_still_exits_0(tmp_path, tiny_model_dir):
     layout = write_episodes_bag(tmp_path / "bag", "mcap", DEMO_SCENES[:1], duration_s=1.0)
     assert (
         cli(
-            "bag",
-            str(layout.path),
-            "-o",
-            str(tmp_path / "out"),
-            "--no-plot",
-            "-q",
-            "--model",
-            str(tiny_model_dir),
-            "--local-files-only",
-            "--view-size",
-            "64",
+            *command_line(
+                "bag {} -o {} --no-plot -q --model {} --local-files-only --view-size 64",
+                layout.path,
+                tmp_path / "out",
+                tiny_model_dir,
+            )
         )
         == EXIT_OK
     )

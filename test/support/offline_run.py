@@ -22,8 +22,11 @@ from topreward_ros.sources.bag import BagSource, BagSourceOptions
 from topreward_ros.sources.lerobot import DatasetSource, DatasetSourceOptions
 
 
-def tiny_scorer(model_dir: Path, view_size: int, torch_threads: int = 2) -> Any:
-    """The tiny model loaded as the offline tests score with it: CPU, float32, no hub."""
+def tiny_scorer(model_dir: Path, view_size: int, torch_threads: int = 2, **config: Any) -> Any:
+    """The tiny model loaded as the offline tests score with it: CPU, float32, no hub.
+
+    ``config`` holds further ``ScorerConfig`` fields (e.g. ``num_prefixes``).
+    """
     return load_scorer(
         ScorerConfig(
             model=str(model_dir),
@@ -32,6 +35,7 @@ def tiny_scorer(model_dir: Path, view_size: int, torch_threads: int = 2) -> Any:
             local_files_only=True,
             view_size=view_size,
             torch_threads=torch_threads,
+            **config,
         )
     )
 
@@ -59,41 +63,37 @@ def offline_settings(
     return OfflineSettings(episode=settings, runner=runner, outputs=outputs, max_episodes=max_episodes)
 
 
-def score_bag(
+def _score(
+    source: type,
+    options_type: type,
     scorer: Any,
     settings: EpisodeSettings,
     options: dict[str, Any],
-    bag: Path,
+    path: Path,
     out: Path,
     force: bool = False,
     progress: bool = False,
 ) -> RunReport:
-    _, source_options, rest = _split(options, BagSourceOptions)
+    _, source_options, rest = _split(options, options_type)
     return run_local(
         scorer,
         offline_settings(settings, *rest),
-        BagSource(bag, source_options),
+        source(path, source_options),
         Path(out),
         force=force,
         progress=progress,
     )
+
+
+def score_bag(
+    scorer: Any, settings: EpisodeSettings, options: dict[str, Any], bag: Path, out: Path, **kw: Any
+) -> RunReport:
+    """Score the bag at ``bag`` into ``out`` as ``topreward bag`` does, in this process."""
+    return _score(BagSource, BagSourceOptions, scorer, settings, options, bag, out, **kw)
 
 
 def score_dataset(
-    scorer: Any,
-    settings: EpisodeSettings,
-    options: dict[str, Any],
-    root: Path,
-    out: Path,
-    force: bool = False,
-    progress: bool = False,
+    scorer: Any, settings: EpisodeSettings, options: dict[str, Any], root: Path, out: Path, **kw: Any
 ) -> RunReport:
-    _, source_options, rest = _split(options, DatasetSourceOptions)
-    return run_local(
-        scorer,
-        offline_settings(settings, *rest),
-        DatasetSource(root, source_options),
-        Path(out),
-        force=force,
-        progress=progress,
-    )
+    """Score the LeRobot dataset at ``root`` into ``out`` as ``topreward lerobot`` does, in this process."""
+    return _score(DatasetSource, DatasetSourceOptions, scorer, settings, options, root, out, **kw)

@@ -32,9 +32,9 @@ from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
+from support.modelless_node import modelless_node  # noqa: E402
 
 from topreward_ros.msg import EpisodeResult  # noqa: E402
-from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
 
 INSTRUCTION = "fold the towel"
 LATCHED = QoSProfile(
@@ -55,16 +55,7 @@ def spin_until(
 
 
 def test_every_ended_episode_gets_one_result_even_unscored(context: Context, tmp_path: Path) -> None:
-    node = ScorerNode(
-        context=context,
-        parameter_overrides=[
-            Parameter("model", value=str(tmp_path / "no-model")),
-            Parameter("model_retry_s", value=3600.0),
-            Parameter("rate_hz", value=20.0),
-            Parameter("success_threshold", value=-7.5),
-            Parameter("instruction", value=INSTRUCTION),
-        ],
-    )
+    node = modelless_node(context, tmp_path, rate_hz=20.0, success_threshold=-7.5, instruction=INSTRUCTION)
     listener = rclpy.create_node("result_listener", context=context)
     early: list[Any] = []
     listener.create_subscription(EpisodeResult, "episode_result", early.append, LATCHED)

@@ -15,10 +15,8 @@ rclpy = pytest.importorskip("rclpy")
 
 
 from rclpy.context import Context  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import ReliabilityPolicy  # noqa: E402
-
-from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
+from support.modelless_node import modelless_node  # noqa: E402
 
 CAMERAS = ["cam0/image_raw", "cam1/image_raw/compressed"]
 
@@ -34,14 +32,7 @@ def context() -> Iterator[Context]:
 
 
 def test_override_applies_to_its_topic_only(context: Context, tmp_path) -> None:
-    node = ScorerNode(
-        context=context,
-        parameter_overrides=[
-            Parameter("model", value=str(tmp_path / "no-model")),
-            Parameter("model_retry_s", value=3600.0),
-            Parameter("camera_topics", value=CAMERAS),
-        ],
-    )
+    node = modelless_node(context, tmp_path, camera_topics=CAMERAS)
     try:
         got = {
             topic: [i.qos_profile.reliability for i in node.get_subscriptions_info_by_topic("/" + topic)]
@@ -70,13 +61,7 @@ def rig_example_context() -> Iterator[Context]:
 
 def test_rig_example_params_file_sets_per_topic_qos(rig_example_context: Context, tmp_path) -> None:
     """config/rig_example.yaml as shipped: its cameras, and the QoS override of the raw one."""
-    node = ScorerNode(
-        context=rig_example_context,
-        parameter_overrides=[
-            Parameter("model", value=str(tmp_path / "no-model")),  # no download in a test
-            Parameter("model_retry_s", value=3600.0),
-        ],
-    )
+    node = modelless_node(rig_example_context, tmp_path)
     try:
         cameras = ["/camera/image_raw", "/wrist_camera/image_raw/compressed"]
         assert node.get_parameter("camera_topics").value == cameras

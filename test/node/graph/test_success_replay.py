@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pytest
 from support.command_line import command_line
+from support.offline_run import tiny_scorer
 from support.replay_graph import replay_node_params, scorer_node, wait_or_fail
 
 from topreward_ros.bag.reader import BagReader
@@ -182,18 +183,8 @@ def _stamp_ns(stamp: Any) -> int:
 def offline(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("success_replay")
     bag = root / "bag"
-    from topreward_ros.scoring import ScorerConfig, load_scorer
 
-    scorer = load_scorer(
-        ScorerConfig(
-            model=str(tiny_model_dir),
-            device="cpu",
-            dtype="float32",
-            local_files_only=True,
-            view_size=VIEW,
-            torch_threads=1,
-        )
-    )
+    scorer = tiny_scorer(tiny_model_dir, VIEW, torch_threads=1)
     stamps = write_bag(bag, scorer)
     # First pass: learn the scores (the success score does not depend on the threshold).
     learn = run_topreward_bag(bag, root / "learn", tiny_model_dir, -8.0)
