@@ -25,15 +25,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from topreward_ros.evaluation.labels import Label
-
-BAG_SUFFIXES = (".mcap", ".db3")
-DATASET_INFO = Path("meta") / "info.json"
-InputKind = Literal["bag", "dataset", "video", "frames"]
-#: Inputs that hold many episodes, named ``<input name>/<index>``.
-MULTI_EPISODE_KINDS = ("bag", "dataset")
+from topreward_ros.sources.kinds import BAG_SUFFIXES, SourceKind, is_dataset_directory, kind_of, source_kind
 
 
 class EvalInputError(ValueError):
@@ -42,40 +36,35 @@ class EvalInputError(ValueError):
 
 @dataclass(frozen=True)
 class EvalInput:
-    """One input path, its kind and its name (bag or dataset name, video stem or folder name)."""
+    """One input path, its kind (a name in ``sources.kinds.KINDS``) and its name.
+
+    The name is a bag's or dataset's directory name, a video's stem, a frame
+    folder's name.
+    """
 
     path: Path
-    kind: InputKind
+    kind: str
     name: str
+
+    @property
+    def source_kind(self) -> SourceKind:
+        return source_kind(self.kind)
 
     @property
     def multi_episode(self) -> bool:
         """Holds several episodes, each named ``<name>/<index>`` (a bag or a dataset)."""
-        return self.kind in MULTI_EPISODE_KINDS
-
-
-def is_dataset_directory(path: Path) -> bool:
-    """A LeRobot dataset root: the directory holding ``meta/info.json``."""
-    return (Path(path) / DATASET_INFO).is_file()
+        return self.source_kind.multi_episode
 
 
 def classify(path: Path) -> EvalInput:
-    """Decide whether ``path`` is a bag, a LeRobot dataset, a video or a frame folder."""
+    """Decide which kind of input ``path`` is (the first of ``KINDS`` that recognises it)."""
     path = Path(path)
     if not path.exists():
         raise EvalInputError(f"input {path} does not exist")
-    if path.is_file():
-        if path.suffix.lower() in BAG_SUFFIXES:
-            return EvalInput(path, "bag", path.stem)
-        return EvalInput(path, "video", path.stem)
-    name = path.resolve().name
-    if is_dataset_directory(path):
-        return EvalInput(path, "dataset", name)
-    if (path / "metadata.yaml").is_file() or any(
-        p.suffix.lower() in BAG_SUFFIXES for p in path.iterdir() if p.is_file()
-    ):
-        return EvalInput(path, "bag", name)
-    return EvalInput(path, "frames", name)
+    kind = kind_of(path)
+    if kind is None:
+        raise EvalInputError(f"input {path} is neither a file nor a directory")
+    return EvalInput(path, kind.name, path.stem if path.is_file() else path.resolve().name)
 
 
 def episode_name(source: EvalInput, index: int | None = None) -> str:
@@ -147,7 +136,7 @@ def check_labels(inputs: Sequence[EvalInput], labels: dict[str, Label], fixed_in
     singles = {i.name: i for i in inputs if not i.multi_episode}
     bags = sorted(i.name for i in inputs if i.kind == "bag")
     datasets = sorted(i.name for i in inputs if i.kind == "dataset")
-    multi = set(bags) | set(datasets)
+    multi = {i.name for i in inputs if i.multi_episode}
     unknown = []
     for name in labels:
         if name in singles:

@@ -45,11 +45,6 @@ from topreward_ros.scoring.metrics import voc
 EVAL_MANIFEST = "eval_manifest.json"
 EVAL_MANIFEST_VERSION = 1
 RECORDS_DIR = "episodes"
-BAGS_DIR = "bags"
-DATASETS_DIR = "datasets"
-VIDEOS_DIR = "videos"
-#: Where each kind of input writes its offline outputs, under the output directory.
-OUTPUT_DIRS = {"bag": BAGS_DIR, "dataset": DATASETS_DIR, "video": VIDEOS_DIR, "frames": VIDEOS_DIR}
 
 
 class EvalSetupError(RuntimeError):
@@ -342,39 +337,17 @@ class EvalRunner:
 
     # -- sources ----------------------------------------------------------------------
     def output_dir(self, source: EvalInput) -> Path:
-        return self.out_dir / OUTPUT_DIRS[source.kind] / source.name
+        return self.out_dir / source.source_kind.output_dir / source.name
 
     def make_source(self, source: EvalInput, labels: dict[str, Label]) -> Any:
-        """The episode source of an input with the evaluation's options (opens nothing heavy)."""
-        s = self.settings
-        if source.kind == "bag":
-            from topreward_ros.sources.bag import BagSource, BagSourceOptions, pick_cameras
+        """The episode source of an input with the evaluation's options (opens nothing heavy).
 
-            return BagSource(
-                source.path,
-                BagSourceOptions(
-                    camera_topics=pick_cameras(source.path, s.camera_topics),
-                    instruction_topic=s.instruction_topic,
-                    reset_topic=s.reset_topic,
-                    stamp_jump_restart_s=s.stamp_jump_restart_s,
-                    stamp_gap_restart_s=s.stamp_gap_restart_s,
-                ),
-            )
-        if source.kind == "dataset":
-            from topreward_ros.lerobot.dataset import LeRobotDatasetDir
-            from topreward_ros.sources.lerobot import DatasetSource, DatasetSourceOptions, pick_camera_keys
-
-            keys = pick_camera_keys(
-                LeRobotDatasetDir(source.path), list(s.dataset_cameras) if s.dataset_cameras else None
-            )
-            return DatasetSource(
-                source.path, DatasetSourceOptions(camera_keys=keys, video_tolerance_frames=s.video_tolerance_frames)
-            )
-        from topreward_ros.sources.video import VideoSource
-
-        instruction = labels[source.name].instruction or s.fixed_instruction
-        assert instruction is not None  # checked by inputs.check_labels
-        return VideoSource(source.path, instruction, s.source_fps)
+        A video or frame folder is scored with its label's instruction (or
+        the fixed one; ``inputs.check_labels`` made sure there is one).
+        """
+        label = labels.get(source.name)
+        instruction = (label.instruction if label else None) or self.settings.fixed_instruction
+        return source.source_kind.build(source.path, self.settings, instruction)
 
     def plan(self, inputs: Sequence[EvalInput], labels: dict[str, Label]) -> list[Any]:
         """One engine job per input, its source built and checked now, before any model loads.
@@ -509,7 +482,7 @@ class EvalRunner:
             self._input_failed(source, error or "not scored", report)
             return
         seen: set[int] = set()
-        where = f"{OUTPUT_DIRS[source.kind]}/{source.name}"
+        where = f"{source.source_kind.output_dir}/{source.name}"
         for outcome in result.episodes:
             name = episode_name(source, outcome.index)
             seen.add(outcome.index)
