@@ -14,13 +14,8 @@ from pathlib import Path
 import pytest
 
 from topreward_ros.evaluation.labels import Label
-from topreward_ros.evaluation.report import (
-    calibrated_params,
-    evaluate,
-    metrics_record,
-    report_markdown,
-    write_calibrated_yaml,
-)
+from topreward_ros.evaluation.report import calibrated_params, evaluate, metrics_record, write_calibrated_yaml
+from topreward_ros.evaluation.report_markdown import report_markdown
 from topreward_ros.files.params_file import read_params_file
 from topreward_ros.scoring.calibration import MIN_LABELS_PER_CLASS, balanced_accuracy, leave_one_out
 from topreward_ros.scoring.thresholds import thresholds_from_params

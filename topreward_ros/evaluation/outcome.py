@@ -18,19 +18,17 @@ from typing import Any
 
 from topreward_ros.evaluation.inputs import EvalInput
 from topreward_ros.evaluation.labels import Label
+from topreward_ros.evaluation.plots import plot_roc, plot_score_distributions, plot_voc_vs_control
 from topreward_ros.evaluation.report import (
     CALIBRATED_YAML,
     Evaluation,
     calibrated_params,
     evaluate,
     metrics_record,
-    plot_roc,
-    plot_score_distributions,
-    plot_voc_vs_control,
-    report_markdown,
     write_calibrated_yaml,
     write_episodes_csv,
 )
+from topreward_ros.evaluation.report_markdown import report_markdown
 from topreward_ros.evaluation.runner import EvalRunReport, episode_order
 from topreward_ros.files.atomic import write_json_atomic, write_text_atomic
 
