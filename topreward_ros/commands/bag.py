@@ -22,31 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from topreward_ros.bag.base import DEFAULT_CLOCK_HZ
-from topreward_ros.commands.options import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    EXIT_UNUSABLE,
-    MODEL_PARAMS,
-    SCORING_PARAMS,
-    STAMP_PARAMS,
-    TOPIC_PARAMS,
-    absolute_inputs,
-    add_model_options,
-    add_ray_options,
-    add_run_options,
-    add_scoring_options,
-    add_stamp_options,
-    apply_params_file,
-    offline_settings,
-    ray_inputs,
-    scorer_config,
-)
+from topreward_ros.commands import options as opts
+from topreward_ros.commands.options import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_PARTIAL", "EXIT_UNUSABLE", "BAG_PARAMS", "register"]
 
 #: Node parameters ``topreward bag --params-file`` may set: option dest, type, default.
-BAG_PARAMS: dict[str, tuple[str, type, Any]] = {**MODEL_PARAMS, **TOPIC_PARAMS, **SCORING_PARAMS, **STAMP_PARAMS}
+BAG_PARAMS: dict[str, tuple[str, type, Any]] = {
+    **opts.MODEL_PARAMS,
+    **opts.TOPIC_PARAMS,
+    **opts.SCORING_PARAMS,
+    **opts.STAMP_PARAMS,
+}
 
 
 def register(subparsers: Any) -> None:
@@ -105,11 +92,11 @@ def _register_bag(subparsers: Any) -> None:
         "--reset-topic",
         help="a message on this topic starts a new episode (default: reset_topic of --params-file, else none)",
     )
-    add_model_options(p)
-    add_stamp_options(add_scoring_options(p, BAG_PARAMS, "bag"))
-    g = add_run_options(p)
+    opts.add_model_options(p)
+    opts.add_stamp_options(opts.add_scoring_options(p, BAG_PARAMS, "bag"))
+    g = opts.add_run_options(p)
     g.add_argument("--episode-offset", type=int, default=0, help="added to episode_index in the tables (LeRobot join)")
-    add_ray_options(p)
+    opts.add_ray_options(p)
     p.set_defaults(func=run_bag)
 
 
@@ -135,15 +122,15 @@ def run_bag(args: argparse.Namespace) -> int:
     from topreward_ros.sources.bag import BagSource, pick_cameras
     from topreward_ros.sources.bag_inputs import expand_inputs
 
-    args.bag = ray_inputs(args, args.bag)
+    args.bag = opts.ray_inputs(args, args.bag)
     if args.ray is not None:
-        args.list = [Path(p) for p in absolute_inputs(args.list or [])]
+        args.list = [Path(p) for p in opts.absolute_inputs(args.list or [])]
     try:
-        apply_params_file(args, BAG_PARAMS, "topreward bag")
+        opts.apply_params_file(args, BAG_PARAMS, "topreward bag")
         inputs = expand_inputs(args.bag, args.list or ())
         bag_source_options(args, ("/camera",))  # option errors before touching any bag
-        settings = offline_settings(args)
-        config = scorer_config(args)
+        settings = opts.offline_settings(args)
+        config = opts.scorer_config(args)
     except (BagError, ParamsFileError, ValueError) as exc:
         print(f"topreward bag: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE

@@ -27,25 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from topreward_ros.commands.options import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    EXIT_UNUSABLE,
-    MODEL_PARAMS,
-    SCORING_PARAMS,
-    STAMP_PARAMS,
-    TOPIC_PARAMS,
-    add_model_options,
-    add_ray_options,
-    add_run_options,
-    add_scoring_options,
-    add_stamp_options,
-    apply_params_file,
-    ray_inputs,
-    ray_options,
-    scorer_config,
-)
+from topreward_ros.commands import options as opts
+from topreward_ros.commands.options import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE
 
 #: Finished, but something needs attention (the shared "partial" code).
 EXIT_ATTENTION = EXIT_PARTIAL
@@ -56,10 +39,10 @@ __all__ = ["EXIT_ATTENTION", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNUSABLE", "EV
 #: Node parameters ``--params-file`` may set: option dest, type, default. The
 #: success threshold is what eval fits, so a file's is ignored.
 EVAL_PARAMS: dict[str, tuple[str, type, Any]] = {
-    **MODEL_PARAMS,
-    **TOPIC_PARAMS,
-    **{k: v for k, v in SCORING_PARAMS.items() if k != "success_threshold"},
-    **STAMP_PARAMS,
+    **opts.MODEL_PARAMS,
+    **opts.TOPIC_PARAMS,
+    **{k: v for k, v in opts.SCORING_PARAMS.items() if k != "success_threshold"},
+    **opts.STAMP_PARAMS,
 }
 
 
@@ -130,10 +113,10 @@ def register(subparsers: Any) -> None:
         default=30.0,
         help="frame rate of frame folders (default: %(default)s; videos use their timestamps)",
     )
-    add_model_options(p)
-    add_stamp_options(add_scoring_options(p, EVAL_PARAMS, "recording", threshold=False))
-    add_run_options(p, outputs=False)
-    add_ray_options(p)
+    opts.add_model_options(p)
+    opts.add_stamp_options(opts.add_scoring_options(p, EVAL_PARAMS, "recording", threshold=False))
+    opts.add_run_options(p, outputs=False)
+    opts.add_ray_options(p)
     p.set_defaults(func=run_eval)
 
 
@@ -157,14 +140,14 @@ def run_eval(args: argparse.Namespace) -> int:
     from topreward_ros.evaluation.runner import EvalRunner, EvalSettings, EvalSetupError
     from topreward_ros.files.params_file import ParamsFileError
 
-    args.inputs = ray_inputs(args, args.inputs)
+    args.inputs = opts.ray_inputs(args, args.inputs)
     # Cameras named on the command line; a parameters file's camera_topics are
     # ROS topics, which name nothing in a dataset.
     dataset_cameras = tuple(args.cameras) if args.cameras else None
     try:
         if not args.inputs:
             raise ValueError("give at least one input (bag, dataset, video, frame folder or @LIST)")
-        apply_params_file(args, EVAL_PARAMS, "topreward eval")
+        opts.apply_params_file(args, EVAL_PARAMS, "topreward eval")
         if args.max_episodes is not None and args.max_episodes < 1:
             raise ValueError(f"--max-episodes must be >= 1, got {args.max_episodes}")
         if not args.source_fps > 0:
@@ -197,8 +180,8 @@ def run_eval(args: argparse.Namespace) -> int:
         )
         # The node-side settings, the model's and Ray's are checked before the (slow) model load.
         settings.offline(args.max_episodes)
-        config = scorer_config(args)
-        ray = ray_options(args)
+        config = opts.scorer_config(args)
+        ray = opts.ray_options(args)
     except (LabelsError, EvalInputError, ParamsFileError, ValueError) as exc:
         _error(str(exc))
         return EXIT_UNUSABLE

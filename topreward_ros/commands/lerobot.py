@@ -14,23 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from topreward_ros.commands.options import (
-    EXIT_OK,
-    EXIT_UNUSABLE,
-    MODEL_PARAMS,
-    SCORING_PARAMS,
-    absolute_inputs,
-    add_model_options,
-    add_ray_options,
-    add_run_options,
-    add_scoring_options,
-    apply_params_file,
-    offline_settings,
-    scorer_config,
-)
+from topreward_ros.commands import options as opts
+from topreward_ros.commands.options import EXIT_OK, EXIT_UNUSABLE
 
 #: Node parameters ``topreward lerobot --params-file`` may set.
-LEROBOT_PARAMS: dict[str, tuple[str, type, Any]] = {**MODEL_PARAMS, **SCORING_PARAMS}
+LEROBOT_PARAMS: dict[str, tuple[str, type, Any]] = {**opts.MODEL_PARAMS, **opts.SCORING_PARAMS}
 
 
 def register(subparsers: Any) -> None:
@@ -74,10 +62,10 @@ def _register_lerobot(subparsers: Any) -> None:
         help="leave a frame out when the nearest decoded picture is further than this "
         "many frame periods from its timestamp (default: %(default)s)",
     )
-    add_model_options(p)
-    add_scoring_options(p, LEROBOT_PARAMS, "episode")
-    add_run_options(p)
-    add_ray_options(p)
+    opts.add_model_options(p)
+    opts.add_scoring_options(p, LEROBOT_PARAMS, "episode")
+    opts.add_run_options(p)
+    opts.add_ray_options(p)
     p.set_defaults(func=run_lerobot)
 
 
@@ -113,11 +101,11 @@ def run_lerobot(args: argparse.Namespace) -> int:
         print("topreward lerobot: give the dataset root (the directory holding meta/info.json)", file=sys.stderr)
         return EXIT_UNUSABLE
     if args.ray is not None:
-        args.dataset = Path(absolute_inputs([args.dataset])[0])
+        args.dataset = Path(opts.absolute_inputs([args.dataset])[0])
     try:
-        apply_params_file(args, LEROBOT_PARAMS, "topreward lerobot")
-        settings = offline_settings(args)
-        config = scorer_config(args)
+        opts.apply_params_file(args, LEROBOT_PARAMS, "topreward lerobot")
+        settings = opts.offline_settings(args)
+        config = opts.scorer_config(args)
     except (DatasetError, ParamsFileError, ValueError) as exc:
         print(f"topreward lerobot: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE

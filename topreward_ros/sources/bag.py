@@ -32,22 +32,13 @@ from topreward_ros.bag.base import BagError, BagReadError, bag_fingerprint
 from topreward_ros.bag.stamps import StampError, header_stamp_ns
 from topreward_ros.episode.cameras import CAMERA_TYPE_NAMES
 from topreward_ros.episode.cuts import EpisodeEvent, EpisodeSplitter, stamp_cut
-from topreward_ros.offline.source import (
-    EpisodeSource,
-    EpisodeSpec,
-    FrameDecodeError,
-    SourceError,
-    SourceFrame,
-    SourceNotes,
-    SourceReadError,
-    check_camera_names,
-)
+from topreward_ros.offline import source as src
 from topreward_ros.scoring.prompt import validate_instruction
 
 STRING_TYPE = "std_msgs/msg/String"
 
 
-class BagSetupError(BagError, SourceError):
+class BagSetupError(BagError, src.SourceError):
     """The options do not fit the bag (missing topic, wrong type, no instruction)."""
 
 
@@ -81,7 +72,7 @@ class BagSourceOptions:
     episode_offset: int = 0
 
     def __post_init__(self) -> None:
-        check_camera_names("camera_topics", self.camera_topics, "image topic")
+        src.check_camera_names("camera_topics", self.camera_topics, "image topic")
         if self.instruction is not None and not self.instruction.strip():
             raise ValueError("instruction must not be empty (omit it to read the instruction topic)")
         if self.instruction is not None:
@@ -188,7 +179,7 @@ class _Start:
 class _Cut:
     """The cutting state of one read of the bag (the whole bag, or one episode's range)."""
 
-    def __init__(self, source: BagSource, reader: Any, notes: SourceNotes | None) -> None:
+    def __init__(self, source: BagSource, reader: Any, notes: src.SourceNotes | None) -> None:
         self.source = source
         self.options = source.options
         self.reader = reader
@@ -196,7 +187,7 @@ class _Cut:
         self.cameras = {topic: i for i, topic in enumerate(self.options.camera_topics)}
         self.splitter = EpisodeSplitter(self.options.instruction)
         self.next_index = 0
-        self.current: EpisodeSpec | None = None
+        self.current: src.EpisodeSpec | None = None
         self.last_primary_ns: int | None = None
         self.phase_ns: int | None = None
         # Messages of each topic already handled at the log time of the one being handled.
@@ -207,7 +198,7 @@ class _Cut:
     def events(
         self,
         messages: Iterator[Any],
-        first_spec: EpisodeSpec | None = None,
+        first_spec: src.EpisodeSpec | None = None,
         phase_ns: int | None = None,
         last_ns: Callable[[int], int] | None = None,
     ) -> Iterator[tuple[str, Any]]:
@@ -247,7 +238,7 @@ class _Cut:
                 last_log_ns = last_ns(last_log_ns)
             yield from self._handle(self.splitter.finish(last_log_ns), skip_self=False)
         except BagReadError as exc:
-            raise SourceReadError(str(exc)) from exc
+            raise src.SourceReadError(str(exc)) from exc
         if self.notes is not None:
             if self.splitter.ignored_empty:
                 self.notes.notes.append(
@@ -268,7 +259,7 @@ class _Cut:
         try:
             stamp_ns = header_stamp_ns(message.data)
         except StampError as exc:
-            yield "frame", SourceFrame(camera, None, t, f"{topic} at log time {t}", error=str(exc))
+            yield "frame", src.SourceFrame(camera, None, t, f"{topic} at log time {t}", error=str(exc))
             return
         if camera == 0:
             previous = self.last_primary_ns
@@ -295,10 +286,10 @@ class _Cut:
             try:
                 msg = reader.deserialize(message)
             except BagError as exc:
-                raise FrameDecodeError(str(exc)) from exc
+                raise src.FrameDecodeError(str(exc)) from exc
             return CameraView(msg, view_size), getattr(msg.header, "frame_id", "")
 
-        yield "frame", SourceFrame(camera, stamp_ns, t, f"{topic} frame stamped {stamp_ns} ns", decode=decode)
+        yield "frame", src.SourceFrame(camera, stamp_ns, t, f"{topic} frame stamped {stamp_ns} ns", decode=decode)
 
     def _handle(self, events: list[EpisodeEvent], skip_self: bool) -> Iterator[tuple[str, Any]]:
         for event in events:
@@ -318,7 +309,7 @@ class _Cut:
                 start = _Start(event.log_time_ns, None, 0, True)
             else:
                 start = _Start(event.log_time_ns, self.topic, self.at_time.get(self.topic, 0), included=not skip_self)
-            self.current = EpisodeSpec(
+            self.current = src.EpisodeSpec(
                 index,
                 event.instruction,
                 event.log_time_ns,
@@ -332,7 +323,7 @@ class _Cut:
             yield "start", self.current
 
 
-class BagSource(EpisodeSource):
+class BagSource(src.EpisodeSource):
     """One bag with its scoring options (see the module doc); picklable, opens the bag on use."""
 
     kind = "bag"
@@ -359,7 +350,7 @@ class BagSource(EpisodeSource):
         record["camera_topics"] = list(self.options.camera_topics)
         return record
 
-    def plan(self) -> tuple[list[EpisodeSpec], SourceNotes]:
+    def plan(self) -> tuple[list[src.EpisodeSpec], src.SourceNotes]:
         """The episodes and where each starts, from the instruction, reset and primary topics.
 
         Those topics decide every cut (the primary camera's header stamps
@@ -368,8 +359,8 @@ class BagSource(EpisodeSource):
         the timer's phase and the last episode's end need: their first
         message and their tail after the planned topics end.
         """
-        notes = SourceNotes()
-        specs: list[EpisodeSpec] = []
+        notes = src.SourceNotes()
+        specs: list[src.EpisodeSpec] = []
         opts = self.options
         planned = opts.topics - set(opts.camera_topics[1:])
         others = opts.topics - planned
@@ -387,17 +378,17 @@ class BagSource(EpisodeSource):
                 for kind, item in cut.events(reader.messages(planned), phase_ns=min(firsts), last_ns=last_ns):
                     if kind == "start":
                         specs.append(item)
-        except (SourceReadError, BagReadError) as exc:
+        except (src.SourceReadError, BagReadError) as exc:
             notes.read_error = str(exc)
             if specs and specs[-1].end_reason == "":  # the episode the damage cut short
                 specs[-1].error = f"bag unreadable before the episode ended: {exc}"
         except BagSetupError:
             raise
         except BagError as exc:  # unopenable since it was checked: the input fails, not the run
-            raise SourceError(str(exc)) from exc
+            raise src.SourceError(str(exc)) from exc
         return specs, notes
 
-    def walk(self, notes: SourceNotes) -> Iterator[tuple[EpisodeSpec, Iterator[SourceFrame]]]:
+    def walk(self, notes: src.SourceNotes) -> Iterator[tuple[src.EpisodeSpec, Iterator[src.SourceFrame]]]:
         with self._open() as reader:
             notes.notes.extend(reader.notes)
             check_bag(reader, self.options)
@@ -411,7 +402,7 @@ class BagSource(EpisodeSource):
                 for _ in frames:  # what the caller left of the episode
                     pass
 
-    def frames(self, spec: EpisodeSpec) -> Iterator[SourceFrame]:
+    def frames(self, spec: src.EpisodeSpec) -> Iterator[src.SourceFrame]:
         start = spec.key
         if not isinstance(start, _Start):
             raise ValueError(f"episode {spec.index} was not planned by a BagSource")
@@ -422,7 +413,7 @@ class BagSource(EpisodeSource):
                 rest = _from_start(messages, start)
                 yield from _episode_frames(cut.events(rest, first_spec=spec))
             except BagReadError as exc:
-                raise SourceReadError(str(exc)) from exc
+                raise src.SourceReadError(str(exc)) from exc
 
 
 def _first(messages: Iterator[Any]) -> list[Any]:
@@ -445,7 +436,7 @@ def _from_start(messages: Iterator[Any], start: _Start) -> Iterator[Any]:
     yield from messages
 
 
-def _episode_frames(stream: Iterator[tuple[str, Any]]) -> Iterator[SourceFrame]:
+def _episode_frames(stream: Iterator[tuple[str, Any]]) -> Iterator[src.SourceFrame]:
     """The frames of the episode that just started, up to its end."""
     for kind, item in stream:
         if kind == "frame":

@@ -22,20 +22,12 @@ from typing import Any
 
 from topreward_ros.files.atomic import files_fingerprint
 from topreward_ros.lerobot.dataset import DatasetError, EpisodeInfo, LeRobotDatasetDir
-from topreward_ros.offline.source import (
-    EpisodeSource,
-    EpisodeSpec,
-    FrameDecodeError,
-    SourceError,
-    SourceFrame,
-    SourceNotes,
-    check_camera_names,
-)
+from topreward_ros.offline import source as src
 
 END_REASON = "end of the dataset episode"
 
 
-class DatasetSetupError(DatasetError, SourceError):
+class DatasetSetupError(DatasetError, src.SourceError):
     """The options do not fit the dataset (unknown camera, episode, missing video)."""
 
 
@@ -57,7 +49,7 @@ class DatasetSourceOptions:
     video_tolerance_frames: float = 0.5
 
     def __post_init__(self) -> None:
-        check_camera_names("camera_keys", self.camera_keys, "video feature")
+        src.check_camera_names("camera_keys", self.camera_keys, "video feature")
         if self.instruction is not None and not self.instruction.strip():
             raise ValueError("instruction must not be empty (omit it to use the dataset's tasks)")
         if not (0 < self.video_tolerance_frames <= 1):
@@ -79,7 +71,7 @@ def pick_camera_keys(dataset: LeRobotDatasetDir, cameras: list[str] | None) -> t
     )
 
 
-class DatasetSource(EpisodeSource):
+class DatasetSource(src.EpisodeSource):
     """One dataset with its options (see the module doc); picklable, opens the dataset on use."""
 
     kind = "dataset"
@@ -128,8 +120,8 @@ class DatasetSource(EpisodeSource):
             "video_tolerance_frames": self.options.video_tolerance_frames,
         }
 
-    def plan(self) -> tuple[list[EpisodeSpec], SourceNotes]:
-        notes = SourceNotes()
+    def plan(self) -> tuple[list[src.EpisodeSpec], src.SourceNotes]:
+        notes = src.SourceNotes()
         specs = []
         for info in self.selected():
             index = info.episode_index
@@ -147,7 +139,7 @@ class DatasetSource(EpisodeSource):
                         )
             except DatasetError as exc:
                 specs.append(
-                    EpisodeSpec(
+                    src.EpisodeSpec(
                         index, instruction, 0, 0, 0, END_REASON, record=record, error=f"unreadable episode: {exc}"
                     )
                 )
@@ -155,7 +147,7 @@ class DatasetSource(EpisodeSource):
             stamps = frames.stamps_ns
             start, end = int(stamps[0]), int(stamps[-1])
             specs.append(
-                EpisodeSpec(
+                src.EpisodeSpec(
                     index,
                     instruction,
                     start,
@@ -170,7 +162,7 @@ class DatasetSource(EpisodeSource):
             )
         return specs, notes
 
-    def frames(self, spec: EpisodeSpec) -> Iterator[SourceFrame]:
+    def frames(self, spec: src.EpisodeSpec) -> Iterator[src.SourceFrame]:
         from topreward_ros.lerobot.video import open_episode_videos
 
         dataset = self.dataset
@@ -182,7 +174,7 @@ class DatasetSource(EpisodeSource):
         try:
             for offset_s, stamp in zip(rows.timestamp.tolist(), rows.stamps_ns.tolist()):
                 for camera, (key, video) in enumerate(zip(keys, videos)):
-                    yield SourceFrame(
+                    yield src.SourceFrame(
                         camera, stamp, stamp, f"{key} frame at {offset_s:.4f} s", decode=_decoder(video, offset_s, key)
                     )
         finally:
@@ -204,7 +196,7 @@ def _decoder(video: Any, offset_s: float, key: str) -> Any:
 
         decoded, why = video.frame_at(offset_s)
         if decoded is None:
-            raise FrameDecodeError(why)
+            raise src.FrameDecodeError(why)
         return DeferredView(decoded.rgb, view_size), key
 
     return decode

@@ -20,22 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from topreward_ros.offline.source import (
-    EpisodeSource,
-    EpisodeSpec,
-    FrameDecodeError,
-    SourceError,
-    SourceFrame,
-    SourceNotes,
-    SourceReadError,
-)
+from topreward_ros.offline import source as src
 from topreward_ros.scoring.stamps import NS_PER_S
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 END_REASON = "end of the recording"
 
 
-class InputError(SourceError):
+class InputError(src.SourceError):
     """The video or frame directory cannot be used (message for the user)."""
 
 
@@ -80,7 +72,7 @@ def read_episode(path: Path, source_fps: float, sample_fps: float, view_size: in
         if sampler.offer(stamp):
             try:
                 views.append(prepare_view(_picture(item), view_size))
-            except FrameDecodeError as exc:
+            except src.FrameDecodeError as exc:
                 raise InputError(str(exc)) from exc
             stamps.append(stamp)
             indices.append(i)
@@ -142,10 +134,10 @@ def _read_image(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
     except (OSError, UnidentifiedImageError) as exc:
-        raise FrameDecodeError(f"cannot read image {path}: {exc}") from exc
+        raise src.FrameDecodeError(f"cannot read image {path}: {exc}") from exc
 
 
-class VideoSource(EpisodeSource):
+class VideoSource(src.EpisodeSource):
     """One video file or frame folder, one episode with a given instruction (see the module doc)."""
 
     def __init__(self, path: Path | str, instruction: str, source_fps: float = 30.0) -> None:
@@ -174,11 +166,11 @@ class VideoSource(EpisodeSource):
     def settings_record(self) -> dict[str, Any]:
         return {"instruction": self.instruction, "source_fps": self.source_fps if self.kind == "frames" else None}
 
-    def plan(self) -> tuple[list[EpisodeSpec], SourceNotes]:
+    def plan(self) -> tuple[list[src.EpisodeSpec], src.SourceNotes]:
         # The start is the first frame's stamp; the end is known once the frames are read.
         first = next(iter(stamped_frames(self.path, self.source_fps)), None)
         start = int(first[0]) if first is not None else 0
-        spec = EpisodeSpec(
+        spec = src.EpisodeSpec(
             0,
             self.instruction,
             start,
@@ -191,9 +183,9 @@ class VideoSource(EpisodeSource):
         )
         if first is None:
             spec.error = f"{self.path} has no frames"
-        return [spec], SourceNotes()
+        return [spec], src.SourceNotes()
 
-    def frames(self, spec: EpisodeSpec) -> Iterator[SourceFrame]:
+    def frames(self, spec: src.EpisodeSpec) -> Iterator[src.SourceFrame]:
         last = spec.start_ns
         try:
             for stamp, item in stamped_frames(self.path, self.source_fps):
@@ -201,9 +193,9 @@ class VideoSource(EpisodeSource):
                 label = (
                     f"{item.name} (stamped {stamp} ns)" if isinstance(item, Path) else f"video frame stamped {stamp} ns"
                 )
-                yield SourceFrame(0, stamp, stamp, label, decode=_decoder(item, self.path.name))
+                yield src.SourceFrame(0, stamp, stamp, label, decode=_decoder(item, self.path.name))
         except InputError as exc:
-            raise SourceReadError(str(exc)) from exc
+            raise src.SourceReadError(str(exc)) from exc
         spec.end_ns = last
 
 
