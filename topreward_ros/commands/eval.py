@@ -159,25 +159,8 @@ def run_eval(args: argparse.Namespace) -> int:
         labels = read_labels(args.labels)
         inputs = classify_all(args.inputs)
         check_labels(inputs, labels, args.instruction)
-        settings = EvalSettings(
-            sample_fps=args.sample_fps,
-            max_frames=args.max_frames,
-            sync_tolerance_s=args.sync_tolerance,
-            view_size=args.view_size,
-            num_prefixes=args.num_prefixes,
-            success_window=args.success_window,
-            success_consecutive=args.success_consecutive,
-            tick_rate_hz=args.rate,
-            stamp_jump_restart_s=args.stamp_jump_restart,
-            stamp_gap_restart_s=args.stamp_gap_restart,
-            camera_topics=tuple(args.cameras) if args.cameras else None,
-            instruction_topic=args.instruction_topic,
-            reset_topic=args.reset_topic,
-            source_fps=args.source_fps,
-            fixed_instruction=args.instruction,
-            dataset_cameras=dataset_cameras,
-            video_tolerance_frames=args.video_tolerance,
-        )
+        cameras = tuple(args.cameras) if args.cameras else None
+        settings = opts.from_options(EvalSettings, args, camera_topics=cameras, dataset_cameras=dataset_cameras)
         # The node-side settings, the model's and Ray's are checked before the (slow) model load.
         settings.offline(args.max_episodes)
         config = opts.scorer_config(args)

@@ -261,43 +261,45 @@ def task_thresholds(args: argparse.Namespace) -> tuple[tuple[str, float], ...]:
     return thresholds_from_params(read_params_file(args.params_file), DEFAULT_SUCCESS_THRESHOLD).per_task
 
 
+#: Settings fields whose option has another name (the flags keep the node's
+#: parameter spelling, without the unit suffix).
+FIELD_OPTIONS = {
+    "sync_tolerance_s": "sync_tolerance",
+    "tick_rate_hz": "rate",
+    "stamp_jump_restart_s": "stamp_jump_restart",
+    "stamp_gap_restart_s": "stamp_gap_restart",
+    "video_tolerance_frames": "video_tolerance",
+    "fixed_instruction": "instruction",
+}
+
+
+def from_options(settings_type: type, args: argparse.Namespace, **values: Any) -> Any:
+    """A settings dataclass filled from the options, field by field.
+
+    Each field takes the option of its name (or ``FIELD_OPTIONS``'s); an
+    option the command lacks, or left unset, keeps the field's default, and
+    ``values`` win over both. Copying by field means a field added to the
+    settings is read from its option without another list to keep in step.
+    """
+    import dataclasses
+
+    for field in dataclasses.fields(settings_type):
+        value = getattr(args, FIELD_OPTIONS.get(field.name, field.name), None)
+        if field.name not in values and value is not None:
+            values[field.name] = value
+    return settings_type(**values)
+
+
 def episode_settings(args: argparse.Namespace) -> Any:
     from topreward_ros.episode.records import EpisodeSettings
 
-    kwargs = {}
-    if getattr(args, "success_threshold", None) is not None:
-        kwargs["success_threshold"] = args.success_threshold
-    return EpisodeSettings(
-        sample_fps=args.sample_fps,
-        max_frames=args.max_frames,
-        sync_tolerance_s=args.sync_tolerance,
-        view_size=args.view_size,
-        success_window=args.success_window,
-        success_consecutive=args.success_consecutive,
-        task_thresholds=task_thresholds(args),
-        **kwargs,
-    )
+    return from_options(EpisodeSettings, args, task_thresholds=task_thresholds(args))
 
 
 def scorer_config(args: argparse.Namespace) -> Any:
     from topreward_ros.scoring import ScorerConfig
 
-    kwargs = {}
-    if getattr(args, "success_threshold", None) is not None:
-        kwargs["success_threshold"] = args.success_threshold
-    return ScorerConfig(
-        model=args.model,
-        backend=args.backend,
-        device=args.device,
-        dtype=args.dtype,
-        local_files_only=args.local_files_only,
-        torch_threads=args.torch_threads,
-        sample_fps=args.sample_fps,
-        num_prefixes=args.num_prefixes,
-        view_size=args.view_size,
-        success_window=args.success_window,
-        **kwargs,
-    )
+    return from_options(ScorerConfig, args)
 
 
 def offline_settings(args: argparse.Namespace, plot: bool | None = None) -> Any:

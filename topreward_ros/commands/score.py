@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from topreward_ros.commands.options import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, apply_params_file
+from topreward_ros.commands.options import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, apply_params_file, scorer_config
 from topreward_ros.files.atomic import write_text_atomic
 from topreward_ros.sources.video import InputError, read_episode
 
@@ -100,21 +100,12 @@ def _error(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``topreward score``; returns the exit code."""
     from topreward_ros.files.params_file import ParamsFileError
-    from topreward_ros.scoring import ScorerConfig, ScoringError, load_scorer, voc
+    from topreward_ros.scoring import ScoringError, load_scorer, voc
     from topreward_ros.scoring.prompt import validate_instruction
 
     try:
         apply_params_file(args, SCORE_PARAMS, "topreward score")
-        config = ScorerConfig(
-            model=args.model,
-            backend=args.backend,
-            device=args.device,
-            dtype=args.dtype,
-            sample_fps=args.sample_fps,
-            num_prefixes=args.num_prefixes,
-            view_size=args.view_size,
-            torch_threads=args.torch_threads,
-        )
+        config = scorer_config(args)
     except (ParamsFileError, ValueError) as exc:
         _error(str(exc))
         return EXIT_UNUSABLE
