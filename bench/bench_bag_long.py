@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from machine import describe_machine  # noqa: E402  (bench/ is the script's directory)
+from workload import cpu_bag_args  # noqa: E402
 
 from topreward_ros.commands.cli import main as topreward_main  # noqa: E402
 from topreward_ros.demo.scene import DEMO_SCENES  # noqa: E402
@@ -78,25 +79,7 @@ def main() -> int:
             for i, topic in enumerate(CAMERAS)
         ]
         layout = write_episodes_bag(root / "bag", "mcap", DEMO_SCENES[:1], cameras=cams, duration_s=args.seconds)
-        cli = [
-            "bag",
-            str(root / "bag"),
-            "-o",
-            str(root / "out"),
-            "--model",
-            str(args.model),
-            "--device",
-            "cpu",
-            "--dtype",
-            "float32",
-            "--local-files-only",
-            "--torch-threads",
-            "1",
-            "--rate",
-            "1.0",
-            "--no-plot",
-            "-q",
-        ]
+        cli = cpu_bag_args(root / "bag", root / "out", args.model, "--torch-threads", "1")
         for topic in CAMERAS:
             cli += ["--camera", topic]
         t0 = time.perf_counter()

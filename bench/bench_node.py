@@ -37,7 +37,6 @@ Random weights: the costs are real, the scores meaningless.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import signal
 import statistics
@@ -50,92 +49,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from long_episode import INSTRUCTION, H, W, run_ticks, scene, view_pool
-from machine import describe_machine  # bench/ is the script's directory
+from long_episode import NS, bench_long, scene  # bench/ is the script's directory
+from machine import describe_machine
+from workload import (
+    TINY_DIR,
+    give_scorer,
+    make_message,
+    make_node,
+    random_2b_scorer,
+    random_small_scorer,
+    raw_encodings,
+    stamp,
+    tiny_scorer,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PARTS = RESULTS / "node_parts"
-TINY_DIR = ROOT / ".cache" / "tiny-qwen3-vl"
 # The install tree make built for the ROS distro in use (tools/env.sh exports it).
 INSTALL = ROOT / os.environ.get("TOPREWARD_INSTALL", "install")
 EXECUTABLE = INSTALL / "topreward_ros" / "lib" / "topreward_ros" / "scorer_node"
 PARAMS_FILE = INSTALL / "topreward_ros" / "share" / "topreward_ros" / "config" / "scorer.yaml"
-NS = 1_000_000_000
 PARTS_ORDER = ("callback", "tick", "stream", "long", "episodes")
-
-
-# ----------------------------------------------------------------------------
-# Messages.
-# ----------------------------------------------------------------------------
-def give_scorer(node: Any, scorer: Any) -> None:
-    """Hand an already loaded scorer to a node built with a model that cannot load.
-
-    The node's own (failing) load is waited for first, so it cannot overwrite
-    the scorer; the benchmark then measures ticks, not loading.
-    """
-    from topreward_ros.node.diagnostics import ModelState
-
-    while node._model.state == ModelState.LOADING:
-        time.sleep(0.05)
-    node._model.put(scorer)
-
-
-def make_message(kind: str, rgb: np.ndarray) -> Any:
-    from PIL import Image as PILImage
-    from sensor_msgs.msg import CompressedImage, Image
-
-    if kind in ("jpeg", "png"):
-        msg = CompressedImage()
-        buf = io.BytesIO()
-        PILImage.fromarray(rgb).save(buf, format=kind.upper(), **({"quality": 90} if kind == "jpeg" else {}))
-        msg.format, msg.data = kind, buf.getvalue()
-        return msg
-    msg = Image()
-    msg.height, msg.width, msg.encoding = H, W, kind
-    # The scene's bytes, as many as a frame of the encoding holds: the cost of a
-    # conversion depends on the encoding and size, not on the pixel values.
-    size = BYTES_PER_PIXEL[kind] * W
-    msg.step = size
-    msg.data = np.resize(rgb.reshape(-1), size * H).tobytes()
-    return msg
-
-
-def bytes_per_pixel(encoding: str) -> int:
-    if encoding.startswith("bayer_"):
-        return 1
-    if encoding in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv"):
-        return 2
-    channels = 1 if encoding.startswith("mono") else 4 if "a" in encoding[:4] else 3
-    return channels * (2 if encoding.endswith("16") else 1)
-
-
-def raw_encodings() -> tuple[str, ...]:
-    from topreward_ros.episode.images import SUPPORTED_ENCODINGS
-
-    return SUPPORTED_ENCODINGS
-
-
-BYTES_PER_PIXEL = {e: bytes_per_pixel(e) for e in raw_encodings()}
-
-
-def stamp(ns: int) -> Any:
-    from builtin_interfaces.msg import Time
-
-    return Time(sec=ns // NS, nanosec=ns % NS)
 
 
 def write_part(name: str, lines: list[str], header: list[str]) -> None:
     """Save one part's section: its heading, the machine and command, its results."""
     (PARTS / f"{name}.md").write_text("\n".join(lines[:2] + header + lines[2:]) + "\n")
-
-
-def make_node(**params: Any) -> Any:
-    from rclpy.parameter import Parameter
-
-    from topreward_ros.node.scorer_node import ScorerNode
-
-    return ScorerNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
 
 
 # ----------------------------------------------------------------------------
@@ -235,32 +175,6 @@ class _Timed:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
-
-
-def random_2b_scorer(threads: int) -> Any:
-    """A random Qwen3-VL at the real 2B dimensions, built in memory (no 9 GB checkpoint on disk)."""
-    import torch
-
-    from topreward_ros.scoring import ScorerConfig, VideoScorer
-    from topreward_ros.tools.tiny_model import build_model, build_processor
-
-    torch.set_num_threads(threads)
-    config = ScorerConfig(model="random-qwen3-vl-2b", device="cpu", dtype="float32", torch_threads=threads)
-    return VideoScorer(
-        build_model("2b"),
-        build_processor(),
-        config,
-        model_id=config.model,
-        device="cpu",
-        dtype=torch.float32,
-        family="qwen3_vl",
-    )
-
-
-def tiny_scorer(threads: int) -> Any:
-    from topreward_ros.scoring import ScorerConfig, load_scorer
-
-    return load_scorer(ScorerConfig(model=str(TINY_DIR), device="cpu", torch_threads=threads))
 
 
 def bench_tick(make_scorer: Any, label: str, ticks: int, threads: int) -> list[str]:
@@ -539,132 +453,7 @@ def bench_stream(duration: float, model_dir: Path, max_frames: int = 256) -> lis
 
 
 # ----------------------------------------------------------------------------
-# 4. A ten-minute two-camera episode.
-# ----------------------------------------------------------------------------
-#: The long-episode model: Qwen3-VL-2B's layout (head_dim 128, grouped KV heads,
-#: deepstack) with one text layer 768 wide and one vision layer 384 wide, so that a
-#: tick (two new samples) costs 0.1-1 s on two idle cores.
-SMALL_TEXT = {
-    "hidden_size": 768,
-    "intermediate_size": 2304,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 6,
-    "num_key_value_heads": 2,
-}
-SMALL_VISION = {
-    "hidden_size": 384,
-    "intermediate_size": 1536,
-    "num_heads": 6,
-    "out_hidden_size": 768,
-    "depth": 1,
-    "deepstack_visual_indexes": [0],
-}
-
-
-def random_small_scorer(threads: int) -> Any:
-    """A random Qwen3-VL: 2B layout (head_dim 128, GQA, deepstack), half widths, few layers."""
-    import torch
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
-
-    from topreward_ros.scoring import ScorerConfig, VideoScorer
-    from topreward_ros.tools.tiny_model import _text_config, _vision_config, build_processor
-
-    torch.set_num_threads(threads)
-    config = Qwen3VLConfig(
-        text_config=dict(_text_config("2b"), **SMALL_TEXT),
-        vision_config=dict(_vision_config("2b"), **SMALL_VISION),
-        image_token_id=151655,
-        video_token_id=151656,
-        vision_start_token_id=151652,
-        vision_end_token_id=151653,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    model = Qwen3VLForConditionalGeneration(config).eval()
-    name = "random-qwen3-vl-small"
-    scorer_config = ScorerConfig(model=name, device="cpu", dtype="float32", torch_threads=threads)
-    return VideoScorer(
-        model, build_processor(), scorer_config, model_id=name, device="cpu", dtype=torch.float32, family="qwen3_vl"
-    )
-
-
-LONG_MARKS_S = (30, 120, 300, 600)
-
-
-def bench_long(make_scorer: Any, label: str, minutes: float, threads: int, max_frames: int = 256) -> list[str]:
-    """Tick costs over a long two-camera episode, in episode time (no real-time waits)."""
-    from topreward_ros.episode.records import EpisodeSettings
-    from topreward_ros.episode.runner import EpisodeRunner
-
-    started = time.monotonic()
-    scorer = make_scorer(threads)
-    load_s = time.monotonic() - started
-    settings = EpisodeSettings(max_frames=max_frames, success_threshold=-1e9)
-    runner = EpisodeRunner(scorer, settings, num_cameras=2)
-    runner.start(INSTRUCTION)
-    pool = view_pool(settings.view_size, 2)
-    seconds = int(minutes * 60)
-    marks = [m for m in LONG_MARKS_S if m <= seconds] or [seconds]
-    run_start = time.monotonic()
-
-    def progress(second: int, runner: Any, wall: float) -> None:
-        print(
-            f"{label}: {second} s, {len(runner.window.samples)} samples, tick {wall * 1e3:.0f} ms, "
-            f"rebuilds {runner.cache_rebuilds}, thinned {runner.window.thinned}",
-            flush=True,
-        )
-
-    # (episode time s, wall s, samples, rebuilds, process CPU s)
-    ticks = [
-        (t.second, t.wall_s, t.frames_used, t.rebuilds, t.cpu_s) for t in run_ticks(runner, seconds, pool, progress)
-    ]
-    run_s = time.monotonic() - run_start
-    thinned = runner.window.thinned
-    rebuilds = runner.cache_rebuilds
-    lines = [
-        f"#### {label}",
-        "",
-        f"Model built in {load_s:.1f} s; torch threads {threads}. {seconds} s of episode time: two cameras "
-        f"at 2 fps, 244x244 views side by side, `max_frames` {max_frames}, one tick per second of episode "
-        f"time, run back to back ({run_s:.0f} s of wall time). A tick is `EpisodeRunner.tick`, the node's "
-        "scoring step. Each row: the scored ticks of the 30 s of episode time before the mark (after a "
-        "thinning the window samples at 1, then 0.5 fps: some ticks then find nothing new and cost nothing, "
-        "they are not counted). Wall time, and the process's CPU time (all torch threads), which a shared "
-        "machine inflates less.",
-        "",
-        "| Episode time | Samples in the window | Ticks | Wall p50 / p95 / max (ms) | CPU p50 / p95 (ms) | "
-        "Cache rebuilds so far |",
-        "|---|---|---|---|---|---|",
-    ]
-    p95, cpu95 = {}, {}
-    for mark in marks:
-        window = [t for t in ticks if mark - 30 < t[0] <= mark]
-        walls = [t[1] * 1e3 for t in window]
-        cpus = [t[4] * 1e3 for t in window]
-        p95[mark], cpu95[mark] = float(np.percentile(walls, 95)), float(np.percentile(cpus, 95))
-        lines.append(
-            f"| {mark // 60} min {mark % 60:02d} s | {window[-1][2]} | {len(window)} | "
-            f"{statistics.median(walls):.0f} / {p95[mark]:.0f} / {max(walls):.0f} | "
-            f"{statistics.median(cpus):.0f} / {cpu95[mark]:.0f} | {window[-1][3]} |"
-        )
-    first, last = marks[0], marks[-1]
-    ratio, cpu_ratio = p95[last] / p95[first], cpu95[last] / cpu95[first]
-    rebuild_ticks = [(t[0], t[1]) for prev, t in zip(ticks, ticks[1:]) if t[3] > prev[3]]
-    lines += [
-        "",
-        f"p95 tick at {last} s / p95 at {first} s: **{ratio:.2f}x** wall, **{cpu_ratio:.2f}x** CPU (target "
-        f"<= 1.5x). Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores. "
-        f"Thinnings: {thinned}; "
-        f"cache rebuilds: **{rebuilds}** (target: at most one per thinning), at episode time "
-        + (", ".join(f"{t:.0f} s ({w:.1f} s wall)" for t, w in rebuild_ticks) or "none")
-        + ".",
-        "",
-    ]
-    print("\n".join(lines), flush=True)
-    return lines
-
-
-# ----------------------------------------------------------------------------
+# 4. A ten-minute two-camera episode: ``bench_long`` in long_episode.py.
 # 5. Memory over many short episodes.
 # ----------------------------------------------------------------------------
 def bench_episodes(episodes: int, seconds: float, threads: int) -> list[str]:

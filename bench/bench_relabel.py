@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from machine import describe_machine  # noqa: E402  (bench/ is the script's directory)
+from workload import cpu_bag_args  # noqa: E402
 
 from topreward_ros.commands.cli import main as topreward_main  # noqa: E402
 from topreward_ros.demo.scene import DEMO_SCENES  # noqa: E402
@@ -85,30 +86,7 @@ def main() -> int:
         )
         scored = root / "scored"
         t0 = time.perf_counter()
-        assert (
-            topreward_main(
-                [
-                    "bag",
-                    str(bag),
-                    "-o",
-                    str(scored),
-                    "--model",
-                    str(args.model),
-                    "--device",
-                    "cpu",
-                    "--dtype",
-                    "float32",
-                    "--local-files-only",
-                    "--view-size",
-                    "64",
-                    "--rate",
-                    "1.0",
-                    "--no-plot",
-                    "-q",
-                ]
-            )
-            == 0
-        )
+        assert topreward_main(cpu_bag_args(bag, scored, args.model, "--view-size", "64")) == 0
         rescore_s = (time.perf_counter() - t0) / args.scored
         curve = json.loads(next(scored.glob("episode_*/curve.json")).read_text())
         ticks, samples = len(curve["live"]), len(curve["sample_stamps_ns"])

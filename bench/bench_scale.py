@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from machine import describe_machine  # noqa: E402  (bench/ is the script's directory)
+from workload import random_qwen3_vl  # noqa: E402
 
 from topreward_ros.demo.scene import SceneSpec  # noqa: E402
 from topreward_ros.demo.synthetic_bag import CameraSpec, write_episodes_bag  # noqa: E402
@@ -95,15 +96,12 @@ SCENES: tuple[SceneSpec, ...] = (
 
 def build_bench_model(out_dir: Path) -> Path:
     """A random Qwen3-VL of ~135 M parameters with the real processor (reused when present)."""
-    import torch
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
-
     from topreward_ros.tools.tiny_model import QWEN_VOCAB_SIZE, build_processor
 
     marker = out_dir / "bench_model.json"
     if marker.is_file() and json.loads(marker.read_text()) == MODEL_MARKER:
         return out_dir
-    config = Qwen3VLConfig(
+    model = random_qwen3_vl(
         text_config={
             "vocab_size": QWEN_VOCAB_SIZE,
             "hidden_size": 512,
@@ -133,14 +131,7 @@ def build_bench_model(out_dir: Path) -> Path:
             "num_position_embeddings": 2304,
             "deepstack_visual_indexes": [1, 3],
         },
-        image_token_id=151655,
-        video_token_id=151656,
-        vision_start_token_id=151652,
-        vision_end_token_id=151653,
-        tie_word_embeddings=True,
     )
-    torch.manual_seed(0)
-    model = Qwen3VLForConditionalGeneration(config).eval()
     staging = Path(tempfile.mkdtemp(prefix=".bench-model.", dir=out_dir.parent))
     model.save_pretrained(staging)
     build_processor().save_pretrained(staging)
