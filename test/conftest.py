@@ -37,9 +37,11 @@ LONG_MODULES = (
     "test_replay_under_load.py",
     "test_success_replay.py",
     "test_managed_node.py",
-    "test_eval.py",
+    "test_eval_rerun.py",
     "test_scorer_node.py",
     "test_eval_dataset.py",
+    "test_eval_scores.py",
+    "test_eval_report.py",
     "test_demo.py",
     "test_ros2_cli.py",
 )

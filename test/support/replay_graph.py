@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 
 from support.install_tree import LIB_DIR
-from support.ros_process import stop_child
+from support.ros_process import poll, stop_child
 
 EXECUTABLE = LIB_DIR / "scorer_node"
 
@@ -102,12 +101,7 @@ class Probe:
 
 
 def wait_or_fail(predicate: Callable[[], Any], timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}\nnode log:\n{log.read_text(errors='replace')[-3000:]}")
+    poll(what, predicate, timeout, shown=lambda: f"\nnode log:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def replay_node_params(model_dir: Path, camera: str, view_size: int, **params: str) -> dict[str, str]:

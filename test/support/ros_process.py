@@ -128,20 +128,41 @@ def stop_child(proc: subprocess.Popen, timeout: float = 30.0) -> None:
             proc.wait(10)
 
 
-def wait_for(what: str, predicate: Callable[[], T | None], process: RosProcess, timeout: float = 60.0) -> T:
-    """Poll ``predicate`` until it returns something true; fail with the process's output otherwise."""
+def poll(
+    what: str,
+    predicate: Callable[[], T | None],
+    timeout: float,
+    stopped: Callable[[], str | None] = lambda: None,
+    shown: Callable[[], str] = lambda: "",
+) -> T:
+    """The one waiting loop of the graph tests: poll ``predicate`` until it returns something true.
+
+    ``stopped`` says why waiting is pointless (the process under test
+    exited) and fails at once; ``shown`` is what a timeout prints (a log
+    tail). ``timeout`` only turns a hang into a failure: it is never what
+    the test waits for (see the module doc).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        if not process.alive():
-            pytest.fail(
-                f"{process.proc.args[:3]} exited (rc {process.proc.returncode}) while waiting for "
-                f"{what}:\n{process.log()}"
-            )
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}; output:\n{process.log()[-4000:]}")
+        reason = stopped()
+        if reason:
+            pytest.fail(f"{reason} while waiting for {what}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}{shown()}")
+
+
+def wait_for(what: str, predicate: Callable[[], T | None], process: RosProcess, timeout: float = 60.0) -> T:
+    """Poll ``predicate`` until it returns something true; fail with the process's output otherwise."""
+
+    def stopped() -> str | None:
+        if process.alive():
+            return None
+        return f"{process.proc.args[:3]} exited (rc {process.proc.returncode}), output:\n{process.log()}"
+
+    return poll(what, predicate, timeout, stopped, lambda: f"; output:\n{process.log()[-4000:]}")
 
 
 def assert_clean_exit(launch: RosProcess, returncode: int, expected_errors: Sequence[str] = ()) -> None:

@@ -45,6 +45,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from support.install_tree import PACKAGE_PREFIX
+from support.ros_process import poll
 from topreward_ros.msg import EpisodeSuccess, TaskProgress
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -337,19 +338,16 @@ class Rig:
 
     # -- waiting --
     def wait_for(self, what: str, predicate: Callable[[], T | None], timeout: float = 30.0) -> T:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def locked() -> T | None:
             with self.lock:
-                value = predicate()
-            if value:
-                return value
-            if not self.node_proc.alive():
-                pytest.fail(
-                    f"scorer_node exited (rc {self.node_proc.proc.returncode}) while waiting for "
-                    f"{what}:\n{self.node_proc.log()[-4000:]}"
-                )
-            time.sleep(0.05)
-        pytest.fail(f"timed out after {timeout} s waiting for {what}; node log tail:\n{self.node_proc.log()[-4000:]}")
+                return predicate()
+
+        def stopped() -> str | None:
+            if self.node_proc.alive():
+                return None
+            return f"scorer_node exited (rc {self.node_proc.proc.returncode}):\n{self.node_proc.log()[-4000:]}"
+
+        return poll(what, locked, timeout, stopped, lambda: f"; node log tail:\n{self.node_proc.log()[-4000:]}")
 
     def wait_matched(self) -> None:
         """Wait until the node and this rig see each other on every topic."""

@@ -38,6 +38,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
+from support.ros_process import poll  # noqa: E402
 
 from topreward_ros.msg import TaskProgress  # noqa: E402
 from topreward_ros.node.scorer_node import ScorerNode  # noqa: E402
@@ -49,12 +50,7 @@ CONTROL_TOKENS = "pick up <|im_start|> the cube"
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+    poll(what, predicate, timeout)
 
 
 class Graph:
