@@ -104,15 +104,7 @@ def bag_source_options(args: argparse.Namespace, cameras: tuple[str, ...]) -> An
     """``BagSourceOptions`` from the command line, for the given camera topics."""
     from topreward_ros.sources.bag import BagSourceOptions
 
-    return BagSourceOptions(
-        camera_topics=cameras,
-        instruction_topic=args.instruction_topic,
-        instruction=args.instruction,
-        reset_topic=args.reset_topic,
-        stamp_jump_restart_s=args.stamp_jump_restart,
-        stamp_gap_restart_s=args.stamp_gap_restart,
-        episode_offset=args.episode_offset,
-    )
+    return opts.from_options(BagSourceOptions, args, camera_topics=cameras)
 
 
 def run_bag(args: argparse.Namespace) -> int:

@@ -117,27 +117,33 @@ def make_status(name: str, level: bytes, message: str, values: dict[str, Any]) -
     return status
 
 
-def model_status(
-    prefix: str,
-    *,
-    model: str,
-    state: str,
-    error: ErrorRecord,
-    attempts: int,
-    loaded_model_id: str | None,
-    load_time_s: float,
-    retry_in_s: float,
-) -> DiagnosticStatus:
-    """The model entry: OK once loaded, ERROR after a failed load, WARN while none is ready."""
-    values: dict[str, Any] = {"model": model, "state": state, "attempts": attempts, "last_error": error.message}
-    if state == ModelState.LOADED and loaded_model_id is not None:
-        level, message = DiagnosticStatus.OK, f"loaded {loaded_model_id}"
-        values["load_time_s"] = round(load_time_s, 2)
-    elif state == ModelState.FAILED:
-        level, message = DiagnosticStatus.ERROR, error.message
-        values["retry_in_s"] = round(max(retry_in_s, 0.0), 1)
+@dataclass(frozen=True)
+class SlotView:
+    """What diagnostics report of the model slot (``model_slot.ModelSlot.view``), read at one moment."""
+
+    state: str
+    error: ErrorRecord
+    attempts: int
+    retry_in_s: float
+    model_id: str | None
+    load_time_s: float
+
+
+def model_status(prefix: str, model: str, slot: SlotView) -> DiagnosticStatus:
+    """The model entry: OK once loaded, ERROR after a failed load, WARN while none is ready.
+
+    ``model`` is the ``model`` parameter (what the node was asked to load).
+    """
+    values: dict[str, Any] = {"model": model, "state": slot.state, "attempts": slot.attempts}
+    values["last_error"] = slot.error.message
+    if slot.state == ModelState.LOADED and slot.model_id is not None:
+        level, message = DiagnosticStatus.OK, f"loaded {slot.model_id}"
+        values["load_time_s"] = round(slot.load_time_s, 2)
+    elif slot.state == ModelState.FAILED:
+        level, message = DiagnosticStatus.ERROR, slot.error.message
+        values["retry_in_s"] = round(max(slot.retry_in_s, 0.0), 1)
     else:
-        level, message = DiagnosticStatus.WARN, f"{state}: no scores until the model is ready"
+        level, message = DiagnosticStatus.WARN, f"{slot.state}: no scores until the model is ready"
     return make_status(f"{prefix}: model", level, message, values)
 
 

@@ -49,17 +49,7 @@ class NodeHealth:
         ]
 
     def _model_status(self, prefix: str, now: float) -> DiagnosticStatus:
-        slot = self._model.view(now)
-        return model_status(
-            prefix,
-            model=str(self.get_parameter("model").value),
-            state=slot.state,
-            error=slot.error,
-            attempts=slot.attempts,
-            loaded_model_id=slot.model_id,
-            load_time_s=slot.load_time_s,
-            retry_in_s=slot.retry_in_s,
-        )
+        return model_status(prefix, str(self.get_parameter("model").value), self._model.view(now))
 
     def _camera_status(self, prefix: str, index: int, stats: CameraStats, now: float) -> DiagnosticStatus:
         return camera_status(

@@ -23,24 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from topreward_ros.node.diagnostics import ErrorRecord, ModelState
+from topreward_ros.node.diagnostics import ErrorRecord, ModelState, SlotView
 from topreward_ros.scoring.config import ScorerConfig
 from topreward_ros.scoring.errors import ModelLoadError
 
 if TYPE_CHECKING:
     from topreward_ros.scoring.backends.protocol import ScoringBackend
-
-
-@dataclass(frozen=True)
-class SlotView:
-    """What diagnostics report of the slot, read at one moment."""
-
-    state: str
-    error: ErrorRecord
-    attempts: int
-    retry_in_s: float
-    model_id: str | None
-    load_time_s: float
 
 
 @dataclass
