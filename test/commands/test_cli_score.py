@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,13 @@ def run_score(argv: list[str]) -> int:
     cli_score.register(parser.add_subparsers())
     args = parser.parse_args(["score", *argv])
     return int(args.func(args))
+
+
+def scored(out: Path, template: str, *values: object, run: Callable[[list[str]], int] = run_score) -> dict:
+    """``topreward score`` with ``template`` (as for ``command_line``) and ``--output out``: exit 0, its score.json."""
+    code = run([*command_line(template, *values), "--output", str(out)])
+    assert code == 0
+    return json.loads((out / "score.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -66,18 +74,13 @@ def test_frame_dir_end_to_end(
     frame_dir: Path, tiny_model_dir: Path, scorer: VideoScorer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    code = run_score(
-        command_line(
-            "{} --instruction {} --model {} --output {} --num-prefixes 3 "
-            "--view-size 64 --device cpu --backend transformers",
-            frame_dir,
-            INSTRUCTION,
-            tiny_model_dir,
-            out,
-        )
+    result = scored(
+        out,
+        "{} --instruction {} --model {} --num-prefixes 3 --view-size 64 --device cpu --backend transformers",
+        frame_dir,
+        INSTRUCTION,
+        tiny_model_dir,
     )
-    assert code == 0
-    result = json.loads((out / "score.json").read_text())
     # 2 fps from 30 fps: a frame may fill a slot up to 50 ms (the schedule's
     # slot slack) early, so frames 14 (0.467 s), 29 and 44 fill the 0.5 s slots.
     assert result["frame_source_indices"] == [0, 14, 29, 44]
@@ -112,17 +115,8 @@ def test_video_end_to_end_through_the_topreward_command(
     from topreward_ros.commands.cli import main
 
     out = tmp_path / "out"
-    code = main(
-        command_line(
-            "score {} --instruction {} --model {} --output {} --num-prefixes 4 --view-size 64 --no-cache",
-            video_file,
-            INSTRUCTION,
-            tiny_model_dir,
-            out,
-        )
-    )
-    assert code == 0
-    result = json.loads((out / "score.json").read_text())
+    template = "score {} --instruction {} --model {} --num-prefixes 4 --view-size 64 --no-cache"
+    result = scored(out, template, video_file, INSTRUCTION, tiny_model_dir, run=main)
     assert result["input_kind"] == "video" and result["source_frames"] == 50
     # The video's own timestamps (20 fps): frames 9, 19, ... fill the 0.5 s slots
     # (within the 50 ms slot slack).
@@ -196,17 +190,9 @@ def test_the_rig_file_sets_model_sampling_and_view_and_an_option_wins_with_a_not
         "    sample_fps: 1.0\n    view_size: 48\n    camera_topics: [cam/image_raw]\n"
     )
     out = tmp_path / "out"
-    code = run_score(
-        command_line(
-            "{} --instruction {} --params-file {} --view-size 64 --output {} --num-prefixes 2",
-            frame_dir,
-            INSTRUCTION,
-            rig,
-            out,
-        )
+    result = scored(
+        out, "{} --instruction {} --params-file {} --view-size 64 --num-prefixes 2", frame_dir, INSTRUCTION, rig
     )
-    assert code == 0
-    result = json.loads((out / "score.json").read_text())
     assert (result["model_id"], result["sample_fps"], result["view_size"]) == (str(tiny_model_dir), 1.0, 64)
     assert result["frame_source_indices"] == [0, 27]  # 1 fps of the file (2 fps would give 0, 14, 29, 44)
     assert f"topreward score: note: --view-size 64 overrides view_size: 48 of {rig}" in capsys.readouterr().err

@@ -10,15 +10,15 @@ from pathlib import Path
 from conftest import claim_domain
 
 
+def in_a_child_process(variable: str) -> str:
+    """The value a child process of this test sees for ``variable``."""
+    code = f"import os; print(os.environ[{variable!r}])"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_module_domain_is_exported_for_child_processes(ros_domain: int) -> None:
     assert os.environ["ROS_DOMAIN_ID"] == str(ros_domain)
-    out = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.environ['ROS_DOMAIN_ID'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert out.strip() == str(ros_domain)
+    assert in_a_child_process("ROS_DOMAIN_ID") == str(ros_domain)
 
 
 def test_a_held_domain_is_skipped_by_this_and_other_processes(ros_domain: int) -> None:
@@ -62,10 +62,4 @@ def test_child_processes_keep_their_dds_discovery_on_this_machine() -> None:
     assert shell.strip() == "unset", "tools/env.sh must not hide other machines' cameras from a user's shell"
     given = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
     assert given, "conftest.py must set ROS_AUTOMATIC_DISCOVERY_RANGE for the suite's processes"
-    child = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert child.strip() == given
+    assert in_a_child_process("ROS_AUTOMATIC_DISCOVERY_RANGE") == given

@@ -82,6 +82,18 @@ def add_backend_option(g: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     )
 
 
+def add_params_file_option(p: Any, params: dict[str, tuple[str, type, Any]]) -> None:
+    """``--params-file``: the node's parameters file, for the ``params`` it names (``apply_params_file``)."""
+    p.add_argument(
+        "--params-file",
+        type=Path,
+        metavar="YAML",
+        help="a ROS 2 parameters file of the node (the rig file, or calibrated.yaml of topreward "
+        "eval): its " + ", ".join(params) + " apply unless given as options; other keys are "
+        "ignored",
+    )
+
+
 def add_scoring_options(
     p: argparse.ArgumentParser, params: dict[str, tuple[str, type, Any]], time_axis: str, threshold: bool = True
 ) -> argparse._ArgumentGroup:
@@ -89,14 +101,7 @@ def add_scoring_options(
     from topreward_ros.scoring.config import DEFAULT_SUCCESS_THRESHOLD
 
     g = p.add_argument_group("scoring (same meaning as the node's parameters)")
-    g.add_argument(
-        "--params-file",
-        type=Path,
-        metavar="YAML",
-        help="a ROS 2 parameters file of the node (e.g. calibrated.yaml from topreward "
-        "eval): its " + ", ".join(params) + " apply unless given as options; other keys "
-        "are ignored",
-    )
+    add_params_file_option(g, params)
     g.add_argument("--sample-fps", type=float, help="(default: 2.0)")
     g.add_argument("--max-frames", type=int, help="(default: 256)")
     g.add_argument("--sync-tolerance", type=float, metavar="SECONDS", help="(default: 0.05)")

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from topreward_ros.commands.options import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE, apply_params_file, scorer_config
+from topreward_ros.commands import options as opts
+from topreward_ros.commands.options import EXIT_OK, EXIT_PARTIAL, EXIT_UNUSABLE
 from topreward_ros.files.atomic import write_text_atomic
 from topreward_ros.sources.video import InputError, read_episode
 
@@ -55,14 +56,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="a video file (read with PyAV) or a directory of images read in name order",
     )
     p.add_argument("--instruction", required=True, help="the task, verbatim (e.g. 'put the cup on the plate')")
-    p.add_argument(
-        "--params-file",
-        type=Path,
-        metavar="YAML",
-        help="a ROS 2 parameters file of the node (the rig file, or calibrated.yaml of topreward "
-        "eval): its " + ", ".join(SCORE_PARAMS) + " apply unless given as options; other keys are "
-        "ignored",
-    )
+    opts.add_params_file_option(p, SCORE_PARAMS)
     p.add_argument("--model", help=f"hub id or local model directory (default {DEFAULT_MODEL})")
     add_backend_option(p)
     p.add_argument(
@@ -104,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
     from topreward_ros.scoring.prompt import validate_instruction
 
     try:
-        apply_params_file(args, SCORE_PARAMS, "topreward score")
-        config = scorer_config(args)
+        opts.apply_params_file(args, SCORE_PARAMS, "topreward score")
+        config = opts.scorer_config(args)
     except (ParamsFileError, ValueError) as exc:
         _error(str(exc))
         return EXIT_UNUSABLE
