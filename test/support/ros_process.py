@@ -230,6 +230,10 @@ class GraphProbe:
             return {}
 
     def parameters(self, full_name: str, names: list[str], process: RosProcess) -> dict[str, Any]:
+        """The values of ``names`` of the node ``full_name`` (``/ns/scorer_node``), once it is on the graph."""
+        namespace, _, node = full_name.rpartition("/")
+        assert node == NODE, f"{full_name}: the probe reads {NODE}'s parameters"
+        wait_for(f"{full_name} on the graph", lambda: self.node_present(namespace or "/"), process)
         client = AsyncParameterClient(self.node, full_name)
         wait_for(
             f"the parameter services of {full_name}", lambda: (self.spin(), client.services_are_ready())[1], process

@@ -103,7 +103,6 @@ def test_every_launch_argument_reaches_the_running_node(
         namespace="robot1",
     )
 
-    wait_for("/robot1/scorer_node on the graph", lambda: probe.node_present("/robot1"), launch)
     params = probe.parameters(
         "/robot1/scorer_node",
         ["model", "camera_topics", "rate_hz", "device", "use_sim_time", "max_frames", "sample_fps", "success_window"],
@@ -150,7 +149,6 @@ def test_empty_arguments_keep_the_package_params_file(
     probe: GraphProbe, start_launch: Callable[..., RosProcess]
 ) -> None:
     launch = start_launch()
-    wait_for("/scorer_node on the graph", lambda: probe.node_present("/"), launch)
     names = ["model", "camera_topics", "rate_hz", "device", "max_frames", "sample_fps"]
     params = probe.parameters("/scorer_node", [*names, "use_sim_time"], launch)
     assert params == {**{n: CONFIG[n] for n in names}, "use_sim_time": False}
@@ -199,7 +197,6 @@ def test_calibration_file_overrides_the_rig_file_and_use_sim_time_stays_the_file
         namespace="robot3",
         cameras="[left/image_raw, right/image_raw/compressed]",
     )
-    wait_for("/robot3/scorer_node on the graph", lambda: probe.node_present("/robot3"), launch)
     params = probe.parameters(
         "/robot3/scorer_node",
         ["success_threshold", "max_frames", "success_window", "sample_fps", "use_sim_time", "camera_topics"],

@@ -389,32 +389,28 @@ def jumped_back_s(event: str, episode_id: str, what: str) -> float:
     return seconds
 
 
-def test_ros_clock_jumping_back_starts_a_new_episode(rig: Rig, episode: tuple[str, str]) -> None:
-    """/clock goes back (a simulator restarted) while camera stamps run on: the clock jump handler."""
-    old_id, instruction = episode
+@pytest.mark.parametrize(
+    ("moved", "named"),
+    [("clock_ns", "ROS clock"), ("camera_ns", "camera stamp")],
+    ids=["ros-clock", "primary-camera-stamps"],
+)
+def test_time_jumping_back_starts_a_new_episode(rig: Rig, episode: tuple[str, str], moved: str, named: str) -> None:
+    """A jump back of either clock starts a new episode, its handler named in the event.
+
+    /clock going back while camera stamps run on is a simulator restarted (the
+    clock jump handler); camera stamps going back while /clock runs on is a
+    looping bag (the primary stamp jump handler).
+    """
+    _, instruction = episode
     with rig.lock:
         old = {m.episode_id for m in rig.progress}
-    rig.shift_time(clock_ns=-JUMP_S * NS)
+    rig.shift_time(**{moved: -JUMP_S * NS})
     try:
         msgs = new_episode_after(rig, old, instruction, count=2)
         event = episode_started_event(rig, msgs[0].episode_id)
     finally:
-        rig.shift_time(clock_ns=JUMP_S * NS)  # forward again: not a jump back, no new episode
-    assert jumped_back_s(event, msgs[0].episode_id, "ROS clock") <= JUMP_S
-
-
-def test_primary_stamps_jumping_back_start_a_new_episode(rig: Rig, episode: tuple[str, str]) -> None:
-    """Camera stamps go back (a looping bag) while /clock runs on: the primary stamp jump handler."""
-    old_id, instruction = episode
-    with rig.lock:
-        old = {m.episode_id for m in rig.progress}
-    rig.shift_time(camera_ns=-JUMP_S * NS)
-    try:
-        msgs = new_episode_after(rig, old, instruction, count=2)
-        event = episode_started_event(rig, msgs[0].episode_id)
-    finally:
-        rig.shift_time(camera_ns=JUMP_S * NS)
-    assert jumped_back_s(event, msgs[0].episode_id, "camera stamp") <= JUMP_S
+        rig.shift_time(**{moved: JUMP_S * NS})  # forward again: not a jump back, no new episode
+    assert jumped_back_s(event, msgs[0].episode_id, named) <= JUMP_S
 
 
 def test_scoring_diagnostics(rig: Rig, episode: tuple[str, str]) -> None:
