@@ -7,6 +7,7 @@ processes) and shuts it down after them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,16 +20,30 @@ SCENES = (*DEMO_SCENES, SceneSpec("push the green block to the left", (40, 160, 
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster() -> Iterator[None]:
-    """Two CPUs, a small object store: the machine the tests run on, shared with other work."""
+    """Two CPUs, a small object store: the machine the tests run on, shared with other work.
+
+    Its workers run at nice 0, as in the instance ``--ray`` starts for a run
+    (``scale/engine.py``): at Ray's default of 15 they would get a few percent
+    of a CPU beside the suite's other workers or busy processes, and a Ray
+    test would take many times its time on a loaded machine.
+    """
     import ray
 
-    ray.init(
-        num_cpus=2,
-        object_store_memory=128 * 1024 * 1024,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-    )
+    before = os.environ.get("RAY_worker_niceness")
+    os.environ["RAY_worker_niceness"] = "0"
+    try:
+        ray.init(
+            num_cpus=2,
+            object_store_memory=128 * 1024 * 1024,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    finally:
+        if before is None:
+            os.environ.pop("RAY_worker_niceness", None)
+        else:
+            os.environ["RAY_worker_niceness"] = before
     yield
     ray.shutdown()
 
