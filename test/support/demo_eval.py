@@ -119,7 +119,7 @@ def rerun_with_labels(setup: dict[str, Any], name: str, text: str, *extra: str) 
     shutil.copytree(setup["out"], out)
     labels = setup["root"] / f"{name}.csv"
     labels.write_text(text)
-    argv = [a for a in setup["common"]]
+    argv = list(setup["common"])
     argv[argv.index("-l") + 1] = str(labels)
     argv[argv.index("-o") + 1] = str(out)
     return (*run_cli("eval", *argv, *extra), out)

@@ -17,6 +17,7 @@ Exit codes shared by the commands:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -286,8 +287,6 @@ def from_options(settings_type: type, args: argparse.Namespace, **values: Any) -
     ``values`` win over both. Copying by field means a field added to the
     settings is read from its option without another list to keep in step.
     """
-    import dataclasses
-
     for field in dataclasses.fields(settings_type):
         value = getattr(args, FIELD_OPTIONS.get(field.name, field.name), None)
         if field.name not in values and value is not None:

@@ -134,8 +134,12 @@ def model_status(prefix: str, model: str, slot: SlotView) -> DiagnosticStatus:
 
     ``model`` is the ``model`` parameter (what the node was asked to load).
     """
-    values: dict[str, Any] = {"model": model, "state": slot.state, "attempts": slot.attempts}
-    values["last_error"] = slot.error.message
+    values: dict[str, Any] = {
+        "model": model,
+        "state": slot.state,
+        "attempts": slot.attempts,
+        "last_error": slot.error.message,
+    }
     if slot.state == ModelState.LOADED and slot.model_id is not None:
         level, message = DiagnosticStatus.OK, f"loaded {slot.model_id}"
         values["load_time_s"] = round(slot.load_time_s, 2)

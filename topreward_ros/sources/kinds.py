@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from topreward_ros.bag.base import STORAGE_SUFFIXES
 from topreward_ros.offline.source import EpisodeSource
 
-BAG_SUFFIXES = (".mcap", ".db3")
+#: A single storage file, or a directory holding one, is a bag (any case of the suffix).
+BAG_SUFFIXES = tuple(STORAGE_SUFFIXES)
 DATASET_INFO = Path("meta") / "info.json"
 
 
