@@ -57,10 +57,12 @@ TEST_JOBS ?= 3
 MODEL ?=
 BENCH_ARGS ?=
 # make test-soak: each module run RUNS times in fresh pytest processes, beside BURNERS busy
-# processes (tools/soak_tests.py); MODULES empty = every module with graph tests.
+# processes (tools/soak_tests.py), SOAK_JOBS modules at once; MODULES empty = every module
+# with graph tests.
 MODULES ?=
 RUNS ?= 20
 BURNERS ?= 0
+SOAK_JOBS ?= 1
 
 .PHONY: all venv build ros-extras test test-soak demo bench bench-gpu tiny-model clean distclean
 
@@ -110,7 +112,7 @@ test: build ros-extras
 	$(RUN) python -m pytest $(TEST_PATHS) $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile,) $(PYTEST_ARGS)
 
 test-soak: build ros-extras
-	$(RUN) python tools/soak_tests.py --runs $(RUNS) --burners $(BURNERS) $(MODULES)
+	$(RUN) python tools/soak_tests.py --runs $(RUNS) --burners $(BURNERS) --jobs $(SOAK_JOBS) $(MODULES)
 
 demo: build
 	$(RUN) python -m topreward_ros.demo $(if $(MODEL),--model $(MODEL),)

@@ -7,10 +7,13 @@ process on one module (as a developer runs it alone); runs go round-robin
 over the modules, so a soak cut short still gives every module about the same
 count. ``--burners N`` keeps N busy-looping processes running for the whole
 soak: the graph tests must also pass on a loaded machine, where discovery,
-timers and model forwards all slow down.
+timers and model forwards all slow down. ``--jobs N`` runs N modules at once,
+each in its own process and DDS domain, as the full suite's workers do: the
+modules then load the machine for each other.
 
-    make test-soak                                  # every graph module, 20 runs, one burner per core
-    make test-soak MODULES="test/node/graph/test_ros2_cli.py" RUNS=50 BURNERS=0
+    make test-soak                                  # every graph module, 20 runs, one at a time
+    make test-soak MODULES="test/node/graph/test_ros2_cli.py" RUNS=50 BURNERS=2
+    make test-soak SOAK_JOBS=3                      # three modules at once, as in `make test`
 
 The output of every failed run is kept under ``--log-dir``; the last lines
 printed are a Markdown table (module, runs, failures, burners) for
@@ -25,8 +28,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from threading import Lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,30 +99,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", help="test modules (default: every module with graph tests)")
     parser.add_argument("--runs", type=int, default=20, help="runs per module (default 20)")
     parser.add_argument("--burners", type=int, default=0, help="busy processes beside the tests (default 0)")
+    parser.add_argument("--jobs", type=int, default=1, help="modules run at once (default 1)")
     parser.add_argument("--log-dir", type=Path, default=ROOT / "log" / "soak", help="where failed runs' output goes")
     parser.add_argument("--pytest-args", default="", help="extra pytest arguments, one string")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.burners < 0:
-        parser.error("--runs must be >= 1 and --burners >= 0")
+    if args.runs < 1 or args.burners < 0 or args.jobs < 1:
+        parser.error("--runs and --jobs must be >= 1 and --burners >= 0")
     modules = args.modules or graph_modules()
     args.log_dir.mkdir(parents=True, exist_ok=True)
     counts = {m: [0, 0, 0.0] for m in modules}  # runs, failures, seconds
-    print(f"soak: {len(modules)} module(s) x {args.runs} run(s), {args.burners} burner(s)", flush=True)
-    with burners(args.burners):
-        for index in range(1, args.runs + 1):
-            for module in modules:
-                passed, seconds = run_once(module, args.log_dir, index, args.pytest_args.split())
-                record = counts[module]
-                record[0] += 1
-                record[1] += 0 if passed else 1
-                record[2] += seconds
-                print(
-                    f"run {index}/{args.runs} {module}: {'passed' if passed else 'FAILED'} in {seconds:.0f} s",
-                    flush=True,
-                )
-    print("\n| module | runs | failed | burners | mean s |\n|---|---|---|---|---|")
+    print(
+        f"soak: {len(modules)} module(s) x {args.runs} run(s), {args.jobs} at once, {args.burners} burner(s)",
+        flush=True,
+    )
+    # Round-robin order: a soak cut short still gives every module about the same count.
+    counted = Lock()
+    plan = [(index, module) for index in range(1, args.runs + 1) for module in modules]
+
+    def run(task: tuple[int, str]) -> None:
+        index, module = task
+        passed, seconds = run_once(module, args.log_dir, index, args.pytest_args.split())
+        with counted:
+            record = counts[module]
+            record[0] += 1
+            record[1] += 0 if passed else 1
+            record[2] += seconds
+        print(f"run {index}/{args.runs} {module}: {'passed' if passed else 'FAILED'} in {seconds:.0f} s", flush=True)
+
+    with burners(args.burners), ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for _ in pool.map(run, plan):
+            pass
+    print("\n| module | runs | failed | at once | burners | mean s |\n|---|---|---|---|---|---|")
     for module, (runs, failed, seconds) in counts.items():
-        print(f"| {Path(module).name} | {runs} | {failed} | {args.burners} | {seconds / runs:.0f} |")
+        print(f"| {Path(module).name} | {runs} | {failed} | {args.jobs} | {args.burners} | {seconds / runs:.0f} |")
     failed_total = sum(record[1] for record in counts.values())
     if failed_total:
         print(f"\n{failed_total} failed run(s); their output is in {args.log_dir}")
