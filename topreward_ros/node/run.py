@@ -10,11 +10,12 @@ grace period (see ``topreward_ros.node.process_exit``).
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import rclpy
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.exceptions import InvalidHandle, ParameterException
+from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from topreward_ros.node.process_exit import exit_now
@@ -30,6 +31,25 @@ SPIN_POLL_S = 0.1
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def spin_until_shutdown(executor: Executor, keep_going: Callable[[], bool] = rclpy.ok) -> None:
+    """Spin ``executor`` in this thread while ``keep_going()``, surviving entities destroyed meanwhile.
+
+    The node destroys subscriptions and publishers with QoS event handlers
+    from executor threads: on deactivate, cleanup and shutdown, and when the
+    latched-instruction subscription is replaced. rclpy's executor enters each
+    event handler and then adds it to the wait set in two steps; a destroy
+    requested between the two raises ``InvalidHandle`` out of ``spin_once``
+    (an open rclpy bug, ros2/rclpy#1206, in Jazzy and Kilted), and uncaught
+    it ended the node. The entity is gone from the node by then, so the next
+    ``spin_once`` builds a wait set without it and nothing else is lost.
+    """
+    while keep_going():  # the signal handler runs between two waits
+        try:
+            executor.spin_once(timeout_sec=SPIN_POLL_S)
+        except InvalidHandle:
+            continue
 
 
 def run(node_class: type[ScorerNodeBase], args: list[str] | None = None) -> NoReturn:
@@ -48,8 +68,7 @@ def run(node_class: type[ScorerNodeBase], args: list[str] | None = None) -> NoRe
         node = node_class()
         executor = MultiThreadedExecutor(num_threads=max(4, node.num_cameras + 3))
         executor.add_node(node)
-        while rclpy.ok():  # the signal handler runs between two waits
-            executor.spin_once(timeout_sec=SPIN_POLL_S)
+        spin_until_shutdown(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, ParameterException) as exc:  # a bad configuration, named in the message
