@@ -1,7 +1,7 @@
 """What `topreward eval` writes for a person and for a rig: report.md, plots, the CSV, calibrated.yaml.
 
 The demo evaluation (support.demo_eval: the demo bag and a frame folder,
-labels, a tiny random model) is run in the module fixture, interrupted and
+labels, a tiny random model) is run once per test run, interrupted and
 then completed. The tests here read its report and plots, give its
 calibrated.yaml to `topreward bag`, run it with a rig's ``--params-file``,
 and check the parameters it writes (``calibrated_params``) on hand-made records.

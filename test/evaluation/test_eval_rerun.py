@@ -1,7 +1,7 @@
 """Re-running `topreward eval` on its output folder: resuming a stopped run, other labels, unscored episodes.
 
 The demo evaluation (support.demo_eval: the demo bag and a frame folder,
-labels, a tiny random model) is run in the module fixture: first with
+labels, a tiny random model) is run once per test run: first with
 ``--max-episodes 3`` (an interrupted evaluation), then completed by a
 re-run. The tests here check what the re-runs keep, what they rescore (only
 what is new), and the rows and messages of labelled episodes that have no

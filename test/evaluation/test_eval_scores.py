@@ -1,7 +1,7 @@
 """`topreward eval`'s numbers recomputed independently: metrics, the live check, VOCs and scores, the control.
 
 The demo evaluation (support.demo_eval: the demo bag and a frame folder,
-labels, a tiny random model) is run in the module fixture, interrupted and
+labels, a tiny random model) is run once per test run, interrupted and
 then completed. Every metric is recomputed here with scipy / scikit-learn
 from the files the command wrote; the static-video control is recomputed
 from the bag's own frames through the scoring core. Scores of the random

@@ -3,15 +3,21 @@
 ``interrupted_then_finished`` runs `topreward eval` over them twice, as a user
 does who stopped it: first with ``--max-episodes 3`` (an interrupted
 evaluation), then completed by a re-run. ``demo_evaluation`` is the
-module-scoped fixture ``setup`` that does so once per test module that
-imports it, in a folder of that module's own. ``rerun_with_labels`` re-runs a copy of the finished
-output with other labels. Scores of the tiny random model are meaningless: the
+module-scoped fixture ``setup`` of the modules that import it: the first of
+them in a test run does the evaluation, in a folder the run's workers share,
+and the others read its result, so it runs once per run rather than once per
+module. The evaluated inputs and output are read-only to the tests; each
+module gets a ``root`` of its own for what it writes. ``rerun_with_labels``
+re-runs a copy of the finished output with other labels. Scores of the tiny random model are meaningless: the
 tests compare the command's numbers with independent computations, never with
 fixed values.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -107,10 +113,34 @@ def interrupted_then_finished(root: Path, model: Path) -> dict[str, Any]:
     }
 
 
+def run_shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every worker of this test run sees: pytest-xdist gives each worker a subfolder of it."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="module", name="setup")
 def demo_evaluation(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Any]:
-    """``setup``: the demo evaluation of ``interrupted_then_finished``, once per test module that imports it."""
-    return interrupted_then_finished(tmp_path_factory.mktemp("eval"), tiny_model_dir)
+    """``setup``: the demo evaluation of ``interrupted_then_finished``, done once per test run.
+
+    The first module to ask runs it under a lock; the result (paths, the
+    first run's snapshot, the second run's output) is saved beside it, and
+    later modules, in this worker or another, load it. ``root`` is the
+    module's own folder.
+    """
+    shared = run_shared_dir(tmp_path_factory)
+    done = shared / "demo-eval.pickle"
+    with open(shared / "demo-eval.lock", "ab") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            result = pickle.loads(done.read_bytes())
+        else:
+            work = shared / "demo-eval"
+            shutil.rmtree(work, ignore_errors=True)  # a module before this one failed half-way
+            work.mkdir()
+            result = interrupted_then_finished(work, tiny_model_dir)
+            done.write_bytes(pickle.dumps(result))
+    return {**result, "root": tmp_path_factory.mktemp("eval")}
 
 
 def rerun_with_labels(setup: dict[str, Any], name: str, text: str, *extra: str) -> tuple[int, str, str, Path]:
