@@ -17,10 +17,12 @@ The rules every graph test follows are in ``ros_process.py``'s docstring.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 #: Longest one ``ros2 daemon`` / ``ros2 node list`` call may take.
 COMMAND_TIMEOUT_S = 60.0
@@ -29,13 +31,33 @@ COMMAND_TIMEOUT_S = 60.0
 def ros2(
     *argv: str, env: Mapping[str, str] | None = None, timeout: float = COMMAND_TIMEOUT_S
 ) -> subprocess.CompletedProcess[str]:
-    """``ros2 ARGV...`` to its end, output captured, in this process's domain."""
+    """``ros2 ARGV...`` to its end, output captured, in this process's domain.
+
+    A command still running after ``timeout`` is stopped with SIGABRT, which
+    makes Python's fault handler print every thread's stack: the
+    ``TimeoutExpired`` raised then carries that in its ``stderr``, so a hang
+    shows where the command was waiting, not only that it was.
+    """
     exe = shutil.which("ros2")
     if exe is None:
         raise RuntimeError("the ros2 command line is not installed (make test installs it from ros-extras)")
-    return subprocess.run(
-        [exe, *argv], capture_output=True, text=True, timeout=timeout, env=dict(env if env is not None else os.environ)
-    )
+    command_env = {**(env if env is not None else os.environ), "PYTHONFAULTHANDLER": "1"}
+    with subprocess.Popen(
+        [exe, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=command_env
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with suppress(OSError):  # the stack on stderr, no core file
+                resource.prlimit(proc.pid, resource.RLIMIT_CORE, (0, 0))
+            proc.send_signal(signal.SIGABRT)
+            try:
+                stdout, stderr = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, stderr = proc.communicate()
+            raise subprocess.TimeoutExpired(proc.args, timeout, output=stdout, stderr=stderr) from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 @contextmanager

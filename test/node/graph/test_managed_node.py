@@ -68,7 +68,7 @@ def lifecycle(*argv: str, timeout: float = 180.0) -> subprocess.CompletedProcess
         log = running[-1].log()[-6000:] if running else ""
         pytest.fail(
             f"`ros2 lifecycle {' '.join(argv)}` still running after {timeout} s; its output: "
-            f"{exc.stdout!r} {exc.stderr!r}\nnode log tail:\n{log}"
+            f"{exc.stdout!r}\nits stderr (the stack of each thread):\n{exc.stderr}\nnode log tail:\n{log}"
         )
 
 
