@@ -82,6 +82,12 @@ def test_qwen3_vl_sizes_come_from_the_built_in_table_offline(tmp_path):
     assert "Qwen3-VL-4B" in " ".join(report.suggestions())
 
 
+def test_a_missing_local_model_directory_is_named(tmp_path):
+    missing = tmp_path / "no-model"
+    with pytest.raises(ModelLoadError, match=f"local directory {missing} does not exist"):
+        check_rig(Rig(ScorerConfig(model=str(missing)), cameras=1, max_frames=16))
+
+
 def test_the_driver_problem_names_versions_and_the_wheel():
     old = Setup(torch_version="2.14.1+cu130", torch_cuda="13.0", driver="550.54.15")
     problem = old.cuda_problem()
