@@ -15,7 +15,6 @@ random model are meaningless; no assertion compares them with fixed values.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 import pytest
 import yaml
 from support.command_line import command_line
-from support.eval_outputs import node_would_fire, read_csv, record, run_cli
+from support.eval_outputs import node_would_fire, read_csv, record, rerun_with_labels, run_cli
 
 from topreward_ros.demo.scene import SceneSpec
 from topreward_ros.demo.synthetic_lerobot import DatasetCamera, write_lerobot_dataset
@@ -73,18 +72,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dic
         "lerobot": lerobot,
         "model": tiny_model_dir,
     }
-
-
-def rerun_with_labels(setup: dict[str, Any], name: str, suffix: str, text: str) -> tuple[int, str, str, Path]:
-    """The finished evaluation, copied, re-run with another labels file (nothing is rescored)."""
-    out = setup["root"] / name
-    shutil.copytree(setup["out"], out)
-    labels = setup["root"] / f"{name}{suffix}"
-    labels.write_text(text)
-    argv = list(setup["common"])
-    argv[argv.index("-l") + 1] = str(labels)
-    argv[argv.index("-o") + 1] = str(out)
-    return (*run_cli("eval", *argv), out)
 
 
 def test_rows_join_the_labels_to_the_dataset_episodes_by_episode_index(setup: dict[str, Any]) -> None:
@@ -168,19 +155,19 @@ def test_control_is_the_first_decoded_frame_repeated(setup: dict[str, Any]) -> N
 def test_yaml_labels_address_the_same_episodes(setup: dict[str, Any]) -> None:
     """The same labels as YAML, indices zero-padded and in another order: the same rows, nothing rescored."""
     text = "".join(f"ds/{i:04d}: {{success: {y}, task: {task}}}\n" for i, (y, task) in reversed(LABELS.items()))
-    code, stdout, stderr, out = rerun_with_labels(setup, "yaml_labels", ".yaml", text)
+    code, stdout, stderr, out = rerun_with_labels(setup, "yaml_labels", text, suffix=".yaml")
     assert code == 0, stderr
     assert "scored   " not in stdout and "done     ds/2 (earlier run)" in stdout
     assert read_csv(out / "episodes.csv") == read_csv(setup["out"] / "episodes.csv")
     flipped = "".join(f"ds/{i}: {{success: {1 - y}, task: {task}}}\n" for i, (y, task) in LABELS.items())
-    code, _, stderr, out = rerun_with_labels(setup, "yaml_flipped", ".yaml", flipped)
+    code, _, stderr, out = rerun_with_labels(setup, "yaml_flipped", flipped, suffix=".yaml")
     assert code == 0, stderr
     assert [int(r["success"]) for r in read_csv(out / "episodes.csv")] == [1 - y for y, _ in LABELS.values()]
 
 
 def test_a_label_for_a_missing_dataset_episode_is_a_problem(setup: dict[str, Any]) -> None:
     text = "episode,success,task\n" + "".join(f"ds/{i},{y},{t}\n" for i, (y, t) in LABELS.items()) + "ds/7,1,red\n"
-    code, stdout, stderr, out = rerun_with_labels(setup, "missing", ".csv", text)
+    code, stdout, stderr, out = rerun_with_labels(setup, "missing", text, suffix=".csv")
     assert code == 1
     assert "scored   " not in stdout
     labels_file = setup["root"] / "missing.csv"

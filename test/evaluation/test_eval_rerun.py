@@ -20,10 +20,9 @@ from support.demo_eval import (
     ALL_LABELS,
     EPISODES_CSV_HEADER,
     demo_evaluation,  # noqa: F401 (setup: the module's demo evaluation)
-    rerun_with_labels,
     video_records,
 )
-from support.eval_outputs import read_csv, run_cli
+from support.eval_outputs import read_csv, rerun_with_labels, run_cli
 
 from topreward_ros.demo.run import write_demo_bag
 from topreward_ros.demo.scene import SceneSpec

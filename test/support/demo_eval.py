@@ -7,8 +7,9 @@ module-scoped fixture ``setup`` of the modules that import it: the first of
 them in a test run does the evaluation, in a folder the run's workers share,
 and the others read its result, so it runs once per run rather than once per
 module. The evaluated inputs and output are read-only to the tests; each
-module gets a ``root`` of its own for what it writes. ``rerun_with_labels``
-re-runs a copy of the finished output with other labels. Scores of the tiny random model are meaningless: the
+module gets a ``root`` of its own for what it writes (where
+``support.eval_outputs.rerun_with_labels`` re-runs a copy of the finished
+output with other labels). Scores of the tiny random model are meaningless: the
 tests compare the command's numbers with independent computations, never with
 fixed values.
 """
@@ -141,18 +142,6 @@ def demo_evaluation(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pa
             result = interrupted_then_finished(work, tiny_model_dir)
             done.write_bytes(pickle.dumps(result))
     return {**result, "root": tmp_path_factory.mktemp("eval")}
-
-
-def rerun_with_labels(setup: dict[str, Any], name: str, text: str, *extra: str) -> tuple[int, str, str, Path]:
-    """The finished evaluation, copied, re-run with other labels (nothing is rescored)."""
-    out = setup["root"] / name
-    shutil.copytree(setup["out"], out)
-    labels = setup["root"] / f"{name}.csv"
-    labels.write_text(text)
-    argv = list(setup["common"])
-    argv[argv.index("-l") + 1] = str(labels)
-    argv[argv.index("-o") + 1] = str(out)
-    return (*run_cli("eval", *argv, *extra), out)
 
 
 def video_records(count: int = 4) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,25 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = topreward(list(argv))
     return code, out.getvalue(), err.getvalue()
+
+
+def rerun_with_labels(
+    setup: dict[str, Any], name: str, text: str, *extra: str, suffix: str = ".csv"
+) -> tuple[int, str, str, Path]:
+    """A finished evaluation (``setup["out"]``), copied, re-run with other labels: nothing is rescored.
+
+    ``setup`` holds the evaluation's ``out`` folder, its ``common`` argv (with
+    ``-l`` and ``-o``) and a ``root`` for the copy; the labels file is
+    ``NAME + suffix`` there.
+    """
+    out = setup["root"] / name
+    shutil.copytree(setup["out"], out)
+    labels = setup["root"] / f"{name}{suffix}"
+    labels.write_text(text)
+    argv = list(setup["common"])
+    argv[argv.index("-l") + 1] = str(labels)
+    argv[argv.index("-o") + 1] = str(out)
+    return (*run_cli("eval", *argv, *extra), out)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
