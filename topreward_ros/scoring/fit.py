@@ -291,15 +291,11 @@ def _model_config(config: ScorerConfig) -> tuple[Any, Any, Any, str]:
     """(model config, video processor, tokenizer or None, where they came from)."""
     from transformers import AutoConfig, AutoTokenizer, AutoVideoProcessor, Qwen3VLConfig
 
-    from topreward_ros.scoring.backends.transformers_qwen.runtime import hub_offline, looks_like_path
+    from topreward_ros.scoring.backends.transformers_qwen.runtime import hub_offline, local_model_dir
 
-    local = Path(config.model).expanduser()
-    is_local = local.is_dir() or looks_like_path(config.model)
+    local = local_model_dir(config.model, "read the configuration of model")
+    is_local = local is not None
     source = str(local) if is_local else config.model
-    if is_local and not local.is_dir():  # else transformers reads the path as a malformed hub id
-        raise ModelLoadError(
-            f"cannot read the configuration of model {config.model!r}: local directory {local} does not exist"
-        )
     common: dict[str, Any] = {"revision": config.revision, "local_files_only": hub_offline(config) or not is_local}
     if not is_local:
         # Never download for a check: the cache or the built-in table.

@@ -9,7 +9,6 @@ supports, places it on the configured device and dtype, and wraps it in a
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from topreward_ros.scoring.backends.transformers_qwen.runtime import (
@@ -17,7 +16,7 @@ from topreward_ros.scoring.backends.transformers_qwen.runtime import (
     hub_offline,
     import_torch,
     is_out_of_memory,
-    looks_like_path,
+    local_model_dir,
     out_of_memory_as_model_error,
     resolve_device,
     resolve_dtype,
@@ -41,17 +40,11 @@ def load(config: ScorerConfig) -> VideoScorer:
 
     offline = hub_offline(config)
     model_ref = config.model
-    local = Path(model_ref).expanduser()
-    is_local = local.is_dir() or looks_like_path(model_ref)
+    local = local_model_dir(model_ref, "load model")
+    is_local = local is not None
     cache_dir = config.cache_dir or default_cache_dir()
     if is_local:
         where = f"local directory {local}"
-        if not local.is_dir():
-            raise ModelLoadError(
-                f"cannot load model {model_ref!r}: local directory {local} does not exist. "
-                "Pass an existing directory written by save_pretrained, or a hub id such as "
-                "'Qwen/Qwen3-VL-8B-Instruct'."
-            )
         source = str(local)
     else:
         mode = "offline (HF_HUB_OFFLINE / local_files_only): cache only" if offline else "online: cache, then hub"

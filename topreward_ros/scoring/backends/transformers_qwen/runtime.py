@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from topreward_ros.scoring.config import ScorerConfig
@@ -42,6 +43,26 @@ def hub_offline(config: ScorerConfig) -> bool:
 def looks_like_path(model: str) -> bool:
     """A reference that can only be a filesystem path (hub ids are "org/name")."""
     return model.startswith(("/", "./", "../", "~")) or model in (".", "..")
+
+
+def local_model_dir(model: str, doing: str) -> Path | None:
+    """The local directory ``model`` names, or ``None`` when it is a hub id.
+
+    A reference is local when it is an existing directory or can only be a
+    path. A path with no directory behind it raises ``ModelLoadError`` here
+    ("cannot ``doing`` ..."): transformers would read it as a malformed hub id
+    and say so, which names the wrong problem.
+    """
+    local = Path(model).expanduser()
+    if not (local.is_dir() or looks_like_path(model)):
+        return None
+    if not local.is_dir():
+        raise ModelLoadError(
+            f"cannot {doing} {model!r}: local directory {local} does not exist. "
+            "Pass an existing directory written by save_pretrained, or a hub id such as "
+            "'Qwen/Qwen3-VL-8B-Instruct'."
+        )
+    return local
 
 
 def default_cache_dir() -> str:
